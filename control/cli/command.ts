@@ -1,0 +1,62 @@
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+
+/** One `bulkhead` sub-command. `path` is the words that select it (`['policy', 'check']`). */
+export interface Command {
+  path: readonly string[];
+  summary: string;
+  /** Full help text shown by `--help` (usage line first). */
+  usage: string;
+  options?: ParseArgsConfig['options'];
+  /** Accept positional arguments (files …). */
+  positionals?: boolean;
+  run(args: ParsedArgs, io: CliIO): Promise<number>;
+}
+
+export interface ParsedArgs {
+  values: Record<string, string | boolean | (string | boolean)[] | undefined>;
+  positionals: string[];
+  /** Arguments after a literal `--`, kept apart (for `policy diff OLD -- NEW`). */
+  rest: string[];
+}
+
+export interface CliIO {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+/** A usage error: printed with the command's usage line, exit code 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export function parseCommandArgs(command: Command, argv: string[]): ParsedArgs {
+  const dashDash = argv.indexOf('--');
+  const head = dashDash === -1 ? argv : argv.slice(0, dashDash);
+  const rest = dashDash === -1 ? [] : argv.slice(dashDash + 1);
+  try {
+    const parsed = parseArgs({
+      args: head,
+      options: { help: { type: 'boolean', short: 'h' }, ...(command.options ?? {}) },
+      allowPositionals: command.positionals ?? false,
+      strict: true,
+    });
+    return { values: parsed.values, positionals: parsed.positionals, rest };
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+export function stringOption(args: ParsedArgs, name: string): string | undefined {
+  const value = args.values[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+export function requireOption(args: ParsedArgs, name: string): string {
+  const value = stringOption(args, name);
+  if (value === undefined || value === '') throw new UsageError(`--${name} is required`);
+  return value;
+}

@@ -1,0 +1,118 @@
+// Builds dist/: ESM and CommonJS for every public entry point, plus the fully bundled
+// artefacts that ship in the Lambda layer (preload and extension need no node_modules).
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(root, 'dist');
+
+// name -> source. `dual`: ESM + CJS with npm packages left external (library use).
+// `standalone`: one self-contained CJS file (goes into the layer / preloads).
+const entries = [
+  { name: 'index', src: 'policy/index.ts', kind: 'dual' },
+  { name: 'shim', src: 'runtime-shims/index.ts', kind: 'dual' },
+  { name: 'aws', src: 'runtime-shims/aws/index.ts', kind: 'dual' },
+  { name: 'middy', src: 'runtime-shims/middy/index.ts', kind: 'dual' },
+  { name: 'azure', src: 'runtime-shims/azure/index.ts', kind: 'dual' },
+  { name: 'gcp', src: 'runtime-shims/gcp/index.ts', kind: 'dual' },
+  { name: 'register', src: 'runtime-shims/register.ts', kind: 'standalone' },
+  { name: 'register', src: 'runtime-shims/register-esm.ts', kind: 'esm-preload' },
+  { name: 'extension', src: 'extensions/main.ts', kind: 'standalone' },
+  { name: 'cli', src: 'control/cli/main.ts', kind: 'cli' },
+  { name: 'demo', src: 'scripts/demo.ts', kind: 'cli' },
+];
+
+// dist/ is overwritten, not wiped: tests running elsewhere may be reading it.
+mkdirSync(dist, { recursive: true });
+
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  sourcemap: false,
+  logLevel: 'warning',
+  legalComments: 'none',
+};
+const cjsImportMetaShim = { 'import.meta.url': '__bulkhead_import_meta_url' };
+const cjsBanner = {
+  js: "const __bulkhead_import_meta_url = require('node:url').pathToFileURL(__filename).href;",
+};
+
+const jobs = [];
+for (const entry of entries) {
+  const src = join(root, entry.src);
+  if (!existsSync(src)) continue;
+  if (entry.kind === 'dual') {
+    jobs.push(
+      build({
+        ...common,
+        entryPoints: [src],
+        outfile: join(dist, `${entry.name}.mjs`),
+        format: 'esm',
+        packages: 'external',
+      }),
+    );
+    jobs.push(
+      build({
+        ...common,
+        entryPoints: [src],
+        outfile: join(dist, `${entry.name}.cjs`),
+        format: 'cjs',
+        packages: 'external',
+        define: cjsImportMetaShim,
+        banner: cjsBanner,
+      }),
+    );
+  } else if (entry.kind === 'standalone') {
+    jobs.push(
+      build({
+        ...common,
+        entryPoints: [src],
+        outfile: join(dist, `${entry.name}.cjs`),
+        format: 'cjs',
+        minifySyntax: true,
+        define: cjsImportMetaShim,
+        banner: cjsBanner,
+      }),
+    );
+  } else if (entry.kind === 'esm-preload') {
+    jobs.push(
+      build({
+        ...common,
+        entryPoints: [src],
+        outfile: join(dist, `${entry.name}.mjs`),
+        format: 'esm',
+        packages: 'external',
+      }),
+    );
+  } else if (entry.kind === 'cli') {
+    const outfile = join(dist, `${entry.name}.mjs`);
+    jobs.push(
+      build({
+        ...common,
+        entryPoints: [src],
+        outfile,
+        format: 'esm',
+        packages: 'external',
+        banner: { js: '#!/usr/bin/env node' },
+      }).then(() => chmodSync(outfile, 0o755)),
+    );
+  }
+}
+await Promise.all(jobs);
+
+if (process.env.BULKHEAD_SKIP_DTS !== '1' && existsSync(join(root, 'tsconfig.build.json'))) {
+  const tsc = spawnSync(
+    process.execPath,
+    [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
+    {
+      cwd: root,
+      stdio: 'inherit',
+    },
+  );
+  if (tsc.status !== 0)
+    console.warn('build: declaration emit reported errors (see above); npm run typecheck is the gate');
+}
