@@ -103,3 +103,17 @@ export interface Envelope {
 
 export const BUNDLE_PAYLOAD_TYPE = 'application/vnd.bulkhead.bundle+json';
 export const BUNDLE_SCHEMA_VERSION = 1;
+
+/** The decision engine for one bundle revision (`createDecider`). Every method is synchronous and cheap. */
+export interface Decider {
+  readonly revision: number;
+  /** The mode a deny of this workload is reported under when no rule overrides it. */
+  readonly mode: Mode;
+  decide(request: DecisionRequest): Decision;
+  /** DNS: may this name be resolved at all (could any allow rule ever match it)? */
+  decideName(host: string): Decision;
+  /** child_process: may this executable (path or basename as given) be started? */
+  decideExec(file: string): Decision;
+  /** process.dlopen: may this native addon be loaded? */
+  decideAddon(path: string): Decision;
+}
