@@ -7,6 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import type { AnyHandler } from './with-bulkhead.js';
 
 /** Error names the runtime uses, so logs and error types read the same as without Bulkhead. */
 export type HandlerErrorName =
@@ -44,7 +45,7 @@ export function parseHandlerString(handlerString: string): HandlerSpec {
   const file = basename(handlerString);
   const moduleRoot = handlerString.slice(0, handlerString.length - file.length).replace(/\/$/, '');
   const match = FUNCTION_EXPRESSION.exec(file);
-  if (!match || !match[1] || !match[2])
+  if (!match?.[1] || !match[2])
     throw new HandlerLoadError(
       'Runtime.MalformedHandlerName',
       `Bad handler '${handlerString}' (expected module.function)`,
@@ -148,12 +149,7 @@ function findIn(handlerName: string, container: unknown): unknown {
     );
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: handlers take any arguments.
-export function resolveHandlerExport(
-  loaded: unknown,
-  spec: HandlerSpec,
-  handlerString: string,
-): (...args: any[]) => any {
+export function resolveHandlerExport(loaded: unknown, spec: HandlerSpec, handlerString: string): AnyHandler {
   let handler = findIn(spec.handlerName, loaded);
   if (handler === undefined && loaded !== null && typeof loaded === 'object' && 'default' in loaded)
     handler = findIn(spec.handlerName, (loaded as { default: unknown }).default);
@@ -161,6 +157,5 @@ export function resolveHandlerExport(
     throw new HandlerLoadError('Runtime.HandlerNotFound', `${handlerString} is undefined or not exported`);
   if (typeof handler !== 'function')
     throw new HandlerLoadError('Runtime.HandlerNotFound', `${handlerString} is not a function`);
-  // biome-ignore lint/suspicious/noExplicitAny: see above.
-  return handler as (...args: any[]) => any;
+  return handler as AnyHandler;
 }
