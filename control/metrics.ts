@@ -1,0 +1,69 @@
+// Hand-written Prometheus counters: a few numbers, no client library needed.
+
+type Labels = Readonly<Record<string, string>>;
+
+function labelText(labels: Labels): string {
+  const entries = Object.entries(labels);
+  if (entries.length === 0) return '';
+  const escaped = entries.map(
+    ([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`,
+  );
+  return `{${escaped.join(',')}}`;
+}
+
+class Counter {
+  private readonly values = new Map<string, number>();
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
+
+  inc(labels: Labels = {}, by = 1): void {
+    const key = labelText(labels);
+    this.values.set(key, (this.values.get(key) ?? 0) + by);
+  }
+
+  get(labels: Labels = {}): number {
+    return this.values.get(labelText(labels)) ?? 0;
+  }
+
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    if (this.values.size === 0) lines.push(`${this.name} 0`);
+    for (const [labels, value] of this.values) lines.push(`${this.name}${labels} ${value}`);
+    return lines.join('\n');
+  }
+}
+
+export function gauge(name: string, help: string, samples: { labels?: Labels; value: number }[]): string {
+  const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`];
+  for (const sample of samples) lines.push(`${name}${labelText(sample.labels ?? {})} ${sample.value}`);
+  return lines.join('\n');
+}
+
+export class ControlMetrics {
+  readonly requests = new Counter(
+    'bulkhead_http_requests_total',
+    'HTTP requests answered, by route and status',
+  );
+  readonly reports = new Counter(
+    'bulkhead_report_records_total',
+    'Deny records received, by result (stored, duplicate, rejected)',
+  );
+  readonly bundles = new Counter(
+    'bulkhead_bundle_responses_total',
+    'Bundle requests answered, by result (sent, not_modified, capped)',
+  );
+  readonly applies = new Counter('bulkhead_policy_applies_total', 'Policy applies, by result');
+  readonly rateLimited = new Counter(
+    'bulkhead_rate_limited_total',
+    'Requests refused by the per-token rate limit',
+  );
+  /** Milliseconds from a revision's announcement to each workload receiving it, as a sum and count. */
+  propagationSumMs = 0;
+  propagationCount = 0;
+
+  counters(): Counter[] {
+    return [this.requests, this.reports, this.bundles, this.applies, this.rateLimited];
+  }
+}

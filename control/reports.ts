@@ -1,0 +1,142 @@
+// Validation of incoming deny records. Each record is judged alone: a bad one is counted
+// and reported back by index, the rest of the batch is stored. What is stored is rebuilt
+// from the known fields only, so nothing unvalidated reaches the forensic log.
+import type { DenyRecord, Protocol, WorkloadIdentity } from '../policy/types.js';
+
+const KINDS = new Set(['connect', 'http', 'dns', 'udp', 'exec', 'addon', 'worker', 'tamper']);
+const PROTOCOLS = new Set(['tcp', 'udp', 'http', 'https', 'dns']);
+const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+// ISO-8601 date-time with a zone, the only form shims produce.
+const TIME_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})$/;
+const MAX_WORKLOAD_ATTRIBUTES = 128;
+
+export class RecordError extends Error {}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function text(value: unknown, field: string, max: number): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > max) {
+    throw new RecordError(`${field}: expected a non-empty string of at most ${max} characters`);
+  }
+  return value;
+}
+
+function optionalText(value: unknown, field: string, max: number): string | undefined {
+  return value === undefined || value === null ? undefined : text(value, field, max);
+}
+
+function integer(value: unknown, field: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new RecordError(`${field}: expected an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
+function optionalInteger(value: unknown, field: string, min: number, max: number): number | undefined {
+  return value === undefined || value === null ? undefined : integer(value, field, min, max);
+}
+
+function time(value: unknown, field: string): { text: string; ms: number } {
+  const t = text(value, field, 40);
+  const ms = TIME_PATTERN.test(t) ? Date.parse(t) : Number.NaN;
+  if (!Number.isFinite(ms))
+    throw new RecordError(`${field}: expected an ISO-8601 time, got ${JSON.stringify(t)}`);
+  return { text: t, ms };
+}
+
+function oneOf<T extends string>(value: unknown, field: string, allowed: ReadonlySet<string>): T {
+  if (typeof value !== 'string' || !allowed.has(value)) {
+    throw new RecordError(`${field}: expected one of ${[...allowed].join(', ')}`);
+  }
+  return value as T;
+}
+
+function workloadOf(value: unknown): WorkloadIdentity {
+  if (!isObject(value)) throw new RecordError('workload: expected an object of string attributes');
+  const entries = Object.entries(value);
+  if (entries.length > MAX_WORKLOAD_ATTRIBUTES) {
+    throw new RecordError(`workload: more than ${MAX_WORKLOAD_ATTRIBUTES} attributes`);
+  }
+  const identity: Record<string, string> = {};
+  for (const [key, attribute] of entries) {
+    if (key.length === 0 || key.length > 128)
+      throw new RecordError('workload: attribute names are 1-128 characters');
+    identity[key] = text(attribute, `workload.${key}`, 1024);
+  }
+  return identity;
+}
+
+export interface ValidatedRecord {
+  record: DenyRecord;
+  timeMs: number;
+}
+
+/** Checks one record from outside; throws RecordError naming the first bad field. */
+export function validateDenyRecord(input: unknown): ValidatedRecord {
+  if (!isObject(input)) throw new RecordError('record: expected an object');
+  const id = text(input.id, 'id', 128);
+  if (!ID_PATTERN.test(id)) throw new RecordError('id: letters, digits and . _ : - only');
+  const first = time(input.time, 'time');
+  const last =
+    input.lastTime === undefined || input.lastTime === null ? undefined : time(input.lastTime, 'lastTime');
+  const destinationInput = input.destination;
+  if (!isObject(destinationInput)) throw new RecordError('destination: expected an object');
+  const destination: DenyRecord['destination'] = {};
+  const host = optionalText(destinationInput.host, 'destination.host', 1024);
+  if (host !== undefined) destination.host = host.toLowerCase();
+  const ip = optionalText(destinationInput.ip, 'destination.ip', 64);
+  if (ip !== undefined) destination.ip = ip;
+  const port = optionalInteger(destinationInput.port, 'destination.port', 0, 65535);
+  if (port !== undefined) destination.port = port;
+  if (destinationInput.protocol !== undefined && destinationInput.protocol !== null) {
+    destination.protocol = oneOf<Protocol>(destinationInput.protocol, 'destination.protocol', PROTOCOLS);
+  }
+  const sni = optionalText(destinationInput.sni, 'destination.sni', 1024);
+  if (sni !== undefined) destination.sni = sni;
+  const method = optionalText(destinationInput.method, 'destination.method', 32);
+  if (method !== undefined) destination.method = method;
+  const path = optionalText(destinationInput.path, 'destination.path', 8192);
+  if (path !== undefined) destination.path = path;
+  const command = optionalText(destinationInput.command, 'destination.command', 8192);
+  if (command !== undefined) destination.command = command;
+
+  const record: DenyRecord = {
+    id,
+    time: first.text,
+    count: integer(input.count ?? 1, 'count', 1, Number.MAX_SAFE_INTEGER),
+    workload: workloadOf(input.workload),
+    kind: oneOf<DenyRecord['kind']>(input.kind, 'kind', KINDS),
+    destination,
+    decision: oneOf<'allow' | 'deny'>(input.decision, 'decision', new Set(['allow', 'deny'])),
+    mode: oneOf<'enforce' | 'observe'>(input.mode, 'mode', new Set(['enforce', 'observe'])),
+    rule: text(input.rule, 'rule', 512),
+    revision: integer(input.revision, 'revision', 0, Number.MAX_SAFE_INTEGER),
+  };
+  if (last) record.lastTime = last.text;
+  if (input.severity !== undefined && input.severity !== null) {
+    record.severity = oneOf<'normal' | 'high'>(input.severity, 'severity', new Set(['normal', 'high']));
+  }
+  if (input.origin !== undefined && input.origin !== null) {
+    if (!isObject(input.origin)) throw new RecordError('origin: expected an object');
+    const origin: NonNullable<DenyRecord['origin']> = {};
+    const pkg = optionalText(input.origin.package, 'origin.package', 512);
+    if (pkg !== undefined) origin.package = pkg;
+    const file = optionalText(input.origin.file, 'origin.file', 4096);
+    if (file !== undefined) origin.file = file;
+    const line = optionalInteger(input.origin.line, 'origin.line', 0, 100_000_000);
+    if (line !== undefined) origin.line = line;
+    record.origin = origin;
+  }
+  const invocationId = optionalText(input.invocationId, 'invocationId', 256);
+  if (invocationId !== undefined) record.invocationId = invocationId;
+  const sandboxId = optionalText(input.sandboxId, 'sandboxId', 256);
+  const seq = optionalInteger(input.seq, 'seq', 1, Number.MAX_SAFE_INTEGER);
+  if ((sandboxId === undefined) !== (seq === undefined)) {
+    throw new RecordError('sandboxId and seq: send both or neither');
+  }
+  if (sandboxId !== undefined) record.sandboxId = sandboxId;
+  if (seq !== undefined) record.seq = seq;
+  return { record, timeMs: first.ms };
+}

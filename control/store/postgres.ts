@@ -1,0 +1,401 @@
+// PostgreSQL engine: any number of control API replicas share one database. A revision
+// stored by any replica is announced to all of them with NOTIFY on one channel.
+import pg from 'pg';
+import { postgresMigrations } from './migrations.js';
+import { buildDenyQuery, postgresDialect, sandboxProgress } from './sql.js';
+import type {
+  ControlStore,
+  DenyFilter,
+  DenyRow,
+  InsertDeniesResult,
+  MetricsSnapshot,
+  NewRevision,
+  RevisionRow,
+  SigningKeyRow,
+  StoredDeny,
+  TokenRow,
+  TokenScope,
+  Unsubscribe,
+  WorkloadRow,
+  WorkloadSighting,
+} from './types.js';
+
+const REVISION_CHANNEL = 'bulkhead_revision';
+// Arbitrary constants naming the advisory locks that serialise migrations and revision numbering.
+const MIGRATION_LOCK = 0x6275_6c6b;
+const REVISION_LOCK = 0x6275_6c6c;
+
+interface RevisionRecord {
+  revision: string;
+  created_at: string;
+  sources: string;
+  restored_from: string | null;
+  summary: string;
+}
+
+function toRevision(row: RevisionRecord): RevisionRow {
+  return {
+    revision: Number(row.revision),
+    createdAt: row.created_at,
+    sources: JSON.parse(row.sources),
+    restoredFrom: row.restored_from === null ? null : Number(row.restored_from),
+    summary: JSON.parse(row.summary),
+  };
+}
+
+export interface PostgresStoreOptions {
+  connectionString: string;
+  /** Pool size per replica. */
+  maxConnections?: number;
+  onError?: (error: Error) => void;
+}
+
+export class PostgresStore implements ControlStore {
+  readonly engine = 'postgres' as const;
+  private readonly pool: pg.Pool;
+  private listener: pg.Client | undefined;
+  private readonly revisionListeners = new Set<(revision: number) => void>();
+  private highestAnnounced = 0;
+  private closed = false;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: PostgresStoreOptions) {
+    this.pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.maxConnections ?? 10,
+    });
+    this.pool.on('error', (error) => options.onError?.(error));
+  }
+
+  /** Connects the LISTEN client; `openPostgresStore` calls it. */
+  async start(): Promise<void> {
+    await this.migrate();
+    await this.listen();
+  }
+
+  private async listen(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.options.connectionString });
+    client.on('notification', (message) => {
+      if (message.channel !== REVISION_CHANNEL || message.payload === undefined) return;
+      const revision = Number(message.payload);
+      if (Number.isSafeInteger(revision)) this.announce(revision);
+    });
+    client.on('error', (error) => {
+      this.options.onError?.(error);
+      this.scheduleReconnect(client);
+    });
+    client.on('end', () => this.scheduleReconnect(client));
+    await client.connect();
+    await client.query(`LISTEN ${REVISION_CHANNEL}`);
+    this.listener = client;
+    // A revision stored while we were not listening would otherwise go unannounced.
+    const latest = await this.latestRevisionNumber();
+    if (latest > 0) this.announce(latest);
+  }
+
+  private scheduleReconnect(client: pg.Client): void {
+    if (this.closed || this.listener !== client || this.reconnectTimer) return;
+    this.listener = undefined;
+    client.end().catch(() => {});
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this.closed) return;
+      this.listen().catch((error: Error) => {
+        this.options.onError?.(error);
+        this.reconnectTimer = setTimeout(() => this.listen().catch(() => {}), 1000);
+      });
+    }, 500);
+  }
+
+  private announce(revision: number): void {
+    if (revision <= this.highestAnnounced) return;
+    this.highestAnnounced = revision;
+    for (const listener of this.revisionListeners) listener(revision);
+  }
+
+  async migrate(): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      await client.query(
+        'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)',
+      );
+      const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
+      const applied = new Set(rows.map((r) => r.version));
+      for (const migration of postgresMigrations) {
+        if (applied.has(migration.version)) continue;
+        await client.query(migration.sql);
+        await client.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [
+          migration.version,
+          migration.name,
+          new Date().toISOString(),
+        ]);
+      }
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async schemaVersion(): Promise<number> {
+    const { rows } = await this.pool.query<{ v: number | null }>(
+      'SELECT max(version) AS v FROM schema_migrations',
+    );
+    return rows[0]?.v ?? 0;
+  }
+
+  async createToken(token: TokenRow): Promise<void> {
+    await this.pool.query(
+      'INSERT INTO tokens (id, hash, scope, name, created_at) VALUES ($1, $2, $3, $4, $5)',
+      [token.id, token.hash, token.scope, token.name, token.createdAt],
+    );
+  }
+
+  async findToken(id: string): Promise<TokenRow | undefined> {
+    const { rows } = await this.pool.query<{
+      id: string;
+      hash: string;
+      scope: TokenScope;
+      name: string | null;
+      created_at: string;
+    }>('SELECT id, hash, scope, name, created_at FROM tokens WHERE id = $1', [id]);
+    const row = rows[0];
+    return row && { id: row.id, hash: row.hash, scope: row.scope, name: row.name, createdAt: row.created_at };
+  }
+
+  private async latestRevisionNumber(): Promise<number> {
+    const { rows } = await this.pool.query<{ n: string | null }>('SELECT max(revision) AS n FROM revisions');
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  async latestRevision(): Promise<RevisionRow | undefined> {
+    const { rows } = await this.pool.query<RevisionRecord>(
+      'SELECT * FROM revisions ORDER BY revision DESC LIMIT 1',
+    );
+    return rows[0] && toRevision(rows[0]);
+  }
+
+  async getRevision(revision: number): Promise<RevisionRow | undefined> {
+    const { rows } = await this.pool.query<RevisionRecord>('SELECT * FROM revisions WHERE revision = $1', [
+      revision,
+    ]);
+    return rows[0] && toRevision(rows[0]);
+  }
+
+  async listRevisions(limit: number): Promise<Omit<RevisionRow, 'sources'>[]> {
+    const { rows } = await this.pool.query<Omit<RevisionRecord, 'sources'>>(
+      'SELECT revision, created_at, restored_from, summary FROM revisions ORDER BY revision DESC LIMIT $1',
+      [limit],
+    );
+    return rows.map((row) => ({
+      revision: Number(row.revision),
+      createdAt: row.created_at,
+      restoredFrom: row.restored_from === null ? null : Number(row.restored_from),
+      summary: JSON.parse(row.summary),
+    }));
+  }
+
+  async appendRevision(revision: NewRevision): Promise<number> {
+    const client = await this.pool.connect();
+    let number: number;
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [REVISION_LOCK]);
+      const { rows } = await client.query<{ n: string | null }>('SELECT max(revision) AS n FROM revisions');
+      number = Number(rows[0]?.n ?? 0) + 1;
+      await client.query(
+        'INSERT INTO revisions (revision, created_at, sources, restored_from, summary) VALUES ($1, $2, $3, $4, $5)',
+        [
+          number,
+          revision.createdAt,
+          JSON.stringify(revision.sources),
+          revision.restoredFrom,
+          JSON.stringify(revision.summary ?? null),
+        ],
+      );
+      // Delivered to every listening replica when (and only if) the transaction commits.
+      await client.query('SELECT pg_notify($1, $2)', [REVISION_CHANNEL, String(number)]);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+    this.announce(number);
+    return number;
+  }
+
+  onRevision(listener: (revision: number) => void): Unsubscribe {
+    this.revisionListeners.add(listener);
+    return () => this.revisionListeners.delete(listener);
+  }
+
+  async recordSightings(sightings: WorkloadSighting[]): Promise<void> {
+    if (sightings.length === 0) return;
+    await this.pool.query(
+      `INSERT INTO workloads (key, identity, first_seen, last_seen, revision, scope)
+       SELECT k, i, t, t, r, s FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS u(k, i, t, r, s)
+       ON CONFLICT (key) DO UPDATE SET last_seen = excluded.last_seen, revision = excluded.revision,
+         scope = excluded.scope, identity = excluded.identity`,
+      [
+        sightings.map((s) => s.key),
+        sightings.map((s) => JSON.stringify(s.identity)),
+        sightings.map((s) => s.seenAt),
+        sightings.map((s) => s.revision),
+        sightings.map((s) => s.scope),
+      ],
+    );
+  }
+
+  async listWorkloads(): Promise<WorkloadRow[]> {
+    const { rows } = await this.pool.query<{
+      key: string;
+      identity: string;
+      first_seen: string;
+      last_seen: string;
+      revision: string;
+      scope: string;
+      missing: string;
+      sandboxes: string;
+    }>(
+      `SELECT w.key, w.identity, w.first_seen, w.last_seen, w.revision, w.scope,
+         coalesce(sum(greatest(s.max_seq - s.received, 0)), 0) AS missing, count(s.id) AS sandboxes
+       FROM workloads w LEFT JOIN sandboxes s ON s.workload = w.key
+       GROUP BY w.key ORDER BY w.key`,
+    );
+    return rows.map((row) => ({
+      key: row.key,
+      identity: JSON.parse(row.identity),
+      firstSeen: row.first_seen,
+      lastSeen: row.last_seen,
+      revision: Number(row.revision),
+      scope: row.scope,
+      missingRecords: Number(row.missing),
+      sandboxes: Number(row.sandboxes),
+    }));
+  }
+
+  async insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult> {
+    if (rows.length === 0) return { stored: 0, duplicate: 0 };
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const inserted = await client.query<{ id: string }>(
+        `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision, mode, rule,
+           revision, sandbox_id, seq, received_at, record)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+           $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::bigint[],
+           $16::text[], $17::text[])
+         ON CONFLICT (id) DO NOTHING RETURNING id`,
+        [
+          rows.map((r) => r.id),
+          rows.map((r) => r.time),
+          rows.map((r) => r.timeMs),
+          rows.map((r) => r.workloadKey),
+          rows.map((r) => r.groups),
+          rows.map((r) => r.host),
+          rows.map((r) => r.ip),
+          rows.map((r) => r.port),
+          rows.map((r) => r.kind),
+          rows.map((r) => r.decision),
+          rows.map((r) => r.mode),
+          rows.map((r) => r.rule),
+          rows.map((r) => r.revision),
+          rows.map((r) => r.sandboxId),
+          rows.map((r) => r.seq),
+          rows.map((r) => r.receivedAt),
+          rows.map((r) => r.record),
+        ],
+      );
+      const storedIds = new Set(inserted.rows.map((r) => r.id));
+      // A batch may repeat an id: only its first occurrence was stored.
+      const storedRows: DenyRow[] = [];
+      for (const row of rows) {
+        if (storedIds.delete(row.id)) storedRows.push(row);
+      }
+      const progress = sandboxProgress(storedRows);
+      if (progress.length > 0) {
+        await client.query(
+          `INSERT INTO sandboxes (id, workload, max_seq, received, last_seen)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
+           ON CONFLICT (id) DO UPDATE SET max_seq = greatest(sandboxes.max_seq, excluded.max_seq),
+             received = sandboxes.received + excluded.received, last_seen = excluded.last_seen`,
+          [
+            progress.map((p) => p.id),
+            progress.map((p) => p.workload),
+            progress.map((p) => p.maxSeq),
+            progress.map((p) => p.received),
+            progress.map(() => new Date().toISOString()),
+          ],
+        );
+      }
+      await client.query('COMMIT');
+      return { stored: storedRows.length, duplicate: rows.length - storedRows.length };
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async queryDenies(filter: DenyFilter): Promise<StoredDeny[]> {
+    const { sql, params } = buildDenyQuery(filter, postgresDialect);
+    const { rows } = await this.pool.query<{ position: string; record: string }>(sql, params);
+    return rows.map((row) => ({ position: Number(row.position), record: row.record }));
+  }
+
+  async rememberSigningKey(key: SigningKeyRow): Promise<void> {
+    await this.pool.query(
+      'INSERT INTO signing_keys (key_id, public_key, first_used) VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING',
+      [key.keyId, key.publicKeyPem, key.firstUsed],
+    );
+  }
+
+  async listSigningKeys(): Promise<SigningKeyRow[]> {
+    const { rows } = await this.pool.query<{ key_id: string; public_key: string; first_used: string }>(
+      'SELECT key_id, public_key, first_used FROM signing_keys ORDER BY first_used',
+    );
+    return rows.map((r) => ({ keyId: r.key_id, publicKeyPem: r.public_key, firstUsed: r.first_used }));
+  }
+
+  async metrics(): Promise<MetricsSnapshot> {
+    const { rows } = await this.pool.query<{ workloads: string; missing: string; denies: string }>(
+      `SELECT (SELECT count(*) FROM workloads) AS workloads,
+         (SELECT coalesce(sum(greatest(max_seq - received, 0)), 0) FROM sandboxes) AS missing,
+         (SELECT count(*) FROM denies) AS denies`,
+    );
+    const row = rows[0];
+    return {
+      workloads: Number(row?.workloads ?? 0),
+      missingRecords: Number(row?.missing ?? 0),
+      denies: Number(row?.denies ?? 0),
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.revisionListeners.clear();
+    const listener = this.listener;
+    this.listener = undefined;
+    await listener?.end().catch(() => {});
+    await this.pool.end();
+  }
+}
+
+export async function openPostgresStore(options: PostgresStoreOptions): Promise<PostgresStore> {
+  const store = new PostgresStore(options);
+  try {
+    await store.start();
+  } catch (error) {
+    await store.close().catch(() => {});
+    throw error;
+  }
+  return store;
+}

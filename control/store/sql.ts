@@ -1,0 +1,76 @@
+// SQL shared by both engines. Only placeholders and a few function names differ.
+import type { DenyFilter, DenyRow } from './types.js';
+
+export interface Dialect {
+  placeholder(index: number): string;
+  /** Position of a substring, 0 when absent (SQLite `instr`, PostgreSQL `strpos`). */
+  substringPosition: string;
+}
+
+export const sqliteDialect: Dialect = { placeholder: () => '?', substringPosition: 'instr' };
+export const postgresDialect: Dialect = { placeholder: (i) => `$${i}`, substringPosition: 'strpos' };
+
+function escapeLike(text: string): string {
+  return text.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
+export function buildDenyQuery(filter: DenyFilter, dialect: Dialect): { sql: string; params: unknown[] } {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const bind = (value: unknown): string => {
+    params.push(value);
+    return dialect.placeholder(params.length);
+  };
+  if (filter.workload !== undefined) where.push(`workload = ${bind(filter.workload)}`);
+  if (filter.group !== undefined)
+    where.push(`${dialect.substringPosition}(groups, ${bind(`,${filter.group},`)}) > 0`);
+  if (filter.destination !== undefined) {
+    const destination = filter.destination.toLowerCase();
+    if (destination.startsWith('*.')) {
+      where.push(`host LIKE ${bind(`%${escapeLike(destination.slice(1))}`)} ESCAPE '\\'`);
+    } else {
+      where.push(`(host = ${bind(destination)} OR ip = ${bind(destination)})`);
+    }
+  }
+  if (filter.rule !== undefined) where.push(`rule = ${bind(filter.rule)}`);
+  if (filter.decision !== undefined) where.push(`decision = ${bind(filter.decision)}`);
+  if (filter.sinceMs !== undefined) where.push(`time_ms >= ${bind(filter.sinceMs)}`);
+  if (filter.untilMs !== undefined) where.push(`time_ms < ${bind(filter.untilMs)}`);
+  if (filter.after !== undefined) where.push(`position > ${bind(filter.after)}`);
+  if (filter.before !== undefined) where.push(`position < ${bind(filter.before)}`);
+  const sql = [
+    'SELECT position, record FROM denies',
+    where.length > 0 ? `WHERE ${where.join(' AND ')}` : '',
+    `ORDER BY position ${filter.order === 'asc' ? 'ASC' : 'DESC'}`,
+    `LIMIT ${bind(filter.limit)}`,
+  ].join(' ');
+  return { sql, params };
+}
+
+export interface SandboxProgress {
+  id: string;
+  workload: string;
+  maxSeq: number;
+  received: number;
+}
+
+/** Folds the newly stored rows of one batch into per-sandbox progress for gap counting. */
+export function sandboxProgress(storedRows: Iterable<DenyRow>): SandboxProgress[] {
+  const bySandbox = new Map<string, SandboxProgress>();
+  for (const row of storedRows) {
+    if (row.sandboxId === null || row.seq === null) continue;
+    const progress = bySandbox.get(row.sandboxId);
+    if (progress) {
+      progress.received++;
+      if (row.seq > progress.maxSeq) progress.maxSeq = row.seq;
+    } else {
+      bySandbox.set(row.sandboxId, {
+        id: row.sandboxId,
+        workload: row.workloadKey,
+        maxSeq: row.seq,
+        received: 1,
+      });
+    }
+  }
+  return [...bySandbox.values()];
+}

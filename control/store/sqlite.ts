@@ -1,0 +1,275 @@
+// SQLite engine (better-sqlite3, WAL): the embedded default. One process owns the file;
+// revision announcements are in-process only.
+import Database from 'better-sqlite3';
+import { sqliteMigrations } from './migrations.js';
+import { buildDenyQuery, type Dialect, sandboxProgress, sqliteDialect } from './sql.js';
+import type {
+  ControlStore,
+  DenyFilter,
+  DenyRow,
+  InsertDeniesResult,
+  MetricsSnapshot,
+  NewRevision,
+  RevisionRow,
+  SigningKeyRow,
+  StoredDeny,
+  TokenRow,
+  TokenScope,
+  Unsubscribe,
+  WorkloadRow,
+  WorkloadSighting,
+} from './types.js';
+
+interface RevisionRecord {
+  revision: number;
+  created_at: string;
+  sources: string;
+  restored_from: number | null;
+  summary: string;
+}
+
+function toRevision(row: RevisionRecord): RevisionRow {
+  return {
+    revision: row.revision,
+    createdAt: row.created_at,
+    sources: JSON.parse(row.sources),
+    restoredFrom: row.restored_from,
+    summary: JSON.parse(row.summary),
+  };
+}
+
+export class SqliteStore implements ControlStore {
+  readonly engine = 'sqlite' as const;
+  private readonly db: Database.Database;
+  private readonly dialect: Dialect = sqliteDialect;
+  private readonly revisionListeners = new Set<(revision: number) => void>();
+  private readonly insertDeny: Database.Statement;
+  private readonly upsertSandbox: Database.Statement;
+  private readonly upsertWorkload: Database.Statement;
+  private readonly insertDenyBatch: Database.Transaction<(rows: DenyRow[]) => InsertDeniesResult>;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    // NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the last commits.
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('foreign_keys = ON');
+    this.runMigrations();
+    this.insertDeny = this.db.prepare(
+      `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision, mode, rule,
+         revision, sandbox_id, seq, received_at, record)
+       VALUES (@id, @time, @timeMs, @workloadKey, @groups, @host, @ip, @port, @kind, @decision, @mode, @rule,
+         @revision, @sandboxId, @seq, @receivedAt, @record)
+       ON CONFLICT (id) DO NOTHING`,
+    );
+    this.upsertSandbox = this.db.prepare(
+      `INSERT INTO sandboxes (id, workload, max_seq, received, last_seen) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET max_seq = max(max_seq, excluded.max_seq),
+         received = received + excluded.received, last_seen = excluded.last_seen`,
+    );
+    this.upsertWorkload = this.db.prepare(
+      `INSERT INTO workloads (key, identity, first_seen, last_seen, revision, scope) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET last_seen = excluded.last_seen, revision = excluded.revision,
+         scope = excluded.scope, identity = excluded.identity`,
+    );
+    this.insertDenyBatch = this.db.transaction((rows: DenyRow[]) => {
+      const stored: DenyRow[] = [];
+      for (const row of rows) {
+        if (this.insertDeny.run(row).changes === 1) stored.push(row);
+      }
+      const now = new Date().toISOString();
+      for (const progress of sandboxProgress(stored)) {
+        this.upsertSandbox.run(progress.id, progress.workload, progress.maxSeq, progress.received, now);
+      }
+      return { stored: stored.length, duplicate: rows.length - stored.length };
+    });
+  }
+
+  private runMigrations(): void {
+    this.db.exec(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)',
+    );
+    const applied = new Set(
+      (this.db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map(
+        (r) => r.version,
+      ),
+    );
+    for (const migration of sqliteMigrations) {
+      if (applied.has(migration.version)) continue;
+      this.db
+        .transaction(() => {
+          this.db.exec(migration.sql);
+          this.db
+            .prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)')
+            .run(migration.version, migration.name, new Date().toISOString());
+        })
+        .immediate();
+    }
+  }
+
+  async migrate(): Promise<void> {
+    this.runMigrations();
+  }
+
+  async schemaVersion(): Promise<number> {
+    const row = this.db.prepare('SELECT max(version) AS v FROM schema_migrations').get() as {
+      v: number | null;
+    };
+    return row.v ?? 0;
+  }
+
+  async createToken(token: TokenRow): Promise<void> {
+    this.db
+      .prepare('INSERT INTO tokens (id, hash, scope, name, created_at) VALUES (?, ?, ?, ?, ?)')
+      .run(token.id, token.hash, token.scope, token.name, token.createdAt);
+  }
+
+  async findToken(id: string): Promise<TokenRow | undefined> {
+    const row = this.db
+      .prepare('SELECT id, hash, scope, name, created_at FROM tokens WHERE id = ?')
+      .get(id) as
+      | { id: string; hash: string; scope: TokenScope; name: string | null; created_at: string }
+      | undefined;
+    return row && { id: row.id, hash: row.hash, scope: row.scope, name: row.name, createdAt: row.created_at };
+  }
+
+  async latestRevision(): Promise<RevisionRow | undefined> {
+    const row = this.db.prepare('SELECT * FROM revisions ORDER BY revision DESC LIMIT 1').get() as
+      | RevisionRecord
+      | undefined;
+    return row && toRevision(row);
+  }
+
+  async getRevision(revision: number): Promise<RevisionRow | undefined> {
+    const row = this.db.prepare('SELECT * FROM revisions WHERE revision = ?').get(revision) as
+      | RevisionRecord
+      | undefined;
+    return row && toRevision(row);
+  }
+
+  async listRevisions(limit: number): Promise<Omit<RevisionRow, 'sources'>[]> {
+    const rows = this.db
+      .prepare(
+        'SELECT revision, created_at, restored_from, summary FROM revisions ORDER BY revision DESC LIMIT ?',
+      )
+      .all(limit) as Omit<RevisionRecord, 'sources'>[];
+    return rows.map((row) => ({
+      revision: row.revision,
+      createdAt: row.created_at,
+      restoredFrom: row.restored_from,
+      summary: JSON.parse(row.summary),
+    }));
+  }
+
+  async appendRevision(revision: NewRevision): Promise<number> {
+    const next = this.db.transaction(() => {
+      const row = this.db.prepare('SELECT max(revision) AS n FROM revisions').get() as { n: number | null };
+      const number = (row.n ?? 0) + 1;
+      this.db
+        .prepare(
+          'INSERT INTO revisions (revision, created_at, sources, restored_from, summary) VALUES (?, ?, ?, ?, ?)',
+        )
+        .run(
+          number,
+          revision.createdAt,
+          JSON.stringify(revision.sources),
+          revision.restoredFrom,
+          JSON.stringify(revision.summary ?? null),
+        );
+      return number;
+    });
+    const number = next.immediate();
+    for (const listener of this.revisionListeners) listener(number);
+    return number;
+  }
+
+  onRevision(listener: (revision: number) => void): Unsubscribe {
+    this.revisionListeners.add(listener);
+    return () => this.revisionListeners.delete(listener);
+  }
+
+  async recordSightings(sightings: WorkloadSighting[]): Promise<void> {
+    if (sightings.length === 0) return;
+    this.db.transaction(() => {
+      for (const s of sightings) {
+        this.upsertWorkload.run(s.key, JSON.stringify(s.identity), s.seenAt, s.seenAt, s.revision, s.scope);
+      }
+    })();
+  }
+
+  async listWorkloads(): Promise<WorkloadRow[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT w.key, w.identity, w.first_seen, w.last_seen, w.revision, w.scope,
+           coalesce(sum(max(s.max_seq - s.received, 0)), 0) AS missing, count(s.id) AS sandboxes
+         FROM workloads w LEFT JOIN sandboxes s ON s.workload = w.key
+         GROUP BY w.key ORDER BY w.key`,
+      )
+      .all() as {
+      key: string;
+      identity: string;
+      first_seen: string;
+      last_seen: string;
+      revision: number;
+      scope: string;
+      missing: number;
+      sandboxes: number;
+    }[];
+    return rows.map((row) => ({
+      key: row.key,
+      identity: JSON.parse(row.identity),
+      firstSeen: row.first_seen,
+      lastSeen: row.last_seen,
+      revision: row.revision,
+      scope: row.scope,
+      missingRecords: row.missing,
+      sandboxes: row.sandboxes,
+    }));
+  }
+
+  async insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult> {
+    if (rows.length === 0) return { stored: 0, duplicate: 0 };
+    return this.insertDenyBatch.immediate(rows);
+  }
+
+  async queryDenies(filter: DenyFilter): Promise<StoredDeny[]> {
+    const { sql, params } = buildDenyQuery(filter, this.dialect);
+    return this.db.prepare(sql).all(...params) as StoredDeny[];
+  }
+
+  async rememberSigningKey(key: SigningKeyRow): Promise<void> {
+    this.db
+      .prepare(
+        'INSERT INTO signing_keys (key_id, public_key, first_used) VALUES (?, ?, ?) ON CONFLICT (key_id) DO NOTHING',
+      )
+      .run(key.keyId, key.publicKeyPem, key.firstUsed);
+  }
+
+  async listSigningKeys(): Promise<SigningKeyRow[]> {
+    const rows = this.db
+      .prepare('SELECT key_id, public_key, first_used FROM signing_keys ORDER BY first_used')
+      .all() as { key_id: string; public_key: string; first_used: string }[];
+    return rows.map((r) => ({ keyId: r.key_id, publicKeyPem: r.public_key, firstUsed: r.first_used }));
+  }
+
+  async metrics(): Promise<MetricsSnapshot> {
+    const row = this.db
+      .prepare(
+        `SELECT (SELECT count(*) FROM workloads) AS workloads,
+           (SELECT coalesce(sum(max(max_seq - received, 0)), 0) FROM sandboxes) AS missing,
+           (SELECT count(*) FROM denies) AS denies`,
+      )
+      .get() as { workloads: number; missing: number; denies: number };
+    return { workloads: row.workloads, missingRecords: row.missing, denies: row.denies };
+  }
+
+  async close(): Promise<void> {
+    this.revisionListeners.clear();
+    if (this.db.open) this.db.close();
+  }
+}
+
+export function openSqliteStore(file: string): SqliteStore {
+  return new SqliteStore(file);
+}

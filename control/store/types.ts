@@ -1,0 +1,154 @@
+// The storage interface of the control API. Two engines implement it (SQLite embedded,
+// PostgreSQL shared by several replicas); the server never talks SQL itself.
+
+export type TokenScope = 'admin' | 'workload';
+
+export interface TokenRow {
+  id: string;
+  /** hex sha256 of the token's secret part. */
+  hash: string;
+  scope: TokenScope;
+  name: string | null;
+  createdAt: string;
+}
+
+export interface PolicySource {
+  file: string;
+  text: string;
+}
+
+export interface RevisionRow {
+  revision: number;
+  createdAt: string;
+  sources: PolicySource[];
+  /** Set when this revision was made by restoring an older one. */
+  restoredFrom: number | null;
+  /** Free-form JSON the server stores with the revision (diff summary, author). */
+  summary: unknown;
+}
+
+export interface NewRevision {
+  createdAt: string;
+  sources: PolicySource[];
+  restoredFrom: number | null;
+  summary: unknown;
+}
+
+export interface WorkloadSighting {
+  /** Canonical identity string (sorted `k=v,…`): the inventory key. */
+  key: string;
+  identity: Record<string, string>;
+  seenAt: string;
+  /** Revision of the bundle the workload was answered with (200) or confirmed to hold (304). */
+  revision: number;
+  scope: string;
+}
+
+export interface WorkloadRow {
+  key: string;
+  identity: Record<string, string>;
+  firstSeen: string;
+  lastSeen: string;
+  revision: number;
+  scope: string;
+  /** Records that never arrived, summed over the workload's sandboxes. */
+  missingRecords: number;
+  sandboxes: number;
+}
+
+/** A validated deny record ready to store, with the columns the forensic queries filter on. */
+export interface DenyRow {
+  id: string;
+  time: string;
+  timeMs: number;
+  workloadKey: string;
+  /** `,group-a,group-b,` so one substring test finds a group. */
+  groups: string;
+  host: string | null;
+  ip: string | null;
+  port: number | null;
+  kind: string;
+  decision: string;
+  mode: string;
+  rule: string;
+  revision: number;
+  sandboxId: string | null;
+  seq: number | null;
+  receivedAt: string;
+  /** The record as JSON, returned verbatim by queries. */
+  record: string;
+}
+
+export interface InsertDeniesResult {
+  stored: number;
+  duplicate: number;
+}
+
+export interface DenyFilter {
+  workload?: string | undefined;
+  group?: string | undefined;
+  /** Host or IP, exact; `*.example.com` matches sub-domains. */
+  destination?: string | undefined;
+  rule?: string | undefined;
+  decision?: string | undefined;
+  sinceMs?: number | undefined;
+  untilMs?: number | undefined;
+  /** Storage position to continue from (exclusive). */
+  after?: number | undefined;
+  before?: number | undefined;
+  order: 'asc' | 'desc';
+  limit: number;
+}
+
+export interface StoredDeny {
+  /** Storage position (monotonic per store): the basis of pagination cursors. */
+  position: number;
+  record: string;
+}
+
+export interface SigningKeyRow {
+  keyId: string;
+  publicKeyPem: string;
+  firstUsed: string;
+}
+
+export interface MetricsSnapshot {
+  workloads: number;
+  missingRecords: number;
+  denies: number;
+}
+
+export type Unsubscribe = () => void;
+
+export interface ControlStore {
+  readonly engine: 'sqlite' | 'postgres';
+  /** Applies pending migrations; safe to run concurrently from several replicas. */
+  migrate(): Promise<void>;
+  schemaVersion(): Promise<number>;
+
+  createToken(token: TokenRow): Promise<void>;
+  findToken(id: string): Promise<TokenRow | undefined>;
+
+  latestRevision(): Promise<RevisionRow | undefined>;
+  getRevision(revision: number): Promise<RevisionRow | undefined>;
+  listRevisions(limit: number): Promise<Omit<RevisionRow, 'sources'>[]>;
+  /** Stores revision N+1 atomically (N = current latest, 0 when none) and announces it. */
+  appendRevision(revision: NewRevision): Promise<number>;
+  /**
+   * Called with the revision number whenever any writer (this process or, on PostgreSQL,
+   * any replica) stores a new revision.
+   */
+  onRevision(listener: (revision: number) => void): Unsubscribe;
+
+  recordSightings(sightings: WorkloadSighting[]): Promise<void>;
+  listWorkloads(): Promise<WorkloadRow[]>;
+
+  insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult>;
+  queryDenies(filter: DenyFilter): Promise<StoredDeny[]>;
+
+  rememberSigningKey(key: SigningKeyRow): Promise<void>;
+  listSigningKeys(): Promise<SigningKeyRow[]>;
+
+  metrics(): Promise<MetricsSnapshot>;
+  close(): Promise<void>;
+}

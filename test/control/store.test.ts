@@ -1,0 +1,198 @@
+// The storage interface, the same assertions on SQLite and PostgreSQL.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ControlStore, DenyRow } from '../../control/store/types.js';
+import { ENGINES, type StoreFactory, storeFactory } from './harness.js';
+
+function denyRow(id: string, overrides: Partial<DenyRow> = {}): DenyRow {
+  const time = overrides.time ?? '2026-11-28T03:00:00.000Z';
+  return {
+    id,
+    time,
+    timeMs: Date.parse(time),
+    workloadKey: 'cloud=aws,name=charge-card',
+    groups: ',payments-prod,',
+    host: 'exfil.attacker.test',
+    ip: null,
+    port: 443,
+    kind: 'connect',
+    decision: 'deny',
+    mode: 'enforce',
+    rule: 'default-deny',
+    revision: 1,
+    sandboxId: null,
+    seq: null,
+    receivedAt: new Date().toISOString(),
+    record: JSON.stringify({ id }),
+    ...overrides,
+  };
+}
+
+describe.each(ENGINES)('control store on %s', (engine) => {
+  let factory: StoreFactory;
+  let store: ControlStore;
+
+  beforeAll(async () => {
+    factory = await storeFactory(engine);
+    store = await factory.open();
+  });
+  afterAll(async () => {
+    await factory?.cleanup();
+  });
+
+  it('migrates once and again without harm', async () => {
+    expect(await store.schemaVersion()).toBe(1);
+    await store.migrate();
+    expect(await store.schemaVersion()).toBe(1);
+  });
+
+  it('numbers revisions N+1 even when appends race', async () => {
+    const start = (await store.latestRevision())?.revision ?? 0;
+    const numbers = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        store.appendRevision({
+          createdAt: new Date().toISOString(),
+          sources: [{ file: `p${i}.yaml`, text: `# ${i}` }],
+          restoredFrom: null,
+          summary: { i },
+        }),
+      ),
+    );
+    expect([...numbers].sort((a, b) => a - b)).toEqual(Array.from({ length: 8 }, (_, i) => start + i + 1));
+    const latest = await store.latestRevision();
+    expect(latest?.revision).toBe(start + 8);
+    const listed = await store.listRevisions(3);
+    expect(listed.map((r) => r.revision)).toEqual([start + 8, start + 7, start + 6]);
+    const one = await store.getRevision(start + 1);
+    expect(one?.sources).toHaveLength(1);
+    expect(await store.getRevision(999_999)).toBeUndefined();
+  });
+
+  it('announces a stored revision to its listeners', async () => {
+    const heard: number[] = [];
+    const stop = store.onRevision((n) => heard.push(n));
+    const n = await store.appendRevision({
+      createdAt: new Date().toISOString(),
+      sources: [],
+      restoredFrom: null,
+      summary: null,
+    });
+    stop();
+    expect(heard).toContain(n);
+  });
+
+  it('stores deny records once per id and counts duplicates', async () => {
+    const first = await store.insertDenies([denyRow('a-1'), denyRow('a-2'), denyRow('a-1')]);
+    expect(first).toEqual({ stored: 2, duplicate: 1 });
+    const replay = await store.insertDenies([denyRow('a-1'), denyRow('a-2')]);
+    expect(replay).toEqual({ stored: 0, duplicate: 2 });
+    expect((await store.metrics()).denies).toBe(2);
+  });
+
+  it('filters and pages deny records', async () => {
+    const rows = Array.from({ length: 25 }, (_, i) =>
+      denyRow(`f-${i}`, {
+        host: i % 2 === 0 ? 'a.example.com' : 'b.other.test',
+        rule: i % 5 === 0 ? 'p/deny[0]' : 'default-deny',
+        groups: i % 3 === 0 ? ',ledger_prod,' : ',payments-prod,',
+        time: new Date(Date.UTC(2026, 10, 1, 0, i)).toISOString(),
+        workloadKey: 'cloud=aws,name=pager',
+      }),
+    );
+    await store.insertDenies(rows);
+    const base = { order: 'desc' as const, limit: 100, workload: 'cloud=aws,name=pager' };
+    expect(await store.queryDenies(base)).toHaveLength(25);
+    expect(await store.queryDenies({ ...base, destination: '*.example.com' })).toHaveLength(13);
+    expect(await store.queryDenies({ ...base, destination: 'b.other.test' })).toHaveLength(12);
+    expect(await store.queryDenies({ ...base, rule: 'p/deny[0]' })).toHaveLength(5);
+    // `_` is not a wildcard in group names.
+    expect(await store.queryDenies({ ...base, group: 'ledger_prod' })).toHaveLength(9);
+    expect(await store.queryDenies({ ...base, group: 'ledgerXprod' })).toHaveLength(0);
+    const since = Date.UTC(2026, 10, 1, 0, 10);
+    const until = Date.UTC(2026, 10, 1, 0, 20);
+    expect(await store.queryDenies({ ...base, sinceMs: since, untilMs: until })).toHaveLength(10);
+
+    const seen: string[] = [];
+    let before: number | undefined;
+    for (;;) {
+      const page = await store.queryDenies({ ...base, limit: 10, before });
+      if (page.length === 0) break;
+      seen.push(...page.map((p) => JSON.parse(p.record).id as string));
+      before = page[page.length - 1]?.position;
+    }
+    expect(seen).toHaveLength(25);
+    expect(new Set(seen).size).toBe(25);
+    expect(seen[0]).toBe('f-24');
+  });
+
+  it('counts sequence gaps per sandbox, not duplicates', async () => {
+    const workloadKey = 'cloud=aws,name=gappy';
+    await store.recordSightings([
+      {
+        key: workloadKey,
+        identity: { cloud: 'aws', name: 'gappy' },
+        seenAt: new Date().toISOString(),
+        revision: 1,
+        scope: 's',
+      },
+    ]);
+    const sandboxRow = (seq: number) => denyRow(`g-${seq}`, { sandboxId: 'sb-1', seq, workloadKey });
+    // 1, 2, 4, 7 arrive: 3, 5, 6 never do.
+    await store.insertDenies([sandboxRow(1), sandboxRow(2)]);
+    await store.insertDenies([sandboxRow(4), sandboxRow(7), sandboxRow(2)]);
+    const workload = (await store.listWorkloads()).find((w) => w.key === workloadKey);
+    expect(workload?.missingRecords).toBe(3);
+    expect(workload?.sandboxes).toBe(1);
+    await store.insertDenies([sandboxRow(3)]);
+    const after = (await store.listWorkloads()).find((w) => w.key === workloadKey);
+    expect(after?.missingRecords).toBe(2);
+    expect((await store.metrics()).missingRecords).toBeGreaterThanOrEqual(2);
+  });
+
+  it('keeps the inventory: first seen stays, last seen and revision move', async () => {
+    const key = 'cloud=aws,name=inv';
+    await store.recordSightings([
+      {
+        key,
+        identity: { cloud: 'aws', name: 'inv' },
+        seenAt: '2026-11-01T00:00:00.000Z',
+        revision: 1,
+        scope: 'a',
+      },
+    ]);
+    await store.recordSightings([
+      {
+        key,
+        identity: { cloud: 'aws', name: 'inv' },
+        seenAt: '2026-11-02T00:00:00.000Z',
+        revision: 2,
+        scope: 'b',
+      },
+    ]);
+    const row = (await store.listWorkloads()).find((w) => w.key === key);
+    expect(row).toMatchObject({
+      firstSeen: '2026-11-01T00:00:00.000Z',
+      lastSeen: '2026-11-02T00:00:00.000Z',
+      revision: 2,
+    });
+  });
+
+  it('keeps tokens and signing keys', async () => {
+    await store.createToken({
+      id: '0123456789abcdef',
+      hash: 'ab'.repeat(32),
+      scope: 'admin',
+      name: null,
+      createdAt: 'now',
+    });
+    expect(await store.findToken('0123456789abcdef')).toMatchObject({
+      scope: 'admin',
+      hash: 'ab'.repeat(32),
+    });
+    expect(await store.findToken('ffffffffffffffff')).toBeUndefined();
+    await store.rememberSigningKey({ keyId: 'k1', publicKeyPem: 'PEM', firstUsed: '2026-01-01' });
+    await store.rememberSigningKey({ keyId: 'k1', publicKeyPem: 'PEM', firstUsed: '2026-02-01' });
+    expect(await store.listSigningKeys()).toEqual([
+      { keyId: 'k1', publicKeyPem: 'PEM', firstUsed: '2026-01-01' },
+    ]);
+  });
+});
