@@ -1,4 +1,6 @@
 import type { Command } from '../command.js';
+import { attachCommand } from './attach.js';
+import { layerPublishCommand } from './layer-publish.js';
 
 // Each part of Bulkhead adds its commands here.
-export const commands: Command[] = [];
+export const commands: Command[] = [layerPublishCommand, attachCommand];

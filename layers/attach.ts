@@ -1,0 +1,258 @@
+// Attach the Bulkhead layer to one function: read its configuration and tags, add (or upgrade)
+// the layer and the environment the layer needs, keep every other layer and variable, and write
+// the configuration back only when something changes. The plan is a pure function so its
+// guarantees can be checked on arbitrary configurations.
+import {
+  type FunctionConfiguration,
+  GetFunctionConfigurationCommand,
+  type LambdaClient,
+  ListTagsCommand,
+  UpdateFunctionConfigurationCommand,
+} from '@aws-sdk/client-lambda';
+
+export const EXEC_WRAPPER_PATH = '/opt/bulkhead-wrapper';
+export const MAX_LAYERS = 5;
+/** Lambda's limit on the total size of a function's environment variables. */
+export const MAX_ENVIRONMENT_BYTES = 4 * 1024;
+export const SUPPORTED_RUNTIMES = ['nodejs20.x', 'nodejs22.x', 'nodejs24.x'];
+
+const LAYER_VERSION_ARN = /^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[a-zA-Z0-9-_]{1,64}:[1-9]\d*$/;
+
+export class AttachError extends Error {
+  override readonly name = 'AttachError';
+}
+
+export interface AttachRequest {
+  layerArn: string;
+  controlUrl: string;
+  /** Workload token to store in BULKHEAD_TOKEN; never printed. */
+  token?: string | undefined;
+}
+
+export type Change =
+  | { kind: 'layer-add'; arn: string }
+  | { kind: 'layer-replace'; from: string; to: string }
+  | { kind: 'env-set'; name: string; secret: boolean };
+
+export interface AttachPlan {
+  layers: string[];
+  environment: Record<string, string>;
+  changes: Change[];
+}
+
+export function checkLayerArn(arn: string): string {
+  if (!LAYER_VERSION_ARN.test(arn))
+    throw new AttachError(
+      `--layer '${arn}' is not a layer version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)`,
+    );
+  return arn;
+}
+
+export function checkControlUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new AttachError(`--control '${text}' is not a URL`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:')
+    throw new AttachError(`--control must be an http(s) URL, got ${url.protocol}`);
+  if (url.username || url.password)
+    throw new AttachError('--control must not carry credentials: pass the token with --token-env');
+  if (url.search || url.hash) throw new AttachError('--control must not have a query or fragment');
+  return url.href.replace(/\/$/, '');
+}
+
+/** Layer ARN without its version: identifies "the same layer" across versions. */
+export function layerBase(arn: string): string {
+  const cut = arn.lastIndexOf(':');
+  return cut === -1 ? arn : arn.slice(0, cut);
+}
+
+/** `k=v,k=v` as BULKHEAD_TAGS expects; `%`, `,` and `=` percent-encoded in keys and values. */
+export function formatTags(tags: Record<string, string>): string {
+  const encode = (text: string) =>
+    text.replace(/[%,=]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return Object.keys(tags)
+    .sort()
+    .map((key) => `${encode(key)}=${encode(tags[key] ?? '')}`)
+    .join(',');
+}
+
+export function environmentBytes(environment: Record<string, string>): number {
+  let total = 0;
+  for (const [key, value] of Object.entries(environment))
+    total += Buffer.byteLength(key) + Buffer.byteLength(value);
+  return total;
+}
+
+/** Compute the new layers and environment; throws AttachError when the function cannot take the layer. */
+export function planAttach(
+  functionName: string,
+  config: Pick<FunctionConfiguration, 'Layers' | 'Environment' | 'Runtime' | 'PackageType'>,
+  tags: Record<string, string>,
+  request: AttachRequest,
+): AttachPlan {
+  if (config.PackageType === 'Image')
+    throw new AttachError(
+      `${functionName} is a container image function: images cannot use layers; copy the layer into the image (see README)`,
+    );
+  if (!config.Runtime || !SUPPORTED_RUNTIMES.includes(config.Runtime))
+    throw new AttachError(
+      `${functionName} runs ${config.Runtime ?? 'an unknown runtime'}: the Bulkhead layer supports ${SUPPORTED_RUNTIMES.join(', ')}`,
+    );
+  const changes: Change[] = [];
+  const current = (config.Layers ?? []).map((layer) => layer.Arn).filter((arn): arn is string => !!arn);
+  const base = layerBase(request.layerArn);
+  const layers: string[] = [];
+  let placed = false;
+  for (const arn of current) {
+    if (layerBase(arn) !== base) {
+      layers.push(arn);
+    } else if (!placed) {
+      // Keep the layer's position: layer order decides which file wins when two layers ship the same path.
+      layers.push(request.layerArn);
+      placed = true;
+      if (arn !== request.layerArn) changes.push({ kind: 'layer-replace', from: arn, to: request.layerArn });
+    } else {
+      changes.push({ kind: 'layer-replace', from: arn, to: request.layerArn });
+    }
+  }
+  if (!placed) {
+    if (layers.length >= MAX_LAYERS)
+      throw new AttachError(
+        `${functionName} already has ${layers.length} layers, the Lambda maximum of ${MAX_LAYERS}: ` +
+          `${layers.join(', ')}. Remove one, or import bulkhead/aws in the function instead of the layer`,
+      );
+    layers.push(request.layerArn);
+    changes.push({ kind: 'layer-add', arn: request.layerArn });
+  }
+
+  const before = config.Environment?.Variables ?? {};
+  const existingWrapper = before.AWS_LAMBDA_EXEC_WRAPPER;
+  if (existingWrapper !== undefined && existingWrapper !== EXEC_WRAPPER_PATH)
+    throw new AttachError(
+      `${functionName} already uses the exec wrapper ${existingWrapper}: a function has only one; ` +
+        'remove it first, or import bulkhead/aws in the function instead of the layer',
+    );
+  const wanted: Record<string, string> = {
+    AWS_LAMBDA_EXEC_WRAPPER: EXEC_WRAPPER_PATH,
+    BULKHEAD_CONTROL_URL: request.controlUrl,
+  };
+  const tagText = formatTags(tags);
+  if (tagText !== '' || before.BULKHEAD_TAGS !== undefined) wanted.BULKHEAD_TAGS = tagText;
+  if (request.token !== undefined) wanted.BULKHEAD_TOKEN = request.token;
+  const environment: Record<string, string> = { ...before };
+  for (const [name, value] of Object.entries(wanted)) {
+    if (environment[name] === value) continue;
+    environment[name] = value;
+    changes.push({ kind: 'env-set', name, secret: name === 'BULKHEAD_TOKEN' });
+  }
+  const size = environmentBytes(environment);
+  if (size > MAX_ENVIRONMENT_BYTES)
+    throw new AttachError(
+      `${functionName}: the environment would be ${size} bytes, over Lambda's ${MAX_ENVIRONMENT_BYTES}-byte limit ` +
+        '(BULKHEAD_TAGS carries the function tags: trim tags or other variables)',
+    );
+  return { layers, environment, changes };
+}
+
+export function describeChange(change: Change): string {
+  switch (change.kind) {
+    case 'layer-add':
+      return `add layer ${change.arn}`;
+    case 'layer-replace':
+      return `replace layer ${change.from} with ${change.to}`;
+    case 'env-set':
+      return `set ${change.name}${change.secret ? ' (value hidden)' : ''}`;
+  }
+}
+
+export interface AttachOptions extends AttachRequest {
+  client: LambdaClient;
+  functionName: string;
+  dryRun?: boolean | undefined;
+  /** Wait until Lambda has applied the update (LastUpdateStatus no longer InProgress). */
+  wait?: boolean | undefined;
+  waitTimeoutMs?: number | undefined;
+  onProgress?: ((message: string) => void) | undefined;
+  /** For tests: how to pause between status polls. */
+  sleep?: ((ms: number) => Promise<void>) | undefined;
+}
+
+export interface AttachResult {
+  functionArn: string | undefined;
+  changes: Change[];
+  updated: boolean;
+  layers: string[];
+}
+
+const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export async function attachLayer(options: AttachOptions): Promise<AttachResult> {
+  const progress = options.onProgress ?? (() => undefined);
+  const request: AttachRequest = {
+    layerArn: checkLayerArn(options.layerArn),
+    controlUrl: checkControlUrl(options.controlUrl),
+    token: options.token,
+  };
+  progress(`reading configuration of ${options.functionName}`);
+  const config = await options.client.send(
+    new GetFunctionConfigurationCommand({ FunctionName: options.functionName }),
+  );
+  let tags: Record<string, string> = {};
+  if (config.FunctionArn) {
+    // ListTags needs the unqualified ARN; a qualified one ($LATEST, alias) is refused by the API.
+    const unqualified = config.FunctionArn.split(':').slice(0, 7).join(':');
+    tags = (await options.client.send(new ListTagsCommand({ Resource: unqualified }))).Tags ?? {};
+  }
+  const plan = planAttach(options.functionName, config, tags, request);
+  const result: AttachResult = {
+    functionArn: config.FunctionArn,
+    changes: plan.changes,
+    updated: false,
+    layers: plan.layers,
+  };
+  if (plan.changes.length === 0) {
+    progress(`${options.functionName}: already attached, nothing to change`);
+    return result;
+  }
+  for (const change of plan.changes) progress(`${options.functionName}: ${describeChange(change)}`);
+  if (options.dryRun) return result;
+
+  await options.client.send(
+    new UpdateFunctionConfigurationCommand({
+      FunctionName: options.functionName,
+      Layers: plan.layers,
+      Environment: { Variables: plan.environment },
+      // Optimistic concurrency: fails instead of overwriting a change made since we read the configuration.
+      RevisionId: config.RevisionId,
+    }),
+  );
+  result.updated = true;
+  progress(`${options.functionName}: configuration updated`);
+  if (options.wait) await waitUntilUpdated(options, progress);
+  return result;
+}
+
+async function waitUntilUpdated(options: AttachOptions, progress: (message: string) => void): Promise<void> {
+  const sleep = options.sleep ?? defaultSleep;
+  const deadline = Date.now() + (options.waitTimeoutMs ?? 120_000);
+  for (;;) {
+    const config = await options.client.send(
+      new GetFunctionConfigurationCommand({ FunctionName: options.functionName }),
+    );
+    if (config.LastUpdateStatus === 'Failed')
+      throw new AttachError(
+        `${options.functionName}: Lambda failed to apply the update: ${config.LastUpdateStatusReason ?? 'no reason given'}`,
+      );
+    if (config.LastUpdateStatus !== 'InProgress') {
+      progress(`${options.functionName}: update applied`);
+      return;
+    }
+    if (Date.now() > deadline)
+      throw new AttachError(`${options.functionName}: update still in progress, gave up waiting`);
+    progress(`${options.functionName}: update in progress…`);
+    await sleep(1000);
+  }
+}
