@@ -1,1 +1,17 @@
+// The Bulkhead policy kernel. The in-process shim imports the dependency-free modules directly
+// (decide, bundle, keys, identity, cidr, host, path) so the YAML parser stays out of its bundle.
+export * from './bundle.js';
+export * from './canonical.js';
+export * from './cidr.js';
+export * from './compile.js';
+export * from './compiled.js';
+export * from './decide.js';
+export * from './documents.js';
+export * from './errors.js';
+export * from './guardrails.js';
+export * from './host.js';
+export * from './identity.js';
+export * from './keys.js';
+export * from './parse.js';
+export * from './path.js';
 export * from './types.js';

@@ -1,0 +1,457 @@
+// The decision engine. Runs inside every governed function, on every connection, DNS query,
+// child process and addon load, so: no npm dependencies, index structures built once per
+// revision, cost on a miss grows with the length of the name (reversed-label trie) and the
+// address (binary prefix trie), not with the number of rules; a cache hit is a few Map lookups
+// and allocates nothing.
+import type { BundlePayload } from './bundle.js';
+import { type Cidr, CidrTrie, cidrContains, type IpBytes, parseCidr, parseIp } from './cidr.js';
+import type { CompiledPolicy, CompiledRule } from './compiled.js';
+import { classifyHost, HostTrie, parseHostPattern } from './host.js';
+import { compileGlob, type GlobMatcher, normalizePath } from './path.js';
+import type { Decider, Decision, DecisionRequest, Mode, Protocol } from './types.js';
+
+export { normalizeIp } from './cidr.js';
+export { classifyHost, normalizeHost } from './host.js';
+export { normalizePath } from './path.js';
+
+const PROTOCOL_BIT: Readonly<Record<Protocol, number>> = { tcp: 1, udp: 2, http: 4, https: 8, dns: 16 };
+const L7_BITS = PROTOCOL_BIT.http | PROTOCOL_BIT.https;
+const PROTOCOL_INDEX: Readonly<Record<string, number>> = { tcp: 0, udp: 1, http: 2, https: 3, dns: 4 };
+
+interface Matcher {
+  readonly id: string;
+  readonly deny: boolean;
+  readonly enforce: boolean;
+  readonly decision: Decision;
+  readonly cidrs: Cidr[] | undefined;
+  /** Flattened inclusive ranges [from, to, from, to, …]. */
+  readonly ports: number[] | undefined;
+  /** 0: any protocol. `tcp` implies http and https (they run over it). */
+  readonly protocolMask: number;
+  readonly methods: ReadonlySet<string> | undefined;
+  readonly paths: GlobMatcher[] | undefined;
+  /** Constrains nothing but the name: a deny of this kind also refuses the DNS query. */
+  readonly nameOnly: boolean;
+}
+
+/** Facts of a request after normalisation (built on a cache miss only). */
+interface Facts {
+  port: number;
+  protocolBit: number;
+  method: string | undefined;
+  path: string | undefined;
+}
+
+export interface DeciderOptions {
+  /** Revision reported by `decider.revision` (a BundlePayload source carries its own). */
+  revision?: number;
+  /** The Node binary allowed by `exec.allowNode` (default: this process's `process.execPath`). */
+  execPath?: string;
+  /** Cached decisions per revision before the cache is cleared (default 100 000). */
+  maxCacheEntries?: number;
+}
+
+function freezeDecision(decision: Decision): Decision {
+  return Object.freeze(decision);
+}
+
+function buildMatcher(rule: CompiledRule): Matcher {
+  const deny = rule.action === 'deny';
+  const enforce = !deny || rule.mode === 'enforce';
+  let protocolMask = 0;
+  for (const protocol of rule.protocols ?? []) protocolMask |= PROTOCOL_BIT[protocol];
+  if (protocolMask & PROTOCOL_BIT.tcp) protocolMask |= L7_BITS;
+  const cidrs = rule.cidrs?.map((text) => {
+    const parsed = parseCidr(text);
+    if (!parsed.ok) throw new TypeError(`rule ${rule.id}: ${parsed.message}`);
+    return parsed.cidr;
+  });
+  return {
+    id: rule.id,
+    deny,
+    enforce,
+    decision: freezeDecision(
+      deny
+        ? { decision: 'deny', mode: rule.mode, blocked: rule.mode === 'enforce', rule: rule.id }
+        : { decision: 'allow', mode: rule.mode, blocked: false, rule: rule.id },
+    ),
+    cidrs: rule.hosts && cidrs ? cidrs : undefined,
+    ports: rule.ports?.flat(),
+    protocolMask,
+    methods: rule.methods ? new Set(rule.methods.map((m) => m.toUpperCase())) : undefined,
+    paths: rule.paths?.map(compileGlob),
+    nameOnly:
+      !rule.cidrs &&
+      !rule.ports &&
+      !rule.methods &&
+      !rule.paths &&
+      (!rule.protocols || rule.protocols.includes('dns') || rule.protocols.includes('udp')),
+  };
+}
+
+/**
+ * Does `m` match the facts? `optimistic` (allow rules) counts a fact the hook does not know yet
+ * as a match, because the hook that learns it (the HTTP layer, after connect) asks again; deny
+ * rules need every fact they constrain to be known.
+ */
+function matchesFacts(m: Matcher, facts: Facts, ip: IpBytes | undefined): boolean {
+  const optimistic = !m.deny;
+  if (m.ports) {
+    if (facts.port === 0) {
+      if (!optimistic) return false;
+    } else {
+      let inRange = false;
+      for (let i = 0; i < m.ports.length; i += 2)
+        if (facts.port >= (m.ports[i] as number) && facts.port <= (m.ports[i + 1] as number)) {
+          inRange = true;
+          break;
+        }
+      if (!inRange) return false;
+    }
+  }
+  if (m.protocolMask !== 0 && !(m.protocolMask & facts.protocolBit)) {
+    const l7Pending = facts.protocolBit === PROTOCOL_BIT.tcp && m.protocolMask & L7_BITS;
+    if (!(optimistic && l7Pending)) return false;
+  }
+  if (m.methods) {
+    if (facts.method === undefined) {
+      if (!optimistic) return false;
+    } else if (!m.methods.has(facts.method)) return false;
+  }
+  if (m.paths) {
+    if (facts.path === undefined) {
+      if (!optimistic) return false;
+    } else {
+      const path = facts.path;
+      if (!m.paths.some((glob) => glob(path))) return false;
+    }
+  }
+  if (m.cidrs) {
+    if (ip === undefined) {
+      if (!optimistic) return false;
+    } else if (!m.cidrs.some((c) => cidrContains(c, ip))) return false;
+  }
+  return true;
+}
+
+type CacheL5 = Map<string, Decision>;
+type CacheL4 = Map<string, CacheL5>;
+type CacheL3 = Map<number, CacheL4>;
+type CacheL2 = Map<string, CacheL3>;
+type CacheL1 = Map<string, CacheL2>;
+
+class PolicyDecider implements Decider {
+  readonly revision: number;
+  readonly mode: Mode;
+  private readonly hostIndex = new HostTrie<Matcher>();
+  private readonly cidrIndex = new CidrTrie<Matcher>();
+  /** Rules that name neither a host nor an address (`{port: 25}`): checked for every request. */
+  private readonly unanchored: Matcher[] = [];
+  private readonly fallbackDecision: Decision;
+  private readonly execGlobs: { decision: Decision; byPath: boolean; match: GlobMatcher }[];
+  private readonly addonGlobs: { decision: Decision; byPath: boolean; match: GlobMatcher }[];
+  private readonly execPath: string | undefined;
+  private readonly nodeDecision: Decision;
+  private readonly literalDecision: Decision;
+  private readonly maxCacheEntries: number;
+  private cache: CacheL1 = new Map();
+  private cacheEntries = 0;
+  private readonly nameCache = new Map<string, Decision>();
+  private readonly execCache = new Map<string, Decision>();
+  private readonly addonCache = new Map<string, Decision>();
+
+  constructor(policy: CompiledPolicy, options: DeciderOptions) {
+    this.revision = options.revision ?? 0;
+    this.mode = policy.mode;
+    this.maxCacheEntries = options.maxCacheEntries ?? 100_000;
+    this.fallbackDecision = freezeDecision(
+      policy.fallback === 'allow'
+        ? { decision: 'allow', mode: policy.mode, blocked: false, rule: 'default-allow' }
+        : { decision: 'deny', mode: policy.mode, blocked: policy.mode === 'enforce', rule: 'default-deny' },
+    );
+    this.nodeDecision = freezeDecision({
+      decision: 'allow',
+      mode: policy.mode,
+      blocked: false,
+      rule: 'exec:node',
+    });
+    this.literalDecision = freezeDecision({
+      decision: 'allow',
+      mode: policy.mode,
+      blocked: false,
+      rule: 'ip-literal',
+    });
+    for (const rule of policy.rules) {
+      const matcher = buildMatcher(rule);
+      if (rule.hosts && rule.hosts.length > 0) {
+        for (const text of rule.hosts) {
+          const parsed = parseHostPattern(text, { allowInnerWildcard: true });
+          if (!parsed.ok) throw new TypeError(`rule ${rule.id}: ${parsed.message}`);
+          this.hostIndex.insert(parsed.pattern, matcher);
+        }
+      } else if (rule.cidrs && rule.cidrs.length > 0) {
+        for (const text of rule.cidrs) {
+          const parsed = parseCidr(text);
+          if (!parsed.ok) throw new TypeError(`rule ${rule.id}: ${parsed.message}`);
+          this.cidrIndex.insert(parsed.cidr, matcher);
+        }
+      } else this.unanchored.push(matcher);
+    }
+    const globRules = (rules: { id: string; glob: string }[]) =>
+      rules.map((r) => ({
+        decision: freezeDecision({ decision: 'allow', mode: policy.mode, blocked: false, rule: r.id }),
+        byPath: r.glob.includes('/'),
+        match: compileGlob(r.glob),
+      }));
+    this.execGlobs = globRules(policy.exec.allow);
+    this.addonGlobs = globRules(policy.addons.allow);
+    this.execPath = policy.exec.allowNode
+      ? (options.execPath ?? (typeof process !== 'undefined' ? process.execPath : undefined))
+      : undefined;
+  }
+
+  decide(request: DecisionRequest): Decision {
+    const host = request.host ?? '';
+    const sni = request.sni;
+    // A request whose SNI differs from its host is rare (domain fronting looks like this):
+    // decided without the cache rather than widening every key.
+    if (sni !== undefined && sni !== host) return this.decideUncached(request);
+    const ip = request.ip ?? '';
+    const portKey = request.port * 8 + (PROTOCOL_INDEX[request.protocol] ?? 7);
+    const method = request.method ?? '';
+    const path = request.path ?? '';
+    const l2 = this.cache.get(host);
+    const l3 = l2?.get(ip);
+    const l4 = l3?.get(portKey);
+    const l5 = l4?.get(method);
+    const hit = l5?.get(path);
+    if (hit !== undefined) return hit;
+    const decision = this.decideUncached(request);
+    this.remember(host, ip, portKey, method, path, decision);
+    return decision;
+  }
+
+  private remember(
+    host: string,
+    ip: string,
+    portKey: number,
+    method: string,
+    path: string,
+    decision: Decision,
+  ) {
+    if (this.cacheEntries >= this.maxCacheEntries) {
+      this.cache = new Map();
+      this.cacheEntries = 0;
+    }
+    const l2 = getOrCreate(this.cache, host);
+    const l3 = getOrCreate(l2, ip);
+    const l4 = getOrCreate(l3, portKey);
+    const l5 = getOrCreate(l4, method);
+    l5.set(path, decision);
+    this.cacheEntries++;
+  }
+
+  /** The full evaluation (the cache-miss path). Exposed for benchmarks and explain. */
+  decideUncached(request: DecisionRequest): Decision {
+    const names: string[] = [];
+    const ips: IpBytes[] = [];
+    let unusable = false;
+    for (const text of [request.host, request.sni]) {
+      if (text === undefined || text === '') continue;
+      const kind = classifyHost(text);
+      if (!kind) unusable = true;
+      else if ('ip' in kind) {
+        const bytes = parseIp(kind.ip);
+        if (bytes) ips.push(bytes);
+      } else if (!names.includes(kind.host)) names.push(kind.host);
+    }
+    if (request.ip !== undefined && request.ip !== '') {
+      const bytes = parseIp(request.ip);
+      if (bytes) ips.push(bytes);
+      else unusable = true;
+    }
+    const port =
+      Number.isInteger(request.port) && request.port >= 0 && request.port <= 65535 ? request.port : -1;
+    const protocolBit = PROTOCOL_BIT[request.protocol as Protocol] ?? 0;
+    // A destination we cannot read (bad name, bad address, bad port or protocol) is never allowed.
+    if (unusable || port === -1 || protocolBit === 0 || (names.length === 0 && ips.length === 0))
+      return this.fallbackDecision.decision === 'deny' ? this.fallbackDecision : this.denyUnreadable();
+    const facts: Facts = {
+      port,
+      protocolBit,
+      method: request.method ? request.method.toUpperCase() : undefined,
+      path: request.path ? normalizePath(request.path) : undefined,
+    };
+    const primaryIp = ips[ips.length - 1];
+    const nameCandidates = names.map((name) => this.hostIndex.lookup(name));
+    const ipCandidates = ips.map((address) => this.cidrIndex.lookup(address));
+
+    let observedDeny: Decision | undefined;
+    const considerDeny = (candidates: Matcher[]): Decision | undefined => {
+      for (const m of candidates) {
+        if (!m.deny || !matchesFacts(m, facts, primaryIp)) continue;
+        if (m.enforce) return m.decision;
+        observedDeny ??= m.decision;
+      }
+      return undefined;
+    };
+    for (const candidates of nameCandidates) {
+      const d = considerDeny(candidates);
+      if (d) return d;
+    }
+    for (const candidates of ipCandidates) {
+      const d = considerDeny(candidates);
+      if (d) return d;
+    }
+    const unanchoredDeny = considerDeny(this.unanchored);
+    if (unanchoredDeny) return unanchoredDeny;
+
+    const firstAllow = (candidates: Matcher[]): Decision | undefined => {
+      for (const m of candidates) if (!m.deny && matchesFacts(m, facts, primaryIp)) return m.decision;
+      return undefined;
+    };
+    let allowed: Decision | undefined;
+    if (names.length > 0) {
+      // Every name the request carries (host and a differing SNI) must be allowed.
+      let all: Decision | undefined;
+      for (const candidates of nameCandidates) {
+        const d = firstAllow(candidates);
+        if (!d) {
+          all = undefined;
+          break;
+        }
+        all ??= d;
+      }
+      allowed = all;
+    }
+    if (!allowed && ips.length > 0) {
+      let all: Decision | undefined;
+      for (const candidates of ipCandidates) {
+        const d = firstAllow(candidates);
+        if (!d) {
+          all = undefined;
+          break;
+        }
+        all ??= d;
+      }
+      allowed = all;
+    }
+    allowed ??= firstAllow(this.unanchored);
+    if (allowed) return observedDeny ?? allowed;
+    return this.fallbackDecision;
+  }
+
+  private unreadableDecision: Decision | undefined;
+  private denyUnreadable(): Decision {
+    this.unreadableDecision ??= freezeDecision({
+      decision: 'deny',
+      mode: this.mode,
+      blocked: this.mode === 'enforce',
+      rule: 'default-deny',
+    });
+    return this.unreadableDecision;
+  }
+
+  decideName(host: string): Decision {
+    const hit = this.nameCache.get(host);
+    if (hit !== undefined) return hit;
+    const decision = this.decideNameUncached(host);
+    if (this.nameCache.size >= this.maxCacheEntries) this.nameCache.clear();
+    this.nameCache.set(host, decision);
+    return decision;
+  }
+
+  private decideNameUncached(text: string): Decision {
+    const kind = typeof text === 'string' ? classifyHost(text) : undefined;
+    if (!kind)
+      return this.fallbackDecision.decision === 'deny' ? this.fallbackDecision : this.denyUnreadable();
+    // An IP literal needs no query: the connection to it is decided by address.
+    if ('ip' in kind) return this.literalDecision;
+    const candidates = this.hostIndex.lookup(kind.host);
+    let observedDeny: Decision | undefined;
+    for (const m of [...candidates, ...this.unanchored]) {
+      if (!m.deny || !m.nameOnly) continue;
+      if (m.enforce) return m.decision;
+      observedDeny ??= m.decision;
+    }
+    let allowed: Decision | undefined;
+    for (const m of candidates)
+      if (!m.deny) {
+        allowed = m.decision;
+        break;
+      }
+    if (!allowed)
+      for (const m of this.unanchored)
+        if (!m.deny) {
+          allowed = m.decision;
+          break;
+        }
+    if (allowed) return observedDeny ?? allowed;
+    return this.fallbackDecision;
+  }
+
+  decideExec(file: string): Decision {
+    const hit = this.execCache.get(file);
+    if (hit !== undefined) return hit;
+    let decision: Decision = this.fallbackDecision;
+    if (typeof file === 'string' && file !== '') {
+      if (this.execPath !== undefined && file === this.execPath) decision = this.nodeDecision;
+      else decision = matchGlobRules(this.execGlobs, file) ?? this.fallbackDecision;
+    }
+    if (this.execCache.size >= 10_000) this.execCache.clear();
+    this.execCache.set(file, decision);
+    return decision;
+  }
+
+  decideAddon(path: string): Decision {
+    const hit = this.addonCache.get(path);
+    if (hit !== undefined) return hit;
+    const decision =
+      typeof path === 'string' && path !== ''
+        ? (matchGlobRules(this.addonGlobs, path) ?? this.fallbackDecision)
+        : this.fallbackDecision;
+    if (this.addonCache.size >= 10_000) this.addonCache.clear();
+    this.addonCache.set(path, decision);
+    return decision;
+  }
+}
+
+function getOrCreate<K, K2, V>(map: Map<K, Map<K2, V>>, key: K): Map<K2, V> {
+  let inner = map.get(key);
+  if (!inner) {
+    inner = new Map();
+    map.set(key, inner);
+  }
+  return inner;
+}
+
+function matchGlobRules(
+  rules: { decision: Decision; byPath: boolean; match: GlobMatcher }[],
+  file: string,
+): Decision | undefined {
+  const slash = Math.max(file.lastIndexOf('/'), file.lastIndexOf('\\'));
+  const base = file.slice(slash + 1);
+  // A pattern with a `/` is matched against the path as given; a bare name against the base
+  // name, so `git` allows /usr/bin/git (and any other file named git: prefer full paths).
+  for (const rule of rules) if (rule.match(rule.byPath ? file : base)) return rule.decision;
+  return undefined;
+}
+
+function isBundlePayload(source: CompiledPolicy | BundlePayload): source is BundlePayload {
+  return 'policy' in source && 'revision' in source;
+}
+
+/**
+ * Build the decision engine for one compiled policy (or a verified bundle payload, which also
+ * gives the revision). Index structures are built here, once per revision.
+ */
+export function createDecider(
+  source: CompiledPolicy | BundlePayload,
+  options: DeciderOptions = {},
+): Decider & {
+  decideUncached(request: DecisionRequest): Decision;
+} {
+  if (isBundlePayload(source))
+    return new PolicyDecider(source.policy, { ...options, revision: options.revision ?? source.revision });
+  return new PolicyDecider(source, options);
+}

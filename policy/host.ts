@@ -1,0 +1,191 @@
+// Host names: normalisation, patterns, and the reversed-label trie the decision engine walks.
+// No dependencies beyond node:url: the in-process shim imports this.
+import { domainToASCII } from 'node:url';
+import { normalizeIp } from './cidr.js';
+
+const PLAIN_HOST = /^[a-z0-9-]+(?:\.[a-z0-9-]+)*$/;
+const WILDCARD_PLACEHOLDER = 'bulkhead-any-label';
+const LABEL = /^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)$/;
+
+/**
+ * Canonical form of a DNS name: lower case, no trailing dot, IDN as punycode (xn--).
+ * Returns undefined for text that is not a usable host name (empty, spaces, empty labels,
+ * over 253 characters). IP literals are not host names: see `classifyHost`.
+ */
+export function normalizeHost(text: string): string | undefined {
+  if (text.length === 0 || text.length > 1024) return undefined;
+  let host = text;
+  if (!PLAIN_HOST.test(host)) {
+    host = domainToASCII(host);
+    if (host === '') return undefined;
+  }
+  if (host.endsWith('.')) host = host.slice(0, -1);
+  if (host.length === 0 || host.length > 253) return undefined;
+  const labels = host.split('.');
+  for (const label of labels) if (!LABEL.test(label)) return undefined;
+  return host;
+}
+
+/**
+ * What a destination string names: an IP literal (every IPv4 form, IPv6 with or without
+ * brackets, IPv4-mapped → IPv4) or a DNS name. The WHATWG rule applies: a name whose last
+ * label is numeric is an IPv4 literal (`0x7f.1`, `2130706433`), never a host name.
+ */
+export function classifyHost(text: string): { ip: string } | { host: string } | undefined {
+  const trimmed = text.endsWith('.') && !text.includes(':') ? text.slice(0, -1) : text;
+  const ip = normalizeIp(trimmed);
+  if (ip !== undefined) return { ip };
+  if (text.includes(':') || text.includes('[')) return undefined;
+  const host = normalizeHost(text);
+  if (host === undefined) return undefined;
+  const lastLabel = host.slice(host.lastIndexOf('.') + 1);
+  if (/^(?:\d+|0x[0-9a-f]*)$/.test(lastLabel)) return undefined;
+  return { host };
+}
+
+/**
+ * A host pattern from a policy: `api.example.com` (that name only) or `*.example.com` (any name
+ * below example.com, at any depth, not example.com itself). Internally `*` may also stand for
+ * exactly one label in the middle (`b.s3.*.amazonaws.com`), used by the AWS expansions.
+ */
+export interface HostPattern {
+  /** Labels from the top: `['com', 'example', '*']`. `*` in the middle = one label. */
+  labels: string[];
+  /** Leading `*.`: the pattern matches one or more labels below `labels`. */
+  subtree: boolean;
+  text: string;
+}
+
+export function parseHostPattern(
+  text: string,
+  options: { allowInnerWildcard?: boolean } = {},
+): { ok: true; pattern: HostPattern } | { ok: false; message: string } {
+  if (text === '*') return { ok: true, pattern: { labels: [], subtree: true, text: '*' } };
+  const subtree = text.startsWith('*.');
+  const rest = subtree ? text.slice(2) : text;
+  if (rest.includes(':') || rest.includes('[') || normalizeIp(rest) !== undefined)
+    return { ok: false, message: `${JSON.stringify(text)} is an IP address: use cidr` };
+  const placeholders: string[] = [];
+  for (const label of rest.split('.')) {
+    if (label === '*' && options.allowInnerWildcard) placeholders.push(WILDCARD_PLACEHOLDER);
+    else if (label.includes('*'))
+      return {
+        ok: false,
+        message: `wildcard only as a whole leading label ("*.example.com"), got ${JSON.stringify(text)}`,
+      };
+    else placeholders.push(label);
+  }
+  const normal = normalizeHost(placeholders.join('.'));
+  if (normal === undefined) return { ok: false, message: `not a valid host name: ${JSON.stringify(text)}` };
+  const lastLabel = normal.slice(normal.lastIndexOf('.') + 1);
+  if (/^\d+$/.test(lastLabel))
+    return { ok: false, message: `${JSON.stringify(text)} is an IP address: use cidr` };
+  const labels = normal
+    .split('.')
+    .map((label) => (label === WILDCARD_PLACEHOLDER ? '*' : label))
+    .reverse();
+  const canonical = (subtree ? '*.' : '') + [...labels].reverse().join('.');
+  return { ok: true, pattern: { labels, subtree, text: canonical } };
+}
+
+export function hostPatternMatches(pattern: HostPattern, host: string): boolean {
+  const labels = host.split('.').reverse();
+  if (pattern.subtree ? labels.length <= pattern.labels.length : labels.length !== pattern.labels.length)
+    return false;
+  return pattern.labels.every((label, i) => label === '*' || label === labels[i]);
+}
+
+// A deliberately small public-suffix list (the common ones, plus shared-hosting suffixes where
+// one customer's subdomain is another's attacker): `*.<suffix>` is broader than a registrable
+// domain. Any single label (`*.com`, `*.internal`) counts too. Not the full PSL: say so.
+const PUBLIC_SUFFIXES = new Set(
+  [
+    'com net org edu gov mil int info biz name pro io co ai app dev cloud xyz online site tech me tv cc ws us uk eu de fr',
+    'nl be ch at es it se no dk fi pl cz ru ua cn jp kr in au nz ca br mx ar za sg hk tw',
+    'co.uk org.uk ac.uk gov.uk com.au net.au org.au co.jp ne.jp or.jp co.nz com.br com.cn com.mx co.in co.za com.sg com.hk',
+    'amazonaws.com s3.amazonaws.com compute.amazonaws.com elb.amazonaws.com cloudfront.net awsapprunner.com',
+    'lambda-url.us-east-1.on.aws on.aws execute-api.us-east-1.amazonaws.com',
+    'azurewebsites.net blob.core.windows.net core.windows.net cloudapp.net azurestaticapps.net azure-api.net',
+    'appspot.com run.app cloudfunctions.net web.app firebaseapp.com googleusercontent.com storage.googleapis.com',
+    'herokuapp.com github.io githubusercontent.com gitlab.io vercel.app netlify.app pages.dev workers.dev',
+    'ngrok.io ngrok-free.app ngrok.app trycloudflare.com fly.dev onrender.com glitch.me repl.co',
+  ]
+    .join(' ')
+    .split(' '),
+);
+
+/** `*.<suffix>` where suffix is a public suffix or a single label: broader than a registrable domain. */
+export function isBroaderThanRegistrable(pattern: HostPattern): boolean {
+  if (!pattern.subtree) return false;
+  if (pattern.labels.length <= 1) return true;
+  if (pattern.labels.includes('*')) return false;
+  return PUBLIC_SUFFIXES.has([...pattern.labels].reverse().join('.'));
+}
+
+interface HostTrieNode<T> {
+  children?: Map<string, HostTrieNode<T>>;
+  /** Single-label wildcard child (`*` in the middle of a pattern). */
+  anyLabel?: HostTrieNode<T>;
+  /** Patterns ending exactly here. */
+  exact?: T[];
+  /** `*.` patterns rooted here: match names strictly below this node. */
+  below?: T[];
+}
+
+/**
+ * Reversed-label trie: a lookup walks the labels of the name from the top (com → example →
+ * api), so its cost grows with the length of the name, not the number of patterns.
+ * Values come back most specific first (exact, then the deepest `*.` wildcard).
+ */
+export class HostTrie<T> {
+  private readonly root: HostTrieNode<T> = {};
+  size = 0;
+
+  insert(pattern: HostPattern, value: T): void {
+    let node = this.root;
+    for (const label of pattern.labels) {
+      if (label === '*') {
+        node.anyLabel ??= {};
+        node = node.anyLabel;
+      } else {
+        node.children ??= new Map();
+        let next = node.children.get(label);
+        if (!next) {
+          next = {};
+          node.children.set(label, next);
+        }
+        node = next;
+      }
+    }
+    if (pattern.subtree) {
+      node.below ??= [];
+      node.below.push(value);
+    } else {
+      node.exact ??= [];
+      node.exact.push(value);
+    }
+    this.size++;
+  }
+
+  /** Every value whose pattern matches `host` (already normalised). */
+  lookup(host: string): T[] {
+    const labels = host.split('.').reverse();
+    const exact: T[] = [];
+    const below: T[][] = [];
+    this.walk(this.root, labels, 0, exact, below);
+    for (let i = below.length - 1; i >= 0; i--) exact.push(...(below[i] as T[]));
+    return exact;
+  }
+
+  private walk(node: HostTrieNode<T>, labels: string[], depth: number, exact: T[], below: T[][]): void {
+    if (depth === labels.length) {
+      if (node.exact) exact.push(...node.exact);
+      return;
+    }
+    if (node.below) below.push(node.below);
+    const label = labels[depth] as string;
+    const next = node.children?.get(label);
+    if (next) this.walk(next, labels, depth + 1, exact, below);
+    if (node.anyLabel) this.walk(node.anyLabel, labels, depth + 1, exact, below);
+  }
+}

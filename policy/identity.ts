@@ -1,0 +1,97 @@
+// Workload identity text form and SmartGroup selectors. No dependencies: the shim imports this.
+import type { WorkloadIdentity } from './types.js';
+
+const MAX_IDENTITY_TEXT = 8192;
+const MAX_IDENTITY_KEYS = 128;
+
+function encodePart(text: string): string {
+  // Only what would break the k=v,k=v grammar (plus control characters) is escaped.
+  let out = '';
+  for (const c of text) {
+    const code = c.charCodeAt(0);
+    out +=
+      c === '%' || c === ',' || c === '=' || code < 0x20 || code === 0x7f
+        ? `%${code.toString(16).toUpperCase().padStart(2, '0')}`
+        : c;
+  }
+  return out;
+}
+
+function decodePart(text: string, what: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new TypeError(`workload identity: bad percent-encoding in ${what} ${JSON.stringify(text)}`);
+  }
+}
+
+/**
+ * Parse the `BULKHEAD_WORKLOAD` / `?workload=` form `cloud=aws,name=charge-card,tag.app=payments`.
+ * Values holding `,` `=` or `%` are percent-encoded. Throws a TypeError naming the problem on
+ * malformed input (empty key, missing `=`, duplicate key, bad escape, too long).
+ */
+export function parseIdentity(text: string): WorkloadIdentity {
+  if (typeof text !== 'string') throw new TypeError('workload identity must be a string');
+  if (text.length > MAX_IDENTITY_TEXT)
+    throw new TypeError(`workload identity longer than ${MAX_IDENTITY_TEXT} characters`);
+  const identity: Record<string, string> = Object.create(null);
+  const trimmed = text.trim();
+  if (trimmed === '') return Object.freeze({ ...identity });
+  const pairs = trimmed.split(',');
+  if (pairs.length > MAX_IDENTITY_KEYS)
+    throw new TypeError(`workload identity has more than ${MAX_IDENTITY_KEYS} attributes`);
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq === -1) throw new TypeError(`workload identity: expected key=value, got ${JSON.stringify(pair)}`);
+    const key = decodePart(pair.slice(0, eq).trim(), 'key');
+    const value = decodePart(pair.slice(eq + 1).trim(), 'value');
+    if (key === '') throw new TypeError(`workload identity: empty key in ${JSON.stringify(pair)}`);
+    if (key === '__proto__' || key === 'constructor' || key === 'prototype')
+      throw new TypeError(`workload identity: reserved key ${JSON.stringify(key)}`);
+    if (Object.hasOwn(identity, key))
+      throw new TypeError(`workload identity: duplicate key ${JSON.stringify(key)}`);
+    identity[key] = value;
+  }
+  return Object.freeze({ ...identity });
+}
+
+/** The text form of an identity: keys sorted, so equal identities give equal text. */
+export function formatIdentity(identity: WorkloadIdentity): string {
+  return Object.keys(identity)
+    .sort()
+    .map((key) => `${encodePart(key)}=${encodePart(identity[key] ?? '')}`)
+    .join(',');
+}
+
+/**
+ * A compiled SmartGroup selector: every key must be present in the identity and its value
+ * must match one of the globs (`*` any run of characters, `?` one character). Presence of a
+ * tag is the glob `*`. An empty selector matches every workload.
+ */
+export type Selector = Readonly<Record<string, readonly string[]>>;
+
+const globCache = new Map<string, RegExp>();
+
+export function identityGlobMatches(glob: string, value: string): boolean {
+  if (!glob.includes('*') && !glob.includes('?')) return glob === value;
+  let re = globCache.get(glob);
+  if (!re) {
+    const source = glob
+      .replace(/[\\^$.|+()[\]{}]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.');
+    re = new RegExp(`^${source}$`, 's');
+    if (globCache.size < 4096) globCache.set(glob, re);
+  }
+  return re.test(value);
+}
+
+export function selectorMatches(selector: Selector, identity: WorkloadIdentity): boolean {
+  for (const key of Object.keys(selector)) {
+    if (!Object.hasOwn(identity, key)) return false;
+    const value = identity[key] as string;
+    const globs = selector[key] as readonly string[];
+    if (!globs.some((glob) => identityGlobMatches(glob, value))) return false;
+  }
+  return true;
+}
