@@ -1,0 +1,13 @@
+#!/bin/sh
+# Lambda handler for the control API: aws-lambda-web-adapter's /opt/bootstrap runs this script,
+# waits until GET /healthz answers on $PORT, then forwards every request to it.
+set -eu
+umask 077
+state=/tmp/bulkhead
+mkdir -p "$state"
+# Secrets come from Secrets Manager at start, never from the template or the environment.
+node "$LAMBDA_TASK_ROOT/fetch-secrets.cjs" "$state"
+exec node "$LAMBDA_TASK_ROOT/dist/cli.mjs" control serve \
+  --port "${PORT:-8080}" \
+  --key "$state/signing.key" \
+  --database-url "$(cat "$state/database-url")"
