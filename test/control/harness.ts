@@ -2,9 +2,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type ControlLimits, type RunningControlServer, startControlServer } from '../../control/server.js';
 import { openPostgresStore } from '../../control/store/postgres.js';
 import { openSqliteStore } from '../../control/store/sqlite.js';
 import type { ControlStore } from '../../control/store/types.js';
+import { generateKeyPair } from '../../policy/index.js';
 import { type PostgresCluster, startPostgresCluster } from './pg-cluster.js';
 
 export type Engine = 'sqlite' | 'postgres';
@@ -65,4 +67,41 @@ export async function storeFactory(engine: Engine): Promise<StoreFactory> {
       await cluster.stop();
     },
   };
+}
+
+export interface Api {
+  server: RunningControlServer;
+  admin: string;
+  workload: string;
+  call(path: string, init?: RequestInit & { token?: string | null }): Promise<Response>;
+}
+
+/** A server on a fresh store with one admin and one workload token. */
+export async function startApi(factory: StoreFactory, limits: Partial<ControlLimits> = {}): Promise<Api> {
+  const store = await factory.open();
+  const server = await startControlServer({ store, signingKey: generateKeyPair(), limits });
+  const admin = (await server.issueToken('admin')).token;
+  const workload = (await server.issueToken('workload')).token;
+  return {
+    server,
+    admin,
+    workload,
+    call(path, init = {}) {
+      const { token = admin, ...rest } = init;
+      const headers = new Headers(rest.headers);
+      if (token !== null) headers.set('authorization', `Bearer ${token}`);
+      return fetch(`${server.url}${path}`, { ...rest, headers });
+    },
+  };
+}
+
+/** Polls /metrics until `count` long-polls are parked (requests are in flight, so no fixed sleep). */
+export async function waitForParkedLongPolls(api: Api, count: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    const metrics = await (await api.call('/metrics')).text();
+    const open = /^bulkhead_longpolls_open (\d+)$/m.exec(metrics);
+    if (open && Number(open[1]) >= count) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`long-polls never reached ${count}`);
 }

@@ -1,0 +1,210 @@
+// What one replica knows about the current revision: the parsed policy set, and caches of
+// scopes, compiled policies and signed envelopes per revision. All revision changes come
+// through `advance`, fed by the store's announcements.
+import { createHash } from 'node:crypto';
+import {
+  type CompiledPolicy,
+  compilePolicy,
+  formatIdentity,
+  type PolicySet,
+  parsePolicy,
+  scopeOf,
+  serializeEnvelope,
+  signBundle,
+} from '../policy/index.js';
+import type { WorkloadIdentity } from '../policy/types.js';
+import type { ControlStore, PolicySource, RevisionRow } from './store/types.js';
+
+export interface SigningKey {
+  privateKeyPem: string;
+  publicKeyPem: string;
+  keyId: string;
+}
+
+export interface LoadedRevision {
+  revision: number;
+  createdAt: string;
+  createdMs: number;
+  sources: PolicySource[];
+  set: PolicySet;
+}
+
+export interface ResolvedWorkload {
+  key: string;
+  scope: string;
+  groups: string[];
+}
+
+export interface SignedBundle {
+  revision: number;
+  scope: string;
+  etag: string;
+  body: string;
+}
+
+interface ScopeEntry {
+  compiled: CompiledPolicy;
+  groups: string[];
+}
+
+const IDENTITY_CACHE_LIMIT = 50_000;
+const BUNDLE_CACHE_LIMIT = 10_000;
+
+export function parseSources(sources: PolicySource[]): ReturnType<typeof parsePolicy> {
+  return parsePolicy(sources);
+}
+
+export class PolicyState {
+  private loaded: LoadedRevision | undefined;
+  private identities = new Map<string, ResolvedWorkload>();
+  private scopes = new Map<string, ScopeEntry>();
+  private bundles = new Map<string, SignedBundle>();
+  private pending: Promise<void> | undefined;
+  private wanted = 0;
+
+  constructor(
+    private readonly store: ControlStore,
+    private readonly key: SigningKey,
+    /** How long a signed bundle stays valid; envelopes are re-signed each quarter of it. */
+    private readonly bundleTtlMs: number,
+    private readonly onAdvance: (revision: number) => void,
+    private readonly onError: (error: Error, revision: number) => void,
+  ) {}
+
+  get current(): LoadedRevision | undefined {
+    return this.loaded;
+  }
+
+  get revision(): number {
+    return this.loaded?.revision ?? 0;
+  }
+
+  /** Loads the latest revision at start. */
+  async init(): Promise<void> {
+    const latest = await this.store.latestRevision();
+    if (latest) this.install(latest);
+  }
+
+  /** Moves to `revision` (or later) when it is newer than what is loaded; announcements may race, so only forward. */
+  advance(revision: number): Promise<void> {
+    if (revision > this.wanted) this.wanted = revision;
+    if (!this.pending) {
+      this.pending = this.catchUp().finally(() => {
+        this.pending = undefined;
+      });
+    }
+    return this.pending;
+  }
+
+  private async catchUp(): Promise<void> {
+    while (this.wanted > this.revision) {
+      const target = this.wanted;
+      try {
+        const row = (await this.store.latestRevision()) ?? (await this.store.getRevision(target));
+        if (!row || row.revision <= this.revision) return;
+        this.install(row);
+      } catch (error) {
+        this.onError(error as Error, target);
+        return;
+      }
+    }
+  }
+
+  /** Makes `row` current if it is newer; used by the apply path with the set it already parsed. */
+  install(row: RevisionRow, parsedSet?: PolicySet): void {
+    if (row.revision <= this.revision) return;
+    let set = parsedSet;
+    if (!set) {
+      const parsed = parsePolicy(row.sources);
+      if (!parsed.ok) {
+        this.onError(new Error(`stored revision ${row.revision} no longer parses`), row.revision);
+        return;
+      }
+      set = parsed.set;
+    }
+    this.loaded = {
+      revision: row.revision,
+      createdAt: row.createdAt,
+      createdMs: Date.parse(row.createdAt),
+      sources: row.sources,
+      set,
+    };
+    this.identities = new Map();
+    this.scopes = new Map();
+    this.bundles = new Map();
+    this.onAdvance(row.revision);
+  }
+
+  /** Scope and SmartGroups of a workload under the current revision. */
+  resolve(identity: WorkloadIdentity): ResolvedWorkload | undefined {
+    const loaded = this.loaded;
+    if (!loaded) return undefined;
+    const key = formatIdentity(identity);
+    const cached = this.identities.get(key);
+    if (cached) return cached;
+    const scope = scopeOf(loaded.set, identity);
+    const entry = this.scopeEntry(loaded, scope, identity);
+    const resolved: ResolvedWorkload = { key, scope, groups: entry.groups };
+    if (this.identities.size >= IDENTITY_CACHE_LIMIT) this.identities.clear();
+    this.identities.set(key, resolved);
+    return resolved;
+  }
+
+  private scopeEntry(loaded: LoadedRevision, scope: string, identity: WorkloadIdentity): ScopeEntry {
+    let entry = this.scopes.get(scope);
+    if (!entry) {
+      const compiled = compilePolicy(loaded.set, identity);
+      entry = { compiled, groups: compiled.scope.groups.map((g) => g.name) };
+      this.scopes.set(scope, entry);
+    }
+    return entry;
+  }
+
+  /** ETag of the envelope a workload would get now, without signing anything. */
+  etagFor(resolved: ResolvedWorkload, nowMs = Date.now()): string {
+    return this.etag(this.revision, resolved.scope, this.epochOf(nowMs));
+  }
+
+  private epochOf(nowMs: number): number {
+    return Math.floor(nowMs / (this.bundleTtlMs / 4));
+  }
+
+  private etag(revision: number, scope: string, epoch: number): string {
+    const scopeHash = createHash('sha256').update(scope).digest('base64url').slice(0, 16);
+    return `"r${revision}-${scopeHash}-e${epoch}"`;
+  }
+
+  /** The signed envelope for this workload's scope; signed once per (revision, scope, epoch). */
+  bundleFor(
+    identity: WorkloadIdentity,
+    resolved: ResolvedWorkload,
+    nowMs = Date.now(),
+  ): SignedBundle | undefined {
+    const loaded = this.loaded;
+    if (!loaded) return undefined;
+    const epoch = this.epochOf(nowMs);
+    const cacheKey = `${resolved.scope}\u0000${epoch}`;
+    const cached = this.bundles.get(cacheKey);
+    if (cached) return cached;
+    const entry = this.scopeEntry(loaded, resolved.scope, identity);
+    // Deterministic times: every replica signs byte-identical envelopes for the same epoch.
+    const epochStartMs = epoch * (this.bundleTtlMs / 4);
+    const issuedAt = new Date(
+      Math.max(epochStartMs, Number.isFinite(loaded.createdMs) ? loaded.createdMs : 0),
+    );
+    const expiresAt = new Date(epochStartMs + this.bundleTtlMs);
+    const envelope = signBundle(
+      { policy: entry.compiled, revision: loaded.revision, issuedAt, expiresAt },
+      this.key.privateKeyPem,
+    );
+    const bundle: SignedBundle = {
+      revision: loaded.revision,
+      scope: resolved.scope,
+      etag: this.etag(loaded.revision, resolved.scope, epoch),
+      body: serializeEnvelope(envelope),
+    };
+    if (this.bundles.size >= BUNDLE_CACHE_LIMIT) this.bundles.clear();
+    this.bundles.set(cacheKey, bundle);
+    return bundle;
+  }
+}

@@ -1,0 +1,136 @@
+// GET /v1/bundle: the signed envelope for the caller's workload scope, with ETag and long-poll.
+import type { FastifyInstance } from 'fastify';
+import { parseIdentity } from '../../policy/index.js';
+import type { WorkloadIdentity } from '../../policy/types.js';
+import type { ControlContext } from '../server.js';
+
+interface BundleQuery {
+  workload: string;
+  wait?: number;
+}
+
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  if (header.trim() === '*') return true;
+  return header.split(',').some((candidate) => {
+    const trimmed = candidate.trim();
+    return (trimmed.startsWith('W/') ? trimmed.slice(2) : trimmed) === etag;
+  });
+}
+
+export function registerBundleRoutes(app: FastifyInstance, context: ControlContext): void {
+  const { state, longPolls, metrics, limits } = context;
+  app.get<{ Querystring: BundleQuery }>(
+    '/v1/bundle',
+    {
+      config: { access: 'workload' },
+      schema: {
+        summary: "The signed bundle for the caller's workload scope",
+        description:
+          'Answers 200 with the DSSE envelope and an ETag, or 304 when If-None-Match names the current one. ' +
+          'With wait=N and a matching If-None-Match, holds the request up to N seconds and answers as soon as a ' +
+          'newer revision exists. A workload seen for the first time joins the inventory.',
+        querystring: {
+          type: 'object',
+          required: ['workload'],
+          properties: {
+            workload: {
+              type: 'string',
+              maxLength: 8192,
+              description: 'identity k=v,k=v (percent-encoded values)',
+            },
+            wait: {
+              type: 'integer',
+              minimum: 0,
+              maximum: 3600,
+              description: 'long-poll seconds (capped at 60)',
+            },
+          },
+        },
+        headers: {
+          type: 'object',
+          properties: { 'if-none-match': { type: 'string', maxLength: 1024 } },
+        },
+        response: {
+          200: {
+            description: 'DSSE envelope',
+            type: 'object',
+            properties: {
+              payloadType: { type: 'string' },
+              payload: { type: 'string' },
+              signatures: {
+                type: 'array',
+                items: { type: 'object', properties: { keyid: { type: 'string' }, sig: { type: 'string' } } },
+              },
+            },
+          },
+          304: { description: 'not modified', type: 'null' },
+        },
+      },
+    },
+    async (request, reply) => {
+      let identity: WorkloadIdentity;
+      try {
+        identity = parseIdentity(request.query.workload);
+      } catch (error) {
+        return reply.code(400).send({ error: 'bad-request', message: (error as Error).message });
+      }
+      const ifNoneMatch = request.headers['if-none-match'];
+      let deadline = Date.now() + Math.min(request.query.wait ?? 0, limits.maxWaitSeconds) * 1000;
+      let parked = false;
+      for (;;) {
+        const resolved = state.resolve(identity);
+        const answerNow = Date.now() >= deadline;
+        if (resolved) {
+          const etag = state.etagFor(resolved);
+          const notModified = etagMatches(ifNoneMatch, etag);
+          if (!notModified || answerNow) {
+            const revision = state.revision;
+            context.sawWorkload({
+              key: resolved.key,
+              identity: { ...identity },
+              seenAt: new Date().toISOString(),
+              revision,
+              scope: resolved.scope,
+            });
+            reply.header('etag', etag).header('x-bulkhead-revision', String(revision));
+            reply.header('cache-control', 'no-cache');
+            if (notModified) {
+              metrics.bundles.inc({ result: 'not_modified' });
+              return reply.code(304).send();
+            }
+            const bundle = state.bundleFor(identity, resolved);
+            if (bundle) {
+              metrics.bundles.inc({ result: 'sent' });
+              if (parked) {
+                metrics.propagationSumMs += Date.now() - context.revisionSeenAtMs();
+                metrics.propagationCount++;
+              }
+              return reply.code(200).type('application/json').send(bundle.body);
+            }
+          }
+        } else if (answerNow) {
+          return reply.code(404).send({
+            error: 'no-policy',
+            message: 'no policy has been applied yet; apply one with PUT /v1/policy',
+          });
+        }
+        if (!parked && !longPolls.hasRoom()) {
+          metrics.bundles.inc({ result: 'capped' });
+          reply.header('retry-after', '1');
+          return reply.code(429).send({
+            error: 'long-poll-capacity',
+            message: 'too many parked long-polls on this replica; retry shortly',
+          });
+        }
+        parked = true;
+        const reason = await longPolls.wait(Math.max(0, deadline - Date.now()), (abort) => {
+          // The response's close fires when the client goes away before we answer.
+          reply.raw.once('close', abort);
+        });
+        // Anything but a new revision ends the wait: answer with what is current (304 when unchanged).
+        if (reason !== 'revision') deadline = 0;
+      }
+    },
+  );
+}

@@ -1,0 +1,387 @@
+// PUT /v1/policy, GET /v1/policy, GET /v1/revisions, POST /v1/revisions/{n}/restore.
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import * as kernel from '../../policy/index.js';
+import {
+  canonicalJson,
+  checkGuardrails,
+  compilePolicy,
+  formatPolicyError,
+  type PolicyError,
+  type PolicySet,
+  parsePolicy,
+  scopeOf,
+} from '../../policy/index.js';
+import type { ControlContext } from '../server.js';
+import type { PolicySource, WorkloadRow } from '../store/types.js';
+
+const FILE_NAME = /^[A-Za-z0-9._/@+-]{1,200}$/;
+const MAX_SOURCES = 500;
+const MAX_AFFECTED_LISTED = 1000;
+const POLICY_MEDIA_TYPES = [
+  'application/json',
+  'application/yaml',
+  'application/x-yaml',
+  'text/yaml',
+  'text/plain',
+];
+
+class BadPolicyRequest extends Error {}
+
+/** Turns the raw body into policy sources. JSON `{sources:[{file,text}]}` keeps per-file positions. */
+export function sourcesFromBody(
+  body: string,
+  contentType: string | undefined,
+  fileName: string,
+): PolicySource[] {
+  if (body.trim() === '') throw new BadPolicyRequest('empty body: send the policy documents');
+  if ((contentType ?? '').toLowerCase().startsWith('application/json')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch (error) {
+      throw new BadPolicyRequest(`body is not JSON: ${(error as Error).message}`);
+    }
+    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && 'sources' in parsed) {
+      const sources = (parsed as { sources: unknown }).sources;
+      if (!Array.isArray(sources) || sources.length === 0 || sources.length > MAX_SOURCES) {
+        throw new BadPolicyRequest(`sources: expected 1-${MAX_SOURCES} entries of {file, text}`);
+      }
+      return sources.map((source, index) => {
+        const { file, text } = (source ?? {}) as { file?: unknown; text?: unknown };
+        if (typeof file !== 'string' || !FILE_NAME.test(file)) {
+          throw new BadPolicyRequest(
+            `sources[${index}].file: expected a file name (letters, digits, . _ / @ + -)`,
+          );
+        }
+        if (typeof text !== 'string') throw new BadPolicyRequest(`sources[${index}].text: expected a string`);
+        return { file, text };
+      });
+    }
+  }
+  return [{ file: fileName, text: body }];
+}
+
+function sameSources(a: PolicySource[], b: PolicySource[]): boolean {
+  return canonicalJson(a) === canonicalJson(b);
+}
+
+export interface ApplyOutcome {
+  revision: number;
+  previousRevision: number;
+  dryRun: boolean;
+  unchanged: boolean;
+  restoredFrom?: number;
+  diff: unknown;
+  affectedWorkloads: { count: number; workloads: { key: string; identity: Record<string, string> }[] };
+}
+
+function emptySet(): PolicySet {
+  const parsed = parsePolicy([]);
+  if (!parsed.ok) throw new Error('the kernel refuses an empty policy set');
+  return parsed.set;
+}
+
+/** Workloads in the inventory whose compiled policy differs between the two sets. */
+function affectedWorkloads(oldSet: PolicySet | undefined, newSet: PolicySet, inventory: WorkloadRow[]) {
+  const compiledBy = new Map<string, string>();
+  const compiled = (set: PolicySet, tag: string, identity: Record<string, string>): string => {
+    const key = `${tag}\u0000${scopeOf(set, identity)}`;
+    let text: string | undefined = compiledBy.get(key);
+    if (text === undefined) {
+      text = canonicalJson(compilePolicy(set, identity));
+      compiledBy.set(key, text);
+    }
+    return text;
+  };
+  const affected: { key: string; identity: Record<string, string> }[] = [];
+  let count = 0;
+  for (const workload of inventory) {
+    const before = oldSet ? compiled(oldSet, 'old', workload.identity) : undefined;
+    if (before !== compiled(newSet, 'new', workload.identity)) {
+      count++;
+      if (affected.length < MAX_AFFECTED_LISTED)
+        affected.push({ key: workload.key, identity: workload.identity });
+    }
+  }
+  return { count, workloads: affected };
+}
+
+function invalid(reply: FastifyReply, error: string, errors: PolicyError[]) {
+  return reply.code(400).send({
+    error,
+    message: errors.map((e) => formatPolicyError(e)).join('\n'),
+    errors,
+  });
+}
+
+const applyResponse = {
+  type: 'object',
+  properties: {
+    revision: { type: 'integer' },
+    previousRevision: { type: 'integer' },
+    dryRun: { type: 'boolean' },
+    unchanged: { type: 'boolean' },
+    restoredFrom: { type: 'integer' },
+    diff: {},
+    affectedWorkloads: {
+      type: 'object',
+      properties: {
+        count: { type: 'integer' },
+        workloads: {
+          type: 'array',
+          items: {
+            type: 'object',
+            properties: {
+              key: { type: 'string' },
+              identity: { type: 'object', additionalProperties: { type: 'string' } },
+            },
+          },
+        },
+      },
+    },
+  },
+};
+
+const policyErrorResponse = {
+  type: 'object',
+  properties: {
+    error: { type: 'string' },
+    message: { type: 'string' },
+    errors: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          file: { type: 'string' },
+          line: { type: 'integer' },
+          column: { type: 'integer' },
+          path: { type: 'string' },
+          message: { type: 'string' },
+        },
+      },
+    },
+  },
+};
+
+/** Registered inside its own plugin scope: its body parsers keep the raw text (for line numbers). */
+export function registerPolicyRoutes(app: FastifyInstance, context: ControlContext): void {
+  const { store, state, metrics, limits } = context;
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(
+    POLICY_MEDIA_TYPES,
+    { parseAs: 'string', bodyLimit: limits.policyBodyBytes },
+    (_request, body, done) => done(null, body),
+  );
+
+  /** Validates, diffs and (unless dryRun) stores `sources` as the next revision. */
+  async function apply(
+    reply: FastifyReply,
+    sources: PolicySource[],
+    options: { dryRun: boolean; restoredFrom?: number; tokenId?: string | undefined },
+  ) {
+    const parsed = parsePolicy(sources);
+    if (!parsed.ok) {
+      metrics.applies.inc({ result: 'invalid' });
+      return invalid(reply, 'invalid-policy', parsed.errors);
+    }
+    const guardrailErrors = checkGuardrails(parsed.set);
+    if (guardrailErrors.length > 0) {
+      metrics.applies.inc({ result: 'guardrail' });
+      return invalid(reply, 'guardrail-violation', guardrailErrors);
+    }
+    const current = state.current;
+    await context.flushSightings();
+    const inventory = await store.listWorkloads();
+    const identities = inventory.map((w) => w.identity);
+    // TEMPORARY until the kernel's diffPolicies lands.
+    const diffPolicies = (kernel as Record<string, unknown>).diffPolicies as
+      | ((a: PolicySet, b: PolicySet, ids: Record<string, string>[]) => unknown)
+      | undefined;
+    const diff = diffPolicies ? diffPolicies(current?.set ?? emptySet(), parsed.set, identities) : null;
+    const affected = affectedWorkloads(current?.set, parsed.set, inventory);
+    const previousRevision = current?.revision ?? 0;
+    const outcome: ApplyOutcome = {
+      revision: previousRevision,
+      previousRevision,
+      dryRun: options.dryRun,
+      unchanged: current !== undefined && sameSources(current.sources, sources),
+      diff,
+      affectedWorkloads: affected,
+    };
+    if (options.restoredFrom !== undefined) outcome.restoredFrom = options.restoredFrom;
+    if (options.dryRun || outcome.unchanged) {
+      metrics.applies.inc({ result: options.dryRun ? 'dry-run' : 'unchanged' });
+      return reply.code(200).send(outcome);
+    }
+    const createdAt = new Date().toISOString();
+    const summary = {
+      diff,
+      affectedWorkloads: affected.count,
+      files: sources.map((s) => s.file),
+      appliedBy: options.tokenId ?? null,
+    };
+    const revision = await store.appendRevision({
+      createdAt,
+      sources,
+      restoredFrom: options.restoredFrom ?? null,
+      summary,
+    });
+    state.install(
+      { revision, createdAt, sources, restoredFrom: options.restoredFrom ?? null, summary },
+      parsed.set,
+    );
+    metrics.applies.inc({ result: 'stored' });
+    reply.log.info({ revision, files: summary.files, affected: affected.count }, 'policy revision stored');
+    outcome.revision = revision;
+    return reply.code(200).send(outcome);
+  }
+
+  app.put<{ Body: string; Querystring: { dryRun?: boolean; file?: string } }>(
+    '/v1/policy',
+    {
+      config: { access: 'admin' },
+      bodyLimit: limits.policyBodyBytes,
+      schema: {
+        summary: 'Apply the whole policy set as the next revision',
+        description:
+          'Body: multi-document YAML (application/yaml, text/plain), JSON documents, or JSON ' +
+          '{"sources":[{"file","text"}]} to keep per-file error positions. Validates (parser and guardrails: ' +
+          '400 with file:line:column errors), diffs against the current revision, and stores revision N+1 ' +
+          'atomically. dryRun=true validates and diffs without storing.',
+        querystring: {
+          type: 'object',
+          properties: {
+            dryRun: { type: 'boolean', default: false },
+            file: {
+              type: 'string',
+              pattern: FILE_NAME.source,
+              description: 'file name used in error positions',
+            },
+          },
+        },
+        consumes: POLICY_MEDIA_TYPES,
+        response: { 200: applyResponse, 400: policyErrorResponse },
+      },
+    },
+    async (request, reply) => {
+      let sources: PolicySource[];
+      try {
+        sources = sourcesFromBody(
+          request.body,
+          request.headers['content-type'],
+          request.query.file ?? 'policy.yaml',
+        );
+      } catch (error) {
+        if (error instanceof BadPolicyRequest) {
+          return reply.code(400).send({ error: 'bad-request', message: error.message, errors: [] });
+        }
+        throw error;
+      }
+      return apply(reply, sources, { dryRun: request.query.dryRun === true, tokenId: request.tokenId });
+    },
+  );
+
+  app.get<{ Querystring: { revision?: number } }>(
+    '/v1/policy',
+    {
+      config: { access: 'admin' },
+      schema: {
+        summary: 'The policy sources of the current (or a given) revision',
+        querystring: { type: 'object', properties: { revision: { type: 'integer', minimum: 1 } } },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              revision: { type: 'integer' },
+              createdAt: { type: 'string' },
+              restoredFrom: { type: ['integer', 'null'] },
+              sources: {
+                type: 'array',
+                items: { type: 'object', properties: { file: { type: 'string' }, text: { type: 'string' } } },
+              },
+            },
+          },
+        },
+      },
+    },
+    async (request, reply) => {
+      const row =
+        request.query.revision === undefined
+          ? await store.latestRevision()
+          : await store.getRevision(request.query.revision);
+      if (!row) {
+        return reply.code(404).send({
+          error: 'not-found',
+          message: request.query.revision === undefined ? 'no policy applied yet' : 'no such revision',
+        });
+      }
+      return {
+        revision: row.revision,
+        createdAt: row.createdAt,
+        restoredFrom: row.restoredFrom,
+        sources: row.sources,
+      };
+    },
+  );
+
+  app.get<{ Querystring: { limit?: number } }>(
+    '/v1/revisions',
+    {
+      config: { access: 'admin' },
+      schema: {
+        summary: 'Revision history, newest first',
+        querystring: {
+          type: 'object',
+          properties: { limit: { type: 'integer', minimum: 1, maximum: 1000 } },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              current: { type: 'integer' },
+              revisions: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    revision: { type: 'integer' },
+                    createdAt: { type: 'string' },
+                    restoredFrom: { type: ['integer', 'null'] },
+                    summary: {},
+                  },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+    async (request) => {
+      const revisions = await store.listRevisions(request.query.limit ?? 100);
+      return { current: revisions[0]?.revision ?? 0, revisions };
+    },
+  );
+
+  app.post<{ Params: { n: number } }>(
+    '/v1/revisions/:n/restore',
+    {
+      config: { access: 'admin' },
+      schema: {
+        summary: 'Make an older revision current again, as a new higher revision',
+        params: { type: 'object', required: ['n'], properties: { n: { type: 'integer', minimum: 1 } } },
+        response: { 200: applyResponse, 400: policyErrorResponse },
+      },
+    },
+    async (request, reply) => {
+      const row = await store.getRevision(request.params.n);
+      if (!row)
+        return reply.code(404).send({ error: 'not-found', message: `no revision ${request.params.n}` });
+      return apply(reply, row.sources, {
+        dryRun: false,
+        restoredFrom: row.revision,
+        tokenId: request.tokenId,
+      });
+    },
+  );
+}

@@ -1,0 +1,249 @@
+// GET /v1/denies (forensic query, paginated, NDJSON export) and GET /v1/workloads (inventory).
+import { Readable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { formatIdentity, parseIdentity } from '../../policy/index.js';
+import type { ControlContext } from '../server.js';
+import type { DenyFilter } from '../store/types.js';
+
+interface DenyQuery {
+  workload?: string;
+  group?: string;
+  destination?: string;
+  rule?: string;
+  decision?: 'allow' | 'deny';
+  since?: string;
+  until?: string;
+  cursor?: string;
+  limit?: number;
+  order?: 'asc' | 'desc';
+  format?: 'json' | 'ndjson';
+}
+
+const NDJSON_PAGE = 1000;
+
+/** Cursors are opaque to clients: `c` + base36 storage position. */
+export function encodeCursor(position: number): string {
+  return `c${position.toString(36)}`;
+}
+
+export function decodeCursor(cursor: string): number | undefined {
+  if (!/^c[0-9a-z]{1,12}$/.test(cursor)) return undefined;
+  const position = Number.parseInt(cursor.slice(1), 36);
+  return Number.isSafeInteger(position) ? position : undefined;
+}
+
+class BadQuery extends Error {}
+
+function timeParam(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = /^\d{1,16}$/.test(value) ? Number(value) : Date.parse(value);
+  if (!Number.isFinite(ms)) throw new BadQuery(`${name}: expected an ISO-8601 time or epoch milliseconds`);
+  return ms;
+}
+
+export function registerQueryRoutes(app: FastifyInstance, context: ControlContext): void {
+  const { store, state } = context;
+
+  app.get<{ Querystring: DenyQuery }>(
+    '/v1/denies',
+    {
+      config: { access: 'admin' },
+      schema: {
+        summary: 'Query stored deny records',
+        description:
+          'Filters combine with AND. Pages come newest first (order=desc) with nextCursor for the next page; ' +
+          'order=asc with a cursor follows new records. Accept: application/x-ndjson or format=ndjson streams ' +
+          'every matching record, one JSON object per line.',
+        querystring: {
+          type: 'object',
+          properties: {
+            workload: { type: 'string', maxLength: 8192, description: 'workload identity k=v,… (exact)' },
+            group: { type: 'string', maxLength: 256, description: 'SmartGroup the workload was in' },
+            destination: {
+              type: 'string',
+              maxLength: 1024,
+              description: 'host or IP; *.example.com for sub-domains',
+            },
+            rule: { type: 'string', maxLength: 512 },
+            decision: { type: 'string', enum: ['allow', 'deny'] },
+            since: { type: 'string', maxLength: 40, description: 'ISO-8601 time or epoch ms (inclusive)' },
+            until: { type: 'string', maxLength: 40, description: 'ISO-8601 time or epoch ms (exclusive)' },
+            cursor: { type: 'string', maxLength: 20 },
+            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+            order: { type: 'string', enum: ['asc', 'desc'], default: 'desc' },
+            format: { type: 'string', enum: ['json', 'ndjson'] },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              records: { type: 'array', items: { type: 'object', additionalProperties: true } },
+              nextCursor: { type: ['string', 'null'], description: 'next page in the same order' },
+              followCursor: {
+                type: 'string',
+                description: 'pass with order=asc to get records stored later',
+              },
+            },
+          },
+        },
+      },
+    },
+    async (request, reply) => {
+      const query = request.query;
+      const order = query.order ?? 'desc';
+      let filter: DenyFilter;
+      try {
+        let position: number | undefined;
+        if (query.cursor !== undefined) {
+          position = decodeCursor(query.cursor);
+          if (position === undefined) throw new BadQuery('cursor: not a cursor this API issued');
+        }
+        let workload = query.workload;
+        if (workload !== undefined) {
+          // Accept any spelling of the identity; store keys are the canonical (sorted) form.
+          try {
+            workload = formatIdentity(parseIdentity(workload));
+          } catch (error) {
+            throw new BadQuery(`workload: ${(error as Error).message}`);
+          }
+        }
+        filter = {
+          workload,
+          group: query.group,
+          destination: query.destination,
+          rule: query.rule,
+          decision: query.decision,
+          sinceMs: timeParam(query.since, 'since'),
+          untilMs: timeParam(query.until, 'until'),
+          after: order === 'asc' ? position : undefined,
+          before: order === 'desc' ? position : undefined,
+          order,
+          limit: query.limit ?? 100,
+        };
+      } catch (error) {
+        if (error instanceof BadQuery)
+          return reply.code(400).send({ error: 'bad-request', message: error.message });
+        throw error;
+      }
+
+      const wantsNdjson =
+        query.format === 'ndjson' ||
+        (query.format === undefined && (request.headers.accept ?? '').includes('application/x-ndjson'));
+      if (wantsNdjson) {
+        const pageFilter: DenyFilter = { ...filter, limit: NDJSON_PAGE };
+        async function* lines() {
+          for (;;) {
+            const page = await store.queryDenies(pageFilter);
+            if (page.length === 0) return;
+            yield `${page.map((row) => row.record).join('\n')}\n`;
+            const last = page[page.length - 1]?.position;
+            if (page.length < NDJSON_PAGE || last === undefined) return;
+            if (order === 'asc') pageFilter.after = last;
+            else pageFilter.before = last;
+          }
+        }
+        return reply.code(200).type('application/x-ndjson').send(Readable.from(lines()));
+      }
+
+      const rows = await store.queryDenies(filter);
+      const first = rows[0];
+      const last = rows[rows.length - 1];
+      let nextCursor: string | null;
+      let followCursor: string;
+      if (order === 'asc') {
+        // Always handed back, so a follower can ask again for what arrives later.
+        nextCursor = last ? encodeCursor(last.position) : (query.cursor ?? encodeCursor(0));
+        followCursor = nextCursor;
+      } else {
+        nextCursor = last && rows.length === filter.limit ? encodeCursor(last.position) : null;
+        followCursor = first ? encodeCursor(first.position) : (query.cursor ?? encodeCursor(0));
+      }
+      const body = `{"records":[${rows.map((row) => row.record).join(',')}],"nextCursor":${JSON.stringify(nextCursor)},"followCursor":${JSON.stringify(followCursor)}}`;
+      return reply.code(200).type('application/json').send(body);
+    },
+  );
+
+  app.get(
+    '/v1/workloads',
+    {
+      config: { access: 'admin' },
+      schema: {
+        summary: 'Workload inventory and propagation per SmartGroup',
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              revision: { type: 'integer' },
+              workloads: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    key: { type: 'string' },
+                    identity: { type: 'object', additionalProperties: { type: 'string' } },
+                    groups: { type: 'array', items: { type: 'string' } },
+                    firstSeen: { type: 'string' },
+                    lastSeen: { type: 'string' },
+                    revision: { type: 'integer' },
+                    current: { type: 'boolean' },
+                    missingRecords: { type: 'integer' },
+                    sandboxes: { type: 'integer' },
+                  },
+                },
+              },
+              groups: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    name: { type: 'string' },
+                    workloads: { type: 'integer' },
+                    current: { type: 'integer' },
+                    behind: { type: 'integer' },
+                  },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+    async () => {
+      await context.flushSightings();
+      const rows = await store.listWorkloads();
+      const revision = state.revision;
+      const groups = new Map<string, { name: string; workloads: number; current: number; behind: number }>();
+      const workloads = rows.map((row) => {
+        const names = state.resolve(row.identity)?.groups ?? [];
+        const current = row.revision >= revision;
+        for (const name of names) {
+          let group = groups.get(name);
+          if (!group) {
+            group = { name, workloads: 0, current: 0, behind: 0 };
+            groups.set(name, group);
+          }
+          group.workloads++;
+          if (current) group.current++;
+          else group.behind++;
+        }
+        return {
+          key: row.key,
+          identity: row.identity,
+          groups: names,
+          firstSeen: row.firstSeen,
+          lastSeen: row.lastSeen,
+          revision: row.revision,
+          current,
+          missingRecords: row.missingRecords,
+          sandboxes: row.sandboxes,
+        };
+      });
+      return {
+        revision,
+        workloads,
+        groups: [...groups.values()].sort((a, b) => a.name.localeCompare(b.name)),
+      };
+    },
+  );
+}

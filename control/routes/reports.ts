@@ -1,0 +1,103 @@
+// POST /v1/reports: batches of deny records, idempotent by record id.
+import type { FastifyInstance } from 'fastify';
+import { formatIdentity } from '../../policy/index.js';
+import { RecordError, validateDenyRecord } from '../reports.js';
+import type { ControlContext } from '../server.js';
+import type { DenyRow } from '../store/types.js';
+
+const MAX_ERRORS_LISTED = 100;
+
+export function registerReportRoutes(app: FastifyInstance, context: ControlContext): void {
+  const { store, state, metrics, limits } = context;
+  const groupsByWorkload = new Map<string, { revision: number; groups: string }>();
+
+  function groupsOf(key: string, identity: Record<string, string>): string {
+    const cached = groupsByWorkload.get(key);
+    if (cached && cached.revision === state.revision) return cached.groups;
+    const resolved = state.resolve(identity);
+    const groups = resolved && resolved.groups.length > 0 ? `,${resolved.groups.join(',')},` : '';
+    if (groupsByWorkload.size >= 50_000) groupsByWorkload.clear();
+    groupsByWorkload.set(key, { revision: state.revision, groups });
+    return groups;
+  }
+
+  app.post<{ Body: { records: unknown[] } }>(
+    '/v1/reports',
+    {
+      config: { access: 'workload' },
+      bodyLimit: limits.reportBodyBytes,
+      schema: {
+        summary: 'Store a batch of deny records',
+        description:
+          'Idempotent by record id: a replayed batch stores nothing twice. Each record is validated alone; ' +
+          'bad ones are counted as rejected (with their index and reason) and the rest are stored. ' +
+          'Records with sandboxId and seq (from 1, per sandbox) let the API count records that never arrived.',
+        body: {
+          type: 'object',
+          required: ['records'],
+          properties: { records: { type: 'array', maxItems: limits.reportRecords } },
+        },
+        response: {
+          202: {
+            type: 'object',
+            properties: {
+              stored: { type: 'integer' },
+              duplicate: { type: 'integer' },
+              rejected: { type: 'integer' },
+              errors: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: { index: { type: 'integer' }, reason: { type: 'string' } },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+    async (request, reply) => {
+      const rows: DenyRow[] = [];
+      const errors: { index: number; reason: string }[] = [];
+      let rejected = 0;
+      const receivedAt = new Date().toISOString();
+      const { records } = request.body;
+      for (let index = 0; index < records.length; index++) {
+        try {
+          const { record, timeMs } = validateDenyRecord(records[index]);
+          const workloadKey = formatIdentity(record.workload);
+          rows.push({
+            id: record.id,
+            time: record.time,
+            timeMs,
+            workloadKey,
+            groups: groupsOf(workloadKey, record.workload),
+            host: record.destination.host ?? null,
+            ip: record.destination.ip ?? null,
+            port: record.destination.port ?? null,
+            kind: record.kind,
+            decision: record.decision,
+            mode: record.mode,
+            rule: record.rule,
+            revision: record.revision,
+            sandboxId: record.sandboxId ?? null,
+            seq: record.seq ?? null,
+            receivedAt,
+            record: JSON.stringify(record),
+          });
+        } catch (error) {
+          if (!(error instanceof RecordError)) throw error;
+          rejected++;
+          if (errors.length < MAX_ERRORS_LISTED) errors.push({ index, reason: error.message });
+        }
+      }
+      const { stored, duplicate } = await store.insertDenies(rows);
+      metrics.reports.inc({ result: 'stored' }, stored);
+      metrics.reports.inc({ result: 'duplicate' }, duplicate);
+      metrics.reports.inc({ result: 'rejected' }, rejected);
+      return reply
+        .code(202)
+        .send(errors.length > 0 ? { stored, duplicate, rejected, errors } : { stored, duplicate, rejected });
+    },
+  );
+}

@@ -1,0 +1,448 @@
+// The control API: a Fastify server over a ControlStore. Routes live in control/routes/;
+// this file wires authentication, limits, errors, logging, OpenAPI, health and metrics.
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import { generateKeyPair } from '../policy/index.js';
+import { type IssuedToken, issueToken, TokenVerifier } from './auth.js';
+import { LongPollHub } from './long-poll.js';
+import { ControlMetrics, gauge } from './metrics.js';
+import { PolicyState, type SigningKey } from './policy-state.js';
+import { type RateLimit, RateLimiter } from './rate-limit.js';
+import { registerBundleRoutes } from './routes/bundle.js';
+import { registerPolicyRoutes } from './routes/policy.js';
+import { registerQueryRoutes } from './routes/query.js';
+import { registerReportRoutes } from './routes/reports.js';
+import { signingKeyFromPem } from './signing-key.js';
+import { openSqliteStore } from './store/sqlite.js';
+import type { ControlStore, TokenScope, WorkloadSighting } from './store/types.js';
+
+export interface ControlLimits {
+  /** Largest `PUT /v1/policy` body, bytes. */
+  policyBodyBytes: number;
+  /** Largest `POST /v1/reports` body, bytes. */
+  reportBodyBytes: number;
+  /** Most records in one report batch. */
+  reportRecords: number;
+  /** Largest body of any other route, bytes. */
+  bodyBytes: number;
+  /** Concurrent long-polls held by this replica; beyond it `wait` is refused with 429. */
+  longPolls: number;
+  /** Longest `?wait=` in seconds. */
+  maxWaitSeconds: number;
+  rateLimit: Record<TokenScope, RateLimit>;
+  /** Validity of a signed bundle. */
+  bundleTtlSeconds: number;
+}
+
+export const DEFAULT_LIMITS: ControlLimits = {
+  policyBodyBytes: 2 * 1024 * 1024,
+  reportBodyBytes: 8 * 1024 * 1024,
+  reportRecords: 5000,
+  bodyBytes: 64 * 1024,
+  longPolls: 20_000,
+  maxWaitSeconds: 60,
+  // A fleet usually shares one workload token, so its bucket is sized for the fleet.
+  rateLimit: { admin: { perSecond: 50, burst: 200 }, workload: { perSecond: 5000, burst: 20_000 } },
+  bundleTtlSeconds: 24 * 60 * 60,
+};
+
+export interface ControlServerOptions {
+  store: ControlStore;
+  /** Ed25519 private key (PKCS#8 PEM), or a key from `loadOrCreateSigningKey`. */
+  signingKey: string | SigningKey;
+  /** A pino logger, `true` for JSON logs on stdout, `false`/absent for none. */
+  logger?: boolean | FastifyBaseLogger | undefined;
+  limits?: Partial<ControlLimits> | undefined;
+}
+
+/** Route access: `none` (public), `any` (any valid token), or the scope it needs. Admin tokens pass everywhere. */
+export type RouteAccess = 'none' | 'any' | TokenScope;
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    access?: RouteAccess;
+  }
+  interface FastifyRequest {
+    tokenId?: string;
+    tokenScope?: TokenScope;
+  }
+}
+
+/** Everything the route modules share. */
+export interface ControlContext {
+  store: ControlStore;
+  state: PolicyState;
+  key: SigningKey;
+  limits: ControlLimits;
+  metrics: ControlMetrics;
+  longPolls: LongPollHub;
+  /** Records that a workload was answered with / holds a revision; written in batches. */
+  sawWorkload(sighting: WorkloadSighting): void;
+  flushSightings(): Promise<void>;
+  /** When the current revision was first known to this replica (for propagation figures). */
+  revisionSeenAtMs(): number;
+}
+
+export const REDACTED_LOG_PATHS = [
+  'req.headers.authorization',
+  'headers.authorization',
+  'authorization',
+  'token',
+  '*.token',
+  'privateKeyPem',
+  '*.privateKeyPem',
+  'signingKey',
+  '*.signingKey',
+];
+
+function loggerOption(logger: ControlServerOptions['logger']): Record<string, unknown> {
+  if (logger === undefined || logger === false) return { logger: false };
+  if (logger === true) {
+    return {
+      logger: {
+        level: process.env.BULKHEAD_LOG_LEVEL ?? 'info',
+        redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' },
+      },
+    };
+  }
+  return { loggerInstance: logger };
+}
+
+const SIGHTING_FLUSH_MS = 200;
+
+export async function createControlServer(options: ControlServerOptions): Promise<FastifyInstance> {
+  const limits: ControlLimits = { ...DEFAULT_LIMITS, ...(options.limits ?? {}) };
+  const key =
+    typeof options.signingKey === 'string' ? signingKeyFromPem(options.signingKey) : options.signingKey;
+  const { store } = options;
+  const metrics = new ControlMetrics();
+  const longPolls = new LongPollHub(limits.longPolls);
+  const verifier = new TokenVerifier(store);
+  const rateLimiter = new RateLimiter();
+
+  const app = Fastify({
+    ...loggerOption(options.logger),
+    bodyLimit: limits.bodyBytes,
+    disableRequestLogging: true,
+    return503OnClosing: true,
+    ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
+  });
+
+  let revisionSeenAtMs = Date.now();
+  const state = new PolicyState(
+    store,
+    key,
+    limits.bundleTtlSeconds * 1000,
+    () => {
+      revisionSeenAtMs = Date.now();
+      longPolls.wakeAll('revision');
+    },
+    (error, revision) => app.log.error({ err: error, revision }, 'could not load revision'),
+  );
+  await store.rememberSigningKey({
+    keyId: key.keyId,
+    publicKeyPem: key.publicKeyPem,
+    firstUsed: new Date().toISOString(),
+  });
+  await state.init();
+  const unsubscribe = store.onRevision((revision) => {
+    void state.advance(revision);
+  });
+
+  const sightings = new Map<string, WorkloadSighting>();
+  let flushing: Promise<void> = Promise.resolve();
+  const flushSightings = (): Promise<void> => {
+    flushing = flushing.then(async () => {
+      if (sightings.size === 0) return;
+      const batch = [...sightings.values()];
+      sightings.clear();
+      try {
+        await store.recordSightings(batch);
+      } catch (error) {
+        app.log.error({ err: error }, 'could not record workload sightings');
+      }
+    });
+    return flushing;
+  };
+  const flushTimer = setInterval(() => void flushSightings(), SIGHTING_FLUSH_MS);
+  flushTimer.unref();
+
+  const context: ControlContext = {
+    store,
+    state,
+    key,
+    limits,
+    metrics,
+    longPolls,
+    sawWorkload(sighting) {
+      sightings.set(sighting.key, sighting);
+      if (sightings.size >= 1000) void flushSightings();
+    },
+    flushSightings,
+    revisionSeenAtMs: () => revisionSeenAtMs,
+  };
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Bulkhead control API',
+        version: '1',
+        description: 'Signed policy bundles per workload, deny-record ingestion and forensic queries.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const failure = error as { statusCode?: number; validation?: unknown; message?: string };
+    const status = failure.statusCode ?? 500;
+    if (failure.validation) {
+      return reply.code(400).send({ error: 'bad-request', message: failure.message ?? 'invalid request' });
+    }
+    if (status >= 500) {
+      request.log.error({ err: error }, 'request failed');
+      return reply.code(status === 503 ? 503 : 500).send({ error: 'internal', message: 'internal error' });
+    }
+    return reply.code(status).send({ error: errorCode(status), message: failure.message ?? 'bad request' });
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply
+      .code(404)
+      .send({ error: 'not-found', message: `no route ${request.method} ${request.url.split('?')[0]}` }),
+  );
+
+  app.addHook('onRequest', async (request, reply) => {
+    const access = request.routeOptions.config.access ?? 'admin';
+    if (access === 'none') return;
+    const result = await verifier.verify(request.headers.authorization);
+    if (!result.ok) {
+      reply.header('www-authenticate', 'Bearer realm="bulkhead"');
+      return reply.code(401).send({ error: 'unauthorized', message: result.error });
+    }
+    if (access !== 'any' && result.scope !== 'admin' && result.scope !== access) {
+      return reply.code(403).send({
+        error: 'forbidden',
+        message: `this route needs a ${access} token; yours has scope ${result.scope}`,
+      });
+    }
+    const rate = rateLimiter.take(result.tokenId, limits.rateLimit[result.scope]);
+    if (!rate.ok) {
+      metrics.rateLimited.inc();
+      reply.header('retry-after', String(rate.retryAfterSeconds));
+      return reply.code(429).send({ error: 'rate-limited', message: 'too many requests for this token' });
+    }
+    request.tokenId = result.tokenId;
+    request.tokenScope = result.scope;
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.requests.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+  });
+
+  app.addHook('preClose', async () => {
+    longPolls.shutdown();
+  });
+  app.addHook('onClose', async () => {
+    clearInterval(flushTimer);
+    unsubscribe();
+    await flushSightings();
+  });
+
+  app.get(
+    '/healthz',
+    {
+      config: { access: 'none' },
+      schema: {
+        summary: 'Readiness: the store answers',
+        security: [],
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              status: { type: 'string' },
+              revision: { type: 'integer' },
+              engine: { type: 'string' },
+            },
+          },
+          503: { type: 'object', properties: { error: { type: 'string' }, message: { type: 'string' } } },
+        },
+      },
+    },
+    async (_request, reply) => {
+      try {
+        await store.schemaVersion();
+      } catch {
+        return reply.code(503).send({ error: 'unavailable', message: 'store unreachable' });
+      }
+      return { status: 'ok', revision: state.revision, engine: store.engine };
+    },
+  );
+
+  app.get('/openapi.json', { config: { access: 'none' }, schema: { hide: true } }, async () => app.swagger());
+
+  app.get(
+    '/metrics',
+    { config: { access: 'admin' }, schema: { summary: 'Prometheus metrics', produces: ['text/plain'] } },
+    async (_request, reply) => {
+      await flushSightings();
+      const snapshot = await store.metrics();
+      const workloads = await store.listWorkloads();
+      const current = workloads.filter((w) => w.revision >= state.revision).length;
+      const text = [
+        ...metrics.counters().map((c) => c.render()),
+        gauge('bulkhead_longpolls_open', 'Bundle long-polls currently parked', [{ value: longPolls.open }]),
+        gauge('bulkhead_policy_revision', 'Current policy revision', [{ value: state.revision }]),
+        gauge('bulkhead_workloads', 'Workloads in the inventory', [{ value: snapshot.workloads }]),
+        gauge('bulkhead_workloads_current', 'Workloads whose last fetched revision is the current one', [
+          { value: current },
+        ]),
+        gauge('bulkhead_report_records_missing', 'Deny records that never arrived (sequence gaps)', [
+          { value: snapshot.missingRecords },
+        ]),
+        gauge('bulkhead_deny_records_stored', 'Deny records in the store', [{ value: snapshot.denies }]),
+        gauge('bulkhead_propagation_seconds_sum', 'Sum of revision-to-workload delivery times', [
+          { value: metrics.propagationSumMs / 1000 },
+        ]),
+        gauge('bulkhead_propagation_seconds_count', 'Deliveries of a new revision', [
+          { value: metrics.propagationCount },
+        ]),
+      ].join('\n');
+      return reply.type('text/plain; version=0.0.4').send(`${text}\n`);
+    },
+  );
+
+  app.get(
+    '/v1/keys',
+    {
+      config: { access: 'any' },
+      schema: {
+        summary: 'Public signing keys, for operators to pin (workloads pin keys out of band)',
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              keys: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    keyid: { type: 'string' },
+                    publicKey: { type: 'string' },
+                    active: { type: 'boolean' },
+                    firstUsed: { type: 'string' },
+                  },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+    async () => {
+      const keys = await store.listSigningKeys();
+      return {
+        keys: keys.map((k) => ({
+          keyid: k.keyId,
+          publicKey: k.publicKeyPem,
+          active: k.keyId === key.keyId,
+          firstUsed: k.firstUsed,
+        })),
+      };
+    },
+  );
+
+  registerBundleRoutes(app, context);
+  registerReportRoutes(app, context);
+  await app.register(async (scope) => registerPolicyRoutes(scope, context));
+  registerQueryRoutes(app, context);
+
+  return app;
+}
+
+function errorCode(status: number): string {
+  switch (status) {
+    case 400:
+      return 'bad-request';
+    case 401:
+      return 'unauthorized';
+    case 403:
+      return 'forbidden';
+    case 404:
+      return 'not-found';
+    case 405:
+      return 'method-not-allowed';
+    case 406:
+      return 'not-acceptable';
+    case 413:
+      return 'payload-too-large';
+    case 415:
+      return 'unsupported-media-type';
+    case 429:
+      return 'rate-limited';
+    default:
+      return 'error';
+  }
+}
+
+export interface StartControlServerOptions extends Partial<ControlServerOptions> {
+  /** Port on 127.0.0.1 (default 0: an ephemeral port). */
+  port?: number | undefined;
+  host?: string | undefined;
+}
+
+export interface RunningControlServer {
+  /** `http://127.0.0.1:<port>` */
+  url: string;
+  port: number;
+  app: FastifyInstance;
+  store: ControlStore;
+  key: SigningKey;
+  /** Creates a token in this server's store (convenience for tests and the demo). */
+  issueToken(scope: TokenScope, name?: string): Promise<IssuedToken>;
+  /** Stops listening, answers parked long-polls, and closes the store when this call opened it. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a control API in this process. Without `store`, an in-memory SQLite store is used
+ * (and closed with the server); without `signingKey`, a fresh key is generated.
+ */
+export async function startControlServer(
+  options: StartControlServerOptions = {},
+): Promise<RunningControlServer> {
+  const ownsStore = options.store === undefined;
+  const store = options.store ?? openSqliteStore(':memory:');
+  const signingKey = options.signingKey ?? generateKeyPair();
+  const app = await createControlServer({ ...options, store, signingKey });
+  try {
+    await app.listen({ port: options.port ?? 0, host: options.host ?? '127.0.0.1' });
+  } catch (error) {
+    await app.close();
+    if (ownsStore) await store.close();
+    throw error;
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  const host = options.host ?? '127.0.0.1';
+  const key = typeof signingKey === 'string' ? signingKeyFromPem(signingKey) : signingKey;
+  let closed: Promise<void> | undefined;
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    port,
+    app,
+    store,
+    key,
+    issueToken: (scope, name) => issueToken(store, scope, name),
+    close() {
+      closed ??= (async () => {
+        await app.close();
+        if (ownsStore) await store.close();
+      })();
+      return closed;
+    },
+  };
+}
+
+export type { FastifyRequest };
