@@ -9,6 +9,7 @@ import {
   ListTagsCommand,
   UpdateFunctionConfigurationCommand,
 } from '@aws-sdk/client-lambda';
+import { formatIdentity } from '../policy/identity.js';
 
 export const EXEC_WRAPPER_PATH = '/opt/bulkhead-wrapper';
 export const MAX_LAYERS = 5;
@@ -67,16 +68,6 @@ export function checkControlUrl(text: string): string {
 export function layerBase(arn: string): string {
   const cut = arn.lastIndexOf(':');
   return cut === -1 ? arn : arn.slice(0, cut);
-}
-
-/** `k=v,k=v` as BULKHEAD_TAGS expects; `%`, `,` and `=` percent-encoded in keys and values. */
-export function formatTags(tags: Record<string, string>): string {
-  const encode = (text: string) =>
-    text.replace(/[%,=]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-  return Object.keys(tags)
-    .sort()
-    .map((key) => `${encode(key)}=${encode(tags[key] ?? '')}`)
-    .join(',');
 }
 
 export function environmentBytes(environment: Record<string, string>): number {
@@ -139,7 +130,8 @@ export function planAttach(
     AWS_LAMBDA_EXEC_WRAPPER: EXEC_WRAPPER_PATH,
     BULKHEAD_CONTROL_URL: request.controlUrl,
   };
-  const tagText = formatTags(tags);
+  // BULKHEAD_TAGS uses the identity text form (`k=v,…`, separators percent-encoded); the shim prefixes `tag.`.
+  const tagText = formatIdentity(tags);
   if (tagText !== '' || before.BULKHEAD_TAGS !== undefined) wanted.BULKHEAD_TAGS = tagText;
   if (request.token !== undefined) wanted.BULKHEAD_TOKEN = request.token;
   const environment: Record<string, string> = { ...before };

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse, type Tags } from 'yaml';
+import { formatPolicyError, parsePolicy } from '../../policy/index.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const at = (...parts: string[]) => join(root, ...parts);
@@ -110,7 +111,14 @@ describe('localstack/', () => {
     expect(layerPublishCommand.options?.zip).toBeDefined();
   });
 
-  it('the sample policy is YAML with a SmartGroup matching the sample function tags', () => {
+  it('the sample policy is valid Bulkhead policy', () => {
+    const parsed = parsePolicy([
+      { file: 'policy.yaml', text: readFileSync(at('localstack/policy.yaml'), 'utf8') },
+    ]);
+    expect(parsed.ok ? [] : parsed.errors.map(formatPolicyError)).toEqual([]);
+  });
+
+  it('the sample policy has a SmartGroup matching the sample function tags', () => {
     const documents = readFileSync(at('localstack/policy.yaml'), 'utf8')
       .split(/^---$/m)
       .map((text) => parse(text) as { kind: string; spec: { match?: { tags?: Record<string, string> } } });

@@ -20,12 +20,12 @@ import {
   AttachError,
   attachLayer,
   EXEC_WRAPPER_PATH,
-  formatTags,
   layerBase,
   MAX_LAYERS,
   planAttach,
 } from '../../layers/attach.js';
 import { PublishError, publishLayer } from '../../layers/publish.js';
+import { parseIdentity } from '../../policy/identity.js';
 
 const lambda = mockClient(LambdaClient);
 const LAYER_V3 = 'arn:aws:lambda:eu-west-1:123456789012:layer:bulkhead:3';
@@ -95,11 +95,9 @@ describe('layer publish', () => {
   });
 
   it('reuses the newest version when it has the same content, unless forced', async () => {
-    lambda
-      .on(ListLayerVersionsCommand)
-      .resolves({
-        LayerVersions: [{ LayerVersionArn: LAYER_V2, Version: 2, Description: `Bulkhead sha256:${zipSha}` }],
-      });
+    lambda.on(ListLayerVersionsCommand).resolves({
+      LayerVersions: [{ LayerVersionArn: LAYER_V2, Version: 2, Description: `Bulkhead sha256:${zipSha}` }],
+    });
     lambda.on(PublishLayerVersionCommand).resolves({ LayerVersionArn: LAYER_V3, Version: 3 });
     const client = new LambdaClient({ region: 'eu-west-1' });
     const reused = await publishLayer({ client, zip: zipFile });
@@ -196,8 +194,11 @@ describe('attach: plan', () => {
     );
   });
 
-  it('encodes separators in tags', () => {
-    expect(formatTags({ 'b=c': 'x,y', a: '100%' })).toBe('a=100%25,b%3Dc=x%2Cy');
+  it('writes tags in the identity text form, separators encoded, so the shim reads them back', () => {
+    const tags = { 'b=c': 'x,y', a: '100%' };
+    const plan = planAttach('f', configWith([]), tags, request);
+    expect(plan.environment.BULKHEAD_TAGS).toBe('a=100%25,b%3Dc=x%2Cy');
+    expect(parseIdentity(plan.environment.BULKHEAD_TAGS ?? '')).toEqual(tags);
   });
 
   it('holds its guarantees for arbitrary existing configurations', () => {
