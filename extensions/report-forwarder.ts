@@ -1,0 +1,285 @@
+// Forwards the shim's spooled deny records (docs/contracts.md §3) to the control API:
+// reads from a persisted cursor, numbers each record per sandbox (`sandboxId`, `seq`), POSTs
+// batches to /v1/reports and advances the cursor only on acceptance, so delivery is
+// at least once and the control API deduplicates by record id.
+import { randomUUID } from 'node:crypto';
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync, statSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { DenyRecord } from '../policy/types.js';
+import { readCursor, type SpoolCursor, spoolPath, writeCursor } from './state-files.js';
+
+export interface ForwarderOptions {
+  stateDir: string;
+  controlUrl: string | undefined;
+  /** Secret: only sent in the Authorization header. */
+  token: string | undefined;
+  log: (message: string) => void;
+  /** Records per POST. */
+  batchSize?: number;
+}
+
+export interface ForwardResult {
+  sent: number;
+  /** Records the control API reported as already stored. */
+  duplicate: number;
+  /** Lines that were not JSON objects (skipped). */
+  malformed: number;
+  /** Records still in the spool after this call. */
+  pending: boolean;
+  error?: string;
+}
+
+const MAX_READ_BYTES = 1024 * 1024;
+const DEFAULT_BATCH = 200;
+
+export class ReportForwarder {
+  private cursor: SpoolCursor;
+  private readonly transport: typeof http | typeof https | undefined;
+  private readonly reportsUrl: URL | undefined;
+  private readonly agent: http.Agent | undefined;
+  private running: Promise<ForwardResult> | undefined;
+  totalSent = 0;
+
+  constructor(private readonly options: ForwarderOptions) {
+    this.cursor = readCursor(options.stateDir) ?? {
+      sandboxId: randomUUID(),
+      offset: 0,
+      nextSeq: 0,
+      inode: 0,
+    };
+    if (options.controlUrl && options.token) {
+      const base = new URL(options.controlUrl);
+      if (!base.pathname.endsWith('/')) base.pathname = `${base.pathname}/`;
+      this.reportsUrl = new URL('v1/reports', base);
+      this.transport = this.reportsUrl.protocol === 'https:' ? https : http;
+      this.agent = new this.transport.Agent({ keepAlive: true, maxSockets: 2 });
+    }
+  }
+
+  get sandboxId(): string {
+    return this.cursor.sandboxId;
+  }
+
+  /**
+   * Called at extension start, when no runtime (no writer) exists yet: a fully forwarded spool
+   * is truncated so /tmp does not fill up over a long-lived sandbox.
+   */
+  compact(): void {
+    const file = spoolPath(this.options.stateDir);
+    let fd: number;
+    try {
+      fd = openSync(file, 'r+');
+    } catch {
+      return;
+    }
+    try {
+      const info = fstatSync(fd);
+      if (info.ino === this.cursor.inode && info.size === this.cursor.offset && info.size > 0) {
+        ftruncateSync(fd, 0);
+        this.cursor = { ...this.cursor, offset: 0 };
+        writeCursor(this.options.stateDir, this.cursor);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Forwards until the spool is drained, an error happens, or `deadline` (epoch ms) passes. */
+  forward(deadline: number): Promise<ForwardResult> {
+    // One pass at a time; a caller arriving meanwhile shares it.
+    this.running ??= this.forwardNow(deadline).finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async forwardNow(deadline: number): Promise<ForwardResult> {
+    const result: ForwardResult = { sent: 0, duplicate: 0, malformed: 0, pending: false };
+    for (;;) {
+      const chunk = this.readChunk();
+      if (!chunk || (chunk.records.length === 0 && chunk.consumed === 0)) return result;
+      result.malformed += chunk.malformed;
+      if (chunk.records.length > 0) {
+        if (!this.reportsUrl) {
+          result.pending = true;
+          result.error = 'no control API configured; records stay in the spool';
+          return result;
+        }
+        const remaining = deadline - Date.now();
+        if (remaining <= 20) {
+          result.pending = true;
+          return result;
+        }
+        const answer = await this.post(chunk.records, Math.min(remaining, 5_000));
+        if (!answer.ok) {
+          result.pending = true;
+          result.error = answer.message;
+          if (!answer.permanent) return result;
+          this.options.log(`reports: batch dropped (${answer.message})`);
+        } else {
+          result.sent += chunk.records.length;
+          result.duplicate += answer.duplicate;
+          this.totalSent += chunk.records.length;
+        }
+      }
+      this.cursor = {
+        ...this.cursor,
+        offset: this.cursor.offset + chunk.consumed,
+        nextSeq: this.cursor.nextSeq + chunk.records.length,
+        inode: chunk.inode,
+      };
+      writeCursor(this.options.stateDir, this.cursor);
+      if (!chunk.more) return result;
+    }
+  }
+
+  /** Reads whole lines from the cursor; numbers the records; leaves a partial last line. */
+  private readChunk():
+    | { records: DenyRecord[]; consumed: number; malformed: number; more: boolean; inode: number }
+    | undefined {
+    const file = spoolPath(this.options.stateDir);
+    let info: ReturnType<typeof statSync>;
+    try {
+      info = statSync(file);
+    } catch {
+      return undefined;
+    }
+    if (info.ino !== this.cursor.inode || info.size < this.cursor.offset) {
+      // A new or truncated spool: start at its beginning, keep numbering.
+      this.cursor = { ...this.cursor, offset: 0, inode: info.ino };
+    }
+    const available = info.size - this.cursor.offset;
+    if (available <= 0) return undefined;
+    const length = Math.min(available, MAX_READ_BYTES);
+    const buffer = Buffer.allocUnsafe(length);
+    const fd = openSync(file, 'r');
+    let read: number;
+    try {
+      read = readSync(fd, buffer, 0, length, this.cursor.offset);
+    } finally {
+      closeSync(fd);
+    }
+    const batchSize = this.options.batchSize ?? DEFAULT_BATCH;
+    const records: DenyRecord[] = [];
+    let consumed = 0;
+    let malformed = 0;
+    let start = 0;
+    while (records.length < batchSize) {
+      const newline = buffer.indexOf(10, start);
+      if (newline === -1 || newline >= read) break;
+      const line = buffer.toString('utf8', start, newline).trim();
+      start = newline + 1;
+      consumed = start;
+      if (line === '') continue;
+      const record = parseRecord(line);
+      if (!record) {
+        malformed++;
+        continue;
+      }
+      records.push({
+        ...record,
+        sandboxId: this.cursor.sandboxId,
+        seq: this.cursor.nextSeq + records.length,
+      });
+    }
+    if (consumed === 0 && read === MAX_READ_BYTES) {
+      // One line longer than the read window cannot be a record: skip it.
+      const next = buffer.indexOf(10);
+      consumed = next === -1 ? read : next + 1;
+      malformed++;
+    }
+    const more = this.cursor.offset + consumed < info.size && consumed > 0;
+    return { records, consumed, malformed, more, inode: info.ino };
+  }
+
+  private post(
+    records: DenyRecord[],
+    timeoutMs: number,
+  ): Promise<{ ok: true; duplicate: number } | { ok: false; permanent: boolean; message: string }> {
+    const url = this.reportsUrl;
+    const transport = this.transport;
+    if (!url || !transport)
+      return Promise.resolve({ ok: false, permanent: false, message: 'no control API' });
+    const body = JSON.stringify({ records });
+    return new Promise((resolve) => {
+      let settled = false;
+      const finish = (
+        value: { ok: true; duplicate: number } | { ok: false; permanent: boolean; message: string },
+      ) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(value);
+      };
+      const req = transport.request(
+        url,
+        {
+          method: 'POST',
+          agent: this.agent,
+          headers: {
+            authorization: `Bearer ${this.options.token}`,
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(body),
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => {
+            if (chunks.length < 64) chunks.push(chunk);
+          });
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            if (status === 200 || status === 202) {
+              let duplicate = 0;
+              try {
+                const answer = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { duplicate?: unknown };
+                if (typeof answer.duplicate === 'number') duplicate = answer.duplicate;
+              } catch {
+                // The records were accepted; the counts are informational.
+              }
+              finish({ ok: true, duplicate });
+              return;
+            }
+            // Auth, throttling and server errors are retried; other client errors mean the batch
+            // itself is unacceptable and would block the spool forever.
+            const retry =
+              status === 401 || status === 403 || status === 408 || status === 429 || status >= 500;
+            finish({ ok: false, permanent: !retry, message: `control API answered ${status}` });
+          });
+          res.on('error', () =>
+            finish({ ok: false, permanent: false, message: 'report response interrupted' }),
+          );
+        },
+      );
+      const timer = setTimeout(() => {
+        req.destroy();
+        finish({ ok: false, permanent: false, message: `no answer within ${timeoutMs} ms` });
+      }, timeoutMs);
+      req.on('error', (error: NodeJS.ErrnoException) =>
+        finish({
+          ok: false,
+          permanent: false,
+          message: `control API unreachable: ${error.code ?? error.message}`,
+        }),
+      );
+      req.end(body);
+    });
+  }
+
+  close(): void {
+    this.agent?.destroy();
+  }
+}
+
+function parseRecord(line: string): DenyRecord | undefined {
+  try {
+    const value: unknown = JSON.parse(line);
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+    const record = value as Partial<DenyRecord>;
+    if (typeof record.id !== 'string' || record.id === '') return undefined;
+    return record as DenyRecord;
+  } catch {
+    return undefined;
+  }
+}
