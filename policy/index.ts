@@ -6,6 +6,7 @@ export * from './cidr.js';
 export * from './compile.js';
 export * from './compiled.js';
 export * from './decide.js';
+export * from './diff.js';
 export * from './documents.js';
 export * from './errors.js';
 export * from './guardrails.js';
