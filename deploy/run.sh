@@ -7,7 +7,7 @@ state=/tmp/bulkhead
 mkdir -p "$state"
 # Secrets come from Secrets Manager at start, never from the template or the environment.
 node "$LAMBDA_TASK_ROOT/fetch-secrets.cjs" "$state"
-exec node "$LAMBDA_TASK_ROOT/dist/cli.mjs" control serve \
-  --port "${PORT:-8080}" \
-  --key "$state/signing.key" \
-  --database-url "$(cat "$state/database-url")"
+# From the environment rather than the command line, where the password would show in `ps`.
+BULKHEAD_DATABASE_URL=$(cat "$state/database-url")
+export BULKHEAD_DATABASE_URL
+exec node "$LAMBDA_TASK_ROOT/dist/cli.mjs" control serve --port "${PORT:-8080}" --key "$state/signing.key"
