@@ -1,10 +1,10 @@
 // PUT /v1/policy, GET /v1/policy, GET /v1/revisions, POST /v1/revisions/{n}/restore.
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import * as kernel from '../../policy/index.js';
 import {
   canonicalJson,
   checkGuardrails,
   compilePolicy,
+  diffPolicies,
   formatPolicyError,
   type PolicyError,
   type PolicySet,
@@ -29,11 +29,15 @@ class BadPolicyRequest extends Error {}
 
 /** Turns the raw body into policy sources. JSON `{sources:[{file,text}]}` keeps per-file positions. */
 export function sourcesFromBody(
-  body: string,
+  body: unknown,
   contentType: string | undefined,
   fileName: string,
 ): PolicySource[] {
-  if (body.trim() === '') throw new BadPolicyRequest('empty body: send the policy documents');
+  if (typeof body !== 'string' || body.trim() === '') {
+    throw new BadPolicyRequest(
+      'empty body: send the policy documents (application/yaml or application/json)',
+    );
+  }
   if ((contentType ?? '').toLowerCase().startsWith('application/json')) {
     let parsed: unknown;
     try {
@@ -193,12 +197,9 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
     const current = state.current;
     await context.flushSightings();
     const inventory = await store.listWorkloads();
-    const identities = inventory.map((w) => w.identity);
-    // TEMPORARY until the kernel's diffPolicies lands.
-    const diffPolicies = (kernel as Record<string, unknown>).diffPolicies as
-      | ((a: PolicySet, b: PolicySet, ids: Record<string, string>[]) => unknown)
-      | undefined;
-    const diff = diffPolicies ? diffPolicies(current?.set ?? emptySet(), parsed.set, identities) : null;
+    // Per SmartGroup only: the per-workload view is `affectedWorkloads`, bounded for large inventories.
+    const { changed, groups } = diffPolicies(current?.set ?? emptySet(), parsed.set);
+    const diff = { changed, groups };
     const affected = affectedWorkloads(current?.set, parsed.set, inventory);
     const previousRevision = current?.revision ?? 0;
     const outcome: ApplyOutcome = {
@@ -237,7 +238,7 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
     return reply.code(200).send(outcome);
   }
 
-  app.put<{ Body: string; Querystring: { dryRun?: boolean; file?: string } }>(
+  app.put<{ Body: unknown; Querystring: { dryRun?: boolean; file?: string } }>(
     '/v1/policy',
     {
       config: { access: 'admin' },
