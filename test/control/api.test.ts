@@ -229,9 +229,12 @@ describe.each(ENGINES)('control API on %s', (engine) => {
       const applied = await putPolicy(api, PAYMENTS_V2, '?file=payments.yaml');
       const applyBody = (await applied.json()) as {
         revision: number;
+        diff: { changed: boolean; groups: { group: string; reachable: { destination: string }[] }[] };
         affectedWorkloads: { count: number; workloads: { key: string }[] };
       };
       expect(applyBody.revision).toBe(2);
+      const paymentsDiff = applyBody.diff.groups.find((g) => g.group === 'payments-prod');
+      expect(paymentsDiff?.reachable.map((r) => r.destination).join(' ')).toContain('hooks.slack.com');
       const woken = await parked;
       expect(woken.status).toBe(200);
       expect(woken.headers.get('x-bulkhead-revision')).toBe('2');
