@@ -211,6 +211,9 @@ class Session {
           trustedKeys: this.config.trustedKeys,
           lastGood: current?.envelopeText,
           timeoutMs: Math.max(1, this.config.fetchTimeoutMs),
+          log: (level, message) => {
+            if (level !== 'debug') this.log(message);
+          },
         });
         // Runs while the runtime initialises; the shim's ready check picks a change up.
         await this.refresh(this.config.fetchTimeoutMs, this.source === 'none' ? undefined : this.source);

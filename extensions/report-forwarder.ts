@@ -23,6 +23,8 @@ export interface ForwardResult {
   sent: number;
   /** Records the control API reported as already stored. */
   duplicate: number;
+  /** Records the control API refused as invalid (they are not retried). */
+  rejected: number;
   /** Lines that were not JSON objects (skipped). */
   malformed: number;
   /** Records still in the spool after this call. */
@@ -45,7 +47,8 @@ export class ReportForwarder {
     this.cursor = readCursor(options.stateDir) ?? {
       sandboxId: randomUUID(),
       offset: 0,
-      nextSeq: 0,
+      // The control API counts gaps from 1.
+      nextSeq: 1,
       inode: 0,
     };
     if (options.controlUrl && options.token) {
@@ -95,7 +98,7 @@ export class ReportForwarder {
   }
 
   private async forwardNow(deadline: number): Promise<ForwardResult> {
-    const result: ForwardResult = { sent: 0, duplicate: 0, malformed: 0, pending: false };
+    const result: ForwardResult = { sent: 0, duplicate: 0, rejected: 0, malformed: 0, pending: false };
     for (;;) {
       const chunk = this.readChunk();
       if (!chunk || (chunk.records.length === 0 && chunk.consumed === 0)) return result;
@@ -120,6 +123,11 @@ export class ReportForwarder {
         } else {
           result.sent += chunk.records.length;
           result.duplicate += answer.duplicate;
+          result.rejected += answer.rejected;
+          if (answer.rejected > 0)
+            this.options.log(
+              `reports: control API refused ${answer.rejected} records (${answer.firstReason ?? 'invalid'})`,
+            );
           this.totalSent += chunk.records.length;
         }
       }
@@ -193,10 +201,7 @@ export class ReportForwarder {
     return { records, consumed, malformed, more, inode: info.ino };
   }
 
-  private post(
-    records: DenyRecord[],
-    timeoutMs: number,
-  ): Promise<{ ok: true; duplicate: number } | { ok: false; permanent: boolean; message: string }> {
+  private post(records: DenyRecord[], timeoutMs: number): Promise<PostAnswer> {
     const url = this.reportsUrl;
     const transport = this.transport;
     if (!url || !transport)
@@ -204,9 +209,7 @@ export class ReportForwarder {
     const body = JSON.stringify({ records });
     return new Promise((resolve) => {
       let settled = false;
-      const finish = (
-        value: { ok: true; duplicate: number } | { ok: false; permanent: boolean; message: string },
-      ) => {
+      const finish = (value: PostAnswer) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
@@ -232,13 +235,22 @@ export class ReportForwarder {
             const status = res.statusCode ?? 0;
             if (status === 200 || status === 202) {
               let duplicate = 0;
+              let rejected = 0;
+              let firstReason: string | undefined;
               try {
-                const answer = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { duplicate?: unknown };
+                const answer = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+                  duplicate?: unknown;
+                  rejected?: unknown;
+                  errors?: { reason?: unknown }[];
+                };
                 if (typeof answer.duplicate === 'number') duplicate = answer.duplicate;
+                if (typeof answer.rejected === 'number') rejected = answer.rejected;
+                const reason = answer.errors?.[0]?.reason;
+                if (typeof reason === 'string') firstReason = reason.slice(0, 200);
               } catch {
                 // The records were accepted; the counts are informational.
               }
-              finish({ ok: true, duplicate });
+              finish({ ok: true, duplicate, rejected, firstReason });
               return;
             }
             // Auth, throttling and server errors are retried; other client errors mean the batch
@@ -271,6 +283,10 @@ export class ReportForwarder {
     this.agent?.destroy();
   }
 }
+
+type PostAnswer =
+  | { ok: true; duplicate: number; rejected: number; firstReason: string | undefined }
+  | { ok: false; permanent: boolean; message: string };
 
 function parseRecord(line: string): DenyRecord | undefined {
   try {

@@ -65,7 +65,7 @@ export function readCursor(stateDir: string): SpoolCursor | undefined {
       Number.isSafeInteger(value.nextSeq) &&
       Number.isSafeInteger(value.inode) &&
       (value.offset ?? -1) >= 0 &&
-      (value.nextSeq ?? -1) >= 0
+      (value.nextSeq ?? -1) >= 1
     )
       return value as SpoolCursor;
   } catch {

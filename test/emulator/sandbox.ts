@@ -313,6 +313,8 @@ export class LambdaEmulator {
 
   async start(): Promise<void> {
     if (this.server) return;
+    const taskRoot = await stat(this.options.taskRoot).catch(() => undefined);
+    if (!taskRoot?.isDirectory()) throw new Error(`taskRoot ${this.options.taskRoot} is not a directory`);
     if (this.options.tmpDir) {
       this.tmpDirValue = this.options.tmpDir;
       await mkdir(this.tmpDirValue, { recursive: true });
@@ -629,7 +631,11 @@ export class LambdaEmulator {
     void runtimeProcess.exited.then((exit) => {
       if (this.runtime !== runtime) return;
       if (this.stateValue === 'shutting-down' || this.stateValue === 'shut-down') return;
-      const how = exit.signal ? `signal ${exit.signal}` : `exit status ${exit.code}`;
+      const how = runtimeProcess.spawnError
+        ? `a launch error (${runtimeProcess.spawnError.message})`
+        : exit.signal
+          ? `signal ${exit.signal}`
+          : `exit status ${exit.code}`;
       this.setFatal(
         'Runtime.ExitError',
         `RequestId: ${this.current?.requestId ?? '-'} Error: Runtime exited with ${how}`,
