@@ -1,0 +1,281 @@
+// bulkhead policy check / explain / diff / schema.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  checkGuardrails,
+  classifyHost,
+  compilePolicy,
+  createDecider,
+  type DecisionRequest,
+  diffPolicies,
+  formatPolicyError,
+  type PolicyDiff,
+  type PolicyError,
+  type PolicySet,
+  type PolicySource,
+  type Protocol,
+  parseIdentity,
+  parsePolicy,
+  policyJsonSchema,
+  scopeOf,
+  type WorkloadIdentity,
+} from '../../../policy/index.js';
+import {
+  type CliIO,
+  type Command,
+  EXIT_FAILURE,
+  EXIT_OK,
+  type ParsedArgs,
+  requireOption,
+  UsageError,
+} from '../command.js';
+
+const POLICY_EXTENSIONS = /\.(?:ya?ml|json)$/i;
+
+/** Read policy files; a directory contributes its *.yaml / *.yml / *.json files (sorted, recursive). */
+export function readPolicySources(paths: readonly string[]): PolicySource[] {
+  if (paths.length === 0) throw new UsageError('expected policy files or directories');
+  const sources: PolicySource[] = [];
+  const visit = (path: string, explicit: boolean) => {
+    let stat: ReturnType<typeof statSync>;
+    try {
+      stat = statSync(path);
+    } catch {
+      throw new UsageError(`cannot read ${path}: no such file or directory`);
+    }
+    if (stat.isDirectory()) {
+      for (const entry of readdirSync(path).sort())
+        if (!entry.startsWith('.')) visit(join(path, entry), false);
+    } else if (explicit || POLICY_EXTENSIONS.test(path)) {
+      sources.push({ file: path, text: readFileSync(path, 'utf8') });
+    }
+  };
+  for (const path of paths) visit(path, true);
+  return sources;
+}
+
+/** Parse + guardrails; prints every error; undefined when there was any. */
+export function loadPolicySet(
+  paths: readonly string[],
+  io: CliIO,
+  options: { json?: boolean } = {},
+): PolicySet | undefined {
+  const parsed = parsePolicy(readPolicySources(paths));
+  const errors: PolicyError[] = parsed.ok ? checkGuardrails(parsed.set) : parsed.errors;
+  if (errors.length === 0 && parsed.ok) return parsed.set;
+  if (options.json) io.out(JSON.stringify({ ok: false, errors }));
+  else io.err(errors.map(formatPolicyError).join('\n'));
+  return undefined;
+}
+
+export function identityOption(args: ParsedArgs, name = 'workload'): WorkloadIdentity {
+  const text = requireOption(args, name);
+  try {
+    return parseIdentity(text);
+  } catch (error) {
+    throw new UsageError(`--${name}: ${(error as Error).message}`);
+  }
+}
+
+const checkUsage = `Usage: bulkhead policy check FILES_OR_DIRS... [--json]
+
+Parses every document and applies the guardrails (built-in and kind: Guardrail). Prints every error
+as file:line:column field.path: message. Exit 0 when clean, 1 on any error or guardrail break (the CI gate).`;
+
+export const policyCheckCommand: Command = {
+  path: ['policy', 'check'],
+  summary: 'Validate policy files and guardrails (the CI gate)',
+  usage: checkUsage,
+  positionals: true,
+  options: { json: { type: 'boolean' } },
+  async run(args, io) {
+    const json = args.values.json === true;
+    const set = loadPolicySet(args.positionals, io, { json });
+    if (!set) return EXIT_FAILURE;
+    const summary = {
+      groups: set.groups.length,
+      policies: set.policies.length,
+      guardrails: set.guardrails.length,
+    };
+    if (json) io.out(JSON.stringify({ ok: true, errors: [], ...summary }));
+    else
+      io.out(
+        `ok: ${summary.groups} SmartGroup(s), ${summary.policies} EgressPolicy(s), ${summary.guardrails} Guardrail(s)`,
+      );
+    return EXIT_OK;
+  },
+};
+
+const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'http', 'https', 'dns'];
+
+/** `HOST_OR_IP:PORT[/proto]`, IPv6 in brackets: `[2001:db8::1]:443/tcp`. */
+export function parseDestination(text: string): DecisionRequest {
+  const m = /^(\[[^\]]+\]|[^:/[\]]+):(\d{1,5})(?:\/([a-z]+))?$/.exec(text.trim());
+  if (!m)
+    throw new UsageError(`--dest: expected HOST_OR_IP:PORT[/tcp|/udp|/dns], got ${JSON.stringify(text)}`);
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) throw new UsageError(`--dest: port must be 1-65535, got ${port}`);
+  const protocol = (m[3] ?? 'tcp') as Protocol;
+  if (!PROTOCOLS.includes(protocol))
+    throw new UsageError(`--dest: protocol must be one of ${PROTOCOLS.join(', ')}`);
+  const target = (m[1] as string).replace(/^\[|\]$/g, '');
+  const kind = classifyHost(target);
+  if (!kind) throw new UsageError(`--dest: not a host name or IP address: ${JSON.stringify(target)}`);
+  return 'ip' in kind ? { ip: kind.ip, port, protocol } : { host: target, port, protocol };
+}
+
+function requestFromUrl(text: string, method: string | undefined): DecisionRequest {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`--url: not a URL: ${JSON.stringify(text)}`);
+  }
+  const scheme = url.protocol.replace(/:$/, '');
+  if (scheme !== 'http' && scheme !== 'https') throw new UsageError('--url: only http and https URLs');
+  const hostname = url.hostname.replace(/^\[|\]$/g, '');
+  const kind = classifyHost(hostname);
+  if (!kind) throw new UsageError(`--url: unusable host ${JSON.stringify(hostname)}`);
+  const port = url.port ? Number(url.port) : scheme === 'https' ? 443 : 80;
+  return {
+    ...('ip' in kind ? { ip: kind.ip } : { host: kind.host }),
+    port,
+    protocol: scheme,
+    method: (method ?? 'GET').toUpperCase(),
+    path: url.pathname,
+  };
+}
+
+const explainUsage = `Usage: bulkhead policy explain FILES_OR_DIRS... --workload k=v,... (--url URL [--method M] | --dest HOST_OR_IP:PORT[/tcp|/udp|/dns]) [--json]
+
+Compiles the policy for that workload and decides the request as the shim would. With --json prints one
+object: {"decision":"allow"|"deny","mode":"enforce"|"observe","rule":"...","blocked":bool,"dns":{...},...}.
+Exit 0 when the request was explained (allowed or denied), 1 when the policy does not check, 2 on usage errors.`;
+
+export const policyExplainCommand: Command = {
+  path: ['policy', 'explain'],
+  summary: 'Decide one request for one workload, and say which rule decided',
+  usage: explainUsage,
+  positionals: true,
+  options: {
+    workload: { type: 'string' },
+    url: { type: 'string' },
+    method: { type: 'string' },
+    dest: { type: 'string' },
+    json: { type: 'boolean' },
+  },
+  async run(args, io) {
+    const json = args.values.json === true;
+    const identity = identityOption(args);
+    const url = typeof args.values.url === 'string' ? args.values.url : undefined;
+    const dest = typeof args.values.dest === 'string' ? args.values.dest : undefined;
+    if ((url === undefined) === (dest === undefined))
+      throw new UsageError('give exactly one of --url or --dest');
+    const method = typeof args.values.method === 'string' ? args.values.method : undefined;
+    if (method !== undefined && url === undefined) throw new UsageError('--method needs --url');
+    if (method !== undefined && !/^[A-Za-z]{1,20}$/.test(method))
+      throw new UsageError('--method: expected an HTTP method');
+    const request = url !== undefined ? requestFromUrl(url, method) : parseDestination(dest as string);
+    const set = loadPolicySet(args.positionals, io, { json });
+    if (!set) return EXIT_FAILURE;
+    const compiled = compilePolicy(set, identity);
+    const decider = createDecider(compiled);
+    const decision = decider.decide(request);
+    const name = request.host ?? request.ip ?? '';
+    const dns = request.host !== undefined ? decider.decideName(request.host) : undefined;
+    const result = {
+      decision: decision.decision,
+      mode: decision.mode,
+      rule: decision.rule,
+      blocked: decision.blocked,
+      request,
+      ...(dns
+        ? { dns: { decision: dns.decision, mode: dns.mode, rule: dns.rule, blocked: dns.blocked } }
+        : {}),
+      scope: scopeOf(set, identity),
+      groups: compiled.scope.groups.map((g) => g.name),
+      policies: compiled.policies.map((p) => p.name),
+      workloadMode: compiled.mode,
+      fallback: compiled.fallback,
+    };
+    if (json) io.out(JSON.stringify(result));
+    else {
+      const target = `${name}:${request.port}${request.path ? ` ${request.method} ${request.path}` : ` ${request.protocol}`}`;
+      io.out(
+        `${decision.decision.toUpperCase()} (${decision.mode}${decision.blocked ? ', blocked' : decision.decision === 'deny' ? ', not blocked' : ''}) by ${decision.rule}: ${target}`,
+      );
+      if (dns && dns !== decision) io.out(`  DNS ${name}: ${dns.decision} by ${dns.rule}`);
+      io.out(
+        `  workload in ${compiled.scope.groups.map((g) => g.name).join(', ') || 'no SmartGroup'}; policies: ${compiled.policies.map((p) => `${p.name} (${p.mode})`).join(', ') || `none (unselected default: ${compiled.fallback === 'allow' ? 'allow' : compiled.mode})`}`,
+      );
+    }
+    return EXIT_OK;
+  },
+};
+
+function formatDiff(diff: PolicyDiff): string {
+  if (!diff.changed) return 'no change in what any SmartGroup can reach';
+  const lines: string[] = [];
+  for (const g of diff.groups) {
+    const mode =
+      g.modeBefore !== g.modeAfter ? ` mode ${g.modeBefore ?? 'none'} → ${g.modeAfter ?? 'none'}` : '';
+    lines.push(`SmartGroup ${g.group} (${g.status})${mode}`);
+    for (const c of g.reachable)
+      lines.push(`  + reachable   ${c.destination}  [${c.rule}${c.action === 'deny' ? ' removed' : ''}]`);
+    for (const c of g.unreachable)
+      lines.push(
+        `  - unreachable ${c.destination}  [${c.rule}${c.action === 'deny' ? ' added' : ' removed'}]`,
+      );
+  }
+  for (const w of diff.workloads) {
+    const mode = w.modeBefore !== w.modeAfter ? ` mode ${w.modeBefore} → ${w.modeAfter}` : '';
+    const scope = w.scopeBefore !== w.scopeAfter ? ` scope ${w.scopeBefore} → ${w.scopeAfter}` : '';
+    lines.push(`workload ${w.workload}${mode}${scope}`);
+    for (const c of w.reachable) lines.push(`  + reachable   ${c.destination}  [${c.rule}]`);
+    for (const c of w.unreachable) lines.push(`  - unreachable ${c.destination}  [${c.rule}]`);
+  }
+  return lines.join('\n');
+}
+
+const diffUsage = `Usage: bulkhead policy diff OLD_FILES... -- NEW_FILES... [--workload k=v,...]... [--json]
+
+Destinations that become reachable or unreachable per SmartGroup (and per workload for each --workload).
+Exit 0 (changed or not), 1 when either side does not check, 2 on usage errors.`;
+
+export const policyDiffCommand: Command = {
+  path: ['policy', 'diff'],
+  summary: 'What a policy change makes reachable or unreachable',
+  usage: diffUsage,
+  positionals: true,
+  options: { workload: { type: 'string', multiple: true }, json: { type: 'boolean' } },
+  async run(args, io) {
+    const json = args.values.json === true;
+    if (args.positionals.length === 0 || args.rest.length === 0)
+      throw new UsageError('expected OLD_FILES... -- NEW_FILES...');
+    const workloads = (Array.isArray(args.values.workload) ? args.values.workload : []).map((text) => {
+      try {
+        return parseIdentity(String(text));
+      } catch (error) {
+        throw new UsageError(`--workload: ${(error as Error).message}`);
+      }
+    });
+    const before = loadPolicySet(args.positionals, io, { json });
+    if (!before) return EXIT_FAILURE;
+    const after = loadPolicySet(args.rest, io, { json });
+    if (!after) return EXIT_FAILURE;
+    const diff = diffPolicies(before, after, workloads);
+    io.out(json ? JSON.stringify(diff) : formatDiff(diff));
+    return EXIT_OK;
+  },
+};
+
+export const policySchemaCommand: Command = {
+  path: ['policy', 'schema'],
+  summary: 'Print the JSON Schema of policy documents',
+  usage:
+    'Usage: bulkhead policy schema\n\nPrints the JSON Schema (draft 2020-12) the policy documents follow (policy/schema/bulkhead-policy.schema.json).',
+  async run(_args, io) {
+    io.out(`${JSON.stringify(policyJsonSchema(), null, 2)}\n`);
+    return EXIT_OK;
+  },
+};
