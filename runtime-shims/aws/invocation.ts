@@ -176,7 +176,9 @@ export class InvocationSync {
     } catch (error) {
       this.#options.onError(asError(error), 'reload');
     }
-    if (held === revision) return;
+    // Revision 0: the extension holds no verified bundle (the shim applies the fail mode). A revision not
+    // above ours would be refused as a rollback. Neither is worth re-reading the file for.
+    if (revision === 0 || (held !== undefined && held >= revision)) return;
     try {
       await this.#shim.reload();
     } catch (error) {

@@ -237,6 +237,18 @@ describe('withBulkhead: sync with the extension', () => {
     expect(order).toContain('handler@2');
   });
 
+  it('does not reload when the extension holds no bundle (revision 0) or an older one', async () => {
+    extension = await startFakeExtension(0);
+    const { withBulkhead, shim, onError } = setup({ BULKHEAD_EXTENSION_URL: extension.url });
+    shim.revision = 3;
+    const wrapped = withBulkhead(async () => 1, { onError });
+    await wrapped({}, fakeContext('zero'));
+    extension.respond = (_req, res) => res.writeHead(200).end('{"revision":2}');
+    await wrapped({}, fakeContext('older'));
+    expect(extension.asked).toEqual(['zero', 'older']);
+    expect(shim.calls.filter((c) => c.startsWith('reload'))).toEqual([]);
+  });
+
   it('encodes the request id into the path', async () => {
     extension = await startFakeExtension(1);
     const { withBulkhead, onError } = setup({ BULKHEAD_EXTENSION_URL: extension.url });
