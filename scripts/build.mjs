@@ -21,8 +21,10 @@ const entries = [
   { name: 'register', src: 'runtime-shims/register.ts', kind: 'standalone' },
   { name: 'register', src: 'runtime-shims/register-esm.ts', kind: 'esm-preload' },
   { name: 'extension', src: 'extensions/main.ts', kind: 'standalone' },
+  { name: 'lambda-handler', src: 'runtime-shims/aws/lambda-handler.ts', kind: 'standalone' },
   { name: 'cli', src: 'control/cli/main.ts', kind: 'cli' },
   { name: 'demo', src: 'scripts/demo.ts', kind: 'cli' },
+  { name: 'azure-local', src: 'runtime-shims/azure/local-host.ts', kind: 'cli' },
 ];
 
 // dist/ is overwritten, not wiped: tests running elsewhere may be reading it.
