@@ -44,13 +44,22 @@ export class ReportForwarder {
   totalSent = 0;
 
   constructor(private readonly options: ForwarderOptions) {
-    this.cursor = readCursor(options.stateDir) ?? {
+    const saved = readCursor(options.stateDir);
+    this.cursor = saved ?? {
       sandboxId: randomUUID(),
       offset: 0,
       // The control API counts gaps from 1.
       nextSeq: 1,
       inode: 0,
     };
+    // Persisted at once: a reset re-launches the extension, and the sandbox keeps its id.
+    if (!saved) {
+      try {
+        writeCursor(options.stateDir, this.cursor);
+      } catch (error) {
+        options.log(`reports: cannot write the spool cursor (${(error as NodeJS.ErrnoException).code})`);
+      }
+    }
     if (options.controlUrl && options.token) {
       const base = new URL(options.controlUrl);
       if (!base.pathname.endsWith('/')) base.pathname = `${base.pathname}/`;
