@@ -98,7 +98,9 @@ export async function runExtension(options: RunOptions): Promise<number> {
     // After init/error no API call succeeds; the platform tears the sandbox down.
     return 1;
   }
-  await session.afterRegister(registered.accountId, startedAt);
+  // Ready = fetched, verified and registered: the runtime may start from here on.
+  const readyMs = Date.now() - startedAt;
+  await session.afterRegister(registered.accountId, readyMs);
   await session.subscribeTelemetry(api);
 
   let failures = 0;
@@ -198,7 +200,7 @@ class Session {
   }
 
   /** The account id arrives with Register; if it changes the identity, fetch for the full one. */
-  async afterRegister(accountId: string | undefined, startedAt: number): Promise<void> {
+  async afterRegister(accountId: string | undefined, readyMs: number): Promise<void> {
     if (accountId && this.identity.account !== accountId) {
       this.identity = lambdaIdentity(this.env, { accountId, workloadText: this.config.workloadText });
       if (this.client && this.config.controlUrl && this.config.token) {
@@ -219,10 +221,10 @@ class Session {
         await this.refresh(this.config.fetchTimeoutMs, this.source === 'none' ? undefined : this.source);
       }
     }
-    this.writeStatus(Date.now() - startedAt);
+    this.writeStatus(readyMs);
     this.log(
       `ready: bundle revision ${this.revision} from ${this.source} for ${formatIdentity(this.identity)} in ${
-        Date.now() - startedAt
+        readyMs
       } ms`,
     );
   }

@@ -155,6 +155,8 @@ type ExtensionEventType = 'INVOKE' | 'SHUTDOWN';
 interface LaunchedExtension {
   name: string;
   file: string;
+  launchedAt: number;
+  registeredAt?: number;
   process: SandboxProcess;
   registration?: RegisteredExtension;
 }
@@ -301,6 +303,11 @@ export class LambdaEmulator {
     }
     const runtimePid = this.runtime?.process.running ? this.runtime.process.pid : undefined;
     return runtimePid === undefined ? { extensions } : { runtime: runtimePid, extensions };
+  }
+
+  /** When each extension of the current init was launched and when its Register arrived (epoch ms). */
+  extensionTimings(): { name: string; launchedAt: number; registeredAt: number | undefined }[] {
+    return this.launched.map((l) => ({ name: l.name, launchedAt: l.launchedAt, registeredAt: l.registeredAt }));
   }
 
   /** Log lines of one source (`runtime`, `extension:<name>`), or all. */
@@ -565,6 +572,7 @@ export class LambdaEmulator {
       const launched: LaunchedExtension = {
         name,
         file,
+        launchedAt: Date.now(),
         process: new SandboxProcess(
           `extension:${name}`,
           file,
@@ -1227,7 +1235,10 @@ export class LambdaEmulator {
       ...(launched ? { launched } : {}),
     };
     this.extensions.set(extension.id, extension);
-    if (launched) launched.registration = extension;
+    if (launched) {
+      launched.registration = extension;
+      launched.registeredAt = Date.now();
+    }
     sendJson(
       res,
       200,
