@@ -1,6 +1,7 @@
 // bulkhead policy check / explain / diff / schema.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import {
   checkGuardrails,
   classifyHost,
@@ -237,6 +238,8 @@ function formatDiff(diff: PolicyDiff): string {
   return lines.join('\n');
 }
 
+const DIFF_OPTIONS = { workload: { type: 'string', multiple: true }, json: { type: 'boolean' } } as const;
+
 const diffUsage = `Usage: bulkhead policy diff OLD_FILES... -- NEW_FILES... [--workload k=v,...]... [--json]
 
 Destinations that become reachable or unreachable per SmartGroup (and per workload for each --workload).
@@ -247,12 +250,24 @@ export const policyDiffCommand: Command = {
   summary: 'What a policy change makes reachable or unreachable',
   usage: diffUsage,
   positionals: true,
-  options: { workload: { type: 'string', multiple: true }, json: { type: 'boolean' } },
+  options: DIFF_OPTIONS,
   async run(args, io) {
-    const json = args.values.json === true;
-    if (args.positionals.length === 0 || args.rest.length === 0)
+    // Options may also follow the new files (`OLD -- NEW --json`): parse that side too.
+    let tail: ReturnType<typeof parseArgs>;
+    try {
+      tail = parseArgs({ args: args.rest, options: DIFF_OPTIONS, allowPositionals: true, strict: true });
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
+    const newFiles = tail.positionals;
+    const json = args.values.json === true || tail.values.json === true;
+    if (args.positionals.length === 0 || newFiles.length === 0)
       throw new UsageError('expected OLD_FILES... -- NEW_FILES...');
-    const workloads = (Array.isArray(args.values.workload) ? args.values.workload : []).map((text) => {
+    const workloadTexts = [
+      ...(Array.isArray(args.values.workload) ? args.values.workload : []),
+      ...(Array.isArray(tail.values.workload) ? tail.values.workload : []),
+    ];
+    const workloads = workloadTexts.map((text) => {
       try {
         return parseIdentity(String(text));
       } catch (error) {
@@ -261,7 +276,7 @@ export const policyDiffCommand: Command = {
     });
     const before = loadPolicySet(args.positionals, io, { json });
     if (!before) return EXIT_FAILURE;
-    const after = loadPolicySet(args.rest, io, { json });
+    const after = loadPolicySet(newFiles, io, { json });
     if (!after) return EXIT_FAILURE;
     const diff = diffPolicies(before, after, workloads);
     io.out(json ? JSON.stringify(diff) : formatDiff(diff));

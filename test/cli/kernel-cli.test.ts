@@ -1,0 +1,296 @@
+// The kernel's CLI commands, run as the built dist/cli.mjs in child processes (npm test builds first).
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const root = join(import.meta.dirname, '../..');
+const cli = join(root, 'dist/cli.mjs');
+const example = join(root, 'examples/policy/payments.yaml');
+const workload = 'cloud=aws,name=charge-card,region=us-east-1,tag.app=payments,tag.env=prod';
+let dir: string;
+
+function run(...args: string[]) {
+  const result = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: dir, timeout: 20_000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+beforeAll(() => {
+  if (!existsSync(cli)) throw new Error('dist/cli.mjs is missing: run `npm run build` (npm test does) first');
+  dir = mkdtempSync(join(tmpdir(), 'bulkhead-kernel-cli-'));
+});
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('bulkhead keys generate', () => {
+  it('writes bulkhead.key (0600) and bulkhead.pub, and refuses to overwrite', () => {
+    const out = join(dir, 'keys');
+    const first = run('keys', 'generate', '--out', out, '--json');
+    expect(first.code).toBe(0);
+    const info = JSON.parse(first.stdout) as { keyId: string };
+    expect(info.keyId).toMatch(/^[0-9a-f]{32}$/);
+    expect(statSync(join(out, 'bulkhead.key')).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(out, 'bulkhead.pub'), 'utf8')).toContain('BEGIN PUBLIC KEY');
+    expect(first.stdout).not.toContain('PRIVATE');
+    const again = run('keys', 'generate', '--out', out);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('--force');
+    expect(run('keys', 'id', join(out, 'bulkhead.pub')).stdout.trim()).toBe(info.keyId);
+    expect(run('keys', 'generate').code).toBe(2);
+    expect(run('keys', 'generate', '--help').code).toBe(0);
+  });
+});
+
+describe('bulkhead policy check', () => {
+  it('passes a clean policy set', () => {
+    const result = run('policy', 'check', example);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('1 EgressPolicy');
+  });
+
+  it('prints every error with file:line:column and exits 1', () => {
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(
+      bad,
+      readFileSync(example, 'utf8')
+        .replace('port: 5432', 'port: 70000')
+        .replace('mode: enforce', 'mode: enforsed'),
+    );
+    const result = run('policy', 'check', bad);
+    expect(result.code).toBe(1);
+    const lines = result.stderr.trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(
+      lines.some((l) => /bad\.yaml:\d+:\d+ spec\.allow\[6\]\.to\.port: expected 1-65535, got 70000/.test(l)),
+    ).toBe(true);
+    expect(lines.some((l) => /bad\.yaml:\d+:\d+ spec\.mode: expected enforce \| observe/.test(l))).toBe(true);
+    const json = run('policy', 'check', bad, '--json');
+    expect(JSON.parse(json.stdout)).toMatchObject({ ok: false });
+  });
+
+  it('fails on a guardrail break (the CI gate)', () => {
+    const open = join(dir, 'open.yaml');
+    writeFileSync(open, readFileSync(example, 'utf8').replace('cidr: 10.20.0.0/16', 'cidr: 0.0.0.0/0'));
+    const result = run('policy', 'check', open);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(
+      /open\.yaml:\d+:\d+ spec\.allow\[6\]\.to\.cidr: 0\.0\.0\.0\/0 allows every address \[guardrail allow-all\]/,
+    );
+  });
+
+  it('usage errors exit 2', () => {
+    expect(run('policy', 'check').code).toBe(2);
+    expect(run('policy', 'check', join(dir, 'missing.yaml')).code).toBe(2);
+    expect(run('policy', 'check', example, '--bogus').code).toBe(2);
+  });
+});
+
+describe('bulkhead policy explain', () => {
+  it('--json prints exactly one object with decision, mode and rule', () => {
+    const allowed = run(
+      'policy',
+      'explain',
+      example,
+      '--workload',
+      workload,
+      '--url',
+      'https://api.stripe.com/v1/charges/ch_1',
+      '--method',
+      'POST',
+      '--json',
+    );
+    expect(allowed.code).toBe(0);
+    const lines = allowed.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0] as string)).toMatchObject({
+      decision: 'allow',
+      mode: 'enforce',
+      rule: 'payments-egress/allow[0]',
+    });
+    const denied = run(
+      'policy',
+      'explain',
+      example,
+      '--workload',
+      workload,
+      '--url',
+      'https://api.stripe.com/v1/charges/../admin',
+      '--method',
+      'POST',
+      '--json',
+    );
+    expect(JSON.parse(denied.stdout)).toMatchObject({
+      decision: 'deny',
+      mode: 'enforce',
+      rule: 'default-deny',
+      blocked: true,
+    });
+  });
+
+  it('--dest decides addresses in every literal form, and names for other workloads under the default', () => {
+    const meta = run(
+      'policy',
+      'explain',
+      example,
+      '--workload',
+      workload,
+      '--dest',
+      '0xa9.0xfe.0xa9.0xfe:80',
+      '--json',
+    );
+    expect(JSON.parse(meta.stdout)).toMatchObject({ decision: 'deny', rule: 'payments-egress/deny[1]' });
+    const db = run(
+      'policy',
+      'explain',
+      example,
+      '--workload',
+      workload,
+      '--dest',
+      '[::ffff:10.20.0.5]:5432/tcp',
+      '--json',
+    );
+    expect(JSON.parse(db.stdout)).toMatchObject({ decision: 'allow', rule: 'payments-egress/allow[6]' });
+    const other = run(
+      'policy',
+      'explain',
+      example,
+      '--workload',
+      'cloud=gcp,name=x',
+      '--dest',
+      'evil.example:443',
+      '--json',
+    );
+    expect(JSON.parse(other.stdout)).toMatchObject({
+      decision: 'deny',
+      mode: 'observe',
+      blocked: false,
+      rule: 'default-deny',
+    });
+    const text = run('policy', 'explain', example, '--workload', workload, '--dest', 'x.pastebin.com:443');
+    expect(text.stdout).toContain('DENY (enforce, blocked) by payments-egress/deny[0]');
+  });
+
+  it('usage errors exit 2', () => {
+    expect(run('policy', 'explain', example, '--workload', workload).code).toBe(2);
+    expect(run('policy', 'explain', example, '--url', 'https://x.com/').code).toBe(2);
+    expect(run('policy', 'explain', example, '--workload', 'noequals', '--url', 'https://x.com/').code).toBe(
+      2,
+    );
+    expect(run('policy', 'explain', example, '--workload', workload, '--dest', 'x.com').code).toBe(2);
+    expect(run('policy', 'explain', example, '--workload', workload, '--url', 'ftp://x.com/').code).toBe(2);
+  });
+});
+
+describe('bulkhead policy diff', () => {
+  it('shows what becomes reachable and unreachable', () => {
+    const next = join(dir, 'next.yaml');
+    writeFileSync(next, readFileSync(example, 'utf8').replace('api.stripe.com', 'api.stripe.net'));
+    const result = run('policy', 'diff', example, '--', next, '--json');
+    expect(result.code).toBe(0);
+    const diff = JSON.parse(result.stdout) as {
+      groups: {
+        group: string;
+        reachable: { destination: string }[];
+        unreachable: { destination: string }[];
+      }[];
+    };
+    expect(diff.groups[0]?.group).toBe('payments-prod');
+    expect(diff.groups[0]?.reachable[0]?.destination).toContain('host=api.stripe.net');
+    expect(diff.groups[0]?.unreachable[0]?.destination).toContain('host=api.stripe.com');
+    const text = run('policy', 'diff', example, '--', next, '--workload', workload);
+    expect(text.stdout).toContain('+ reachable   host=api.stripe.net');
+    expect(text.stdout).toContain(`workload ${workload}`);
+    expect(run('policy', 'diff', example).code).toBe(2);
+  });
+});
+
+describe('bulkhead bundle build / verify', () => {
+  it('builds a signed bundle that verifies, and refuses tampering, rollback, other keys and other workloads', () => {
+    const keys = join(dir, 'bundle-keys');
+    const other = join(dir, 'other-keys');
+    expect(run('keys', 'generate', '--out', keys).code).toBe(0);
+    expect(run('keys', 'generate', '--out', other).code).toBe(0);
+    const out = join(dir, 'bundle.json');
+    const built = run(
+      'bundle',
+      'build',
+      example,
+      '--key',
+      join(keys, 'bulkhead.key'),
+      '--workload',
+      workload,
+      '--revision',
+      '12',
+      '--out',
+      out,
+      '--expires',
+      '2h',
+      '--json',
+    );
+    expect(built.code).toBe(0);
+    expect(JSON.parse(built.stdout)).toMatchObject({ revision: 12, rules: expect.any(Number) });
+    const pub = join(keys, 'bulkhead.pub');
+    const ok = run(
+      'bundle',
+      'verify',
+      out,
+      '--trusted',
+      pub,
+      '--workload',
+      workload,
+      '--min-revision',
+      '12',
+      '--json',
+    );
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ ok: true, revision: 12, groups: ['payments-prod'] });
+    const rotated = run('bundle', 'verify', out, '--trusted', `${join(other, 'bulkhead.pub')},${pub}`);
+    expect(rotated.code).toBe(0);
+
+    const verify = (...extra: string[]) => {
+      const r = run('bundle', 'verify', out, '--json', ...extra);
+      return {
+        code: r.code,
+        reason: r.code === 1 ? (JSON.parse(r.stdout) as { reason: string }).reason : undefined,
+      };
+    };
+    expect(verify('--trusted', pub, '--min-revision', '13')).toEqual({ code: 1, reason: 'rollback' });
+    expect(verify('--trusted', join(other, 'bulkhead.pub'))).toEqual({ code: 1, reason: 'unknown-key' });
+    expect(verify('--trusted', pub, '--workload', 'cloud=aws,name=other')).toEqual({
+      code: 1,
+      reason: 'wrong-scope',
+    });
+
+    const envelope = JSON.parse(readFileSync(out, 'utf8')) as { payload: string };
+    const payload = JSON.parse(Buffer.from(envelope.payload, 'base64').toString()) as { revision: number };
+    payload.revision = 999;
+    writeFileSync(
+      out,
+      JSON.stringify({ ...envelope, payload: Buffer.from(JSON.stringify(payload)).toString('base64') }),
+    );
+    expect(verify('--trusted', pub)).toEqual({ code: 1, reason: 'bad-signature' });
+
+    expect(run('bundle', 'verify', out).code).toBe(2);
+    expect(
+      run('bundle', 'build', example, '--key', pub, '--workload', workload, '--revision', '1', '--out', out)
+        .code,
+    ).toBe(2);
+    expect(
+      run(
+        'bundle',
+        'build',
+        example,
+        '--key',
+        join(keys, 'bulkhead.key'),
+        '--workload',
+        workload,
+        '--revision',
+        '-1',
+        '--out',
+        out,
+      ).code,
+    ).toBe(2);
+  });
+});
