@@ -83,7 +83,8 @@ export async function runExtension(options: RunOptions): Promise<number> {
       session = new Session(config, env, log);
       await session.prepare();
     } catch (error) {
-      initProblem = { type: 'Extension.InitFailed', message: (error as Error).message };
+      const type = error instanceof ConfigError ? 'Extension.ConfigInvalid' : 'Extension.InitFailed';
+      initProblem = { type, message: (error as Error).message };
     }
   }
 

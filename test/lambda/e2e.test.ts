@@ -2,7 +2,7 @@
 // (extension, exec wrapper, shim preload, handler redirect), and sample functions running in the
 // emulator under aws-lambda-ric, frozen between invocations.
 import { readFileSync } from 'node:fs';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import {
   createSandbox,
   type LayerHarness,
   startControl,
+  TamperingProxy,
 } from './harness.js';
 
 interface CallOutcome {
@@ -69,59 +70,6 @@ spec:
   allow:
 ${allowedPorts.map((port) => `    - to: { host: localhost, port: ${port} }`).join('\n')}
 `;
-}
-
-/**
- * A pass-through proxy in front of the control API that can tamper with bundle answers
- * (changes the signed payload, keeps the signature), as a hostile CDN or cache would.
- */
-class TamperingProxy {
-  server!: Server;
-  url = '';
-  tamper = false;
-  down = false;
-  constructor(private readonly target: string) {}
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => {
-      if (this.down) {
-        req.socket.destroy();
-        return;
-      }
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const headers = { ...req.headers };
-        delete headers.host;
-        if (this.tamper) delete headers['if-none-match'];
-        const upstream = request(`${this.target}${req.url}`, { method: req.method, headers }, (answer) => {
-          const body: Buffer[] = [];
-          answer.on('data', (c: Buffer) => body.push(c));
-          answer.on('end', () => {
-            let text = Buffer.concat(body);
-            const outHeaders = { ...answer.headers };
-            if (this.tamper && req.url?.startsWith('/v1/bundle') && answer.statusCode === 200) {
-              const envelope = JSON.parse(text.toString('utf8')) as { payload: string };
-              const payload = JSON.parse(Buffer.from(envelope.payload, 'base64').toString('utf8'));
-              payload.revision += 1000;
-              envelope.payload = Buffer.from(JSON.stringify(payload)).toString('base64');
-              text = Buffer.from(JSON.stringify(envelope));
-              outHeaders['content-length'] = String(text.length);
-            }
-            res.writeHead(answer.statusCode ?? 502, outHeaders);
-            res.end(text);
-          });
-        });
-        upstream.on('error', () => res.writeHead(502).end());
-        upstream.end(Buffer.concat(chunks));
-      });
-    });
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-  stop(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
 }
 
 let control: ControlHarness;

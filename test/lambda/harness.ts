@@ -2,6 +2,8 @@
 // (SQLite in memory), an unpacked layer built from dist/, and emulated sandboxes running it.
 // No test-framework imports: benchmarks use it too.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type RunningControlServer, startControlServer } from '../../control/server.js';
@@ -99,4 +101,57 @@ export function createSandbox(options: SandboxHarnessOptions): LambdaEmulator {
       ...env,
     },
   });
+}
+
+/**
+ * A pass-through proxy in front of the control API that can tamper with bundle answers
+ * (changes the signed payload, keeps the signature), as a hostile CDN or cache would.
+ */
+export class TamperingProxy {
+  server!: Server;
+  url = '';
+  tamper = false;
+  down = false;
+  constructor(private readonly target: string) {}
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => {
+      if (this.down) {
+        req.socket.destroy();
+        return;
+      }
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const headers = { ...req.headers };
+        delete headers.host;
+        if (this.tamper) delete headers['if-none-match'];
+        const upstream = request(`${this.target}${req.url}`, { method: req.method, headers }, (answer) => {
+          const body: Buffer[] = [];
+          answer.on('data', (c: Buffer) => body.push(c));
+          answer.on('end', () => {
+            let text = Buffer.concat(body);
+            const outHeaders = { ...answer.headers };
+            if (this.tamper && req.url?.startsWith('/v1/bundle') && answer.statusCode === 200) {
+              const envelope = JSON.parse(text.toString('utf8')) as { payload: string };
+              const payload = JSON.parse(Buffer.from(envelope.payload, 'base64').toString('utf8'));
+              payload.revision += 1000;
+              envelope.payload = Buffer.from(JSON.stringify(payload)).toString('base64');
+              text = Buffer.from(JSON.stringify(envelope));
+              outHeaders['content-length'] = String(text.length);
+            }
+            res.writeHead(answer.statusCode ?? 502, outHeaders);
+            res.end(text);
+          });
+        });
+        upstream.on('error', () => res.writeHead(502).end());
+        upstream.end(Buffer.concat(chunks));
+      });
+    });
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+  stop(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
 }
