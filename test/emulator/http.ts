@@ -74,6 +74,24 @@ export function readBody(req: IncomingMessage, limit: number): Promise<BodyResul
   });
 }
 
+/**
+ * Reads and discards a body the route has no use for. Answering before the body is consumed
+ * makes Node close the kept-alive connection under a client that is about to reuse it.
+ */
+export function drainBody(req: IncomingMessage, limit = MAX_CONTROL_BODY_BYTES): Promise<void> {
+  if (req.complete) return Promise.resolve();
+  return new Promise((resolve) => {
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) req.destroy();
+    });
+    req.on('end', () => resolve());
+    req.on('close', () => resolve());
+    req.on('error', () => resolve());
+  });
+}
+
 /** Parses JSON without throwing; `undefined` means "not JSON". */
 export function parseJson(body: Buffer): unknown {
   try {

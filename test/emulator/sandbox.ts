@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
 import {
   ACCEPTED,
+  drainBody,
   headerValue,
   isUuid,
   MAX_CONTROL_BODY_BYTES,
@@ -307,7 +308,11 @@ export class LambdaEmulator {
 
   /** When each extension of the current init was launched and when its Register arrived (epoch ms). */
   extensionTimings(): { name: string; launchedAt: number; registeredAt: number | undefined }[] {
-    return this.launched.map((l) => ({ name: l.name, launchedAt: l.launchedAt, registeredAt: l.registeredAt }));
+    return this.launched.map((l) => ({
+      name: l.name,
+      launchedAt: l.launchedAt,
+      registeredAt: l.registeredAt,
+    }));
   }
 
   /** Log lines of one source (`runtime`, `extension:<name>`), or all. */
@@ -1009,13 +1014,27 @@ export class LambdaEmulator {
     const path = url.pathname;
     const method = req.method ?? 'GET';
     const invocationMatch = /^\/2018-06-01\/runtime\/invocation\/([^/]+)\/(response|error)$/.exec(path);
+    const readsBody =
+      method === 'POST' &&
+      (invocationMatch !== null ||
+        path === '/2018-06-01/runtime/init/error' ||
+        path.startsWith('/2020-01-01/extension/register') ||
+        path.endsWith('/error'));
+    if (!readsBody && !(method === 'PUT' && path.startsWith('/2022-07-01/telemetry'))) await drainBody(req);
     if (path === '/2018-06-01/runtime/invocation/next') {
       if (method !== 'GET') return this.methodNotAllowed(req, res);
       return this.runtimeNext(res);
     }
     if (invocationMatch) {
       if (method !== 'POST') return this.methodNotAllowed(req, res);
-      const requestId = decodeURIComponent(invocationMatch[1] ?? '');
+      let requestId: string;
+      try {
+        requestId = decodeURIComponent(invocationMatch[1] ?? '');
+      } catch {
+        req.resume();
+        sendError(res, 400, 'InvalidRequestID', 'Invalid request ID');
+        return;
+      }
       return this.runtimeResult(req, res, requestId, invocationMatch[2] === 'error');
     }
     if (path === '/2018-06-01/runtime/init/error') {
