@@ -1,0 +1,139 @@
+// The shim's configuration, read once from the environment (contract §2), and the endpoints that
+// are exempt from policy by construction: the Lambda Runtime API, the extension's local endpoint,
+// the report sink and the control API. Nothing else is ever exempt.
+import { normalizeIp } from '../policy/cidr.js';
+import type { WorkloadIdentity } from '../policy/types.js';
+import { detectIdentity } from './identity.js';
+
+export type FailMode = 'closed' | 'observe';
+
+export interface Endpoint {
+  /** Lower-case host name or normalised IP literal. */
+  host: string;
+  port: number;
+}
+
+export interface ShimConfig {
+  bundleFile: string | undefined;
+  trustedKeys: string[];
+  workload: WorkloadIdentity;
+  report: { kind: 'spool'; path: string } | { kind: 'http'; url: URL } | undefined;
+  token: string | undefined;
+  failMode: FailMode;
+  exempt: Endpoint[];
+  /** Configuration problems, one line each, logged at install (never fatal: the fail mode governs). */
+  problems: string[];
+  /** The BULKHEAD_* variables a child process or worker must see to enforce the same policy. */
+  propagate: Record<string, string>;
+}
+
+function endpointOfUrl(text: string, problems: string[], variable: string): Endpoint | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    problems.push(`${variable} is not a URL`);
+    return undefined;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    problems.push(`${variable} must be an http(s) URL`);
+    return undefined;
+  }
+  const port = url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
+  return { host: hostKey(url.hostname), port };
+}
+
+/** `host:port` without a scheme (AWS_LAMBDA_RUNTIME_API), IPv6 in brackets. */
+function endpointOfHostPort(text: string, problems: string[], variable: string): Endpoint | undefined {
+  const match = /^\[?([^\]]*?)\]?:(\d{1,5})$/.exec(text.trim());
+  const port = match ? Number(match[2]) : Number.NaN;
+  if (!match?.[1] || !(port > 0 && port < 65536)) {
+    problems.push(`${variable} is not host:port`);
+    return undefined;
+  }
+  return { host: hostKey(match[1]), port };
+}
+
+/** The form exempt hosts are compared in: IP literals normalised (IPv4-mapped unwrapped), names lower-case. */
+export function hostKey(host: string): string {
+  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  return normalizeIp(bare) ?? bare.toLowerCase().replace(/\.$/, '');
+}
+
+const PROPAGATED = [
+  'BULKHEAD_BUNDLE_FILE',
+  'BULKHEAD_TRUSTED_KEYS',
+  'BULKHEAD_WORKLOAD',
+  'BULKHEAD_REPORT',
+  'BULKHEAD_FAIL_MODE',
+  'BULKHEAD_CONTROL_URL',
+  'BULKHEAD_TOKEN',
+  'BULKHEAD_EXTENSION_URL',
+  'BULKHEAD_TAGS',
+  'BULKHEAD_STATE_DIR',
+  'AWS_LAMBDA_RUNTIME_API',
+  'AWS_LAMBDA_FUNCTION_NAME',
+  'AWS_REGION',
+  'AWS_EXECUTION_ENV',
+  'WEBSITE_SITE_NAME',
+  'REGION_NAME',
+  'WEBSITE_OWNER_NAME',
+  'K_SERVICE',
+  'K_REVISION',
+  'FUNCTION_TARGET',
+  'GOOGLE_CLOUD_PROJECT',
+  'GCLOUD_PROJECT',
+];
+
+export function readConfig(env: Readonly<Record<string, string | undefined>>): ShimConfig {
+  const problems: string[] = [];
+  const exempt: Endpoint[] = [];
+  const add = (endpoint: Endpoint | undefined) => {
+    if (endpoint) exempt.push(endpoint);
+  };
+  if (env.AWS_LAMBDA_RUNTIME_API)
+    add(endpointOfHostPort(env.AWS_LAMBDA_RUNTIME_API, problems, 'AWS_LAMBDA_RUNTIME_API'));
+  if (env.BULKHEAD_EXTENSION_URL)
+    add(endpointOfUrl(env.BULKHEAD_EXTENSION_URL, problems, 'BULKHEAD_EXTENSION_URL'));
+  if (env.BULKHEAD_CONTROL_URL)
+    add(endpointOfUrl(env.BULKHEAD_CONTROL_URL, problems, 'BULKHEAD_CONTROL_URL'));
+
+  let report: ShimConfig['report'];
+  const reportText = env.BULKHEAD_REPORT?.trim();
+  if (reportText) {
+    if (/^https?:\/\//i.test(reportText)) {
+      const endpoint = endpointOfUrl(reportText, problems, 'BULKHEAD_REPORT');
+      if (endpoint) {
+        add(endpoint);
+        report = { kind: 'http', url: new URL(reportText) };
+      }
+    } else report = { kind: 'spool', path: reportText };
+  }
+
+  let failMode: FailMode = 'closed';
+  const failText = env.BULKHEAD_FAIL_MODE?.trim().toLowerCase();
+  if (failText === 'observe' || failText === 'open') failMode = 'observe';
+  else if (failText && failText !== 'closed')
+    problems.push(`BULKHEAD_FAIL_MODE ${JSON.stringify(failText)} is not closed|observe; using closed`);
+
+  const trustedKeys = (env.BULKHEAD_TRUSTED_KEYS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  const propagate: Record<string, string> = {};
+  for (const name of PROPAGATED) {
+    const value = env[name];
+    if (value !== undefined) propagate[name] = value;
+  }
+  return {
+    bundleFile: env.BULKHEAD_BUNDLE_FILE?.trim() || undefined,
+    trustedKeys,
+    workload: detectIdentity(env),
+    report,
+    token: env.BULKHEAD_TOKEN || undefined,
+    failMode,
+    exempt,
+    problems,
+    propagate,
+  };
+}

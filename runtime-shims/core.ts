@@ -1,0 +1,587 @@
+// The process-wide enforcement core: holds the verified bundle (or the fail mode), decides every
+// hook's question, binds DNS answers to names, and queues deny records. One instance per
+// process (per worker isolate), kept on a `Symbol.for` global so a second copy of this code (the
+// ESM wrapper next to the CJS preload) finds and uses the first.
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { existsSync, type FSWatcher, readFileSync, realpathSync, watch, watchFile } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { verifyBundle } from '../policy/bundle.js';
+import { normalizeIp } from '../policy/cidr.js';
+import { createDecider } from '../policy/decide.js';
+import { classifyHost } from '../policy/host.js';
+import { identityGlobMatches } from '../policy/identity.js';
+import { loadTrustedKeys, type TrustedKey } from '../policy/keys.js';
+import type {
+  Decider,
+  Decision,
+  DecisionRequest,
+  DenyRecord,
+  Mode,
+  Protocol,
+  WorkloadIdentity,
+} from '../policy/types.js';
+import { type Endpoint, type FailMode, hostKey, readConfig, type ShimConfig } from './config.js';
+import { captureOrigin } from './origin.js';
+import {
+  type FlushResult,
+  HttpSink,
+  type PostJson,
+  type RecordInput,
+  RecordQueue,
+  type Sink,
+  SpoolSink,
+} from './records.js';
+
+export const INSTANCE_KEY = Symbol.for('bulkhead.shim.instance');
+export const API_VERSION = 1;
+
+export type ReloadResult =
+  | { ok: true; revision: number; changed: boolean }
+  | { ok: false; reason: string; message: string; revision: number };
+
+export interface ShimStatus {
+  installed: boolean;
+  /** Revision of the bundle in force; -1 when none is held (the fail mode governs). */
+  revision: number;
+  /** Whether a deny blocks (`enforce`) or is only recorded (`observe`) under what governs now. */
+  mode: Mode;
+  failMode: FailMode;
+  /** True when no valid bundle is held and the fail mode decides. */
+  failing: boolean;
+  bundleFile: string | undefined;
+  expiresAt: string | undefined;
+  workload: WorkloadIdentity;
+  /** Records dropped because the queue was full or delivery kept failing. */
+  dropped: number;
+  queued: number;
+  delivered: number;
+  sink: string | undefined;
+  lastReloadError: string | undefined;
+  lastDeliveryError: string | undefined;
+}
+
+export interface CoverageManifest {
+  /** Hook name → live (installed and verified in place). */
+  hooks: Record<string, boolean>;
+  /** Paths a JS shim cannot govern, and the policy setting that closes each where one exists. */
+  notGoverned: { path: string; closedBy: string }[];
+}
+
+export interface ShimInstance {
+  readonly apiVersion: number;
+  status(): ShimStatus;
+  reload(envelopeText?: string): ReloadResult;
+  flush(): Promise<FlushResult>;
+  coverage(): CoverageManifest;
+  runInInvocation<T>(invocationId: string, fn: () => T): T;
+  setInvocationId(invocationId: string | undefined): void;
+  /** Deny records not yet delivered (copies). */
+  pendingRecords(): DenyRecord[];
+}
+
+export interface CoreOptions {
+  env: Readonly<Record<string, string | undefined>>;
+  log: (line: string) => void;
+  /** Absolute path of the standalone preload (`dist/register.cjs`) injected into Node children and workers. */
+  registerPath: string | undefined;
+  /** Files of the shim itself (skipped when looking for the application frame). */
+  isOwnFile: (file: string) => boolean;
+  /** HTTP POST used by the report sink (goes through the hooks; its origin is exempt). */
+  post: PostJson;
+}
+
+const EXEMPT: Decision = Object.freeze({
+  decision: 'allow',
+  mode: 'enforce',
+  blocked: false,
+  rule: 'exempt',
+});
+
+/**
+ * Addresses that a name may never unlock on its own: cloud metadata and link-local. An allowed name
+ * whose DNS answer is one of these (rebinding) is decided by address, so only a CIDR rule opens it.
+ */
+function isSensitiveAddress(ip: string): boolean {
+  return (
+    ip.startsWith('169.254.') || ip.startsWith('fe80:') || ip === 'fd00:ec2::254' || ip === '100.100.100.200'
+  );
+}
+
+/** A decider for when no valid bundle is held: everything but the exempt endpoints is denied (or would be). */
+function failDecider(failMode: FailMode): Decider {
+  const mode: Mode = failMode === 'closed' ? 'enforce' : 'observe';
+  const deny: Decision = Object.freeze({
+    decision: 'deny',
+    mode,
+    blocked: failMode === 'closed',
+    rule: failMode === 'closed' ? 'fail-closed' : 'fail-observe',
+  });
+  const literal: Decision = Object.freeze({ decision: 'allow', mode, blocked: false, rule: 'ip-literal' });
+  return {
+    revision: -1,
+    mode,
+    decide: () => deny,
+    decideName: (host: string) => {
+      const kind = classifyHost(host);
+      return kind && 'ip' in kind ? literal : deny;
+    },
+    decideExec: () => deny,
+    decideAddon: () => deny,
+  };
+}
+
+/** Selector match that does not hold against the workload what the platform cannot tell it (the AWS account). */
+function scopeProblem(
+  scope: {
+    id: string;
+    groups: { name: string; match: Record<string, readonly string[]> }[];
+    excludes: Record<string, readonly string[]>[];
+  },
+  identity: WorkloadIdentity,
+  unknowable: ReadonlySet<string>,
+): string | undefined {
+  const matches = (selector: Record<string, readonly string[]>, lenient: boolean) => {
+    for (const key of Object.keys(selector)) {
+      if (!Object.hasOwn(identity, key)) {
+        if (lenient && unknowable.has(key)) continue;
+        return false;
+      }
+      const globs = selector[key] ?? [];
+      if (!globs.some((glob) => identityGlobMatches(glob, identity[key] as string))) return false;
+    }
+    return true;
+  };
+  for (const group of scope.groups)
+    if (!matches(group.match, true))
+      return `bundle scope ${scope.id} is for SmartGroup ${group.name}, which does not select this workload`;
+  for (const selector of scope.excludes)
+    if (matches(selector, false))
+      return `bundle scope ${scope.id} was compiled without a SmartGroup that selects this workload`;
+  return undefined;
+}
+
+export class ShimCore implements ShimInstance {
+  readonly apiVersion = API_VERSION;
+  readonly config: ShimConfig;
+  readonly log: (line: string) => void;
+  readonly registerPath: string | undefined;
+  readonly isOwnFile: (file: string) => boolean;
+  decider: Decider;
+  readonly queue: RecordQueue;
+  /** Hook name → installed; filled by the installers, checked by `coverage()`. */
+  readonly hooks: Record<string, boolean> = {};
+  /** Checks that a hook is still the one in force (run by `coverage()`). */
+  readonly hookChecks: Record<string, () => boolean> = {};
+  #trustedKeys: TrustedKey[] = [];
+  #revision = -1;
+  #expiresAt: string | undefined;
+  #lastReloadError: string | undefined;
+  #exemptByPort = new Map<number, Set<string>>();
+  #exemptNames = new Set<string>();
+  /** IP → names it was resolved for in this process (Cilium-style FQDN binding). */
+  #namesByIp = new Map<string, string[]>();
+  #als: AsyncLocalStorage<string> | undefined;
+  #invocationId: string | undefined;
+  #watcher: FSWatcher | undefined;
+  #reloadTimer: NodeJS.Timeout | undefined;
+  #execRealPath: string | undefined;
+  readonly #scratch: DecisionRequest = { port: 0, protocol: 'tcp' };
+  #unknowable: ReadonlySet<string>;
+
+  constructor(options: CoreOptions) {
+    this.log = options.log;
+    this.registerPath = options.registerPath;
+    this.isOwnFile = options.isOwnFile;
+    this.config = readConfig(options.env);
+    this.#unknowable = new Set(this.config.workload.cloud === 'aws' ? ['account'] : []);
+    for (const problem of this.config.problems) this.log(`configuration: ${problem}`);
+    for (const endpoint of this.config.exempt) this.#addExempt(endpoint);
+    this.decider = failDecider(this.config.failMode);
+    let sink: Sink | undefined;
+    const report = this.config.report;
+    if (report?.kind === 'spool') sink = new SpoolSink(report.path);
+    else if (report?.kind === 'http') sink = new HttpSink(report.url, this.config.token, options.post);
+    this.queue = new RecordQueue(sink, () => this.config.workload, { log: (line) => this.log(line) });
+    if (this.config.trustedKeys.length > 0) {
+      try {
+        this.#trustedKeys = loadTrustedKeys(this.config.trustedKeys);
+      } catch (error) {
+        this.log(
+          `configuration: BULKHEAD_TRUSTED_KEYS: ${error instanceof Error ? error.message : String(error)}`,
+        );
+      }
+    }
+  }
+
+  #addExempt(endpoint: Endpoint): void {
+    let set = this.#exemptByPort.get(endpoint.port);
+    if (!set) {
+      set = new Set();
+      this.#exemptByPort.set(endpoint.port, set);
+    }
+    set.add(endpoint.host);
+    if (!normalizeIp(endpoint.host)) this.#exemptNames.add(endpoint.host);
+  }
+
+  /** Load the configured bundle file (at install) and watch it for changes. */
+  start(): void {
+    const file = this.config.bundleFile;
+    if (!file) {
+      this.#lastReloadError = 'BULKHEAD_BUNDLE_FILE is not set';
+      this.log(`no bundle configured (BULKHEAD_BUNDLE_FILE); fail mode ${this.config.failMode} governs`);
+      return;
+    }
+    this.reload();
+    this.#watch(file);
+  }
+
+  #watch(file: string): void {
+    const onChange = () => {
+      if (this.#reloadTimer) return;
+      // Writers replace the file (rename) or write it in several steps: settle first.
+      this.#reloadTimer = setTimeout(() => {
+        this.#reloadTimer = undefined;
+        if (existsSync(file)) this.reload();
+      }, 25);
+      this.#reloadTimer.unref?.();
+    };
+    try {
+      const name = basename(file);
+      this.#watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
+        if (changed === null || changed === name) onChange();
+      });
+      this.#watcher.on('error', () => undefined);
+    } catch {
+      // No inotify (or the folder does not exist yet): poll the file's stat once a second.
+      watchFile(file, { persistent: false, interval: 1000 }, onChange);
+    }
+  }
+
+  // ---- bundle ----------------------------------------------------------------------------------
+
+  reload(envelopeText?: string): ReloadResult {
+    const source = envelopeText === undefined ? this.config.bundleFile : 'the given envelope';
+    const refuse = (reason: string, message: string): ReloadResult => {
+      this.#lastReloadError = `${reason}: ${message}`;
+      const keeping =
+        this.#revision >= 0
+          ? `keeping revision ${this.#revision}`
+          : `fail mode ${this.config.failMode} governs`;
+      this.log(`refused bundle from ${source}: ${reason}: ${message}; ${keeping}`);
+      return { ok: false, reason, message, revision: this.#revision };
+    };
+    try {
+      let text = envelopeText;
+      if (text === undefined) {
+        if (!this.config.bundleFile) return refuse('unconfigured', 'BULKHEAD_BUNDLE_FILE is not set');
+        try {
+          text = readFileSync(this.config.bundleFile, 'utf8');
+        } catch (error) {
+          return refuse('unreadable', (error as NodeJS.ErrnoException).code ?? String(error));
+        }
+      }
+      if (this.#trustedKeys.length === 0)
+        return refuse('unknown-key', 'no trusted keys (BULKHEAD_TRUSTED_KEYS)');
+      const verified = verifyBundle(text, {
+        trustedKeys: this.#trustedKeys,
+        minRevision: this.#revision >= 0 ? this.#revision : undefined,
+      });
+      if (!verified.ok) return refuse(verified.reason, verified.message);
+      const payload = verified.payload;
+      const scope = scopeProblem(payload.scope, this.config.workload, this.#unknowable);
+      if (scope) return refuse('wrong-scope', scope);
+      if (payload.revision === this.#revision) return { ok: true, revision: this.#revision, changed: false };
+      const decider = createDecider(payload);
+      this.decider = decider;
+      const previous = this.#revision;
+      this.#revision = payload.revision;
+      this.#expiresAt = payload.expiresAt;
+      this.#lastReloadError = undefined;
+      this.log(
+        `enforcing bundle revision ${payload.revision} (${decider.mode}${previous >= 0 ? `, was ${previous}` : ''})`,
+      );
+      return { ok: true, revision: payload.revision, changed: true };
+    } catch (error) {
+      return refuse('malformed', error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  // ---- decisions -------------------------------------------------------------------------------
+
+  isExempt(host: string, port: number): boolean {
+    return this.#exemptByPort.get(port)?.has(host) === true;
+  }
+
+  isExemptName(host: string): boolean {
+    return this.#exemptNames.has(host);
+  }
+
+  /** Remember that `host` resolved to these addresses (answers of a query this process made). */
+  bindNames(host: string, addresses: readonly unknown[]): void {
+    const name = host.toLowerCase().replace(/\.$/, '');
+    const kind = classifyHost(name);
+    if (!kind || 'ip' in kind) return;
+    for (const entry of addresses) {
+      const raw =
+        typeof entry === 'string'
+          ? entry
+          : typeof entry === 'object' &&
+              entry !== null &&
+              typeof (entry as { address?: unknown }).address === 'string'
+            ? (entry as { address: string }).address
+            : undefined;
+      if (!raw) continue;
+      const ip = normalizeIp(raw);
+      if (!ip) continue;
+      const names = this.#namesByIp.get(ip);
+      if (!names) {
+        if (this.#namesByIp.size >= 50_000) this.#namesByIp.clear();
+        this.#namesByIp.set(ip, [name]);
+      } else if (!names.includes(name)) {
+        if (names.length >= 32) names.shift();
+        names.push(name);
+      }
+    }
+  }
+
+  namesOf(ip: string): readonly string[] | undefined {
+    return this.#namesByIp.get(ip);
+  }
+
+  #decideOne(
+    host: string | undefined,
+    ip: string,
+    port: number,
+    protocol: Protocol,
+    sni: string | undefined,
+  ): Decision {
+    const request = this.#scratch;
+    request.host = host;
+    request.ip = ip;
+    request.port = port;
+    request.protocol = protocol;
+    request.sni = sni;
+    request.method = undefined;
+    request.path = undefined;
+    return this.decider.decide(request);
+  }
+
+  /**
+   * A new connection (TCP or UDP) to `address:port`. The names it may be decided by are those this
+   * process resolved to that address; a name the caller merely claims (a custom `lookup`) does not
+   * count. SNI, when given, must be allowed too.
+   */
+  decideConnect(
+    address: string,
+    port: number,
+    protocol: Protocol,
+    claimedHost: unknown,
+    sni: unknown,
+  ): Decision {
+    const ip =
+      address.includes(':') || !/^\d+\.\d+\.\d+\.\d+$/.test(address)
+        ? (normalizeIp(address) ?? address)
+        : address;
+    if (this.isExempt(ip, port)) return EXEMPT;
+    const names = this.#namesByIp.get(ip);
+    const sniName = typeof sni === 'string' && sni !== '' ? sni.toLowerCase() : undefined;
+    if (names) {
+      for (const name of names) if (this.isExempt(name, port)) return EXEMPT;
+    }
+    let decision: Decision | undefined;
+    let viaName = false;
+    const claimed = typeof claimedHost === 'string' ? claimedHost.toLowerCase() : undefined;
+    if (names && claimed && names.includes(claimed)) {
+      decision = this.#decideOne(claimed, ip, port, protocol, undefined);
+      viaName = true;
+    } else if (names) {
+      for (const name of names) {
+        const d = this.#decideOne(name, ip, port, protocol, undefined);
+        if (decision === undefined || d.decision === 'allow') decision = d;
+        if (d.decision === 'allow') {
+          viaName = true;
+          break;
+        }
+      }
+    }
+    if (decision === undefined || decision.decision !== 'allow') {
+      const byAddress = this.#decideOne(undefined, ip, port, protocol, undefined);
+      if (decision === undefined || byAddress.decision === 'allow') {
+        decision = byAddress;
+        viaName = false;
+      }
+    }
+    if (decision.decision === 'allow' && viaName && isSensitiveAddress(ip))
+      decision = this.#decideOne(undefined, ip, port, protocol, undefined);
+    if (decision.decision === 'allow' && sniName !== undefined) {
+      const bySni = this.#decideOne(sniName, ip, port, protocol, undefined);
+      if (bySni.decision !== 'allow') decision = bySni;
+    }
+    return decision;
+  }
+
+  /** An HTTP request (any client): host + method + path, before a byte of it is sent. */
+  decideRequest(request: DecisionRequest): Decision {
+    if (request.host !== undefined && this.isExempt(hostKey(request.host), request.port)) return EXEMPT;
+    return this.decider.decide(request);
+  }
+
+  /** DNS: may this name be queried at all? Exempt endpoints' names always may. */
+  decideName(host: string): Decision {
+    const name = host.toLowerCase().replace(/\.$/, '');
+    if (this.#exemptNames.has(name)) return EXEMPT;
+    return this.decider.decideName(name);
+  }
+
+  /** The Node binary's real path, to recognise `node` however a child is spawned. */
+  get execRealPath(): string {
+    if (this.#execRealPath === undefined) {
+      try {
+        this.#execRealPath = realpathSync(process.execPath);
+      } catch {
+        this.#execRealPath = process.execPath;
+      }
+    }
+    return this.#execRealPath;
+  }
+
+  // ---- records ---------------------------------------------------------------------------------
+
+  currentInvocation(): string | undefined {
+    return this.#als?.getStore() ?? this.#invocationId;
+  }
+
+  /** Record a deny / would-deny. Stack is captured here, on the deny path only. Never throws. */
+  report(
+    kind: DenyRecord['kind'],
+    decision: Decision,
+    destination: DenyRecord['destination'],
+    severity?: 'high',
+  ): void {
+    try {
+      const input: RecordInput = {
+        kind,
+        destination,
+        decision: decision.decision,
+        mode: decision.mode,
+        rule: decision.rule,
+        revision: Math.max(this.#revision, 0),
+        origin: captureOrigin(this.isOwnFile),
+        invocationId: this.currentInvocation(),
+      };
+      if (severity || decision.rule === 'fail-closed') input.severity = 'high';
+      if (!this.queue.sinkDescription) {
+        const d = destination;
+        const where = d.command ?? `${d.host ?? d.ip ?? '?'}${d.port ? `:${d.port}` : ''}${d.path ?? ''}`;
+        this.log(`${decision.blocked ? 'DENY' : 'would deny'} ${kind} ${where} (rule ${decision.rule})`);
+      }
+      this.queue.add(input);
+    } catch {
+      // A record that cannot be built must not turn a denial into an application crash.
+    }
+  }
+
+  tamper(what: string): void {
+    this.report(
+      'tamper',
+      { decision: 'deny', mode: 'enforce', blocked: true, rule: 'tamper' },
+      { command: what },
+      'high',
+    );
+  }
+
+  // ---- API -------------------------------------------------------------------------------------
+
+  status(): ShimStatus {
+    return {
+      installed: true,
+      revision: this.#revision,
+      mode: this.decider.mode,
+      failMode: this.config.failMode,
+      failing: this.#revision < 0,
+      bundleFile: this.config.bundleFile,
+      expiresAt: this.#expiresAt,
+      workload: this.config.workload,
+      dropped: this.queue.dropped,
+      queued: this.queue.queued,
+      delivered: this.queue.delivered,
+      sink: this.queue.sinkDescription,
+      lastReloadError: this.#lastReloadError,
+      lastDeliveryError: this.queue.lastError,
+    };
+  }
+
+  flush(): Promise<FlushResult> {
+    try {
+      return this.queue
+        .flush()
+        .catch(() => ({ delivered: 0, pending: this.queue.queued, dropped: this.queue.dropped }));
+    } catch {
+      return Promise.resolve({ delivered: 0, pending: this.queue.queued, dropped: this.queue.dropped });
+    }
+  }
+
+  coverage(): CoverageManifest {
+    const hooks: Record<string, boolean> = {};
+    for (const [name, installed] of Object.entries(this.hooks)) {
+      let live = installed;
+      try {
+        if (live && this.hookChecks[name]) live = this.hookChecks[name]();
+      } catch {
+        live = false;
+      }
+      hooks[name] = live;
+    }
+    return { hooks, notGoverned: NOT_GOVERNED.map((entry) => ({ ...entry })) };
+  }
+
+  runInInvocation<T>(invocationId: string, fn: () => T): T {
+    if (!this.#als) {
+      // Created on first use: AsyncLocalStorage turns on promise hooks, which cost every process that never needs it.
+      this.#als = new AsyncLocalStorage<string>();
+    }
+    return this.#als.run(invocationId, fn);
+  }
+
+  setInvocationId(invocationId: string | undefined): void {
+    this.#invocationId = invocationId;
+  }
+
+  pendingRecords(): DenyRecord[] {
+    return this.queue.peek();
+  }
+}
+
+export const NOT_GOVERNED: readonly { path: string; closedBy: string }[] = [
+  {
+    path: 'native addons (.node files) make their own system calls',
+    closedBy: 'addons.allow in the policy: process.dlopen of any addon not listed is denied',
+  },
+  {
+    path: 'non-Node child processes (curl, python, a shell) open their own sockets',
+    closedBy: 'exec.allow in the policy: executables not listed are denied (Node children keep the shim)',
+  },
+  {
+    path: 'Unix domain sockets and named pipes (local IPC, not network egress)',
+    closedBy: 'none (no network egress; deny exec/addons that could relay)',
+  },
+  {
+    path: 'non-HTTP protocols over TCP/TLS are decided at host, address, port and SNI, not by content',
+    closedBy: 'allow such destinations by port only where needed',
+  },
+  {
+    path: 'undici L7 facts (method, path) come from diagnostics_channel, which code in the process can unsubscribe',
+    closedBy: 'TCP/TLS decisions by host, address and SNI still apply underneath',
+  },
+];
+
+/** Where the standalone preload lives, for injecting into Node children and workers. */
+export function findRegisterPath(ownFile: string | undefined, explicit?: string): string | undefined {
+  const candidates = [explicit];
+  if (ownFile) {
+    const dir = dirname(ownFile);
+    candidates.push(join(dir, 'register.cjs'), join(dir, '..', 'dist', 'register.cjs'));
+  }
+  for (const candidate of candidates) if (candidate && existsSync(candidate)) return candidate;
+  return undefined;
+}

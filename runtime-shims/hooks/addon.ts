@@ -1,0 +1,23 @@
+// Native addons run machine code that no JavaScript hook can see: process.dlopen (under every
+// `require('x.node')`) is governed by the policy's addon list.
+import type { ShimCore } from '../core.js';
+import { deniedError } from '../errors.js';
+import { lockHook } from './lock.js';
+
+export function installAddon(core: ShimCore): void {
+  const dlopen = process.dlopen;
+  if (typeof dlopen !== 'function') {
+    core.hooks.dlopen = false;
+    return;
+  }
+  const hook = function dlopenHook(this: unknown, module: unknown, filename: unknown, ...rest: unknown[]) {
+    const path = typeof filename === 'string' ? filename : String(filename);
+    const decision = core.decider.decideAddon(path);
+    if (decision.decision !== 'allow') {
+      core.report('addon', decision, { command: path });
+      if (decision.blocked) throw deniedError('dlopen', path, decision.rule, core.status().revision);
+    }
+    return (dlopen as Function).call(this, module, filename, ...rest);
+  };
+  core.hooks.dlopen = lockHook(core, process, 'dlopen', hook, 'process.dlopen', 'dlopen');
+}

@@ -1,0 +1,153 @@
+// DNS through the cares_wrap binding: getaddrinfo (dns.lookup, and so net/http/fetch) and every
+// c-ares query (dns.resolve*, Resolver, dns.promises). A name no rule could allow is refused
+// before a query leaves the process; answers bind addresses to the name for later connects.
+import type { ShimCore } from '../core.js';
+import { DENIED_ERRNO, deniedError } from '../errors.js';
+import { type BindingLoader, lockHook } from './lock.js';
+
+interface Req {
+  oncomplete?: (...args: unknown[]) => unknown;
+  callback?: (error: Error) => void;
+  reject?: (error: Error) => void;
+}
+
+/** Fail the request the way its caller listens (callback or promise); the error number otherwise. */
+function refuse(req: Req, error: Error): number {
+  if (typeof req.reject === 'function') {
+    process.nextTick(req.reject.bind(req), error);
+    return 0;
+  }
+  if (typeof req.callback === 'function') {
+    process.nextTick(req.callback.bind(req), error);
+    return 0;
+  }
+  return DENIED_ERRNO;
+}
+
+const QUERY_METHODS = [
+  'queryAny',
+  'queryA',
+  'queryAaaa',
+  'queryCaa',
+  'queryCname',
+  'queryMx',
+  'queryNs',
+  'queryTxt',
+  'querySrv',
+  'queryPtr',
+  'queryNaptr',
+  'querySoa',
+];
+
+export function installDns(core: ShimCore, binding: BindingLoader): void {
+  const cares = binding('cares_wrap') as
+    | (Record<string, unknown> & { ChannelWrap?: { prototype: Record<string, Function> } })
+    | undefined;
+  if (!cares || typeof cares.getaddrinfo !== 'function') {
+    core.hooks.dnsLookup = false;
+    core.hooks.dnsQuery = false;
+    return;
+  }
+
+  /** 0 / undefined: go ahead. A number: return it instead of querying. */
+  const gate = (req: Req, name: unknown, syscall: string): number | undefined => {
+    if (typeof name !== 'string') return undefined;
+    const decision = core.decideName(name);
+    if (decision.decision === 'allow') return undefined;
+    core.report('dns', decision, { host: name.toLowerCase(), protocol: 'dns' });
+    if (!decision.blocked) return undefined;
+    return refuse(req, deniedError(syscall, name, decision.rule, core.status().revision));
+  };
+
+  const bindAnswers = (req: Req, name: string) => {
+    const original = req.oncomplete;
+    if (typeof original !== 'function') return;
+    req.oncomplete = function bulkheadAnswers(
+      this: unknown,
+      error: unknown,
+      answers: unknown,
+      ...rest: unknown[]
+    ) {
+      if (!error && Array.isArray(answers)) core.bindNames(name, answers);
+      return original.call(this, error, answers, ...rest);
+    };
+  };
+
+  const getaddrinfo = cares.getaddrinfo as (...args: unknown[]) => number;
+  const lookupHook = function getaddrinfoHook(
+    this: unknown,
+    req: Req,
+    hostname: unknown,
+    ...rest: unknown[]
+  ) {
+    const verdict = gate(req, hostname, 'getaddrinfo');
+    if (verdict !== undefined) return verdict;
+    if (typeof hostname === 'string' && typeof req === 'object' && req !== null) bindAnswers(req, hostname);
+    return getaddrinfo.call(this, req, hostname, ...rest);
+  };
+  core.hooks.dnsLookup = lockHook(
+    core,
+    cares,
+    'getaddrinfo',
+    lookupHook,
+    'cares_wrap.getaddrinfo',
+    'dnsLookup',
+  );
+
+  const proto = cares.ChannelWrap?.prototype;
+  if (!proto) {
+    core.hooks.dnsQuery = false;
+    return;
+  }
+  let ok = true;
+  for (const method of QUERY_METHODS) {
+    const original = proto[method];
+    if (typeof original !== 'function') continue;
+    const hook = function queryHook(this: unknown, req: Req, name: unknown, ...rest: unknown[]) {
+      const verdict = gate(req, name, method);
+      if (verdict !== undefined) return verdict;
+      if (typeof name === 'string' && typeof req === 'object' && req !== null) bindAnswers(req, name);
+      return original.call(this, req, name, ...rest);
+    };
+    ok = lockHook(core, proto, method, hook, `ChannelWrap.prototype.${method}`, 'dnsQuery') && ok;
+  }
+  // Pointing a resolver at another server sends every later query there: only servers the system
+  // configured, or ones the policy allows by address, may be set.
+  const setServers = proto.setServers;
+  const getServers = proto.getServers;
+  const ChannelWrap = cares.ChannelWrap as unknown as new (
+    timeout: number,
+    tries: number,
+  ) => Record<string, Function>;
+  let systemServers: Set<string> | undefined;
+  if (typeof setServers === 'function') {
+    const hook = function setServersHook(this: unknown, servers: unknown, ...rest: unknown[]) {
+      if (Array.isArray(servers)) {
+        if (!systemServers) {
+          systemServers = new Set();
+          try {
+            const probe = new ChannelWrap(-1, 4);
+            for (const entry of (getServers?.call(probe) ?? []) as [string, number][])
+              systemServers.add(`${entry[0]}|${entry[1]}`);
+          } catch {
+            // No system servers known: every server must then be allowed by policy.
+          }
+        }
+        for (const entry of servers as unknown[]) {
+          if (!Array.isArray(entry)) continue;
+          const ip = String(entry[1]);
+          const port = Number(entry[2]) || 53;
+          if (systemServers.has(`${ip}|${port}`)) continue;
+          const decision = core.decideConnect(ip, port, 'udp', undefined, undefined);
+          if (decision.decision === 'allow') continue;
+          core.report('dns', decision, { ip, port, protocol: 'dns' });
+          if (decision.blocked)
+            throw deniedError('setServers', `${ip}:${port}`, decision.rule, core.status().revision, ip, port);
+        }
+      }
+      return setServers.call(this, servers, ...rest);
+    };
+    ok = lockHook(core, proto, 'setServers', hook, 'ChannelWrap.prototype.setServers', 'dnsQuery') && ok;
+  }
+  core.hooks.dnsQuery = ok;
+}

@@ -1,0 +1,283 @@
+// L7: host + method + path decided before a request's bytes are sent. Node's http/https client
+// (ClientRequest, whatever agent or createConnection), http2 sessions, and undici — Node's
+// bundled fetch and the userland package — through the `undici:request:create` channel, which
+// fires for every request and every redirect hop.
+import * as diagnosticsChannel from 'node:diagnostics_channel';
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import type { Decision, DecisionRequest, Protocol } from '../../policy/types.js';
+import type { ShimCore } from '../core.js';
+import { deniedError } from '../errors.js';
+import { lockHook } from './lock.js';
+
+function stripQuery(path: string): string {
+  const q = path.search(/[?#]/);
+  return q === -1 ? path : path.slice(0, q);
+}
+
+/** `host[:port]` / `[v6]:port` → parts; undefined when it is not a plausible authority. */
+export function parseAuthority(text: string): { host: string; port: number | undefined } | undefined {
+  const value = text.trim();
+  if (value === '') return undefined;
+  if (value.startsWith('[')) {
+    const end = value.indexOf(']');
+    if (end === -1) return undefined;
+    const rest = value.slice(end + 1);
+    const port = rest.startsWith(':') ? Number(rest.slice(1)) : undefined;
+    if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) return undefined;
+    return { host: value.slice(1, end), port };
+  }
+  const colon = value.lastIndexOf(':');
+  if (colon !== -1 && value.indexOf(':') === colon) {
+    const port = Number(value.slice(colon + 1));
+    if (!(Number.isInteger(port) && port > 0 && port < 65536)) return undefined;
+    return { host: value.slice(0, colon), port };
+  }
+  return { host: value, port: undefined };
+}
+
+interface L7Facts {
+  host: string;
+  port: number;
+  protocol: Protocol;
+  method: string;
+  path: string;
+  ip?: string | undefined;
+}
+
+/** Decide every name the request carries (the Host header and the connection's host when they differ). */
+function decideL7(core: ShimCore, facts: L7Facts, otherHost: string | undefined): Decision {
+  const request: DecisionRequest = {
+    host: facts.host.toLowerCase(),
+    port: facts.port,
+    protocol: facts.protocol,
+    method: facts.method.toUpperCase(),
+    path: facts.path,
+    ip: facts.ip,
+  };
+  let decision = core.decideRequest(request);
+  if (decision.decision === 'allow' && otherHost && otherHost.toLowerCase() !== request.host) {
+    const second = core.decideRequest({ ...request, host: otherHost.toLowerCase() });
+    if (second.decision !== 'allow') decision = second;
+  }
+  return decision;
+}
+
+function describe(facts: L7Facts): string {
+  return `${facts.method.toUpperCase()} ${facts.protocol}://${facts.host}:${facts.port}${facts.path}`;
+}
+
+/** Decide, record, and answer the error to fail the request with (undefined: let it go). */
+function gateL7(core: ShimCore, facts: L7Facts, otherHost: string | undefined): Error | undefined {
+  // CONNECT tunnels to what its target names, not to the proxy.
+  if (facts.method.toUpperCase() === 'CONNECT') {
+    const target = parseAuthority(facts.path);
+    if (target) {
+      facts.host = target.host;
+      facts.port = target.port ?? 443;
+      facts.protocol = 'tcp';
+      facts.path = '';
+      otherHost = undefined;
+    }
+  }
+  const decision = decideL7(core, facts, otherHost);
+  if (decision.decision === 'allow') return undefined;
+  core.report('http', decision, {
+    host: facts.host.toLowerCase(),
+    ip: facts.ip,
+    port: facts.port,
+    protocol: facts.protocol,
+    method: facts.method.toUpperCase(),
+    path: facts.path || undefined,
+  });
+  if (!decision.blocked) return undefined;
+  return deniedError('request', describe(facts), decision.rule, core.status().revision, facts.ip, facts.port);
+}
+
+interface ClientRequestLike {
+  method?: string;
+  path?: string;
+  host?: string;
+  protocol?: string;
+  getHeader?: (name: string) => unknown;
+}
+
+function httpFacts(
+  req: ClientRequestLike,
+  socket: unknown,
+): { facts: L7Facts; connectionHost: string | undefined } {
+  const protocol: Protocol = req.protocol === 'https:' ? 'https' : 'http';
+  const defaultPort = protocol === 'https' ? 443 : 80;
+  let header: unknown;
+  try {
+    header = req.getHeader?.('host');
+  } catch {
+    header = undefined;
+  }
+  const authority = typeof header === 'string' ? parseAuthority(header) : undefined;
+  const connectionHost = typeof req.host === 'string' ? req.host : undefined;
+  const s = socket as { remoteAddress?: unknown; remotePort?: unknown } | undefined;
+  let ip: string | undefined;
+  let remotePort: number | undefined;
+  try {
+    ip = typeof s?.remoteAddress === 'string' ? s.remoteAddress : undefined;
+    remotePort = typeof s?.remotePort === 'number' ? s.remotePort : undefined;
+  } catch {
+    ip = undefined;
+  }
+  const rawPath = typeof req.path === 'string' ? req.path : '/';
+  let host = authority?.host ?? connectionHost ?? 'localhost';
+  let path = stripQuery(rawPath);
+  // An absolute-form request line (to a forward proxy) names the real destination.
+  if (/^https?:\/\//i.test(rawPath)) {
+    try {
+      const url = new URL(rawPath);
+      host = url.hostname;
+      path = url.pathname;
+    } catch {
+      // Left as given: the decision sees an unusual path.
+    }
+  }
+  return {
+    facts: {
+      host: host.startsWith('[') ? host.slice(1, -1) : host,
+      port: authority?.port ?? remotePort ?? defaultPort,
+      protocol,
+      method: typeof req.method === 'string' ? req.method : 'GET',
+      path,
+      ip,
+    },
+    connectionHost,
+  };
+}
+
+export function installHttp(core: ShimCore): void {
+  const proto = (http.ClientRequest as unknown as { prototype: Record<string, Function> }).prototype;
+  const onSocket = proto.onSocket;
+  if (typeof onSocket !== 'function') {
+    core.hooks.http = false;
+    return;
+  }
+  // Every socket a ClientRequest writes to is handed over here (agent pool, new connection, custom
+  // createConnection); headers are only flushed after. A denial takes Node's own error path.
+  const hook = function onSocketHook(this: ClientRequestLike, socket: unknown, error: unknown) {
+    if (!error && socket) {
+      const { facts, connectionHost } = httpFacts(this, socket);
+      const denied = gateL7(core, facts, connectionHost);
+      if (denied) return onSocket.call(this, socket, denied);
+    }
+    return onSocket.call(this, socket, error);
+  };
+  core.hooks.http = lockHook(core, proto, 'onSocket', hook, 'http.ClientRequest.prototype.onSocket', 'http');
+}
+
+export function installUndici(core: ShimCore): void {
+  interface UndiciRequest {
+    origin?: unknown;
+    path?: unknown;
+    method?: unknown;
+    host?: unknown;
+    error?: unknown;
+    servername?: unknown;
+  }
+  const onCreate = (message: unknown) => {
+    try {
+      const request = (message as { request?: UndiciRequest } | undefined)?.request;
+      if (!request || typeof request.path !== 'string') return;
+      const origin = request.origin;
+      let url: URL;
+      try {
+        url = new URL(typeof origin === 'string' ? origin : String(origin));
+      } catch {
+        return;
+      }
+      const protocol: Protocol = url.protocol === 'https:' ? 'https' : 'http';
+      let host = url.hostname;
+      let port = url.port ? Number(url.port) : protocol === 'https' ? 443 : 80;
+      let path = stripQuery(request.path);
+      if (/^https?:\/\//i.test(request.path)) {
+        const target = new URL(request.path);
+        host = target.hostname;
+        port = target.port ? Number(target.port) : target.protocol === 'https:' ? 443 : 80;
+        path = target.pathname;
+      }
+      const headerHost = typeof request.host === 'string' ? parseAuthority(request.host) : undefined;
+      const facts: L7Facts = {
+        host: (headerHost?.host ?? host).replace(/^\[|\]$/g, ''),
+        port: headerHost?.port ?? port,
+        protocol,
+        method: typeof request.method === 'string' ? request.method : 'GET',
+        path,
+      };
+      const denied = gateL7(core, facts, headerHost ? host.replace(/^\[|\]$/g, '') : undefined);
+      // undici aborts a request whose `error` is set when it is handed a connection, before writing it.
+      if (denied) request.error = denied;
+    } catch {
+      // A malformed request is undici's to reject.
+    }
+  };
+  try {
+    diagnosticsChannel.subscribe('undici:request:create', onCreate);
+    const channel = diagnosticsChannel.channel('undici:request:create');
+    core.hooks.undici = channel.hasSubscribers;
+    core.hookChecks.undici = () => channel.hasSubscribers;
+  } catch {
+    core.hooks.undici = false;
+  }
+}
+
+export function installHttp2(core: ShimCore): void {
+  const exportsObject = ((http2 as unknown as { default?: object }).default ?? http2) as Record<
+    string,
+    unknown
+  >;
+  const connect = exportsObject.connect as ((...args: unknown[]) => object) | undefined;
+  if (typeof connect !== 'function') {
+    core.hooks.http2 = false;
+    return;
+  }
+  const authorityOf = new WeakMap<object, { host: string; port: number; protocol: Protocol }>();
+  let patched = false;
+  const patchSession = (session: object) => {
+    if (patched) return;
+    const proto = Object.getPrototypeOf(session) as Record<string, Function>;
+    const request = proto.request;
+    if (typeof request !== 'function') return;
+    const hook = function requestHook(this: object, headers: unknown, ...rest: unknown[]) {
+      const origin = authorityOf.get(this);
+      const h = (typeof headers === 'object' && headers !== null ? headers : {}) as Record<string, unknown>;
+      const authority =
+        typeof h[':authority'] === 'string' ? parseAuthority(h[':authority'] as string) : undefined;
+      const method = typeof h[':method'] === 'string' ? (h[':method'] as string) : 'GET';
+      const path = typeof h[':path'] === 'string' ? stripQuery(h[':path'] as string) : '/';
+      const facts: L7Facts = {
+        host: authority?.host ?? origin?.host ?? 'localhost',
+        port: authority?.port ?? origin?.port ?? 443,
+        protocol: origin?.protocol ?? 'https',
+        method,
+        path: method.toUpperCase() === 'CONNECT' ? String(h[':authority'] ?? '') : path,
+      };
+      const denied = gateL7(core, facts, authority ? origin?.host : undefined);
+      if (denied) throw denied;
+      return request.call(this, headers, ...rest);
+    };
+    patched = lockHook(core, proto, 'request', hook, 'ClientHttp2Session.prototype.request', 'http2');
+  };
+  const connectHook = function connectHook(this: unknown, authority: unknown, ...rest: unknown[]) {
+    const session = connect.call(this, authority, ...rest);
+    try {
+      const url = authority instanceof URL ? authority : new URL(String(authority));
+      const protocol: Protocol = url.protocol === 'http:' ? 'http' : 'https';
+      authorityOf.set(session, {
+        host: url.hostname.replace(/^\[|\]$/g, ''),
+        port: url.port ? Number(url.port) : protocol === 'https' ? 443 : 80,
+        protocol,
+      });
+    } catch {
+      // An authority the session itself will reject.
+    }
+    patchSession(session);
+    return session;
+  };
+  core.hooks.http2 = lockHook(core, exportsObject, 'connect', connectHook, 'http2.connect', 'http2');
+}

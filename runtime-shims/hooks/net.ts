@@ -1,0 +1,141 @@
+// TCP at the lowest layer JavaScript reaches: the tcp_wrap binding's connect/connect6, under
+// net, tls, http, https, http2, fetch and every client library. TLS server names are checked
+// against the connection (tls_wrap setServername / start), before the ClientHello leaves.
+import type { ShimCore } from '../core.js';
+import { DENIED_ERRNO, deniedError } from '../errors.js';
+import { type BindingLoader, lockHook, ownerOf } from './lock.js';
+
+type Handle = object;
+type ConnectFn = (this: Handle, req: { oncomplete?: Function }, address: string, port: number) => number;
+
+function destroyWith(owner: Record<string, unknown>, error: Error): void {
+  try {
+    (owner.destroy as (e: Error) => void).call(owner, error);
+  } catch {
+    // The socket was already gone.
+  }
+}
+
+const sniByWrap = new WeakMap<object, string>();
+
+export function installTcp(core: ShimCore, binding: BindingLoader): void {
+  const tcpWrap = binding('tcp_wrap') as { TCP?: { prototype: Record<string, ConnectFn> } } | undefined;
+  const proto = tcpWrap?.TCP?.prototype;
+  if (!proto || typeof proto.connect !== 'function') {
+    core.hooks.tcp = false;
+    return;
+  }
+
+  /** undefined: let it through. A number: what the binding call returns instead. */
+  const gate = (
+    handle: Handle,
+    req: { oncomplete?: Function },
+    address: string,
+    port: number,
+  ): number | undefined => {
+    const owner = ownerOf(handle);
+    let claimed: unknown;
+    let sni: string | undefined;
+    if (owner) {
+      claimed = owner._host;
+      const wrap = owner._handle;
+      if (typeof wrap === 'object' && wrap !== null && wrap !== handle) sni = sniByWrap.get(wrap);
+    }
+    const decision = core.decideConnect(address, port, 'tcp', claimed, sni);
+    if (decision.decision === 'allow') return undefined;
+    core.report('connect', decision, {
+      host: typeof claimed === 'string' ? claimed : core.namesOf(address)?.[0],
+      ip: address,
+      port,
+      protocol: 'tcp',
+      sni,
+    });
+    if (!decision.blocked) return undefined;
+    // Happy eyeballs tries the next address on an error number; a plain connect gets our own error.
+    const multiple = typeof req.oncomplete === 'function' && req.oncomplete.name === 'afterConnectMultiple';
+    if (owner && typeof owner.destroy === 'function' && !multiple) {
+      const destination = `${typeof claimed === 'string' ? `${claimed} (${address})` : address}:${port}`;
+      process.nextTick(
+        destroyWith,
+        owner,
+        deniedError('connect', destination, decision.rule, core.status().revision, address, port),
+      );
+      return 0;
+    }
+    return DENIED_ERRNO;
+  };
+
+  const connect4 = proto.connect;
+  const connect6 = proto.connect6;
+  const hook4: ConnectFn = function connectHook(req, address, port): number {
+    const verdict = gate(this, req, address, port);
+    return verdict === undefined ? connect4.call(this, req, address, port) : verdict;
+  };
+  let ok = lockHook(core, proto, 'connect', hook4, 'TCP.prototype.connect', 'tcp');
+  if (typeof connect6 === 'function') {
+    const hook6: ConnectFn = function connect6Hook(req, address, port): number {
+      const verdict = gate(this, req, address, port);
+      return verdict === undefined ? connect6.call(this, req, address, port) : verdict;
+    };
+    ok = lockHook(core, proto, 'connect6', hook6, 'TCP.prototype.connect6', 'tcp') && ok;
+  }
+  core.hooks.tcp = ok;
+}
+
+export function installTlsSni(core: ShimCore, binding: BindingLoader): void {
+  const tlsWrap = binding('tls_wrap') as { TLSWrap?: { prototype: Record<string, Function> } } | undefined;
+  const proto = tlsWrap?.TLSWrap?.prototype;
+  if (!proto || typeof proto.setServername !== 'function' || typeof proto.start !== 'function') {
+    core.hooks.tlsSni = false;
+    return;
+  }
+  const setServername = proto.setServername;
+  const start = proto.start;
+  const hookSet = function setServernameHook(this: object, name: unknown) {
+    if (typeof name === 'string') sniByWrap.set(this, name.toLowerCase());
+    return setServername.call(this, name);
+  };
+  // The handshake starts once the socket is connected, whatever carries it (a TCP socket, a
+  // proxy tunnel, a duplex): the server name is decided against the peer before the ClientHello.
+  const hookStart = function startHook(this: object, ...args: unknown[]) {
+    const sni = sniByWrap.get(this);
+    const owner = sni === undefined ? undefined : ownerOf(this);
+    if (sni !== undefined && owner) {
+      let address: unknown;
+      let port: unknown;
+      try {
+        address = owner.remoteAddress;
+        port = owner.remotePort;
+      } catch {
+        address = undefined;
+      }
+      const decision =
+        typeof address === 'string' && typeof port === 'number'
+          ? core.decideConnect(address, port, 'tcp', owner._host, sni)
+          : core.decideRequest({ host: sni, port: 443, protocol: 'https' });
+      if (decision.decision !== 'allow') {
+        core.report('connect', decision, {
+          host: sni,
+          ip: typeof address === 'string' ? address : undefined,
+          port: typeof port === 'number' ? port : undefined,
+          protocol: 'tcp',
+          sni,
+        });
+        if (decision.blocked) {
+          const error = deniedError(
+            'tls',
+            `${sni} (${String(address)}:${String(port)})`,
+            decision.rule,
+            core.status().revision,
+          );
+          if (typeof owner.destroy === 'function') process.nextTick(destroyWith, owner, error);
+          return 0;
+        }
+      }
+    }
+    return start.apply(this, args);
+  };
+  core.hooks.tlsSni =
+    lockHook(core, proto, 'setServername', hookSet, 'TLSWrap.prototype.setServername', 'tlsSni') &&
+    lockHook(core, proto, 'start', hookStart, 'TLSWrap.prototype.start', 'tlsSni');
+}

@@ -1,0 +1,60 @@
+// UDP through the udp_wrap binding under dgram: connect/connect6 and send/send6 to an address.
+// A send on a connected socket carries no address; its connect was decided.
+import type { ShimCore } from '../core.js';
+import { DENIED_ERRNO, deniedError } from '../errors.js';
+import { type BindingLoader, lockHook, ownerOf } from './lock.js';
+
+type Fn = (this: object, ...args: unknown[]) => unknown;
+
+export function installUdp(core: ShimCore, binding: BindingLoader): void {
+  const udpWrap = binding('udp_wrap') as { UDP?: { prototype: Record<string, Fn> } } | undefined;
+  const proto = udpWrap?.UDP?.prototype;
+  if (!proto || typeof proto.send !== 'function') {
+    core.hooks.udp = false;
+    return;
+  }
+
+  const denied = (handle: object, address: string, port: number, syscall: string) => {
+    const decision = core.decideConnect(address, port, 'udp', undefined, undefined);
+    if (decision.decision === 'allow') return undefined;
+    core.report('udp', decision, { host: core.namesOf(address)?.[0], ip: address, port, protocol: 'udp' });
+    if (!decision.blocked) return undefined;
+    void handle;
+    return deniedError(syscall, `${address}:${port}`, decision.rule, core.status().revision, address, port);
+  };
+
+  let ok = true;
+  for (const method of ['connect', 'connect6'] as const) {
+    const original = proto[method];
+    if (typeof original !== 'function') continue;
+    const hook: Fn = function udpConnect(address, port, ...rest) {
+      if (typeof address === 'string' && typeof port === 'number' && denied(this, address, port, 'connect'))
+        return DENIED_ERRNO;
+      return original.call(this, address, port, ...rest);
+    };
+    ok = lockHook(core, proto, method, hook, `UDP.prototype.${method}`, 'udp') && ok;
+  }
+  for (const method of ['send', 'send6'] as const) {
+    const original = proto[method];
+    if (typeof original !== 'function') continue;
+    // send(req, list, count, port, address, hasCallback) — or (req, list, count, hasCallback) when connected.
+    const hook: Fn = function udpSend(req, list, count, port, address, ...rest) {
+      if (typeof address === 'string' && typeof port === 'number') {
+        const error = denied(this, address, port, 'send');
+        if (error) {
+          const callback = (req as { callback?: unknown } | undefined)?.callback;
+          if (typeof callback === 'function') {
+            process.nextTick(callback as (e: Error) => void, error);
+            return 0;
+          }
+          // Node drops a failed send without a callback silently; so do we (the record is made).
+          void ownerOf(this);
+          return 0;
+        }
+      }
+      return original.call(this, req, list, count, port, address, ...rest);
+    };
+    ok = lockHook(core, proto, method, hook, `UDP.prototype.${method}`, 'udp') && ok;
+  }
+  core.hooks.udp = ok;
+}

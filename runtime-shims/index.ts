@@ -1,0 +1,220 @@
+// Programmatic API of the runtime shim (contract §7 in docs/contracts.md). The preload
+// (`dist/register.cjs`, `dist/register.mjs`) calls `install()`; platform wrappers call the rest.
+// One installation per process: it lives on a `Symbol.for` global, so every copy of this code
+// (the CJS preload, an ESM wrapper bundle) drives the same hooks, bundle and record queue.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { DenyRecord } from '../policy/types.js';
+import {
+  API_VERSION,
+  type CoverageManifest,
+  findRegisterPath,
+  INSTANCE_KEY,
+  type ReloadResult,
+  ShimCore,
+  type ShimInstance,
+  type ShimStatus,
+} from './core.js';
+import { registerDeniedErrno } from './errors.js';
+import { installAddon } from './hooks/addon.js';
+import { installDns } from './hooks/dns.js';
+import { installHttp, installHttp2, installUndici } from './hooks/http.js';
+import { bindingLoader } from './hooks/lock.js';
+import { installTcp, installTlsSni } from './hooks/net.js';
+import { installProcess } from './hooks/process.js';
+import { installUdp } from './hooks/udp.js';
+import { installWorker } from './hooks/worker.js';
+import type { FlushResult } from './records.js';
+
+export type { CoverageManifest, ReloadResult, ShimStatus } from './core.js';
+export { DENIED_CODE, type DeniedError } from './errors.js';
+export { detectIdentity } from './identity.js';
+export type { FlushResult } from './records.js';
+
+export interface InstallOptions {
+  /** Configuration source (default `process.env`). */
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Where the shim's own log lines go (default: stderr, prefixed `bulkhead: `). */
+  log?: (line: string) => void;
+  /** The standalone preload to inject into Node children and workers (default: found next to this file). */
+  registerPath?: string;
+}
+
+const ownFile = (() => {
+  try {
+    return fileURLToPath(import.meta.url);
+  } catch {
+    return undefined;
+  }
+})();
+
+const SHIM_FILE =
+  /[\\/](?:dist|bulkhead)[\\/](?:register|shim|aws|middy|azure|gcp|lambda-handler)\.(?:c|m)?js$/;
+function isOwnFile(file: string): boolean {
+  return file === ownFile || file.includes('/runtime-shims/') || SHIM_FILE.test(file);
+}
+
+function current(): ShimInstance | undefined {
+  return (globalThis as Record<symbol, unknown>)[INSTANCE_KEY] as ShimInstance | undefined;
+}
+
+function defaultLog(env: Readonly<Record<string, string | undefined>>): (line: string) => void {
+  const level = env.BULKHEAD_LOG?.trim().toLowerCase();
+  if (level === 'silent') return () => undefined;
+  return (line: string) => {
+    try {
+      process.stderr.write(`bulkhead: ${line}\n`);
+    } catch {
+      // No stderr: nothing to do.
+    }
+  };
+}
+
+const requireBuiltin = createRequire(import.meta.url);
+
+/** POST used by the HTTP report sink; its origin is exempt from policy by construction. */
+function postJson(url: URL, body: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    try {
+      const client = requireBuiltin(
+        url.protocol === 'https:' ? 'node:https' : 'node:http',
+      ) as typeof import('node:http');
+      const request = client.request(
+        url,
+        {
+          method: 'POST',
+          headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+          timeout: 5000,
+        },
+        (response) => {
+          response.resume();
+          response.on('end', () => resolve(response.statusCode ?? 0));
+          response.on('error', reject);
+        },
+      );
+      request.on('timeout', () => request.destroy(new Error('timed out')));
+      request.on('error', reject);
+      request.end(body);
+    } catch (error) {
+      reject(error);
+    }
+  });
+}
+
+/**
+ * Install enforcement in this process (idempotent; a no-op returning the status when any copy of
+ * the shim already did). Hooks go in first, under the fail mode; then the bundle is loaded.
+ */
+export function install(options: InstallOptions = {}): ShimStatus {
+  const existing = current();
+  if (existing) return existing.status();
+  const env = options.env ?? process.env;
+  const log = options.log ?? defaultLog(env);
+  const core = new ShimCore({
+    env,
+    log,
+    registerPath: findRegisterPath(ownFile, options.registerPath ?? env.BULKHEAD_REGISTER_PATH),
+    isOwnFile,
+    post: postJson,
+  });
+  Object.defineProperty(globalThis, INSTANCE_KEY, {
+    value: core,
+    writable: false,
+    configurable: false,
+    enumerable: false,
+  });
+  const binding = bindingLoader();
+  core.hooks.errorCode = binding ? registerDeniedErrno(binding) : false;
+  const installers: [string, () => void][] = [
+    ['tcp', () => binding && installTcp(core, binding)],
+    ['tlsSni', () => binding && installTlsSni(core, binding)],
+    ['dns', () => binding && installDns(core, binding)],
+    ['udp', () => binding && installUdp(core, binding)],
+    ['childProcess', () => binding && installProcess(core, binding)],
+    ['dlopen', () => installAddon(core)],
+    ['workerThreads', () => installWorker(core)],
+    ['http', () => installHttp(core)],
+    ['http2', () => installHttp2(core)],
+    ['undici', () => installUndici(core)],
+  ];
+  for (const [name, installer] of installers) {
+    try {
+      installer();
+    } catch (error) {
+      core.hooks[name] = false;
+      log(`hook ${name} failed to install: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+  core.start();
+  const manifest = core.coverage();
+  const live = Object.entries(manifest.hooks);
+  const down = live.filter(([, ok]) => !ok).map(([name]) => name);
+  const st = core.status();
+  log(
+    `installed: ${st.revision >= 0 ? `revision ${st.revision} (${st.mode})` : `no bundle, fail mode ${st.failMode}`}; ` +
+      `hooks ${live
+        .filter(([, ok]) => ok)
+        .map(([name]) => name)
+        .join(',')}${down.length ? `; NOT live: ${down.join(',')}` : ''}; ` +
+      `not governed: native addons (addons.allow), non-Node children (exec.allow), local IPC sockets`,
+  );
+  return st;
+}
+
+/** Re-read the bundle file (or verify `envelopeText`); a refused bundle leaves the last good one in force. */
+export function reload(envelopeText?: string): ReloadResult {
+  const instance = current();
+  if (!instance) install();
+  return (current() as ShimInstance).reload(envelopeText);
+}
+
+/** Deliver queued deny records; never rejects. */
+export function flush(): Promise<FlushResult> {
+  const instance = current();
+  return instance ? instance.flush() : Promise.resolve({ delivered: 0, pending: 0, dropped: 0 });
+}
+
+/** Which hooks are live, and what a JS shim cannot govern (with the setting that closes it). */
+export function coverage(): CoverageManifest {
+  const instance = current();
+  return instance ? instance.coverage() : { hooks: {}, notGoverned: [] };
+}
+
+/** Run `fn` with every deny record it causes (through async continuations) tagged with `invocationId`. */
+export function runInInvocation<T>(invocationId: string, fn: () => T): T {
+  const instance = current();
+  return instance ? instance.runInInvocation(invocationId, fn) : fn();
+}
+
+/** Single-concurrency runtimes: the invocation records are tagged with when no async context says. */
+export function setInvocationId(invocationId: string | undefined): void {
+  current()?.setInvocationId(invocationId);
+}
+
+export function status(): ShimStatus {
+  const instance = current();
+  if (instance) return instance.status();
+  return {
+    installed: false,
+    revision: -1,
+    mode: 'enforce',
+    failMode: 'closed',
+    failing: true,
+    bundleFile: undefined,
+    expiresAt: undefined,
+    workload: {},
+    dropped: 0,
+    queued: 0,
+    delivered: 0,
+    sink: undefined,
+    lastReloadError: undefined,
+    lastDeliveryError: undefined,
+  };
+}
+
+/** Deny records not yet delivered (copies), oldest first. */
+export function pendingRecords(): DenyRecord[] {
+  return current()?.pendingRecords() ?? [];
+}
+
+export const SHIM_API_VERSION = API_VERSION;

@@ -1,0 +1,237 @@
+// Shared fixtures for the shim tests: real signed bundles built with the kernel, loopback
+// servers that count what arrives, and Node children running the built preload.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createTcpServer, type Server as TcpServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { signBundle } from '../../policy/bundle.js';
+import { compilePolicy } from '../../policy/compile.js';
+import { parseIdentity } from '../../policy/identity.js';
+import { generateKeyPair } from '../../policy/keys.js';
+import { parsePolicy } from '../../policy/parse.js';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const REGISTER_CJS = join(ROOT, 'dist/register.cjs');
+export const REGISTER_MJS = join(ROOT, 'dist/register.mjs');
+export const WORKLOAD = 'cloud=other,name=shim-test,tag.app=demo';
+
+export interface PolicyOptions {
+  allow?: string[];
+  deny?: string[];
+  mode?: 'enforce' | 'observe';
+  extra?: string[];
+}
+
+export function policyYaml(options: PolicyOptions): string {
+  const lines = [
+    'apiVersion: bulkhead.dev/v1',
+    'kind: SmartGroup',
+    'metadata: { name: demo }',
+    'spec:',
+    '  match: { tags: { app: demo } }',
+    '---',
+    'apiVersion: bulkhead.dev/v1',
+    'kind: EgressPolicy',
+    'metadata: { name: shim }',
+    'spec:',
+    '  appliesTo: [demo]',
+    `  mode: ${options.mode ?? 'enforce'}`,
+    '  owner: team@example.com',
+  ];
+  if (options.allow?.length) lines.push('  allow:', ...options.allow.map((r) => `    - ${r}`));
+  if (options.deny?.length) lines.push('  deny:', ...options.deny.map((r) => `    - ${r}`));
+  if (options.extra) lines.push(...options.extra);
+  return `${lines.join('\n')}\n`;
+}
+
+export interface Fixture {
+  dir: string;
+  publicKey: string;
+  privateKey: string;
+  bundleFile: string;
+  /** Write a new signed revision of the policy to the bundle file (atomically: write + rename). */
+  write(options: PolicyOptions, revision: number): string;
+  env(extra?: Record<string, string>): Record<string, string>;
+  cleanup(): void;
+}
+
+export function signedEnvelope(options: PolicyOptions, revision: number, privateKey: string): string {
+  const parsed = parsePolicy([{ file: 'shim.yaml', text: policyYaml(options) }]);
+  if (!parsed.ok)
+    throw new Error(parsed.errors.map((e) => `${e.line}:${e.column} ${e.path} ${e.message}`).join('\n'));
+  const compiled = compilePolicy(parsed.set, parseIdentity(WORKLOAD));
+  return JSON.stringify(signBundle({ policy: compiled, revision }, privateKey));
+}
+
+export function makeFixture(options: PolicyOptions, revision = 1): Fixture {
+  const dir = mkdtempSync(join(tmpdir(), 'bulkhead-shim-'));
+  const keys = generateKeyPair();
+  const keyFile = join(dir, 'bundle.pub');
+  writeFileSync(keyFile, keys.publicKeyPem, { mode: 0o600 });
+  const bundleFile = join(dir, 'bundle.json');
+  const fixture: Fixture = {
+    dir,
+    publicKey: keyFile,
+    privateKey: keys.privateKeyPem,
+    bundleFile,
+    write(next, rev) {
+      const text = signedEnvelope(next, rev, keys.privateKeyPem);
+      const temp = `${bundleFile}.tmp`;
+      writeFileSync(temp, text, { mode: 0o600 });
+      // rename is atomic: a watcher never sees half a bundle.
+      renameSync(temp, bundleFile);
+      return text;
+    },
+    env(extra = {}) {
+      return {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: process.env.HOME ?? '/tmp',
+        BULKHEAD_BUNDLE_FILE: bundleFile,
+        BULKHEAD_TRUSTED_KEYS: keyFile,
+        BULKHEAD_WORKLOAD: WORKLOAD,
+        BULKHEAD_REPORT: join(dir, 'spool.ndjson'),
+        BULKHEAD_LOG: 'silent',
+        ...extra,
+      };
+    },
+    cleanup() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  fixture.write(options, revision);
+  return fixture;
+}
+
+/** A TCP server on 127.0.0.1 that counts the bytes (and connections) that reach it. */
+export interface CountingServer {
+  port: number;
+  bytes(): number;
+  connections(): number;
+  close(): Promise<void>;
+}
+
+export async function countingTcpServer(host = '127.0.0.1'): Promise<CountingServer> {
+  let bytes = 0;
+  let connections = 0;
+  const server: TcpServer = createTcpServer((socket) => {
+    connections++;
+    socket.on('data', (chunk) => {
+      bytes += chunk.length;
+      socket.write('ok');
+    });
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((done) => server.listen(0, host, done));
+  const address = server.address();
+  if (typeof address !== 'object' || address === null) throw new Error('no address');
+  return {
+    port: address.port,
+    bytes: () => bytes,
+    connections: () => connections,
+    close: () => new Promise((done) => server.close(() => done())),
+  };
+}
+
+export interface RecordingHttpServer {
+  port: number;
+  requests: { method: string; url: string; host: string | undefined }[];
+  connections(): number;
+  close(): Promise<void>;
+  server: Server;
+}
+
+/** An HTTP server on 127.0.0.1 answering 200 (or a redirect for /redirect?to=…), recording every request. */
+export async function recordingHttpServer(host = '127.0.0.1'): Promise<RecordingHttpServer> {
+  const requests: RecordingHttpServer['requests'] = [];
+  let connections = 0;
+  const server = createHttpServer((req: IncomingMessage, res) => {
+    requests.push({ method: req.method ?? '', url: req.url ?? '', host: req.headers.host });
+    req.resume();
+    const url = new URL(req.url ?? '/', 'http://x');
+    const to = url.searchParams.get('to');
+    if (url.pathname === '/redirect' && to) {
+      res.writeHead(302, { location: to });
+      res.end();
+      return;
+    }
+    res.end('hello');
+  });
+  server.on('connection', () => connections++);
+  await new Promise<void>((done) => server.listen(0, host, done));
+  const address = server.address();
+  if (typeof address !== 'object' || address === null) throw new Error('no address');
+  return {
+    port: address.port,
+    requests,
+    connections: () => connections,
+    server,
+    close: () =>
+      new Promise((done) => {
+        server.closeAllConnections();
+        server.close(() => done());
+      }),
+  };
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** Last stdout line parsed as JSON (the scripts print one result object). */
+  json: Record<string, unknown>;
+}
+
+const running = new Set<ChildProcess>();
+
+/** Run a CommonJS script in a Node child with the preload on its command line (or as `via` says). */
+export function runNode(
+  script: string,
+  env: Record<string, string>,
+  options: {
+    via?: 'require' | 'NODE_OPTIONS' | 'import' | 'none';
+    args?: string[];
+    timeoutMs?: number;
+    input?: string;
+  } = {},
+): Promise<RunResult> {
+  const via = options.via ?? 'require';
+  const args: string[] = [];
+  const childEnv = { ...env };
+  if (via === 'require') args.push('--require', REGISTER_CJS);
+  else if (via === 'import') args.push('--import', REGISTER_MJS);
+  else if (via === 'NODE_OPTIONS') childEnv.NODE_OPTIONS = `--require ${REGISTER_CJS}`;
+  args.push(...(options.args ?? ['-e', script]));
+  return new Promise((resolveRun) => {
+    const child = spawn(process.execPath, args, { env: childEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+    running.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => {
+      stdout += c;
+    });
+    child.stderr.on('data', (c) => {
+      stderr += c;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 20_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      running.delete(child);
+      const lines = stdout.trim().split('\n');
+      let json: Record<string, unknown> = {};
+      try {
+        json = JSON.parse(lines[lines.length - 1] ?? '{}');
+      } catch {
+        json = {};
+      }
+      resolveRun({ code, stdout, stderr, json });
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+export function killAll(): void {
+  for (const child of running) child.kill('SIGKILL');
+  running.clear();
+}
