@@ -1,7 +1,7 @@
 // Shared fixtures for the shim tests: real signed bundles built with the kernel, loopback
 // servers that count what arrives, and Node children running the built preload.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -151,7 +151,7 @@ export async function recordingHttpServer(host = '127.0.0.1'): Promise<Recording
     req.resume();
     const url = new URL(req.url ?? '/', 'http://x');
     const to = url.searchParams.get('to');
-    if (url.pathname === '/redirect' && to) {
+    if (url.pathname.endsWith('/redirect') && to) {
       res.writeHead(302, { location: to });
       res.end();
       return;
@@ -234,4 +234,74 @@ export function runNode(
 export function killAll(): void {
   for (const child of running) child.kill('SIGKILL');
   running.clear();
+}
+
+export const PROBE = join(ROOT, 'test/shim/fixtures/probe.cjs');
+export const SHIM_CJS = join(ROOT, 'dist/shim.cjs');
+
+export interface ProbeResult {
+  results: string[];
+  shim: Record<string, unknown> | undefined;
+  stderr: string;
+}
+
+/** Run egress attempts (see fixtures/probe.cjs) in a governed child; one outcome per attempt. */
+export async function probe(
+  attempts: Record<string, unknown>[],
+  env: Record<string, string>,
+  via: 'require' | 'NODE_OPTIONS' | 'import' | 'none' = 'require',
+): Promise<ProbeResult> {
+  const run = await runNode(
+    '',
+    { ...env, PROBE_SHIM_API: SHIM_CJS },
+    { via, args: [PROBE], input: JSON.stringify(attempts) },
+  );
+  const results = run.json.results as string[] | undefined;
+  if (!results) throw new Error(`probe failed (exit ${run.code}): ${run.stderr}\n${run.stdout}`);
+  return { results, shim: run.json.shim as Record<string, unknown> | undefined, stderr: run.stderr };
+}
+
+/** Deny records written to the fixture's spool file. */
+export function spoolRecords(fixture: Fixture): Record<string, unknown>[] {
+  let text = '';
+  try {
+    text = readFileSync(join(fixture.dir, 'spool.ndjson'), 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+/** A self-signed certificate for localhost (openssl), PEM strings. */
+export function selfSignedCert(dir: string): { key: string; cert: string } {
+  const keyFile = join(dir, 'tls.key');
+  const certFile = join(dir, 'tls.crt');
+  const made = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
+  if (made.status !== 0) throw new Error('openssl could not make a test certificate');
+  return { key: readFileSync(keyFile, 'utf8'), cert: readFileSync(certFile, 'utf8') };
 }
