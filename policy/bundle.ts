@@ -98,11 +98,12 @@ export function serializeEnvelope(envelope: Envelope): string {
   return canonicalJson(envelope);
 }
 
-const STRICT_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-/** Base64 decode that refuses anything but the one canonical spelling of the bytes. */
+/**
+ * Base64 decode that refuses anything but the one canonical spelling of the bytes: Node's decoder
+ * skips characters it does not know, so re-encoding and comparing catches every variant (and is
+ * far cheaper on a 2 MB payload than a validating regular expression).
+ */
 function decodeBase64Strict(text: string): Buffer | undefined {
-  if (!STRICT_BASE64.test(text)) return undefined;
   const bytes = Buffer.from(text, 'base64');
   return bytes.toString('base64') === text ? bytes : undefined;
 }

@@ -262,8 +262,9 @@ export class CidrTrie<T> {
       const set = ((address[bit >> 3] as number) >> (7 - (bit & 7))) & 1;
       node = set ? node.one : node.zero;
     }
+    if (found.length === 1) return found[0] as T[];
     const out: T[] = [];
-    for (let i = found.length - 1; i >= 0; i--) out.push(...(found[i] as T[]));
+    for (let i = found.length - 1; i >= 0; i--) for (const value of found[i] as T[]) out.push(value);
     return out;
   }
 }

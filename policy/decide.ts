@@ -255,90 +255,69 @@ class PolicyDecider implements Decider {
   decideUncached(request: DecisionRequest): Decision {
     const names: string[] = [];
     const ips: IpBytes[] = [];
-    let unusable = false;
-    for (const text of [request.host, request.sni]) {
-      if (text === undefined || text === '') continue;
-      const kind = classifyHost(text);
-      if (!kind) unusable = true;
-      else if ('ip' in kind) {
-        const bytes = parseIp(kind.ip);
-        if (bytes) ips.push(bytes);
-      } else if (!names.includes(kind.host)) names.push(kind.host);
-    }
+    if (!this.collect(request.host, names, ips) || !this.collect(request.sni, names, ips))
+      return this.unreadable();
     if (request.ip !== undefined && request.ip !== '') {
       const bytes = parseIp(request.ip);
-      if (bytes) ips.push(bytes);
-      else unusable = true;
+      if (!bytes) return this.unreadable();
+      ips.push(bytes);
     }
     const port =
       Number.isInteger(request.port) && request.port >= 0 && request.port <= 65535 ? request.port : -1;
     const protocolBit = PROTOCOL_BIT[request.protocol as Protocol] ?? 0;
     // A destination we cannot read (bad name, bad address, bad port or protocol) is never allowed.
-    if (unusable || port === -1 || protocolBit === 0 || (names.length === 0 && ips.length === 0))
-      return this.fallbackDecision.decision === 'deny' ? this.fallbackDecision : this.denyUnreadable();
+    if (port === -1 || protocolBit === 0 || (names.length === 0 && ips.length === 0))
+      return this.unreadable();
     const facts: Facts = {
       port,
       protocolBit,
       method: request.method ? request.method.toUpperCase() : undefined,
       path: request.path ? normalizePath(request.path) : undefined,
     };
-    const primaryIp = ips[ips.length - 1];
+    const ip = ips[ips.length - 1];
     const nameCandidates = names.map((name) => this.hostIndex.lookup(name));
     const ipCandidates = ips.map((address) => this.cidrIndex.lookup(address));
 
+    // Deny first: an enforcing deny anywhere decides; an observing one is remembered.
     let observedDeny: Decision | undefined;
-    const considerDeny = (candidates: Matcher[]): Decision | undefined => {
+    for (let list = 0; list <= nameCandidates.length + ipCandidates.length; list++) {
+      const candidates =
+        list < nameCandidates.length
+          ? (nameCandidates[list] as Matcher[])
+          : list < nameCandidates.length + ipCandidates.length
+            ? (ipCandidates[list - nameCandidates.length] as Matcher[])
+            : this.unanchored;
       for (const m of candidates) {
-        if (!m.deny || !matchesFacts(m, facts, primaryIp)) continue;
+        if (!m.deny || !matchesFacts(m, facts, ip)) continue;
         if (m.enforce) return m.decision;
         observedDeny ??= m.decision;
       }
-      return undefined;
-    };
-    for (const candidates of nameCandidates) {
-      const d = considerDeny(candidates);
-      if (d) return d;
     }
-    for (const candidates of ipCandidates) {
-      const d = considerDeny(candidates);
-      if (d) return d;
-    }
-    const unanchoredDeny = considerDeny(this.unanchored);
-    if (unanchoredDeny) return unanchoredDeny;
-
-    const firstAllow = (candidates: Matcher[]): Decision | undefined => {
-      for (const m of candidates) if (!m.deny && matchesFacts(m, facts, primaryIp)) return m.decision;
-      return undefined;
-    };
-    let allowed: Decision | undefined;
-    if (names.length > 0) {
-      // Every name the request carries (host and a differing SNI) must be allowed.
-      let all: Decision | undefined;
-      for (const candidates of nameCandidates) {
-        const d = firstAllow(candidates);
-        if (!d) {
-          all = undefined;
-          break;
-        }
-        all ??= d;
-      }
-      allowed = all;
-    }
-    if (!allowed && ips.length > 0) {
-      let all: Decision | undefined;
-      for (const candidates of ipCandidates) {
-        const d = firstAllow(candidates);
-        if (!d) {
-          all = undefined;
-          break;
-        }
-        all ??= d;
-      }
-      allowed = all;
-    }
-    allowed ??= firstAllow(this.unanchored);
+    // Allowed through the names (every name the request carries, host and a differing SNI),
+    // through the addresses, or by a rule that names neither.
+    const allowed =
+      allowedByAll(nameCandidates, facts, ip) ??
+      allowedByAll(ipCandidates, facts, ip) ??
+      firstAllow(this.unanchored, facts, ip);
     if (allowed) return observedDeny ?? allowed;
     return this.fallbackDecision;
+  }
+
+  /** Add a host or SNI text to the names or addresses; false when it is unreadable. */
+  private collect(text: string | undefined, names: string[], ips: IpBytes[]): boolean {
+    if (text === undefined || text === '') return true;
+    const kind = classifyHost(text);
+    if (!kind) return false;
+    if ('ip' in kind) {
+      const bytes = parseIp(kind.ip);
+      if (bytes) ips.push(bytes);
+    } else if (!names.includes(kind.host)) names.push(kind.host);
+    return true;
+  }
+
+  /** Unreadable destinations are denied, whatever the fallback. */
+  private unreadable(): Decision {
+    return this.fallbackDecision.decision === 'deny' ? this.fallbackDecision : this.denyUnreadable();
   }
 
   private unreadableDecision: Decision | undefined;
@@ -414,6 +393,22 @@ class PolicyDecider implements Decider {
     this.addonCache.set(path, decision);
     return decision;
   }
+}
+
+function firstAllow(candidates: Matcher[], facts: Facts, ip: IpBytes | undefined): Decision | undefined {
+  for (const m of candidates) if (!m.deny && matchesFacts(m, facts, ip)) return m.decision;
+  return undefined;
+}
+
+/** The first allow of the first list, when every list has an allow (undefined for no lists). */
+function allowedByAll(lists: Matcher[][], facts: Facts, ip: IpBytes | undefined): Decision | undefined {
+  let first: Decision | undefined;
+  for (const candidates of lists) {
+    const d = firstAllow(candidates, facts, ip);
+    if (!d) return undefined;
+    first ??= d;
+  }
+  return first;
 }
 
 function getOrCreate<K, K2, V>(map: Map<K, Map<K2, V>>, key: K): Map<K2, V> {

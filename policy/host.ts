@@ -3,9 +3,11 @@
 import { domainToASCII } from 'node:url';
 import { normalizeIp } from './cidr.js';
 
-const PLAIN_HOST = /^[a-z0-9-]+(?:\.[a-z0-9-]+)*$/;
 const WILDCARD_PLACEHOLDER = 'bulkhead-any-label';
-const LABEL = /^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)$/;
+// A canonical name: lower-case LDH (and `_`) labels of 1-63 characters, 253 at most in all.
+const CANONICAL_HOST =
+  /^(?=.{1,253}$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
+const NUMERIC_LABEL = /^(?:[0-9]+|0[xX][0-9a-fA-F]*)$/;
 
 /**
  * Canonical form of a DNS name: lower case, no trailing dot, IDN as punycode (xn--).
@@ -14,16 +16,25 @@ const LABEL = /^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)$/;
  */
 export function normalizeHost(text: string): string | undefined {
   if (text.length === 0 || text.length > 1024) return undefined;
-  let host = text;
-  if (!PLAIN_HOST.test(host)) {
-    host = domainToASCII(host);
-    if (host === '') return undefined;
-  }
+  // Already canonical (the common case): no allocation.
+  if (CANONICAL_HOST.test(text)) return text;
+  let host = domainToASCII(text);
   if (host.endsWith('.')) host = host.slice(0, -1);
-  if (host.length === 0 || host.length > 253) return undefined;
-  const labels = host.split('.');
-  for (const label of labels) if (!LABEL.test(label)) return undefined;
-  return host;
+  return CANONICAL_HOST.test(host) ? host : undefined;
+}
+
+/** The last label is all digits or `0x` hex (checked in place: this runs on every miss). */
+function lastLabelIsNumeric(name: string): boolean {
+  const start = name.lastIndexOf('.') + 1;
+  if (start >= name.length) return false;
+  const c0 = name.charCodeAt(start);
+  const c1 = name.charCodeAt(start + 1);
+  if (c0 === 48 && (c1 === 120 || c1 === 88)) return NUMERIC_LABEL.test(name.slice(start));
+  for (let i = start; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
 }
 
 /**
@@ -32,14 +43,22 @@ export function normalizeHost(text: string): string | undefined {
  * label is numeric is an IPv4 literal (`0x7f.1`, `2130706433`), never a host name.
  */
 export function classifyHost(text: string): { ip: string } | { host: string } | undefined {
-  const trimmed = text.endsWith('.') && !text.includes(':') ? text.slice(0, -1) : text;
-  const ip = normalizeIp(trimmed);
-  if (ip !== undefined) return { ip };
-  if (text.includes(':') || text.includes('[')) return undefined;
+  if (text.includes(':') || text.startsWith('[')) {
+    const ip = normalizeIp(text);
+    return ip === undefined ? undefined : { ip };
+  }
+  const trimmed = text.endsWith('.') ? text.slice(0, -1) : text;
+  if (lastLabelIsNumeric(trimmed)) {
+    const ip = normalizeIp(trimmed);
+    return ip === undefined ? undefined : { ip };
+  }
   const host = normalizeHost(text);
   if (host === undefined) return undefined;
-  const lastLabel = host.slice(host.lastIndexOf('.') + 1);
-  if (/^(?:\d+|0x[0-9a-f]*)$/.test(lastLabel)) return undefined;
+  // IDN mapping can turn full-width digits into ASCII ones: the WHATWG rule applies again.
+  if (lastLabelIsNumeric(host)) {
+    const ip = normalizeIp(host);
+    return ip === undefined ? undefined : { ip };
+  }
   return { host };
 }
 
@@ -169,23 +188,23 @@ export class HostTrie<T> {
 
   /** Every value whose pattern matches `host` (already normalised). */
   lookup(host: string): T[] {
-    const labels = host.split('.').reverse();
     const exact: T[] = [];
     const below: T[][] = [];
-    this.walk(this.root, labels, 0, exact, below);
-    for (let i = below.length - 1; i >= 0; i--) exact.push(...(below[i] as T[]));
+    this.walk(this.root, host, host.length, exact, below);
+    for (let i = below.length - 1; i >= 0; i--) for (const value of below[i] as T[]) exact.push(value);
     return exact;
   }
 
-  private walk(node: HostTrieNode<T>, labels: string[], depth: number, exact: T[], below: T[][]): void {
-    if (depth === labels.length) {
-      if (node.exact) exact.push(...node.exact);
+  /** `end`: exclusive end of the labels not consumed yet (-1 when all are). */
+  private walk(node: HostTrieNode<T>, host: string, end: number, exact: T[], below: T[][]): void {
+    if (end < 0) {
+      if (node.exact) for (const value of node.exact) exact.push(value);
       return;
     }
     if (node.below) below.push(node.below);
-    const label = labels[depth] as string;
-    const next = node.children?.get(label);
-    if (next) this.walk(next, labels, depth + 1, exact, below);
-    if (node.anyLabel) this.walk(node.anyLabel, labels, depth + 1, exact, below);
+    const start = host.lastIndexOf('.', end - 1) + 1;
+    const next = node.children?.get(start === 0 && end === host.length ? host : host.slice(start, end));
+    if (next) this.walk(next, host, start - 1, exact, below);
+    if (node.anyLabel) this.walk(node.anyLabel, host, start - 1, exact, below);
   }
 }

@@ -10,7 +10,11 @@ const HEX = '0123456789ABCDEF';
  * slashes collapsed, `.` and `..` segments resolved (also Tomcat's `..;` form), never above `/`.
  * Encoded slashes (`%2F`) stay encoded: they are not segment separators to the matcher.
  */
+const NEEDS_WORK = /[%\\;?#]|\/\.|\/\/|^[^/]/;
+
 export function normalizePath(raw: string): string {
+  // Already normal (the common case): returned as is, no allocation.
+  if (raw.length > 0 && !NEEDS_WORK.test(raw)) return raw;
   let end = raw.length;
   const q = raw.indexOf('?');
   if (q !== -1) end = q;

@@ -71,7 +71,7 @@ export interface StringOptions {
 }
 
 class StringSchema<T extends string = string> extends Base<T> {
-  constructor(private readonly options: StringOptions = {}) {
+  constructor(readonly options: StringOptions = {}) {
     super();
   }
   toJsonSchema(): JsonSchema {
@@ -122,8 +122,8 @@ class StringSchema<T extends string = string> extends Base<T> {
 
 class IntegerSchema extends Base<number> {
   constructor(
-    private readonly min: number,
-    private readonly max: number,
+    readonly min: number,
+    readonly max: number,
   ) {
     super();
   }
@@ -153,7 +153,7 @@ class BooleanSchema extends Base<boolean> {
 }
 
 class EnumSchema<T extends string> extends Base<T> {
-  constructor(private readonly values: readonly T[]) {
+  constructor(readonly values: readonly T[]) {
     super();
   }
   toJsonSchema(): JsonSchema {
@@ -173,8 +173,8 @@ class EnumSchema<T extends string> extends Base<T> {
 
 class ArraySchema<T> extends Base<T[]> {
   constructor(
-    private readonly item: Schema<T, boolean>,
-    private readonly options: { minItems?: number; maxItems?: number } = {},
+    readonly item: Schema<T, boolean>,
+    readonly options: { minItems?: number; maxItems?: number } = {},
   ) {
     super();
   }
@@ -212,7 +212,7 @@ class ArraySchema<T> extends Base<T[]> {
 class ObjectSchema<S extends Shape> extends Base<InferShape<S>> {
   constructor(
     readonly shape: S,
-    private readonly options: { minProperties?: number; refine?: (value: InferShape<S>) => Issue[] } = {},
+    readonly options: { minProperties?: number; refine?: (value: InferShape<S>) => Issue[] } = {},
   ) {
     super();
   }
@@ -278,9 +278,9 @@ class ObjectSchema<S extends Shape> extends Base<InferShape<S>> {
 
 class RecordSchema<T> extends Base<Record<string, T>> {
   constructor(
-    private readonly value: Schema<T, boolean>,
-    private readonly keyPattern: RegExp,
-    private readonly keyName: string,
+    readonly value: Schema<T, boolean>,
+    readonly keyPattern: RegExp,
+    readonly keyName: string,
   ) {
     super();
   }
@@ -316,7 +316,7 @@ class RecordSchema<T> extends Base<Record<string, T>> {
 
 /** One of several shapes; the first whose JS type fits is used (string vs list vs mapping). */
 class UnionSchema<T> extends Base<T> {
-  constructor(private readonly members: Schema<unknown, boolean>[]) {
+  constructor(readonly members: Schema<unknown, boolean>[]) {
     super();
   }
   toJsonSchema(): JsonSchema {
@@ -347,8 +347,8 @@ class UnionSchema<T> extends Base<T> {
 
 class OneOrManySchema<T> extends Base<T | T[]> {
   constructor(
-    private readonly item: Schema<T, boolean>,
-    private readonly list: ArraySchema<T>,
+    readonly item: Schema<T, boolean>,
+    readonly list: ArraySchema<T>,
   ) {
     super();
   }
@@ -380,7 +380,7 @@ export function custom<T>(
 class OptionalSchema<T> implements Schema<T, true> {
   readonly optional = true as const;
   readonly _type?: T;
-  constructor(private readonly inner: Schema<T, boolean>) {}
+  constructor(readonly inner: Schema<T, boolean>) {}
   get description() {
     return this.inner.description;
   }
