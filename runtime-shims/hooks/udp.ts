@@ -2,7 +2,7 @@
 // A send on a connected socket carries no address; its connect was decided.
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
-import { type BindingLoader, lockHook, ownerOf } from './lock.js';
+import { type BindingLoader, lockHook } from './lock.js';
 
 type Fn = (this: object, ...args: unknown[]) => unknown;
 
@@ -14,12 +14,11 @@ export function installUdp(core: ShimCore, binding: BindingLoader): void {
     return;
   }
 
-  const denied = (handle: object, address: string, port: number, syscall: string) => {
+  const denied = (address: string, port: number, syscall: string) => {
     const decision = core.decideConnect(address, port, 'udp', undefined, undefined);
     if (decision.decision === 'allow') return undefined;
     core.report('udp', decision, { host: core.namesOf(address)?.[0], ip: address, port, protocol: 'udp' });
     if (!decision.blocked) return undefined;
-    void handle;
     return deniedError(syscall, `${address}:${port}`, decision.rule, core.status().revision, address, port);
   };
 
@@ -28,7 +27,7 @@ export function installUdp(core: ShimCore, binding: BindingLoader): void {
     const original = proto[method];
     if (typeof original !== 'function') continue;
     const hook: Fn = function udpConnect(address, port, ...rest) {
-      if (typeof address === 'string' && typeof port === 'number' && denied(this, address, port, 'connect'))
+      if (typeof address === 'string' && typeof port === 'number' && denied(address, port, 'connect'))
         return DENIED_ERRNO;
       return original.call(this, address, port, ...rest);
     };
@@ -38,21 +37,19 @@ export function installUdp(core: ShimCore, binding: BindingLoader): void {
     const original = proto[method];
     if (typeof original !== 'function') continue;
     // send(req, list, count, port, address, hasCallback) — or (req, list, count, hasCallback) when connected.
-    const hook: Fn = function udpSend(req, list, count, port, address, ...rest) {
-      if (typeof address === 'string' && typeof port === 'number') {
-        const error = denied(this, address, port, 'send');
+    const hook: Fn = function udpSend(...args) {
+      const port = args[3];
+      const address = args[4];
+      if (args.length >= 6 && typeof address === 'string' && typeof port === 'number') {
+        const error = denied(address, port, 'send');
         if (error) {
-          const callback = (req as { callback?: unknown } | undefined)?.callback;
-          if (typeof callback === 'function') {
-            process.nextTick(callback as (e: Error) => void, error);
-            return 0;
-          }
+          const callback = (args[0] as { callback?: unknown } | undefined)?.callback;
           // Node drops a failed send without a callback silently; so do we (the record is made).
-          void ownerOf(this);
+          if (typeof callback === 'function') process.nextTick(callback as (e: Error) => void, error);
           return 0;
         }
       }
-      return original.call(this, req, list, count, port, address, ...rest);
+      return original.apply(this, args);
     };
     ok = lockHook(core, proto, method, hook, `UDP.prototype.${method}`, 'udp') && ok;
   }

@@ -305,3 +305,80 @@ export function selfSignedCert(dir: string): { key: string; cert: string } {
   if (made.status !== 0) throw new Error('openssl could not make a test certificate');
   return { key: readFileSync(keyFile, 'utf8'), cert: readFileSync(certFile, 'utf8') };
 }
+
+export const NETNS_SERVERS = join(ROOT, 'test/shim/fixtures/netns-servers.cjs');
+
+export interface NetnsRun {
+  results: string[];
+  events: Record<string, unknown>[];
+  stderr: string;
+}
+
+/**
+ * Run the probe inside a fresh network + mount namespace (root, `unshare`), with its own
+ * /etc/hosts, a resolv.conf pointing at a counting DNS responder on 127.0.0.1:53, and counting
+ * TCP listeners (169.254.169.254 is added to the namespace's loopback for rebinding tests).
+ */
+export async function probeInNetns(
+  fixture: Fixture,
+  attempts: Record<string, unknown>[],
+  options: { hosts: string; dnsAnswers: Record<string, string>; listen: { host: string; port: number }[] },
+): Promise<NetnsRun> {
+  const dir = mkdtempSync(join(fixture.dir, 'ns-'));
+  const hostsFile = join(dir, 'hosts');
+  const resolvFile = join(dir, 'resolv.conf');
+  const logFile = join(dir, 'events.ndjson');
+  const readyFile = join(dir, 'ready');
+  writeFileSync(hostsFile, `127.0.0.1 localhost\n${options.hosts}\n`);
+  writeFileSync(resolvFile, 'nameserver 127.0.0.1\noptions attempts:1 timeout:1\n');
+  writeFileSync(logFile, '');
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const node = q(process.execPath);
+  const script = [
+    'set -e',
+    'ip link set lo up',
+    'ip addr add 169.254.169.254/32 dev lo',
+    `mount --bind ${q(hostsFile)} /etc/hosts`,
+    `mount --bind ${q(resolvFile)} /etc/resolv.conf`,
+    `${node} ${q(NETNS_SERVERS)} ${q(logFile)} ${q(readyFile)} ${q(JSON.stringify(options.dnsAnswers))} ${q(JSON.stringify(options.listen))} </dev/null >/dev/null 2>&1 & servers=$!`,
+    `i=0; while [ ! -f ${q(readyFile)} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done`,
+    `status=0; ${node} --require ${q(REGISTER_CJS)} ${q(PROBE)} || status=$?`,
+    'kill $servers 2>/dev/null || true',
+    'exit $status',
+  ].join('\n');
+  const run = await new Promise<RunResult>((resolveRun) => {
+    const child = spawn('unshare', ['--net', '--mount', 'sh', '-c', script], {
+      env: { ...fixture.env(), PROBE_SHIM_API: SHIM_CJS },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    running.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => {
+      stdout += c;
+    });
+    child.stderr.on('data', (c) => {
+      stderr += c;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      running.delete(child);
+      let json: Record<string, unknown> = {};
+      try {
+        json = JSON.parse(stdout.trim().split('\n').pop() ?? '{}');
+      } catch {
+        json = {};
+      }
+      resolveRun({ code, stdout, stderr, json });
+    });
+    child.stdin.end(JSON.stringify(attempts));
+  });
+  const results = run.json.results as string[] | undefined;
+  if (!results) throw new Error(`netns probe failed (exit ${run.code}): ${run.stderr}\n${run.stdout}`);
+  const events = readFileSync(logFile, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { results, events, stderr: run.stderr };
+}
