@@ -234,6 +234,35 @@ describe('invoke results', () => {
     expect(sandbox.initCountValue).toBe(3);
   });
 
+  it('passes trace id, client context and cognito identity as the runtime API headers', async () => {
+    const sandbox = emulator({});
+    const traceId = 'Root=1-5f35ae12-0c0fec141ab77a00bc047aa2;Parent=2be948a625588e32;Sampled=1';
+    const result = await sandbox.invoke(
+      { hello: 'world' },
+      {
+        traceId,
+        clientContext: { custom: { tenant: 't1' } },
+        cognitoIdentity: { cognitoIdentityId: 'id-1', cognitoIdentityPoolId: 'pool-1' },
+        functionArn: 'arn:aws:lambda:us-east-1:012345678912:function:test_function:live',
+      },
+    );
+    expect(result.json()).toMatchObject({
+      echo: { hello: 'world' },
+      requestId: result.requestId,
+      arn: 'arn:aws:lambda:us-east-1:012345678912:function:test_function:live',
+      trace: traceId,
+      clientContext: expect.objectContaining({ custom: { tenant: 't1' } }),
+      identity: expect.objectContaining({ cognitoIdentityId: 'id-1', cognitoIdentityPoolId: 'pool-1' }),
+    });
+  });
+
+  it('collects a streamed response', async () => {
+    const sandbox = emulator({ taskRoot: join(FIXTURES, 'functions', 'streaming') });
+    const result = await sandbox.invoke({ parts: ['one ', 'two ', 'three'] });
+    expect(result.status, sandbox.logText()).toBe('success');
+    expect(result.payload.toString('utf8')).toContain('one two three');
+  });
+
   it('answers an oversized response with 413 RequestEntityTooLarge', async () => {
     const sandbox = emulator({});
     const result = await sandbox.invoke({ action: 'big', bytes: 7 * 1024 * 1024 });
