@@ -85,7 +85,7 @@ function buildMatcher(rule: CompiledRule): Matcher {
       !rule.ports &&
       !rule.methods &&
       !rule.paths &&
-      (!rule.protocols || rule.protocols.includes('dns') || rule.protocols.includes('udp')),
+      (!rule.protocols || rule.protocols.includes('dns')),
   };
 }
 

@@ -82,6 +82,9 @@ export function parseHostPattern(
   if (text === '*') return { ok: true, pattern: { labels: [], subtree: true, text: '*' } };
   const subtree = text.startsWith('*.');
   const rest = subtree ? text.slice(2) : text;
+  // Canonical already (what compiled bundles hold): no IDN or placeholder work.
+  if (CANONICAL_HOST.test(rest) && !lastLabelIsNumeric(rest))
+    return { ok: true, pattern: { labels: rest.split('.').reverse(), subtree, text } };
   if (rest.includes(':') || rest.includes('[') || normalizeIp(rest) !== undefined)
     return { ok: false, message: `${JSON.stringify(text)} is an IP address: use cidr` };
   const placeholders: string[] = [];

@@ -114,6 +114,20 @@ describe('deny beats allow; observe never blocks', () => {
     });
   });
 
+  it('a deny limited to a protocol other than dns leaves the DNS query alone', () => {
+    const tcpOnly = deciderFor({
+      allow: ['to: { host: x.com }'],
+      deny: ['to: { host: x.com, protocol: tcp }'],
+    });
+    expect(tcpOnly.decideName('x.com').decision).toBe('allow');
+    expect(tcpOnly.decide(tcp('x.com')).blocked).toBe(true);
+    const dnsToo = deciderFor({
+      allow: ['to: { host: x.com }'],
+      deny: ['to: { host: x.com, protocol: [dns, tcp] }'],
+    });
+    expect(dnsToo.decideName('x.com')).toMatchObject({ decision: 'deny', rule: 'p/deny[0]' });
+  });
+
   it('a deny rule constrained by port applies only to that port; DNS is refused only by name-only denies', () => {
     const d = deciderFor({ allow: ['to: { host: x.com }'], deny: ['to: { host: x.com, port: 25 }'] });
     expect(d.decide(tcp('x.com', 25)).blocked).toBe(true);
