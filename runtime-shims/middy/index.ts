@@ -1,0 +1,21 @@
+// bulkhead/middy: the same per-invocation work as bulkhead/aws, as a middy middleware.
+//
+//   import middy from '@middy/core';
+//   import { bulkheadMiddleware } from 'bulkhead/middy';
+//   export const handler = middy().use(bulkheadMiddleware()).handler(async (event) => { … });
+//
+// A middleware that ends requests early (cache, warmup, CORS preflight) makes middy skip every
+// `after`: call `bulkheadCleanup(request)` from it, or Bulkhead flushes on the next invocation.
+import { coreShim } from '../aws/core-binding.js';
+import { createBulkheadMiddleware } from './middleware.js';
+
+export type { TelemetryStage } from '../aws/invocation.js';
+export {
+  BULKHEAD_CLEANUP_KEY,
+  type BulkheadMiddlewareOptions,
+  bulkheadCleanup,
+  type MiddlewareLikeObj,
+  type MiddyLikeRequest,
+} from './middleware.js';
+
+export const bulkheadMiddleware = createBulkheadMiddleware(coreShim);

@@ -1,0 +1,165 @@
+// The handler redirect (dist/lambda-handler.cjs) run the way Lambda runs it: the real aws-lambda-ric
+// in a sandbox of the Lambda emulator, `_HANDLER` pointing at the redirect, the function's own handler
+// in BULKHEAD_ORIGINAL_HANDLER. Needs `npm run build` (npm test builds first).
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LambdaEmulator, type SandboxOptions } from '../emulator/index.js';
+import { type FakeExtension, startFakeExtension } from './helpers.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const REDIRECT = join(root, 'dist', 'lambda-handler.handler');
+
+let taskRoot: string;
+let extension: FakeExtension;
+let closedPortServer: Server;
+let targetPort = 0;
+const emulators: LambdaEmulator[] = [];
+const temps: string[] = [];
+
+function write(relative: string, text: string): void {
+  const file = join(taskRoot, relative);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, text);
+}
+
+beforeAll(async () => {
+  if (!existsSync(join(root, 'dist', 'lambda-handler.cjs')))
+    throw new Error('dist/lambda-handler.cjs is missing: run `npm run build` first');
+  taskRoot = mkdtempSync(join(tmpdir(), 'bulkhead-task-'));
+  temps.push(taskRoot);
+  extension = await startFakeExtension(1);
+  // A loopback listener the deny test tries to reach: enforcement must stop the connection first.
+  closedPortServer = createServer((socket) => socket.end('reached'));
+  await new Promise<void>((done) => closedPortServer.listen(0, '127.0.0.1', done));
+  targetPort = (closedPortServer.address() as { port: number }).port;
+
+  write(
+    'index.js',
+    `exports.handler = async (event, context) => ({ style: 'cjs', echo: event, requestId: context.awsRequestId });`,
+  );
+  write(
+    'src/esm/app.mjs',
+    `export const handler = async (event, context) => ({ style: 'esm', echo: event, requestId: context.awsRequestId });`,
+  );
+  write(
+    'callback.js',
+    `exports.handler = function (event, context, callback) { setImmediate(() => callback(null, { style: 'callback' })); };`,
+  );
+  write(
+    'stream.js',
+    `exports.handler = awslambda.streamifyResponse(async (event, responseStream) => {
+       responseStream.write('streamed:');
+       responseStream.end(String(event.n));
+     });`,
+  );
+  write(
+    'connect.js',
+    `const net = require('node:net');
+     exports.handler = async (event) => new Promise((done) => {
+       const socket = net.connect(event.port, '127.0.0.1');
+       socket.on('data', (data) => { done({ reached: String(data) }); socket.destroy(); });
+       socket.on('error', (error) => done({ error: error.code }));
+     });`,
+  );
+});
+
+afterEach(async () => {
+  await Promise.all(emulators.splice(0).map((e) => e.close()));
+});
+
+afterAll(async () => {
+  await extension?.close();
+  await new Promise<void>((done) => (closedPortServer ? closedPortServer.close(() => done()) : done()));
+  for (const dir of temps) rmSync(dir, { recursive: true, force: true });
+});
+
+function sandbox(options: Partial<SandboxOptions> & { original?: string }): LambdaEmulator {
+  const { original, env, ...rest } = options;
+  const instance = new LambdaEmulator({
+    taskRoot,
+    handler: REDIRECT,
+    freeze: true,
+    ...rest,
+    env: {
+      BULKHEAD_EXTENSION_URL: extension.url,
+      // Observe mode without a bundle: the tests below that do not test denial must not be denied.
+      BULKHEAD_FAIL_MODE: 'observe',
+      ...(original ? { BULKHEAD_ORIGINAL_HANDLER: original } : {}),
+      ...env,
+    },
+  });
+  emulators.push(instance);
+  return instance;
+}
+
+describe('lambda-handler redirect under aws-lambda-ric', () => {
+  it('loads a CommonJS handler, wraps it, and asks the extension for each request', async () => {
+    const lambda = sandbox({ original: 'index.handler' });
+    extension.asked.length = 0;
+    const first = await lambda.invoke({ n: 1 });
+    const second = await lambda.invoke({ n: 2 });
+    expect(first.status, first.payload.toString()).toBe('success');
+    expect(first.json()).toEqual({ style: 'cjs', echo: { n: 1 }, requestId: first.requestId });
+    expect(second.json()).toMatchObject({ echo: { n: 2 }, requestId: second.requestId });
+    expect(extension.asked).toEqual([first.requestId, second.requestId]);
+  });
+
+  it('loads an ES module handler from a nested folder through import()', async () => {
+    const lambda = sandbox({ original: 'src/esm/app.handler' });
+    const result = await lambda.invoke({ n: 3 });
+    expect(result.status, result.payload.toString()).toBe('success');
+    expect(result.json()).toEqual({ style: 'esm', echo: { n: 3 }, requestId: result.requestId });
+  });
+
+  it('keeps a callback handler working on nodejs24.x, where the runtime refuses three declared parameters', async () => {
+    // Without Bulkhead the runtime refuses it: this is what the two-parameter wrapper avoids.
+    const bare = sandbox({ handler: 'callback.handler', runtimeName: 'nodejs24.x' });
+    const refused = await bare.invoke({});
+    expect(refused.status).not.toBe('success');
+    expect(refused.payload.toString()).toMatch(/callback/i);
+
+    const wrapped = sandbox({ original: 'callback.handler', runtimeName: 'nodejs24.x' });
+    const result = await wrapped.invoke({});
+    expect(result.status, result.payload.toString()).toBe('success');
+    expect(result.json()).toEqual({ style: 'callback' });
+  });
+
+  it('keeps a response-streaming handler streaming', async () => {
+    const lambda = sandbox({ original: 'stream.handler' });
+    const result = await lambda.invoke({ n: 7 });
+    expect(result.status, result.payload.toString()).toBe('success');
+    expect(result.payload.toString()).toBe('streamed:7');
+  });
+
+  it('reports a missing handler the way the runtime does', async () => {
+    const lambda = sandbox({ original: 'absent.handler' });
+    const result = await lambda.invoke({});
+    expect(result.status).not.toBe('success');
+    expect(result.payload.toString()).toContain('Runtime.ImportModuleError');
+  });
+
+  it('installs enforcement without the preload and tags the deny record with the request id', async () => {
+    const state = mkdtempSync(join(tmpdir(), 'bulkhead-state-'));
+    temps.push(state);
+    const spool = join(state, 'spool.ndjson');
+    const lambda = sandbox({
+      original: 'connect.handler',
+      env: { BULKHEAD_FAIL_MODE: 'closed', BULKHEAD_REPORT: spool, BULKHEAD_STATE_DIR: state },
+    });
+    const result = await lambda.invoke({ port: targetPort });
+    expect(result.status, result.payload.toString()).toBe('success');
+    expect(result.json()).toEqual({ error: 'ERR_BULKHEAD_DENIED' });
+    // The wrapper flushed before the runtime answered: the record is on disk now.
+    const records = readFileSync(spool, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as { invocationId?: string; destination: { port?: number } });
+    expect(
+      records.some((r) => r.invocationId === result.requestId && r.destination.port === targetPort),
+    ).toBe(true);
+  });
+});
