@@ -7,7 +7,10 @@ import type { ShimPort } from './shim-port.js';
 export type TelemetryStage = 'install' | 'sync' | 'reload' | 'flush';
 
 export interface InvocationOptions {
-  /** Extension endpoint; default `BULKHEAD_EXTENSION_URL`. An empty string turns the sync off. */
+  /**
+   * Extension endpoint; default `BULKHEAD_EXTENSION_URL`. An empty string turns the sync off. The shim
+   * exempts only the endpoint named by `BULKHEAD_EXTENSION_URL`: another one here is governed by policy.
+   */
   extensionUrl?: string | undefined;
   /** Longest wait for the extension's ready answer (ms, default 1000). */
   readyTimeoutMs?: number | undefined;

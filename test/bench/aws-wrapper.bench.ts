@@ -32,6 +32,8 @@ const server = createServer((_req, res) => {
 });
 await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
 const extensionUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+// As the exec wrapper does: the shim exempts exactly this endpoint, read when it installs (below).
+process.env.BULKHEAD_EXTENSION_URL = extensionUrl;
 
 const handler = async (event: { i: number }) => event.i + 1;
 const withBulkhead = createWithBulkhead(coreShim, { ...process.env, BULKHEAD_EXTENSION_URL: '' });
