@@ -100,15 +100,21 @@ describe('localstack/', () => {
     expect(compose.services.localstack?.volumes).toContain('./sample-function:/opt/bulkhead-sample:ro');
   });
 
-  it('the deploy script uses the commands this repository registers', async () => {
-    const { layerPublishCommand } = await import('../../control/cli/commands/layer-publish.js');
-    const { attachCommand } = await import('../../control/cli/commands/attach.js');
-    const deploy = readFileSync(at('localstack/scripts/deploy.sh'), 'utf8');
-    expect(deploy).toContain(`${layerPublishCommand.path.join(' ')} --region`);
-    expect(deploy).toContain(`${attachCommand.path.join(' ')} bulkhead-sample --layer`);
-    for (const option of ['layer', 'control', 'token-env', 'wait'])
-      expect(attachCommand.options?.[option], `attach --${option}`).toBeDefined();
-    expect(layerPublishCommand.options?.zip).toBeDefined();
+  it('every bulkhead command the deploy script runs exists, with the options it passes', async () => {
+    const { commands } = await import('../../control/cli/commands/index.js');
+    const deploy = readFileSync(at('localstack/scripts/deploy.sh'), 'utf8').replace(/\\\n\s*/g, ' ');
+    const invocations = [...deploy.matchAll(/"\$\{cli\[@\]\}" ([^\n)]+)/g)].map((m) =>
+      (m[1] ?? '').split(/\s+/),
+    );
+    expect(invocations.length).toBeGreaterThanOrEqual(6);
+    for (const words of invocations) {
+      const command = commands
+        .filter((c) => c.path.every((word, i) => words[i] === word))
+        .sort((a, b) => b.path.length - a.path.length)[0];
+      expect(command, words.join(' ')).toBeDefined();
+      for (const word of words.filter((w) => w.startsWith('--')))
+        expect(command?.options?.[word.slice(2)], `${command?.path.join(' ')} ${word}`).toBeDefined();
+    }
   });
 
   it('the sample policy is valid Bulkhead policy', () => {
@@ -179,6 +185,7 @@ describe('deploy/control-api.sam.yaml', () => {
     nodeCheck(at('deploy/fetch-secrets.cjs'));
     const run = readFileSync(at('deploy/run.sh'), 'utf8');
     expect(run).toContain('dist/cli.mjs" control serve');
+    expect(run).toContain('export BULKHEAD_DATABASE_URL');
     expect(run).toContain(['--port "$', '{PORT:-8080}"'].join(''));
   });
 
