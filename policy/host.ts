@@ -18,12 +18,33 @@ export function normalizeHost(text: string): string | undefined {
   if (text.length === 0 || text.length > 1024) return undefined;
   // Already canonical (the common case): no allocation.
   if (CANONICAL_HOST.test(text)) return text;
+  // domainToASCII parses like a URL host: it would cut at "/", "?" or "#", strip tabs and decode
+  // "%2e". A name must be decided as the resolver will see it, so any ASCII outside LDH, "_" and
+  // "." is refused before IDN mapping (non-ASCII goes through UTS #46 to punycode).
+  if (hasForbiddenAscii(text)) return undefined;
   let host = domainToASCII(text);
   if (host.endsWith('.')) host = host.slice(0, -1);
   return CANONICAL_HOST.test(host) ? host : undefined;
 }
 
 /** The last label is all digits or `0x` hex (checked in place: this runs on every miss). */
+/** ASCII other than letters, digits, "-", "." and "_" (control characters included). */
+function hasForbiddenAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x80) continue;
+    const allowed =
+      (c >= 0x61 && c <= 0x7a) ||
+      (c >= 0x41 && c <= 0x5a) ||
+      (c >= 0x30 && c <= 0x39) ||
+      c === 0x2d ||
+      c === 0x2e ||
+      c === 0x5f;
+    if (!allowed) return true;
+  }
+  return false;
+}
+
 function lastLabelIsNumeric(name: string): boolean {
   const start = name.lastIndexOf('.') + 1;
   if (start >= name.length) return false;

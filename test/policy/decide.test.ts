@@ -447,3 +447,79 @@ spec: { appliesTo: [other], mode: enforce, owner: x, allow: [{ to: { host: secre
     expect(compiled).not.toContain('"other"');
   });
 });
+
+describe('hostile requests', () => {
+  const d = deciderFor({
+    allow: ['to: { host: api.example.com, port: 443, paths: ["/v1/**"] }', 'to: { cidr: "2001:db8::/32" }'],
+    deny: ['to: { cidr: 169.254.0.0/16 }', 'to: { cidr: "fd00:ec2::254" }'],
+  });
+
+  it.each([
+    'api.example.com:443',
+    'api.example.com\u0000.evil.com',
+    'api.example.com/evil',
+    'api.example.com evil.com',
+    'api.example.com@evil.com',
+    'user@api.example.com',
+    '*.example.com',
+  ])('host %j is never allowed', (host) => {
+    expect(d.decide({ host, port: 443, protocol: 'tcp' }).decision).toBe('deny');
+    expect(d.decideName(host).decision).toBe('deny');
+  });
+
+  it.each([
+    'fd00:ec2::254',
+    'FD00:EC2:0:0:0:0:0:254',
+    '[fd00:ec2::254]',
+    'fd00:ec2:0000::0254',
+    'fd00:ec2::254%eth0',
+  ])('the EC2 IPv6 metadata address in the form %s is denied', (ip) => {
+    expect(d.decide({ ip, port: 80, protocol: 'tcp' })).toMatchObject({ blocked: true, rule: 'p/deny[1]' });
+    expect(d.decide({ host: ip, port: 80, protocol: 'tcp' })).toMatchObject({
+      blocked: true,
+      rule: 'p/deny[1]',
+    });
+  });
+
+  it('a very long path or name costs a miss, not a crash', () => {
+    const path = `/v1/${'a/'.repeat(50_000)}x`;
+    expect(
+      d.decide({ host: 'api.example.com', port: 443, protocol: 'https', method: 'GET', path }).decision,
+    ).toBe('allow');
+    expect(d.decide({ host: `${'a.'.repeat(5000)}example.com`, port: 443, protocol: 'tcp' }).blocked).toBe(
+      true,
+    );
+  });
+
+  it('never throws, and answers a frozen decision, for any request shape', () => {
+    const text = fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.constantFrom('api.example.com', '169.254.169.254', '::ffff:a9fe:a9fe', '0x7f.1', '', '.', '[', '%'),
+    );
+    const request = fc.record(
+      {
+        host: text,
+        ip: text,
+        sni: text,
+        port: fc.oneof(fc.integer({ min: -5, max: 70_000 }), fc.double(), fc.constant(Number.NaN)),
+        protocol: fc.oneof(
+          fc.constantFrom('tcp', 'udp', 'http', 'https', 'dns'),
+          fc.string({ maxLength: 6 }),
+        ),
+        method: fc.oneof(fc.constantFrom('GET', 'post'), fc.string({ maxLength: 8 })),
+        path: text,
+      },
+      { requiredKeys: ['port', 'protocol'] },
+    );
+    fc.assert(
+      fc.property(request, (r) => {
+        const decision = d.decide(r as DecisionRequest);
+        expect(Object.isFrozen(decision)).toBe(true);
+        expect(['allow', 'deny']).toContain(decision.decision);
+        expect(Object.isFrozen(d.decideName(r.host ?? ''))).toBe(true);
+        expect(Object.isFrozen(d.decideExec(r.path ?? ''))).toBe(true);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});
