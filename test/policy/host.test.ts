@@ -36,6 +36,14 @@ describe('normalizeHost', () => {
     'x-.com',
     `${'a'.repeat(64)}.com`,
     `${'a.'.repeat(127)}com`,
+    'api.example.com/evil',
+    'api.example.com?x',
+    'api.example.com#x',
+    'api.example.com\\x',
+    'a%2eb.com',
+    'a\tb.com',
+    'user@example.com',
+    'example.com:443',
   ])('%j is refused', (input) => {
     expect(normalizeHost(input)).toBeUndefined();
   });
