@@ -1010,8 +1010,8 @@ export class LambdaEmulator {
   // ───────────────────────────── HTTP API ─────────────────────────────
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://sandbox');
-    const path = url.pathname;
+    // Not `new URL()`: a request target like `//x` would be read as a host.
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
     const method = req.method ?? 'GET';
     const invocationMatch = /^\/2018-06-01\/runtime\/invocation\/([^/]+)\/(response|error)$/.exec(path);
     const readsBody =
