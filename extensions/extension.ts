@@ -273,6 +273,7 @@ class Session {
     if (result.error && result.pending) this.log(`reports: ${result.error}; will retry on the next event`);
   }
 
+  /** `fallbackSource`: where the client's held bundle came from, named when the control API cannot confirm it. */
   private async refresh(timeoutMs: number, fallbackSource: BundleSource | undefined): Promise<void> {
     const client = this.client;
     if (!client) return;
@@ -284,8 +285,9 @@ class Session {
     }
     const held = client.current();
     if (outcome.kind === 'not-modified') {
-      if (held && held.revision !== this.revision)
-        this.hold(held.envelopeText, held.revision, fallbackSource ?? 'control-api');
+      // The control API confirmed what the client held (a last good or baked bundle).
+      if (held && held.revision !== this.revision) this.hold(held.envelopeText, held.revision, 'control-api');
+      else if (held) this.source = 'control-api';
       return;
     }
     this.reason = outcome.message;
