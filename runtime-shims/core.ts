@@ -21,7 +21,7 @@ import type {
   WorkloadIdentity,
 } from '../policy/types.js';
 import { type Endpoint, type FailMode, hostKey, readConfig, type ShimConfig } from './config.js';
-import { captureOrigin } from './origin.js';
+import { captureOrigin, originFromStack } from './origin.js';
 import {
   type FlushResult,
   HttpSink,
@@ -457,6 +457,7 @@ export class ShimCore implements ShimInstance {
     decision: Decision,
     destination: DenyRecord['destination'],
     severity?: 'high',
+    startedAt?: { stack?: unknown },
   ): void {
     try {
       const input: RecordInput = {
@@ -466,7 +467,9 @@ export class ShimCore implements ShimInstance {
         mode: decision.mode,
         rule: decision.rule,
         revision: Math.max(this.#revision, 0),
-        origin: captureOrigin(this.isOwnFile),
+        origin:
+          captureOrigin(this.isOwnFile) ??
+          (startedAt ? originFromStack(startedAt.stack, this.isOwnFile) : undefined),
         invocationId: this.currentInvocation(),
       };
       if (severity || decision.rule === 'fail-closed') input.severity = 'high';

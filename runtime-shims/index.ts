@@ -20,7 +20,7 @@ import { installAddon } from './hooks/addon.js';
 import { installDns } from './hooks/dns.js';
 import { installHttp, installHttp2, installUndici } from './hooks/http.js';
 import { bindingLoader } from './hooks/lock.js';
-import { installTcp, installTlsSni } from './hooks/net.js';
+import { installConnectOrigin, installTcp, installTlsSni } from './hooks/net.js';
 import { installProcess } from './hooks/process.js';
 import { installUdp } from './hooks/udp.js';
 import { installWorker } from './hooks/worker.js';
@@ -127,6 +127,7 @@ export function install(options: InstallOptions = {}): ShimStatus {
   core.hooks.errorCode = binding ? registerDeniedErrno(binding) : false;
   const installers: [string, () => void][] = [
     ['tcp', () => binding && installTcp(core, binding)],
+    ['connectOrigin', () => installConnectOrigin(core)],
     ['tlsSni', () => binding && installTlsSni(core, binding)],
     ['dns', () => binding && installDns(core, binding)],
     ['udp', () => binding && installUdp(core, binding)],

@@ -62,7 +62,15 @@ export function captureOrigin(isOwnFile: (file: string) => boolean): Origin | un
   } finally {
     Error.stackTraceLimit = limit;
   }
-  const stack = typeof holder.stack === 'string' ? holder.stack : '';
+  return originFromStack(holder.stack, isOwnFile);
+}
+
+/** A stack captured earlier (where the operation was started), formatted only now, on the deny path. */
+export function originFromStack(
+  stackText: unknown,
+  isOwnFile: (file: string) => boolean,
+): Origin | undefined {
+  const stack = typeof stackText === 'string' ? stackText : '';
   for (const raw of stack.split('\n')) {
     const line = raw.trim();
     if (!line.startsWith('at ')) continue;

@@ -1,6 +1,7 @@
 // TCP at the lowest layer JavaScript reaches: the tcp_wrap binding's connect/connect6, under
 // net, tls, http, https, http2, fetch and every client library. TLS server names are checked
 // against the connection (tls_wrap setServername / start), before the ClientHello leaves.
+import * as net from 'node:net';
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
 import { type BindingLoader, lockHook, ownerOf } from './lock.js';
@@ -17,6 +18,36 @@ function destroyWith(owner: Record<string, unknown>, error: Error): void {
 }
 
 const sniByWrap = new WeakMap<object, string>();
+
+/** Where a socket's connect was called: connects run after a tick, when the caller's frames are gone. */
+export const STARTED_AT = Symbol('bulkhead.startedAt');
+
+/**
+ * Keep an unformatted stack of each Socket#connect call (V8 formats it only if a deny reads it), so a
+ * record can name the application frame that started a connection decided later.
+ */
+export function installConnectOrigin(core: ShimCore): void {
+  const proto = net.Socket.prototype as unknown as Record<string | symbol, unknown>;
+  const connect = proto.connect as (...args: unknown[]) => unknown;
+  if (typeof connect !== 'function') {
+    core.hooks.connectOrigin = false;
+    return;
+  }
+  const hook = function connectWithOrigin(this: Record<symbol, unknown>, ...args: unknown[]): unknown {
+    const holder: { stack?: unknown } = {};
+    Error.captureStackTrace(holder, hook);
+    this[STARTED_AT] = holder;
+    return connect.apply(this, args);
+  };
+  core.hooks.connectOrigin = lockHook(
+    core,
+    proto,
+    'connect',
+    hook,
+    'net.Socket.prototype.connect',
+    'connectOrigin',
+  );
+}
 
 export function installTcp(core: ShimCore, binding: BindingLoader): void {
   const tcpWrap = binding('tcp_wrap') as { TCP?: { prototype: Record<string, ConnectFn> } } | undefined;
@@ -43,13 +74,19 @@ export function installTcp(core: ShimCore, binding: BindingLoader): void {
     }
     const decision = core.decideConnect(address, port, 'tcp', claimed, sni);
     if (decision.decision === 'allow') return undefined;
-    core.report('connect', decision, {
-      host: typeof claimed === 'string' ? claimed : core.namesOf(address)?.[0],
-      ip: address,
-      port,
-      protocol: 'tcp',
-      sni,
-    });
+    core.report(
+      'connect',
+      decision,
+      {
+        host: typeof claimed === 'string' ? claimed : core.namesOf(address)?.[0],
+        ip: address,
+        port,
+        protocol: 'tcp',
+        sni,
+      },
+      undefined,
+      owner?.[STARTED_AT as unknown as string] as { stack?: unknown } | undefined,
+    );
     if (!decision.blocked) return undefined;
     // Happy eyeballs tries the next address on an error number; a plain connect gets our own error.
     const multiple = typeof req.oncomplete === 'function' && req.oncomplete.name === 'afterConnectMultiple';

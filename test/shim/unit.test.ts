@@ -1,0 +1,270 @@
+// In-process units of the shim: identity detection, configuration, the record queue, origin
+// attribution, and the authority parser (property-tested: it reads outside input).
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { DenyRecord } from '../../policy/types.js';
+import { readConfig } from '../../runtime-shims/config.js';
+import { parseAuthority } from '../../runtime-shims/hooks/http.js';
+import { detectIdentity } from '../../runtime-shims/identity.js';
+import { captureOrigin } from '../../runtime-shims/origin.js';
+import { RecordQueue, type Sink, SpoolSink } from '../../runtime-shims/records.js';
+import { countingTcpServer, type Fixture, killAll, makeFixture, probe, spoolRecords } from './harness.js';
+
+const dirs: string[] = [];
+const fixtures: Fixture[] = [];
+afterAll(() => {
+  killAll();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  for (const fx of fixtures) fx.cleanup();
+});
+
+describe('detectIdentity', () => {
+  it('AWS: name, region, runtime from AWS_EXECUTION_ENV, tags; account left to the extension', () => {
+    const id = detectIdentity({
+      AWS_LAMBDA_FUNCTION_NAME: 'charge-card',
+      AWS_REGION: 'eu-west-1',
+      AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs20.x',
+      BULKHEAD_TAGS: 'app=payments,env=prod',
+      BULKHEAD_WORKLOAD: 'account=123456789012,name=spoofed',
+    });
+    expect(id).toEqual({
+      cloud: 'aws',
+      name: 'charge-card',
+      region: 'eu-west-1',
+      runtime: 'nodejs20.x',
+      account: '123456789012',
+      'tag.app': 'payments',
+      'tag.env': 'prod',
+    });
+  });
+
+  it('Azure: site name, region, subscription from WEBSITE_OWNER_NAME', () => {
+    const id = detectIdentity({
+      WEBSITE_SITE_NAME: 'orders-app',
+      REGION_NAME: 'West Europe',
+      WEBSITE_OWNER_NAME: 'a1b2c3d4-0000-1111-2222-333344445555+orders-rg-WestEuropewebspace',
+    });
+    expect(id).toMatchObject({
+      cloud: 'azure',
+      name: 'orders-app',
+      region: 'West Europe',
+      account: 'a1b2c3d4-0000-1111-2222-333344445555',
+    });
+  });
+
+  it('GCP: service, revision, function target, project', () => {
+    const id = detectIdentity({
+      K_SERVICE: 'ledger',
+      K_REVISION: 'ledger-00003',
+      FUNCTION_TARGET: 'handle',
+      GOOGLE_CLOUD_PROJECT: 'acme-prod',
+      BULKHEAD_TAGS: 'team=core',
+    });
+    expect(id).toMatchObject({
+      cloud: 'gcp',
+      name: 'ledger',
+      revision: 'ledger-00003',
+      function: 'handle',
+      account: 'acme-prod',
+      'tag.team': 'core',
+    });
+  });
+
+  it('elsewhere: BULKHEAD_WORKLOAD; malformed text never throws', () => {
+    expect(detectIdentity({ BULKHEAD_WORKLOAD: 'name=batch,tag.app=demo' })).toEqual({
+      cloud: 'other',
+      name: 'batch',
+      'tag.app': 'demo',
+    });
+    fc.assert(
+      fc.property(fc.string(), fc.string(), (workload, tags) => {
+        const id = detectIdentity({ BULKHEAD_WORKLOAD: workload, BULKHEAD_TAGS: tags });
+        expect(typeof id.cloud).toBe('string');
+      }),
+    );
+  });
+});
+
+describe('readConfig', () => {
+  it('exempts exactly the Runtime API, the extension, the report URL and the control API', () => {
+    const config = readConfig({
+      AWS_LAMBDA_RUNTIME_API: '127.0.0.1:9001',
+      BULKHEAD_EXTENSION_URL: 'http://127.0.0.1:2772',
+      BULKHEAD_REPORT: 'https://reports.example.com/v1/reports',
+      BULKHEAD_CONTROL_URL: 'https://Control.Example.com:8443/base',
+    });
+    expect(config.exempt).toEqual([
+      { host: '127.0.0.1', port: 9001 },
+      { host: '127.0.0.1', port: 2772 },
+      { host: 'control.example.com', port: 8443 },
+      { host: 'reports.example.com', port: 443 },
+    ]);
+    expect(config.failMode).toBe('closed');
+  });
+
+  it('reports bad values as problems and stays closed', () => {
+    const config = readConfig({
+      AWS_LAMBDA_RUNTIME_API: 'nonsense',
+      BULKHEAD_FAIL_MODE: 'maybe',
+      BULKHEAD_REPORT: 'ftp://x',
+    });
+    expect(config.failMode).toBe('closed');
+    expect(config.problems.length).toBe(2);
+    expect(config.report).toEqual({ kind: 'spool', path: 'ftp://x' });
+  });
+
+  it('never throws on hostile environment values', () => {
+    fc.assert(
+      fc.property(
+        fc.dictionary(
+          fc.constantFrom(
+            'AWS_LAMBDA_RUNTIME_API',
+            'BULKHEAD_EXTENSION_URL',
+            'BULKHEAD_REPORT',
+            'BULKHEAD_CONTROL_URL',
+            'BULKHEAD_FAIL_MODE',
+            'BULKHEAD_TRUSTED_KEYS',
+          ),
+          fc.string(),
+        ),
+        (env) => {
+          const config = readConfig(env);
+          expect(Array.isArray(config.exempt)).toBe(true);
+        },
+      ),
+    );
+  });
+});
+
+describe('parseAuthority', () => {
+  it('reads host, port and bracketed IPv6', () => {
+    expect(parseAuthority('api.example.com:8443')).toEqual({ host: 'api.example.com', port: 8443 });
+    expect(parseAuthority('[::1]:80')).toEqual({ host: '::1', port: 80 });
+    expect(parseAuthority('example.com')).toEqual({ host: 'example.com', port: undefined });
+    expect(parseAuthority('x:99999')).toBeUndefined();
+  });
+
+  it('never throws and never returns an out-of-range port', () => {
+    fc.assert(
+      fc.property(fc.string(), (text) => {
+        const parsed = parseAuthority(text);
+        if (parsed?.port !== undefined) expect(parsed.port >= 1 && parsed.port <= 65535).toBe(true);
+      }),
+    );
+  });
+});
+
+function recordInput(port: number) {
+  return {
+    kind: 'connect' as const,
+    destination: { ip: '10.0.0.1', port, protocol: 'tcp' as const },
+    decision: 'deny' as const,
+    mode: 'enforce' as const,
+    rule: 'default-deny',
+    revision: 3,
+  };
+}
+
+describe('RecordQueue', () => {
+  it('aggregates repeats, bounds the queue with a dropped count, and delivers in batches', async () => {
+    const batches: DenyRecord[][] = [];
+    const sink: Sink = { description: 'memory', deliver: async (r) => void batches.push([...r]) };
+    const queue = new RecordQueue(sink, () => ({ cloud: 'other' }), {
+      maxPending: 3,
+      maxBatch: 2,
+      log: () => undefined,
+      delayMs: 60_000,
+    });
+    for (let i = 0; i < 5; i++) queue.add(recordInput(1));
+    queue.add(recordInput(2));
+    queue.add(recordInput(3));
+    queue.add(recordInput(4));
+    expect(queue.queued).toBe(3);
+    expect(queue.dropped).toBe(1);
+    const result = await queue.flush();
+    expect(result).toEqual({ delivered: 3, pending: 0, dropped: 1 });
+    expect(batches.map((b) => b.length)).toEqual([2, 1]);
+    expect(batches[0]?.[0]).toMatchObject({ count: 5, workload: { cloud: 'other' } });
+    expect(new Set(batches.flat().map((r) => r.id)).size).toBe(3);
+  });
+
+  it('keeps records across a failing sink, then drops them after the attempt budget; never throws', async () => {
+    let fail = true;
+    const delivered: DenyRecord[] = [];
+    const sink: Sink = {
+      description: 'flaky',
+      deliver: async (r) => {
+        if (fail) throw new Error('down');
+        delivered.push(...r);
+      },
+    };
+    const lines: string[] = [];
+    const queue = new RecordQueue(sink, () => ({}), {
+      maxAttempts: 2,
+      log: (l) => lines.push(l),
+      delayMs: 60_000,
+    });
+    queue.add(recordInput(1));
+    expect(await queue.flush()).toEqual({ delivered: 0, pending: 1, dropped: 0 });
+    fail = false;
+    expect((await queue.flush()).delivered).toBe(1);
+    fail = true;
+    queue.add(recordInput(2));
+    await queue.flush();
+    expect(await queue.flush()).toEqual({ delivered: 0, pending: 0, dropped: 1 });
+    expect(lines.some((l) => l.includes('flaky'))).toBe(true);
+  });
+
+  it('the spool sink appends one NDJSON line per record to a 0600 file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bulkhead-spool-'));
+    dirs.push(dir);
+    const path = join(dir, 'spool.ndjson');
+    const sink = new SpoolSink(path);
+    const queue = new RecordQueue(sink, () => ({}), { log: () => undefined, delayMs: 60_000 });
+    queue.add(recordInput(1));
+    queue.add(recordInput(2));
+    await queue.flush();
+    sink.close();
+    const lines = readFileSync(path, 'utf8').trim().split('\n');
+    expect(lines.map((l) => JSON.parse(l).destination.port)).toEqual([1, 2]);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+  });
+});
+
+describe('origin', () => {
+  it('finds the nearest application frame and its npm package', () => {
+    const origin = captureOrigin(() => false);
+    expect(origin?.file).toMatch(/unit\.test\.ts$/);
+    expect(origin?.line).toBeGreaterThan(0);
+  });
+
+  it('a deny record names the npm package and file:line that opened the connection', async () => {
+    const server = await countingTcpServer();
+    const dir = mkdtempSync(join(tmpdir(), 'bulkhead-origin-'));
+    dirs.push(dir);
+    const pkg = join(dir, 'node_modules', 'leaky-analytics');
+    mkdirSync(pkg, { recursive: true });
+    writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: 'leaky-analytics', version: '6.6.6' }));
+    writeFileSync(
+      join(pkg, 'index.js'),
+      `module.exports = () => new Promise((r) => {\n  require('net').connect(${server.port}, '127.0.0.1').on('error', r);\n});\n`,
+    );
+    const fx = makeFixture({ allow: [] });
+    fixtures.push(fx);
+    const { results } = await probe(
+      [{ kind: 'eval', code: `require(${JSON.stringify(pkg)})().then(() => 'done')` }],
+      fx.env(),
+    );
+    expect(results[0]).toBe('done');
+    const record = spoolRecords(fx).find((r) => (r.destination as { port: number }).port === server.port);
+    expect(record?.origin).toEqual({
+      package: 'leaky-analytics@6.6.6',
+      file: join(pkg, 'index.js'),
+      line: 2,
+    });
+    await server.close();
+  });
+});
