@@ -162,4 +162,31 @@ describe('lambda-handler redirect under aws-lambda-ric', () => {
       records.some((r) => r.invocationId === result.requestId && r.destination.port === targetPort),
     ).toBe(true);
   });
+
+  it('with the preload in NODE_OPTIONS, as the exec wrapper sets it: one installation, the would-deny tagged', async () => {
+    const state = mkdtempSync(join(tmpdir(), 'bulkhead-state-'));
+    temps.push(state);
+    const spool = join(state, 'spool.ndjson');
+    const logs: string[] = [];
+    const lambda = sandbox({
+      original: 'connect.handler',
+      env: {
+        // Observe: fail-closed would also deny the runtime client's own native addon (a shim matter).
+        BULKHEAD_FAIL_MODE: 'observe',
+        BULKHEAD_REPORT: spool,
+        BULKHEAD_STATE_DIR: state,
+        NODE_OPTIONS: `--require ${join(root, 'dist', 'register.cjs')}`,
+      },
+      onLog: (line) => logs.push(line.line),
+    });
+    const result = await lambda.invoke({ port: targetPort });
+    expect(result.status, result.payload.toString()).toBe('success');
+    expect(result.json()).toEqual({ reached: 'reached' });
+    expect(logs.filter((line) => line.includes('bulkhead: installed'))).toHaveLength(1);
+    const records = readFileSync(spool, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as { invocationId?: string });
+    expect(records.some((r) => r.invocationId === result.requestId)).toBe(true);
+  });
 });
