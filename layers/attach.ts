@@ -181,8 +181,21 @@ export interface AttachResult {
 
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** Whether a function name/ARN names a version or alias (`name:live`, `arn:…:function:name:3`). */
+export function hasQualifier(functionName: string): boolean {
+  const parts = functionName.split(':');
+  if (parts[0] === 'arn') return parts.length > 7;
+  // `name:qualifier`, or the partial ARN `account:function:name[:qualifier]`.
+  return parts.length === 2 || parts.length > 3;
+}
+
 export async function attachLayer(options: AttachOptions): Promise<AttachResult> {
   const progress = options.onProgress ?? (() => undefined);
+  if (hasQualifier(options.functionName))
+    throw new AttachError(
+      `${options.functionName} names a version or alias: configuration changes apply to the unpublished ` +
+        'function ($LATEST); attach to the function name, then publish a version and move the alias',
+    );
   const request: AttachRequest = {
     layerArn: checkLayerArn(options.layerArn),
     controlUrl: checkControlUrl(options.controlUrl),

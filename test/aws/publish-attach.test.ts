@@ -20,6 +20,7 @@ import {
   AttachError,
   attachLayer,
   EXEC_WRAPPER_PATH,
+  hasQualifier,
   layerBase,
   MAX_LAYERS,
   planAttach,
@@ -274,18 +275,20 @@ describe('attach: against the Lambda API', () => {
     });
   });
 
-  it('uses the unqualified ARN for ListTags when the function was read by alias', async () => {
-    lambda
-      .on(GetFunctionConfigurationCommand)
-      .resolves(configWith([], {}, { FunctionArn: `${FUNCTION_ARN}:live` }));
-    lambda.on(UpdateFunctionConfigurationCommand).resolves({});
-    await attachLayer({
-      client: new LambdaClient({ region: 'eu-west-1' }),
-      functionName: `${FUNCTION_ARN}:live`,
-      layerArn: LAYER_V3,
-      controlUrl: CONTROL,
-    });
-    expect(lambda.commandCalls(ListTagsCommand)[0]?.args[0].input).toEqual({ Resource: FUNCTION_ARN });
+  it('refuses a version or alias: configuration changes apply to $LATEST', async () => {
+    const client = new LambdaClient({ region: 'eu-west-1' });
+    for (const functionName of [
+      `${FUNCTION_ARN}:live`,
+      'charge-card:3',
+      '123456789012:function:charge-card:live',
+    ]) {
+      await expect(
+        attachLayer({ client, functionName, layerArn: LAYER_V3, controlUrl: CONTROL }),
+      ).rejects.toThrow(/names a version or alias/);
+    }
+    expect(lambda.calls()).toHaveLength(0);
+    for (const name of ['charge-card', FUNCTION_ARN, '123456789012:function:charge-card'])
+      expect(hasQualifier(name), name).toBe(false);
   });
 
   it('writes nothing when already attached', async () => {
