@@ -28,6 +28,11 @@ export function platformShim(env: NodeJS.ProcessEnv = process.env): InProcessShi
   };
 }
 
+/** Whether enforcement is already on in this process (the preload, or another wrapper). */
+export function shimInstalled(): boolean {
+  return status().installed;
+}
+
 /** The identity this process fetches bundles for, from the platform's environment. */
 export function platformWorkload(env: NodeJS.ProcessEnv): WorkloadIdentity {
   return detectIdentity(env);

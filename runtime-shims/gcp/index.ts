@@ -10,7 +10,7 @@
 // `fn.length`), run the handler tagged with the execution id, and deliver deny records BEFORE the
 // response ends: Cloud Run throttles the CPU once the response is sent, and the framework's SIGTERM
 // handler exits at once, so nothing may be left for later.
-import nodeHttp from 'node:http';
+import { execFileSync } from 'node:child_process';
 import type { WorkloadIdentity } from '../../policy/types.js';
 import {
   createInProcessController,
@@ -18,7 +18,7 @@ import {
   type InProcessOptions,
   type InProcessShim,
 } from '../client/in-process.js';
-import { platformShim, platformWorkload } from '../client/shim-binding.js';
+import { platformShim, platformWorkload, shimInstalled } from '../client/shim-binding.js';
 
 export interface GcpBulkheadOptions
   extends Omit<InProcessOptions, 'workload' | 'env'>,
@@ -27,8 +27,8 @@ export interface GcpBulkheadOptions
   workload?: WorkloadIdentity | undefined;
   /**
    * Ask the metadata server for the project when no project variable is set (default: on Cloud Run,
-   * i.e. when K_SERVICE is set). The request goes through enforcement, so the bundle in force at start
-   * (BULKHEAD_BUNDLE_FILE) must allow `metadata.google.internal:80`; else set GOOGLE_CLOUD_PROJECT.
+   * i.e. when K_SERVICE is set). Asked before enforcement is installed; with the preload (enforcement
+   * already on) it is not asked: set GOOGLE_CLOUD_PROJECT.
    */
   projectFromMetadata?: boolean | undefined;
   /** For tests: the shim to drive (default: the process-wide shim). */
@@ -58,15 +58,16 @@ export function configure(options: GcpBulkheadOptions = {}): InProcessController
   const holder = globalThis as unknown as Record<symbol, InProcessController | undefined>;
   const existing = holder[CONTROLLER_KEY];
   if (existing) return existing;
-  const env = options.env ?? process.env;
+  let env = options.env ?? process.env;
+  const log = options.log ?? ((line: string) => console.error(`bulkhead: ${line}`));
   const useMetadata = options.projectFromMetadata ?? Boolean(env.K_SERVICE);
-  const workload: InProcessOptions['workload'] =
-    options.workload ??
-    (useMetadata ? () => withMetadataProject(platformWorkload(env), env) : platformWorkload(env));
+  if (!options.workload && useMetadata && !platformWorkload(env).account) {
+    env = withMetadataProject(env, options.shim === undefined && shimInstalled(), log);
+  }
   const controller = createInProcessController(options.shim ?? platformShim(env), {
     ...options,
     env,
-    workload,
+    workload: options.workload ?? platformWorkload(env),
   });
   holder[CONTROLLER_KEY] = controller;
   void controller.start();
@@ -180,43 +181,50 @@ export function cloudEvent<F extends (event: never, ...rest: never[]) => unknown
 }
 
 /**
- * Add the project from the metadata server (`GCE_METADATA_HOST` overrides the host, as in Google's
- * client libraries) when the environment did not name one.
+ * The project from the metadata server (`GCE_METADATA_HOST` overrides the host, as in Google's client
+ * libraries), asked once, synchronously, BEFORE enforcement is installed, so that the shim's own
+ * identity (records, bundle scope) includes it. A short-lived Node child does the request (about 50 ms
+ * of cold start, only when no project variable is set). When the preload installed enforcement first,
+ * the identity is already fixed: then GOOGLE_CLOUD_PROJECT must be set.
  */
-async function withMetadataProject(
-  identity: WorkloadIdentity,
+function withMetadataProject(
   env: NodeJS.ProcessEnv,
-): Promise<WorkloadIdentity> {
-  if (identity.account) return identity;
-  const project = await metadataProject(env.GCE_METADATA_HOST || 'metadata.google.internal');
-  return project ? { ...identity, account: project } : identity;
+  enforcementInstalled: boolean,
+  log: (line: string) => void,
+): NodeJS.ProcessEnv {
+  if (enforcementInstalled) {
+    log(
+      'project unknown: the preload fixed the identity before the metadata server could be asked; set GOOGLE_CLOUD_PROJECT',
+    );
+    return env;
+  }
+  const url = `http://${env.GCE_METADATA_HOST || 'metadata.google.internal'}/computeMetadata/v1/project/project-id`;
+  let project = '';
+  try {
+    project = execFileSync(process.execPath, ['-e', METADATA_LOOKUP, url], {
+      encoding: 'utf8',
+      timeout: METADATA_TIMEOUT_MS + 500,
+      env: { PATH: env.PATH ?? '' },
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
+  } catch {
+    project = '';
+  }
+  if (!/^[a-z][a-z0-9.:-]{0,127}$/.test(project)) {
+    log(`project not found on the metadata server (${url}); set GOOGLE_CLOUD_PROJECT`);
+    return env;
+  }
+  return { ...env, GOOGLE_CLOUD_PROJECT: project };
 }
 
-function metadataProject(host: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const req = nodeHttp.get(
-      `http://${host}/computeMetadata/v1/project/project-id`,
-      { headers: { 'metadata-flavor': 'Google' }, timeout: METADATA_TIMEOUT_MS },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          body += chunk;
-          if (body.length > 256) res.destroy();
-        });
-        res.on('end', () => {
-          const project = body.trim();
-          resolve(res.statusCode === 200 && /^[a-z][a-z0-9.:-]{0,127}$/.test(project) ? project : undefined);
-        });
-        res.on('error', () => resolve(undefined));
-      },
-    );
-    req.on('timeout', () => req.destroy());
-    req.on('error', (error: NodeJS.ErrnoException) => {
-      console.error(
-        `bulkhead: project not found on the metadata server (${error.code ?? error.message}); set GOOGLE_CLOUD_PROJECT or allow metadata.google.internal:80`,
-      );
-      resolve(undefined);
-    });
-  });
-}
+/** Runs in the lookup child: prints the project id (nothing on any failure). */
+const METADATA_LOOKUP = `
+const request = require('node:http').get(process.argv[1], { headers: { 'metadata-flavor': 'Google' }, timeout: ${METADATA_TIMEOUT_MS} }, (res) => {
+  let body = '';
+  res.setEncoding('utf8');
+  res.on('data', (chunk) => { body += chunk; if (body.length > 256) res.destroy(); });
+  res.on('end', () => { if (res.statusCode === 200) process.stdout.write(body); });
+});
+request.on('timeout', () => request.destroy());
+request.on('error', () => {});
+`;
