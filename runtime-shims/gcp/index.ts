@@ -183,8 +183,8 @@ export function cloudEvent<F extends (event: never, ...rest: never[]) => unknown
 /**
  * The project from the metadata server (`GCE_METADATA_HOST` overrides the host, as in Google's client
  * libraries), asked once, synchronously, BEFORE enforcement is installed, so that the shim's own
- * identity (records, bundle scope) includes it. A short-lived Node child does the request (about 50 ms
- * of cold start, only when no project variable is set). When the preload installed enforcement first,
+ * identity (records, bundle scope) includes it. A short-lived Node child does the request (one Node
+ * start at cold start, only when no project variable is set). When the preload installed enforcement first,
  * the identity is already fixed: then GOOGLE_CLOUD_PROJECT must be set.
  */
 function withMetadataProject(
