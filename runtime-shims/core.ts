@@ -185,7 +185,16 @@ export class ShimCore implements ShimInstance {
   #watcher: FSWatcher | undefined;
   #reloadTimer: NodeJS.Timeout | undefined;
   #execRealPath: string | undefined;
-  readonly #scratch: DecisionRequest = { port: 0, protocol: 'tcp' };
+  // Every key an own property: an accessor planted on Object.prototype cannot answer for a missing one.
+  readonly #scratch: DecisionRequest = {
+    host: undefined,
+    ip: undefined,
+    port: 0,
+    protocol: 'tcp',
+    sni: undefined,
+    method: undefined,
+    path: undefined,
+  };
   #unknowable: ReadonlySet<string>;
 
   constructor(options: CoreOptions) {

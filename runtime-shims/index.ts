@@ -16,6 +16,7 @@ import {
   type ShimStatus,
 } from './core.js';
 import { registerDeniedErrno } from './errors.js';
+import { hardenIntrinsics, intrinsicsIntact } from './harden.js';
 import { installAddon } from './hooks/addon.js';
 import { installDns } from './hooks/dns.js';
 import { installHttp, installHttp2, installUndici } from './hooks/http.js';
@@ -123,6 +124,12 @@ export function install(options: InstallOptions = {}): ShimStatus {
     configurable: false,
     enumerable: false,
   });
+  try {
+    core.hooks.intrinsics = hardenIntrinsics() > 0;
+    core.hookChecks.intrinsics = intrinsicsIntact;
+  } catch {
+    core.hooks.intrinsics = false;
+  }
   const binding = bindingLoader();
   core.hooks.errorCode = binding ? registerDeniedErrno(binding) : false;
   const installers: [string, () => void][] = [

@@ -54,6 +54,7 @@ function decideL7(core: ShimCore, facts: L7Facts, otherHost: string | undefined)
     method: facts.method.toUpperCase(),
     path: facts.path,
     ip: facts.ip,
+    sni: undefined,
   };
   let decision = core.decideRequest(request);
   if (decision.decision === 'allow' && otherHost && otherHost.toLowerCase() !== request.host) {
@@ -208,6 +209,7 @@ export function installUndici(core: ShimCore): void {
         protocol,
         method: typeof request.method === 'string' ? request.method : 'GET',
         path,
+        ip: undefined,
       };
       const denied = gateL7(core, facts, headerHost ? host.replace(/^\[|\]$/g, '') : undefined);
       // undici aborts a request whose `error` is set when it is handed a connection, before writing it.
@@ -256,6 +258,7 @@ export function installHttp2(core: ShimCore): void {
         protocol: origin?.protocol ?? 'https',
         method,
         path: method.toUpperCase() === 'CONNECT' ? String(h[':authority'] ?? '') : path,
+        ip: undefined,
       };
       const denied = gateL7(core, facts, authority ? origin?.host : undefined);
       if (denied) throw denied;

@@ -149,7 +149,15 @@ export function installTlsSni(core: ShimCore, binding: BindingLoader): void {
       const decision =
         typeof address === 'string' && typeof port === 'number'
           ? core.decideConnect(address, port, 'tcp', owner._host, sni)
-          : core.decideRequest({ host: sni, port: 443, protocol: 'https' });
+          : core.decideRequest({
+              host: sni,
+              ip: undefined,
+              port: 443,
+              protocol: 'https',
+              sni: undefined,
+              method: undefined,
+              path: undefined,
+            });
       if (decision.decision !== 'allow') {
         core.report('connect', decision, {
           host: sni,

@@ -1,0 +1,185 @@
+// Code in the governed process shares the JavaScript builtins the decision path runs on. Replacing
+// Map.prototype.get, an array iterator or the global Map would let it forge a decision without
+// touching any hook. The builtins the path uses are made read-only at install (the methods named
+// below, not whole prototypes): an assignment over one fails (TypeError in strict code), which the
+// README lists as the one behaviour change the shim makes to the language.
+
+type Holder = Record<PropertyKey, unknown>;
+
+const METHODS: [string, object | undefined, PropertyKey[]][] = [
+  [
+    'Map.prototype',
+    Map.prototype,
+    ['get', 'set', 'has', 'delete', 'clear', 'forEach', 'keys', 'values', 'entries', Symbol.iterator],
+  ],
+  [
+    'Set.prototype',
+    Set.prototype,
+    ['has', 'add', 'delete', 'clear', 'forEach', 'values', 'keys', Symbol.iterator],
+  ],
+  ['WeakMap.prototype', WeakMap.prototype, ['get', 'set', 'has', 'delete']],
+  [
+    'Array.prototype',
+    Array.prototype,
+    [
+      'push',
+      'pop',
+      'shift',
+      'unshift',
+      'slice',
+      'splice',
+      'concat',
+      'join',
+      'indexOf',
+      'lastIndexOf',
+      'includes',
+      'some',
+      'every',
+      'map',
+      'filter',
+      'find',
+      'findIndex',
+      'forEach',
+      'reduce',
+      'reverse',
+      'flat',
+      'fill',
+      'sort',
+      'entries',
+      'keys',
+      'values',
+      Symbol.iterator,
+    ],
+  ],
+  ['ArrayIterator', Object.getPrototypeOf([][Symbol.iterator]()) as object, ['next']],
+  ['MapIterator', Object.getPrototypeOf(new Map()[Symbol.iterator]()) as object, ['next']],
+  ['SetIterator', Object.getPrototypeOf(new Set()[Symbol.iterator]()) as object, ['next']],
+  [
+    'String.prototype',
+    String.prototype,
+    [
+      'slice',
+      'split',
+      'startsWith',
+      'endsWith',
+      'includes',
+      'indexOf',
+      'lastIndexOf',
+      'toLowerCase',
+      'toUpperCase',
+      'trim',
+      'replace',
+      'search',
+      'charCodeAt',
+      'codePointAt',
+      'padStart',
+      'substring',
+      'normalize',
+      Symbol.iterator,
+    ],
+  ],
+  ['StringIterator', Object.getPrototypeOf(''[Symbol.iterator]()) as object, ['next']],
+  [
+    'RegExp.prototype',
+    RegExp.prototype,
+    ['exec', 'test', Symbol.replace, Symbol.split, Symbol.search, Symbol.match],
+  ],
+  ['Function.prototype', Function.prototype, ['call', 'apply', 'bind']],
+  ['Reflect', Reflect, ['apply', 'construct', 'get', 'ownKeys']],
+  [
+    'Object',
+    Object,
+    [
+      'freeze',
+      'hasOwn',
+      'keys',
+      'entries',
+      'getPrototypeOf',
+      'defineProperty',
+      'getOwnPropertyDescriptor',
+      'assign',
+    ],
+  ],
+  ['Number', Number, ['isInteger', 'isSafeInteger', 'isNaN', 'parseInt']],
+  ['Math', Math, ['max', 'min']],
+  ['JSON', JSON, ['parse', 'stringify']],
+];
+
+/** Constructors the decision path creates or whose species it relies on. */
+const GLOBALS = [
+  'Map',
+  'Set',
+  'WeakMap',
+  'Array',
+  'Object',
+  'String',
+  'Number',
+  'RegExp',
+  'Reflect',
+  'JSON',
+  'Math',
+  'URL',
+  'Uint8Array',
+  'Symbol',
+  'Error',
+  'TypeError',
+];
+const SPECIES: object[] = [Array, Map, Set, RegExp, Uint8Array, Object.getPrototypeOf(Uint8Array) as object];
+
+function lockValue(target: object, key: PropertyKey): boolean {
+  const descriptor = Object.getOwnPropertyDescriptor(target, key);
+  if (!descriptor) return false;
+  if (!descriptor.configurable) return descriptor.writable !== true || 'get' in descriptor;
+  if ('value' in descriptor) {
+    Object.defineProperty(target, key, {
+      value: descriptor.value,
+      writable: false,
+      configurable: false,
+      enumerable: descriptor.enumerable ?? false,
+    });
+  } else {
+    Object.defineProperty(target, key, {
+      get: descriptor.get,
+      set: descriptor.set,
+      configurable: false,
+      enumerable: descriptor.enumerable ?? false,
+    });
+  }
+  return true;
+}
+
+/** Make the builtins the decision path uses read-only. Returns how many were locked; never throws. */
+export function hardenIntrinsics(): number {
+  let locked = 0;
+  for (const [, target, keys] of METHODS) {
+    if (!target) continue;
+    for (const key of keys) {
+      try {
+        if (lockValue(target, key)) locked++;
+      } catch {
+        // A builtin another preload already locked differently: leave it.
+      }
+    }
+  }
+  for (const name of GLOBALS) {
+    try {
+      if (lockValue(globalThis, name)) locked++;
+    } catch {
+      // As above.
+    }
+  }
+  for (const ctor of SPECIES) {
+    try {
+      if (lockValue(ctor, Symbol.species)) locked++;
+    } catch {
+      // As above.
+    }
+  }
+  return locked;
+}
+
+/** For coverage(): are the locked builtins still the ones captured at install? */
+export function intrinsicsIntact(): boolean {
+  const descriptor = Object.getOwnPropertyDescriptor(Map.prototype, 'get') as PropertyDescriptor | undefined;
+  return descriptor?.configurable === false && (globalThis as Holder).Map === Map;
+}
