@@ -101,7 +101,12 @@ export async function runExtension(options: RunOptions): Promise<number> {
   }
   // Ready = fetched, verified and registered: the runtime may start from here on.
   const readyMs = Date.now() - startedAt;
-  await session.afterRegister(registered.accountId, readyMs);
+  try {
+    await session.afterRegister(registered.accountId, readyMs);
+  } catch (error) {
+    // Registered now: exiting would be a crash. Keep serving what is held.
+    log(`after-register work failed: ${(error as Error).message}`);
+  }
   await session.subscribeTelemetry(api);
 
   let failures = 0;
