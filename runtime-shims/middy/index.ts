@@ -5,7 +5,8 @@
 //   export const handler = middy().use(bulkheadMiddleware()).handler(async (event) => { … });
 //
 // A middleware that ends requests early (cache, warmup, CORS preflight) makes middy skip every
-// `after`: call `bulkheadCleanup(request)` from it, or Bulkhead flushes on the next invocation.
+// `after`: create the handler with `middy({ requestEnd: bulkheadRequestEnd })`, or call
+// `bulkheadCleanup(request)` from that middleware; otherwise the records go out with the next flush.
 import { coreShim } from '../aws/core-binding.js';
 import { createBulkheadMiddleware } from './middleware.js';
 
@@ -14,6 +15,7 @@ export {
   BULKHEAD_CLEANUP_KEY,
   type BulkheadMiddlewareOptions,
   bulkheadCleanup,
+  bulkheadRequestEnd,
   type MiddlewareLikeObj,
   type MiddyLikeRequest,
 } from './middleware.js';

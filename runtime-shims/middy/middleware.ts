@@ -45,6 +45,15 @@ export async function bulkheadCleanup(request: MiddyLikeRequest): Promise<void> 
   if (typeof cleanup === 'function') await (cleanup as () => Promise<void>)();
 }
 
+/**
+ * middy plugin hook: `middy({ requestEnd: bulkheadRequestEnd })` flushes after every request, early
+ * returns included, without the early-returning middleware's cooperation (middy 7 also runs it when
+ * the request throws; middy 6 only on success, where `onError` covers the rest).
+ */
+export async function bulkheadRequestEnd(request: MiddyLikeRequest): Promise<void> {
+  await bulkheadCleanup(request);
+}
+
 export function createBulkheadMiddleware(shim: ShimPort, env: NodeJS.ProcessEnv = process.env) {
   return function bulkheadMiddleware(options?: BulkheadMiddlewareOptions): MiddlewareLikeObj {
     const sync = new InvocationSync(shim, resolveInvocationOptions(options, env, 'bulkheadMiddleware'), env);

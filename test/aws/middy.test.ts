@@ -4,6 +4,7 @@ import type { TelemetryStage } from '../../runtime-shims/aws/invocation.js';
 import {
   BULKHEAD_CLEANUP_KEY,
   bulkheadCleanup,
+  bulkheadRequestEnd,
   createBulkheadMiddleware,
   type MiddyLikeRequest,
 } from '../../runtime-shims/middy/middleware.js';
@@ -107,6 +108,23 @@ describe('bulkheadMiddleware with @middy/core 6', () => {
     await (registered as () => Promise<void>)();
     await (registered as () => Promise<void>)();
     expect(flushCount(shim)).toBe(1);
+  });
+
+  it('the requestEnd plugin hook flushes after an early return without the middleware calling cleanup', async () => {
+    const { shim, bulkheadMiddleware, onError } = setup();
+    const cache = { before: async () => 'cached' };
+    const handler = middy({ requestEnd: bulkheadRequestEnd })
+      .use(bulkheadMiddleware({ onError }))
+      .use(cache)
+      .handler(async () => 'x');
+    await expect(handler({}, fakeContext('m-8') as never)).resolves.toBe('cached');
+    expect(flushCount(shim)).toBe(1);
+    // And on the normal path after + requestEnd still flush once.
+    const normal = middy({ requestEnd: bulkheadRequestEnd })
+      .use(bulkheadMiddleware({ onError }))
+      .handler(async () => 'y');
+    await normal({}, fakeContext('m-9') as never);
+    expect(flushCount(shim)).toBe(2);
   });
 
   it('never throws into the request when flushing fails', async () => {
