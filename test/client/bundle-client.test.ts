@@ -79,6 +79,7 @@ class BundleServer {
       return;
     }
     const answer = () => {
+      if (res.headersSent || res.destroyed) return;
       const current = this.published;
       if (!current) return void res.writeHead(404).end('{"error":"no bundle"}');
       if (req.headers['if-none-match'] === current.etag) return void res.writeHead(304).end();
@@ -267,6 +268,24 @@ describe('bundle client', () => {
     expect(c.state().longPolling).toBe(true);
     c.stop();
     expect(c.state().longPolling).toBe(false);
+  });
+
+  it('keeps working after stop(): the controller stops long-polls when idle and starts them again', async () => {
+    server.publish(envelopeFor(1), '"r1"');
+    const c = client({ longPollSeconds: 20 });
+    await c.fetchOnce();
+    c.startLongPoll(() => {});
+    c.stop();
+    server.publish(envelopeFor(2), '"r2"');
+    expect(await c.fetchOnce()).toMatchObject({ kind: 'updated', revision: 2 });
+    const parked = (): number =>
+      server.requests.filter(
+        (r) => r.url.searchParams.get('wait') === '20' && r.headers['if-none-match'] === '"r2"',
+      ).length;
+    const arrived = new Promise<number>((resolve) => c.startLongPoll((outcome) => resolve(outcome.revision)));
+    while (parked() < 1) await new Promise((r) => setTimeout(r, 10));
+    server.publish(envelopeFor(3), '"r3"');
+    expect(await arrived).toBe(3);
   });
 
   it('rejects bad configuration with clear errors', () => {
