@@ -271,4 +271,40 @@ describe('shutdown', () => {
     ]);
     expect(await storedIds(result.requestId)).toEqual(ids);
   });
+
+  it('exits within the budget when the control API does not answer, keeping the records for later', async () => {
+    const proxy = new TamperingProxy(control.url);
+    await proxy.start();
+    try {
+      const emulator = sandbox(layer({ controlUrl: proxy.url, trustedKeys: [control.publicKeyPem] }));
+      const result = (await emulator.invoke({})).json<WriterResult>();
+      appendFileSync(
+        join(emulator.stateDir, 'spool.ndjson'),
+        `${JSON.stringify({
+          id: '00000000-0000-4000-8000-00000000beef',
+          time: new Date().toISOString(),
+          count: 1,
+          workload: { cloud: 'aws', name: 'charge-card' },
+          kind: 'connect',
+          destination: { host: 'late.attacker.test', port: 443 },
+          decision: 'deny',
+          mode: 'enforce',
+          rule: 'default-deny',
+          revision: 1,
+          invocationId: result.requestId,
+        })}\n`,
+      );
+      proxy.hang = true;
+      const shutdown = await emulator.shutdown();
+      expect(shutdown.extensions).toEqual([
+        expect.objectContaining({ name: 'bulkhead', exitedInTime: true, exit: { code: 0, signal: null } }),
+      ]);
+      expect(emulator.logText('extension:bulkhead')).toMatch(/some left in the spool/);
+      // Still in the spool, behind the cursor, for the next start of this sandbox.
+      const cursor = JSON.parse(stateFile(emulator, 'spool.cursor.json')) as { offset: number };
+      expect(stateFile(emulator, 'spool.ndjson').length).toBeGreaterThan(cursor.offset);
+    } finally {
+      await proxy.stop();
+    }
+  });
 });

@@ -112,6 +112,7 @@ export class TamperingProxy {
   url = '';
   tamper = false;
   down = false;
+  hang = false;
   constructor(private readonly target: string) {}
   async start(): Promise<void> {
     this.server = createServer((req, res) => {
@@ -119,6 +120,8 @@ export class TamperingProxy {
         req.socket.destroy();
         return;
       }
+      // A black hole: the request is read and never answered.
+      if (this.hang) return;
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
