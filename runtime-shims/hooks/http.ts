@@ -221,11 +221,41 @@ export function installUndici(core: ShimCore): void {
   try {
     diagnosticsChannel.subscribe('undici:request:create', onCreate);
     const channel = diagnosticsChannel.channel('undici:request:create');
+    pinSubscriber(core, channel as unknown as Record<string, unknown>, onCreate);
     core.hooks.undici = channel.hasSubscribers;
     core.hookChecks.undici = () => channel.hasSubscribers;
   } catch {
     core.hooks.undici = false;
   }
+}
+
+/**
+ * A channel keeps its subscribers in a copy-on-write array property any code can overwrite, and an
+ * emptied channel switches to a prototype whose publish does nothing. Pin ours: every array stored
+ * there keeps our subscriber (others may still come and go), and the channel object cannot change
+ * prototype.
+ */
+function pinSubscriber(core: ShimCore, channel: Record<string, unknown>, subscriber: Function): void {
+  let current = channel._subscribers;
+  if (!Array.isArray(current)) return;
+  Object.defineProperty(channel, '_subscribers', {
+    configurable: false,
+    enumerable: true,
+    get: () => current,
+    set(value: unknown) {
+      if (!Array.isArray(value)) {
+        core.tamper('undici:request:create subscribers replaced');
+        return;
+      }
+      if (!value.includes(subscriber)) {
+        if (value.length === 0 || (current as unknown[]).length > value.length + 1)
+          core.tamper('undici:request:create subscriber removed');
+        value.unshift(subscriber);
+      }
+      current = value;
+    },
+  });
+  Object.preventExtensions(channel);
 }
 
 export function installHttp2(core: ShimCore): void {
