@@ -14,6 +14,7 @@ export const GUARDRAIL_IDS = [
   'owner-required',
   'forbidden-destination',
   'enforce-required',
+  'observe-first',
 ] as const;
 export type GuardrailId = (typeof GUARDRAIL_IDS)[number];
 
@@ -356,6 +357,13 @@ export const guardrailSchema = s.object({
     forbidMetadataEndpoints: s.optional(s.boolean()),
     forbidBroadWildcards: s.optional(s.boolean()),
     requireEnforce: s.optional(s.boolean().describe('Every EgressPolicy must be in enforce mode.')),
+    requireObserveFirst: s.optional(
+      s
+        .boolean()
+        .describe(
+          'A new EgressPolicy starts in observe mode: enforce only once a previous revision held it.',
+        ),
+    ),
     forbidDestinations: s.optional(
       s.array(
         s.object(

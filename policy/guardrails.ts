@@ -17,6 +17,7 @@ export interface GuardrailSettings {
   forbidMetadataEndpoints: boolean;
   forbidBroadWildcards: boolean;
   requireEnforce: boolean;
+  requireObserveFirst: boolean;
   forbidDestinations: { host?: HostPattern; cidr?: Cidr; text: string; reason?: string }[];
   exceptions: NonNullable<GuardrailDoc['spec']['exceptions']>;
 }
@@ -27,6 +28,7 @@ export const DEFAULT_GUARDRAILS: Readonly<Omit<GuardrailSettings, 'forbidDestina
   forbidMetadataEndpoints: true,
   forbidBroadWildcards: true,
   requireEnforce: false,
+  requireObserveFirst: false,
 };
 
 /** Link-local and cloud metadata endpoints (AWS/Azure/GCP IMDS, ECS task metadata, EC2 IPv6 IMDS). */
@@ -70,6 +72,7 @@ function settingsOf(set: PolicySet, errors: PolicyError[]): GuardrailSettings {
     'forbidMetadataEndpoints',
     'forbidBroadWildcards',
     'requireEnforce',
+    'requireObserveFirst',
     'unselectedWorkloads',
   ] as const;
   for (const doc of set.guardrails) {
@@ -196,10 +199,21 @@ function exempt(
   });
 }
 
+export interface GuardrailOptions {
+  /**
+   * The policy set currently applied (the previous revision). Needed by `requireObserveFirst`:
+   * without it, new policies cannot be told from existing ones and that guardrail is not checked.
+   */
+  previous?: PolicySet | undefined;
+}
+
 /** Every guardrail break of the set (built-in defaults plus `kind: Guardrail` documents). */
-export function checkGuardrails(set: PolicySet): PolicyError[] {
+export function checkGuardrails(set: PolicySet, options: GuardrailOptions = {}): PolicyError[] {
   const errors: PolicyError[] = [];
   const settings = settingsOf(set, errors);
+  const previousNames = options.previous
+    ? new Set(options.previous.policies.map((p) => p.metadata.name))
+    : undefined;
   for (const policy of set.policies) {
     const name = policy.metadata.name;
     const fail = (path: PathSegment[], guardrail: GuardrailId, message: string) =>
@@ -216,6 +230,18 @@ export function checkGuardrails(set: PolicySet): PolicyError[] {
       !exempt(settings, name, 'enforce-required')
     )
       fail(['spec', 'mode'], 'enforce-required', 'a Guardrail requires every policy to be in enforce mode');
+    if (
+      settings.requireObserveFirst &&
+      previousNames &&
+      policy.spec.mode === 'enforce' &&
+      !previousNames.has(name) &&
+      !exempt(settings, name, 'observe-first')
+    )
+      fail(
+        ['spec', 'mode'],
+        'observe-first',
+        'a new policy starts in observe mode: apply it with mode: observe, read the would-deny records, then enforce',
+      );
     (policy.spec.allow ?? []).forEach((rule, i) => {
       const base: PathSegment[] = ['spec', 'allow', i];
       const facts = destinationFacts(rule, base);

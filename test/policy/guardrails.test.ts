@@ -116,4 +116,19 @@ describe('kind: Guardrail', () => {
     const conflict = `${policyYaml({})}${guardrail('  unselectedWorkloads: allow')}---\napiVersion: bulkhead.dev/v1\nkind: Guardrail\nmetadata: { name: g2 }\nspec: { unselectedWorkloads: enforce }\n`;
     expect(breaks(conflict).map((b) => b.path)).toEqual(['spec.unselectedWorkloads']);
   });
+
+  it('requireObserveFirst: a new policy must start in observe mode; an existing one may enforce', () => {
+    const rule = guardrail('  requireObserveFirst: true');
+    const enforced = mustParse(policyYaml({ allow: ['to: { host: a.example.com }'] }) + rule);
+    const observed = mustParse(
+      policyYaml({ mode: 'observe', allow: ['to: { host: a.example.com }'] }) + rule,
+    );
+    const empty = mustParse(rule);
+    expect(checkGuardrails(enforced, { previous: empty }).map((e) => [e.guardrail, e.path])).toEqual([
+      ['observe-first', 'spec.mode'],
+    ]);
+    expect(checkGuardrails(observed, { previous: empty })).toEqual([]);
+    expect(checkGuardrails(enforced, { previous: observed })).toEqual([]);
+    expect(checkGuardrails(enforced)).toEqual([]);
+  });
 });

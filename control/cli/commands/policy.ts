@@ -59,10 +59,12 @@ export function readPolicySources(paths: readonly string[]): PolicySource[] {
 export function loadPolicySet(
   paths: readonly string[],
   io: CliIO,
-  options: { json?: boolean } = {},
+  options: { json?: boolean; previous?: PolicySet } = {},
 ): PolicySet | undefined {
   const parsed = parsePolicy(readPolicySources(paths));
-  const errors: PolicyError[] = parsed.ok ? checkGuardrails(parsed.set) : parsed.errors;
+  const errors: PolicyError[] = parsed.ok
+    ? checkGuardrails(parsed.set, { previous: options.previous })
+    : parsed.errors;
   if (errors.length === 0 && parsed.ok) return parsed.set;
   if (options.json) io.out(JSON.stringify({ ok: false, errors }));
   else io.err(errors.map(formatPolicyError).join('\n'));
@@ -78,20 +80,31 @@ export function identityOption(args: ParsedArgs, name = 'workload'): WorkloadIde
   }
 }
 
-const checkUsage = `Usage: bulkhead policy check FILES_OR_DIRS... [--json]
+const checkUsage = `Usage: bulkhead policy check FILES_OR_DIRS... [--previous FILES_OR_DIRS]... [--json]
 
 Parses every document and applies the guardrails (built-in and kind: Guardrail). Prints every error
-as file:line:column field.path: message. Exit 0 when clean, 1 on any error or guardrail break (the CI gate).`;
+as file:line:column field.path: message. Exit 0 when clean, 1 on any error or guardrail break (the CI gate).
+--previous names the policy currently applied (e.g. the main branch), for requireObserveFirst.`;
 
 export const policyCheckCommand: Command = {
   path: ['policy', 'check'],
   summary: 'Validate policy files and guardrails (the CI gate)',
   usage: checkUsage,
   positionals: true,
-  options: { json: { type: 'boolean' } },
+  options: { json: { type: 'boolean' }, previous: { type: 'string', multiple: true } },
   async run(args, io) {
     const json = args.values.json === true;
-    const set = loadPolicySet(args.positionals, io, { json });
+    const previousPaths = (Array.isArray(args.values.previous) ? args.values.previous : []).map(String);
+    let previous: PolicySet | undefined;
+    if (previousPaths.length > 0) {
+      const parsedPrevious = parsePolicy(readPolicySources(previousPaths));
+      if (!parsedPrevious.ok)
+        throw new UsageError(
+          `--previous does not parse: ${formatPolicyError(parsedPrevious.errors[0] as PolicyError)}`,
+        );
+      previous = parsedPrevious.set;
+    }
+    const set = loadPolicySet(args.positionals, io, { json, ...(previous ? { previous } : {}) });
     if (!set) return EXIT_FAILURE;
     const summary = {
       groups: set.groups.length,
