@@ -13,9 +13,10 @@ const MAX_ANSWER_BYTES = 16 * 1024;
 /** Lambda request ids are UUIDs; anything far longer is not one and is not sent. */
 const MAX_REQUEST_ID_LENGTH = 200;
 
-// One keep-alive socket: the extension lives in the same sandbox, so the connection survives freezes
-// (both ends are frozen together) and saves a handshake per invocation.
-const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+// Keep-alive: the extension lives in the same sandbox, so the connection survives freezes (both ends
+// are frozen together) and saves a handshake per invocation. More than one socket only matters when
+// several invocations share the process (Managed Instances), where ready waits must not queue.
+const agent = new Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 1 });
 
 export class ExtensionSyncError extends Error {
   override readonly name = 'ExtensionSyncError';
