@@ -80,7 +80,12 @@ async function handle(
   const body = await readBody(req);
   const admin = /^\/admin\/functions\/([^/]+)$/.exec(url.pathname);
   if (admin && req.method === 'POST') {
-    const name = decodeURIComponent(admin[1] as string);
+    let name: string;
+    try {
+      name = decodeURIComponent(admin[1] as string);
+    } catch {
+      return sendJson(res, 400, { error: 'bad percent-encoding in the function name' });
+    }
     if (!worker.functions.has(name)) return sendJson(res, 404, { error: `no function named "${name}"` });
     let input: unknown;
     try {
