@@ -282,8 +282,10 @@ class Session {
   private async refresh(timeoutMs: number, fallbackSource: BundleSource | undefined): Promise<void> {
     const client = this.client;
     if (!client) return;
+    // When the question was asked, not answered: an apply during the request may not be in the answer.
+    const askedAt = Date.now();
     const outcome = await client.fetchOnce({ timeoutMs: Math.max(1, timeoutMs) });
-    this.lastCheckAt = Date.now();
+    this.lastCheckAt = askedAt;
     if (outcome.kind === 'updated') {
       this.hold(outcome.envelopeText, outcome.revision, 'control-api');
       return;
