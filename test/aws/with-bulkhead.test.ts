@@ -249,6 +249,27 @@ describe('withBulkhead: sync with the extension', () => {
     expect(shim.calls.filter((c) => c.startsWith('reload'))).toEqual([]);
   });
 
+  it('concurrent invocations wait for the extension side by side, not one behind the other', async () => {
+    extension = await startFakeExtension(1);
+    const held: (() => void)[] = [];
+    // Answer nobody until both requests are in: a single shared socket would never get there.
+    extension.respond = (_req, res) => {
+      held.push(() => res.writeHead(200).end('{"revision":1}'));
+      if (held.length === 2) for (const release of held) release();
+    };
+    const { withBulkhead, errors, onError } = setup({ AWS_LAMBDA_MAX_CONCURRENCY: '4' });
+    const wrapped = withBulkhead(async () => 'ok', {
+      onError,
+      extensionUrl: extension.url,
+      readyTimeoutMs: 5000,
+    });
+    await expect(
+      Promise.all([wrapped({}, fakeContext('c1')), wrapped({}, fakeContext('c2'))]),
+    ).resolves.toEqual(['ok', 'ok']);
+    expect(errors).toEqual([]);
+    expect(extension.asked.sort()).toEqual(['c1', 'c2']);
+  });
+
   it('encodes the request id into the path', async () => {
     extension = await startFakeExtension(1);
     const { withBulkhead, onError } = setup({ BULKHEAD_EXTENSION_URL: extension.url });
