@@ -1,12 +1,14 @@
 // What one replica knows about the current revision: the parsed policy set, and caches of
 // scopes, compiled policies and signed envelopes per revision. All revision changes come
 // through `advance`, fed by the store's announcements.
-import { createHash } from 'node:crypto';
+import { createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import {
   type CompiledPolicy,
+  canonicalJson,
   compilePolicy,
   formatIdentity,
   type PolicySet,
+  parseIdentity,
   parsePolicy,
   scopeOf,
   serializeEnvelope,
@@ -56,20 +58,31 @@ export function parseSources(sources: PolicySource[]): ReturnType<typeof parsePo
 
 export class PolicyState {
   private loaded: LoadedRevision | undefined;
-  private identities = new Map<string, ResolvedWorkload>();
+  /** Resolved workloads by the raw `?workload=` text, for the current revision. */
+  private byText = new Map<string, { identity: WorkloadIdentity; resolved: ResolvedWorkload }>();
+  /**
+   * Scope ids depend only on the SmartGroup definitions, so they survive revisions that keep
+   * the groups: one map per groups fingerprint (the current and the previous are kept).
+   */
+  private scopeIds = new Map<string, Map<string, string>>();
+  private readonly fingerprints = new WeakMap<PolicySet, string>();
   private scopes = new Map<string, ScopeEntry>();
   private bundles = new Map<string, SignedBundle>();
+  private etags = new Map<string, string>();
   private pending: Promise<void> | undefined;
   private wanted = 0;
+  private readonly privateKey: KeyObject;
 
   constructor(
     private readonly store: ControlStore,
-    private readonly key: SigningKey,
+    key: SigningKey,
     /** How long a signed bundle stays valid; envelopes are re-signed each quarter of it. */
     private readonly bundleTtlMs: number,
     private readonly onAdvance: (revision: number) => void,
     private readonly onError: (error: Error, revision: number) => void,
-  ) {}
+  ) {
+    this.privateKey = createPrivateKey(key.privateKeyPem);
+  }
 
   get current(): LoadedRevision | undefined {
     return this.loaded;
@@ -97,6 +110,8 @@ export class PolicyState {
   }
 
   private async catchUp(): Promise<void> {
+    // Give a local apply (which installs the set it already parsed) the chance to go first.
+    await new Promise((resolve) => setImmediate(resolve));
     while (this.wanted > this.revision) {
       const target = this.wanted;
       try {
@@ -129,25 +144,65 @@ export class PolicyState {
       sources: row.sources,
       set,
     };
-    this.identities = new Map();
+    this.byText = new Map();
+    const fingerprint = this.fingerprintOf(set);
+    for (const key of this.scopeIds.keys()) {
+      if (key !== fingerprint && this.scopeIds.size > 1) this.scopeIds.delete(key);
+    }
     this.scopes = new Map();
     this.bundles = new Map();
+    this.etags = new Map();
     this.onAdvance(row.revision);
   }
 
+  private fingerprintOf(set: PolicySet): string {
+    let fingerprint = this.fingerprints.get(set);
+    if (fingerprint === undefined) {
+      fingerprint = canonicalJson(set.groups.map((g) => [g.metadata.name, g.spec.match]));
+      this.fingerprints.set(set, fingerprint);
+    }
+    return fingerprint;
+  }
+
+  /** `scopeOf`, remembered per SmartGroup definitions; `key` is the canonical identity text. */
+  scopeIn(set: PolicySet, identity: WorkloadIdentity, key = formatIdentity(identity)): string {
+    const fingerprint = this.fingerprintOf(set);
+    let scopes = this.scopeIds.get(fingerprint);
+    if (!scopes) {
+      scopes = new Map();
+      this.scopeIds.set(fingerprint, scopes);
+    }
+    let scope = scopes.get(key);
+    if (scope === undefined) {
+      scope = scopeOf(set, identity);
+      if (scopes.size >= IDENTITY_CACHE_LIMIT) scopes.clear();
+      scopes.set(key, scope);
+    }
+    return scope;
+  }
+
   /** Scope and SmartGroups of a workload under the current revision. */
-  resolve(identity: WorkloadIdentity): ResolvedWorkload | undefined {
+  resolve(identity: WorkloadIdentity, key = formatIdentity(identity)): ResolvedWorkload | undefined {
     const loaded = this.loaded;
     if (!loaded) return undefined;
-    const key = formatIdentity(identity);
-    const cached = this.identities.get(key);
+    const scope = this.scopeIn(loaded.set, identity, key);
+    return { key, scope, groups: this.scopeEntry(loaded, scope, identity).groups };
+  }
+
+  /**
+   * Parses and resolves the `?workload=` text, remembered per text for the current revision so a
+   * fleet waking on a new revision costs a map lookup each. Throws TypeError on a malformed identity.
+   */
+  resolveText(text: string): { identity: WorkloadIdentity; resolved: ResolvedWorkload | undefined } {
+    const cached = this.byText.get(text);
     if (cached) return cached;
-    const scope = scopeOf(loaded.set, identity);
-    const entry = this.scopeEntry(loaded, scope, identity);
-    const resolved: ResolvedWorkload = { key, scope, groups: entry.groups };
-    if (this.identities.size >= IDENTITY_CACHE_LIMIT) this.identities.clear();
-    this.identities.set(key, resolved);
-    return resolved;
+    const identity = parseIdentity(text);
+    const resolved = this.resolve(identity);
+    if (resolved) {
+      if (this.byText.size >= IDENTITY_CACHE_LIMIT) this.byText.clear();
+      this.byText.set(text, { identity, resolved });
+    }
+    return { identity, resolved };
   }
 
   private scopeEntry(loaded: LoadedRevision, scope: string, identity: WorkloadIdentity): ScopeEntry {
@@ -170,8 +225,15 @@ export class PolicyState {
   }
 
   private etag(revision: number, scope: string, epoch: number): string {
-    const scopeHash = createHash('sha256').update(scope).digest('base64url').slice(0, 16);
-    return `"r${revision}-${scopeHash}-e${epoch}"`;
+    const cacheKey = `${revision}\u0000${scope}\u0000${epoch}`;
+    let etag = this.etags.get(cacheKey);
+    if (etag === undefined) {
+      const scopeHash = createHash('sha256').update(scope).digest('base64url').slice(0, 16);
+      etag = `"r${revision}-${scopeHash}-e${epoch}"`;
+      if (this.etags.size >= BUNDLE_CACHE_LIMIT) this.etags.clear();
+      this.etags.set(cacheKey, etag);
+    }
+    return etag;
   }
 
   /** The signed envelope for this workload's scope; signed once per (revision, scope, epoch). */
@@ -195,7 +257,7 @@ export class PolicyState {
     const expiresAt = new Date(epochStartMs + this.bundleTtlMs);
     const envelope = signBundle(
       { policy: entry.compiled, revision: loaded.revision, issuedAt, expiresAt },
-      this.key.privateKeyPem,
+      this.privateKey,
     );
     const bundle: SignedBundle = {
       revision: loaded.revision,

@@ -1,7 +1,12 @@
 // The control API: a Fastify server over a ControlStore. Routes live in control/routes/;
 // this file wires authentication, limits, errors, logging, OpenAPI, health and metrics.
 import swagger from '@fastify/swagger';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyRequest,
+  LogController,
+} from 'fastify';
 import { generateKeyPair } from '../policy/index.js';
 import { type IssuedToken, issueToken, TokenVerifier } from './auth.js';
 import { LongPollHub } from './long-poll.js';
@@ -109,6 +114,8 @@ function loggerOption(logger: ControlServerOptions['logger']): Record<string, un
 }
 
 const SIGHTING_FLUSH_MS = 200;
+/** How stale a workload's stored last-seen time may get while nothing else about it changes. */
+const LAST_SEEN_REFRESH_MS = 30_000;
 
 export async function createControlServer(options: ControlServerOptions): Promise<FastifyInstance> {
   const limits: ControlLimits = { ...DEFAULT_LIMITS, ...(options.limits ?? {}) };
@@ -123,7 +130,8 @@ export async function createControlServer(options: ControlServerOptions): Promis
   const app = Fastify({
     ...loggerOption(options.logger),
     bodyLimit: limits.bodyBytes,
-    disableRequestLogging: true,
+    // Per-request lines would drown the log at fleet scale; errors are still logged.
+    logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
     ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
   });
@@ -150,6 +158,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
   });
 
   const sightings = new Map<string, WorkloadSighting>();
+  const recorded = new Map<string, { revision: number; scope: string; atMs: number }>();
   let flushing: Promise<void> = Promise.resolve();
   const flushSightings = (): Promise<void> => {
     flushing = flushing.then(async () => {
@@ -175,6 +184,19 @@ export async function createControlServer(options: ControlServerOptions): Promis
     metrics,
     longPolls,
     sawWorkload(sighting) {
+      // Only changes and a periodic last-seen refresh reach the store: a parked fleet re-polls constantly.
+      const previous = recorded.get(sighting.key);
+      const nowMs = Date.now();
+      if (
+        previous &&
+        previous.revision === sighting.revision &&
+        previous.scope === sighting.scope &&
+        nowMs - previous.atMs < LAST_SEEN_REFRESH_MS
+      ) {
+        return;
+      }
+      if (recorded.size >= 100_000) recorded.clear();
+      recorded.set(sighting.key, { revision: sighting.revision, scope: sighting.scope, atMs: nowMs });
       sightings.set(sighting.key, sighting);
       if (sightings.size >= 1000) void flushSightings();
     },
@@ -287,9 +309,8 @@ export async function createControlServer(options: ControlServerOptions): Promis
     { config: { access: 'admin' }, schema: { summary: 'Prometheus metrics', produces: ['text/plain'] } },
     async (_request, reply) => {
       await flushSightings();
-      const snapshot = await store.metrics();
-      const workloads = await store.listWorkloads();
-      const current = workloads.filter((w) => w.revision >= state.revision).length;
+      const snapshot = await store.metrics(state.revision);
+      const current = snapshot.workloadsCurrent;
       const text = [
         ...metrics.counters().map((c) => c.render()),
         gauge('bulkhead_longpolls_open', 'Bundle long-polls currently parked', [{ value: longPolls.open }]),

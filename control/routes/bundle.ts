@@ -1,6 +1,5 @@
 // GET /v1/bundle: the signed envelope for the caller's workload scope, with ETag and long-poll.
 import type { FastifyInstance } from 'fastify';
-import { parseIdentity } from '../../policy/index.js';
 import type { WorkloadIdentity } from '../../policy/types.js';
 import type { ControlContext } from '../server.js';
 
@@ -71,7 +70,7 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
     async (request, reply) => {
       let identity: WorkloadIdentity;
       try {
-        identity = parseIdentity(request.query.workload);
+        identity = state.resolveText(request.query.workload).identity;
       } catch (error) {
         return reply.code(400).send({ error: 'bad-request', message: (error as Error).message });
       }
@@ -79,7 +78,7 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
       let deadline = Date.now() + Math.min(request.query.wait ?? 0, limits.maxWaitSeconds) * 1000;
       let parked = false;
       for (;;) {
-        const resolved = state.resolve(identity);
+        const resolved = state.resolveText(request.query.workload).resolved;
         const answerNow = Date.now() >= deadline;
         if (resolved) {
           const etag = state.etagFor(resolved);
@@ -88,7 +87,7 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
             const revision = state.revision;
             context.sawWorkload({
               key: resolved.key,
-              identity: { ...identity },
+              identity,
               seenAt: new Date().toISOString(),
               revision,
               scope: resolved.scope,

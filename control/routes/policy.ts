@@ -9,8 +9,8 @@ import {
   type PolicyError,
   type PolicySet,
   parsePolicy,
-  scopeOf,
 } from '../../policy/index.js';
+import type { PolicyState } from '../policy-state.js';
 import type { ControlContext } from '../server.js';
 import type { PolicySource, WorkloadRow } from '../store/types.js';
 
@@ -86,10 +86,20 @@ function emptySet(): PolicySet {
 }
 
 /** Workloads in the inventory whose compiled policy differs between the two sets. */
-function affectedWorkloads(oldSet: PolicySet | undefined, newSet: PolicySet, inventory: WorkloadRow[]) {
+function affectedWorkloads(
+  state: PolicyState,
+  oldSet: PolicySet | undefined,
+  newSet: PolicySet,
+  inventory: WorkloadRow[],
+) {
   const compiledBy = new Map<string, string>();
-  const compiled = (set: PolicySet, tag: string, identity: Record<string, string>): string => {
-    const key = `${tag}\u0000${scopeOf(set, identity)}`;
+  const compiled = (
+    set: PolicySet,
+    tag: string,
+    identity: Record<string, string>,
+    workloadKey: string,
+  ): string => {
+    const key = `${tag}\u0000${state.scopeIn(set, identity, workloadKey)}`;
     let text: string | undefined = compiledBy.get(key);
     if (text === undefined) {
       text = canonicalJson(compilePolicy(set, identity));
@@ -100,8 +110,8 @@ function affectedWorkloads(oldSet: PolicySet | undefined, newSet: PolicySet, inv
   const affected: { key: string; identity: Record<string, string> }[] = [];
   let count = 0;
   for (const workload of inventory) {
-    const before = oldSet ? compiled(oldSet, 'old', workload.identity) : undefined;
-    if (before !== compiled(newSet, 'new', workload.identity)) {
+    const before = oldSet ? compiled(oldSet, 'old', workload.identity, workload.key) : undefined;
+    if (before !== compiled(newSet, 'new', workload.identity, workload.key)) {
       count++;
       if (affected.length < MAX_AFFECTED_LISTED)
         affected.push({ key: workload.key, identity: workload.identity });
@@ -200,7 +210,7 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
     // Per SmartGroup only: the per-workload view is `affectedWorkloads`, bounded for large inventories.
     const { changed, groups } = diffPolicies(current?.set ?? emptySet(), parsed.set);
     const diff = { changed, groups };
-    const affected = affectedWorkloads(current?.set, parsed.set, inventory);
+    const affected = affectedWorkloads(state, current?.set, parsed.set, inventory);
     const previousRevision = current?.revision ?? 0;
     const outcome: ApplyOutcome = {
       revision: previousRevision,

@@ -35,7 +35,8 @@ export const sqliteMigrations: readonly Migration[] = [
         scope TEXT NOT NULL
       );
       CREATE TABLE denies (
-        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        -- rowid alias: monotonic because deny rows are never deleted (cursors rely on it)
+        position INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         time TEXT NOT NULL,
         time_ms INTEGER NOT NULL,

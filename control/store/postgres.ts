@@ -364,15 +364,23 @@ export class PostgresStore implements ControlStore {
     return rows.map((r) => ({ keyId: r.key_id, publicKeyPem: r.public_key, firstUsed: r.first_used }));
   }
 
-  async metrics(): Promise<MetricsSnapshot> {
-    const { rows } = await this.pool.query<{ workloads: string; missing: string; denies: string }>(
+  async metrics(currentRevision = 0): Promise<MetricsSnapshot> {
+    const { rows } = await this.pool.query<{
+      workloads: string;
+      current: string;
+      missing: string;
+      denies: string;
+    }>(
       `SELECT (SELECT count(*) FROM workloads) AS workloads,
+         (SELECT count(*) FROM workloads WHERE revision >= $1) AS current,
          (SELECT coalesce(sum(greatest(max_seq - received, 0)), 0) FROM sandboxes) AS missing,
          (SELECT count(*) FROM denies) AS denies`,
+      [currentRevision],
     );
     const row = rows[0];
     return {
       workloads: Number(row?.workloads ?? 0),
+      workloadsCurrent: Number(row?.current ?? 0),
       missingRecords: Number(row?.missing ?? 0),
       denies: Number(row?.denies ?? 0),
     };

@@ -114,6 +114,8 @@ export interface SigningKeyRow {
 
 export interface MetricsSnapshot {
   workloads: number;
+  /** Workloads whose last fetched revision is at least the current one. */
+  workloadsCurrent: number;
   missingRecords: number;
   denies: number;
 }
@@ -149,6 +151,7 @@ export interface ControlStore {
   rememberSigningKey(key: SigningKeyRow): Promise<void>;
   listSigningKeys(): Promise<SigningKeyRow[]>;
 
-  metrics(): Promise<MetricsSnapshot>;
+  /** Counts for /metrics; `currentRevision` decides which workloads count as up to date. */
+  metrics(currentRevision?: number): Promise<MetricsSnapshot>;
   close(): Promise<void>;
 }

@@ -1,0 +1,62 @@
+// Both at once: 1,000 long-polling workloads and a stream of deny-record batches on one
+// SQLite control API; propagation figures under ingestion load, and the errors (goal: 0).
+import { join } from 'node:path';
+import { ingest, ingestionPlan, storedRows } from './control-ingestion.bench.js';
+import {
+  agent,
+  applyPolicy,
+  createToken,
+  longPollsOpen,
+  measurePropagation,
+  policyText,
+  SimulatedWorkload,
+  serveControl,
+  summarize,
+  tempDir,
+  waitUntil,
+} from './control-support.js';
+
+const WORKLOADS = Number(process.env.BENCH_WORKLOADS ?? 1000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const RECORDS = Number(process.env.BENCH_RECORDS ?? 100_000);
+
+const temp = tempDir();
+const storeArgs = ['--db', join(temp.dir, 'control.db')];
+const admin = createToken('admin', storeArgs);
+const workloadToken = createToken('workload', storeArgs);
+const server = await serveControl(storeArgs, join(temp.dir, 'signing.pem'));
+try {
+  await applyPolicy(server.url, admin, policyText(0));
+  const fleet = Array.from(
+    { length: WORKLOADS },
+    (_, i) => new SimulatedWorkload(server.url, workloadToken, `cloud=aws,name=fn-${i},tag.app=fleet`),
+  );
+  const running = fleet.map((w) => w.run());
+  await waitUntil(
+    async () => (await longPollsOpen(server.url, admin)) >= WORKLOADS,
+    60_000,
+    'the fleet to park',
+  );
+  const plan = ingestionPlan(RECORDS);
+  const started = performance.now();
+  const ingestion = ingest(server.url, workloadToken, plan);
+  const latencies = await measurePropagation(fleet, server.url, admin, ROUNDS, 1);
+  const result = await ingestion;
+  const seconds = (performance.now() - started) / 1000;
+  const rows = await storedRows(server.url, admin);
+  console.log(
+    summarize(`propagation under ingestion, ${WORKLOADS} workloads x ${ROUNDS} applies`, latencies),
+  );
+  console.log(
+    `ingestion meanwhile: ${plan.length * 1000} records in ${seconds.toFixed(2)}s; stored=${result.stored} duplicate=${result.duplicate} rows=${rows} lost=${RECORDS - rows}`,
+  );
+  const pollErrors = fleet.reduce((sum, w) => sum + w.errors, 0);
+  console.log(`errors: long-poll=${pollErrors} report-http=${result.errors} rejected=${result.rejected}`);
+  for (const w of fleet) w.stop();
+  await server.stop();
+  await Promise.allSettled(running);
+} finally {
+  await server.stop();
+  await agent.close();
+  temp.remove();
+}

@@ -1,0 +1,235 @@
+// Shared by the control API benchmarks: a served control API in a child process (so the
+// simulated fleet and the server do not share an event loop), tokens, and a fleet of
+// long-polling workloads over keep-alive connections.
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+
+const CLI = join(process.cwd(), 'dist/cli.mjs');
+
+export interface ServedControl {
+  url: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export function tempDir(): { dir: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'bulkhead-bench-'));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function createToken(scope: 'admin' | 'workload', storeArgs: string[]): string {
+  const run = spawnSync(process.execPath, [CLI, 'token', 'create', '--scope', scope, ...storeArgs], {
+    encoding: 'utf8',
+  });
+  if (run.status !== 0) throw new Error(`token create failed: ${run.stderr}`);
+  return run.stdout.trim();
+}
+
+export async function serveControl(storeArgs: string[], keyFile: string): Promise<ServedControl> {
+  const child = spawn(
+    process.execPath,
+    [
+      ...(process.env.BENCH_SERVER_PROFILE
+        ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_SERVER_PROFILE}`]
+        : []),
+      CLI,
+      'control',
+      'serve',
+      ...storeArgs,
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--key',
+      keyFile,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk;
+      const match = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output);
+      if (match?.[1]) resolve(match[1]);
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`control serve exited ${code}: ${output}`)));
+  });
+  return {
+    url,
+    process: child,
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}
+
+export const agent = new Agent({
+  connections: 4000,
+  pipelining: 1,
+  keepAliveTimeout: 120_000,
+  headersTimeout: 0,
+  bodyTimeout: 0,
+});
+
+export async function applyPolicy(url: string, admin: string, text: string): Promise<number> {
+  const response = await request(`${url}/v1/policy`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/yaml' },
+    body: text,
+    dispatcher: agent,
+  });
+  const body = (await response.body.json()) as { revision: number; message?: string };
+  if (response.statusCode !== 200) throw new Error(`apply failed ${response.statusCode}: ${body.message}`);
+  return body.revision;
+}
+
+export async function longPollsOpen(url: string, admin: string): Promise<number> {
+  const response = await request(`${url}/metrics`, {
+    headers: { authorization: `Bearer ${admin}` },
+    dispatcher: agent,
+  });
+  const text = await response.body.text();
+  return Number(/^bulkhead_longpolls_open (\d+)$/m.exec(text)?.[1] ?? 0);
+}
+
+export function policyText(revisionTag: number): string {
+  return `apiVersion: bulkhead.dev/v1
+kind: SmartGroup
+metadata: { name: fleet }
+spec:
+  match: { cloud: aws, tags: { app: fleet } }
+---
+apiVersion: bulkhead.dev/v1
+kind: EgressPolicy
+metadata: { name: fleet-egress }
+spec:
+  appliesTo: [fleet]
+  mode: enforce
+  owner: bench
+  allow:
+    - to: { host: api.example.com, port: 443 }
+    - to: { host: change-${revisionTag}.example.com, port: 443 }
+`;
+}
+
+/**
+ * One simulated workload: fetches its bundle, then long-polls with If-None-Match; on every
+ * 200 it records when it received which revision.
+ */
+export class SimulatedWorkload {
+  etag = '';
+  revision = 0;
+  readonly received = new Map<number, number>();
+  errors = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly url: string,
+    private readonly token: string,
+    readonly identity: string,
+  ) {}
+
+  async run(): Promise<void> {
+    const path = `/v1/bundle?workload=${encodeURIComponent(this.identity)}`;
+    while (!this.stopped) {
+      const headers: Record<string, string> = { authorization: `Bearer ${this.token}` };
+      if (this.etag) headers['if-none-match'] = this.etag;
+      try {
+        const response = await request(`${this.url}${path}${this.etag ? '&wait=60' : ''}`, {
+          headers,
+          dispatcher: agent,
+        });
+        if (response.statusCode === 200) {
+          await response.body.arrayBuffer();
+          this.etag = String(response.headers.etag);
+          this.revision = Number(response.headers['x-bulkhead-revision']);
+          this.received.set(this.revision, performance.now());
+        } else {
+          await response.body.dump();
+          if (response.statusCode !== 304) {
+            this.errors++;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+      } catch {
+        if (!this.stopped) this.errors++;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+}
+
+/** Server-side mean: from the revision reaching the replica to each parked workload being answered. */
+export async function serverPropagationMeanMs(url: string, admin: string): Promise<number> {
+  const response = await request(`${url}/metrics`, {
+    headers: { authorization: `Bearer ${admin}` },
+    dispatcher: agent,
+  });
+  const text = await response.body.text();
+  const sum = Number(/^bulkhead_propagation_seconds_sum (\S+)$/m.exec(text)?.[1] ?? Number.NaN);
+  const count = Number(/^bulkhead_propagation_seconds_count (\S+)$/m.exec(text)?.[1] ?? Number.NaN);
+  return (sum / count) * 1000;
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const index = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
+  return sorted[Math.max(0, index)] as number;
+}
+
+export async function waitUntil(
+  check: () => Promise<boolean> | boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Applies `rounds` policy changes to `applyUrl` while `fleet` long-polls, and answers the time
+ * from each apply request until every workload holds the new revision.
+ */
+export async function measurePropagation(
+  fleet: SimulatedWorkload[],
+  applyUrl: string,
+  admin: string,
+  rounds: number,
+  firstTag: number,
+): Promise<number[]> {
+  const latencies: number[] = [];
+  const applyTimes: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const started = performance.now();
+    const revision = await applyPolicy(applyUrl, admin, policyText(firstTag + round));
+    applyTimes.push(performance.now() - started);
+    await waitUntil(
+      () => fleet.every((w) => w.received.has(revision)),
+      60_000,
+      `revision ${revision} everywhere`,
+    );
+    for (const workload of fleet) latencies.push((workload.received.get(revision) as number) - started);
+    // Let every workload re-park before the next change.
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  console.log(`apply request round trips (ms): ${applyTimes.map((t) => t.toFixed(1)).join(' ')}`);
+  return latencies.sort((a, b) => a - b);
+}
+
+export function summarize(label: string, sortedMs: number[]): string {
+  return `${label}: n=${sortedMs.length} p50=${percentile(sortedMs, 50).toFixed(1)}ms p99=${percentile(sortedMs, 99).toFixed(1)}ms max=${(sortedMs[sortedMs.length - 1] ?? Number.NaN).toFixed(1)}ms`;
+}
