@@ -285,7 +285,7 @@ class Session {
     // When the question was asked, not answered: an apply during the request may not be in the answer.
     const askedAt = Date.now();
     const outcome = await client.fetchOnce({ timeoutMs: Math.max(1, timeoutMs) });
-    this.lastCheckAt = askedAt;
+    if (outcome.kind === 'updated' || outcome.kind === 'not-modified') this.lastCheckAt = askedAt;
     if (outcome.kind === 'updated') {
       this.hold(outcome.envelopeText, outcome.revision, 'control-api');
       return;
