@@ -201,6 +201,15 @@ describe('invocations', () => {
     expect(after).not.toBe(before);
   });
 
+  it('skips the check within BULKHEAD_REFRESH_INTERVAL_MS', async () => {
+    const emulator = sandbox(layer({ controlUrl: control.url, trustedKeys: [control.publicKeyPem] }), {
+      BULKHEAD_REFRESH_INTERVAL_MS: '600000',
+    });
+    const before = (await emulator.invoke({})).json<WriterResult>().revision;
+    await control.apply(policy(7443));
+    expect((await emulator.invoke({})).json<WriterResult>().revision).toBe(before);
+  });
+
   it('refuses a tampered bundle and keeps the last good one', async () => {
     const proxy = new TamperingProxy(control.url);
     await proxy.start();
