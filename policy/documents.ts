@@ -231,10 +231,10 @@ const destination = s
           conflict('paths', 'aws: s3 sets the paths itself (bucket prefixes)');
         if (to.aws === 'lambda' && (has('paths') || has('methods')))
           conflict('aws', 'aws: lambda sets paths and methods itself (the invoke API)');
-        if ((has('paths') || has('methods')) && !has('host') && !has('url') && !has('aws'))
+        if ((has('paths') || has('methods')) && !has('host') && !has('url') && !has('aws') && !has('cidr'))
           conflict(
             has('paths') ? 'paths' : 'methods',
-            'paths and methods need a host, url or aws destination',
+            'paths and methods need a host, url, cidr or aws destination',
           );
         return issues;
       },

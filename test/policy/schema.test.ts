@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { policyJsonSchema } from '../../policy/documents.js';
+import { checkGuardrails } from '../../policy/guardrails.js';
 import { parsePolicy } from '../../policy/parse.js';
 
 const root = join(import.meta.dirname, '../..');
@@ -18,14 +19,18 @@ describe('JSON Schema', () => {
   const ajv = new Ajv2020.default({ allErrors: true, strict: false });
   const validate = ajv.compile(policyJsonSchema());
 
-  it('the example policies validate against it', () => {
-    const text = readFileSync(join(root, 'examples/policy/payments.yaml'), 'utf8');
-    const docs = parseAllDocuments(text);
-    expect(Array.isArray(docs) && docs.length).toBe(3);
-    for (const doc of Array.isArray(docs) ? docs : [])
-      expect(validate(doc.toJS()), JSON.stringify(validate.errors)).toBe(true);
-    expect(parsePolicy([{ file: 'payments.yaml', text }]).ok).toBe(true);
-  });
+  it.each(['payments.yaml', 'platform-baseline.yaml'])(
+    'examples/policy/%s validates against it and checks clean',
+    (name) => {
+      const text = readFileSync(join(root, 'examples/policy', name), 'utf8');
+      const docs = parseAllDocuments(text);
+      expect(Array.isArray(docs) && docs.length).toBe(3);
+      for (const doc of Array.isArray(docs) ? docs : [])
+        expect(validate(doc.toJS()), JSON.stringify(validate.errors)).toBe(true);
+      const parsed = parsePolicy([{ file: name, text }]);
+      expect(parsed.ok && checkGuardrails(parsed.set)).toEqual([]);
+    },
+  );
 
   it('refuses unknown fields, like the parser', () => {
     const doc = {
