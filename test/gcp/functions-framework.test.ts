@@ -15,11 +15,16 @@ interface ProbeResult {
   code?: string;
 }
 
-async function startFramework(target: string, signatureType: 'http' | 'cloudevent'): Promise<number> {
+async function startFramework(
+  target: string,
+  signatureType: 'http' | 'cloudevent',
+  nodeFlags: string[] = [],
+): Promise<{ port: number; output: string[] }> {
   const port = await freePort();
   const fn = harness.spawnFunction(
     process.execPath,
     [
+      ...nodeFlags,
       FRAMEWORK,
       `--target=${target}`,
       `--signature-type=${signatureType}`,
@@ -35,7 +40,7 @@ async function startFramework(target: string, signatureType: 'http' | 'cloudeven
     }),
   );
   await harness.waitForPort(fn, port);
-  return port;
+  return { port, output: fn.output };
 }
 
 function postCloudEvent(port: number, id: string): Promise<Response> {
@@ -58,7 +63,7 @@ describe('bulkhead/gcp on the functions framework', () => {
   beforeAll(async () => {
     await harness.start(['allowed', 'denied']);
     revision = await harness.apply(paymentsPolicy([harness.destinations.allowed!.port]));
-    httpPort = await startFramework('charge', 'http');
+    httpPort = (await startFramework('charge', 'http')).port;
   });
   afterAll(() => harness.close());
 
@@ -88,7 +93,7 @@ describe('bulkhead/gcp on the functions framework', () => {
 
   it('async and callback CloudEvent functions keep their style and report before the 204', async () => {
     for (const target of ['onPayment', 'onPaymentCallback']) {
-      const port = await startFramework(target, 'cloudevent');
+      const { port } = await startFramework(target, 'cloudevent');
       const id = `ce-${target}`;
       const response = await postCloudEvent(port, id);
       // A wrapper that lost the callback parameter would make the framework answer 500.
@@ -97,6 +102,24 @@ describe('bulkhead/gcp on the functions framework', () => {
       expect(records).toHaveLength(1);
       expect(records[0]?.destination.port).toBe(harness.destinations.denied!.port);
     }
+  });
+
+  it('works under the preload too: one installation, the wrapper drives it', async () => {
+    const { port, output } = await startFramework('charge', 'http', [
+      '--require',
+      join(ROOT, 'dist/register.cjs'),
+    ]);
+    const response = await fetch(`http://127.0.0.1:${port}/`, {
+      method: 'POST',
+      headers: { 'function-execution-id': 'exec-preload-1' },
+    });
+    const body = (await response.json()) as { results: Record<string, ProbeResult> };
+    expect(body.results.allowed?.outcome).toBe('allowed');
+    expect(body.results.denied?.outcome).toBe('denied');
+    expect(
+      (await harness.denies()).filter((record) => record.invocationId === 'exec-preload-1'),
+    ).toHaveLength(1);
+    expect(output.filter((line) => line.includes('bulkhead: installed:'))).toHaveLength(1);
   });
 
   it('a policy change reaches the running function', async () => {
