@@ -199,7 +199,8 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
       metrics.applies.inc({ result: 'invalid' });
       return invalid(reply, 'invalid-policy', parsed.errors);
     }
-    const guardrailErrors = checkGuardrails(parsed.set);
+    // The applied set lets `requireObserveFirst` tell new policies from existing ones.
+    const guardrailErrors = checkGuardrails(parsed.set, { previous: state.current?.set });
     if (guardrailErrors.length > 0) {
       metrics.applies.inc({ result: 'guardrail' });
       return invalid(reply, 'guardrail-violation', guardrailErrors);
