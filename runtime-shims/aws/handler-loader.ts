@@ -129,6 +129,22 @@ export function requireHandlerModule(
   }
 }
 
+/**
+ * Load an ES module synchronously where Node supports require(esm) (20.19+, 22.12+; off when the
+ * runtime disables it). Same module instance as import() would give. `undefined` when it cannot be done
+ * synchronously (require(esm) unavailable, top-level await): the caller falls back to import().
+ */
+export function requireEsmIfSupported(located: LocatedModule): { module: unknown } | undefined {
+  if ((process.features as { require_module?: boolean }).require_module !== true) return undefined;
+  try {
+    return { module: createRequire(located.file)(located.file) };
+  } catch (error) {
+    const code = (error as { code?: unknown } | null)?.code;
+    if (code === 'ERR_REQUIRE_ASYNC_MODULE' || code === 'ERR_REQUIRE_ESM') return undefined;
+    throw wrapLoadError(error, located.file);
+  }
+}
+
 export async function importHandlerModule(located: LocatedModule): Promise<unknown> {
   try {
     return await import(pathToFileURL(located.file).href);

@@ -3,14 +3,17 @@
 // BULKHEAD_ORIGINAL_HANDLER relative to LAMBDA_TASK_ROOT, and exports it wrapped with withBulkhead.
 //
 // CommonJS handlers are required synchronously, so the runtime sees the wrapped handler's streaming
-// flag. ES module handlers can only be loaded with import(), which a CommonJS file cannot wait for:
-// the import starts now (during init) and the exported handler awaits it on the first invocation.
-// Such a handler is exported as non-streaming unless BULKHEAD_ORIGINAL_HANDLER_STREAMING=1 says otherwise.
+// flag; so are ES module handlers where Node supports require(esm) (20.19+, 22.12+). Otherwise (no
+// require(esm), or top-level await) an ES module can only be loaded with import(), which a CommonJS
+// file cannot wait for: the import starts now (during init) and the exported handler awaits it on the
+// first invocation. Such a handler is exported as non-streaming unless
+// BULKHEAD_ORIGINAL_HANDLER_STREAMING=1 says otherwise.
 import {
   HandlerLoadError,
   importHandlerModule,
   locateHandlerModule,
   parseHandlerString,
+  requireEsmIfSupported,
   requireHandlerModule,
   resolveHandlerExport,
 } from './handler-loader.js';
@@ -31,6 +34,8 @@ function loadHandler(env: NodeJS.ProcessEnv): AnyHandler {
     return withBulkhead(
       resolveHandlerExport(requireHandlerModule(appRoot, spec, located), spec, handlerString),
     );
+  const synchronous = requireEsmIfSupported(located);
+  if (synchronous) return withBulkhead(resolveHandlerExport(synchronous.module, spec, handlerString));
 
   const loading = importHandlerModule(located).then((loaded) =>
     withBulkhead(resolveHandlerExport(loaded, spec, handlerString)),

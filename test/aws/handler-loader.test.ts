@@ -8,6 +8,7 @@ import {
   importHandlerModule,
   locateHandlerModule,
   parseHandlerString,
+  requireEsmIfSupported,
   requireHandlerModule,
   resolveHandlerExport,
 } from '../../runtime-shims/aws/handler-loader.js';
@@ -90,6 +91,22 @@ describe('handler loading like the runtime interface client', () => {
     );
     expect(failure).toBeInstanceOf(HandlerLoadError);
     expect((failure as Error).name).toBe(name);
+  });
+
+  it('loads ES modules synchronously where Node has require(esm), except with top-level await', () => {
+    expect((process.features as { require_module?: boolean }).require_module).toBe(true);
+    const esm = locateHandlerModule(root, parseHandlerString('esm.handler'));
+    expect(esm?.format).toBe('module');
+    const loaded = requireEsmIfSupported(esm as NonNullable<typeof esm>);
+    expect(typeof (loaded?.module as { handler?: unknown }).handler).toBe('function');
+    const tla = locateHandlerModule(root, parseHandlerString('tla.handler'));
+    expect(requireEsmIfSupported(tla as NonNullable<typeof tla>)).toBeUndefined();
+    write('broken.mjs', 'export const handler = async () => {');
+    const broken = locateHandlerModule(root, parseHandlerString('broken.handler'));
+    // broken.js exists too and comes first; point at the .mjs directly.
+    expect(() =>
+      requireEsmIfSupported({ file: `${broken?.file.replace(/\.js$/, '')}.mjs`, format: 'module' }),
+    ).toThrow(expect.objectContaining({ name: 'Runtime.UserCodeSyntaxError' }));
   });
 
   it('parseHandlerString never throws anything but HandlerLoadError', () => {

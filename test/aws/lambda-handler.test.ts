@@ -46,6 +46,25 @@ beforeAll(async () => {
     `export const handler = async (event, context) => ({ style: 'esm', echo: event, requestId: context.awsRequestId });`,
   );
   write(
+    'tla.mjs',
+    `const ready = await Promise.resolve('top-level-await');
+     export const handler = async (event, context) => ({ style: ready, requestId: context.awsRequestId });`,
+  );
+  write(
+    'stream-esm.mjs',
+    `export const handler = awslambda.streamifyResponse(async (event, responseStream) => {
+       responseStream.write('esm-streamed:');
+       responseStream.end(String(event.n));
+     });`,
+  );
+  write(
+    'stream-tla.mjs',
+    `await Promise.resolve();
+     export const handler = awslambda.streamifyResponse(async (event, responseStream) => {
+       responseStream.end('tla-streamed:' + event.n);
+     });`,
+  );
+  write(
     'callback.js',
     `exports.handler = function (event, context, callback) { setImmediate(() => callback(null, { style: 'callback' })); };`,
   );
@@ -113,6 +132,37 @@ describe('lambda-handler redirect under aws-lambda-ric', () => {
     const result = await lambda.invoke({ n: 3 });
     expect(result.status, result.payload.toString()).toBe('success');
     expect(result.json()).toEqual({ style: 'esm', echo: { n: 3 }, requestId: result.requestId });
+  });
+
+  it('loads an ES module with top-level await through a deferred import()', async () => {
+    const lambda = sandbox({ original: 'tla.handler' });
+    const first = await lambda.invoke({});
+    const second = await lambda.invoke({});
+    expect(first.status, first.payload.toString()).toBe('success');
+    expect(first.json()).toEqual({ style: 'top-level-await', requestId: first.requestId });
+    expect(second.json()).toEqual({ style: 'top-level-await', requestId: second.requestId });
+  });
+
+  it('keeps an ES module streaming handler streaming', async () => {
+    const lambda = sandbox({ original: 'stream-esm.handler' });
+    const result = await lambda.invoke({ n: 4 });
+    expect(result.status, result.payload.toString()).toBe('success');
+    expect(result.payload.toString()).toBe('esm-streamed:4');
+  });
+
+  it('a streaming ES module with top-level await needs BULKHEAD_ORIGINAL_HANDLER_STREAMING=1, and says so', async () => {
+    const unflagged = sandbox({ original: 'stream-tla.handler' });
+    const refused = await unflagged.invoke({ n: 5 });
+    expect(refused.status).not.toBe('success');
+    expect(refused.payload.toString()).toContain('BULKHEAD_ORIGINAL_HANDLER_STREAMING=1');
+
+    const flagged = sandbox({
+      original: 'stream-tla.handler',
+      env: { BULKHEAD_ORIGINAL_HANDLER_STREAMING: '1' },
+    });
+    const result = await flagged.invoke({ n: 5 });
+    expect(result.status, result.payload.toString()).toBe('success');
+    expect(result.payload.toString()).toBe('tla-streamed:5');
   });
 
   it('keeps a callback handler working on nodejs24.x, where the runtime refuses three declared parameters', async () => {
