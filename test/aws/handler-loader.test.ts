@@ -98,7 +98,7 @@ describe('handler loading like the runtime interface client', () => {
     const esm = locateHandlerModule(root, parseHandlerString('esm.handler'));
     expect(esm?.format).toBe('module');
     const loaded = requireEsmIfSupported(esm as NonNullable<typeof esm>);
-    expect(typeof (loaded?.module as { handler?: unknown }).handler).toBe('function');
+    expect(typeof (loaded?.module as { handler?: unknown } | undefined)?.handler).toBe('function');
     const tla = locateHandlerModule(root, parseHandlerString('tla.handler'));
     expect(requireEsmIfSupported(tla as NonNullable<typeof tla>)).toBeUndefined();
     write('broken.mjs', 'export const handler = async () => {');
