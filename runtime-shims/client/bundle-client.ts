@@ -28,7 +28,7 @@ export interface HeldBundle {
   etag: string | undefined;
 }
 
-export type FetchErrorCause = 'network' | 'timeout' | 'http' | 'too-large' | 'protocol';
+export type FetchErrorCause = 'network' | 'timeout' | 'http' | 'too-large';
 
 export type FetchOutcome =
   /** A newer (or first) verified bundle; it is now `current()`. */
@@ -185,8 +185,8 @@ export function createBundleClient(options: BundleClientOptions): BundleClient {
     const headers: Record<string, string> = { authorization, accept: 'application/json' };
     if (held?.etag !== undefined) headers['if-none-match'] = held.etag;
     const answer = await request(url, headers, timeoutMs);
-    state.lastAnswerAt = answer.kind === 'response' ? Date.now() : state.lastAnswerAt;
     if (answer.kind === 'failure') return record(answer.outcome);
+    state.lastAnswerAt = Date.now();
     const { status, body, etag, revisionHeader } = answer;
     if (status === 304) {
       return record({ kind: 'not-modified', revision: held?.revision ?? revisionHeader });
