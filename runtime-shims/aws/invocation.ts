@@ -121,6 +121,30 @@ export function requestIdOf(context: unknown): string | undefined {
   return isSendableRequestId(id) ? id : undefined;
 }
 
+/**
+ * Set (non-enumerable) on the invocation's context by withBulkhead, so a bulkhead middy middleware inside
+ * a wrapped handler (the layer's redirect wraps every handler) leaves sync and flush to the wrapper.
+ * A global symbol: the redirect's copy of this code and the application's copy see the same mark.
+ */
+const HANDLED_MARK = Symbol.for('bulkhead.aws.invocationHandled');
+
+export function markInvocationHandled(context: unknown): void {
+  if (context === null || typeof context !== 'object' || Object.isFrozen(context)) return;
+  try {
+    Object.defineProperty(context, HANDLED_MARK, { value: true, enumerable: false, configurable: true });
+  } catch {
+    // A context that refuses new properties: the middleware then syncs and flushes a second time, harmlessly.
+  }
+}
+
+export function isInvocationHandled(context: unknown): boolean {
+  return (
+    context !== null &&
+    typeof context === 'object' &&
+    (context as Record<symbol, unknown>)[HANDLED_MARK] === true
+  );
+}
+
 /** Several invocations share one process only on Lambda Managed Instances (AWS_LAMBDA_MAX_CONCURRENCY > 1). */
 export function isSingleConcurrency(env: NodeJS.ProcessEnv): boolean {
   const value = Number(env.AWS_LAMBDA_MAX_CONCURRENCY ?? '1');

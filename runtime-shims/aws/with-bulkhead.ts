@@ -3,6 +3,7 @@
 import {
   type InvocationOptions,
   InvocationSync,
+  markInvocationHandled,
   requestIdOf,
   resolveInvocationOptions,
 } from './invocation.js';
@@ -93,6 +94,7 @@ export function createWithBulkhead(shim: ShimPort, env: NodeJS.ProcessEnv = proc
 
     async function run(context: unknown, call: () => Promise<unknown>): Promise<unknown> {
       const requestId = requestIdOf(context);
+      markInvocationHandled(context);
       await sync.beforeHandler(requestId, context);
       let result: unknown;
       let failure: { error: unknown } | undefined;

@@ -3,6 +3,7 @@
 import {
   type InvocationOptions,
   InvocationSync,
+  isInvocationHandled,
   requestIdOf,
   resolveInvocationOptions,
 } from '../aws/invocation.js';
@@ -12,6 +13,8 @@ import type { ShimPort } from '../aws/shim-port.js';
 export const BULKHEAD_CLEANUP_KEY = 'bulkhead.cleanup';
 /** Set once the flush for a request has run, so after/onError/cleanup flush at most once. */
 const FLUSHED_KEY = 'bulkhead.flushed';
+/** Set when an enclosing withBulkhead (e.g. the layer's handler redirect) does sync and flush itself. */
+const DELEGATED_KEY = 'bulkhead.delegated';
 
 /** The part of middy's request object the middleware touches. */
 export interface MiddyLikeRequest {
@@ -61,7 +64,7 @@ export function createBulkheadMiddleware(shim: ShimPort, env: NodeJS.ProcessEnv 
 
     async function flushOnce(request: MiddyLikeRequest): Promise<void> {
       const internal = internalOf(request);
-      if (internal?.[FLUSHED_KEY] === true) return;
+      if (internal?.[FLUSHED_KEY] === true || internal?.[DELEGATED_KEY] === true) return;
       if (internal) internal[FLUSHED_KEY] = true;
       await sync.afterHandler(request?.context);
     }
@@ -70,6 +73,10 @@ export function createBulkheadMiddleware(shim: ShimPort, env: NodeJS.ProcessEnv 
     async function bulkheadMiddlewareBefore(request: MiddyLikeRequest): Promise<void> {
       const internal = internalOf(request);
       if (internal) internal[BULKHEAD_CLEANUP_KEY] = () => flushOnce(request);
+      if (isInvocationHandled(request?.context)) {
+        if (internal) internal[DELEGATED_KEY] = true;
+        return;
+      }
       await sync.beforeHandler(requestIdOf(request?.context), request?.context);
     }
     // Both return nothing: a value would be taken as an early response, and onError must let the error through.

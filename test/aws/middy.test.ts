@@ -1,6 +1,7 @@
 import middy from '@middy/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TelemetryStage } from '../../runtime-shims/aws/invocation.js';
+import { createWithBulkhead } from '../../runtime-shims/aws/with-bulkhead.js';
 import {
   BULKHEAD_CLEANUP_KEY,
   bulkheadCleanup,
@@ -166,6 +167,26 @@ describe('bulkheadMiddleware with @middy/core 6', () => {
       await expect(middleware.after(request)).resolves.toBeUndefined();
       await expect(middleware.onError(request)).resolves.toBeUndefined();
     }
+  });
+
+  it('inside withBulkhead (the layer redirect wraps every handler) it leaves sync and flush to the wrapper', async () => {
+    extension = await startFakeExtension(1);
+    const env = { BULKHEAD_EXTENSION_URL: extension.url };
+    const { shim, bulkheadMiddleware, onError } = setup(env);
+    const withBulkhead = createWithBulkhead(shim, env);
+    const inner = middy()
+      .use(bulkheadMiddleware({ onError }))
+      .handler(async () => {
+        shim.calls.push('handler');
+        return 'ok';
+      });
+    const handler = withBulkhead(inner, { onError });
+    const context = fakeContext('m-10');
+    await expect(handler({}, context)).resolves.toBe('ok');
+    expect(extension.asked).toEqual(['m-10']);
+    expect(flushCount(shim)).toBe(1);
+    expect(Object.keys(context)).not.toContain('bulkhead');
+    expect(JSON.stringify(context)).not.toContain('invocationHandled');
   });
 
   it('validates options like withBulkhead', () => {
