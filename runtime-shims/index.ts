@@ -134,15 +134,13 @@ export function install(options: InstallOptions = {}): ShimStatus {
   core.hooks.errorCode = binding ? registerDeniedErrno(binding) : false;
   const installers: [string, () => void][] = [
     ['tcp', () => binding && installTcp(core, binding)],
-    ['connectOrigin', () => installConnectOrigin(core)],
+    ['connectOrigin', () => installConnectOrigin(core, () => installL7(core, log))],
     ['tlsSni', () => binding && installTlsSni(core, binding)],
     ['dns', () => binding && installDns(core, binding)],
     ['udp', () => binding && installUdp(core, binding)],
     ['childProcess', () => binding && installProcess(core, binding)],
     ['dlopen', () => installAddon(core)],
     ['workerThreads', () => installWorker(core)],
-    ['http', () => installHttp(core)],
-    ['http2', () => installHttp2(core)],
     ['undici', () => installUndici(core)],
   ];
   for (const [name, installer] of installers) {
@@ -153,6 +151,10 @@ export function install(options: InstallOptions = {}): ShimStatus {
       log(`hook ${name} failed to install: ${error instanceof Error ? error.message : String(error)}`);
     }
   }
+  // http and http2 are hooked at the first Socket#connect (no request can be sent before one): loading
+  // them here would cost every cold start. coverage() reports them armed until then.
+  core.hooks.http = true;
+  core.hooks.http2 = true;
   core.start();
   const manifest = core.coverage();
   const live = Object.entries(manifest.hooks);
@@ -167,6 +169,23 @@ export function install(options: InstallOptions = {}): ShimStatus {
       `not governed: native addons (addons.allow), non-Node children (exec.allow), local IPC sockets`,
   );
   return st;
+}
+
+let l7Installed = false;
+function installL7(core: ShimCore, log: (line: string) => void): void {
+  if (l7Installed) return;
+  l7Installed = true;
+  for (const [name, installer] of [
+    ['http', installHttp],
+    ['http2', installHttp2],
+  ] as const) {
+    try {
+      installer(core);
+    } catch (error) {
+      core.hooks[name] = false;
+      log(`hook ${name} failed to install: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
 }
 
 /** Re-read the bundle file (or verify `envelopeText`); a refused bundle leaves the last good one in force. */

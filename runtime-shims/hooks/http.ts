@@ -3,12 +3,14 @@
 // bundled fetch and the userland package — through the `undici:request:create` channel, which
 // fires for every request and every redirect hop.
 import * as diagnosticsChannel from 'node:diagnostics_channel';
-import * as http from 'node:http';
-import * as http2 from 'node:http2';
+import { createRequire } from 'node:module';
 import type { Decision, DecisionRequest, Protocol } from '../../policy/types.js';
 import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
 import { lockHook } from './lock.js';
+
+// Loaded when first needed (the first connection), not at process start.
+const requireBuiltin = createRequire(import.meta.url);
 
 function stripQuery(path: string): string {
   const q = path.search(/[?#]/);
@@ -153,6 +155,7 @@ function httpFacts(
 }
 
 export function installHttp(core: ShimCore): void {
+  const http = requireBuiltin('node:http') as typeof import('node:http');
   const proto = (http.ClientRequest as unknown as { prototype: Record<string, Function> }).prototype;
   const onSocket = proto.onSocket;
   if (typeof onSocket !== 'function') {
@@ -258,59 +261,54 @@ function pinSubscriber(core: ShimCore, channel: Record<string, unknown>, subscri
   Object.preventExtensions(channel);
 }
 
+/**
+ * http2 sessions: ClientHttp2Session.prototype.request, reached through a session built on an
+ * in-memory stream (no socket, no byte leaves). Its authority and scheme come from the session's own
+ * fields, so sessions created before or after, by any code path, are decided the same way.
+ */
 export function installHttp2(core: ShimCore): void {
-  const exportsObject = ((http2 as unknown as { default?: object }).default ?? http2) as Record<
-    string,
-    unknown
-  >;
-  const connect = exportsObject.connect as ((...args: unknown[]) => object) | undefined;
-  if (typeof connect !== 'function') {
+  const http2 = requireBuiltin('node:http2') as typeof import('node:http2');
+  const { Duplex } = requireBuiltin('node:stream') as typeof import('node:stream');
+  const probe = http2.connect('http://bulkhead.invalid', {
+    createConnection: () =>
+      new Duplex({
+        read() {},
+        write(_chunk, _encoding, done) {
+          done();
+        },
+      }),
+  });
+  probe.on('error', () => undefined);
+  const proto = Object.getPrototypeOf(probe) as Record<string, Function>;
+  const symbols = Object.getOwnPropertySymbols(probe);
+  const authorityKey = symbols.find((s) => s.description === 'authority');
+  const protocolKey = symbols.find((s) => s.description === 'protocol');
+  probe.destroy();
+  const request = proto.request;
+  if (typeof request !== 'function') {
     core.hooks.http2 = false;
     return;
   }
-  const authorityOf = new WeakMap<object, { host: string; port: number; protocol: Protocol }>();
-  let patched = false;
-  const patchSession = (session: object) => {
-    if (patched) return;
-    const proto = Object.getPrototypeOf(session) as Record<string, Function>;
-    const request = proto.request;
-    if (typeof request !== 'function') return;
-    const hook = function requestHook(this: object, headers: unknown, ...rest: unknown[]) {
-      const origin = authorityOf.get(this);
-      const h = (typeof headers === 'object' && headers !== null ? headers : {}) as Record<string, unknown>;
-      const authority =
-        typeof h[':authority'] === 'string' ? parseAuthority(h[':authority'] as string) : undefined;
-      const method = typeof h[':method'] === 'string' ? (h[':method'] as string) : 'GET';
-      const path = typeof h[':path'] === 'string' ? stripQuery(h[':path'] as string) : '/';
-      const facts: L7Facts = {
-        host: authority?.host ?? origin?.host ?? 'localhost',
-        port: authority?.port ?? origin?.port ?? 443,
-        protocol: origin?.protocol ?? 'https',
-        method,
-        path: method.toUpperCase() === 'CONNECT' ? String(h[':authority'] ?? '') : path,
-        ip: undefined,
-      };
-      const denied = gateL7(core, facts, authority ? origin?.host : undefined);
-      if (denied) throw denied;
-      return request.call(this, headers, ...rest);
+  const hook = function requestHook(this: Record<symbol, unknown>, headers: unknown, ...rest: unknown[]) {
+    const sessionAuthority = authorityKey ? this[authorityKey] : undefined;
+    const origin = typeof sessionAuthority === 'string' ? parseAuthority(sessionAuthority) : undefined;
+    const scheme: Protocol = protocolKey && this[protocolKey] === 'http:' ? 'http' : 'https';
+    const h = (typeof headers === 'object' && headers !== null ? headers : {}) as Record<string, unknown>;
+    const authority =
+      typeof h[':authority'] === 'string' ? parseAuthority(h[':authority'] as string) : undefined;
+    const method = typeof h[':method'] === 'string' ? (h[':method'] as string) : 'GET';
+    const path = typeof h[':path'] === 'string' ? stripQuery(h[':path'] as string) : '/';
+    const facts: L7Facts = {
+      host: authority?.host ?? origin?.host ?? 'localhost',
+      port: authority?.port ?? origin?.port ?? (scheme === 'http' ? 80 : 443),
+      protocol: scheme,
+      method,
+      path: method.toUpperCase() === 'CONNECT' ? String(h[':authority'] ?? '') : path,
+      ip: undefined,
     };
-    patched = lockHook(core, proto, 'request', hook, 'ClientHttp2Session.prototype.request', 'http2');
+    const denied = gateL7(core, facts, authority ? origin?.host : undefined);
+    if (denied) throw denied;
+    return request.call(this, headers, ...rest);
   };
-  const connectHook = function connectHook(this: unknown, authority: unknown, ...rest: unknown[]) {
-    const session = connect.call(this, authority, ...rest);
-    try {
-      const url = authority instanceof URL ? authority : new URL(String(authority));
-      const protocol: Protocol = url.protocol === 'http:' ? 'http' : 'https';
-      authorityOf.set(session, {
-        host: url.hostname.replace(/^\[|\]$/g, ''),
-        port: url.port ? Number(url.port) : protocol === 'https' ? 443 : 80,
-        protocol,
-      });
-    } catch {
-      // An authority the session itself will reject.
-    }
-    patchSession(session);
-    return session;
-  };
-  core.hooks.http2 = lockHook(core, exportsObject, 'connect', connectHook, 'http2.connect', 'http2');
+  core.hooks.http2 = lockHook(core, proto, 'request', hook, 'ClientHttp2Session.prototype.request', 'http2');
 }

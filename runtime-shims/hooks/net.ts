@@ -26,14 +26,20 @@ export const STARTED_AT = Symbol('bulkhead.startedAt');
  * Keep an unformatted stack of each Socket#connect call (V8 formats it only if a deny reads it), so a
  * record can name the application frame that started a connection decided later.
  */
-export function installConnectOrigin(core: ShimCore): void {
+export function installConnectOrigin(core: ShimCore, beforeFirstConnect: () => void): void {
   const proto = net.Socket.prototype as unknown as Record<string | symbol, unknown>;
   const connect = proto.connect as (...args: unknown[]) => unknown;
   if (typeof connect !== 'function') {
     core.hooks.connectOrigin = false;
     return;
   }
+  let first = true;
   const hook = function connectWithOrigin(this: Record<symbol, unknown>, ...args: unknown[]): unknown {
+    if (first) {
+      // Every request's first byte needs a connection: the L7 hooks go in here, before any can be sent.
+      first = false;
+      beforeFirstConnect();
+    }
     const holder: { stack?: unknown } = {};
     Error.captureStackTrace(holder, hook);
     this[STARTED_AT] = holder;

@@ -1,0 +1,91 @@
+// Per-request overhead of the shim on loopback, side by side in one run: unpatched Node, Node
+// with the preload (dist/register.cjs, a real signed bundle allowing the server), and Node with
+// @mswjs/interceptors doing pass-through interception of the same traffic. Three workloads:
+// HTTP keep-alive, a new connection per request, and fetch. Rounds are interleaved so machine
+// noise falls on every variant alike; medians per variant, ratios to unpatched. Printed only.
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { join } from 'node:path';
+import { makeFixture, REGISTER_CJS, ROOT } from '../shim/harness.js';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const KINDS = { keepalive: 3000, newconn: 800, fetch: 1500 } as const;
+const MODES = ['plain', 'shim', 'msw'] as const;
+
+const server = createServer((_req, res) => res.end('ok'));
+server.keepAliveTimeout = 60_000;
+await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+const port = (server.address() as { port: number }).port;
+const fx = makeFixture({ allow: [`{ to: { cidr: 127.0.0.1/32, port: ${port} } }`] });
+
+const child = join(fx.dir, 'load.cjs');
+writeFileSync(
+  child,
+  `'use strict';
+const http = require('node:http');
+const { MODE, KIND, N, PORT, ROOT } = process.env;
+if (MODE === 'msw') {
+  const { ClientRequestInterceptor } = require(ROOT + '/node_modules/@mswjs/interceptors/lib/node/interceptors/ClientRequest/index.js');
+  const { FetchInterceptor } = require(ROOT + '/node_modules/@mswjs/interceptors/lib/node/interceptors/fetch/index.js');
+  for (const I of [ClientRequestInterceptor, FetchInterceptor]) { const i = new I(); i.apply(); i.on('request', () => {}); }
+}
+const n = Number(N);
+const url = 'http://127.0.0.1:' + PORT + '/';
+const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const one = (agent) => new Promise((resolve, reject) => {
+  http.get(url, { agent }, (res) => { res.resume(); res.on('end', resolve); }).on('error', reject);
+});
+const request = KIND === 'keepalive' ? () => one(keepAlive) : KIND === 'newconn' ? () => one(false) : () => fetch(url).then((r) => r.arrayBuffer());
+(async () => {
+  for (let i = 0; i < Math.ceil(n / 5); i++) await request();
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) await request();
+  const ns = Number(process.hrtime.bigint() - start) / n;
+  keepAlive.destroy();
+  process.stdout.write(String(ns));
+})();
+`,
+);
+
+const samples: Record<string, number[]> = {};
+for (let round = 0; round < ROUNDS; round++) {
+  for (const [kind, n] of Object.entries(KINDS)) {
+    for (const mode of MODES) {
+      const args = mode === 'shim' ? ['--require', REGISTER_CJS, child] : [child];
+      const env = {
+        ...(mode === 'shim' ? fx.env() : { PATH: process.env.PATH ?? '' }),
+        MODE: mode,
+        KIND: kind,
+        N: String(n),
+        PORT: String(port),
+        ROOT,
+      };
+      const run = spawnSync(process.execPath, args, { env, encoding: 'utf8' });
+      const ns = Number(run.stdout);
+      if (!Number.isFinite(ns) || ns <= 0) throw new Error(`${mode}/${kind} failed: ${run.stderr}`);
+      (samples[`${kind}/${mode}`] ??= []).push(ns);
+    }
+  }
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+};
+console.log(
+  `shim overhead on loopback, ${ROUNDS} interleaved rounds, median µs per request (ratio to unpatched)`,
+);
+console.log('workload    unpatched      shim               mswjs pass-through');
+for (const kind of Object.keys(KINDS)) {
+  const plain = median(samples[`${kind}/plain`] ?? []);
+  const shim = median(samples[`${kind}/shim`] ?? []);
+  const msw = median(samples[`${kind}/msw`] ?? []);
+  const fmt = (ns: number) => (ns / 1000).toFixed(1).padStart(7);
+  console.log(
+    `${kind.padEnd(10)} ${fmt(plain)}     ${fmt(shim)} (${(shim / plain).toFixed(3)}x)   ${fmt(msw)} (${(msw / plain).toFixed(3)}x)`,
+  );
+}
+server.closeAllConnections();
+server.close();
+fx.cleanup();
