@@ -38,6 +38,8 @@ function toRevision(row: RevisionRecord): RevisionRow {
   };
 }
 
+const INSERT_SLICE = 250;
+
 export class SqliteStore implements ControlStore {
   readonly engine = 'sqlite' as const;
   private readonly db: Database.Database;
@@ -231,8 +233,17 @@ export class SqliteStore implements ControlStore {
   }
 
   async insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult> {
-    if (rows.length === 0) return { stored: 0, duplicate: 0 };
-    return this.insertDenyBatch.immediate(rows);
+    const total: InsertDeniesResult = { stored: 0, duplicate: 0 };
+    // better-sqlite3 is synchronous: big batches go in slices, yielding between them, so parked
+    // long-polls are answered promptly while reports stream in. Each slice is its own transaction;
+    // idempotency by id makes a partly stored batch safe to resend.
+    for (let start = 0; start < rows.length; start += INSERT_SLICE) {
+      if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+      const result = this.insertDenyBatch.immediate(rows.slice(start, start + INSERT_SLICE));
+      total.stored += result.stored;
+      total.duplicate += result.duplicate;
+    }
+    return total;
   }
 
   async queryDenies(filter: DenyFilter): Promise<StoredDeny[]> {

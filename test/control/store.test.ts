@@ -88,6 +88,16 @@ describe.each(ENGINES)('control store on %s', (engine) => {
     expect((await store.metrics()).denies).toBe(2);
   });
 
+  it('stores a large batch exactly once, duplicates across slices included', async () => {
+    const rows = Array.from({ length: 700 }, (_, i) =>
+      denyRow(`big-${i % 600}`, { sandboxId: 'big-sandbox', seq: (i % 600) + 1 }),
+    );
+    const before = (await store.metrics()).denies;
+    expect(await store.insertDenies(rows)).toEqual({ stored: 600, duplicate: 100 });
+    expect(await store.insertDenies(rows.slice(0, 300))).toEqual({ stored: 0, duplicate: 300 });
+    expect((await store.metrics()).denies).toBe(before + 600);
+  });
+
   it('filters and pages deny records', async () => {
     const rows = Array.from({ length: 25 }, (_, i) =>
       denyRow(`f-${i}`, {
