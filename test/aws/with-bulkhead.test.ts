@@ -351,6 +351,37 @@ describe('withBulkhead: options', () => {
   });
 });
 
+describe('withBulkhead: hostile contexts', () => {
+  it('returns the handler result for any context shape, and never asks the extension with a bad id', async () => {
+    extension = await startFakeExtension(1);
+    const { withBulkhead, onError } = setup({ BULKHEAD_EXTENSION_URL: extension.url });
+    const wrapped = withBulkhead(async (event: number) => event * 2, { onError, readyTimeoutMs: 200 });
+    const hostileContext = fc.oneof(
+      fc.constant(undefined),
+      fc.constant(null),
+      fc.anything(),
+      fc.record({
+        awsRequestId: fc.oneof(fc.string({ maxLength: 300 }), fc.integer(), fc.constant({})),
+        getRemainingTimeInMillis: fc.oneof(
+          fc.constant(() => {
+            throw new Error('broken clock');
+          }),
+          fc.constant(() => Number.NaN),
+          fc.constant(() => -5),
+          fc.constant('not a function'),
+        ),
+      }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.integer(), hostileContext, async (n, context) => {
+        expect(await wrapped(n, context)).toBe(n * 2);
+      }),
+      { numRuns: 150 },
+    );
+    for (const id of extension.asked) expect(id.length).toBeLessThanOrEqual(200);
+  });
+});
+
 describe('extension answers and URLs from outside input', () => {
   it('parseReadyAnswer accepts only a revision object and fails only with ExtensionSyncError', () => {
     fc.assert(
