@@ -95,6 +95,31 @@ describe('bulkhead/azure on @azure/functions v4 (worker stand-in, not the Functi
     }
   });
 
+  it('works under the preload too (languageWorkers__node__arguments=--require …): one installation', async () => {
+    const preloaded = harness.spawnFunction(
+      process.execPath,
+      [
+        '--require',
+        join(ROOT, 'dist/register.cjs'),
+        join(ROOT, 'dist/azure-local.mjs'),
+        '--app',
+        join(ROOT, 'test/azure/fixtures/app.cjs'),
+      ],
+      harness.functionEnv({ WEBSITE_SITE_NAME: 'settle-preloaded', BULKHEAD_TAGS: 'app=payments' }),
+    );
+    const preloadedUrl = (await harness.waitForOutput(preloaded, /listening on (http:\/\/\S+)/))[1] as string;
+    const response = await fetch(`${preloadedUrl}/api/charge`, { method: 'POST', body: '{}' });
+    const json = (await response.json()) as { invocationId: string; results: Record<string, ProbeResult> };
+    expect(json.results.allowed?.outcome).toBe('allowed');
+    expect(json.results.denied?.outcome).toBe('denied');
+    const records = (await harness.denies()).filter(
+      (record) => record.invocationId === `charge/${json.invocationId}`,
+    );
+    expect(records).toHaveLength(1);
+    expect(records[0]?.workload.name).toBe('settle-preloaded');
+    expect(preloaded.output.filter((line) => line.includes('bulkhead: installed:'))).toHaveLength(1);
+  });
+
   it('a policy change reaches the running app without a restart', async () => {
     const next = await harness.apply(
       paymentsPolicy([harness.destinations.allowed!.port, harness.destinations.denied!.port]),
