@@ -6,7 +6,7 @@ import { type RunningControlServer, startControlServer } from '../../control/ser
 import { verifyBundle } from '../../policy/bundle.js';
 import { loadTrustedKeys } from '../../policy/keys.js';
 import { createInProcessController, type InProcessShim } from '../../runtime-shims/client/in-process.js';
-import { paymentsPolicy } from '../crosscloud/harness.js';
+import { freePort, paymentsPolicy } from '../crosscloud/harness.js';
 
 const WORKLOAD = { cloud: 'azure', name: 'settle', 'tag.app': 'payments' };
 
@@ -125,6 +125,41 @@ describe('in-process controller', () => {
     expect(() => createInProcessController(shim, { workload: WORKLOAD, flushTimeoutMs: -1 })).toThrow(
       /flushTimeoutMs/,
     );
+  });
+
+  it('control API down at start: bounded start, fail mode meanwhile, the bundle arrives once it is back', async () => {
+    const port = await freePort();
+    const lines: string[] = [];
+    const { shim, loaded } = recordingShim();
+    const controller = createInProcessController(shim, {
+      env: { ...env, BULKHEAD_CONTROL_URL: `http://127.0.0.1:${port}` },
+      workload: WORKLOAD,
+      maxStalenessMs: 0,
+      longPoll: false,
+      log: (line) => lines.push(line),
+    });
+    await controller.start();
+    expect(loaded).toEqual([]);
+    expect(lines.some((line) => line.startsWith('bundle refresh failed (network)'))).toBe(true);
+    await controller.beforeInvocation(); // still down: the invocation runs under the fail mode
+    await controller.afterInvocation();
+    expect(controller.status().revision).toBeUndefined();
+
+    // The control API comes back on the same address with its key and a policy.
+    const back = await startControlServer({
+      port,
+      signingKey: control.key.privateKeyPem,
+      store: control.store,
+    });
+    try {
+      await controller.beforeInvocation();
+      expect(loaded.length).toBe(1);
+      expect(controller.status().revision).toBe(loaded[0]);
+      await controller.afterInvocation();
+    } finally {
+      await controller.shutdown();
+      await back.close();
+    }
   });
 
   it('resolves the workload lazily when given a function', async () => {
