@@ -64,7 +64,8 @@ for (let round = 0; round < ROUNDS; round++) {
       const run = spawnSync(process.execPath, args, { env, encoding: 'utf8' });
       const ns = Number(run.stdout);
       if (!Number.isFinite(ns) || ns <= 0) throw new Error(`${mode}/${kind} failed: ${run.stderr}`);
-      (samples[`${kind}/${mode}`] ??= []).push(ns);
+      const key = `${kind}/${mode}`;
+      samples[key] = [...(samples[key] ?? []), ns];
     }
   }
 }
