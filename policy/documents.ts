@@ -3,7 +3,7 @@
 // Schema in policy/schema/bulkhead-policy.schema.json (`bulkhead policy schema` prints it).
 import { parseCidr } from './cidr.js';
 import { parseHostPattern } from './host.js';
-import { checkPathGlob } from './path.js';
+import { checkGlobStars, checkPathGlob } from './path.js';
 import { custom, type Infer, type Issue, type JsonSchema, s } from './schema-kit.js';
 
 export const API_VERSION = 'bulkhead.dev/v1';
@@ -259,7 +259,7 @@ const fileGlob = s
   .string({
     minLength: 1,
     maxLength: 1024,
-    refine: (v) => (v.includes('\0') ? 'must not contain NUL' : undefined),
+    refine: (v) => (v.includes('\0') ? 'must not contain NUL' : checkGlobStars(v)),
   })
   .describe(
     'Executable or addon: a glob on the full path ("/usr/bin/git", "/var/task/**/*.node") or a bare file name ("git").',

@@ -1,4 +1,5 @@
 // Workload identity text form and SmartGroup selectors. No dependencies: the shim imports this.
+import { wildcardMatch } from './path.js';
 import type { WorkloadIdentity } from './types.js';
 
 const MAX_IDENTITY_TEXT = 8192;
@@ -70,20 +71,10 @@ export function formatIdentity(identity: WorkloadIdentity): string {
  */
 export type Selector = Readonly<Record<string, readonly string[]>>;
 
-const globCache = new Map<string, RegExp>();
-
+/** `*` any run of characters, `?` one character; linear time whatever the value (values come from workloads). */
 export function identityGlobMatches(glob: string, value: string): boolean {
   if (!glob.includes('*') && !glob.includes('?')) return glob === value;
-  let re = globCache.get(glob);
-  if (!re) {
-    const source = glob
-      .replace(/[\\^$.|+()[\]{}]/g, '\\$&')
-      .replace(/\*/g, '.*')
-      .replace(/\?/g, '.');
-    re = new RegExp(`^${source}$`, 's');
-    if (globCache.size < 4096) globCache.set(glob, re);
-  }
-  return re.test(value);
+  return wildcardMatch(glob, value, true);
 }
 
 export function selectorMatches(selector: Selector, identity: WorkloadIdentity): boolean {

@@ -55,32 +55,78 @@ function isHex(c: string | undefined): boolean {
 export type GlobMatcher = (text: string) => boolean;
 
 /**
- * Compile a glob once: `*` matches within one segment (no `/`), `**` across segments;
- * a trailing `/**` also matches the bare prefix (`/v1/**` matches `/v1`). Everything else is literal.
+ * Wildcard match in linear time (no regular expression, so no catastrophic backtracking on
+ * hostile input): `*` matches any run of characters, `?` one character when `question` is set.
+ */
+export function wildcardMatch(pattern: string, text: string, question = false): boolean {
+  let p = 0;
+  let t = 0;
+  let star = -1;
+  let mark = 0;
+  while (t < text.length) {
+    const c = pattern.charCodeAt(p);
+    if (p < pattern.length && c === 42 /* * */) {
+      star = p++;
+      mark = t;
+    } else if (p < pattern.length && (c === text.charCodeAt(t) || (question && c === 63) /* ? */)) {
+      p++;
+      t++;
+    } else if (star !== -1) {
+      p = star + 1;
+      t = ++mark;
+    } else return false;
+  }
+  while (p < pattern.length && pattern.charCodeAt(p) === 42) p++;
+  return p === pattern.length;
+}
+
+/** Segment-level match: `**` stands for any number of whole segments (the same greedy scheme). */
+function matchSegments(glob: readonly string[], path: readonly string[]): boolean {
+  let g = 0;
+  let p = 0;
+  let star = -1;
+  let mark = 0;
+  while (p < path.length) {
+    if (g < glob.length && glob[g] === '**') {
+      star = g++;
+      mark = p;
+    } else if (g < glob.length && wildcardMatch(glob[g] as string, path[p] as string)) {
+      g++;
+      p++;
+    } else if (star !== -1) {
+      g = star + 1;
+      p = ++mark;
+    } else return false;
+  }
+  while (g < glob.length && glob[g] === '**') g++;
+  return g === glob.length;
+}
+
+/**
+ * Compile a glob once: `*` matches within one segment (no `/`), a whole `**` segment any number
+ * of segments, so `/v1/**` matches `/v1`, `/v1/` and `/v1/a/b`. Everything else is literal.
+ * Matching is linear in the path for each wildcard (no backtracking blow-up).
  */
 export function compileGlob(glob: string): GlobMatcher {
   if (!glob.includes('*')) return (text) => text === glob;
-  let source = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i] as string;
-    if (c === '*') {
-      if (glob[i + 1] === '*') {
-        const trailing = i + 2 === glob.length && source.endsWith('/');
-        if (trailing) source = `${source.slice(0, -1)}(?:/.*)?`;
-        else source += '.*';
-        i++;
-      } else source += '[^/]*';
-    } else source += c.replace(/[\\^$.|?+()[\]{}]/g, '\\$&');
-  }
-  const re = new RegExp(`^${source}$`, 's');
-  return (text) => re.test(text);
+  const segments = glob.split('/');
+  if (segments.length === 1) return (text) => !text.includes('/') && wildcardMatch(glob, text);
+  return (text) => matchSegments(segments, text.split('/'));
+}
+
+// `**` only as a whole segment: "/a/**" or "/a/**/b".
+export function checkGlobStars(glob: string): string | undefined {
+  if (glob.split('/').some((segment) => segment.includes('**') && segment !== '**'))
+    return `"**" must be a whole segment ("/a/**/b"); use "*" within a segment, got ${JSON.stringify(glob)}`;
+  return undefined;
 }
 
 /** Path globs of a policy must be normal already, so the author sees what gets matched. */
 export function checkPathGlob(glob: string): string | undefined {
   if (!glob.startsWith('/')) return `path must start with "/", got ${JSON.stringify(glob)}`;
   if (/[?#]/.test(glob)) return `path must not contain a query or fragment, got ${JSON.stringify(glob)}`;
-  if (/\*\*\*/.test(glob)) return `"***" is not a glob, got ${JSON.stringify(glob)}`;
+  const stars = checkGlobStars(glob);
+  if (stars) return stars;
   const literal = glob.replace(/\*+/g, 'x');
   if (normalizePath(literal) !== literal && normalizePath(literal) !== `${literal}/`)
     return `path is not normalised (dot segments, "//", "\\" or encoded unreserved characters): ${JSON.stringify(glob)} reads as ${JSON.stringify(normalizePath(literal))}`;

@@ -71,3 +71,11 @@ describe('selectorMatches', () => {
     expect(selectorMatches({ name: ['charge.card'] }, id)).toBe(false);
   });
 });
+
+describe('selector globs on hostile values', () => {
+  it('many stars against a long workload name finish (values come from workloads)', () => {
+    const name = 'a'.repeat(8000);
+    expect(selectorMatches({ name: ['*a*a*a*a*a*a*a*b'] }, { name })).toBe(false);
+    expect(selectorMatches({ name: ['a?a*'] }, { name })).toBe(true);
+  });
+});

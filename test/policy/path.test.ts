@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { checkPathGlob, compileGlob, normalizePath } from '../../policy/path.js';
+import { checkPathGlob, compileGlob, normalizePath, wildcardMatch } from '../../policy/path.js';
 
 describe('normalizePath', () => {
   it.each([
@@ -80,5 +80,41 @@ describe('checkPathGlob', () => {
     expect(checkPathGlob('/v1//x')).toContain('not normalised');
     expect(checkPathGlob('/v1?x=1')).toContain('query');
     expect(checkPathGlob('/%41')).toContain('not normalised');
+  });
+});
+
+describe('glob matching on hostile input', () => {
+  it('stays linear: many wildcards against a long path or value finish (a backtracking regex would not)', () => {
+    const glob = compileGlob('/**/a*a*a*a*a*b/**/a*a*a*b');
+    expect(glob(`/${'a'.repeat(20_000)}`)).toBe(false);
+    expect(glob(`/${'a/'.repeat(5_000)}x`)).toBe(false);
+    expect(wildcardMatch('*a*a*a*a*a*a*b', 'a'.repeat(50_000))).toBe(false);
+    expect(wildcardMatch('*a*a*a*a*a*a*b', `${'a'.repeat(50_000)}b`)).toBe(true);
+  });
+
+  it('agrees with a reference regular expression on small inputs', () => {
+    const toRegex = (g: string) =>
+      new RegExp(
+        `^${g
+          .split('*')
+          .map((p) => p.replace(/[\\^$.|?+()[\]{}]/g, '\\$&'))
+          .join('.*')}$`,
+        's',
+      );
+    fc.assert(
+      fc.property(fc.stringMatching(/^[ab*]{0,8}$/), fc.stringMatching(/^[ab]{0,10}$/), (pattern, text) => {
+        expect(wildcardMatch(pattern, text)).toBe(toRegex(pattern).test(text));
+      }),
+    );
+  });
+
+  it('"**" must be a whole segment', () => {
+    expect(checkPathGlob('/files/**.pdf')).toContain('whole segment');
+    expect(checkPathGlob('/a/***')).toContain('whole segment');
+    expect(checkPathGlob('/a/**/b/*.pdf')).toBeUndefined();
+    const g = compileGlob('/a/**/b/*.pdf');
+    expect(g('/a/b/x.pdf')).toBe(true);
+    expect(g('/a/x/y/b/x.pdf')).toBe(true);
+    expect(g('/a/x/y/b/c/x.pdf')).toBe(false);
   });
 });
