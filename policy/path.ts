@@ -68,7 +68,7 @@ export function wildcardMatch(pattern: string, text: string, question = false): 
     if (p < pattern.length && c === 42 /* * */) {
       star = p++;
       mark = t;
-    } else if (p < pattern.length && (c === text.charCodeAt(t) || (question && c === 63) /* ? */)) {
+    } else if (p < pattern.length && (c === text.charCodeAt(t) || (question && c === 63)) /* ? */) {
       p++;
       t++;
     } else if (star !== -1) {
