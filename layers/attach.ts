@@ -212,6 +212,11 @@ export async function attachLayer(options: AttachOptions): Promise<AttachResult>
     tags = (await options.client.send(new ListTagsCommand({ Resource: unqualified }))).Tags ?? {};
   }
   const plan = planAttach(options.functionName, config, tags, request);
+  if (!plan.environment.BULKHEAD_TOKEN)
+    progress(
+      `${options.functionName}: warning: no BULKHEAD_TOKEN on the function: the extension cannot fetch bundles ` +
+        '(pass --token-env NAME); until it has one the fail mode governs',
+    );
   const result: AttachResult = {
     functionArn: config.FunctionArn,
     changes: plan.changes,

@@ -299,13 +299,16 @@ describe('attach: against the Lambda API', () => {
         BULKHEAD_TAGS: 'app=payments,env=prod',
       }),
     );
+    const progress: string[] = [];
     const result = await attachLayer({
       client: new LambdaClient({ region: 'eu-west-1' }),
       functionName: 'charge-card',
       layerArn: LAYER_V3,
       controlUrl: CONTROL,
+      onProgress: (m) => progress.push(m),
     });
     expect(result).toMatchObject({ updated: false, changes: [] });
+    expect(progress.some((line) => line.includes('warning: no BULKHEAD_TOKEN'))).toBe(true);
     expect(lambda.commandCalls(UpdateFunctionConfigurationCommand)).toHaveLength(0);
   });
 
