@@ -7,6 +7,13 @@ import type { DenyRow } from '../store/types.js';
 
 const MAX_ERRORS_LISTED = 100;
 
+function sameAttributes(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  for (const key of keys) if (!Object.hasOwn(b, key) || a[key] !== b[key]) return false;
+  return true;
+}
+
 export function registerReportRoutes(app: FastifyInstance, context: ControlContext): void {
   const { store, state, metrics, limits } = context;
   const groupsByWorkload = new Map<string, { revision: number; groups: string }>();
@@ -62,10 +69,20 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
       let rejected = 0;
       const receivedAt = new Date().toISOString();
       const { records } = request.body;
+      let lastWorkload: Readonly<Record<string, string>> | undefined;
+      let lastKey = '';
       for (let index = 0; index < records.length; index++) {
         try {
           const { record, timeMs } = validateDenyRecord(records[index]);
-          const workloadKey = formatIdentity(record.workload);
+          // Records of one batch mostly come from one workload: reuse its key when the attributes match.
+          let workloadKey: string;
+          if (lastWorkload !== undefined && sameAttributes(lastWorkload, record.workload))
+            workloadKey = lastKey;
+          else {
+            workloadKey = formatIdentity(record.workload);
+            lastWorkload = record.workload;
+            lastKey = workloadKey;
+          }
           rows.push({
             id: record.id,
             time: record.time,
