@@ -36,7 +36,10 @@ export interface Decision {
   readonly decision: DecisionKind;
   readonly mode: Mode;
   readonly blocked: boolean;
-  /** Deciding rule: `<policy>/allow[2]`, `<policy>/deny[0]`, `default-deny`, `default-allow`, `guardrail:<name>`. */
+  /**
+   * Deciding rule: `<policy>/allow[2]`, `<policy>/deny[0]`, `<policy>/exec[i]`, `<policy>/addons[i]`,
+   * `exec:node`, `ip-literal`, `default-deny`, `default-allow` (hooks may add their own, e.g. fail-closed).
+   */
   readonly rule: string;
 }
 
