@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, expectTypeOf, it } from 'vitest';
 import {
   ExtensionSyncError,
   parseExtensionUrl,
@@ -68,6 +68,17 @@ describe('withBulkhead: shape the runtime sees', () => {
     expect(shim.calls).toContain('run:req-stream');
     expect(shim.calls.at(-1)).toBe('set:-');
     expect(shim.calls).toContain('flush:end');
+  });
+
+  it('keeps the handler types: callable with (event, context), resolving to the handler result', () => {
+    const { withBulkhead, onError } = setup();
+    const wrapped = withBulkhead(async (event: { amount: number }) => ({ charged: event.amount }), {
+      onError,
+    });
+    expectTypeOf(wrapped).toBeCallableWith({ amount: 1 }, fakeContext('t'));
+    expectTypeOf(wrapped({ amount: 1 }, fakeContext('t'))).resolves.toEqualTypeOf<{ charged: number }>();
+    // @ts-expect-error the event type is the handler's
+    wrapped({ amount: 'one' }, fakeContext('t')).catch(() => undefined);
   });
 
   it('keeps the handler name for stack traces', () => {
