@@ -18,8 +18,16 @@ class Counter {
     readonly help: string,
   ) {}
 
+  /** Rendered label text per raw label values: the per-request path formats nothing. */
+  private readonly labelCache = new Map<string, string>();
+
   inc(labels: Labels = {}, by = 1): void {
-    const key = labelText(labels);
+    const raw = Object.values(labels).join('\u0000');
+    let key = this.labelCache.get(raw);
+    if (key === undefined) {
+      key = labelText(labels);
+      if (this.labelCache.size < 10_000) this.labelCache.set(raw, key);
+    }
     this.values.set(key, (this.values.get(key) ?? 0) + by);
   }
 

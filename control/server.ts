@@ -198,7 +198,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
       if (recorded.size >= 100_000) recorded.clear();
       recorded.set(sighting.key, { revision: sighting.revision, scope: sighting.scope, atMs: nowMs });
       sightings.set(sighting.key, sighting);
-      if (sightings.size >= 1000) void flushSightings();
+      if (sightings.size >= 10_000) void flushSightings();
     },
     flushSightings,
     revisionSeenAtMs: () => revisionSeenAtMs,

@@ -194,12 +194,23 @@ export class SqliteStore implements ControlStore {
   }
 
   async recordSightings(sightings: WorkloadSighting[]): Promise<void> {
-    if (sightings.length === 0) return;
-    this.db.transaction(() => {
-      for (const s of sightings) {
-        this.upsertWorkload.run(s.key, JSON.stringify(s.identity), s.seenAt, s.seenAt, s.revision, s.scope);
-      }
-    })();
+    for (let start = 0; start < sightings.length; start += INSERT_SLICE) {
+      if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+      this.db
+        .transaction(() => {
+          for (const s of sightings.slice(start, start + INSERT_SLICE)) {
+            this.upsertWorkload.run(
+              s.key,
+              JSON.stringify(s.identity),
+              s.seenAt,
+              s.seenAt,
+              s.revision,
+              s.scope,
+            );
+          }
+        })
+        .immediate();
+    }
   }
 
   async listWorkloads(): Promise<WorkloadRow[]> {
