@@ -215,7 +215,9 @@ class PolicyDecider implements Decider {
     const sni = request.sni;
     // A request whose SNI differs from its host is rare (domain fronting looks like this):
     // decided without the cache rather than widening every key.
-    if (sni !== undefined && sni !== host) return this.decideUncached(request);
+    // A port that is not an integer would alias another key: decided (and refused) uncached.
+    if ((sni !== undefined && sni !== host) || !Number.isInteger(request.port))
+      return this.decideUncached(request);
     const ip = request.ip ?? '';
     const portKey = request.port * 8 + (PROTOCOL_INDEX[request.protocol] ?? 7);
     const method = request.method ?? '';

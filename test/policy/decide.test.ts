@@ -415,7 +415,7 @@ describe('cache', () => {
         nil: undefined,
       }),
       ip: fc.option(fc.constantFrom('10.1.1.1', '11.0.0.1', '::ffff:10.0.0.1'), { nil: undefined }),
-      port: fc.constantFrom(0, 443, 80),
+      port: fc.constantFrom(0, 443, 80, 443.5, 442.875, '443' as unknown as number),
       protocol: fc.constantFrom('tcp', 'https', 'udp') as fc.Arbitrary<DecisionRequest['protocol']>,
       method: fc.option(fc.constantFrom('GET', 'POST'), { nil: undefined }),
       path: fc.option(fc.constantFrom('/x/1', '/y', '/x/../y'), { nil: undefined }),
