@@ -139,6 +139,41 @@ describe('layer publish', () => {
   });
 });
 
+describe('layer publish: several regions', () => {
+  it('publishes region by region, one ARN per line; a failing region is reported and the others still done', async () => {
+    lambda.on(ListLayerVersionsCommand).resolves({});
+    lambda
+      .on(PublishLayerVersionCommand)
+      .resolvesOnce({ LayerVersionArn: 'arn:aws:lambda:eu-west-1:123456789012:layer:bulkhead:1', Version: 1 })
+      .rejectsOnce(new Error('AccessDeniedException: not allowed in us-east-1'))
+      .resolvesOnce({
+        LayerVersionArn: 'arn:aws:lambda:ap-south-1:123456789012:layer:bulkhead:1',
+        Version: 1,
+      });
+    const io = captureIO();
+    const args = parseCommandArgs(layerPublishCommand, [
+      '--region',
+      'eu-west-1,us-east-1,ap-south-1',
+      '--zip',
+      zipFile,
+    ]);
+    expect(await layerPublishCommand.run(args, io)).toBe(1);
+    expect(io.outText).toEqual([
+      'arn:aws:lambda:eu-west-1:123456789012:layer:bulkhead:1',
+      'arn:aws:lambda:ap-south-1:123456789012:layer:bulkhead:1',
+    ]);
+    expect(io.errText).toContain('[us-east-1] failed: AccessDeniedException: not allowed in us-east-1');
+    expect(lambda.commandCalls(PublishLayerVersionCommand)).toHaveLength(3);
+  });
+
+  it('rejects a malformed region list before calling AWS', async () => {
+    const io = captureIO();
+    const args = parseCommandArgs(layerPublishCommand, ['--region', 'eu-west-1,../etc', '--zip', zipFile]);
+    await expect(layerPublishCommand.run(args, io)).rejects.toThrow(/not a region name/);
+    expect(lambda.calls()).toHaveLength(0);
+  });
+});
+
 describe('attach: plan', () => {
   const request = { layerArn: LAYER_V3, controlUrl: CONTROL };
 

@@ -1,26 +1,27 @@
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { DEFAULT_LAYER_NAME, publishLayer } from '../../../layers/publish.js';
-import { type Command, EXIT_OK, requireOption, stringOption } from '../command.js';
+import { type Command, EXIT_FAILURE, EXIT_OK, requireOption, stringOption, UsageError } from '../command.js';
 
 export const DEFAULT_LAYER_ZIP = 'dist/bulkhead-layer.zip';
+const REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
 
 export const layerPublishCommand: Command = {
   path: ['layer', 'publish'],
-  summary: 'publish the layer zip as a Lambda layer version in one region',
+  summary: 'publish the layer zip as a Lambda layer version (one or more regions)',
   usage: [
-    'Usage: bulkhead layer publish --region R [--name N] [--zip FILE] [--force] [--json]',
+    'Usage: bulkhead layer publish --region R[,R…] [--name N] [--zip FILE] [--force] [--json]',
     '',
     `Publishes FILE (default ${DEFAULT_LAYER_ZIP}, made by \`bulkhead layer build\`) with PublishLayerVersion,`,
-    'compatible with nodejs20.x, nodejs22.x, nodejs24.x on x86_64 and arm64. When the newest version of the',
-    'layer already has the same sha256 it is reused (--force publishes a new version anyway).',
-    'Credentials come from the usual AWS SDK chain (AWS_PROFILE, environment, SSO, instance role).',
+    'compatible with nodejs20.x, nodejs22.x, nodejs24.x on x86_64 and arm64, in each region given. When the',
+    'newest version of the layer already has the same sha256 it is reused (--force publishes anyway).',
+    'Prints one layer version ARN per region. Credentials come from the usual AWS SDK chain.',
     '',
     'Options:',
-    '  --region R    AWS region (default AWS_REGION)',
+    '  --region R    AWS region, or a comma-separated list (default AWS_REGION)',
     `  --name N      layer name (default ${DEFAULT_LAYER_NAME})`,
     '  --zip FILE    layer zip to upload',
     '  --force       publish even when the newest version has the same content',
-    '  --json        print the result as JSON',
+    '  --json        print one JSON object per region',
   ].join('\n'),
   options: {
     region: { type: 'string' },
@@ -30,23 +31,35 @@ export const layerPublishCommand: Command = {
     json: { type: 'boolean' },
   },
   async run(args, io) {
-    const region = stringOption(args, 'region') || process.env.AWS_REGION || requireOption(args, 'region');
+    const regionText =
+      stringOption(args, 'region') || process.env.AWS_REGION || requireOption(args, 'region');
+    const regions = [...new Set(regionText.split(',').map((r) => r.trim()))];
+    for (const region of regions)
+      if (!REGION.test(region))
+        throw new UsageError(`--region: '${region}' is not a region name (eu-west-1 …)`);
     const json = args.values.json === true;
-    const client = new LambdaClient({ region });
-    try {
-      const result = await publishLayer({
-        client,
-        zip: stringOption(args, 'zip') ?? DEFAULT_LAYER_ZIP,
-        layerName: stringOption(args, 'name'),
-        force: args.values.force === true,
-        // Progress goes to stderr so --json output stays parseable.
-        onProgress: (message) => io.err(`[${region}] ${message}`),
-      });
-      if (json) io.out(JSON.stringify({ region, ...result }));
-      else io.out(result.layerVersionArn);
-      return EXIT_OK;
-    } finally {
-      client.destroy();
+    let failed = 0;
+    // One region after another: a failure is reported and the others still get the layer.
+    for (const region of regions) {
+      const client = new LambdaClient({ region });
+      try {
+        const result = await publishLayer({
+          client,
+          zip: stringOption(args, 'zip') ?? DEFAULT_LAYER_ZIP,
+          layerName: stringOption(args, 'name'),
+          force: args.values.force === true,
+          // Progress goes to stderr so the ARNs (or --json) on stdout stay parseable.
+          onProgress: (message) => io.err(`[${region}] ${message}`),
+        });
+        io.out(json ? JSON.stringify({ region, ...result }) : result.layerVersionArn);
+      } catch (error) {
+        if (regions.length === 1) throw error;
+        failed++;
+        io.err(`[${region}] failed: ${(error as Error).message}`);
+      } finally {
+        client.destroy();
+      }
     }
+    return failed === 0 ? EXIT_OK : EXIT_FAILURE;
   },
 };
