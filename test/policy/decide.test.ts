@@ -428,6 +428,18 @@ describe('cache', () => {
   });
 });
 
+describe('cache keys', () => {
+  it('a port that is not an integer never shares a cached answer with a real port', () => {
+    const d = deciderFor({ allow: ['to: { host: x.com, port: 443 }'] });
+    expect(d.decide({ host: 'x.com', port: 443, protocol: 'tcp' }).decision).toBe('allow');
+    expect(d.decide({ host: 'x.com', port: '443' as unknown as number, protocol: 'tcp' }).decision).toBe(
+      'deny',
+    );
+    expect(d.decide({ host: 'x.com', port: 443, protocol: 'dns' }).decision).toBe('allow');
+    expect(d.decide({ host: 'x.com', port: 443.5, protocol: 'tcp' }).decision).toBe('deny');
+  });
+});
+
 describe('least disclosure', () => {
   it('a workload receives only the rules of policies whose groups select it', () => {
     const set = mustParse(`${policyYaml({ allow: ['to: { host: mine.com }'] })}---
