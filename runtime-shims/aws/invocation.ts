@@ -163,10 +163,6 @@ export class InvocationSync {
     this.#singleConcurrency = isSingleConcurrency(env);
   }
 
-  get options(): ResolvedInvocationOptions {
-    return this.#options;
-  }
-
   /** Install enforcement once (the core makes a second install a no-op as well). */
   ensureInstalled(): void {
     if (this.#installed || !this.#options.install) return;
