@@ -104,6 +104,9 @@ describe('bulkhead/gcp on the functions framework', () => {
     }
   });
 
+  // Also guards against preload hardening that breaks ordinary libraries: Express 5's router sets
+  // `Router.prototype = function () {}` and then assigns `Router.prototype.bind` (the HTTP method BIND),
+  // which fails when Function.prototype.bind has been made read-only before Express loads.
   it('works under the preload too: one installation, the wrapper drives it', async () => {
     const { port, output } = await startFramework('charge', 'http', [
       '--require',
