@@ -41,7 +41,8 @@ export interface SignedBundle {
   revision: number;
   scope: string;
   etag: string;
-  body: string;
+  /** The canonical envelope JSON, encoded once: every response sends these same bytes. */
+  body: Buffer;
 }
 
 interface ScopeEntry {
@@ -263,7 +264,7 @@ export class PolicyState {
       revision: loaded.revision,
       scope: resolved.scope,
       etag: this.etag(loaded.revision, resolved.scope, epoch),
-      body: serializeEnvelope(envelope),
+      body: Buffer.from(serializeEnvelope(envelope), 'utf8'),
     };
     if (this.bundles.size >= BUNDLE_CACHE_LIMIT) this.bundles.clear();
     this.bundles.set(cacheKey, bundle);

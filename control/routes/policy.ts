@@ -206,12 +206,9 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
       return invalid(reply, 'guardrail-violation', guardrailErrors);
     }
     const current = state.current;
-    await context.flushSightings();
-    const inventory = await store.listWorkloads();
     // Per SmartGroup only: the per-workload view is `affectedWorkloads`, bounded for large inventories.
     const { changed, groups } = diffPolicies(current?.set ?? emptySet(), parsed.set);
     const diff = { changed, groups };
-    const affected = affectedWorkloads(state, current?.set, parsed.set, inventory);
     const previousRevision = current?.revision ?? 0;
     const outcome: ApplyOutcome = {
       revision: previousRevision,
@@ -219,32 +216,37 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
       dryRun: options.dryRun,
       unchanged: current !== undefined && sameSources(current.sources, sources),
       diff,
-      affectedWorkloads: affected,
+      affectedWorkloads: { count: 0, workloads: [] },
     };
     if (options.restoredFrom !== undefined) outcome.restoredFrom = options.restoredFrom;
+    const inventory = async () => {
+      await context.flushSightings();
+      return affectedWorkloads(state, current?.set, parsed.set, await store.listWorkloads());
+    };
     if (options.dryRun || outcome.unchanged) {
       metrics.applies.inc({ result: options.dryRun ? 'dry-run' : 'unchanged' });
+      if (options.dryRun) outcome.affectedWorkloads = await inventory();
       return reply.code(200).send(outcome);
     }
     const createdAt = new Date().toISOString();
-    const summary = {
-      diff,
-      affectedWorkloads: affected.count,
-      files: sources.map((s) => s.file),
-      appliedBy: options.tokenId ?? null,
-    };
+    const summary = { diff, files: sources.map((s) => s.file), appliedBy: options.tokenId ?? null };
     const revision = await store.appendRevision({
       createdAt,
       sources,
       restoredFrom: options.restoredFrom ?? null,
       summary,
     });
+    // Install (and so wake every parked long-poll) before the inventory work for the answer.
     state.install(
       { revision, createdAt, sources, restoredFrom: options.restoredFrom ?? null, summary },
       parsed.set,
     );
     metrics.applies.inc({ result: 'stored' });
-    reply.log.info({ revision, files: summary.files, affected: affected.count }, 'policy revision stored');
+    outcome.affectedWorkloads = await inventory();
+    reply.log.info(
+      { revision, files: summary.files, affected: outcome.affectedWorkloads.count },
+      'policy revision stored',
+    );
     outcome.revision = revision;
     return reply.code(200).send(outcome);
   }
