@@ -2,6 +2,7 @@
 // kept, invocation tagged with the execution id / CloudEvent id, deny records delivered before the
 // response ends or the callback fires, handler errors passed through unchanged.
 import { EventEmitter } from 'node:events';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { InProcessShim } from '../../runtime-shims/client/in-process.js';
 import { cloudEvent, configure, http } from '../../runtime-shims/gcp/index.js';
@@ -98,6 +99,31 @@ describe('bulkhead/gcp wrappers', () => {
     expect(tagSeen).toBe('from-header');
     // Let the deferred end run before the next test records events.
     while (res.ended === undefined) await new Promise((resolve) => setImmediate(resolve));
+  });
+
+  it('tag every request with a string, whatever its execution id and headers hold', async () => {
+    const handler = http((_req: unknown, res: FakeResponse) => {
+      events.push(`tag:${typeof currentTag}`);
+      res.end();
+    });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record(
+          { executionId: fc.anything(), headers: fc.option(fc.dictionary(fc.string(), fc.anything())) },
+          {
+            requiredKeys: [],
+          },
+        ),
+        async (req) => {
+          events.length = 0;
+          const res = new FakeResponse();
+          await handler(req as never, res as never);
+          while (res.ended === undefined) await new Promise((resolve) => setImmediate(resolve));
+          expect(events[0]).toBe('tag:string');
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 
   it('deliver before an async CloudEvent handler resolves, and pass its errors through', async () => {
