@@ -401,7 +401,7 @@ export function policyJsonSchema(): JsonSchema {
     then: schema.toJsonSchema(),
   }));
   return {
-    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    $schema: 'http://json-schema.org/draft-07/schema#',
     $id: 'https://bulkhead.dev/schema/v1/bulkhead-policy.schema.json',
     title: 'Bulkhead policy document',
     description:

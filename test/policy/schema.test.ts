@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Ajv2020 from 'ajv/dist/2020.js';
+import Ajv from 'ajv';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
@@ -16,7 +16,7 @@ describe('JSON Schema', () => {
     expect(JSON.parse(readFileSync(schemaFile, 'utf8'))).toEqual(policyJsonSchema());
   });
 
-  const ajv = new Ajv2020.default({ allErrors: true, strict: false });
+  const ajv = new Ajv.default({ allErrors: true, strict: false });
   const validate = ajv.compile(policyJsonSchema());
 
   it.each(['payments.yaml', 'platform-baseline.yaml'])(

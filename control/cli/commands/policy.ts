@@ -301,7 +301,7 @@ export const policySchemaCommand: Command = {
   path: ['policy', 'schema'],
   summary: 'Print the JSON Schema of policy documents',
   usage:
-    'Usage: bulkhead policy schema\n\nPrints the JSON Schema (draft 2020-12) the policy documents follow (policy/schema/bulkhead-policy.schema.json).',
+    'Usage: bulkhead policy schema\n\nPrints the JSON Schema (draft-07, what yaml-language-server reads) the policy documents follow (policy/schema/bulkhead-policy.schema.json).',
   async run(_args, io) {
     io.out(`${JSON.stringify(policyJsonSchema(), null, 2)}\n`);
     return EXIT_OK;
