@@ -1,7 +1,9 @@
 // The shim's configuration, read once from the environment (contract §2), and the endpoints that
 // are exempt from policy by construction: the Lambda Runtime API, the extension's local endpoint,
 // the report sink and the control API. Nothing else is ever exempt.
+import { realpathSync } from 'node:fs';
 import { normalizeIp } from '../policy/cidr.js';
+import { parseIdentity } from '../policy/identity.js';
 import type { WorkloadIdentity } from '../policy/types.js';
 import { detectIdentity } from './identity.js';
 
@@ -25,6 +27,11 @@ export interface ShimConfig {
   problems: string[];
   /** The BULKHEAD_* variables a child process or worker must see to enforce the same policy. */
   propagate: Record<string, string>;
+  /**
+   * Lambda only: the runtime's own folder (`LAMBDA_RUNTIME_DIR`, real path). Its native client
+   * (`rapid-client.node`) is exempt from the addon policy by construction (contract §2).
+   */
+  runtimeDir: string | undefined;
 }
 
 function endpointOfUrl(text: string, problems: string[], variable: string): Endpoint | undefined {
@@ -55,6 +62,16 @@ function endpointOfHostPort(text: string, problems: string[], variable: string):
 }
 
 /** The form exempt hosts are compared in: IP literals normalised (IPv4-mapped unwrapped), names lower-case. */
+/** Variables that widen what a process may do (exemptions, configuration): a child gets ours or none. */
+export function isControlledVariable(name: string): boolean {
+  return (
+    name.startsWith('BULKHEAD_') ||
+    name === 'AWS_LAMBDA_RUNTIME_API' ||
+    name === 'LAMBDA_RUNTIME_DIR' ||
+    name === 'NODE_OPTIONS'
+  );
+}
+
 export function hostKey(host: string): string {
   const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
   return normalizeIp(bare) ?? bare.toLowerCase().replace(/\.$/, '');
@@ -72,6 +89,7 @@ const PROPAGATED = [
   'BULKHEAD_TAGS',
   'BULKHEAD_STATE_DIR',
   'AWS_LAMBDA_RUNTIME_API',
+  'LAMBDA_RUNTIME_DIR',
   'AWS_LAMBDA_FUNCTION_NAME',
   'AWS_REGION',
   'AWS_EXECUTION_ENV',
@@ -125,7 +143,23 @@ export function readConfig(env: Readonly<Record<string, string | undefined>>): S
     const value = env[name];
     if (value !== undefined) propagate[name] = value;
   }
+  let runtimeDir: string | undefined;
+  if (env.AWS_LAMBDA_RUNTIME_API && env.LAMBDA_RUNTIME_DIR) {
+    try {
+      runtimeDir = realpathSync(env.LAMBDA_RUNTIME_DIR);
+    } catch {
+      runtimeDir = undefined;
+    }
+  }
+  if (env.BULKHEAD_WORKLOAD) {
+    try {
+      parseIdentity(env.BULKHEAD_WORKLOAD);
+    } catch (error) {
+      problems.push(`BULKHEAD_WORKLOAD: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
   return {
+    runtimeDir,
     bundleFile: env.BULKHEAD_BUNDLE_FILE?.trim() || undefined,
     trustedKeys,
     workload: detectIdentity(env),

@@ -234,6 +234,16 @@ export class ShimCore implements ShimInstance {
 
   /** Load the configured bundle file (at install) and watch it for changes. */
   start(): void {
+    // Short-lived processes exit before the delivery timer: spool what is left, and give an HTTP
+    // sink one flush when the event loop runs dry.
+    process.on('exit', () => this.queue.drainSync());
+    let exitFlush = true;
+    process.on('beforeExit', () => {
+      if (exitFlush && this.queue.queued > 0) {
+        exitFlush = false;
+        void this.flush();
+      }
+    });
     const file = this.config.bundleFile;
     if (!file) {
       this.#lastReloadError = 'BULKHEAD_BUNDLE_FILE is not set';
@@ -387,10 +397,13 @@ export class ShimCore implements ShimInstance {
     claimedHost: unknown,
     sni: unknown,
   ): Decision {
-    const ip =
+    let ip =
       address.includes(':') || !/^\d+\.\d+\.\d+\.\d+$/.test(address)
         ? (normalizeIp(address) ?? address)
         : address;
+    // Connecting to the unspecified address reaches this host's loopback: decide it as such.
+    if (ip === '0.0.0.0') ip = '127.0.0.1';
+    else if (ip === '::') ip = '::1';
     if (this.isExempt(ip, port)) return EXEMPT;
     const names = this.#namesByIp.get(ip);
     const sniName = typeof sni === 'string' && sni !== '' ? sni.toLowerCase() : undefined;
@@ -431,8 +444,31 @@ export class ShimCore implements ShimInstance {
 
   /** An HTTP request (any client): host + method + path, before a byte of it is sent. */
   decideRequest(request: DecisionRequest): Decision {
-    if (request.host !== undefined && this.isExempt(hostKey(request.host), request.port)) return EXEMPT;
+    if (
+      request.host !== undefined &&
+      this.#exemptByPort.has(request.port) &&
+      this.isExempt(hostKey(request.host), request.port)
+    )
+      return EXEMPT;
     return this.decider.decide(request);
+  }
+
+  /**
+   * Before a connect (host as given, no address yet): could this end in a deny? Only then is the
+   * caller's stack kept for the record; an allowed connection costs one cached decision.
+   */
+  mayDeny(host: unknown, port: unknown): boolean {
+    if (typeof host !== 'string' || typeof port !== 'number') return true;
+    if (this.#exemptByPort.has(port)) return false;
+    const request = this.#scratch;
+    request.host = host;
+    request.ip = undefined;
+    request.port = port;
+    request.protocol = 'tcp';
+    request.sni = undefined;
+    request.method = undefined;
+    request.path = undefined;
+    return this.decider.decide(request).decision !== 'allow';
   }
 
   /** DNS: may this name be queried at all? Exempt endpoints' names always may. */

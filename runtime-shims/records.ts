@@ -8,6 +8,8 @@ export interface Sink {
   readonly description: string;
   /** Deliver a batch; reject when it did not reach the destination (the queue retries). */
   deliver(records: readonly DenyRecord[]): Promise<void>;
+  /** Synchronous delivery, for process exit (sinks that can: the spool file). */
+  deliverSync?(records: readonly DenyRecord[]): void;
 }
 
 /** Contract §3: NDJSON, one `write` per line on an O_APPEND descriptor, file mode 0600. */
@@ -18,6 +20,9 @@ export class SpoolSink implements Sink {
     this.description = `spool ${path}`;
   }
   async deliver(records: readonly DenyRecord[]): Promise<void> {
+    this.deliverSync(records);
+  }
+  deliverSync(records: readonly DenyRecord[]): void {
     if (this.#fd === undefined)
       this.#fd = openSync(
         this.path,
@@ -213,6 +218,21 @@ export class RecordQueue {
       void this.flush();
     }, 2000);
     this.#timer.unref?.();
+  }
+
+  /** At process exit: hand what is pending to a sink that can take it synchronously. Never throws. */
+  drainSync(): void {
+    const sink = this.sink;
+    if (!sink?.deliverSync || this.#pending.length === 0) return;
+    try {
+      sink.deliverSync(this.#pending.map((p) => p.record));
+      this.#delivered += this.#pending.length;
+      this.#pending = [];
+      this.#byKey.clear();
+    } catch {
+      // Exiting anyway: the records are lost and counted.
+      this.#dropped += this.#pending.length;
+    }
   }
 
   /** Records waiting for delivery (copies), for tests and for wrappers without a sink. */

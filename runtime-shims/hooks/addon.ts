@@ -1,8 +1,19 @@
 // Native addons run machine code that no JavaScript hook can see: process.dlopen (under every
 // `require('x.node')`) is governed by the policy's addon list.
+import { realpathSync } from 'node:fs';
+import { sep } from 'node:path';
 import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
 import { lockHook } from './lock.js';
+
+/** Is `file` (resolved through symlinks) inside `dir` (already a real path)? */
+function isInside(dir: string, file: string): boolean {
+  try {
+    return realpathSync(file).startsWith(dir + sep);
+  } catch {
+    return false;
+  }
+}
 
 export function installAddon(core: ShimCore): void {
   const dlopen = process.dlopen;
@@ -10,8 +21,11 @@ export function installAddon(core: ShimCore): void {
     core.hooks.dlopen = false;
     return;
   }
+  const runtimeDir = core.config.runtimeDir;
   const hook = function dlopenHook(this: unknown, module: unknown, filename: unknown, ...rest: unknown[]) {
     const path = typeof filename === 'string' ? filename : String(filename);
+    if (runtimeDir && isInside(runtimeDir, path))
+      return (dlopen as Function).call(this, module, filename, ...rest);
     const decision = core.decider.decideAddon(path);
     if (decision.decision !== 'allow') {
       core.report('addon', decision, { command: path });

@@ -40,9 +40,25 @@ export function installConnectOrigin(core: ShimCore, beforeFirstConnect: () => v
       first = false;
       beforeFirstConnect();
     }
-    const holder: { stack?: unknown } = {};
-    Error.captureStackTrace(holder, hook);
-    this[STARTED_AT] = holder;
+    // Socket#connect(options | [options, cb] | port, host?): a stack is kept only when a deny is plausible.
+    let options = args[0];
+    if (Array.isArray(options)) options = options[0];
+    let host: unknown;
+    let port: unknown;
+    if (typeof options === 'object' && options !== null) {
+      const o = options as { host?: unknown; port?: unknown; path?: unknown };
+      if (typeof o.path === 'string') return connect.apply(this, args);
+      host = o.host ?? 'localhost';
+      port = typeof o.port === 'string' ? Number(o.port) : o.port;
+    } else {
+      host = typeof args[1] === 'string' ? args[1] : 'localhost';
+      port = typeof options === 'string' ? Number(options) : options;
+    }
+    if (core.mayDeny(host, port)) {
+      const holder: { stack?: unknown } = {};
+      Error.captureStackTrace(holder, hook);
+      this[STARTED_AT] = holder;
+    }
     return connect.apply(this, args);
   };
   core.hooks.connectOrigin = lockHook(
@@ -55,7 +71,7 @@ export function installConnectOrigin(core: ShimCore, beforeFirstConnect: () => v
   );
 }
 
-export function installTcp(core: ShimCore, binding: BindingLoader): void {
+export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstConnect: () => void): void {
   const tcpWrap = binding('tcp_wrap') as { TCP?: { prototype: Record<string, ConnectFn> } } | undefined;
   const proto = tcpWrap?.TCP?.prototype;
   if (!proto || typeof proto.connect !== 'function') {
@@ -70,6 +86,8 @@ export function installTcp(core: ShimCore, binding: BindingLoader): void {
     address: string,
     port: number,
   ): number | undefined => {
+    // Normally done at Socket#connect already; a handle connected without one arms the L7 hooks here.
+    beforeFirstConnect();
     const owner = ownerOf(handle);
     let claimed: unknown;
     let sni: string | undefined;

@@ -4,6 +4,7 @@
 // stripping NODE_OPTIONS, execArgv or the environment does not shed enforcement.
 import { accessSync, constants as fsConstants, realpathSync } from 'node:fs';
 import { basename, delimiter, isAbsolute, join, resolve } from 'node:path';
+import { isControlledVariable } from '../config.js';
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO } from '../errors.js';
 import { type BindingLoader, lockHook } from './lock.js';
@@ -80,11 +81,8 @@ export function governSpawn(core: ShimCore, options: SpawnOptions): { blocked: b
   const propagate = core.config.propagate;
   const kept = env.filter((pair) => {
     const name = pair.slice(0, pair.indexOf('='));
-    return !(
-      name.startsWith('BULKHEAD_') ||
-      (name === 'NODE_OPTIONS' && registerPath) ||
-      Object.hasOwn(propagate, name)
-    );
+    if (name === 'NODE_OPTIONS') return !registerPath;
+    return !(isControlledVariable(name) || Object.hasOwn(propagate, name));
   });
   for (const [name, value] of Object.entries(propagate)) kept.push(`${name}=${value}`);
   if (registerPath) {

@@ -2,6 +2,7 @@
 // Every Worker gets the preload first in its execArgv and the shim's configuration in its env,
 // whatever execArgv, env or eval the caller passes.
 import * as workerThreads from 'node:worker_threads';
+import { isControlledVariable } from '../config.js';
 import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
 import { lockHook } from './lock.js';
@@ -41,8 +42,7 @@ export function installWorker(core: ShimCore): void {
       env = { ...process.env, ...core.config.propagate };
     else if (typeof env === 'object' && env !== null) {
       const copy: Record<string, unknown> = {};
-      for (const [key, value] of Object.entries(env))
-        if (!key.startsWith('BULKHEAD_') && !key.startsWith('NODE_OPTIONS')) copy[key] = value;
+      for (const [key, value] of Object.entries(env)) if (!isControlledVariable(key)) copy[key] = value;
       env = { ...copy, ...core.config.propagate };
     }
     return { ...given, execArgv: ['--require', registerPath, ...execArgv], env };

@@ -3,7 +3,7 @@
 // @mswjs/interceptors doing pass-through interception of the same traffic. Three workloads:
 // HTTP keep-alive, a new connection per request, and fetch. Rounds are interleaved so machine
 // noise falls on every variant alike; medians per variant, ratios to unpatched. Printed only.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -61,7 +61,19 @@ for (let round = 0; round < ROUNDS; round++) {
         PORT: String(port),
         ROOT,
       };
-      const run = spawnSync(process.execPath, args, { env, encoding: 'utf8' });
+      // Asynchronous: the server answering these requests runs on this process's event loop.
+      const run = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, args, { env });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (c) => {
+          stdout += c;
+        });
+        child.stderr.on('data', (c) => {
+          stderr += c;
+        });
+        child.on('close', () => resolve({ stdout, stderr }));
+      });
       const ns = Number(run.stdout);
       if (!Number.isFinite(ns) || ns <= 0) throw new Error(`${mode}/${kind} failed: ${run.stderr}`);
       const key = `${kind}/${mode}`;

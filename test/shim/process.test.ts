@@ -103,6 +103,18 @@ describe('native addons', () => {
     expect(results[0]).toBe(DENIED);
   });
 
+  it("on Lambda, the runtime's own native client (under LAMBDA_RUNTIME_DIR) is exempt; nothing else is", async () => {
+    const runtimeDir = join(ROOT, 'node_modules/better-sqlite3/build');
+    const env = fx.env({ AWS_LAMBDA_RUNTIME_API: '127.0.0.1:9', LAMBDA_RUNTIME_DIR: runtimeDir });
+    const { results } = await probe([{ kind: 'eval', code: loadAddon }], env);
+    expect(results[0]).toBe('loaded');
+    const elsewhere = fx.env({
+      AWS_LAMBDA_RUNTIME_API: '127.0.0.1:9',
+      LAMBDA_RUNTIME_DIR: join(ROOT, 'dist'),
+    });
+    expect((await probe([{ kind: 'eval', code: loadAddon }], elsewhere)).results[0]).toBe(DENIED);
+  });
+
   it('a listed addon loads', async () => {
     const listed = makeFixture({
       allow: ['{ to: { host: localhost, port: 1 } }'],

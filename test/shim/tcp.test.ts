@@ -101,6 +101,10 @@ describe('TCP through every API', () => {
       { kind: 'binding.tcp', ip: '::ffff:127.0.0.1', port: denied.port },
       { kind: 'fetch', url: `http://[::ffff:127.0.0.1]:${denied.port}/` },
       { kind: 'fetch', url: `http://[::1]:${denied6.port}/` },
+      // The unspecified addresses reach loopback: decided as loopback.
+      { kind: 'net.connect', host: '0.0.0.0', port: denied.port },
+      { kind: 'net.connect', host: '0.0.0.0', port: allowed.port },
+      { kind: 'net.connect', host: '::', port: denied6.port },
     ];
     const { results } = await probe(attempts, fx.env());
     expect(results[0]).toBe('ok');
@@ -112,6 +116,7 @@ describe('TCP through every API', () => {
     expect(results[6]).toBe('errno:-4242');
     expect(results[7]).toBe('ERR_BULKHEAD_DENIED');
     expect(results[8]).toBe('ERR_BULKHEAD_DENIED');
+    expect(results.slice(9)).toEqual(['ERR_BULKHEAD_DENIED', 'ok', 'ERR_BULKHEAD_DENIED']);
     expect(denied6.connections()).toBe(0);
     expect(denied.connections()).toBe(0);
   });
