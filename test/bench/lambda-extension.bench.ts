@@ -39,8 +39,6 @@ spec:
   owner: team-cards
   allow:
     - to: { host: localhost, port: ${20_000 + revisionMarker} }
-  # The runtime client's own addon; contracts §2 makes it exempt by construction.
-  addons: { allow: [rapid-client.node] }
 `;
 }
 

@@ -69,9 +69,6 @@ spec:
   owner: team-cards
   allow:
 ${allowedPorts.map((port) => `    - to: { host: localhost, port: ${port} }`).join('\n')}
-  # The runtime client's own addon (/var/runtime/rapid-client.node on AWS). Contracts §2 makes it
-  # exempt by construction; naming it keeps these tests about the extension and the layer.
-  addons: { allow: [rapid-client.node] }
 `;
 }
 

@@ -40,8 +40,6 @@ spec:
   owner: team-cards
   allow:
     - to: { host: api.example.com, port: ${port} }
-  # The runtime client's own addon; contracts §2 makes it exempt by construction.
-  addons: { allow: [rapid-client.node] }
 `;
 }
 
