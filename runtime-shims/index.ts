@@ -20,6 +20,7 @@ import { hardenIntrinsics, intrinsicsIntact } from './harden.js';
 import { installAddon } from './hooks/addon.js';
 import { installDns } from './hooks/dns.js';
 import { installHttp, installHttp2, installUndici } from './hooks/http.js';
+import { installInspector } from './hooks/inspector.js';
 import { bindingLoader } from './hooks/lock.js';
 import { installConnectOrigin, installTcp, installTlsSni } from './hooks/net.js';
 import { installProcess } from './hooks/process.js';
@@ -133,13 +134,14 @@ export function install(options: InstallOptions = {}): ShimStatus {
   const binding = bindingLoader();
   core.hooks.errorCode = binding ? registerDeniedErrno(binding) : false;
   const installers: [string, () => void][] = [
-    ['tcp', () => binding && installTcp(core, binding)],
+    ['tcp', () => binding && installTcp(core, binding, () => installL7(core, log))],
     ['connectOrigin', () => installConnectOrigin(core, () => installL7(core, log))],
     ['tlsSni', () => binding && installTlsSni(core, binding)],
     ['dns', () => binding && installDns(core, binding)],
     ['udp', () => binding && installUdp(core, binding)],
     ['childProcess', () => binding && installProcess(core, binding)],
     ['dlopen', () => installAddon(core)],
+    ['inspector', () => binding && installInspector(core, binding)],
     ['workerThreads', () => installWorker(core)],
     ['undici', () => installUndici(core)],
   ];

@@ -121,6 +121,14 @@ function benign(): [string, string][] {
       `const cp = require('child_process'); try { return cp.execSync("node -e \\"require('net').connect(${D()},'127.0.0.1').on('connect',()=>process.stdout.write('connected')).on('error',e=>process.stdout.write(e.code))\\"", { encoding: 'utf8', env: {} }); } catch (e) { return String(e.code); }`,
     ],
     [
+      'inspector session to read the hook closures',
+      `try { const inspector = require('inspector'); const s = new inspector.Session(); s.connect(); s.post('Debugger.enable'); return 'connected'; } catch (e) { return String(e.code); }`,
+    ],
+    [
+      'inspector.open from code',
+      `try { require('inspector').open(0, '127.0.0.1'); return 'connected'; } catch (e) { return String(e.code); }`,
+    ],
+    [
       'Node child given exemptions in its env',
       `const cp = require('child_process'); const code = ${JSON.stringify(CHILD_CODE)}.replace('PORT', '${D()}'); const r = cp.spawnSync(process.execPath, ['-e', code], { env: { AWS_LAMBDA_RUNTIME_API: '127.0.0.1:${D()}', BULKHEAD_CONTROL_URL: 'http://127.0.0.1:${D()}', BULKHEAD_FAIL_MODE: 'observe', BULKHEAD_TRUSTED_KEYS: '' }, encoding: 'utf8' }); return r.error ? r.error.code : r.stdout;`,
     ],
@@ -195,6 +203,7 @@ describe('bypass attempts', () => {
       expect(String(result), name).not.toMatch(/connected|loaded|^ok/);
     expect(outcome['fetch through a private undici Agent']).toBe('ERR_BULKHEAD_DENIED');
     expect(outcome['Node child given exemptions in its env']).toBe('ERR_BULKHEAD_DENIED');
+    expect(outcome['inspector session to read the hook closures']).toBe('ERR_BULKHEAD_DENIED');
     expect(outcome['child via /proc/self/exe with NODE_OPTIONS emptied']).toBe('ERR_BULKHEAD_DENIED');
     expect(outcome['Worker class from the prototype chain']).toMatch(/^proxy.*ERR_BULKHEAD_DENIED$/);
     expect(outcome['reload a forged bundle through the API']).toBe('false:ERR_BULKHEAD_DENIED');
