@@ -138,6 +138,7 @@ export class PolicyState {
       }
       set = parsed.set;
     }
+    const previousFingerprint = this.loaded ? this.fingerprintOf(this.loaded.set) : undefined;
     this.loaded = {
       revision: row.revision,
       createdAt: row.createdAt,
@@ -145,8 +146,9 @@ export class PolicyState {
       sources: row.sources,
       set,
     };
-    this.byText = new Map();
     const fingerprint = this.fingerprintOf(set);
+    // Same SmartGroups: every workload keeps its scope and groups, so the parsed texts stay valid.
+    if (fingerprint !== previousFingerprint) this.byText = new Map();
     for (const key of this.scopeIds.keys()) {
       if (key !== fingerprint && this.scopeIds.size > 1) this.scopeIds.delete(key);
     }
