@@ -223,8 +223,5 @@ spec:
   owner: payments-team@example.com
   allow:
 ${allows}
-  # The Lambda runtime client's own addon; exempt by construction once LAMBDA_RUNTIME_DIR points at it
-  # (contracts §2). Named here so these tests are about the policy, not that exemption.
-  addons: { allow: [rapid-client.node] }
 ${extra}`;
 }
