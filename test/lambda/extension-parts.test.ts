@@ -1,7 +1,7 @@
 // The extension's parts on their own: spool forwarding against a real HTTP server, the
 // configuration rules, the local ready endpoint, and the emulator's telemetry validation.
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -285,6 +285,47 @@ describe('local ready endpoint', () => {
       const answer = await fetch(`${url}/v1/invocations/never-invoked/ready`);
       expect(answer.status).toBe(200);
       expect(await answer.json()).toEqual({ revision: 1, bundleFile: 'b' });
+    } finally {
+      endpoint.close();
+    }
+  });
+});
+
+describe('local endpoint under hostile requests', () => {
+  it('answers any request target with 200, 400 or 404 and keeps serving (property)', async () => {
+    const endpoint = new LocalEndpoint(() => ({ revision: 2, bundleFile: 'b' }), 20);
+    const url = await endpoint.listen(0);
+    const { port } = new URL(url);
+    const send = (path: string, method: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port: Number(port), path, method, agent: false }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.oneof(
+            fc.webPath(),
+            fc.string({ maxLength: 300 }).map((id) => `/v1/invocations/${encodeURIComponent(id)}/ready`),
+            fc.constantFrom(
+              '/v1/invocations/%E0%A4%A/ready',
+              '/v1/invocations//ready',
+              `/v1/invocations/${'x'.repeat(300)}/ready`,
+            ),
+          ),
+          fc.constantFrom('GET', 'POST', 'DELETE'),
+          async (path, method) => {
+            const status = await send(path.startsWith('/') ? path : `/${path}`, method);
+            expect([200, 400, 404]).toContain(status);
+          },
+        ),
+        { numRuns: 120 },
+      );
+      expect(await send('/healthz', 'GET')).toBe(200);
     } finally {
       endpoint.close();
     }
