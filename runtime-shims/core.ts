@@ -21,6 +21,7 @@ import type {
   WorkloadIdentity,
 } from '../policy/types.js';
 import { type Endpoint, type FailMode, hostKey, readConfig, type ShimConfig } from './config.js';
+import { prototypePolluted } from './harden.js';
 import { captureOrigin, originFromStack } from './origin.js';
 import {
   type FlushResult,
@@ -95,6 +96,12 @@ const EXEMPT: Decision = Object.freeze({
   mode: 'enforce',
   blocked: false,
   rule: 'exempt',
+});
+const POLLUTED: Decision = Object.freeze({
+  decision: 'deny',
+  mode: 'enforce',
+  blocked: true,
+  rule: 'tamper:prototype',
 });
 
 /**
@@ -301,6 +308,10 @@ export class ShimCore implements ShimInstance {
       }
       if (this.#trustedKeys.length === 0)
         return refuse('unknown-key', 'no trusted keys (BULKHEAD_TRUSTED_KEYS)');
+      if (prototypePolluted()) {
+        this.tamper('Object.prototype polluted before a bundle reload');
+        return refuse('malformed', 'Object.prototype carries fields the bundle reader would inherit');
+      }
       const verified = verifyBundle(text, {
         trustedKeys: this.#trustedKeys,
         minRevision: this.#revision >= 0 ? this.#revision : undefined,
@@ -382,7 +393,17 @@ export class ShimCore implements ShimInstance {
     request.sni = sni;
     request.method = undefined;
     request.path = undefined;
+    if (prototypePolluted()) return this.#polluted();
     return this.decider.decide(request);
+  }
+
+  #pollutionReported = false;
+  #polluted(): Decision {
+    if (!this.#pollutionReported) {
+      this.#pollutionReported = true;
+      this.tamper('Object.prototype carries a field the decision engine reads');
+    }
+    return POLLUTED;
   }
 
   /**
@@ -450,6 +471,7 @@ export class ShimCore implements ShimInstance {
       this.isExempt(hostKey(request.host), request.port)
     )
       return EXEMPT;
+    if (prototypePolluted()) return this.#polluted();
     return this.decider.decide(request);
   }
 
@@ -468,6 +490,7 @@ export class ShimCore implements ShimInstance {
     request.sni = undefined;
     request.method = undefined;
     request.path = undefined;
+    if (prototypePolluted()) return true;
     return this.decider.decide(request).decision !== 'allow';
   }
 
@@ -475,6 +498,7 @@ export class ShimCore implements ShimInstance {
   decideName(host: string): Decision {
     const name = host.toLowerCase().replace(/\.$/, '');
     if (this.#exemptNames.has(name)) return EXEMPT;
+    if (prototypePolluted()) return this.#polluted();
     return this.decider.decideName(name);
   }
 

@@ -4,7 +4,11 @@
 // below, not whole prototypes): an assignment over one fails (TypeError in strict code), which the
 // README lists as the one behaviour change the shim makes to the language.
 
+import * as cryptoNamespace from 'node:crypto';
+
 type Holder = Record<PropertyKey, unknown>;
+// The CommonJS exports object (what `require('node:crypto')` returns and the kernel reads).
+const crypto = ((cryptoNamespace as unknown as { default?: object }).default ?? cryptoNamespace) as object;
 
 const METHODS: [string, object | undefined, PropertyKey[]][] = [
   [
@@ -101,6 +105,11 @@ const METHODS: [string, object | undefined, PropertyKey[]][] = [
     ],
   ],
   ['Number', Number, ['isInteger', 'isSafeInteger', 'isNaN', 'parseInt']],
+  // The signature check: a forged verify, decoder or byte builder would pass a bundle it should refuse.
+  ['Buffer', Buffer, ['from', 'concat', 'alloc', 'allocUnsafe', 'byteLength', 'isBuffer', 'compare']],
+  ['Buffer.prototype', Buffer.prototype, ['toString', 'slice', 'subarray', 'equals', 'write']],
+  ['Uint8Array.prototype', Uint8Array.prototype, ['subarray', 'slice', 'set']],
+  ['TextDecoder.prototype', TextDecoder.prototype, ['decode']],
   ['Math', Math, ['max', 'min']],
   ['JSON', JSON, ['parse', 'stringify']],
 ];
@@ -123,7 +132,13 @@ const GLOBALS = [
   'Symbol',
   'Error',
   'TypeError',
+  'Buffer',
+  'TextDecoder',
+  'parseInt',
+  'isNaN',
 ];
+/** node:crypto functions the verifier calls through the module object (read at call time). */
+const CRYPTO = ['verify', 'createPublicKey', 'createHash', 'timingSafeEqual', 'KeyObject'];
 const SPECIES: object[] = [Array, Map, Set, RegExp, Uint8Array, Object.getPrototypeOf(Uint8Array) as object];
 
 function lockValue(target: object, key: PropertyKey): boolean {
@@ -168,6 +183,13 @@ export function hardenIntrinsics(): number {
       // As above.
     }
   }
+  for (const key of CRYPTO) {
+    try {
+      if (lockValue(crypto, key)) locked++;
+    } catch {
+      // As above.
+    }
+  }
   for (const ctor of SPECIES) {
     try {
       if (lockValue(ctor, Symbol.species)) locked++;
@@ -182,4 +204,33 @@ export function hardenIntrinsics(): number {
 export function intrinsicsIntact(): boolean {
   const descriptor = Object.getOwnPropertyDescriptor(Map.prototype, 'get') as PropertyDescriptor | undefined;
   return descriptor?.configurable === false && (globalThis as Holder).Map === Map;
+}
+
+/**
+ * Fields the decision engine's index nodes leave absent until used (trie children, values). An
+ * accessor or value planted under one of these names on Object.prototype would be read by every
+ * lookup that misses it: the shim checks before each decision and refuses to decide through it.
+ */
+const OPTIONAL_FIELDS = [
+  'children',
+  'anyLabel',
+  'exact',
+  'below',
+  'one',
+  'zero',
+  'values',
+  'hosts',
+  'cidrs',
+  'ports',
+  'protocols',
+  'methods',
+  'paths',
+];
+const objectPrototype = Object.prototype;
+const hasOwn = Object.hasOwn;
+
+export function prototypePolluted(): boolean {
+  for (let i = 0; i < OPTIONAL_FIELDS.length; i++)
+    if (hasOwn(objectPrototype, OPTIONAL_FIELDS[i] as string)) return true;
+  return false;
 }

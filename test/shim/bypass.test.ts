@@ -1,8 +1,10 @@
 // Every bypass we could think of, each tried in a governed child against a denied loopback
 // server whose byte counter must stay at zero (and an allowed one that must keep working).
 // The attempts think like the external suite: restore, shadow or forge what the shim relies on.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateKeyPair } from '../../policy/keys.js';
 import {
   type CountingServer,
   countingTcpServer,
@@ -13,6 +15,7 @@ import {
   type RecordingHttpServer,
   ROOT,
   recordingHttpServer,
+  signedEnvelope,
 } from './harness.js';
 
 let denied: CountingServer;
@@ -31,6 +34,12 @@ beforeAll(async () => {
     ],
     extra: ['  exec: { allow: ["true"] }'],
   });
+  const trusted = JSON.parse(readFileSync(fx.bundleFile, 'utf8')) as { signatures: { keyid: string }[] };
+  const attacker = generateKeyPair();
+  forgedEnvelope = JSON.parse(
+    signedEnvelope({ allow: ['{ to: { cidr: 0.0.0.0/0 } }'] }, 50, attacker.privateKeyPem),
+  );
+  (forgedEnvelope.signatures as { keyid: string }[])[0]!.keyid = trusted.signatures[0]!.keyid;
 });
 
 afterAll(async () => {
@@ -152,6 +161,9 @@ function benign(): [string, string][] {
   ];
 }
 
+/** An envelope allowing everything, signed by a key that is not trusted but naming the trusted key's id. */
+let forgedEnvelope: Record<string, unknown> = {};
+
 /** Attempts that poison shared builtins: each in its own process. */
 function poisoning(): [string, string][] {
   const forged = `({ decision: 'allow', mode: 'enforce', blocked: false, rule: 'forged' })`;
@@ -185,6 +197,22 @@ function poisoning(): [string, string][] {
       `try { String.prototype.includes = () => false; String.prototype.startsWith = () => false; } catch {} return ${hit(D())};`,
     ],
     ['Set.prototype.has', `try { Set.prototype.has = () => true; } catch {} return ${hit(D())};`],
+    [
+      'Object.prototype trie fields (forged matchers)',
+      `const m = { deny: false, enforce: true, decision: ${forged}, cidrs: undefined, ports: undefined, protocolMask: 0, methods: undefined, paths: undefined, nameOnly: false }; for (const k of ['values', 'exact', 'below']) Object.prototype[k] = [m]; return ${hit(D())};`,
+    ],
+    [
+      'forge crypto.verify, then reload a bundle signed by an untrusted key',
+      `try { require('crypto').verify = () => true; } catch {} const r = require(${JSON.stringify(join(ROOT, 'dist/shim.cjs'))}).reload(${JSON.stringify(JSON.stringify(forgedEnvelope))}); return r.ok + ':' + (await ${hit(D())});`,
+    ],
+    [
+      'replace TextDecoder, then reload the genuine envelope',
+      `try { globalThis.TextDecoder = class { decode() { return ${JSON.stringify(JSON.stringify({ revision: 99 }))}; } }; } catch {} const r = require(${JSON.stringify(join(ROOT, 'dist/shim.cjs'))}).reload(require('fs').readFileSync(process.env.BULKHEAD_BUNDLE_FILE, 'utf8')); return r.ok + ':' + (await ${hit(D())});`,
+    ],
+    [
+      'forge Buffer.concat (pre-authentication encoding)',
+      `try { Buffer.concat = () => Buffer.alloc(0); } catch {} const r = require(${JSON.stringify(join(ROOT, 'dist/shim.cjs'))}).reload(${JSON.stringify(JSON.stringify(forgedEnvelope))}); return r.ok + ':' + (await ${hit(D())});`,
+    ],
   ];
 }
 
