@@ -404,11 +404,11 @@ async function runInner(dir: string): Promise<void> {
   }
   const servers = await Promise.all(DESTINATIONS.map(startDestination));
   const [payments, fraud, exfil] = servers as [DestinationServer, DestinationServer, DestinationServer];
-  step(
-    'destinations',
-    servers.map((s) => `${s.host} → ${s.ip}:${s.port}`).join('  ') +
-      dim('  (hosts file in a private mount namespace)'),
-  );
+  servers.forEach((server, i) => {
+    const text = `${server.host.padEnd(20)} → ${server.ip}:${server.port}  ${dim(server.role)}`;
+    if (i === 0) step('destinations', `${text}  ${dim('(hosts file in a private mount namespace)')}`);
+    else say(`${' '.repeat(20)}${text}`);
+  });
 
   const store = openSqliteStore(join(dir, 'bulkhead.db'));
   cleanups.push(() => store.close());
