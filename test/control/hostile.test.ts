@@ -166,7 +166,7 @@ describe.each(ENGINES)('hostile requests on %s', (engine) => {
           }
         },
       ),
-      { numRuns: 300 },
+      { numRuns: Number(process.env.BULKHEAD_FUZZ_RUNS ?? 300) },
     );
     const health = await fetch(`${api.server.url}/healthz`);
     expect(health.status).toBe(200);
