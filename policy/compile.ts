@@ -113,7 +113,23 @@ function withOptional<T extends object>(shape: T): T {
  * One destination → the matchers it stands for. Plain host/cidr rules give one; `url` gives one
  * per URL; `aws: s3` gives virtual-hosted (any path) and path-style (bucket prefix) matchers.
  */
-export function expandDestination(to: Destination): RuleShape[] {
+export function expandDestination(
+  to: Destination,
+  groups: ReadonlyMap<string, SmartGroupDoc> = new Map(),
+): RuleShape[] {
+  if (to.group !== undefined) {
+    // East-west: the group's Lambda functions through the invoke API, following its selector.
+    const group = groups.get(to.group);
+    if (!group) throw new TypeError(`unknown SmartGroup ${to.group}`);
+    const region = group.spec.match.region;
+    return expandDestination({
+      aws: 'lambda',
+      functions: asList(group.spec.match.name),
+      ...(region !== undefined ? { regions: asList(region) } : {}),
+      ...(to.port !== undefined ? { port: to.port } : {}),
+      ...(to.protocol !== undefined ? { protocol: to.protocol } : {}),
+    });
+  }
   const ports = portsOf(to);
   const protocols = to.protocol === undefined ? undefined : [...new Set(asList(to.protocol))].sort();
   const methods = to.methods ? [...new Set(to.methods)].sort() : undefined;
@@ -215,14 +231,15 @@ export function compilePolicy(
   const execAllow: CompiledGlobRule[] = [];
   const addonAllow: CompiledGlobRule[] = [];
   let allowNode = true;
+  const groupsByName = new Map(set.groups.map((g) => [g.metadata.name, g]));
   for (const policy of policies) {
     const name = policy.metadata.name;
     (policy.spec.allow ?? []).forEach((rule, i) => {
-      for (const shape of expandDestination(rule.to))
+      for (const shape of expandDestination(rule.to, groupsByName))
         rules.push({ id: `${name}/allow[${i}]`, action: 'allow', mode: policy.spec.mode, ...shape });
     });
     (policy.spec.deny ?? []).forEach((rule, i) => {
-      for (const shape of expandDestination(rule.to))
+      for (const shape of expandDestination(rule.to, groupsByName))
         rules.push({
           id: `${name}/deny[${i}]`,
           action: 'deny',

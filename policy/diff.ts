@@ -47,6 +47,7 @@ export interface PolicyDiff {
 }
 
 const DESTINATION_ORDER = [
+  'group',
   'url',
   'host',
   'aws',

@@ -188,6 +188,7 @@ const DESTINATION_KEYS = [
   'buckets',
   'functions',
   'regions',
+  'group',
 ] as const;
 
 const destination = s
@@ -204,6 +205,11 @@ const destination = s
       buckets: s.optional(s.array(bucketName, { minItems: 1 })),
       functions: s.optional(s.array(functionName, { minItems: 1 })),
       regions: s.optional(s.array(awsRegion, { minItems: 1 })),
+      group: s.optional(
+        NAME.describe(
+          'East-west: the Lambda functions of that SmartGroup (its name globs and regions), invoked through the Lambda API.',
+        ),
+      ),
     },
     {
       minProperties: 1,
@@ -211,6 +217,17 @@ const destination = s
         const issues: Issue[] = [];
         const has = (k: (typeof DESTINATION_KEYS)[number]) => to[k] !== undefined;
         const conflict = (key: string, message: string) => issues.push({ path: [key], message });
+        if (
+          has('group') &&
+          (has('host') ||
+            has('url') ||
+            has('cidr') ||
+            has('aws') ||
+            has('paths') ||
+            has('methods') ||
+            has('regions'))
+        )
+          conflict('group', 'group names its own endpoints: combine it with port or protocol only');
         if (has('url') && (has('host') || has('port') || has('paths') || has('aws')))
           conflict(
             'url',

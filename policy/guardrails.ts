@@ -161,7 +161,11 @@ function destinationFacts(
       });
   });
   facts.unanchored =
-    d.host === undefined && d.url === undefined && d.cidr === undefined && d.aws === undefined;
+    d.host === undefined &&
+    d.url === undefined &&
+    d.cidr === undefined &&
+    d.aws === undefined &&
+    d.group === undefined;
   return facts;
 }
 

@@ -235,7 +235,21 @@ function validateDocument(
   return { doc: doc as PolicyDocument };
 }
 
-/** Cross-document checks: unique names per kind, appliesTo names existing SmartGroups. */
+/**
+ * Why a SmartGroup cannot be an east-west destination, or undefined: its workloads must be
+ * addressable, i.e. AWS Lambda functions named by `name` globs (`cloud` absent or `aws` only).
+ */
+export function eastWestProblem(group: SmartGroupDoc): string | undefined {
+  const cloud = group.spec.match.cloud;
+  const clouds = cloud === undefined ? [] : Array.isArray(cloud) ? cloud : [cloud];
+  if (clouds.some((c) => c !== 'aws'))
+    return `SmartGroup ${group.metadata.name} is not AWS-only: east-west by group reaches Lambda functions (use host or url for other clouds)`;
+  if (group.spec.match.name === undefined)
+    return `SmartGroup ${group.metadata.name} does not select by name: east-west needs the function names (match.name)`;
+  return undefined;
+}
+
+/** Cross-document checks: unique names per kind, appliesTo and group destinations name existing SmartGroups. */
 function checkReferences(set: PolicySet): PolicyError[] {
   const errors: PolicyError[] = [];
   const seen = (docs: { metadata: { name: string } }[], kind: string) => {
@@ -263,6 +277,16 @@ function checkReferences(set: PolicySet): PolicyError[] {
           ),
         );
     });
+    for (const kind of ['allow', 'deny'] as const)
+      (policy.spec[kind] ?? []).forEach((rule, i) => {
+        const name = rule.to.group;
+        if (name === undefined) return;
+        const group = groupNames.get(name) as SmartGroupDoc | undefined;
+        const problem = group
+          ? eastWestProblem(group)
+          : `no SmartGroup named ${JSON.stringify(name)} in this policy set`;
+        if (problem) errors.push(errorAt(policy, ['spec', kind, i, 'to', 'group'], problem));
+      });
   }
   return errors;
 }

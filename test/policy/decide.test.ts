@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { compilePolicy } from '../../policy/compile.js';
 import { createDecider } from '../../policy/decide.js';
 import { parseIdentity } from '../../policy/identity.js';
+import { parsePolicy } from '../../policy/parse.js';
 import type { DecisionRequest } from '../../policy/types.js';
 import { APP, deciderFor, mustParse, policyYaml } from './helpers.js';
 
@@ -533,5 +534,56 @@ describe('hostile requests', () => {
       }),
       { numRuns: 1000 },
     );
+  });
+});
+
+describe('east-west to another SmartGroup', () => {
+  const ledger = `---
+apiVersion: bulkhead.dev/v1
+kind: SmartGroup
+metadata: { name: ledger }
+spec: { match: { cloud: aws, name: ["ledger-*"], region: eu-west-1 } }
+`;
+
+  it('reaches the functions the group selects, through the Lambda invoke API, following its selector', () => {
+    const set = mustParse(policyYaml({ allow: ['to: { group: ledger }'] }) + ledger);
+    const d = createDecider(compilePolicy(set, APP));
+    const invoke = (host: string, fn: string) =>
+      d.decide({
+        host,
+        port: 443,
+        protocol: 'https',
+        method: 'POST',
+        path: `/2015-03-31/functions/${fn}/invocations`,
+      });
+    expect(invoke('lambda.eu-west-1.amazonaws.com', 'ledger-write')).toMatchObject({
+      decision: 'allow',
+      rule: 'p/allow[0]',
+    });
+    expect(invoke('lambda.eu-west-1.amazonaws.com', 'payroll')).toMatchObject({ decision: 'deny' });
+    expect(invoke('lambda.us-east-1.amazonaws.com', 'ledger-write')).toMatchObject({ decision: 'deny' });
+  });
+
+  it('refuses groups whose members cannot be addressed, and unknown groups, at the field', () => {
+    const byTag = `---\napiVersion: bulkhead.dev/v1\nkind: SmartGroup\nmetadata: { name: ledger }\nspec: { match: { tags: { app: ledger } } }\n`;
+    const gcp = `---\napiVersion: bulkhead.dev/v1\nkind: SmartGroup\nmetadata: { name: ledger }\nspec: { match: { cloud: gcp, name: x } }\n`;
+    for (const [groups, message] of [
+      [byTag, 'does not select by name'],
+      [gcp, 'not AWS-only'],
+      ['', 'no SmartGroup named "ledger"'],
+    ] as const) {
+      const result = parsePolicy([
+        { file: 'p.yaml', text: policyYaml({ allow: ['to: { group: ledger }'] }) + groups },
+      ]);
+      expect(result.ok).toBe(false);
+      if (!result.ok)
+        expect(result.errors.map((e) => [e.path, e.message.includes(message)])).toEqual([
+          ['spec.allow[0].to.group', true],
+        ]);
+    }
+    const mixed = parsePolicy([
+      { file: 'p.yaml', text: policyYaml({ allow: ['to: { group: ledger, host: x.com }'] }) + ledger },
+    ]);
+    expect(mixed.ok).toBe(false);
   });
 });
