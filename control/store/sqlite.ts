@@ -65,8 +65,7 @@ export class SqliteStore implements ControlStore {
     this.insertDeny = this.db.prepare(
       `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision, mode, rule,
          revision, sandbox_id, seq, received_at, record)
-       VALUES (@id, @time, @timeMs, @workloadKey, @groups, @host, @ip, @port, @kind, @decision, @mode, @rule,
-         @revision, @sandboxId, @seq, @receivedAt, @record)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO NOTHING`,
     );
     this.upsertSandbox = this.db.prepare(
@@ -82,7 +81,27 @@ export class SqliteStore implements ControlStore {
     this.insertDenyBatch = this.db.transaction((rows: DenyRow[]) => {
       const stored: DenyRow[] = [];
       for (const row of rows) {
-        if (this.insertDeny.run(row).changes === 1) stored.push(row);
+        // Positional parameters: binding by name costs a property lookup per column per row.
+        const changes = this.insertDeny.run(
+          row.id,
+          row.time,
+          row.timeMs,
+          row.workloadKey,
+          row.groups,
+          row.host,
+          row.ip,
+          row.port,
+          row.kind,
+          row.decision,
+          row.mode,
+          row.rule,
+          row.revision,
+          row.sandboxId,
+          row.seq,
+          row.receivedAt,
+          row.record,
+        ).changes;
+        if (changes === 1) stored.push(row);
       }
       const now = new Date().toISOString();
       for (const progress of sandboxProgress(stored)) {

@@ -17,7 +17,8 @@ function batchBody(batchIndex: number): string {
       id: `bench-${n}`,
       time: new Date(Date.UTC(2026, 10, 28, 3, 0, 0, n % 1000)).toISOString(),
       count: 1,
-      workload: { cloud: 'aws', name: `fn-${n % 200}`, 'tag.app': 'fleet' },
+      // A forwarder sends the records of its own sandbox: one workload per batch.
+      workload: { cloud: 'aws', name: `fn-${batchIndex % 200}`, 'tag.app': 'fleet' },
       kind: 'connect',
       destination: { host: `host-${n % 50}.attacker.test`, port: 443, protocol: 'tcp' },
       decision: 'deny',
