@@ -1,6 +1,7 @@
 // Child processes of a sandbox. Each runs in its own process group (as RIE starts
 // extensions and the runtime), so freeze, thaw and kill reach every descendant.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 
 export type LogSource = string;
@@ -81,6 +82,28 @@ export class SandboxProcess {
       return true;
     } catch {
       return false;
+    }
+  }
+
+  /**
+   * Waits (bounded) until /proc shows the process stopped (`T`) or gone. Where /proc does not
+   * exist the signal is trusted as sent.
+   */
+  async waitStopped(ms: number): Promise<boolean> {
+    const pid = this.child.pid;
+    if (pid === undefined) return true;
+    const until = Date.now() + ms;
+    for (;;) {
+      let state: string;
+      try {
+        const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+        state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      } catch {
+        return true;
+      }
+      if (state === 'T' || state === 't' || state === 'Z' || state === 'X') return true;
+      if (Date.now() >= until) return false;
+      await new Promise((resolve) => setTimeout(resolve, 1));
     }
   }
 

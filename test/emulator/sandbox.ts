@@ -561,7 +561,7 @@ export class LambdaEmulator {
           status: 'success',
           metrics: { durationMs },
         });
-        this.freezeAll();
+        await this.freezeAll();
       }
       return this.lastInit;
     };
@@ -695,11 +695,15 @@ export class LambdaEmulator {
     return processes;
   }
 
-  private freezeAll(): void {
+  /** SIGSTOP every group and wait until the kernel reports the processes stopped. */
+  private async freezeAll(): Promise<void> {
     if (this.options.freeze === false || this.frozen) return;
     for (const dispatcher of this.dispatchers.values()) dispatcher.pause();
-    for (const p of this.allProcesses()) if (p.running) p.signalGroup('SIGSTOP');
+    const running = this.allProcesses().filter((p) => p.running);
+    for (const p of running) p.signalGroup('SIGSTOP');
     this.frozen = true;
+    // A signal takes effect when the process is next scheduled; on a busy machine that is later.
+    await Promise.all(running.map((p) => p.waitStopped(1_000)));
   }
 
   private thawAll(): void {
@@ -844,7 +848,7 @@ export class LambdaEmulator {
     });
     this.current = undefined;
     this.stateValue = 'ready';
-    this.freezeAll();
+    await this.freezeAll();
     return this.result(response, phaseMs, coldStart, init);
   }
 
