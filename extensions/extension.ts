@@ -35,8 +35,10 @@ export interface ExtensionStatus {
   revision: number;
   failMode: 'closed' | 'observe';
   sandboxId: string;
-  /** Milliseconds from process start of this module to Register's answer. */
+  /** Milliseconds from the start of this module's work to Register's answer. */
   readyMs: number;
+  /** Of which the bundle fetch before Register took this long. */
+  fetchMs?: number;
   reason?: string;
 }
 
@@ -146,6 +148,8 @@ class Session {
   private source: BundleSource = 'none';
   private lastCheckAt = 0;
   private reason: string | undefined;
+  /** Duration of the fetch before Register (the control API's answer time, mostly). */
+  private fetchMs: number | undefined;
 
   constructor(
     private readonly config: ExtensionConfig,
@@ -166,13 +170,9 @@ class Session {
     return bundlePath(this.config.stateDir);
   }
 
-  /** Everything that must be done before Register. */
+  /** Everything that must be done before Register. The fetch runs while the local endpoint starts. */
   async prepare(): Promise<void> {
     const { config } = this;
-    this.forwarder.compact();
-    const url = await this.endpoint.listen(config.port);
-    writeFileAtomic(join(config.stateDir, EXTENSION_URL_FILE), url, 0o644);
-
     if (config.trustedKeys.length === 0) {
       const message =
         'no trusted keys (BULKHEAD_TRUSTED_KEYS or the layer config.json): no bundle can be verified';
@@ -180,6 +180,7 @@ class Session {
       this.log(`${message}; fail mode observe`);
     }
     const lastGood = this.pickLastGood();
+    let fetching: Promise<void> = Promise.resolve();
     if (config.controlUrl && config.token && config.trustedKeys.length > 0) {
       this.client = createBundleClient({
         controlUrl: config.controlUrl,
@@ -192,12 +193,22 @@ class Session {
           if (level !== 'debug') this.log(message);
         },
       });
-      await this.refresh(config.fetchTimeoutMs, lastGood?.source);
+      const fetchStartedAt = Date.now();
+      fetching = this.refresh(config.fetchTimeoutMs, lastGood?.source).then(() => {
+        this.fetchMs = Date.now() - fetchStartedAt;
+      });
     } else if (lastGood) {
       this.hold(lastGood.text, lastGood.revision, lastGood.source);
       this.reason = 'no control API or token configured';
     } else {
       this.reason = 'no control API configured and no bundle in the layer';
+    }
+    try {
+      this.forwarder.compact();
+      const url = await this.endpoint.listen(config.port);
+      writeFileAtomic(join(config.stateDir, EXTENSION_URL_FILE), url, 0o644);
+    } finally {
+      await fetching;
     }
     if (this.source === 'none')
       this.log(
@@ -337,6 +348,7 @@ class Session {
       failMode: this.config.failMode,
       sandboxId: this.forwarder.sandboxId,
       readyMs,
+      ...(this.fetchMs !== undefined ? { fetchMs: this.fetchMs } : {}),
       ...(this.reason ? { reason: this.reason } : {}),
     };
     writeFileAtomic(join(this.config.stateDir, STATUS_FILE), JSON.stringify(status), 0o644);

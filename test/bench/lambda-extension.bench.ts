@@ -50,6 +50,7 @@ async function main(): Promise<void> {
   try {
     // 1 + 2: cold starts, with and without the layer, alternating so both see the same machine load.
     const ready: number[] = [];
+    const fetches: number[] = [];
     const launchToRegister: number[] = [];
     const coldWith: number[] = [];
     const coldWithout: number[] = [];
@@ -65,6 +66,7 @@ async function main(): Promise<void> {
           coldWith.push(elapsed);
           const status = JSON.parse(readFileSync(join(emulator.stateDir, 'extension-status.json'), 'utf8'));
           ready.push(status.readyMs);
+          fetches.push(status.fetchMs);
           for (const t of emulator.extensionTimings())
             if (t.registeredAt !== undefined) launchToRegister.push(t.registeredAt - t.launchedAt);
         } else coldWithout.push(elapsed);
@@ -72,6 +74,9 @@ async function main(): Promise<void> {
       }
     }
     console.log(`extension ready (fetch + verify + register, in the extension): ${summary(ready)}`);
+    console.log(
+      `  of which the bundle fetch (control API answer for a new workload + verify): ${summary(fetches)}`,
+    );
     console.log(
       `extension launch → Register (adds node start-up of the extension): ${summary(launchToRegister)}`,
     );
