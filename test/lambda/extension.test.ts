@@ -12,6 +12,7 @@ import {
   buildLayerDir,
   type ControlHarness,
   createSandbox,
+  FIXTURES,
   type LayerHarness,
   startControl,
   TamperingProxy,
@@ -110,6 +111,20 @@ describe('cold start', () => {
     expect(emulator.logText('extension:bulkhead')).toMatch(/ready: bundle revision \d+ from control-api/);
     // The token never reaches the logs.
     expect(emulator.logText()).not.toContain(control.workloadToken);
+  });
+
+  it('keeps the function NODE_OPTIONS (and so any preload) out of the extension process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'marker-'));
+    temps.push(dir);
+    const marker = join(dir, 'loaded-by');
+    const emulator = sandbox(layer({ controlUrl: control.url, trustedKeys: [control.publicKeyPem] }), {
+      NODE_OPTIONS: `--require ${join(FIXTURES, 'preload-marker.cjs')}`,
+      MARKER_FILE: marker,
+    });
+    expect((await emulator.invoke({})).status).toBe('success');
+    const loaders = readFileSync(marker, 'utf8').trim().split('\n');
+    expect(loaders).toHaveLength(1);
+    expect(loaders[0]).toMatch(/aws-lambda-ric[/\\]index\.mjs$/);
   });
 
   it('reports an unusable configuration through /extension/init/error: the function does not start', async () => {
