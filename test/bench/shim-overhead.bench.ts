@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { makeFixture, REGISTER_CJS, ROOT } from '../shim/harness.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-const KINDS = { keepalive: 3000, newconn: 800, fetch: 1500 } as const;
+const KINDS = { keepalive: 2000, newconn: 600, fetch: 1000 } as const;
 const MODES = ['plain', 'shim', 'msw'] as const;
 
 const server = createServer((_req, res) => res.end('ok'));
@@ -40,15 +40,18 @@ const request = KIND === 'keepalive' ? () => one(keepAlive) : KIND === 'newconn'
 (async () => {
   for (let i = 0; i < Math.ceil(n / 5); i++) await request();
   const start = process.hrtime.bigint();
+  const cpuStart = process.cpuUsage();
   for (let i = 0; i < n; i++) await request();
   const ns = Number(process.hrtime.bigint() - start) / n;
+  const cpu = process.cpuUsage(cpuStart);
   keepAlive.destroy();
-  process.stdout.write(String(ns));
+  process.stdout.write(ns + ' ' + ((cpu.user + cpu.system) * 1000) / n);
 })();
 `,
 );
 
 const samples: Record<string, number[]> = {};
+const cpuSamples: Record<string, number[]> = {};
 for (let round = 0; round < ROUNDS; round++) {
   for (const [kind, n] of Object.entries(KINDS)) {
     for (const mode of MODES) {
@@ -74,10 +77,11 @@ for (let round = 0; round < ROUNDS; round++) {
         });
         child.on('close', () => resolve({ stdout, stderr }));
       });
-      const ns = Number(run.stdout);
-      if (!Number.isFinite(ns) || ns <= 0) throw new Error(`${mode}/${kind} failed: ${run.stderr}`);
+      const [ns, cpuNs] = run.stdout.split(' ').map(Number);
+      if (!ns || !cpuNs || !Number.isFinite(ns)) throw new Error(`${mode}/${kind} failed: ${run.stderr}`);
       const key = `${kind}/${mode}`;
       samples[key] = [...(samples[key] ?? []), ns];
+      cpuSamples[key] = [...(cpuSamples[key] ?? []), cpuNs];
     }
   }
 }
@@ -86,18 +90,24 @@ const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] as number;
 };
-console.log(
-  `shim overhead on loopback, ${ROUNDS} interleaved rounds, median µs per request (ratio to unpatched)`,
-);
-console.log('workload    unpatched      shim               mswjs pass-through');
-for (const kind of Object.keys(KINDS)) {
-  const plain = median(samples[`${kind}/plain`] ?? []);
-  const shim = median(samples[`${kind}/shim`] ?? []);
-  const msw = median(samples[`${kind}/msw`] ?? []);
-  const fmt = (ns: number) => (ns / 1000).toFixed(1).padStart(7);
+const fmt = (ns: number) => (ns / 1000).toFixed(1).padStart(7);
+const tables: [string, Record<string, number[]>][] = [
+  ['client CPU time per request (steadier on a shared machine)', cpuSamples],
+  ['wall time per request', samples],
+];
+for (const [title, table] of tables) {
   console.log(
-    `${kind.padEnd(10)} ${fmt(plain)}     ${fmt(shim)} (${(shim / plain).toFixed(3)}x)   ${fmt(msw)} (${(msw / plain).toFixed(3)}x)`,
+    `shim overhead on loopback, ${ROUNDS} interleaved rounds: ${title}, median µs (ratio to unpatched)`,
   );
+  console.log('workload    unpatched      shim               mswjs pass-through');
+  for (const kind of Object.keys(KINDS)) {
+    const plain = median(table[`${kind}/plain`] ?? []);
+    const shim = median(table[`${kind}/shim`] ?? []);
+    const msw = median(table[`${kind}/msw`] ?? []);
+    console.log(
+      `${kind.padEnd(10)} ${fmt(plain)}     ${fmt(shim)} (${(shim / plain).toFixed(3)}x)   ${fmt(msw)} (${(msw / plain).toFixed(3)}x)`,
+    );
+  }
 }
 server.closeAllConnections();
 server.close();
