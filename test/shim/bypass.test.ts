@@ -216,7 +216,7 @@ function poisoning(): [string, string][] {
   ];
 }
 
-describe('bypass attempts', () => {
+describe('bypass attempts', { timeout: 120_000 }, () => {
   it('none of the in-process attempts reaches the denied server; allowed traffic still works', async () => {
     const list = benign();
     const { results } = await probe(

@@ -37,7 +37,7 @@ const NS = {
   ],
 };
 
-describe('DNS', () => {
+describe('DNS', { timeout: 120_000 }, () => {
   it('refuses names no rule could allow before a query leaves; allowed names resolve and connect', async () => {
     const attempts = [
       { kind: 'dns.lookup', name: 'api.payments.test' },
@@ -83,7 +83,7 @@ describe('DNS', () => {
   });
 });
 
-describe('UDP', () => {
+describe('UDP', { timeout: 120_000 }, () => {
   let allowed: Socket;
   let denied: Socket;
   let allowedPort = 0;

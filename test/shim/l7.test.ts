@@ -64,7 +64,7 @@ afterAll(async () => {
 
 const DENIED = 'ERR_BULKHEAD_DENIED';
 
-describe('L7 decisions before the request is sent', () => {
+describe('L7 decisions before the request is sent', { timeout: 120_000 }, () => {
   it('http: allowed path and method pass; another path or method never reaches the server', async () => {
     const base = `http://localhost:${web.port}`;
     const kinds = ['http.request', 'http.get', 'http.keepAlive', 'http.noAgent', 'http.createConnection'];

@@ -36,7 +36,7 @@ afterAll(async () => {
   fx.cleanup();
 });
 
-describe('bundle lifecycle', () => {
+describe('bundle lifecycle', { timeout: 120_000 }, () => {
   it('picks up a changed file, refuses rollback and bad signatures keeping the last good, reloads from text', async () => {
     const fx = makeFixture({ allow: [] });
     const allowTarget = { allow: [`{ to: { cidr: 127.0.0.1/32, port: ${target.port} } }`] };
@@ -81,7 +81,7 @@ describe('bundle lifecycle', () => {
   });
 });
 
-describe('fail modes and observe', () => {
+describe('fail modes and observe', { timeout: 120_000 }, () => {
   it('fails closed without a valid bundle, but never blocks the exempt endpoints', async () => {
     const exempt = await countingTcpServer();
     try {
@@ -136,7 +136,7 @@ describe('fail modes and observe', () => {
   });
 });
 
-describe('loading', () => {
+describe('loading', { timeout: 120_000 }, () => {
   for (const via of ['import', 'NODE_OPTIONS'] as const) {
     it(`enforces when loaded with ${via === 'import' ? '--import register.mjs' : 'NODE_OPTIONS=--require'}`, async () => {
       const { results } = await probe(
@@ -158,7 +158,7 @@ describe('loading', () => {
   });
 });
 
-describe('programmatic API', () => {
+describe('programmatic API', { timeout: 120_000 }, () => {
   let sink: Server;
   let sinkPort = 0;
   const posts: { auth: string | undefined; body: { records: Record<string, unknown>[] } }[] = [];
@@ -228,7 +228,7 @@ describe('programmatic API', () => {
   });
 });
 
-describe('tamper resistance', () => {
+describe('tamper resistance', { timeout: 120_000 }, () => {
   it('restoring prototypes, re-requiring and clearing the cache leave enforcement in place and are reported', async () => {
     const code = `(async () => {
       const tcp = process.binding('tcp_wrap').TCP.prototype;

@@ -29,7 +29,7 @@ afterAll(async () => {
   fx.cleanup();
 });
 
-describe('child processes', () => {
+describe('child processes', { timeout: 120_000 }, () => {
   it('Node children stay enforced with NODE_OPTIONS, execArgv and the environment stripped', async () => {
     const connect = `require('net').connect(${denied.port}, '127.0.0.1').on('error', (e) => process.stdout.write(String(e.code))).on('connect', () => process.stdout.write('connected'))`;
     const linkDir = fx.dir;
@@ -70,7 +70,7 @@ describe('child processes', () => {
   });
 });
 
-describe('worker threads', () => {
+describe('worker threads', { timeout: 120_000 }, () => {
   it('every worker is enforced whatever execArgv, env or eval the caller passes', async () => {
     const code = `const { parentPort } = require('worker_threads'); require('net').connect(${denied.port}, '127.0.0.1').on('error', (e) => parentPort.postMessage(String(e.code))).on('connect', () => parentPort.postMessage('connected'))`;
     const attempts = [
@@ -95,7 +95,7 @@ describe('worker threads', () => {
   });
 });
 
-describe('native addons', () => {
+describe('native addons', { timeout: 120_000 }, () => {
   const loadAddon = `(() => { try { const Database = require(${JSON.stringify(join(ROOT, 'node_modules/better-sqlite3'))}); new Database(':memory:').close(); return 'loaded'; } catch (e) { return e.code; } })()`;
 
   it('process.dlopen of an addon the policy does not list is denied', async () => {

@@ -3,7 +3,7 @@ import { countingTcpServer, killAll, makeFixture, ROOT, runNode } from './harnes
 
 afterAll(killAll);
 
-describe('smoke', () => {
+describe('smoke', { timeout: 120_000 }, () => {
   it('allows and denies by port on loopback', async () => {
     const allowed = await countingTcpServer();
     const denied = await countingTcpServer();

@@ -37,7 +37,7 @@ afterAll(async () => {
   fx.cleanup();
 });
 
-describe('TCP through every API', () => {
+describe('TCP through every API', { timeout: 120_000 }, () => {
   it('allows the allowed port and denies the other, through net, Socket#connect and the binding', async () => {
     const apis = ['net.connect', 'net.createConnection', 'socket.connect'];
     const attempts = [

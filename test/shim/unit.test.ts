@@ -21,7 +21,7 @@ afterAll(() => {
   for (const fx of fixtures) fx.cleanup();
 });
 
-describe('detectIdentity', () => {
+describe('detectIdentity', { timeout: 120_000 }, () => {
   it('AWS: name, region, runtime from AWS_EXECUTION_ENV, tags; account left to the extension', () => {
     const id = detectIdentity({
       AWS_LAMBDA_FUNCTION_NAME: 'charge-card',
@@ -88,7 +88,7 @@ describe('detectIdentity', () => {
   });
 });
 
-describe('readConfig', () => {
+describe('readConfig', { timeout: 120_000 }, () => {
   it('exempts exactly the Runtime API, the extension, the report URL and the control API', () => {
     const config = readConfig({
       AWS_LAMBDA_RUNTIME_API: '127.0.0.1:9001',
@@ -139,7 +139,7 @@ describe('readConfig', () => {
   });
 });
 
-describe('parseAuthority', () => {
+describe('parseAuthority', { timeout: 120_000 }, () => {
   it('reads host, port and bracketed IPv6', () => {
     expect(parseAuthority('api.example.com:8443')).toEqual({ host: 'api.example.com', port: 8443 });
     expect(parseAuthority('[::1]:80')).toEqual({ host: '::1', port: 80 });
@@ -168,7 +168,7 @@ function recordInput(port: number) {
   };
 }
 
-describe('RecordQueue', () => {
+describe('RecordQueue', { timeout: 120_000 }, () => {
   it('aggregates repeats, bounds the queue with a dropped count, and delivers in batches', async () => {
     const batches: DenyRecord[][] = [];
     const sink: Sink = { description: 'memory', deliver: async (r) => void batches.push([...r]) };
@@ -234,7 +234,7 @@ describe('RecordQueue', () => {
   });
 });
 
-describe('origin', () => {
+describe('origin', { timeout: 120_000 }, () => {
   it('finds the nearest application frame and its npm package', () => {
     const origin = captureOrigin(() => false);
     expect(origin?.file).toMatch(/unit\.test\.ts$/);
