@@ -218,15 +218,6 @@ export class ShimCore implements ShimInstance {
     if (report?.kind === 'spool') sink = new SpoolSink(report.path);
     else if (report?.kind === 'http') sink = new HttpSink(report.url, this.config.token, options.post);
     this.queue = new RecordQueue(sink, () => this.config.workload, { log: (line) => this.log(line) });
-    if (this.config.trustedKeys.length > 0) {
-      try {
-        this.#trustedKeys = loadTrustedKeys(this.config.trustedKeys);
-      } catch (error) {
-        this.log(
-          `configuration: BULKHEAD_TRUSTED_KEYS: ${error instanceof Error ? error.message : String(error)}`,
-        );
-      }
-    }
   }
 
   #addExempt(endpoint: Endpoint): void {
@@ -257,6 +248,18 @@ export class ShimCore implements ShimInstance {
       this.log(`no bundle configured (BULKHEAD_BUNDLE_FILE); fail mode ${this.config.failMode} governs`);
       return;
     }
+    // Read, verified and watched at first use (the first hooked operation or API call), not here:
+    // a process that never reaches out pays nothing for it, and nothing is decided before it.
+    this.#pendingLoad = true;
+  }
+
+  #pendingLoad = false;
+  /** Load the configured bundle now if that has not happened yet. One boolean test once done. */
+  ensureLoaded(): void {
+    if (!this.#pendingLoad) return;
+    this.#pendingLoad = false;
+    const file = this.config.bundleFile;
+    if (!file) return;
     this.reload();
     this.#watch(file);
   }
@@ -286,6 +289,39 @@ export class ShimCore implements ShimInstance {
   // ---- bundle ----------------------------------------------------------------------------------
 
   reload(envelopeText?: string): ReloadResult {
+    // An explicit reload before first use: the file's bundle is the floor a given envelope must reach.
+    if (this.#pendingLoad) {
+      this.ensureLoaded();
+      if (envelopeText === undefined) return this.#lastResult;
+    }
+    const result = this.#reload(envelopeText);
+    this.#lastResult = result;
+    return result;
+  }
+
+  #lastResult: ReloadResult = {
+    ok: false,
+    reason: 'unconfigured',
+    message: 'no bundle loaded yet',
+    revision: -1,
+  };
+
+  #keysLoaded = false;
+  #loadKeys(): void {
+    if (this.#keysLoaded) return;
+    this.#keysLoaded = true;
+    if (this.config.trustedKeys.length === 0) return;
+    try {
+      this.#trustedKeys = loadTrustedKeys(this.config.trustedKeys);
+    } catch (error) {
+      this.log(
+        `configuration: BULKHEAD_TRUSTED_KEYS: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
+  }
+
+  #reload(envelopeText?: string): ReloadResult {
+    this.#loadKeys();
     const source = envelopeText === undefined ? this.config.bundleFile : 'the given envelope';
     const refuse = (reason: string, message: string): ReloadResult => {
       this.#lastReloadError = `${reason}: ${message}`;
@@ -418,6 +454,7 @@ export class ShimCore implements ShimInstance {
     claimedHost: unknown,
     sni: unknown,
   ): Decision {
+    this.ensureLoaded();
     let ip =
       address.includes(':') || !/^\d+\.\d+\.\d+\.\d+$/.test(address)
         ? (normalizeIp(address) ?? address)
@@ -465,6 +502,7 @@ export class ShimCore implements ShimInstance {
 
   /** An HTTP request (any client): host + method + path, before a byte of it is sent. */
   decideRequest(request: DecisionRequest): Decision {
+    this.ensureLoaded();
     if (
       request.host !== undefined &&
       this.#exemptByPort.has(request.port) &&
@@ -480,6 +518,7 @@ export class ShimCore implements ShimInstance {
    * caller's stack kept for the record; an allowed connection costs one cached decision.
    */
   mayDeny(host: unknown, port: unknown): boolean {
+    this.ensureLoaded();
     if (typeof host !== 'string' || typeof port !== 'number') return true;
     if (this.#exemptByPort.has(port)) return false;
     const request = this.#scratch;
@@ -496,6 +535,7 @@ export class ShimCore implements ShimInstance {
 
   /** DNS: may this name be queried at all? Exempt endpoints' names always may. */
   decideName(host: string): Decision {
+    this.ensureLoaded();
     const name = host.toLowerCase().replace(/\.$/, '');
     if (this.#exemptNames.has(name)) return EXEMPT;
     if (prototypePolluted()) return this.#polluted();
@@ -564,7 +604,20 @@ export class ShimCore implements ShimInstance {
 
   // ---- API -------------------------------------------------------------------------------------
 
+  /** child_process: may this executable start? */
+  decideExec(file: string): Decision {
+    this.ensureLoaded();
+    return this.decider.decideExec(file);
+  }
+
+  /** process.dlopen: may this addon load? */
+  decideAddon(path: string): Decision {
+    this.ensureLoaded();
+    return this.decider.decideAddon(path);
+  }
+
   status(): ShimStatus {
+    this.ensureLoaded();
     return {
       installed: true,
       revision: this.#revision,

@@ -105,11 +105,22 @@ function postJson(url: URL, body: string, headers: Record<string, string>): Prom
 
 /**
  * Install enforcement in this process (idempotent; a no-op returning the status when any copy of
- * the shim already did). Hooks go in first, under the fail mode; then the bundle is loaded.
+ * the shim already did). Hooks go in first, under the fail mode; the bundle is loaded before the
+ * first decision (or this call's status).
  */
 export function install(options: InstallOptions = {}): ShimStatus {
+  installCore(options);
+  return (current() as ShimInstance).status();
+}
+
+/** The preload's entry: install without reading the bundle yet (it is read at first use). */
+export function preload(): void {
+  installCore({});
+}
+
+function installCore(options: InstallOptions): void {
   const existing = current();
-  if (existing) return existing.status();
+  if (existing) return;
   const env = options.env ?? process.env;
   const log = options.log ?? defaultLog(env);
   const core = new ShimCore({
@@ -161,16 +172,17 @@ export function install(options: InstallOptions = {}): ShimStatus {
   const manifest = core.coverage();
   const live = Object.entries(manifest.hooks);
   const down = live.filter(([, ok]) => !ok).map(([name]) => name);
-  const st = core.status();
+  const bundle = core.config.bundleFile
+    ? `bundle ${core.config.bundleFile} (verified at first use)`
+    : `no bundle configured, fail mode ${core.config.failMode}`;
   log(
-    `installed: ${st.revision >= 0 ? `revision ${st.revision} (${st.mode})` : `no bundle, fail mode ${st.failMode}`}; ` +
+    `installed: ${bundle}; ` +
       `hooks ${live
         .filter(([, ok]) => ok)
         .map(([name]) => name)
         .join(',')}${down.length ? `; NOT live: ${down.join(',')}` : ''}; ` +
       `not governed: native addons (addons.allow), non-Node children (exec.allow), local IPC sockets`,
   );
-  return st;
 }
 
 let l7Installed = false;

@@ -1,5 +1,5 @@
 // `node --require bulkhead/register` (dist/register.cjs, self-contained): enforcement is in place
 // before any application code runs.
-import { install } from './index.js';
+import { preload } from './index.js';
 
-install();
+preload();

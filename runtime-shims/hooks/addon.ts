@@ -26,7 +26,7 @@ export function installAddon(core: ShimCore): void {
     const path = typeof filename === 'string' ? filename : String(filename);
     if (runtimeDir && isInside(runtimeDir, path))
       return (dlopen as Function).call(this, module, filename, ...rest);
-    const decision = core.decider.decideAddon(path);
+    const decision = core.decideAddon(path);
     if (decision.decision !== 'allow') {
       core.report('addon', decision, { command: path });
       if (decision.blocked) throw deniedError('dlopen', path, decision.rule, core.status().revision);

@@ -70,7 +70,7 @@ export function governSpawn(core: ShimCore, options: SpawnOptions): { blocked: b
   );
   const isNode = resolved === core.execRealPath || (resolved === undefined && NODE_NAME.test(basename(file)));
   const registerPath = core.registerPath;
-  let decision = core.decider.decideExec(isNode ? process.execPath : (resolved ?? file));
+  let decision = core.decideExec(isNode ? process.execPath : (resolved ?? file));
   if (isNode && !registerPath && decision.decision === 'allow')
     decision = { decision: 'deny', mode: decision.mode, blocked: true, rule: 'exec:node-without-preload' };
   if (decision.decision !== 'allow') {
