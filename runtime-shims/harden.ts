@@ -88,7 +88,6 @@ const METHODS: [string, object | undefined, PropertyKey[]][] = [
     RegExp.prototype,
     ['exec', 'test', Symbol.replace, Symbol.split, Symbol.search, Symbol.match],
   ],
-  ['Function.prototype', Function.prototype, ['call', 'apply', 'bind']],
   ['Reflect', Reflect, ['apply', 'construct', 'get', 'ownKeys']],
   [
     'Object',

@@ -4,7 +4,7 @@ import { realpathSync } from 'node:fs';
 import { sep } from 'node:path';
 import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
-import { lockHook } from './lock.js';
+import { callOriginal, lockHook } from './lock.js';
 
 /** Is `file` (resolved through symlinks) inside `dir` (already a real path)? */
 function isInside(dir: string, file: string): boolean {
@@ -25,13 +25,13 @@ export function installAddon(core: ShimCore): void {
   const hook = function dlopenHook(this: unknown, module: unknown, filename: unknown, ...rest: unknown[]) {
     const path = typeof filename === 'string' ? filename : String(filename);
     if (runtimeDir && isInside(runtimeDir, path))
-      return (dlopen as Function).call(this, module, filename, ...rest);
+      return callOriginal(dlopen as Function, this, [module, filename, ...rest]);
     const decision = core.decideAddon(path);
     if (decision.decision !== 'allow') {
       core.report('addon', decision, { command: path });
       if (decision.blocked) throw deniedError('dlopen', path, decision.rule, core.status().revision);
     }
-    return (dlopen as Function).call(this, module, filename, ...rest);
+    return callOriginal(dlopen as Function, this, [module, filename, ...rest]);
   };
   core.hooks.dlopen = lockHook(core, process, 'dlopen', hook, 'process.dlopen', 'dlopen');
 }

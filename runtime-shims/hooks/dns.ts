@@ -3,7 +3,7 @@
 // before a query leaves the process; answers bind addresses to the name for later connects.
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
-import { type BindingLoader, lockHook } from './lock.js';
+import { type BindingLoader, callOriginal, lockHook } from './lock.js';
 
 interface Req {
   oncomplete?: (...args: unknown[]) => unknown;
@@ -14,11 +14,13 @@ interface Req {
 /** Fail the request the way its caller listens (callback or promise); the error number otherwise. */
 function refuse(req: Req, error: Error): number {
   if (typeof req.reject === 'function') {
-    process.nextTick(req.reject.bind(req), error);
+    const reject = req.reject;
+    process.nextTick(() => callOriginal(reject, req, [error]));
     return 0;
   }
   if (typeof req.callback === 'function') {
-    process.nextTick(req.callback.bind(req), error);
+    const callback = req.callback;
+    process.nextTick(() => callOriginal(callback, req, [error]));
     return 0;
   }
   return DENIED_ERRNO;
@@ -69,7 +71,7 @@ export function installDns(core: ShimCore, binding: BindingLoader): void {
       ...rest: unknown[]
     ) {
       if (!error && Array.isArray(answers)) core.bindNames(name, answers);
-      return original.call(this, error, answers, ...rest);
+      return callOriginal(original, this, [error, answers, ...rest]);
     };
   };
 
@@ -83,7 +85,7 @@ export function installDns(core: ShimCore, binding: BindingLoader): void {
     const verdict = gate(req, hostname, 'getaddrinfo');
     if (verdict !== undefined) return verdict;
     if (typeof hostname === 'string' && typeof req === 'object' && req !== null) bindAnswers(req, hostname);
-    return getaddrinfo.call(this, req, hostname, ...rest);
+    return callOriginal(getaddrinfo, this, [req, hostname, ...rest]);
   };
   core.hooks.dnsLookup = lockHook(
     core,
@@ -107,7 +109,7 @@ export function installDns(core: ShimCore, binding: BindingLoader): void {
       const verdict = gate(req, name, method);
       if (verdict !== undefined) return verdict;
       if (typeof name === 'string' && typeof req === 'object' && req !== null) bindAnswers(req, name);
-      return original.call(this, req, name, ...rest);
+      return callOriginal(original, this, [req, name, ...rest]);
     };
     ok = lockHook(core, proto, method, hook, `ChannelWrap.prototype.${method}`, 'dnsQuery') && ok;
   }
@@ -127,7 +129,9 @@ export function installDns(core: ShimCore, binding: BindingLoader): void {
           systemServers = new Set();
           try {
             const probe = new ChannelWrap(-1, 4);
-            for (const entry of (getServers?.call(probe) ?? []) as [string, number][])
+            for (const entry of (typeof getServers === 'function'
+              ? callOriginal(getServers, probe, [])
+              : []) as [string, number][])
               systemServers.add(`${entry[0]}|${entry[1]}`);
           } catch {
             // No system servers known: every server must then be allowed by policy.
@@ -145,7 +149,7 @@ export function installDns(core: ShimCore, binding: BindingLoader): void {
             throw deniedError('setServers', `${ip}:${port}`, decision.rule, core.status().revision, ip, port);
         }
       }
-      return setServers.call(this, servers, ...rest);
+      return callOriginal(setServers, this, [servers, ...rest]);
     };
     ok = lockHook(core, proto, 'setServers', hook, 'ChannelWrap.prototype.setServers', 'dnsQuery') && ok;
   }

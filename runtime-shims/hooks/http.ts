@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import type { Decision, DecisionRequest, Protocol } from '../../policy/types.js';
 import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
-import { lockHook } from './lock.js';
+import { callOriginal, lockHook } from './lock.js';
 
 // Loaded when first needed (the first connection), not at process start.
 const requireBuiltin = createRequire(import.meta.url);
@@ -168,9 +168,9 @@ export function installHttp(core: ShimCore): void {
     if (!error && socket) {
       const { facts, connectionHost } = httpFacts(this, socket);
       const denied = gateL7(core, facts, connectionHost);
-      if (denied) return onSocket.call(this, socket, denied);
+      if (denied) return callOriginal(onSocket, this, [socket, denied]);
     }
-    return onSocket.call(this, socket, error);
+    return callOriginal(onSocket, this, [socket, error]);
   };
   core.hooks.http = lockHook(core, proto, 'onSocket', hook, 'http.ClientRequest.prototype.onSocket', 'http');
 }
@@ -308,7 +308,7 @@ export function installHttp2(core: ShimCore): void {
     };
     const denied = gateL7(core, facts, authority ? origin?.host : undefined);
     if (denied) throw denied;
-    return request.call(this, headers, ...rest);
+    return callOriginal(request, this, [headers, ...rest]);
   };
   core.hooks.http2 = lockHook(core, proto, 'request', hook, 'ClientHttp2Session.prototype.request', 'http2');
 }

@@ -42,6 +42,12 @@ export function ownerOf(handle: object): Record<string, unknown> | undefined {
   return typeof owner === 'object' && owner !== null ? (owner as Record<string, unknown>) : undefined;
 }
 
+/**
+ * Reflect.apply as it was when the shim loaded. Hooks never call an original through
+ * `fn.call`/`fn.apply`: code that replaced Function.prototype.call would receive the original.
+ */
+export const callOriginal: (fn: Function, thisArg: unknown, args: ArrayLike<unknown>) => any = Reflect.apply;
+
 export type BindingLoader = (name: string) => unknown;
 
 /** `process.binding` as it was when the shim loaded (later replacement by app code does not matter). */
@@ -50,7 +56,7 @@ export function bindingLoader(): BindingLoader | undefined {
   if (typeof load !== 'function') return undefined;
   return (name: string) => {
     try {
-      return load.call(process, name);
+      return callOriginal(load, process, [name]);
     } catch {
       return undefined;
     }

@@ -4,14 +4,14 @@
 import * as net from 'node:net';
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
-import { type BindingLoader, lockHook, ownerOf } from './lock.js';
+import { type BindingLoader, callOriginal, lockHook, ownerOf } from './lock.js';
 
 type Handle = object;
 type ConnectFn = (this: Handle, req: { oncomplete?: Function }, address: string, port: number) => number;
 
 function destroyWith(owner: Record<string, unknown>, error: Error): void {
   try {
-    (owner.destroy as (e: Error) => void).call(owner, error);
+    callOriginal(owner.destroy as (e: Error) => void, owner, [error]);
   } catch {
     // The socket was already gone.
   }
@@ -47,7 +47,7 @@ export function installConnectOrigin(core: ShimCore, beforeFirstConnect: () => v
     let port: unknown;
     if (typeof options === 'object' && options !== null) {
       const o = options as { host?: unknown; port?: unknown; path?: unknown };
-      if (typeof o.path === 'string') return connect.apply(this, args);
+      if (typeof o.path === 'string') return callOriginal(connect, this, args);
       host = o.host ?? 'localhost';
       port = typeof o.port === 'string' ? Number(o.port) : o.port;
     } else {
@@ -59,7 +59,7 @@ export function installConnectOrigin(core: ShimCore, beforeFirstConnect: () => v
       Error.captureStackTrace(holder, hook);
       this[STARTED_AT] = holder;
     }
-    return connect.apply(this, args);
+    return callOriginal(connect, this, args);
   };
   core.hooks.connectOrigin = lockHook(
     core,
@@ -130,13 +130,13 @@ export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstCo
   const connect6 = proto.connect6;
   const hook4: ConnectFn = function connectHook(req, address, port): number {
     const verdict = gate(this, req, address, port);
-    return verdict === undefined ? connect4.call(this, req, address, port) : verdict;
+    return verdict === undefined ? callOriginal(connect4, this, [req, address, port]) : verdict;
   };
   let ok = lockHook(core, proto, 'connect', hook4, 'TCP.prototype.connect', 'tcp');
   if (typeof connect6 === 'function') {
     const hook6: ConnectFn = function connect6Hook(req, address, port): number {
       const verdict = gate(this, req, address, port);
-      return verdict === undefined ? connect6.call(this, req, address, port) : verdict;
+      return verdict === undefined ? callOriginal(connect6, this, [req, address, port]) : verdict;
     };
     ok = lockHook(core, proto, 'connect6', hook6, 'TCP.prototype.connect6', 'tcp') && ok;
   }
@@ -154,7 +154,7 @@ export function installTlsSni(core: ShimCore, binding: BindingLoader): void {
   const start = proto.start;
   const hookSet = function setServernameHook(this: object, name: unknown) {
     if (typeof name === 'string') sniByWrap.set(this, name.toLowerCase());
-    return setServername.call(this, name);
+    return callOriginal(setServername, this, [name]);
   };
   // The handshake starts once the socket is connected, whatever carries it (a TCP socket, a
   // proxy tunnel, a duplex): the server name is decided against the peer before the ClientHello.
@@ -202,7 +202,7 @@ export function installTlsSni(core: ShimCore, binding: BindingLoader): void {
         }
       }
     }
-    return start.apply(this, args);
+    return callOriginal(start, this, args);
   };
   core.hooks.tlsSni =
     lockHook(core, proto, 'setServername', hookSet, 'TLSWrap.prototype.setServername', 'tlsSni') &&

@@ -7,7 +7,7 @@ import { basename, delimiter, isAbsolute, join, resolve } from 'node:path';
 import { isControlledVariable } from '../config.js';
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO } from '../errors.js';
-import { type BindingLoader, lockHook } from './lock.js';
+import { type BindingLoader, callOriginal, lockHook } from './lock.js';
 
 interface SpawnOptions {
   file?: unknown;
@@ -106,7 +106,7 @@ export function installProcess(core: ShimCore, binding: BindingLoader): void {
     const hook = function spawnHook(this: unknown, options: SpawnOptions) {
       const verdict = governSpawn(core, options);
       if (verdict?.blocked) return DENIED_ERRNO;
-      return spawn.call(this, options);
+      return callOriginal(spawn, this, [options]);
     };
     core.hooks.childProcess = lockHook(core, proto, 'spawn', hook, 'Process.prototype.spawn', 'childProcess');
   } else core.hooks.childProcess = false;
@@ -117,7 +117,7 @@ export function installProcess(core: ShimCore, binding: BindingLoader): void {
     const hook = function spawnSyncHook(this: unknown, options: SpawnOptions) {
       const verdict = governSpawn(core, options);
       if (verdict?.blocked) return { error: DENIED_ERRNO, status: null, signal: null, output: null, pid: 0 };
-      return syncSpawn.call(this, options);
+      return callOriginal(syncSpawn, this, [options]);
     };
     core.hooks.spawnSync = lockHook(core, spawnSync, 'spawn', hook, 'spawn_sync.spawn', 'spawnSync');
   } else core.hooks.spawnSync = false;

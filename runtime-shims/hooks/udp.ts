@@ -2,7 +2,7 @@
 // A send on a connected socket carries no address; its connect was decided.
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
-import { type BindingLoader, lockHook } from './lock.js';
+import { type BindingLoader, callOriginal, lockHook } from './lock.js';
 
 type Fn = (this: object, ...args: unknown[]) => unknown;
 
@@ -29,7 +29,7 @@ export function installUdp(core: ShimCore, binding: BindingLoader): void {
     const hook: Fn = function udpConnect(address, port, ...rest) {
       if (typeof address === 'string' && typeof port === 'number' && denied(address, port, 'connect'))
         return DENIED_ERRNO;
-      return original.call(this, address, port, ...rest);
+      return callOriginal(original, this, [address, port, ...rest]);
     };
     ok = lockHook(core, proto, method, hook, `UDP.prototype.${method}`, 'udp') && ok;
   }
@@ -49,7 +49,7 @@ export function installUdp(core: ShimCore, binding: BindingLoader): void {
           return 0;
         }
       }
-      return original.apply(this, args);
+      return callOriginal(original, this, args);
     };
     ok = lockHook(core, proto, method, hook, `UDP.prototype.${method}`, 'udp') && ok;
   }

@@ -189,8 +189,8 @@ function poisoning(): [string, string][] {
       `for (const k of ['host', 'sni', 'blocked', 'decision']) { try { Object.defineProperty(Object.prototype, k, { get() { return k === 'blocked' ? false : k === 'decision' ? 'allow' : 'localhost'; }, set() {}, configurable: true }); } catch {} } return ${hit(D())};`,
     ],
     [
-      'Function.prototype.call',
-      `try { Function.prototype.call = function () { return 0; }; } catch {} return ${hit(D())};`,
+      'Function.prototype.call hijacked to steal the original binding function',
+      `const t = process.binding('tcp_wrap'); const seen = []; Function.prototype.call = function (thisArg, ...args) { seen.push(this); return Reflect.apply(this, thisArg, args); }; await ${hit(D())}; const stolen = seen.find((f) => f !== t.TCP.prototype.connect && /^connect/.test(f.name)); if (!stolen) return 'nothing stolen'; const h = new t.TCP(t.constants.SOCKET); const req = new t.TCPConnectWrap(); return new Promise((r) => { req.oncomplete = (st) => r(st === 0 ? 'connected' : 'status:' + st); const e = Reflect.apply(stolen, h, [req, '127.0.0.1', ${D()}]); if (e) r('errno:' + e); });`,
     ],
     [
       'String.prototype methods',
