@@ -91,12 +91,18 @@ for (const entry of entries) {
       }),
     );
   } else if (entry.kind === 'cli') {
+    // Split so that a command's heavy dependencies (Fastify, the AWS SDK, the YAML parser)
+    // load only when that command runs: `bulkhead policy check` should not start a web server's worth of code.
     const outfile = join(dist, `${entry.name}.mjs`);
     jobs.push(
       build({
         ...common,
-        entryPoints: [src],
-        outfile,
+        entryPoints: { [entry.name]: src },
+        outdir: dist,
+        entryNames: '[name]',
+        chunkNames: 'chunks/[name]-[hash]',
+        outExtension: { '.js': '.mjs' },
+        splitting: true,
         format: 'esm',
         packages: 'external',
         banner: { js: '#!/usr/bin/env node' },

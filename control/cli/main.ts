@@ -1,13 +1,14 @@
 import { type CliIO, type Command, EXIT_OK, EXIT_USAGE, parseCommandArgs, UsageError } from './command.js';
-import { commands } from './commands/index.js';
+import { type CommandEntry, commands } from './commands/index.js';
 
 const io: CliIO = {
   out: (text) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`),
   err: (text) => process.stderr.write(text.endsWith('\n') ? text : `${text}\n`),
 };
 
-function overview(): string {
-  const lines = commands.map((c) => `  bulkhead ${c.path.join(' ').padEnd(22)} ${c.summary}`);
+async function overview(): Promise<string> {
+  const loaded = await Promise.all(commands.map((entry) => entry.load()));
+  const lines = loaded.map((c) => `  bulkhead ${c.path.join(' ').padEnd(22)} ${c.summary}`);
   return [
     'Usage: bulkhead <command> [options]',
     '',
@@ -18,26 +19,27 @@ function overview(): string {
   ].join('\n');
 }
 
-function findCommand(argv: string[]): { command: Command; rest: string[] } | undefined {
-  let best: Command | undefined;
-  for (const command of commands) {
-    const matches = command.path.every((word, i) => argv[i] === word);
-    if (matches && (!best || command.path.length > best.path.length)) best = command;
+function findCommand(argv: string[]): { entry: CommandEntry; rest: string[] } | undefined {
+  let best: CommandEntry | undefined;
+  for (const entry of commands) {
+    const matches = entry.path.every((word, i) => argv[i] === word);
+    if (matches && (!best || entry.path.length > best.path.length)) best = entry;
   }
-  return best ? { command: best, rest: argv.slice(best.path.length) } : undefined;
+  return best ? { entry: best, rest: argv.slice(best.path.length) } : undefined;
 }
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
-    io.out(overview());
+    io.out(await overview());
     return argv.length === 0 ? EXIT_USAGE : EXIT_OK;
   }
   const found = findCommand(argv);
   if (!found) {
-    io.err(`bulkhead: unknown command '${argv.join(' ')}'\n\n${overview()}`);
+    io.err(`bulkhead: unknown command '${argv.join(' ')}'\n\n${await overview()}`);
     return EXIT_USAGE;
   }
-  const { command, rest } = found;
+  const { entry, rest } = found;
+  const command = await entry.load();
   try {
     const args = parseCommandArgs(command, rest);
     if (args.values.help) {

@@ -1,39 +1,29 @@
 import type { Command } from '../command.js';
-import { applyCommand } from './apply.js';
-import { attachCommand } from './attach.js';
-import { bundleBuildCommand, bundleVerifyCommand } from './bundle.js';
-import { controlServeCommand } from './control.js';
-import { deniesCommand } from './denies.js';
-import { keysGenerateCommand, keysIdCommand } from './keys.js';
-import { layerBuildCommand } from './layer-build.js';
-import { layerPublishCommand } from './layer-publish.js';
-import {
-  policyCheckCommand,
-  policyDiffCommand,
-  policyExplainCommand,
-  policySchemaCommand,
-} from './policy.js';
-import { tokenCreateCommand } from './token.js';
-import { workloadsCommand } from './workloads.js';
 
-// Each part of Bulkhead adds its commands here.
-export const commands: Command[] = [
-  layerBuildCommand,
-  layerPublishCommand,
-  attachCommand,
+/** A command known by the words that select it; its module (and its dependencies) load only when it runs. */
+export interface CommandEntry {
+  path: readonly string[];
+  load(): Promise<Command>;
+}
+
+export const commands: CommandEntry[] = [
   // policy kernel
-  keysGenerateCommand,
-  keysIdCommand,
-  policyCheckCommand,
-  policyExplainCommand,
-  policyDiffCommand,
-  policySchemaCommand,
-  bundleBuildCommand,
-  bundleVerifyCommand,
+  { path: ['keys', 'generate'], load: async () => (await import('./keys.js')).keysGenerateCommand },
+  { path: ['keys', 'id'], load: async () => (await import('./keys.js')).keysIdCommand },
+  { path: ['policy', 'check'], load: async () => (await import('./policy.js')).policyCheckCommand },
+  { path: ['policy', 'explain'], load: async () => (await import('./policy.js')).policyExplainCommand },
+  { path: ['policy', 'diff'], load: async () => (await import('./policy.js')).policyDiffCommand },
+  { path: ['policy', 'schema'], load: async () => (await import('./policy.js')).policySchemaCommand },
+  { path: ['bundle', 'build'], load: async () => (await import('./bundle.js')).bundleBuildCommand },
+  { path: ['bundle', 'verify'], load: async () => (await import('./bundle.js')).bundleVerifyCommand },
   // control API
-  controlServeCommand,
-  tokenCreateCommand,
-  applyCommand,
-  deniesCommand,
-  workloadsCommand,
+  { path: ['control', 'serve'], load: async () => (await import('./control.js')).controlServeCommand },
+  { path: ['token', 'create'], load: async () => (await import('./token.js')).tokenCreateCommand },
+  { path: ['apply'], load: async () => (await import('./apply.js')).applyCommand },
+  { path: ['denies'], load: async () => (await import('./denies.js')).deniesCommand },
+  { path: ['workloads'], load: async () => (await import('./workloads.js')).workloadsCommand },
+  // AWS Lambda
+  { path: ['layer', 'build'], load: async () => (await import('./layer-build.js')).layerBuildCommand },
+  { path: ['layer', 'publish'], load: async () => (await import('./layer-publish.js')).layerPublishCommand },
+  { path: ['attach'], load: async () => (await import('./attach.js')).attachCommand },
 ];
