@@ -1,6 +1,7 @@
 // DNS through the cares_wrap binding: getaddrinfo (dns.lookup, and so net/http/fetch) and every
 // c-ares query (dns.resolve*, Resolver, dns.promises). A name no rule could allow is refused
 // before a query leaves the process; answers bind addresses to the name for later connects.
+import { parseIp } from '../../policy/cidr.js';
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
 import { type BindingLoader, callOriginal, lockHook } from './lock.js';
@@ -40,6 +41,23 @@ const QUERY_METHODS = [
   'queryNaptr',
   'querySoa',
 ];
+
+/**
+ * The PTR name a reverse lookup of `ip` queries (`4.3.2.1.in-addr.arpa`, nibbles for IPv6): the
+ * address bits travel to the resolver and on to whoever runs that reverse zone, so a reverse
+ * lookup is decided like a query for that name.
+ */
+export function reverseName(ip: string): string | undefined {
+  const bytes = parseIp(ip);
+  if (!bytes) return undefined;
+  if (bytes.length === 4) return `${bytes[3]}.${bytes[2]}.${bytes[1]}.${bytes[0]}.in-addr.arpa`;
+  const nibbles: string[] = [];
+  for (let i = bytes.length - 1; i >= 0; i--) {
+    const byte = bytes[i] as number;
+    nibbles.push((byte & 15).toString(16), (byte >> 4).toString(16));
+  }
+  return `${nibbles.join('.')}.ip6.arpa`;
+}
 
 export function installDns(core: ShimCore, binding: BindingLoader): void {
   const cares = binding('cares_wrap') as
@@ -96,6 +114,19 @@ export function installDns(core: ShimCore, binding: BindingLoader): void {
     'dnsLookup',
   );
 
+  const getnameinfo = cares.getnameinfo as ((...args: unknown[]) => number) | undefined;
+  if (typeof getnameinfo === 'function') {
+    const reverseHook = function getnameinfoHook(this: unknown, req: Req, ip: unknown, ...rest: unknown[]) {
+      const name = typeof ip === 'string' ? (reverseName(ip) ?? ip) : ip;
+      const verdict = gate(req, name, 'getnameinfo');
+      if (verdict !== undefined) return verdict;
+      return callOriginal(getnameinfo, this, [req, ip, ...rest]);
+    };
+    core.hooks.dnsLookup =
+      lockHook(core, cares, 'getnameinfo', reverseHook, 'cares_wrap.getnameinfo', 'dnsLookup') &&
+      core.hooks.dnsLookup;
+  }
+
   const proto = cares.ChannelWrap?.prototype;
   if (!proto) {
     core.hooks.dnsQuery = false;
@@ -112,6 +143,17 @@ export function installDns(core: ShimCore, binding: BindingLoader): void {
       return callOriginal(original, this, [req, name, ...rest]);
     };
     ok = lockHook(core, proto, method, hook, `ChannelWrap.prototype.${method}`, 'dnsQuery') && ok;
+  }
+  const getHostByAddr = proto.getHostByAddr;
+  if (typeof getHostByAddr === 'function') {
+    const hook = function getHostByAddrHook(this: unknown, req: Req, ip: unknown, ...rest: unknown[]) {
+      const name = typeof ip === 'string' ? (reverseName(ip) ?? ip) : ip;
+      const verdict = gate(req, name, 'getHostByAddr');
+      if (verdict !== undefined) return verdict;
+      return callOriginal(getHostByAddr, this, [req, ip, ...rest]);
+    };
+    ok =
+      lockHook(core, proto, 'getHostByAddr', hook, 'ChannelWrap.prototype.getHostByAddr', 'dnsQuery') && ok;
   }
   // Pointing a resolver at another server sends every later query there: only servers the system
   // configured, or ones the policy allows by address, may be set.

@@ -52,6 +52,9 @@ describe('DNS', { timeout: 120_000 }, () => {
       { kind: 'fetch', url: 'http://fetch.exfil.evil.test:8080/' },
       { kind: 'dns.resolve4', name: 'api.payments.test' },
       { kind: 'dns.setServers', servers: ['127.0.0.1:9090'] },
+      // Reverse lookups carry the address bits to whoever runs the reverse zone: decided as PTR names.
+      { kind: 'dns.reverse', ip: '2001:db8:5ec2:e7da:7a00::1' },
+      { kind: 'dns.lookupService', ip: '10.83.69.67', port: 22 },
     ];
     const { results, events } = await probeInNetns(fx, attempts, NS);
     expect(results[0]).toBe('ok:127.0.0.1');
@@ -59,9 +62,10 @@ describe('DNS', { timeout: 120_000 }, () => {
     expect(results.slice(2, 10)).toEqual(new Array(8).fill(DENIED));
     expect(results[10]).toBe('ok');
     expect(results[11]).toBe(DENIED);
+    expect(results.slice(12)).toEqual([DENIED, DENIED]);
     const queried = events.filter((e) => typeof e.dns === 'string').map((e) => e.dns as string);
     expect(queried).toContain('api.payments.test');
-    expect(queried.filter((name) => name.includes('evil'))).toEqual([]);
+    expect(queried.filter((name) => name.includes('evil') || name.endsWith('.arpa'))).toEqual([]);
     const bytes = events.filter((e) => e.tcp === '127.0.0.1:8080').length;
     expect(bytes).toBe(1);
   });

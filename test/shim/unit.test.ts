@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { DenyRecord } from '../../policy/types.js';
 import { readConfig } from '../../runtime-shims/config.js';
+import { reverseName } from '../../runtime-shims/hooks/dns.js';
 import { parseAuthority } from '../../runtime-shims/hooks/http.js';
 import { detectIdentity } from '../../runtime-shims/identity.js';
 import { captureOrigin } from '../../runtime-shims/origin.js';
@@ -136,6 +137,15 @@ describe('readConfig', { timeout: 120_000 }, () => {
         },
       ),
     );
+  });
+});
+
+describe('reverseName', { timeout: 120_000 }, () => {
+  it('names the PTR query a reverse lookup sends', () => {
+    expect(reverseName('10.83.69.67')).toBe('67.69.83.10.in-addr.arpa');
+    expect(reverseName('::ffff:10.83.69.67')).toBe('67.69.83.10.in-addr.arpa');
+    expect(reverseName('2001:db8::1')).toBe(`1.${'0.'.repeat(23)}8.b.d.0.1.0.0.2.ip6.arpa`);
+    expect(reverseName('not-an-ip')).toBeUndefined();
   });
 });
 
