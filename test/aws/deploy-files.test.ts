@@ -108,10 +108,11 @@ describe('localstack/', () => {
     );
     expect(invocations.length).toBeGreaterThanOrEqual(6);
     for (const words of invocations) {
-      const command = commands
+      const entry = commands
         .filter((c) => c.path.every((word, i) => words[i] === word))
         .sort((a, b) => b.path.length - a.path.length)[0];
-      expect(command, words.join(' ')).toBeDefined();
+      expect(entry, words.join(' ')).toBeDefined();
+      const command = await entry?.load();
       for (const word of words.filter((w) => w.startsWith('--')))
         expect(command?.options?.[word.slice(2)], `${command?.path.join(' ')} ${word}`).toBeDefined();
     }
