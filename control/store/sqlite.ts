@@ -1,5 +1,7 @@
 // SQLite engine (better-sqlite3, WAL): the embedded default. One process owns the file;
 // revision announcements are in-process only.
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { sqliteMigrations } from './migrations.js';
 import { buildDenyQuery, type Dialect, sandboxProgress, sqliteDialect } from './sql.js';
@@ -40,6 +42,68 @@ function toRevision(row: RevisionRecord): RevisionRow {
 
 const INSERT_SLICE = 1000;
 
+/** How often the checkpoint thread copies committed WAL frames into the database file. */
+const CHECKPOINT_INTERVAL_MS = 200;
+/**
+ * Backstop for the writer's own automatic checkpoint (pages, ~200 MiB of WAL): normally the
+ * checkpoint thread keeps the WAL short and this never fires.
+ */
+const WRITER_AUTOCHECKPOINT_PAGES = 50_000;
+
+// Runs in a worker thread on its own connection. A checkpoint writes the database file and
+// fsyncs it; on the event loop that stalled every commit that crossed the threshold (the
+// largest single cost of ingestion). PASSIVE never blocks the writer, and WAL mode lets the
+// two connections work at once.
+const CHECKPOINT_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.file, { fileMustExist: true });
+db.pragma('busy_timeout = 5000');
+db.pragma('synchronous = NORMAL');
+const checkpoint = () => {
+  try {
+    db.pragma('wal_checkpoint(PASSIVE)');
+  } catch (error) {
+    parentPort.postMessage({ error: String(error && error.message) });
+  }
+};
+const timer = setInterval(checkpoint, workerData.intervalMs);
+parentPort.on('message', (message) => {
+  if (message !== 'close') return;
+  clearInterval(timer);
+  db.close();
+  parentPort.close();
+});
+`;
+
+/** Checkpoints the WAL of `file` from a worker thread until `close`. */
+class WalCheckpointer {
+  private readonly worker: Worker;
+  private readonly exited: Promise<void>;
+
+  constructor(file: string, onError: (message: string) => void) {
+    this.worker = new Worker(CHECKPOINT_WORKER, {
+      eval: true,
+      workerData: {
+        driver: createRequire(import.meta.url).resolve('better-sqlite3'),
+        file,
+        intervalMs: CHECKPOINT_INTERVAL_MS,
+      },
+    });
+    this.worker.on('message', (message: { error?: string }) => {
+      if (message.error) onError(message.error);
+    });
+    this.worker.on('error', (error) => onError(error.message));
+    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
+    this.worker.unref();
+  }
+
+  async close(): Promise<void> {
+    this.worker.postMessage('close');
+    await this.exited;
+  }
+}
+
 export class SqliteStore implements ControlStore {
   readonly engine = 'sqlite' as const;
   private readonly db: Database.Database;
@@ -49,6 +113,7 @@ export class SqliteStore implements ControlStore {
   private readonly upsertSandbox: Database.Statement;
   private readonly upsertWorkload: Database.Statement;
   private readonly insertDenyBatch: Database.Transaction<(rows: DenyRow[]) => InsertDeniesResult>;
+  private readonly checkpointer: WalCheckpointer | undefined;
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -58,10 +123,18 @@ export class SqliteStore implements ControlStore {
     this.db.pragma('busy_timeout = 5000');
     // 64 MiB page cache: the deny table's indexes stay in memory while batches stream in.
     this.db.pragma('cache_size = -65536');
-    // Checkpoint (the only fsync with synchronous=NORMAL) every ~16 MiB of WAL rather than every 4 MiB.
-    this.db.pragma('wal_autocheckpoint = 4000');
     this.db.pragma('foreign_keys = ON');
     this.runMigrations();
+    if (this.db.memory) {
+      this.checkpointer = undefined;
+    } else {
+      // Checkpoints (the only fsync with synchronous=NORMAL) run on a worker thread, off the event loop.
+      this.db.pragma(`wal_autocheckpoint = ${WRITER_AUTOCHECKPOINT_PAGES}`);
+      this.checkpointer = new WalCheckpointer(this.db.name, (message) => {
+        // The writer's backstop checkpoint still bounds the WAL; say why the thread stopped helping.
+        process.emitWarning(`bulkhead: WAL checkpoint thread: ${message}`);
+      });
+    }
     this.insertDeny = this.db.prepare(
       `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision, mode, rule,
          revision, sandbox_id, seq, received_at, record)
@@ -322,6 +395,8 @@ export class SqliteStore implements ControlStore {
 
   async close(): Promise<void> {
     this.revisionListeners.clear();
+    // The checkpoint thread closes first, so the writer's close checkpoints and removes the WAL.
+    await this.checkpointer?.close();
     if (this.db.open) this.db.close();
   }
 }
