@@ -76,6 +76,167 @@ parentPort.on('message', (message) => {
 });
 `;
 
+const INSERT_DENY_SQL = `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision,
+    mode, rule, revision, sandbox_id, seq, received_at, record)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (id) DO NOTHING`;
+const UPSERT_SANDBOX_SQL = `INSERT INTO sandboxes (id, workload, max_seq, received, last_seen) VALUES (?, ?, ?, ?, ?)
+  ON CONFLICT (id) DO UPDATE SET max_seq = max(max_seq, excluded.max_seq),
+    received = received + excluded.received, last_seen = excluded.last_seen`;
+
+/** Column values of a deny row in INSERT_DENY_SQL's order. */
+function denyValues(row: DenyRow): (string | number | null)[] {
+  return [
+    row.id,
+    row.time,
+    row.timeMs,
+    row.workloadKey,
+    row.groups,
+    row.host,
+    row.ip,
+    row.port,
+    row.kind,
+    row.decision,
+    row.mode,
+    row.rule,
+    row.revision,
+    row.sandboxId,
+    row.seq,
+    row.receivedAt,
+    row.record,
+  ];
+}
+const DENY_COLUMNS = 17;
+
+// Runs in a worker thread on its own connection: deny batches are inserted there, so the event
+// loop keeps parsing and validating the next batches (and answering long-polls) meanwhile. Same
+// statements and transaction shape as the in-thread path below; the 202 is sent only after the
+// worker has committed. Slices of INSERT_SLICE rows are separate transactions so the main
+// connection's writes (revisions, sightings) can get in between.
+const DENY_WRITER_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.file, { fileMustExist: true });
+db.pragma('busy_timeout = 5000');
+db.pragma('synchronous = NORMAL');
+db.pragma('cache_size = -65536');
+db.pragma('wal_autocheckpoint = ' + workerData.autocheckpointPages);
+const insertDeny = db.prepare(workerData.insertDenySql);
+const upsertSandbox = db.prepare(workerData.upsertSandboxSql);
+const COLUMNS = workerData.columns;
+const insertSlice = db.transaction((values, from, to) => {
+  const sandboxes = new Map();
+  let stored = 0;
+  for (let at = from; at < to; at += COLUMNS) {
+    const changes = insertDeny.run(values.slice(at, at + COLUMNS)).changes;
+    if (changes !== 1) continue;
+    stored++;
+    const workload = values[at + 3];
+    const sandboxId = values[at + 13];
+    const seq = values[at + 14];
+    if (sandboxId === null || seq === null) continue;
+    const progress = sandboxes.get(sandboxId);
+    if (progress) {
+      progress.received++;
+      if (seq > progress.maxSeq) progress.maxSeq = seq;
+    } else {
+      sandboxes.set(sandboxId, { id: sandboxId, workload, maxSeq: seq, received: 1 });
+    }
+  }
+  const now = new Date().toISOString();
+  for (const p of sandboxes.values()) upsertSandbox.run(p.id, p.workload, p.maxSeq, p.received, now);
+  return stored;
+});
+parentPort.on('message', (message) => {
+  if (message === 'close') {
+    db.close();
+    parentPort.close();
+    return;
+  }
+  const { id, values } = message;
+  try {
+    let stored = 0;
+    const step = workerData.slice * COLUMNS;
+    for (let start = 0; start < values.length; start += step) {
+      stored += insertSlice.immediate(values, start, Math.min(values.length, start + step));
+    }
+    parentPort.postMessage({ id, stored, duplicate: values.length / COLUMNS - stored });
+  } catch (error) {
+    parentPort.postMessage({ id, error: String((error && error.message) || error) });
+  }
+});
+`;
+
+/** Inserts deny batches on a worker thread; `alive` turns false for good if the thread fails. */
+class DenyWriter {
+  alive = true;
+  private closing = false;
+  private readonly worker: Worker;
+  private readonly exited: Promise<void>;
+  private readonly pending = new Map<
+    number,
+    { resolve: (result: InsertDeniesResult) => void; reject: (error: Error) => void }
+  >();
+  private nextId = 1;
+
+  constructor(file: string, onError: (message: string) => void) {
+    this.worker = new Worker(DENY_WRITER_WORKER, {
+      eval: true,
+      workerData: {
+        driver: createRequire(import.meta.url).resolve('better-sqlite3'),
+        file,
+        autocheckpointPages: WRITER_AUTOCHECKPOINT_PAGES,
+        insertDenySql: INSERT_DENY_SQL,
+        upsertSandboxSql: UPSERT_SANDBOX_SQL,
+        slice: INSERT_SLICE,
+        columns: DENY_COLUMNS,
+      },
+    });
+    this.worker.on(
+      'message',
+      (message: { id: number; stored: number; duplicate: number; error?: string }) => {
+        const waiter = this.pending.get(message.id);
+        if (!waiter) return;
+        this.pending.delete(message.id);
+        if (message.error !== undefined) waiter.reject(new Error(`deny insert failed: ${message.error}`));
+        else waiter.resolve({ stored: message.stored, duplicate: message.duplicate });
+      },
+    );
+    const fail = (reason: string) => {
+      if (this.alive && !this.closing) onError(reason);
+      this.alive = false;
+      for (const waiter of this.pending.values()) waiter.reject(new Error(`deny writer thread: ${reason}`));
+      this.pending.clear();
+    };
+    this.worker.on('error', (error) => fail(error.message));
+    this.exited = new Promise((resolve) =>
+      this.worker.once('exit', (code) => {
+        fail(`exited with code ${code}`);
+        resolve();
+      }),
+    );
+    this.worker.unref();
+  }
+
+  insert(rows: DenyRow[]): Promise<InsertDeniesResult> {
+    return new Promise((resolve, reject) => {
+      const id = this.nextId++;
+      this.pending.set(id, { resolve, reject });
+      // One flat array of column values: cloning it to the thread costs a fraction of cloning row objects.
+      const values: (string | number | null)[] = [];
+      for (const row of rows) values.push(...denyValues(row));
+      this.worker.postMessage({ id, values });
+    });
+  }
+
+  async close(): Promise<void> {
+    // Queued after every batch already sent, so those are committed first.
+    this.closing = true;
+    this.worker.postMessage('close');
+    await this.exited;
+  }
+}
+
 /** Checkpoints the WAL of `file` from a worker thread until `close`. */
 class WalCheckpointer {
   private readonly worker: Worker;
@@ -114,6 +275,7 @@ export class SqliteStore implements ControlStore {
   private readonly upsertWorkload: Database.Statement;
   private readonly insertDenyBatch: Database.Transaction<(rows: DenyRow[]) => InsertDeniesResult>;
   private readonly checkpointer: WalCheckpointer | undefined;
+  private readonly denyWriter: DenyWriter | undefined;
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -127,6 +289,7 @@ export class SqliteStore implements ControlStore {
     this.runMigrations();
     if (this.db.memory) {
       this.checkpointer = undefined;
+      this.denyWriter = undefined;
     } else {
       // Checkpoints (the only fsync with synchronous=NORMAL) run on a worker thread, off the event loop.
       this.db.pragma(`wal_autocheckpoint = ${WRITER_AUTOCHECKPOINT_PAGES}`);
@@ -134,18 +297,13 @@ export class SqliteStore implements ControlStore {
         // The writer's backstop checkpoint still bounds the WAL; say why the thread stopped helping.
         process.emitWarning(`bulkhead: WAL checkpoint thread: ${message}`);
       });
+      this.denyWriter = new DenyWriter(this.db.name, (message) => {
+        // Later batches go through the in-thread path below; say why.
+        process.emitWarning(`bulkhead: deny writer thread: ${message}`);
+      });
     }
-    this.insertDeny = this.db.prepare(
-      `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision, mode, rule,
-         revision, sandbox_id, seq, received_at, record)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (id) DO NOTHING`,
-    );
-    this.upsertSandbox = this.db.prepare(
-      `INSERT INTO sandboxes (id, workload, max_seq, received, last_seen) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (id) DO UPDATE SET max_seq = max(max_seq, excluded.max_seq),
-         received = received + excluded.received, last_seen = excluded.last_seen`,
-    );
+    this.insertDeny = this.db.prepare(INSERT_DENY_SQL);
+    this.upsertSandbox = this.db.prepare(UPSERT_SANDBOX_SQL);
     this.upsertWorkload = this.db.prepare(
       `INSERT INTO workloads (key, identity, first_seen, last_seen, revision, scope) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (key) DO UPDATE SET last_seen = excluded.last_seen, revision = excluded.revision,
@@ -338,6 +496,8 @@ export class SqliteStore implements ControlStore {
   }
 
   async insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult> {
+    if (rows.length === 0) return { stored: 0, duplicate: 0 };
+    if (this.denyWriter?.alive) return this.denyWriter.insert(rows);
     const total: InsertDeniesResult = { stored: 0, duplicate: 0 };
     // better-sqlite3 is synchronous: big batches go in slices of 1000, yielding between them, so parked
     // long-polls are answered promptly while reports stream in. Each slice is its own transaction;
@@ -396,6 +556,7 @@ export class SqliteStore implements ControlStore {
   async close(): Promise<void> {
     this.revisionListeners.clear();
     // The checkpoint thread closes first, so the writer's close checkpoints and removes the WAL.
+    await this.denyWriter?.close();
     await this.checkpointer?.close();
     if (this.db.open) this.db.close();
   }
