@@ -257,6 +257,9 @@ export class ShimCore implements ShimInstance {
   /** Load the configured bundle now if that has not happened yet. One boolean test once done. */
   ensureLoaded(): void {
     if (!this.#pendingLoad) return;
+    // Loading through tampered builtins could misread keys or the bundle: wait until they are
+    // restored (every decision meanwhile is refused as tampering).
+    if (prototypePolluted()) return;
     this.#pendingLoad = false;
     const file = this.config.bundleFile;
     if (!file) return;
@@ -321,6 +324,15 @@ export class ShimCore implements ShimInstance {
   }
 
   #reload(envelopeText?: string): ReloadResult {
+    if (prototypePolluted()) {
+      this.tamper('builtins replaced before a bundle reload');
+      return {
+        ok: false,
+        reason: 'malformed',
+        message: 'builtins the verifier relies on were replaced',
+        revision: this.#revision,
+      };
+    }
     this.#loadKeys();
     const source = envelopeText === undefined ? this.config.bundleFile : 'the given envelope';
     const refuse = (reason: string, message: string): ReloadResult => {

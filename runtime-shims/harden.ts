@@ -22,8 +22,62 @@ const METHODS: [string, object | undefined, PropertyKey[]][] = [
     ['has', 'add', 'delete', 'clear', 'forEach', 'values', 'keys', Symbol.iterator],
   ],
   ['WeakMap.prototype', WeakMap.prototype, ['get', 'set', 'has', 'delete']],
+  ['MapIterator', Object.getPrototypeOf(new Map()[Symbol.iterator]()) as object, ['next']],
+  ['SetIterator', Object.getPrototypeOf(new Set()[Symbol.iterator]()) as object, ['next']],
   [
-    'Array.prototype',
+    'String.prototype',
+    String.prototype,
+    [
+      'slice',
+      'split',
+      'startsWith',
+      'endsWith',
+      'includes',
+      'indexOf',
+      'lastIndexOf',
+      'toLowerCase',
+      'toUpperCase',
+      'trim',
+      'replace',
+      'search',
+      'charCodeAt',
+      'codePointAt',
+      'padStart',
+      'substring',
+      'normalize',
+    ],
+  ],
+  ['Reflect', Reflect, ['apply', 'construct', 'get', 'ownKeys']],
+  [
+    'Object',
+    Object,
+    [
+      'freeze',
+      'hasOwn',
+      'keys',
+      'entries',
+      'getPrototypeOf',
+      'defineProperty',
+      'getOwnPropertyDescriptor',
+      'assign',
+    ],
+  ],
+  ['Number', Number, ['isInteger', 'isSafeInteger', 'isNaN', 'parseInt']],
+  ['Math', Math, ['max', 'min']],
+  ['JSON', JSON, ['parse', 'stringify']],
+  // The signature check: a forged verify, decoder or byte builder would pass a bundle it should refuse.
+  ['Buffer', Buffer, ['from', 'concat', 'alloc', 'allocUnsafe', 'byteLength', 'isBuffer', 'compare']],
+  ['TextDecoder.prototype', TextDecoder.prototype, ['decode']],
+];
+
+/**
+ * Builtins V8 keeps fast paths for (array iteration and species, RegExp, typed arrays): redefining
+ * them, even read-only with the same value, switches those fast paths off for the whole process
+ * (an order of magnitude on array and RegExp code). These are not touched; their identity is
+ * checked before every decision instead, and a decision taken after one changed is refused.
+ */
+const WATCHED: [object, PropertyKey[]][] = [
+  [
     Array.prototype,
     [
       'push',
@@ -55,62 +109,12 @@ const METHODS: [string, object | undefined, PropertyKey[]][] = [
       Symbol.iterator,
     ],
   ],
-  ['ArrayIterator', Object.getPrototypeOf([][Symbol.iterator]()) as object, ['next']],
-  ['MapIterator', Object.getPrototypeOf(new Map()[Symbol.iterator]()) as object, ['next']],
-  ['SetIterator', Object.getPrototypeOf(new Set()[Symbol.iterator]()) as object, ['next']],
-  [
-    'String.prototype',
-    String.prototype,
-    [
-      'slice',
-      'split',
-      'startsWith',
-      'endsWith',
-      'includes',
-      'indexOf',
-      'lastIndexOf',
-      'toLowerCase',
-      'toUpperCase',
-      'trim',
-      'replace',
-      'search',
-      'charCodeAt',
-      'codePointAt',
-      'padStart',
-      'substring',
-      'normalize',
-      Symbol.iterator,
-    ],
-  ],
-  ['StringIterator', Object.getPrototypeOf(''[Symbol.iterator]()) as object, ['next']],
-  [
-    'RegExp.prototype',
-    RegExp.prototype,
-    ['exec', 'test', Symbol.replace, Symbol.split, Symbol.search, Symbol.match],
-  ],
-  ['Reflect', Reflect, ['apply', 'construct', 'get', 'ownKeys']],
-  [
-    'Object',
-    Object,
-    [
-      'freeze',
-      'hasOwn',
-      'keys',
-      'entries',
-      'getPrototypeOf',
-      'defineProperty',
-      'getOwnPropertyDescriptor',
-      'assign',
-    ],
-  ],
-  ['Number', Number, ['isInteger', 'isSafeInteger', 'isNaN', 'parseInt']],
-  // The signature check: a forged verify, decoder or byte builder would pass a bundle it should refuse.
-  ['Buffer', Buffer, ['from', 'concat', 'alloc', 'allocUnsafe', 'byteLength', 'isBuffer', 'compare']],
-  ['Buffer.prototype', Buffer.prototype, ['toString', 'slice', 'subarray', 'equals', 'write']],
-  ['Uint8Array.prototype', Uint8Array.prototype, ['subarray', 'slice', 'set']],
-  ['TextDecoder.prototype', TextDecoder.prototype, ['decode']],
-  ['Math', Math, ['max', 'min']],
-  ['JSON', JSON, ['parse', 'stringify']],
+  [Object.getPrototypeOf([][Symbol.iterator]()) as object, ['next']],
+  [String.prototype, [Symbol.iterator]],
+  [Object.getPrototypeOf(''[Symbol.iterator]()) as object, ['next']],
+  [RegExp.prototype, ['exec', 'test', Symbol.replace, Symbol.split, Symbol.search, Symbol.match]],
+  [Uint8Array.prototype, ['subarray', 'slice', 'set']],
+  [Buffer.prototype, ['toString', 'slice', 'subarray', 'equals', 'write']],
 ];
 
 /** Constructors the decision path creates or whose species it relies on. */
@@ -138,7 +142,13 @@ const GLOBALS = [
 ];
 /** node:crypto functions the verifier calls through the module object (read at call time). */
 const CRYPTO = ['verify', 'createPublicKey', 'createHash', 'timingSafeEqual', 'KeyObject'];
-const SPECIES: object[] = [Array, Map, Set, RegExp, Uint8Array, Object.getPrototypeOf(Uint8Array) as object];
+const SPECIES: object[] = [Map, Set];
+const WATCHED_SPECIES: object[] = [Array, RegExp, Uint8Array, Object.getPrototypeOf(Uint8Array) as object];
+const watchedValues: unknown[] = [];
+const watchedTargets: object[] = [];
+const watchedKeys: PropertyKey[] = [];
+const watchedSpeciesGetters: unknown[] = [];
+const getDescriptor = Object.getOwnPropertyDescriptor;
 
 function lockValue(target: object, key: PropertyKey): boolean {
   const descriptor = Object.getOwnPropertyDescriptor(target, key);
@@ -165,6 +175,13 @@ function lockValue(target: object, key: PropertyKey): boolean {
 /** Make the builtins the decision path uses read-only. Returns how many were locked; never throws. */
 export function hardenIntrinsics(): number {
   let locked = 0;
+  for (const [target, keys] of WATCHED)
+    for (const key of keys) {
+      watchedTargets.push(target);
+      watchedKeys.push(key);
+      watchedValues.push((target as Holder)[key]);
+    }
+  for (const ctor of WATCHED_SPECIES) watchedSpeciesGetters.push(getDescriptor(ctor, Symbol.species)?.get);
   for (const [, target, keys] of METHODS) {
     if (!target) continue;
     for (const key of keys) {
@@ -228,8 +245,14 @@ const OPTIONAL_FIELDS = [
 const objectPrototype = Object.prototype;
 const hasOwn = Object.hasOwn;
 
+/** Has anything the decision engine relies on been planted or replaced since install? */
 export function prototypePolluted(): boolean {
   for (let i = 0; i < OPTIONAL_FIELDS.length; i++)
     if (hasOwn(objectPrototype, OPTIONAL_FIELDS[i] as string)) return true;
+  for (let i = 0; i < watchedTargets.length; i++)
+    if ((watchedTargets[i] as Holder)[watchedKeys[i] as PropertyKey] !== watchedValues[i]) return true;
+  for (let i = 0; i < WATCHED_SPECIES.length; i++)
+    if (getDescriptor(WATCHED_SPECIES[i] as object, Symbol.species)?.get !== watchedSpeciesGetters[i])
+      return true;
   return false;
 }

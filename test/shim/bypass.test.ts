@@ -178,11 +178,11 @@ function poisoning(): [string, string][] {
     ],
     [
       'array iterator',
-      `try { Array.prototype[Symbol.iterator] = function* () {}; } catch {} return ${hit(D())};`,
+      `await null; const saved = Array.prototype[Symbol.iterator]; Array.prototype[Symbol.iterator] = function* () {}; try { return await ${hit(D())}; } finally { Array.prototype[Symbol.iterator] = saved; }`,
     ],
     [
       'Array species',
-      `try { Object.defineProperty(Array, Symbol.species, { get: () => function () { return []; } }); } catch {} return ${hit(D())};`,
+      `const saved = Object.getOwnPropertyDescriptor(Array, Symbol.species); Object.defineProperty(Array, Symbol.species, { get: () => function () { return []; }, configurable: true }); try { return await ${hit(D())}; } finally { Object.defineProperty(Array, Symbol.species, saved); }`,
     ],
     [
       'Object.prototype accessors for request fields',
