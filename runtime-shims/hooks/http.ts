@@ -184,20 +184,33 @@ export function installUndici(core: ShimCore): void {
     error?: unknown;
     servername?: unknown;
   }
+  const origins = new Map<string, { scheme: Protocol; host: string; port: number }>();
   const onCreate = (message: unknown) => {
     try {
       const request = (message as { request?: UndiciRequest } | undefined)?.request;
       if (!request || typeof request.path !== 'string') return;
-      const origin = request.origin;
-      let url: URL;
-      try {
-        url = new URL(typeof origin === 'string' ? origin : String(origin));
-      } catch {
-        return;
+      const originText = typeof request.origin === 'string' ? request.origin : String(request.origin);
+      // Origins repeat (one per connection pool): parse each once.
+      let parsed = origins.get(originText);
+      if (!parsed) {
+        let url: URL;
+        try {
+          url = new URL(originText);
+        } catch {
+          return;
+        }
+        const scheme: Protocol = url.protocol === 'https:' ? 'https' : 'http';
+        parsed = {
+          scheme,
+          host: url.hostname,
+          port: url.port ? Number(url.port) : scheme === 'https' ? 443 : 80,
+        };
+        if (origins.size >= 1000) origins.clear();
+        origins.set(originText, parsed);
       }
-      const protocol: Protocol = url.protocol === 'https:' ? 'https' : 'http';
-      let host = url.hostname;
-      let port = url.port ? Number(url.port) : protocol === 'https' ? 443 : 80;
+      const protocol = parsed.scheme;
+      let host = parsed.host;
+      let port = parsed.port;
       let path = stripQuery(request.path);
       if (/^https?:\/\//i.test(request.path)) {
         const target = new URL(request.path);
