@@ -124,6 +124,21 @@ db.pragma('wal_autocheckpoint = ' + workerData.autocheckpointPages);
 const insertDeny = db.prepare(workerData.insertDenySql);
 const upsertSandbox = db.prepare(workerData.upsertSandboxSql);
 const COLUMNS = workerData.columns;
+// gate[0] = 1 while the main connection wants to write; gate[1] = 1 while this thread is in a slice.
+const gate = new Int32Array(workerData.gate);
+function enterSlice() {
+  for (;;) {
+    while (Atomics.load(gate, 0) === 1) Atomics.wait(gate, 0, 1, 100);
+    Atomics.store(gate, 1, 1);
+    if (Atomics.load(gate, 0) === 0) return;
+    Atomics.store(gate, 1, 0);
+    Atomics.notify(gate, 1);
+  }
+}
+function leaveSlice() {
+  Atomics.store(gate, 1, 0);
+  Atomics.notify(gate, 1);
+}
 const insertSlice = db.transaction((values, from, to) => {
   const sandboxes = new Map();
   let stored = 0;
@@ -158,7 +173,12 @@ parentPort.on('message', (message) => {
     let stored = 0;
     const step = workerData.slice * COLUMNS;
     for (let start = 0; start < values.length; start += step) {
-      stored += insertSlice.immediate(values, start, Math.min(values.length, start + step));
+      enterSlice();
+      try {
+        stored += insertSlice.immediate(values, start, Math.min(values.length, start + step));
+      } finally {
+        leaveSlice();
+      }
     }
     parentPort.postMessage({ id, stored, duplicate: values.length / COLUMNS - stored });
   } catch (error) {
@@ -179,6 +199,14 @@ class DenyWriter {
   >();
   private nextId = 1;
 
+  /**
+   * Shared with the thread. Slices follow each other back to back, so a writer on the main
+   * connection sleeping in SQLite's busy handler could miss every gap between them; instead it
+   * raises gate[0], waits (at most one slice) for gate[1] to drop, and the thread holds off
+   * until it lowers gate[0] again.
+   */
+  private readonly gate = new Int32Array(new SharedArrayBuffer(8));
+
   constructor(file: string, onError: (message: string) => void) {
     this.worker = new Worker(DENY_WRITER_WORKER, {
       eval: true,
@@ -190,6 +218,7 @@ class DenyWriter {
         upsertSandboxSql: UPSERT_SANDBOX_SQL,
         slice: INSERT_SLICE,
         columns: DENY_COLUMNS,
+        gate: this.gate.buffer,
       },
     });
     this.worker.on(
@@ -216,6 +245,21 @@ class DenyWriter {
       }),
     );
     this.worker.unref();
+  }
+
+  /** Runs `write` on the main connection while the thread is between slices. */
+  exclusive<T>(write: () => T): T {
+    Atomics.store(this.gate, 0, 1);
+    try {
+      // Bounded waits: a thread that died mid-slice must not hang the event loop.
+      for (let waited = 0; Atomics.load(this.gate, 1) === 1 && this.alive && waited < 50; waited++) {
+        Atomics.wait(this.gate, 1, 1, 100);
+      }
+      return write();
+    } finally {
+      Atomics.store(this.gate, 0, 0);
+      Atomics.notify(this.gate, 0);
+    }
   }
 
   insert(rows: DenyRow[]): Promise<InsertDeniesResult> {
@@ -342,6 +386,11 @@ export class SqliteStore implements ControlStore {
     });
   }
 
+  /** Write transactions on this connection go through here, so the deny writer thread lets them in. */
+  private write<T>(transaction: () => T): T {
+    return this.denyWriter?.alive ? this.denyWriter.exclusive(transaction) : transaction();
+  }
+
   private runMigrations(): void {
     this.db.exec(
       'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)',
@@ -365,7 +414,7 @@ export class SqliteStore implements ControlStore {
   }
 
   async migrate(): Promise<void> {
-    this.runMigrations();
+    this.write(() => this.runMigrations());
   }
 
   async schemaVersion(): Promise<number> {
@@ -376,9 +425,11 @@ export class SqliteStore implements ControlStore {
   }
 
   async createToken(token: TokenRow): Promise<void> {
-    this.db
-      .prepare('INSERT INTO tokens (id, hash, scope, name, created_at) VALUES (?, ?, ?, ?, ?)')
-      .run(token.id, token.hash, token.scope, token.name, token.createdAt);
+    this.write(() =>
+      this.db
+        .prepare('INSERT INTO tokens (id, hash, scope, name, created_at) VALUES (?, ?, ?, ?, ?)')
+        .run(token.id, token.hash, token.scope, token.name, token.createdAt),
+    );
   }
 
   async findToken(id: string): Promise<TokenRow | undefined> {
@@ -435,7 +486,7 @@ export class SqliteStore implements ControlStore {
         );
       return number;
     });
-    const number = next.immediate();
+    const number = this.write(() => next.immediate());
     for (const listener of this.revisionListeners) listener(number);
     return number;
   }
@@ -448,20 +499,12 @@ export class SqliteStore implements ControlStore {
   async recordSightings(sightings: WorkloadSighting[]): Promise<void> {
     for (let start = 0; start < sightings.length; start += INSERT_SLICE) {
       if (start > 0) await new Promise((resolve) => setImmediate(resolve));
-      this.db
-        .transaction(() => {
-          for (const s of sightings.slice(start, start + INSERT_SLICE)) {
-            this.upsertWorkload.run(
-              s.key,
-              JSON.stringify(s.identity),
-              s.seenAt,
-              s.seenAt,
-              s.revision,
-              s.scope,
-            );
-          }
-        })
-        .immediate();
+      const slice = this.db.transaction(() => {
+        for (const s of sightings.slice(start, start + INSERT_SLICE)) {
+          this.upsertWorkload.run(s.key, JSON.stringify(s.identity), s.seenAt, s.seenAt, s.revision, s.scope);
+        }
+      });
+      this.write(() => slice.immediate());
     }
   }
 
@@ -517,11 +560,13 @@ export class SqliteStore implements ControlStore {
   }
 
   async rememberSigningKey(key: SigningKeyRow): Promise<void> {
-    this.db
-      .prepare(
-        'INSERT INTO signing_keys (key_id, public_key, first_used) VALUES (?, ?, ?) ON CONFLICT (key_id) DO NOTHING',
-      )
-      .run(key.keyId, key.publicKeyPem, key.firstUsed);
+    this.write(() =>
+      this.db
+        .prepare(
+          'INSERT INTO signing_keys (key_id, public_key, first_used) VALUES (?, ?, ?) ON CONFLICT (key_id) DO NOTHING',
+        )
+        .run(key.keyId, key.publicKeyPem, key.firstUsed),
+    );
   }
 
   async listSigningKeys(): Promise<SigningKeyRow[]> {
