@@ -98,6 +98,45 @@ describe.each(ENGINES)('control store on %s', (engine) => {
     expect((await store.metrics()).denies).toBe(before + 2000);
   });
 
+  it('stores concurrent overlapping batches exactly once while revisions and sightings are written', async () => {
+    // On a SQLite file the batches go to the writer thread while the main connection writes too.
+    const batch = (offset: number) =>
+      Array.from({ length: 1500 }, (_, i) =>
+        denyRow(`race-${offset + i}`, { sandboxId: 'race-sandbox', seq: offset + i + 1 }),
+      );
+    const before = await store.metrics();
+    const previous = (await store.latestRevision())?.revision ?? 0;
+    const [a, b, c, revision] = await Promise.all([
+      store.insertDenies(batch(0)),
+      store.insertDenies(batch(1000)),
+      store.insertDenies(batch(500)),
+      store.appendRevision({
+        createdAt: new Date().toISOString(),
+        sources: [],
+        restoredFrom: null,
+        summary: null,
+      }),
+      store.recordSightings([
+        {
+          key: 'cloud=aws,name=race',
+          identity: { cloud: 'aws', name: 'race' },
+          seenAt: new Date().toISOString(),
+          revision: 1,
+          scope: 'race-scope',
+        },
+      ]),
+    ]);
+    expect(a.stored + b.stored + c.stored).toBe(2500);
+    expect(a.duplicate + b.duplicate + c.duplicate).toBe(2000);
+    expect(revision).toBe(previous + 1);
+    const after = await store.metrics();
+    expect(after.denies).toBe(before.denies + 2500);
+    // Seqs 1..2500 all arrived once each: no gap, whatever the order the batches landed in.
+    expect(after.missingRecords).toBe(before.missingRecords);
+    const race = (await store.listWorkloads()).find((w) => w.key === 'cloud=aws,name=race');
+    expect(race?.scope).toBe('race-scope');
+  });
+
   it('filters and pages deny records', async () => {
     const rows = Array.from({ length: 25 }, (_, i) =>
       denyRow(`f-${i}`, {
