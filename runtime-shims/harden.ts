@@ -143,7 +143,8 @@ const GLOBALS = [
 /** node:crypto functions the verifier calls through the module object (read at call time). */
 const CRYPTO = ['verify', 'createPublicKey', 'createHash', 'timingSafeEqual', 'KeyObject'];
 const SPECIES: object[] = [Map, Set];
-const WATCHED_SPECIES: object[] = [Array, RegExp, Uint8Array, Object.getPrototypeOf(Uint8Array) as object];
+// Species the engine's code paths consult (array methods, regex split); checked by descriptor.
+const WATCHED_SPECIES: object[] = [Array, RegExp];
 const watchedValues: unknown[] = [];
 const watchedTargets: object[] = [];
 const watchedKeys: PropertyKey[] = [];
