@@ -45,10 +45,19 @@ const INSERT_SLICE = 1000;
 /** How often the checkpoint thread copies committed WAL frames into the database file. */
 const CHECKPOINT_INTERVAL_MS = 200;
 /**
- * Backstop for the writer's own automatic checkpoint (pages, ~200 MiB of WAL): normally the
- * checkpoint thread keeps the WAL short and this never fires.
+ * Backstop for the main connection's own automatic checkpoint (pages, ~200 MiB of WAL): its
+ * writes are small and the checkpoint thread copies them, so this never fires in practice.
  */
 const WRITER_AUTOCHECKPOINT_PAGES = 50_000;
+/**
+ * The deny writer thread checkpoints itself every ~16 MiB of WAL (off the event loop there).
+ * Under sustained ingestion the checkpoint thread alone never catches up with the appends, and a
+ * WAL only restarts from its beginning after a complete checkpoint: without this it grew to the
+ * backstop above.
+ */
+const DENY_WRITER_AUTOCHECKPOINT_PAGES = 4000;
+/** A WAL that grew in a burst is truncated back to this many bytes when it restarts. */
+const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
 
 // Runs in a worker thread on its own connection. A checkpoint writes the database file and
 // fsyncs it; on the event loop that stalled every commit that crossed the threshold (the
@@ -121,6 +130,7 @@ db.pragma('busy_timeout = 5000');
 db.pragma('synchronous = NORMAL');
 db.pragma('cache_size = -65536');
 db.pragma('wal_autocheckpoint = ' + workerData.autocheckpointPages);
+db.pragma('journal_size_limit = ' + workerData.walSizeLimit);
 const insertDeny = db.prepare(workerData.insertDenySql);
 const upsertSandbox = db.prepare(workerData.upsertSandboxSql);
 const COLUMNS = workerData.columns;
@@ -213,7 +223,8 @@ class DenyWriter {
       workerData: {
         driver: createRequire(import.meta.url).resolve('better-sqlite3'),
         file,
-        autocheckpointPages: WRITER_AUTOCHECKPOINT_PAGES,
+        autocheckpointPages: DENY_WRITER_AUTOCHECKPOINT_PAGES,
+        walSizeLimit: WAL_SIZE_LIMIT_BYTES,
         insertDenySql: INSERT_DENY_SQL,
         upsertSandboxSql: UPSERT_SANDBOX_SQL,
         slice: INSERT_SLICE,
@@ -337,6 +348,7 @@ export class SqliteStore implements ControlStore {
     } else {
       // Checkpoints (the only fsync with synchronous=NORMAL) run on a worker thread, off the event loop.
       this.db.pragma(`wal_autocheckpoint = ${WRITER_AUTOCHECKPOINT_PAGES}`);
+      this.db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
       this.checkpointer = new WalCheckpointer(this.db.name, (message) => {
         // The writer's backstop checkpoint still bounds the WAL; say why the thread stopped helping.
         process.emitWarning(`bulkhead: WAL checkpoint thread: ${message}`);
