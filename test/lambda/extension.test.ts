@@ -1,6 +1,7 @@
 // The extension as Lambda runs it: launched from the layer by the emulator, talking to a real
 // control API. The function writes spool records itself (as the shim does), so these tests
 // pin the extension's behaviour whatever the shim does; e2e.test.ts covers the whole chain.
+import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -134,6 +135,26 @@ describe('cold start', () => {
     const init = await emulator.init();
     expect(init).toMatchObject({ ok: false, errorType: 'Extension.ConfigInvalid' });
     expect(init.errorMessage).toMatch(/no trusted keys/);
+  });
+
+  it('fails init visibly when /tmp is full: no bundle can be written, so the function does not start', async () => {
+    // A real ENOSPC: a 64 KiB tmpfs, filled, stands in for Lambda's /tmp (root only, as in CI).
+    const full = mkdtempSync(join(tmpdir(), 'tmp-full-'));
+    temps.push(full);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', full]);
+    try {
+      expect(() => writeFileSync(join(full, 'filler'), Buffer.alloc(1024 * 1024))).toThrow(/ENOSPC/);
+      const emulator = sandbox(layer({ controlUrl: control.url, trustedKeys: [control.publicKeyPem] }), {
+        BULKHEAD_STATE_DIR: join(full, 'bulkhead'),
+      });
+      await emulator.start();
+      const init = await emulator.init();
+      expect(init).toMatchObject({ ok: false, errorType: 'Extension.InitFailed' });
+      expect(init.errorMessage).toMatch(/ENOSPC/);
+      await emulator.close();
+    } finally {
+      execFileSync('umount', ['-l', full]);
+    }
   });
 
   it('falls back to the layer bundle, then to the fail mode, when the control API is down', async () => {
