@@ -217,7 +217,11 @@ export class ShimCore implements ShimInstance {
     const report = this.config.report;
     if (report?.kind === 'spool') sink = new SpoolSink(report.path);
     else if (report?.kind === 'http') sink = new HttpSink(report.url, this.config.token, options.post);
-    this.queue = new RecordQueue(sink, () => this.config.workload, { log: (line) => this.log(line) });
+    this.queue = new RecordQueue(sink, () => this.config.workload, {
+      log: (line) => this.log(line),
+      // Straight to the control API: number the records so it can count the ones that never arrive.
+      numberRecords: report?.kind === 'http',
+    });
   }
 
   #addExempt(endpoint: Endpoint): void {

@@ -57,8 +57,27 @@ export class HttpSink implements Sink {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     const status = await this.post(this.url, JSON.stringify({ records }), headers);
-    if (status < 200 || status > 299) throw new Error(`${this.description} answered ${status}`);
+    if (status < 200 || status > 299)
+      throw new DeliveryError(`${this.description} answered ${status}`, isPermanentRejection(status));
   }
+}
+
+/** A sink's refusal. `permanent`: retrying the same batch cannot succeed (the receiver judged it). */
+export class DeliveryError extends Error {
+  constructor(
+    message: string,
+    readonly permanent: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** 4xx but timeouts and throttling: the receiver read the batch and refused it. 401/403 are a
+ *  configuration error that an operator fixes, so those batches are kept and retried. */
+function isPermanentRejection(status: number): boolean {
+  return (
+    status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 408 && status !== 429
+  );
 }
 
 /** What a hook knows about a deny; the queue adds id, times, count, identity and invocation. */
@@ -67,17 +86,22 @@ export type RecordInput = Omit<DenyRecord, 'id' | 'time' | 'lastTime' | 'count' 
 export interface QueueOptions {
   maxPending?: number;
   maxBatch?: number;
-  /** Attempts per record before it counts as dropped. */
-  maxAttempts?: number;
   /** Delay between an enqueue and the background delivery it schedules. */
   delayMs?: number;
+  /** Longest wait between retries while the sink is unreachable (the wait doubles from 2 s up to this). */
+  maxRetryDelayMs?: number;
+  /**
+   * Number records per process (`sandboxId`, `seq` from 1) so the control API can count records that never
+   * arrived. For sinks that reach the control API directly; the Lambda extension numbers spooled records.
+   * A record dropped here still uses its number, so the gap shows at the API.
+   */
+  numberRecords?: boolean;
   log: (line: string) => void;
 }
 
 interface Pending {
   record: DenyRecord;
   key: string;
-  attempts: number;
 }
 
 export interface FlushResult {
@@ -94,10 +118,13 @@ export class RecordQueue {
   #timer: NodeJS.Timeout | undefined;
   #inFlight: Promise<FlushResult> | undefined;
   #lastError: string | undefined;
+  #seq = 0;
+  #sandboxId: string | undefined;
+  #retryDelayMs = 0;
   readonly #maxPending: number;
   readonly #maxBatch: number;
-  readonly #maxAttempts: number;
   readonly #delayMs: number;
+  readonly #maxRetryDelayMs: number;
 
   constructor(
     private sink: Sink | undefined,
@@ -106,8 +133,8 @@ export class RecordQueue {
   ) {
     this.#maxPending = options.maxPending ?? 1000;
     this.#maxBatch = options.maxBatch ?? 200;
-    this.#maxAttempts = options.maxAttempts ?? 5;
     this.#delayMs = options.delayMs ?? 200;
+    this.#maxRetryDelayMs = options.maxRetryDelayMs ?? 60_000;
   }
 
   get dropped(): number {
@@ -138,6 +165,7 @@ export class RecordQueue {
         existing.record.lastTime = now;
         return;
       }
+      const seq = this.options.numberRecords ? ++this.#seq : undefined;
       if (this.#pending.length >= this.#maxPending) {
         this.#dropped++;
         return;
@@ -149,7 +177,12 @@ export class RecordQueue {
         workload: this.workload(),
         ...input,
       };
-      const pending = { record, key, attempts: 0 };
+      if (seq !== undefined) {
+        this.#sandboxId ??= randomUUID();
+        record.sandboxId = this.#sandboxId;
+        record.seq = seq;
+      }
+      const pending = { record, key };
       this.#pending.push(pending);
       this.#byKey.set(key, pending);
       this.#schedule();
@@ -190,20 +223,24 @@ export class RecordQueue {
           this.#pending.splice(0, batch.length);
           delivered += batch.length;
           this.#delivered += batch.length;
+          this.#retryDelayMs = 0;
         } catch (error) {
           this.#lastError = error instanceof Error ? error.message : String(error);
-          let kept = 0;
-          for (const p of batch) {
-            p.attempts++;
-            if (p.attempts >= this.#maxAttempts) this.#dropped++;
-            else kept++;
+          if (error instanceof DeliveryError && error.permanent) {
+            // The receiver read the batch and refused it: retrying cannot help. Counted, never silent.
+            this.#pending.splice(0, batch.length);
+            this.#dropped += batch.length;
+            this.options.log(
+              `report delivery to ${sink.description} refused (${this.#lastError}); ${batch.length} records dropped`,
+            );
+            continue;
           }
-          const survivors = batch.filter((p) => p.attempts < this.#maxAttempts);
-          this.#pending.splice(0, batch.length, ...survivors);
+          // Unreachable or throttled: keep everything (the queue bound is the only limit) and retry later.
+          for (const p of batch) if (!this.#byKey.has(p.key)) this.#byKey.set(p.key, p);
           this.options.log(
-            `report delivery to ${sink.description} failed (${this.#lastError}); ${kept} kept for retry`,
+            `report delivery to ${sink.description} failed (${this.#lastError}); ${this.#pending.length} records kept for retry`,
           );
-          if (kept > 0) this.#scheduleRetry();
+          this.#scheduleRetry();
           break;
         }
       }
@@ -213,10 +250,14 @@ export class RecordQueue {
 
   #scheduleRetry(): void {
     if (this.#timer) return;
+    this.#retryDelayMs = Math.min(
+      this.#maxRetryDelayMs,
+      this.#retryDelayMs === 0 ? 2000 : this.#retryDelayMs * 2,
+    );
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       void this.flush();
-    }, 2000);
+    }, this.#retryDelayMs);
     this.#timer.unref?.();
   }
 

@@ -11,7 +11,7 @@ import { reverseName } from '../../runtime-shims/hooks/dns.js';
 import { parseAuthority } from '../../runtime-shims/hooks/http.js';
 import { detectIdentity } from '../../runtime-shims/identity.js';
 import { captureOrigin } from '../../runtime-shims/origin.js';
-import { RecordQueue, type Sink, SpoolSink } from '../../runtime-shims/records.js';
+import { HttpSink, RecordQueue, type Sink, SpoolSink } from '../../runtime-shims/records.js';
 import { countingTcpServer, type Fixture, killAll, makeFixture, probe, spoolRecords } from './harness.js';
 
 const dirs: string[] = [];
@@ -201,31 +201,97 @@ describe('RecordQueue', { timeout: 120_000 }, () => {
     expect(new Set(batches.flat().map((r) => r.id)).size).toBe(3);
   });
 
-  it('keeps records across a failing sink, then drops them after the attempt budget; never throws', async () => {
+  it('loses nothing while the sink is unreachable: records wait, then arrive when it is back; never throws', async () => {
     let fail = true;
     const delivered: DenyRecord[] = [];
     const sink: Sink = {
       description: 'flaky',
       deliver: async (r) => {
-        if (fail) throw new Error('down');
+        if (fail) throw new Error('connect ECONNREFUSED');
         delivered.push(...r);
       },
     };
     const lines: string[] = [];
+    const queue = new RecordQueue(sink, () => ({}), { log: (l) => lines.push(l), delayMs: 60_000 });
+    queue.add(recordInput(1));
+    queue.add(recordInput(2));
+    // An hour of failed deliveries is many attempts; none of them may cost a record.
+    for (let attempt = 0; attempt < 50; attempt++) {
+      expect(await queue.flush()).toEqual({ delivered: 0, pending: 2, dropped: 0 });
+    }
+    queue.add(recordInput(1)); // a repeat while waiting still aggregates
+    fail = false;
+    expect(await queue.flush()).toEqual({ delivered: 2, pending: 0, dropped: 0 });
+    expect(delivered.map((r) => [r.destination.port, r.count])).toEqual([
+      [1, 2],
+      [2, 1],
+    ]);
+    expect(lines.some((l) => l.includes('flaky') && l.includes('kept for retry'))).toBe(true);
+  });
+
+  it('counts a batch the receiver refuses (4xx) as dropped instead of retrying it forever', async () => {
+    const statuses = [400, 202];
+    const posted: string[] = [];
+    const sink = new HttpSink(new URL('http://127.0.0.1:1/v1/reports'), undefined, async (_url, body) => {
+      posted.push(body);
+      return statuses.shift() ?? 202;
+    });
+    const lines: string[] = [];
     const queue = new RecordQueue(sink, () => ({}), {
-      maxAttempts: 2,
       log: (l) => lines.push(l),
+      delayMs: 60_000,
+      maxBatch: 1,
+    });
+    queue.add(recordInput(1));
+    queue.add(recordInput(2));
+    expect(await queue.flush()).toEqual({ delivered: 1, pending: 0, dropped: 1 });
+    expect(posted).toHaveLength(2);
+    expect(lines.some((l) => l.includes('answered 400') && l.includes('1 records dropped'))).toBe(true);
+  });
+
+  it('keeps retrying on 401/403/429/5xx, which an operator or time fixes', async () => {
+    const statuses = [401, 403, 429, 503, 202];
+    const sink = new HttpSink(
+      new URL('http://127.0.0.1:1/v1/reports'),
+      'token',
+      async () => statuses.shift() ?? 202,
+    );
+    const queue = new RecordQueue(sink, () => ({}), { log: () => undefined, delayMs: 60_000 });
+    queue.add(recordInput(1));
+    for (let i = 0; i < 4; i++) expect((await queue.flush()).pending).toBe(1);
+    expect(await queue.flush()).toEqual({ delivered: 1, pending: 0, dropped: 0 });
+  });
+
+  it('numbers records per sandbox when asked; one dropped for room still uses its number, so the API sees the gap', async () => {
+    const batches: DenyRecord[][] = [];
+    const sink: Sink = { description: 'memory', deliver: async (r) => void batches.push([...r]) };
+    const queue = new RecordQueue(sink, () => ({}), {
+      maxPending: 2,
+      numberRecords: true,
+      log: () => undefined,
       delayMs: 60_000,
     });
     queue.add(recordInput(1));
-    expect(await queue.flush()).toEqual({ delivered: 0, pending: 1, dropped: 0 });
-    fail = false;
-    expect((await queue.flush()).delivered).toBe(1);
-    fail = true;
     queue.add(recordInput(2));
+    queue.add(recordInput(3)); // no room: dropped, seq 3 never arrives
     await queue.flush();
-    expect(await queue.flush()).toEqual({ delivered: 0, pending: 0, dropped: 1 });
-    expect(lines.some((l) => l.includes('flaky'))).toBe(true);
+    queue.add(recordInput(4));
+    await queue.flush();
+    const records = batches.flat();
+    expect(records.map((r) => r.seq)).toEqual([1, 2, 4]);
+    expect(new Set(records.map((r) => r.sandboxId)).size).toBe(1);
+    expect(records[0]?.sandboxId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(queue.dropped).toBe(1);
+  });
+
+  it('leaves numbering to the forwarder by default (the Lambda extension numbers spooled records)', async () => {
+    const batches: DenyRecord[][] = [];
+    const sink: Sink = { description: 'memory', deliver: async (r) => void batches.push([...r]) };
+    const queue = new RecordQueue(sink, () => ({}), { log: () => undefined, delayMs: 60_000 });
+    queue.add(recordInput(1));
+    await queue.flush();
+    expect(batches[0]?.[0]?.seq).toBeUndefined();
+    expect(batches[0]?.[0]?.sandboxId).toBeUndefined();
   });
 
   it('the spool sink appends one NDJSON line per record to a 0600 file', async () => {
