@@ -75,10 +75,25 @@ const METHODS: [string, object | undefined, PropertyKey[]][] = [
  * them, even read-only with the same value, switches those fast paths off for the whole process
  * (an order of magnitude on array and RegExp code). These are not touched; their identity is
  * checked before every decision instead, and a decision taken after one changed is refused.
+ * The check is written out property by property (see watchedReplaced): a loop over (object, key)
+ * pairs makes every read a megamorphic keyed load, ~1 µs per decision; named reads are ~20× less.
  */
-const WATCHED: [object, PropertyKey[]][] = [
-  [
-    Array.prototype,
+const ArrayProto = Array.prototype as unknown as Holder;
+const ArrayIteratorProto = Object.getPrototypeOf([][Symbol.iterator]()) as Holder;
+const StringProto = String.prototype as unknown as Holder;
+const StringIteratorProto = Object.getPrototypeOf(''[Symbol.iterator]()) as Holder;
+const RegExpProto = RegExp.prototype as unknown as Holder;
+const Uint8ArrayProto = Uint8Array.prototype as unknown as Holder;
+const BufferProto = Buffer.prototype as unknown as Holder;
+const ITERATOR = Symbol.iterator;
+const REPLACE = Symbol.replace;
+const SPLIT = Symbol.split;
+const SEARCH = Symbol.search;
+const MATCH = Symbol.match;
+
+/** Every watched builtin as [object, key]: what the snapshot captures and the tests replace one by one. */
+export const WATCHED: readonly [object, PropertyKey][] = [
+  ...(
     [
       'push',
       'pop',
@@ -106,16 +121,81 @@ const WATCHED: [object, PropertyKey[]][] = [
       'entries',
       'keys',
       'values',
-      Symbol.iterator,
-    ],
-  ],
-  [Object.getPrototypeOf([][Symbol.iterator]()) as object, ['next']],
-  [String.prototype, [Symbol.iterator]],
-  [Object.getPrototypeOf(''[Symbol.iterator]()) as object, ['next']],
-  [RegExp.prototype, ['exec', 'test', Symbol.replace, Symbol.split, Symbol.search, Symbol.match]],
-  [Uint8Array.prototype, ['subarray', 'slice', 'set']],
-  [Buffer.prototype, ['toString', 'slice', 'subarray', 'equals', 'write']],
+      ITERATOR,
+    ] as PropertyKey[]
+  ).map((key): [object, PropertyKey] => [ArrayProto, key]),
+  [ArrayIteratorProto, 'next'],
+  [StringProto, ITERATOR],
+  [StringIteratorProto, 'next'],
+  ...(['exec', 'test', REPLACE, SPLIT, SEARCH, MATCH] as PropertyKey[]).map((key): [object, PropertyKey] => [
+    RegExpProto,
+    key,
+  ]),
+  ...(['subarray', 'slice', 'set'] as PropertyKey[]).map((key): [object, PropertyKey] => [
+    Uint8ArrayProto,
+    key,
+  ]),
+  ...(['toString', 'slice', 'subarray', 'equals', 'write'] as PropertyKey[]).map(
+    (key): [object, PropertyKey] => [BufferProto, key],
+  ),
 ];
+
+/** The watched values captured at install, in WATCHED order (undefined until then). */
+let w: unknown[] | undefined;
+
+/** Has any watched builtin been replaced since install? Must read exactly the WATCHED entries. */
+function watchedReplaced(s: unknown[]): boolean {
+  const A = ArrayProto;
+  const R = RegExpProto;
+  const U = Uint8ArrayProto;
+  const B = BufferProto;
+  return (
+    A.push !== s[0] ||
+    A.pop !== s[1] ||
+    A.shift !== s[2] ||
+    A.unshift !== s[3] ||
+    A.slice !== s[4] ||
+    A.splice !== s[5] ||
+    A.concat !== s[6] ||
+    A.join !== s[7] ||
+    A.indexOf !== s[8] ||
+    A.lastIndexOf !== s[9] ||
+    A.includes !== s[10] ||
+    A.some !== s[11] ||
+    A.every !== s[12] ||
+    A.map !== s[13] ||
+    A.filter !== s[14] ||
+    A.find !== s[15] ||
+    A.findIndex !== s[16] ||
+    A.forEach !== s[17] ||
+    A.reduce !== s[18] ||
+    A.reverse !== s[19] ||
+    A.flat !== s[20] ||
+    A.fill !== s[21] ||
+    A.sort !== s[22] ||
+    A.entries !== s[23] ||
+    A.keys !== s[24] ||
+    A.values !== s[25] ||
+    A[ITERATOR] !== s[26] ||
+    ArrayIteratorProto.next !== s[27] ||
+    StringProto[ITERATOR] !== s[28] ||
+    StringIteratorProto.next !== s[29] ||
+    R.exec !== s[30] ||
+    R.test !== s[31] ||
+    R[REPLACE] !== s[32] ||
+    R[SPLIT] !== s[33] ||
+    R[SEARCH] !== s[34] ||
+    R[MATCH] !== s[35] ||
+    U.subarray !== s[36] ||
+    U.slice !== s[37] ||
+    U.set !== s[38] ||
+    B.toString !== s[39] ||
+    B.slice !== s[40] ||
+    B.subarray !== s[41] ||
+    B.equals !== s[42] ||
+    B.write !== s[43]
+  );
+}
 
 /** Constructors the decision path creates or whose species it relies on. */
 const GLOBALS = [
@@ -145,9 +225,6 @@ const CRYPTO = ['verify', 'createPublicKey', 'createHash', 'timingSafeEqual', 'K
 const SPECIES: object[] = [Map, Set];
 // Species the engine's code paths consult (array methods, regex split); checked by descriptor.
 const WATCHED_SPECIES: object[] = [Array, RegExp];
-const watchedValues: unknown[] = [];
-const watchedTargets: object[] = [];
-const watchedKeys: PropertyKey[] = [];
 const watchedSpeciesGetters: unknown[] = [];
 const getDescriptor = Object.getOwnPropertyDescriptor;
 
@@ -176,12 +253,7 @@ function lockValue(target: object, key: PropertyKey): boolean {
 /** Make the builtins the decision path uses read-only. Returns how many were locked; never throws. */
 export function hardenIntrinsics(): number {
   let locked = 0;
-  for (const [target, keys] of WATCHED)
-    for (const key of keys) {
-      watchedTargets.push(target);
-      watchedKeys.push(key);
-      watchedValues.push((target as Holder)[key]);
-    }
+  if (w === undefined) w = WATCHED.map(([target, key]) => (target as Holder)[key]);
   for (const ctor of WATCHED_SPECIES) watchedSpeciesGetters.push(getDescriptor(ctor, Symbol.species)?.get);
   for (const [, target, keys] of METHODS) {
     if (!target) continue;
@@ -250,8 +322,7 @@ const hasOwn = Object.hasOwn;
 export function prototypePolluted(): boolean {
   for (let i = 0; i < OPTIONAL_FIELDS.length; i++)
     if (hasOwn(objectPrototype, OPTIONAL_FIELDS[i] as string)) return true;
-  for (let i = 0; i < watchedTargets.length; i++)
-    if ((watchedTargets[i] as Holder)[watchedKeys[i] as PropertyKey] !== watchedValues[i]) return true;
+  if (w !== undefined && watchedReplaced(w)) return true;
   for (let i = 0; i < WATCHED_SPECIES.length; i++)
     if (getDescriptor(WATCHED_SPECIES[i] as object, Symbol.species)?.get !== watchedSpeciesGetters[i])
       return true;
