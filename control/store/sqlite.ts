@@ -42,48 +42,26 @@ function toRevision(row: RevisionRecord): RevisionRow {
 
 const INSERT_SLICE = 1000;
 
-/** How often the checkpoint thread copies committed WAL frames into the database file. */
+/**
+ * How often the writer thread copies committed WAL frames into the database file when it is not
+ * busy with batches. A checkpoint writes the database file and fsyncs it; on the event loop that
+ * stalled every commit that crossed the threshold (the largest single cost of ingestion).
+ */
 const CHECKPOINT_INTERVAL_MS = 200;
 /**
- * Backstop for the main connection's own automatic checkpoint (pages, ~200 MiB of WAL): its
- * writes are small and the checkpoint thread copies them, so this never fires in practice.
+ * Backstop for the automatic checkpoint of both connections (pages, ~200 MiB of WAL): the writer
+ * thread's own checkpoints keep the WAL far shorter, so this only fires if that thread is gone.
  */
 const WRITER_AUTOCHECKPOINT_PAGES = 50_000;
 /**
- * The deny writer thread checkpoints itself every ~16 MiB of WAL (off the event loop there).
- * Under sustained ingestion the checkpoint thread alone never catches up with the appends, and a
- * WAL only restarts from its beginning after a complete checkpoint: without this it grew to the
- * backstop above.
+ * Under sustained ingestion the writer thread also checkpoints after every this many rows (~12 MiB
+ * of WAL), between slices and outside the gate below, so main-connection writes never wait for a
+ * checkpoint's fsync. It is the only checkpointer: a second one makes PASSIVE checkpoints give up,
+ * and a WAL restarts from its beginning only after a complete checkpoint.
  */
-const DENY_WRITER_AUTOCHECKPOINT_PAGES = 4000;
+const DENY_WRITER_CHECKPOINT_ROWS = 16_000;
 /** A WAL that grew in a burst is truncated back to this many bytes when it restarts. */
 const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
-
-// Runs in a worker thread on its own connection. A checkpoint writes the database file and
-// fsyncs it; on the event loop that stalled every commit that crossed the threshold (the
-// largest single cost of ingestion). PASSIVE never blocks the writer, and WAL mode lets the
-// two connections work at once.
-const CHECKPOINT_WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.driver);
-const db = new Database(workerData.file, { fileMustExist: true });
-db.pragma('busy_timeout = 5000');
-db.pragma('synchronous = NORMAL');
-const checkpoint = () => {
-  try {
-    db.pragma('wal_checkpoint(PASSIVE)');
-  } catch (error) {
-    parentPort.postMessage({ error: String(error && error.message) });
-  }
-};
-const timer = setInterval(checkpoint, workerData.intervalMs);
-parentPort.on('message', (message) => {
-  if (message !== 'close') return;
-  clearInterval(timer);
-  db.close();
-  parentPort.close();
-});
-`;
 
 const INSERT_DENY_SQL = `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision,
     mode, rule, revision, sandbox_id, seq, received_at, record)
@@ -117,7 +95,7 @@ function denyValues(row: DenyRow): (string | number | null)[] {
 }
 const DENY_COLUMNS = 17;
 
-// Runs in a worker thread on its own connection: deny batches are inserted there, so the event
+// Runs in a worker thread on its own connection, and owns WAL checkpoints: deny batches are inserted there, so the event
 // loop keeps parsing and validating the next batches (and answering long-polls) meanwhile. Same
 // statements and transaction shape as the in-thread path below; the 202 is sent only after the
 // worker has committed. Slices of INSERT_SLICE rows are separate transactions so the main
@@ -145,6 +123,7 @@ function enterSlice() {
     Atomics.notify(gate, 1);
   }
 }
+let rowsSinceCheckpoint = 0;
 function leaveSlice() {
   Atomics.store(gate, 1, 0);
   Atomics.notify(gate, 1);
@@ -172,8 +151,18 @@ const insertSlice = db.transaction((values, from, to) => {
   for (const p of sandboxes.values()) upsertSandbox.run(p.id, p.workload, p.maxSeq, p.received, now);
   return stored;
 });
+const checkpoint = () => {
+  rowsSinceCheckpoint = 0;
+  try {
+    db.pragma('wal_checkpoint(PASSIVE)');
+  } catch (error) {
+    parentPort.postMessage({ warning: String((error && error.message) || error) });
+  }
+};
+const timer = setInterval(checkpoint, workerData.checkpointIntervalMs);
 parentPort.on('message', (message) => {
   if (message === 'close') {
+    clearInterval(timer);
     db.close();
     parentPort.close();
     return;
@@ -189,6 +178,8 @@ parentPort.on('message', (message) => {
       } finally {
         leaveSlice();
       }
+      rowsSinceCheckpoint += workerData.slice;
+      if (rowsSinceCheckpoint >= workerData.checkpointRows) checkpoint();
     }
     parentPort.postMessage({ id, stored, duplicate: values.length / COLUMNS - stored });
   } catch (error) {
@@ -223,7 +214,9 @@ class DenyWriter {
       workerData: {
         driver: createRequire(import.meta.url).resolve('better-sqlite3'),
         file,
-        autocheckpointPages: DENY_WRITER_AUTOCHECKPOINT_PAGES,
+        autocheckpointPages: WRITER_AUTOCHECKPOINT_PAGES,
+        checkpointRows: DENY_WRITER_CHECKPOINT_ROWS,
+        checkpointIntervalMs: CHECKPOINT_INTERVAL_MS,
         walSizeLimit: WAL_SIZE_LIMIT_BYTES,
         insertDenySql: INSERT_DENY_SQL,
         upsertSandboxSql: UPSERT_SANDBOX_SQL,
@@ -243,8 +236,9 @@ class DenyWriter {
       },
     );
     const fail = (reason: string) => {
-      if (this.alive && !this.closing) onError(reason);
+      const wasAlive = this.alive;
       this.alive = false;
+      if (wasAlive && !this.closing) onError(reason);
       for (const waiter of this.pending.values()) waiter.reject(new Error(`deny writer thread: ${reason}`));
       this.pending.clear();
     };
@@ -292,34 +286,6 @@ class DenyWriter {
   }
 }
 
-/** Checkpoints the WAL of `file` from a worker thread until `close`. */
-class WalCheckpointer {
-  private readonly worker: Worker;
-  private readonly exited: Promise<void>;
-
-  constructor(file: string, onError: (message: string) => void) {
-    this.worker = new Worker(CHECKPOINT_WORKER, {
-      eval: true,
-      workerData: {
-        driver: createRequire(import.meta.url).resolve('better-sqlite3'),
-        file,
-        intervalMs: CHECKPOINT_INTERVAL_MS,
-      },
-    });
-    this.worker.on('message', (message: { error?: string }) => {
-      if (message.error) onError(message.error);
-    });
-    this.worker.on('error', (error) => onError(error.message));
-    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
-    this.worker.unref();
-  }
-
-  async close(): Promise<void> {
-    this.worker.postMessage('close');
-    await this.exited;
-  }
-}
-
 export class SqliteStore implements ControlStore {
   readonly engine = 'sqlite' as const;
   private readonly db: Database.Database;
@@ -329,7 +295,6 @@ export class SqliteStore implements ControlStore {
   private readonly upsertSandbox: Database.Statement;
   private readonly upsertWorkload: Database.Statement;
   private readonly insertDenyBatch: Database.Transaction<(rows: DenyRow[]) => InsertDeniesResult>;
-  private readonly checkpointer: WalCheckpointer | undefined;
   private readonly denyWriter: DenyWriter | undefined;
 
   constructor(file: string) {
@@ -343,19 +308,15 @@ export class SqliteStore implements ControlStore {
     this.db.pragma('foreign_keys = ON');
     this.runMigrations();
     if (this.db.memory) {
-      this.checkpointer = undefined;
       this.denyWriter = undefined;
     } else {
-      // Checkpoints (the only fsync with synchronous=NORMAL) run on a worker thread, off the event loop.
+      // Checkpoints (the only fsync with synchronous=NORMAL) run on the writer thread, off the event loop.
       this.db.pragma(`wal_autocheckpoint = ${WRITER_AUTOCHECKPOINT_PAGES}`);
       this.db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
-      this.checkpointer = new WalCheckpointer(this.db.name, (message) => {
-        // The writer's backstop checkpoint still bounds the WAL; say why the thread stopped helping.
-        process.emitWarning(`bulkhead: WAL checkpoint thread: ${message}`);
-      });
       this.denyWriter = new DenyWriter(this.db.name, (message) => {
-        // Later batches go through the in-thread path below; say why.
         process.emitWarning(`bulkhead: deny writer thread: ${message}`);
+        // Without the thread, batches go through the in-thread path and this connection checkpoints.
+        if (this.denyWriter?.alive === false && this.db.open) this.db.pragma('wal_autocheckpoint = 4000');
       });
     }
     this.insertDeny = this.db.prepare(INSERT_DENY_SQL);
@@ -612,9 +573,8 @@ export class SqliteStore implements ControlStore {
 
   async close(): Promise<void> {
     this.revisionListeners.clear();
-    // The checkpoint thread closes first, so the writer's close checkpoints and removes the WAL.
+    // The writer thread closes first, so this connection's close checkpoints and removes the WAL.
     await this.denyWriter?.close();
-    await this.checkpointer?.close();
     if (this.db.open) this.db.close();
   }
 }
