@@ -57,12 +57,17 @@ export interface Fixture {
   cleanup(): void;
 }
 
-export function signedEnvelope(options: PolicyOptions, revision: number, privateKey: string): string {
+export function signedEnvelope(
+  options: PolicyOptions,
+  revision: number,
+  privateKey: string,
+  times: { issuedAt?: number; expiresAt?: number } = {},
+): string {
   const parsed = parsePolicy([{ file: 'shim.yaml', text: policyYaml(options) }]);
   if (!parsed.ok)
     throw new Error(parsed.errors.map((e) => `${e.line}:${e.column} ${e.path} ${e.message}`).join('\n'));
   const compiled = compilePolicy(parsed.set, parseIdentity(WORKLOAD));
-  return JSON.stringify(signBundle({ policy: compiled, revision }, privateKey));
+  return JSON.stringify(signBundle({ policy: compiled, revision, ...times }, privateKey));
 }
 
 export function makeFixture(options: PolicyOptions, revision = 1): Fixture {

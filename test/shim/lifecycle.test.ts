@@ -81,6 +81,48 @@ describe('bundle lifecycle', { timeout: 120_000 }, () => {
   });
 });
 
+describe('bundle expiry', { timeout: 120_000 }, () => {
+  const allowTarget = () => ({ allow: [`{ to: { cidr: 127.0.0.1/32, port: ${target.port} } }`] });
+
+  it('an expired bundle is refused at load: the fail mode governs, and says why', async () => {
+    const now = Date.now();
+    const text = signedEnvelope(allowTarget(), 4, fx.privateKey, {
+      issuedAt: now - 48 * 3600_000,
+      expiresAt: now - 24 * 3600_000,
+    });
+    const path = join(fx.dir, 'expired.json');
+    writeFileSync(path, text);
+    const { results, shim, stderr } = await probe(
+      [{ kind: 'net.connect', host: '127.0.0.1', port: target.port }],
+      fx.env({ BULKHEAD_BUNDLE_FILE: path, BULKHEAD_LOG: 'stderr' }),
+    );
+    expect(results).toEqual([DENIED]);
+    expect(shim).toMatchObject({ revision: -1, failing: true, failMode: 'closed' });
+    expect(stderr).toMatch(/refused bundle from .*: expired/);
+  });
+
+  it('a bundle that expires while held keeps governing until a newer one arrives (it is the newest policy known)', async () => {
+    const now = Date.now();
+    const text = signedEnvelope(allowTarget(), 4, fx.privateKey, {
+      issuedAt: now - 1000,
+      expiresAt: now + 1500,
+    });
+    const path = join(fx.dir, 'expiring.json');
+    writeFileSync(path, text);
+    const { results, shim } = await probe(
+      [
+        { kind: 'net.connect', host: '127.0.0.1', port: target.port },
+        { kind: 'sleep', ms: 2500 },
+        { kind: 'net.connect', host: '127.0.0.1', port: target.port },
+        { kind: 'net.connect', host: '127.0.0.1', port: other.port },
+      ],
+      fx.env({ BULKHEAD_BUNDLE_FILE: path }),
+    );
+    expect(results).toEqual(['ok', 'slept', 'ok', DENIED]);
+    expect(shim).toMatchObject({ revision: 4 });
+  });
+});
+
 describe('fail modes and observe', { timeout: 120_000 }, () => {
   it('fails closed without a valid bundle, but never blocks the exempt endpoints', async () => {
     const exempt = await countingTcpServer();
