@@ -13,8 +13,12 @@ import { callOriginal, lockHook } from './lock.js';
 const requireBuiltin = createRequire(import.meta.url);
 
 function stripQuery(path: string): string {
-  const q = path.search(/[?#]/);
-  return q === -1 ? path : path.slice(0, q);
+  // A scan, not path.search(/[?#]/): this runs once per request and a regex exec costs more.
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c === 63 /* ? */ || c === 35 /* # */) return path.slice(0, i);
+  }
+  return path;
 }
 
 /** `host[:port]` / `[v6]:port` → parts; undefined when it is not a plausible authority. */
@@ -49,22 +53,34 @@ interface L7Facts {
 
 /** Decide every name the request carries (the Host header and the connection's host when they differ). */
 function decideL7(core: ShimCore, facts: L7Facts, otherHost: string | undefined): Decision {
-  const request: DecisionRequest = {
-    host: facts.host.toLowerCase(),
-    port: facts.port,
-    protocol: facts.protocol,
-    method: facts.method.toUpperCase(),
-    path: facts.path,
-    ip: facts.ip,
-    sni: undefined,
-  };
+  // One request object reused: deciding is synchronous and runs no outside code (the engine keeps
+  // only the fields it copies into its cache keys), so nothing can observe it between decisions.
+  const request = scratch;
+  const host = facts.host.toLowerCase();
+  request.host = host;
+  request.port = facts.port;
+  request.protocol = facts.protocol;
+  request.method = facts.method.toUpperCase();
+  request.path = facts.path;
+  request.ip = facts.ip;
+  request.sni = undefined;
   let decision = core.decideRequest(request);
-  if (decision.decision === 'allow' && otherHost && otherHost.toLowerCase() !== request.host) {
-    const second = core.decideRequest({ ...request, host: otherHost.toLowerCase() });
+  if (decision.decision === 'allow' && otherHost && otherHost.toLowerCase() !== host) {
+    request.host = otherHost.toLowerCase();
+    const second = core.decideRequest(request);
     if (second.decision !== 'allow') decision = second;
   }
   return decision;
 }
+const scratch: DecisionRequest = {
+  host: undefined,
+  port: 0,
+  protocol: 'tcp',
+  method: undefined,
+  path: undefined,
+  ip: undefined,
+  sni: undefined,
+};
 
 function describe(facts: L7Facts): string {
   return `${facts.method.toUpperCase()} ${facts.protocol}://${facts.host}:${facts.port}${facts.path}`;
@@ -131,8 +147,9 @@ function httpFacts(
   const rawPath = typeof req.path === 'string' ? req.path : '/';
   let host = authority?.host ?? connectionHost ?? 'localhost';
   let path = stripQuery(rawPath);
-  // An absolute-form request line (to a forward proxy) names the real destination.
-  if (/^https?:\/\//i.test(rawPath)) {
+  // An absolute-form request line (to a forward proxy) names the real destination. Origin-form
+  // paths (the usual case) start with '/' and skip the regex.
+  if (rawPath.charCodeAt(0) !== 47 /* / */ && /^https?:\/\//i.test(rawPath)) {
     try {
       const url = new URL(rawPath);
       host = url.hostname;
