@@ -254,7 +254,8 @@ function lockValue(target: object, key: PropertyKey): boolean {
 export function hardenIntrinsics(): number {
   let locked = 0;
   if (w === undefined) w = WATCHED.map(([target, key]) => (target as Holder)[key]);
-  for (const ctor of WATCHED_SPECIES) watchedSpeciesGetters.push(getDescriptor(ctor, Symbol.species)?.get);
+  if (watchedSpeciesGetters.length === 0)
+    for (const ctor of WATCHED_SPECIES) watchedSpeciesGetters.push(getDescriptor(ctor, Symbol.species)?.get);
   for (const [, target, keys] of METHODS) {
     if (!target) continue;
     for (const key of keys) {
@@ -323,7 +324,8 @@ export function prototypePolluted(): boolean {
   for (let i = 0; i < OPTIONAL_FIELDS.length; i++)
     if (hasOwn(objectPrototype, OPTIONAL_FIELDS[i] as string)) return true;
   if (w !== undefined && watchedReplaced(w)) return true;
-  for (let i = 0; i < WATCHED_SPECIES.length; i++)
+  // Like the watched values, the species getters are compared only once captured at install.
+  for (let i = 0; i < watchedSpeciesGetters.length; i++)
     if (getDescriptor(WATCHED_SPECIES[i] as object, Symbol.species)?.get !== watchedSpeciesGetters[i])
       return true;
   return false;
