@@ -330,25 +330,7 @@ export class SqliteStore implements ControlStore {
       const stored: DenyRow[] = [];
       for (const row of rows) {
         // Positional parameters: binding by name costs a property lookup per column per row.
-        const changes = this.insertDeny.run(
-          row.id,
-          row.time,
-          row.timeMs,
-          row.workloadKey,
-          row.groups,
-          row.host,
-          row.ip,
-          row.port,
-          row.kind,
-          row.decision,
-          row.mode,
-          row.rule,
-          row.revision,
-          row.sandboxId,
-          row.seq,
-          row.receivedAt,
-          row.record,
-        ).changes;
+        const changes = this.insertDeny.run(denyValues(row)).changes;
         if (changes === 1) stored.push(row);
       }
       const now = new Date().toISOString();
