@@ -6,14 +6,12 @@ import {
   agent,
   applyPolicy,
   createToken,
-  longPollsOpen,
   measurePropagation,
+  parkFleet,
   policyText,
-  SimulatedWorkload,
   serveControl,
   summarize,
   tempDir,
-  waitUntil,
 } from './control-support.js';
 
 const WORKLOADS = Number(process.env.BENCH_WORKLOADS ?? 1000);
@@ -27,16 +25,8 @@ const workloadToken = createToken('workload', storeArgs);
 const server = await serveControl(storeArgs, join(temp.dir, 'signing.pem'));
 try {
   await applyPolicy(server.url, admin, policyText(0));
-  const fleet = Array.from(
-    { length: WORKLOADS },
-    (_, i) => new SimulatedWorkload(server.url, workloadToken, `cloud=aws,name=fn-${i},tag.app=fleet`),
-  );
-  const running = fleet.map((w) => w.run());
-  await waitUntil(
-    async () => (await longPollsOpen(server.url, admin)) >= WORKLOADS,
-    60_000,
-    'the fleet to park',
-  );
+  const parked = await parkFleet([server.url], workloadToken, admin, WORKLOADS);
+  const { fleet } = parked;
   const plan = ingestionPlan(RECORDS);
   const bodies = prepareBodies(plan);
   const started = performance.now();
@@ -51,11 +41,12 @@ try {
   console.log(
     `ingestion meanwhile: ${plan.length * 1000} records in ${seconds.toFixed(2)}s; stored=${result.stored} duplicate=${result.duplicate} rows=${rows} lost=${RECORDS - rows}`,
   );
-  const pollErrors = fleet.reduce((sum, w) => sum + w.errors, 0);
-  console.log(`errors: long-poll=${pollErrors} report-http=${result.errors} rejected=${result.rejected}`);
-  for (const w of fleet) w.stop();
+  console.log(
+    `errors: long-poll=${parked.errors()} report-http=${result.errors} rejected=${result.rejected}`,
+  );
+  const stopped = parked.stop();
   await server.stop();
-  await Promise.allSettled(running);
+  await stopped;
 } finally {
   await server.stop();
   await agent.close();

@@ -6,14 +6,12 @@ import {
   agent,
   applyPolicy,
   createToken,
-  longPollsOpen,
   measurePropagation,
+  parkFleet,
   policyText,
-  SimulatedWorkload,
   serveControl,
   summarize,
   tempDir,
-  waitUntil,
 } from './control-support.js';
 
 const WORKLOADS = Number(process.env.BENCH_WORKLOADS ?? 1000);
@@ -32,29 +30,16 @@ try {
   const admin = createToken('admin', storeArgs);
   const workloadToken = createToken('workload', storeArgs);
   await applyPolicy(a.url, admin, policyText(0));
-  const fleet = Array.from(
-    { length: WORKLOADS },
-    (_, i) =>
-      new SimulatedWorkload(
-        i % 2 === 0 ? a.url : b.url,
-        workloadToken,
-        `cloud=aws,name=fn-${i},tag.app=fleet`,
-      ),
-  );
-  const running = fleet.map((w) => w.run());
-  await waitUntil(
-    async () => (await longPollsOpen(a.url, admin)) + (await longPollsOpen(b.url, admin)) >= WORKLOADS,
-    60_000,
-    'the fleet to park',
-  );
+  const parked = await parkFleet([a.url, b.url], workloadToken, admin, WORKLOADS);
+  const { fleet } = parked;
   const latencies = await measurePropagation(fleet, a.url, admin, ROUNDS, 1);
   console.log(
     summarize(`propagation postgres, 2 replicas, ${WORKLOADS} workloads x ${ROUNDS} applies on A`, latencies),
   );
-  console.log(`errors: ${fleet.reduce((sum, w) => sum + w.errors, 0)}`);
-  for (const w of fleet) w.stop();
+  console.log(`errors: ${parked.errors()}`);
+  const stopped = parked.stop();
   for (const server of servers) await server.stop();
-  await Promise.allSettled(running);
+  await stopped;
 } finally {
   for (const server of servers) await server.stop();
   await agent.close();

@@ -6,15 +6,13 @@ import {
   agent,
   applyPolicy,
   createToken,
-  longPollsOpen,
   measurePropagation,
+  parkFleet,
   policyText,
-  SimulatedWorkload,
   serveControl,
   serverPropagationMeanMs,
   summarize,
   tempDir,
-  waitUntil,
 } from './control-support.js';
 
 const WORKLOADS = Number(process.env.BENCH_WORKLOADS ?? 1000);
@@ -27,26 +25,17 @@ const workloadToken = createToken('workload', storeArgs);
 const server = await serveControl(storeArgs, join(temp.dir, 'signing.pem'));
 try {
   await applyPolicy(server.url, admin, policyText(0));
-  const fleet = Array.from(
-    { length: WORKLOADS },
-    (_, i) => new SimulatedWorkload(server.url, workloadToken, `cloud=aws,name=fn-${i},tag.app=fleet`),
-  );
-  const running = fleet.map((w) => w.run());
-  await waitUntil(
-    async () => (await longPollsOpen(server.url, admin)) >= WORKLOADS,
-    60_000,
-    'the fleet to park',
-  );
+  const parked = await parkFleet([server.url], workloadToken, admin, WORKLOADS);
+  const { fleet } = parked;
   const latencies = await measurePropagation(fleet, server.url, admin, ROUNDS, 1);
   console.log(summarize(`propagation sqlite, ${WORKLOADS} workloads x ${ROUNDS} applies`, latencies));
   console.log(
     `server-side mean, revision known → workload answered: ${(await serverPropagationMeanMs(server.url, admin)).toFixed(1)}ms`,
   );
-  const errors = fleet.reduce((sum, w) => sum + w.errors, 0);
-  console.log(`errors: ${errors}`);
-  for (const w of fleet) w.stop();
+  console.log(`errors: ${parked.errors()}`);
+  const stopped = parked.stop();
   await server.stop();
-  await Promise.allSettled(running);
+  await stopped;
 } finally {
   await server.stop();
   await agent.close();

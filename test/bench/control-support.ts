@@ -251,6 +251,43 @@ export async function waitUntil(
   }
 }
 
+/** `count` simulated workloads long-polling, spread round-robin over `urls`, parked before it returns. */
+export async function parkFleet(
+  urls: string[],
+  workloadToken: string,
+  admin: string,
+  count: number,
+): Promise<{ fleet: SimulatedWorkload[]; errors(): number; stop(): Promise<unknown> }> {
+  const fleet = Array.from(
+    { length: count },
+    (_, i) =>
+      new SimulatedWorkload(
+        urls[i % urls.length] as string,
+        workloadToken,
+        `cloud=aws,name=fn-${i},tag.app=fleet`,
+      ),
+  );
+  const running = fleet.map((w) => w.run());
+  await waitUntil(
+    async () => {
+      let open = 0;
+      for (const url of urls) open += await longPollsOpen(url, admin);
+      return open >= count;
+    },
+    60_000,
+    'the fleet to park',
+  );
+  return {
+    fleet,
+    errors: () => fleet.reduce((sum, w) => sum + w.errors, 0),
+    /** Stops the workloads at once; resolves when their loops ended (stop the servers meanwhile: that ends parked polls). */
+    stop() {
+      for (const w of fleet) w.stop();
+      return Promise.allSettled(running);
+    },
+  };
+}
+
 /**
  * Applies `rounds` policy changes to `applyUrl` while `fleet` long-polls, and answers the time
  * from each apply request until every workload holds the new revision.
