@@ -449,11 +449,18 @@ export class ShimCore implements ShimInstance {
     return this.decider.decide(request);
   }
 
+  /** The refusal to act on when a builtin the shim relies on was replaced (undefined: all intact). */
+  tampered(): Decision | undefined {
+    return prototypePolluted() ? this.#polluted() : undefined;
+  }
+
   #pollutionReported = false;
   #polluted(): Decision {
     if (!this.#pollutionReported) {
       this.#pollutionReported = true;
-      this.tamper('Object.prototype carries a field the decision engine reads');
+      this.tamper(
+        'a builtin the decision engine relies on was replaced, or Object.prototype carries a field it reads',
+      );
     }
     return POLLUTED;
   }
@@ -471,6 +478,9 @@ export class ShimCore implements ShimInstance {
     sni: unknown,
   ): Decision {
     this.ensureLoaded();
+    // First, before any Map, Set or string method of ours runs: a replaced builtin could answer
+    // for the exemption tables below as well as for the engine.
+    if (prototypePolluted()) return this.#polluted();
     let ip =
       address.includes(':') || !/^\d+\.\d+\.\d+\.\d+$/.test(address)
         ? (normalizeIp(address) ?? address)
@@ -519,13 +529,13 @@ export class ShimCore implements ShimInstance {
   /** An HTTP request (any client): host + method + path, before a byte of it is sent. */
   decideRequest(request: DecisionRequest): Decision {
     this.ensureLoaded();
+    if (prototypePolluted()) return this.#polluted();
     if (
       request.host !== undefined &&
       this.#exemptByPort.has(request.port) &&
       this.isExempt(hostKey(request.host), request.port)
     )
       return EXEMPT;
-    if (prototypePolluted()) return this.#polluted();
     return this.decider.decide(request);
   }
 
@@ -535,7 +545,7 @@ export class ShimCore implements ShimInstance {
    */
   mayDeny(host: unknown, port: unknown): boolean {
     this.ensureLoaded();
-    if (typeof host !== 'string' || typeof port !== 'number') return true;
+    if (typeof host !== 'string' || typeof port !== 'number' || prototypePolluted()) return true;
     if (this.#exemptByPort.has(port)) return false;
     const request = this.#scratch;
     request.host = host;
@@ -545,16 +555,15 @@ export class ShimCore implements ShimInstance {
     request.sni = undefined;
     request.method = undefined;
     request.path = undefined;
-    if (prototypePolluted()) return true;
     return this.decider.decide(request).decision !== 'allow';
   }
 
   /** DNS: may this name be queried at all? Exempt endpoints' names always may. */
   decideName(host: string): Decision {
     this.ensureLoaded();
+    if (prototypePolluted()) return this.#polluted();
     const name = host.toLowerCase().replace(/\.$/, '');
     if (this.#exemptNames.has(name)) return EXEMPT;
-    if (prototypePolluted()) return this.#polluted();
     return this.decider.decideName(name);
   }
 
@@ -623,12 +632,14 @@ export class ShimCore implements ShimInstance {
   /** child_process: may this executable start? */
   decideExec(file: string): Decision {
     this.ensureLoaded();
+    if (prototypePolluted()) return this.#polluted();
     return this.decider.decideExec(file);
   }
 
   /** process.dlopen: may this addon load? */
   decideAddon(path: string): Decision {
     this.ensureLoaded();
+    if (prototypePolluted()) return this.#polluted();
     return this.decider.decideAddon(path);
   }
 

@@ -1,52 +1,23 @@
 // Code in the governed process shares the JavaScript builtins the decision path runs on. Replacing
 // Map.prototype.get, an array iterator or the global Map would let it forge a decision without
-// touching any hook. The builtins the path uses are made read-only at install (the methods named
-// below, not whole prototypes): an assignment over one fails (TypeError in strict code), which the
-// README lists as the one behaviour change the shim makes to the language.
-
+// touching any hook. Two defences, chosen per builtin so that a correct program behaves exactly as
+// without the shim:
+// - Prototype methods (Map, Set, WeakMap, String, Array, RegExp, typed arrays, iterators) are left
+//   as they are, writable: code may shadow one on its own instance (`myMap.set = …`, the override
+//   pattern of memoizers, mocks and npm itself) and V8 keeps its fast paths. Their identity is
+//   checked before every decision instead; while one is replaced, decisions are refused.
+// - Statics read through a namespace object (JSON.parse, Object.keys, Buffer.from, the node:crypto
+//   verifier functions) and the global constructors are made read-only: no instance inherits them,
+//   so the read-only property cannot get in the way of an override.
 import * as cryptoNamespace from 'node:crypto';
 
 type Holder = Record<PropertyKey, unknown>;
 // The CommonJS exports object (what `require('node:crypto')` returns and the kernel reads).
 const crypto = ((cryptoNamespace as unknown as { default?: object }).default ?? cryptoNamespace) as object;
 
+// Statics read through their namespace object (no instance inherits them, so no assignment to an
+// instance can hit them): made read-only at install.
 const METHODS: [string, object | undefined, PropertyKey[]][] = [
-  [
-    'Map.prototype',
-    Map.prototype,
-    ['get', 'set', 'has', 'delete', 'clear', 'forEach', 'keys', 'values', 'entries', Symbol.iterator],
-  ],
-  [
-    'Set.prototype',
-    Set.prototype,
-    ['has', 'add', 'delete', 'clear', 'forEach', 'values', 'keys', Symbol.iterator],
-  ],
-  ['WeakMap.prototype', WeakMap.prototype, ['get', 'set', 'has', 'delete']],
-  ['MapIterator', Object.getPrototypeOf(new Map()[Symbol.iterator]()) as object, ['next']],
-  ['SetIterator', Object.getPrototypeOf(new Set()[Symbol.iterator]()) as object, ['next']],
-  [
-    'String.prototype',
-    String.prototype,
-    [
-      'slice',
-      'split',
-      'startsWith',
-      'endsWith',
-      'includes',
-      'indexOf',
-      'lastIndexOf',
-      'toLowerCase',
-      'toUpperCase',
-      'trim',
-      'replace',
-      'search',
-      'charCodeAt',
-      'codePointAt',
-      'padStart',
-      'substring',
-      'normalize',
-    ],
-  ],
   ['Reflect', Reflect, ['apply', 'construct', 'get', 'ownKeys']],
   [
     'Object',
@@ -67,14 +38,13 @@ const METHODS: [string, object | undefined, PropertyKey[]][] = [
   ['JSON', JSON, ['parse', 'stringify']],
   // The signature check: a forged verify, decoder or byte builder would pass a bundle it should refuse.
   ['Buffer', Buffer, ['from', 'concat', 'alloc', 'allocUnsafe', 'byteLength', 'isBuffer', 'compare']],
-  ['TextDecoder.prototype', TextDecoder.prototype, ['decode']],
 ];
 
 /**
- * Builtins V8 keeps fast paths for (array iteration and species, RegExp, typed arrays): redefining
- * them, even read-only with the same value, switches those fast paths off for the whole process
- * (an order of magnitude on array and RegExp code). These are not touched; their identity is
- * checked before every decision instead, and a decision taken after one changed is refused.
+ * Prototype methods the decision path calls. Redefining them, even read-only with the same value,
+ * would break the override pattern (an assignment on an instance that would shadow an inherited
+ * read-only property throws in strict code) and, for arrays, RegExp and typed arrays, switch V8's
+ * fast paths off for the whole process. Their identity is checked before every decision instead.
  * The check is written out property by property (see watchedReplaced): a loop over (object, key)
  * pairs makes every read a megamorphic keyed load, ~1 µs per decision; named reads are ~20× less.
  */
@@ -85,59 +55,83 @@ const StringIteratorProto = Object.getPrototypeOf(''[Symbol.iterator]()) as Hold
 const RegExpProto = RegExp.prototype as unknown as Holder;
 const Uint8ArrayProto = Uint8Array.prototype as unknown as Holder;
 const BufferProto = Buffer.prototype as unknown as Holder;
+const MapProto = Map.prototype as unknown as Holder;
+const SetProto = Set.prototype as unknown as Holder;
+const WeakMapProto = WeakMap.prototype as unknown as Holder;
+const MapIteratorProto = Object.getPrototypeOf(new Map()[Symbol.iterator]()) as Holder;
+const SetIteratorProto = Object.getPrototypeOf(new Set()[Symbol.iterator]()) as Holder;
+const TextDecoderProto = TextDecoder.prototype as unknown as Holder;
 const ITERATOR = Symbol.iterator;
 const REPLACE = Symbol.replace;
 const SPLIT = Symbol.split;
 const SEARCH = Symbol.search;
 const MATCH = Symbol.match;
 
+const on = (target: Holder, keys: PropertyKey[]): [object, PropertyKey][] =>
+  keys.map((key): [object, PropertyKey] => [target, key]);
+
 /** Every watched builtin as [object, key]: what the snapshot captures and the tests replace one by one. */
 export const WATCHED: readonly [object, PropertyKey][] = [
-  ...(
-    [
-      'push',
-      'pop',
-      'shift',
-      'unshift',
-      'slice',
-      'splice',
-      'concat',
-      'join',
-      'indexOf',
-      'lastIndexOf',
-      'includes',
-      'some',
-      'every',
-      'map',
-      'filter',
-      'find',
-      'findIndex',
-      'forEach',
-      'reduce',
-      'reverse',
-      'flat',
-      'fill',
-      'sort',
-      'entries',
-      'keys',
-      'values',
-      ITERATOR,
-    ] as PropertyKey[]
-  ).map((key): [object, PropertyKey] => [ArrayProto, key]),
+  ...on(ArrayProto, [
+    'push',
+    'pop',
+    'shift',
+    'unshift',
+    'slice',
+    'splice',
+    'concat',
+    'join',
+    'indexOf',
+    'lastIndexOf',
+    'includes',
+    'some',
+    'every',
+    'map',
+    'filter',
+    'find',
+    'findIndex',
+    'forEach',
+    'reduce',
+    'reverse',
+    'flat',
+    'fill',
+    'sort',
+    'entries',
+    'keys',
+    'values',
+    ITERATOR,
+  ]),
   [ArrayIteratorProto, 'next'],
   [StringProto, ITERATOR],
   [StringIteratorProto, 'next'],
-  ...(['exec', 'test', REPLACE, SPLIT, SEARCH, MATCH] as PropertyKey[]).map((key): [object, PropertyKey] => [
-    RegExpProto,
-    key,
+  ...on(RegExpProto, ['exec', 'test', REPLACE, SPLIT, SEARCH, MATCH]),
+  ...on(Uint8ArrayProto, ['subarray', 'slice', 'set']),
+  ...on(BufferProto, ['toString', 'slice', 'subarray', 'equals', 'write']),
+  ...on(MapProto, ['get', 'set', 'has', 'delete', 'clear', 'forEach', 'keys', 'values', 'entries', ITERATOR]),
+  ...on(SetProto, ['has', 'add', 'delete', 'clear', 'forEach', 'values', 'keys', ITERATOR]),
+  ...on(WeakMapProto, ['get', 'set', 'has', 'delete']),
+  [MapIteratorProto, 'next'],
+  [SetIteratorProto, 'next'],
+  ...on(StringProto, [
+    'slice',
+    'split',
+    'startsWith',
+    'endsWith',
+    'includes',
+    'indexOf',
+    'lastIndexOf',
+    'toLowerCase',
+    'toUpperCase',
+    'trim',
+    'replace',
+    'search',
+    'charCodeAt',
+    'codePointAt',
+    'padStart',
+    'substring',
+    'normalize',
   ]),
-  ...(['subarray', 'slice', 'set'] as PropertyKey[]).map((key): [object, PropertyKey] => [
-    Uint8ArrayProto,
-    key,
-  ]),
-  ...(['toString', 'slice', 'subarray', 'equals', 'write'] as PropertyKey[]).map(
-    (key): [object, PropertyKey] => [BufferProto, key],
-  ),
+  [TextDecoderProto, 'decode'],
 ];
 
 /** The watched values captured at install, in WATCHED order (undefined until then). */
@@ -149,6 +143,10 @@ function watchedReplaced(s: unknown[]): boolean {
   const R = RegExpProto;
   const U = Uint8ArrayProto;
   const B = BufferProto;
+  const M = MapProto;
+  const S = SetProto;
+  const W = WeakMapProto;
+  const T = StringProto;
   return (
     A.push !== s[0] ||
     A.pop !== s[1] ||
@@ -178,7 +176,7 @@ function watchedReplaced(s: unknown[]): boolean {
     A.values !== s[25] ||
     A[ITERATOR] !== s[26] ||
     ArrayIteratorProto.next !== s[27] ||
-    StringProto[ITERATOR] !== s[28] ||
+    T[ITERATOR] !== s[28] ||
     StringIteratorProto.next !== s[29] ||
     R.exec !== s[30] ||
     R.test !== s[31] ||
@@ -193,7 +191,49 @@ function watchedReplaced(s: unknown[]): boolean {
     B.slice !== s[40] ||
     B.subarray !== s[41] ||
     B.equals !== s[42] ||
-    B.write !== s[43]
+    B.write !== s[43] ||
+    M.get !== s[44] ||
+    M.set !== s[45] ||
+    M.has !== s[46] ||
+    M.delete !== s[47] ||
+    M.clear !== s[48] ||
+    M.forEach !== s[49] ||
+    M.keys !== s[50] ||
+    M.values !== s[51] ||
+    M.entries !== s[52] ||
+    M[ITERATOR] !== s[53] ||
+    S.has !== s[54] ||
+    S.add !== s[55] ||
+    S.delete !== s[56] ||
+    S.clear !== s[57] ||
+    S.forEach !== s[58] ||
+    S.values !== s[59] ||
+    S.keys !== s[60] ||
+    S[ITERATOR] !== s[61] ||
+    W.get !== s[62] ||
+    W.set !== s[63] ||
+    W.has !== s[64] ||
+    W.delete !== s[65] ||
+    MapIteratorProto.next !== s[66] ||
+    SetIteratorProto.next !== s[67] ||
+    T.slice !== s[68] ||
+    T.split !== s[69] ||
+    T.startsWith !== s[70] ||
+    T.endsWith !== s[71] ||
+    T.includes !== s[72] ||
+    T.indexOf !== s[73] ||
+    T.lastIndexOf !== s[74] ||
+    T.toLowerCase !== s[75] ||
+    T.toUpperCase !== s[76] ||
+    T.trim !== s[77] ||
+    T.replace !== s[78] ||
+    T.search !== s[79] ||
+    T.charCodeAt !== s[80] ||
+    T.codePointAt !== s[81] ||
+    T.padStart !== s[82] ||
+    T.substring !== s[83] ||
+    T.normalize !== s[84] ||
+    TextDecoderProto.decode !== s[85]
   );
 }
 
@@ -222,9 +262,9 @@ const GLOBALS = [
 ];
 /** node:crypto functions the verifier calls through the module object (read at call time). */
 const CRYPTO = ['verify', 'createPublicKey', 'createHash', 'timingSafeEqual', 'KeyObject'];
-const SPECIES: object[] = [Map, Set];
-// Species the engine's code paths consult (array methods, regex split); checked by descriptor.
-const WATCHED_SPECIES: object[] = [Array, RegExp];
+// Species, checked by descriptor like the watched methods (a subclass declares its own; nothing is
+// redefined): Array's and RegExp's are consulted by the engine's paths, Map's and Set's by none today.
+const WATCHED_SPECIES: object[] = [Array, RegExp, Map, Set];
 const watchedSpeciesGetters: unknown[] = [];
 const getDescriptor = Object.getOwnPropertyDescriptor;
 
@@ -280,20 +320,17 @@ export function hardenIntrinsics(): number {
       // As above.
     }
   }
-  for (const ctor of SPECIES) {
-    try {
-      if (lockValue(ctor, Symbol.species)) locked++;
-    } catch {
-      // As above.
-    }
-  }
   return locked;
 }
 
 /** For coverage(): are the locked builtins still the ones captured at install? */
 export function intrinsicsIntact(): boolean {
-  const descriptor = Object.getOwnPropertyDescriptor(Map.prototype, 'get') as PropertyDescriptor | undefined;
-  return descriptor?.configurable === false && (globalThis as Holder).Map === Map;
+  const descriptor = Object.getOwnPropertyDescriptor(JSON, 'parse') as PropertyDescriptor | undefined;
+  return (
+    descriptor?.configurable === false &&
+    (globalThis as Holder).Map === Map &&
+    (w === undefined || !watchedReplaced(w))
+  );
 }
 
 /**

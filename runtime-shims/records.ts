@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync, writeSync } from 'node:fs';
 import type { DenyRecord } from '../policy/types.js';
+import { callOriginal } from './hooks/lock.js';
 
 export interface Sink {
   readonly description: string;
@@ -110,6 +111,14 @@ export interface FlushResult {
   dropped: number;
 }
 
+// The aggregation table's methods, captured at load: a replaced Map method (which the shim refuses
+// to decide through) must not also swallow the tamper record that reports it.
+const mapGet = Map.prototype.get;
+const mapSet = Map.prototype.set;
+const mapHas = Map.prototype.has;
+const mapDelete = Map.prototype.delete;
+const mapClear = Map.prototype.clear;
+
 export class RecordQueue {
   #pending: Pending[] = [];
   #byKey = new Map<string, Pending>();
@@ -159,7 +168,7 @@ export class RecordQueue {
       const d = input.destination;
       const key = `${input.kind}|${input.decision}|${input.mode}|${input.rule}|${input.revision}|${d.host}|${d.ip}|${d.port}|${d.protocol}|${d.sni}|${d.method}|${d.path}|${d.command}|${input.invocationId}`;
       const now = new Date().toISOString();
-      const existing = this.#byKey.get(key);
+      const existing = callOriginal(mapGet, this.#byKey, [key]) as Pending | undefined;
       if (existing) {
         existing.record.count++;
         existing.record.lastTime = now;
@@ -184,7 +193,7 @@ export class RecordQueue {
       }
       const pending = { record, key };
       this.#pending.push(pending);
-      this.#byKey.set(key, pending);
+      callOriginal(mapSet, this.#byKey, [key, pending]);
       this.#schedule();
     } catch {
       this.#dropped++;
@@ -217,7 +226,7 @@ export class RecordQueue {
       while (this.#pending.length > 0) {
         const batch = this.#pending.slice(0, this.#maxBatch);
         // Records in flight are not aggregated into any more: a repeat starts a new record.
-        for (const p of batch) this.#byKey.delete(p.key);
+        for (const p of batch) callOriginal(mapDelete, this.#byKey, [p.key]);
         try {
           await sink.deliver(batch.map((p) => p.record));
           this.#pending.splice(0, batch.length);
@@ -236,7 +245,8 @@ export class RecordQueue {
             continue;
           }
           // Unreachable or throttled: keep everything (the queue bound is the only limit) and retry later.
-          for (const p of batch) if (!this.#byKey.has(p.key)) this.#byKey.set(p.key, p);
+          for (const p of batch)
+            if (!callOriginal(mapHas, this.#byKey, [p.key])) callOriginal(mapSet, this.#byKey, [p.key, p]);
           this.options.log(
             `report delivery to ${sink.description} failed (${this.#lastError}); ${this.#pending.length} records kept for retry`,
           );
@@ -269,7 +279,7 @@ export class RecordQueue {
       sink.deliverSync(this.#pending.map((p) => p.record));
       this.#delivered += this.#pending.length;
       this.#pending = [];
-      this.#byKey.clear();
+      callOriginal(mapClear, this.#byKey, []);
     } catch {
       // Exiting anyway: the records are lost and counted.
       this.#dropped += this.#pending.length;

@@ -1,7 +1,21 @@
-// Installing a hook so it stays: an accessor that is neither configurable nor replaceable. An
-// assignment (on the prototype or, through inheritance, on an instance) is ignored and reported
-// as a tamper attempt; `defineProperty` over it throws. The original is kept only in a closure.
+// Installing a hook so it stays: an accessor that is neither configurable nor replaceable, the
+// original kept only in a closure. What an assignment does depends on where it lands:
+// - on an object that inherits the hook (an instance shadowing a prototype method: the override
+//   pattern of mocks and instrumentation), it becomes that object's own property, as it would
+//   without the shim. It cannot reach the original, so nothing is bypassed.
+// - on the hooked object itself: ignored and reported as tampering, unless the hook is `layered`
+//   (the child-process spawn functions, which nyc's process-on-spawn, spawn-wrap and APM agents
+//   wrap): then a function is accepted above the hook. It can only spawn by calling what it read
+//   there before, the hook, so the policy still decides every child.
+// `defineProperty` over the hook throws (non-configurable).
 import type { ShimCore } from '../core.js';
+
+const defineProperty = Object.defineProperty;
+
+export interface HookOptions {
+  /** Accept a function assigned over the hook as a wrapper above it (see above). */
+  layered?: boolean;
+}
 
 export function lockHook(
   core: ShimCore,
@@ -10,22 +24,35 @@ export function lockHook(
   hook: Function,
   label: string,
   hookName: string,
+  options: HookOptions = {},
 ): boolean {
   const descriptor = Object.getOwnPropertyDescriptor(target, key);
   if (descriptor && !descriptor.configurable) return false;
-  Object.defineProperty(target, key, {
+  let layer: Function | undefined;
+  const get = function getHook() {
+    return layer ?? hook;
+  };
+  defineProperty(target, key, {
     configurable: false,
     enumerable: descriptor?.enumerable ?? false,
-    get() {
-      return hook;
-    },
-    set(value: unknown) {
-      if (value !== hook) core.tamper(`assignment to ${label}`);
+    get,
+    set(this: unknown, value: unknown) {
+      if (this !== target) {
+        if ((typeof this === 'object' && this !== null) || typeof this === 'function')
+          defineProperty(this, key, { value, writable: true, enumerable: true, configurable: true });
+        return;
+      }
+      if (value === hook) layer = undefined;
+      else if (options.layered && typeof value === 'function') {
+        if (layer === undefined)
+          core.log(`${label} wrapped by application code (the policy still decides underneath)`);
+        layer = value;
+      } else core.tamper(`assignment to ${label}`);
     },
   });
   const previous = core.hookChecks[hookName];
   core.hookChecks[hookName] = () =>
-    (previous ? previous() : true) && (target as Record<string, unknown>)[key] === hook;
+    (previous ? previous() : true) && Object.getOwnPropertyDescriptor(target, key)?.get === get;
   return true;
 }
 

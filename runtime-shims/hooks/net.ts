@@ -91,7 +91,8 @@ export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstCo
     const owner = ownerOf(handle);
     let claimed: unknown;
     let sni: string | undefined;
-    if (owner) {
+    // The side tables below are Maps and WeakMaps: checked before they are read (decideConnect checks too).
+    if (owner && !core.tampered()) {
       claimed = owner._host;
       const wrap = owner._handle;
       if (typeof wrap === 'object' && wrap !== null && wrap !== handle) sni = sniByWrap.get(wrap);
@@ -159,6 +160,18 @@ export function installTlsSni(core: ShimCore, binding: BindingLoader): void {
   // The handshake starts once the socket is connected, whatever carries it (a TCP socket, a
   // proxy tunnel, a duplex): the server name is decided against the peer before the ClientHello.
   const hookStart = function startHook(this: object, ...args: unknown[]) {
+    // A replaced WeakMap#get could hide the server name: no handshake starts while one is.
+    const tampered = core.tampered();
+    if (tampered) {
+      const owner = ownerOf(this);
+      if (owner && typeof owner.destroy === 'function')
+        process.nextTick(
+          destroyWith,
+          owner,
+          deniedError('tls', 'a TLS peer', tampered.rule, core.status().revision),
+        );
+      return 0;
+    }
     const sni = sniByWrap.get(this);
     const owner = sni === undefined ? undefined : ownerOf(this);
     if (sni !== undefined && owner) {

@@ -108,7 +108,17 @@ export function installProcess(core: ShimCore, binding: BindingLoader): void {
       if (verdict?.blocked) return DENIED_ERRNO;
       return callOriginal(spawn, this, [options]);
     };
-    core.hooks.childProcess = lockHook(core, proto, 'spawn', hook, 'Process.prototype.spawn', 'childProcess');
+    core.hooks.childProcess = lockHook(
+      core,
+      proto,
+      'spawn',
+      hook,
+      'Process.prototype.spawn',
+      'childProcess',
+      {
+        layered: true,
+      },
+    );
   } else core.hooks.childProcess = false;
 
   const spawnSync = binding('spawn_sync') as { spawn?: Function } | undefined;
@@ -119,6 +129,8 @@ export function installProcess(core: ShimCore, binding: BindingLoader): void {
       if (verdict?.blocked) return { error: DENIED_ERRNO, status: null, signal: null, output: null, pid: 0 };
       return callOriginal(syncSpawn, this, [options]);
     };
-    core.hooks.spawnSync = lockHook(core, spawnSync, 'spawn', hook, 'spawn_sync.spawn', 'spawnSync');
+    core.hooks.spawnSync = lockHook(core, spawnSync, 'spawn', hook, 'spawn_sync.spawn', 'spawnSync', {
+      layered: true,
+    });
   } else core.hooks.spawnSync = false;
 }
