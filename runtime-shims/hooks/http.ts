@@ -4,9 +4,11 @@
 // fires for every request and every redirect hop.
 import * as diagnosticsChannel from 'node:diagnostics_channel';
 import { createRequire } from 'node:module';
+import { classifyHost } from '../../policy/host.js';
 import type { Decision, DecisionRequest, Protocol } from '../../policy/types.js';
 import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
+import { decideAtConnect, markTunnel, type Peer, peerOf } from './connections.js';
 import { callOriginal, lockHook } from './lock.js';
 
 // Loaded when first needed (the first connection), not at process start.
@@ -86,21 +88,22 @@ function describe(facts: L7Facts): string {
   return `${facts.method.toUpperCase()} ${facts.protocol}://${facts.host}:${facts.port}${facts.path}`;
 }
 
-/** Decide, record, and answer the error to fail the request with (undefined: let it go). */
-function gateL7(core: ShimCore, facts: L7Facts, otherHost: string | undefined): Error | undefined {
-  // CONNECT tunnels to what its target names, not to the proxy.
-  if (facts.method.toUpperCase() === 'CONNECT') {
-    const target = parseAuthority(facts.path);
-    if (target) {
-      facts.host = target.host;
-      facts.port = target.port ?? 443;
-      facts.protocol = 'tcp';
-      facts.path = '';
-      otherHost = undefined;
-    }
+/** CONNECT tunnels to what its target names, not to the proxy: decided as that target. */
+function tunnelTarget(facts: L7Facts): boolean {
+  if (facts.method.toUpperCase() !== 'CONNECT') return false;
+  const target = parseAuthority(facts.path);
+  if (target) {
+    facts.host = target.host;
+    facts.port = target.port ?? 443;
+    facts.protocol = 'tcp';
+    facts.path = '';
+    facts.ip = undefined;
   }
-  const decision = decideL7(core, facts, otherHost);
-  if (decision.decision === 'allow') return undefined;
+  return true;
+}
+
+/** Record a denial and answer the error to fail the request with (undefined: observe mode, let it go). */
+function refuseL7(core: ShimCore, facts: L7Facts, decision: Decision): Error | undefined {
   core.report('http', decision, {
     host: facts.host.toLowerCase(),
     ip: facts.ip,
@@ -113,18 +116,25 @@ function gateL7(core: ShimCore, facts: L7Facts, otherHost: string | undefined): 
   return deniedError('request', describe(facts), decision.rule, core.status().revision, facts.ip, facts.port);
 }
 
+/** Decide, record, and answer the error to fail the request with (undefined: let it go). */
+function gateL7(core: ShimCore, facts: L7Facts, otherHost: string | undefined): Error | undefined {
+  const decision = decideL7(core, facts, tunnelTarget(facts) ? undefined : otherHost);
+  return decision.decision === 'allow' ? undefined : refuseL7(core, facts, decision);
+}
+
 interface ClientRequestLike {
   method?: string;
   path?: string;
   host?: string;
   protocol?: string;
+  socketPath?: unknown;
   getHeader?: (name: string) => unknown;
 }
 
 function httpFacts(
   req: ClientRequestLike,
-  socket: unknown,
-): { facts: L7Facts; connectionHost: string | undefined } {
+  peer: Peer | undefined,
+): { facts: L7Facts; connectionHost: string | undefined; proxied: boolean } {
   const protocol: Protocol = req.protocol === 'https:' ? 'https' : 'http';
   const defaultPort = protocol === 'https' ? 443 : 80;
   let header: unknown;
@@ -135,25 +145,18 @@ function httpFacts(
   }
   const authority = typeof header === 'string' ? parseAuthority(header) : undefined;
   const connectionHost = typeof req.host === 'string' ? req.host : undefined;
-  const s = socket as { remoteAddress?: unknown; remotePort?: unknown } | undefined;
-  let ip: string | undefined;
-  let remotePort: number | undefined;
-  try {
-    ip = typeof s?.remoteAddress === 'string' ? s.remoteAddress : undefined;
-    remotePort = typeof s?.remotePort === 'number' ? s.remotePort : undefined;
-  } catch {
-    ip = undefined;
-  }
   const rawPath = typeof req.path === 'string' ? req.path : '/';
   let host = authority?.host ?? connectionHost ?? 'localhost';
   let path = stripQuery(rawPath);
   // An absolute-form request line (to a forward proxy) names the real destination. Origin-form
   // paths (the usual case) start with '/' and skip the regex.
+  let proxied: number | undefined;
   if (rawPath.charCodeAt(0) !== 47 /* / */ && /^https?:\/\//i.test(rawPath)) {
     try {
       const url = new URL(rawPath);
       host = url.hostname;
       path = url.pathname;
+      proxied = url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
     } catch {
       // Left as given: the decision sees an unusual path.
     }
@@ -161,13 +164,16 @@ function httpFacts(
   return {
     facts: {
       host: host.startsWith('[') ? host.slice(1, -1) : host,
-      port: authority?.port ?? remotePort ?? defaultPort,
+      // The port the connection really goes to when the gate saw it; else what the request names.
+      port: proxied ?? peer?.port ?? authority?.port ?? defaultPort,
       protocol,
       method: typeof req.method === 'string' ? req.method : 'GET',
       path,
-      ip,
+      // A request through a forward proxy is not for the proxy's address.
+      ip: proxied === undefined ? peer?.ip : undefined,
     },
-    connectionHost,
+    connectionHost: proxied === undefined ? connectionHost : undefined,
+    proxied: proxied !== undefined,
   };
 }
 
@@ -182,14 +188,50 @@ export function installHttp(core: ShimCore): void {
   // Every socket a ClientRequest writes to is handed over here (agent pool, new connection, custom
   // createConnection); headers are only flushed after. A denial takes Node's own error path.
   const hook = function onSocketHook(this: ClientRequestLike, socket: unknown, error: unknown) {
-    if (!error && socket) {
-      const { facts, connectionHost } = httpFacts(this, socket);
+    // Over a Unix socket the destination is the socket's path, not the name the request carries:
+    // governed with Unix sockets, never decided as a made-up host.
+    if (!error && socket && typeof this.socketPath !== 'string') {
+      const { facts, connectionHost, proxied } = httpFacts(this, peerOf(socket));
+      if (facts.method.toUpperCase() === 'CONNECT') markTunnel(socket as object);
+      // A socket still connecting: decided by the gate with the address it connects to, before
+      // any byte can leave, exactly as a reused keep-alive socket is decided now.
+      else if (
+        !proxied &&
+        facts.ip === undefined &&
+        decideAtConnect(socket, (ip, port) => gateL7(core, { ...facts, ip, port }, connectionHost))
+      )
+        return callOriginal(onSocket, this, [socket, error]);
       const denied = gateL7(core, facts, connectionHost);
       if (denied) return callOriginal(onSocket, this, [socket, denied]);
     }
     return callOriginal(onSocket, this, [socket, error]);
   };
   core.hooks.http = lockHook(core, proto, 'onSocket', hook, 'http.ClientRequest.prototype.onSocket', 'http');
+}
+
+/** Live sockets undici connected per origin, with the peer the gate let each connect to. */
+class OriginPeers {
+  readonly #byOrigin = new Map<string, { socket: WeakRef<object>; peer: Peer }[]>();
+
+  add(origin: string, socket: object, peer: Peer): void {
+    const list = this.live(origin);
+    list.push({ socket: new WeakRef(socket), peer });
+    if (!this.#byOrigin.has(origin)) {
+      if (this.#byOrigin.size >= 1000) this.#byOrigin.clear();
+      this.#byOrigin.set(origin, list);
+    }
+  }
+
+  /** The origin's sockets still open (closed and collected ones are dropped here). */
+  live(origin: string): { socket: WeakRef<object>; peer: Peer }[] {
+    const list = this.#byOrigin.get(origin);
+    if (!list) return [];
+    for (let i = list.length - 1; i >= 0; i--) {
+      const socket = list[i]?.socket.deref() as { destroyed?: unknown } | undefined;
+      if (!socket || socket.destroyed === true) list.splice(i, 1);
+    }
+    return list;
+  }
 }
 
 export function installUndici(core: ShimCore): void {
@@ -200,8 +242,57 @@ export function installUndici(core: ShimCore): void {
     host?: unknown;
     error?: unknown;
     servername?: unknown;
+    upgrade?: unknown;
   }
-  const origins = new Map<string, { scheme: Protocol; host: string; port: number }>();
+  const origins = new Map<
+    string,
+    { scheme: Protocol; host: string; port: number; key: string; ip?: string }
+  >();
+  const peers = new OriginPeers();
+  // undici connects a client's socket before it writes any request on it; the gate saw the address.
+  const onConnected = (message: unknown) => {
+    try {
+      const m = message as { connectParams?: { protocol?: unknown; host?: unknown }; socket?: unknown };
+      const peer = peerOf(m.socket);
+      const params = m.connectParams;
+      if (peer && params && typeof params.protocol === 'string' && typeof params.host === 'string')
+        peers.add(`${params.protocol}//${params.host}`, m.socket as object, peer);
+    } catch {
+      // Nothing learned: a request to that origin is decided by its names.
+    }
+  };
+  /**
+   * A request its names do not allow may still go to an address a CIDR rule allows (a custom
+   * `connect.lookup`, a DNS cache). undici reads `request.error` once connected, just before it
+   * writes the request: decided there, with the addresses of the origin's live sockets (every one
+   * must allow; none known: the names decide).
+   */
+  const decideWhenConnected = (
+    request: UndiciRequest,
+    facts: L7Facts,
+    otherHost: string | undefined,
+    key: string,
+    byNames: Decision,
+  ) => {
+    let assigned: unknown;
+    Object.defineProperty(request, 'error', {
+      configurable: true,
+      enumerable: true,
+      get() {
+        if (assigned) return assigned;
+        const live = peers.live(key);
+        if (live.length === 0) return refuseL7(core, facts, byNames);
+        for (const { peer } of live) {
+          const denied = gateL7(core, { ...facts, ip: peer.ip, port: peer.port }, otherHost);
+          if (denied) return denied;
+        }
+        return undefined;
+      },
+      set(value: unknown) {
+        assigned = value;
+      },
+    });
+  };
   const onCreate = (message: unknown) => {
     try {
       const request = (message as { request?: UndiciRequest } | undefined)?.request;
@@ -217,10 +308,14 @@ export function installUndici(core: ShimCore): void {
           return;
         }
         const scheme: Protocol = url.protocol === 'https:' ? 'https' : 'http';
+        const host = url.hostname.replace(/^\[|\]$/g, '');
+        const literal = classifyHost(host);
         parsed = {
           scheme,
-          host: url.hostname,
+          host,
           port: url.port ? Number(url.port) : scheme === 'https' ? 443 : 80,
+          key: url.origin,
+          ip: literal && 'ip' in literal ? literal.ip : undefined,
         };
         if (origins.size >= 1000) origins.clear();
         origins.set(originText, parsed);
@@ -228,31 +323,48 @@ export function installUndici(core: ShimCore): void {
       const protocol = parsed.scheme;
       let host = parsed.host;
       let port = parsed.port;
+      let ip = parsed.ip;
       let path = stripQuery(request.path);
       if (/^https?:\/\//i.test(request.path)) {
+        // Absolute form, through a forward proxy: for the URL's destination, not the proxy's address.
         const target = new URL(request.path);
-        host = target.hostname;
+        host = target.hostname.replace(/^\[|\]$/g, '');
         port = target.port ? Number(target.port) : target.protocol === 'https:' ? 443 : 80;
         path = target.pathname;
+        ip = undefined;
       }
       const headerHost = typeof request.host === 'string' ? parseAuthority(request.host) : undefined;
       const facts: L7Facts = {
         host: (headerHost?.host ?? host).replace(/^\[|\]$/g, ''),
-        port: headerHost?.port ?? port,
+        // The connection's port, whatever the Host header says.
+        port: ip === undefined ? (headerHost?.port ?? port) : port,
         protocol,
         method: typeof request.method === 'string' ? request.method : 'GET',
         path,
-        ip: undefined,
+        ip,
       };
-      const denied = gateL7(core, facts, headerHost ? host.replace(/^\[|\]$/g, '') : undefined);
-      // undici aborts a request whose `error` is set when it is handed a connection, before writing it.
-      if (denied) request.error = denied;
+      const otherHost = headerHost ? host : undefined;
+      if (tunnelTarget(facts)) {
+        const denied = gateL7(core, facts, undefined);
+        if (denied) request.error = denied;
+        return;
+      }
+      const decision = decideL7(core, facts, otherHost);
+      if (decision.decision === 'allow') return;
+      if (ip === undefined && !request.upgrade && facts.path === path && host === parsed.host)
+        decideWhenConnected(request, { ...facts, port }, otherHost, parsed.key, decision);
+      else {
+        // undici aborts a request whose `error` is set when it is handed a connection, before writing it.
+        const denied = refuseL7(core, facts, decision);
+        if (denied) request.error = denied;
+      }
     } catch {
       // A malformed request is undici's to reject.
     }
   };
   try {
     diagnosticsChannel.subscribe('undici:request:create', onCreate);
+    diagnosticsChannel.subscribe('undici:client:connected', onConnected);
     const channel = diagnosticsChannel.channel('undici:request:create');
     pinSubscriber(core, channel as unknown as Record<string, unknown>, onCreate);
     core.hooks.undici = channel.hasSubscribers;

@@ -4,6 +4,7 @@
 import * as net from 'node:net';
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
+import { connected, markTcpConnect } from './connections.js';
 import { type BindingLoader, callOriginal, lockHook, ownerOf } from './lock.js';
 
 type Handle = object;
@@ -48,9 +49,11 @@ export function installConnectOrigin(core: ShimCore, beforeFirstConnect: () => v
     if (typeof options === 'object' && options !== null) {
       const o = options as { host?: unknown; port?: unknown; path?: unknown };
       if (typeof o.path === 'string') return callOriginal(connect, this, args);
+      markTcpConnect(this);
       host = o.host ?? 'localhost';
       port = typeof o.port === 'string' ? Number(o.port) : o.port;
     } else {
+      markTcpConnect(this);
       host = typeof args[1] === 'string' ? args[1] : 'localhost';
       port = typeof options === 'string' ? Number(options) : options;
     }
@@ -79,6 +82,21 @@ export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstCo
     return;
   }
 
+  /** Refuse a connect: what the binding call returns instead. */
+  const refuse = (
+    owner: Record<string, unknown> | undefined,
+    req: { oncomplete?: Function },
+    error: Error,
+  ): number => {
+    // Happy eyeballs tries the next address on an error number; a plain connect gets our own error.
+    const multiple = typeof req.oncomplete === 'function' && req.oncomplete.name === 'afterConnectMultiple';
+    if (owner && typeof owner.destroy === 'function' && !multiple) {
+      process.nextTick(destroyWith, owner, error);
+      return 0;
+    }
+    return DENIED_ERRNO;
+  };
+
   /** undefined: let it through. A number: what the binding call returns instead. */
   const gate = (
     handle: Handle,
@@ -98,7 +116,12 @@ export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstCo
       if (typeof wrap === 'object' && wrap !== null && wrap !== handle) sni = sniByWrap.get(wrap);
     }
     const decision = core.decideConnect(address, port, 'tcp', claimed, sni);
-    if (decision.decision === 'allow') return undefined;
+    if (decision.decision === 'allow') {
+      // An HTTP request handed this socket before it connected is decided now, with the address.
+      const check = owner ? connected(owner, address, port) : undefined;
+      const refused = check?.(address, port);
+      return refused ? refuse(owner, req, refused) : undefined;
+    }
     core.report(
       'connect',
       decision,
@@ -113,18 +136,12 @@ export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstCo
       owner?.[STARTED_AT as unknown as string] as { stack?: unknown } | undefined,
     );
     if (!decision.blocked) return undefined;
-    // Happy eyeballs tries the next address on an error number; a plain connect gets our own error.
-    const multiple = typeof req.oncomplete === 'function' && req.oncomplete.name === 'afterConnectMultiple';
-    if (owner && typeof owner.destroy === 'function' && !multiple) {
-      const destination = `${typeof claimed === 'string' ? `${claimed} (${address})` : address}:${port}`;
-      process.nextTick(
-        destroyWith,
-        owner,
-        deniedError('connect', destination, decision.rule, core.status().revision, address, port),
-      );
-      return 0;
-    }
-    return DENIED_ERRNO;
+    const destination = `${typeof claimed === 'string' ? `${claimed} (${address})` : address}:${port}`;
+    return refuse(
+      owner,
+      req,
+      deniedError('connect', destination, decision.rule, core.status().revision, address, port),
+    );
   };
 
   const connect4 = proto.connect;
