@@ -20,6 +20,8 @@ const waiting = new WeakMap<object, AtConnect>();
 const tunnels = new WeakSet<object>();
 /** Sockets whose connect went to TCP through Socket#connect (the gate will see them). */
 const tcpConnecting = new WeakSet<object>();
+/** Sockets connected to a Unix socket path through Socket#connect. */
+const unixSockets = new WeakSet<object>();
 
 export function peerOf(socket: unknown): Peer | undefined {
   return typeof socket === 'object' && socket !== null ? peers.get(socket) : undefined;
@@ -39,6 +41,15 @@ export function markTunnel(socket: object): void {
 
 export function markTcpConnect(socket: object): void {
   tcpConnecting.add(socket);
+}
+
+export function markUnixConnect(socket: object): void {
+  unixSockets.add(socket);
+}
+
+/** Does this socket go to a Unix socket path (no network address)? */
+export function isUnixSocket(socket: unknown): boolean {
+  return typeof socket === 'object' && socket !== null && unixSockets.has(socket);
 }
 
 /**

@@ -8,7 +8,7 @@ import { classifyHost } from '../../policy/host.js';
 import type { Decision, DecisionRequest, Protocol } from '../../policy/types.js';
 import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
-import { decideAtConnect, markTunnel, type Peer, peerOf } from './connections.js';
+import { decideAtConnect, isUnixSocket, markTunnel, type Peer, peerOf } from './connections.js';
 import { callOriginal, lockHook } from './lock.js';
 
 // Loaded when first needed (the first connection), not at process start.
@@ -190,7 +190,7 @@ export function installHttp(core: ShimCore): void {
   const hook = function onSocketHook(this: ClientRequestLike, socket: unknown, error: unknown) {
     // Over a Unix socket the destination is the socket's path, not the name the request carries:
     // governed with Unix sockets, never decided as a made-up host.
-    if (!error && socket && typeof this.socketPath !== 'string') {
+    if (!error && socket && typeof this.socketPath !== 'string' && !isUnixSocket(socket)) {
       const { facts, connectionHost, proxied } = httpFacts(this, peerOf(socket));
       if (facts.method.toUpperCase() === 'CONNECT') markTunnel(socket as object);
       // A socket still connecting: decided by the gate with the address it connects to, before
@@ -209,11 +209,14 @@ export function installHttp(core: ShimCore): void {
   core.hooks.http = lockHook(core, proto, 'onSocket', hook, 'http.ClientRequest.prototype.onSocket', 'http');
 }
 
-/** Live sockets undici connected per origin, with the peer the gate let each connect to. */
+/**
+ * Live sockets undici connected per origin, with the peer the gate let each connect to ('unix' for a
+ * Unix socket path: no network address, governed with Unix sockets, not by the request's names).
+ */
 class OriginPeers {
-  readonly #byOrigin = new Map<string, { socket: WeakRef<object>; peer: Peer }[]>();
+  readonly #byOrigin = new Map<string, { socket: WeakRef<object>; peer: Peer | 'unix' }[]>();
 
-  add(origin: string, socket: object, peer: Peer): void {
+  add(origin: string, socket: object, peer: Peer | 'unix'): void {
     const list = this.live(origin);
     list.push({ socket: new WeakRef(socket), peer });
     if (!this.#byOrigin.has(origin)) {
@@ -223,7 +226,7 @@ class OriginPeers {
   }
 
   /** The origin's sockets still open (closed and collected ones are dropped here). */
-  live(origin: string): { socket: WeakRef<object>; peer: Peer }[] {
+  live(origin: string): { socket: WeakRef<object>; peer: Peer | 'unix' }[] {
     const list = this.#byOrigin.get(origin);
     if (!list) return [];
     for (let i = list.length - 1; i >= 0; i--) {
@@ -253,7 +256,7 @@ export function installUndici(core: ShimCore): void {
   const onConnected = (message: unknown) => {
     try {
       const m = message as { connectParams?: { protocol?: unknown; host?: unknown }; socket?: unknown };
-      const peer = peerOf(m.socket);
+      const peer = isUnixSocket(m.socket) ? 'unix' : peerOf(m.socket);
       const params = m.connectParams;
       if (peer && params && typeof params.protocol === 'string' && typeof params.host === 'string')
         peers.add(`${params.protocol}//${params.host}`, m.socket as object, peer);
@@ -283,6 +286,7 @@ export function installUndici(core: ShimCore): void {
         const live = peers.live(key);
         if (live.length === 0) return refuseL7(core, facts, byNames);
         for (const { peer } of live) {
+          if (peer === 'unix') continue;
           const denied = gateL7(core, { ...facts, ip: peer.ip, port: peer.port }, otherHost);
           if (denied) return denied;
         }

@@ -4,7 +4,7 @@
 import * as net from 'node:net';
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
-import { connected, markTcpConnect } from './connections.js';
+import { connected, markTcpConnect, markUnixConnect } from './connections.js';
 import { type BindingLoader, callOriginal, lockHook, ownerOf } from './lock.js';
 
 type Handle = object;
@@ -48,7 +48,10 @@ export function installConnectOrigin(core: ShimCore, beforeFirstConnect: () => v
     let port: unknown;
     if (typeof options === 'object' && options !== null) {
       const o = options as { host?: unknown; port?: unknown; path?: unknown };
-      if (typeof o.path === 'string') return callOriginal(connect, this, args);
+      if (typeof o.path === 'string') {
+        markUnixConnect(this);
+        return callOriginal(connect, this, args);
+      }
       markTcpConnect(this);
       host = o.host ?? 'localhost';
       port = typeof o.port === 'string' ? Number(o.port) : o.port;

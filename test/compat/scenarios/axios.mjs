@@ -38,6 +38,11 @@ await runCases({
       url: `http://localhost:${cfg.http}/echo`,
       proxy: { protocol: 'http', host: '127.0.0.1', port: cfg.proxy },
     }),
+  'proxy option to 127.0.0.1': () =>
+    call({
+      url: `http://127.0.0.1:${cfg.http}/echo`,
+      proxy: { protocol: 'http', host: '127.0.0.1', port: cfg.proxy },
+    }),
   'proxy option to fake name': () =>
     call({
       url: `http://proxied.compat.test:${cfg.http}/echo`,

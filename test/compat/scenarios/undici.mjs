@@ -108,6 +108,14 @@ await runCases({
       await agent.close();
     }
   },
+  'ProxyAgent CONNECT to 127.0.0.1': async () => {
+    const agent = new ProxyAgent(`http://127.0.0.1:${cfg.proxy}`);
+    try {
+      return await viaFetch(`http://127.0.0.1:${cfg.http}/echo`, { dispatcher: agent });
+    } finally {
+      await agent.close();
+    }
+  },
   'ProxyAgent CONNECT to fake name': async () => {
     const agent = new ProxyAgent(`http://127.0.0.1:${cfg.proxy}`);
     try {
