@@ -143,6 +143,7 @@ type CacheL1 = Map<string, CacheL2>;
 class PolicyDecider implements Decider {
   readonly revision: number;
   readonly mode: Mode;
+  readonly allowsAddresses: boolean = false;
   private readonly hostIndex = new HostTrie<Matcher>();
   private readonly cidrIndex = new CidrTrie<Matcher>();
   /** Rules that name neither a host nor an address (`{port: 25}`): checked for every request. */
@@ -195,6 +196,7 @@ class PolicyDecider implements Decider {
           if (!parsed.ok) throw new TypeError(`rule ${rule.id}: ${parsed.message}`);
           this.cidrIndex.insert(parsed.cidr, matcher);
         }
+        if (!matcher.deny) this.allowsAddresses = true;
       } else this.unanchored.push(matcher);
     }
     const globRules = (rules: { id: string; glob: string }[]) =>

@@ -112,6 +112,11 @@ export interface Decider {
   readonly revision: number;
   /** The mode a deny of this workload is reported under when no rule overrides it. */
   readonly mode: Mode;
+  /**
+   * Does any allow rule name addresses (CIDRs)? Only then can a request that its names do not allow
+   * still be allowed, by the address its connection goes to.
+   */
+  readonly allowsAddresses: boolean;
   decide(request: DecisionRequest): Decision;
   /** DNS: may this name be resolved at all (could any allow rule ever match it)? */
   decideName(host: string): Decision;

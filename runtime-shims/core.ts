@@ -127,6 +127,7 @@ function failDecider(failMode: FailMode): Decider {
   return {
     revision: -1,
     mode,
+    allowsAddresses: false,
     decide: () => deny,
     decideName: (host: string) => {
       const kind = classifyHost(host);

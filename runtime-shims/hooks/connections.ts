@@ -18,8 +18,8 @@ export type AtConnect = (ip: string, port: number) => Error | undefined;
 const peers = new WeakMap<object, Peer>();
 const waiting = new WeakMap<object, AtConnect>();
 const tunnels = new WeakSet<object>();
-/** Sockets whose connect went to TCP through Socket#connect (the gate will see them). */
-const tcpConnecting = new WeakSet<object>();
+/** Sockets whose connect went to TCP through Socket#connect (the gate will see them), with the port asked. */
+const tcpConnecting = new WeakMap<object, number | undefined>();
 /** Sockets connected to a Unix socket path through Socket#connect. */
 const unixSockets = new WeakSet<object>();
 
@@ -39,8 +39,13 @@ export function markTunnel(socket: object): void {
   peers.delete(socket);
 }
 
-export function markTcpConnect(socket: object): void {
-  tcpConnecting.add(socket);
+export function markTcpConnect(socket: object, port: unknown): void {
+  tcpConnecting.set(socket, typeof port === 'number' && Number.isInteger(port) ? port : undefined);
+}
+
+/** The port a socket was asked to connect to (before the gate saw it connect). */
+export function intendedPort(socket: unknown): number | undefined {
+  return typeof socket === 'object' && socket !== null ? tcpConnecting.get(socket) : undefined;
 }
 
 export function markUnixConnect(socket: object): void {

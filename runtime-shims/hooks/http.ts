@@ -8,7 +8,7 @@ import { classifyHost } from '../../policy/host.js';
 import type { Decision, DecisionRequest, Protocol } from '../../policy/types.js';
 import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
-import { decideAtConnect, isUnixSocket, markTunnel, type Peer, peerOf } from './connections.js';
+import { decideAtConnect, intendedPort, isUnixSocket, markTunnel, type Peer, peerOf } from './connections.js';
 import { callOriginal, lockHook } from './lock.js';
 
 // Loaded when first needed (the first connection), not at process start.
@@ -103,23 +103,55 @@ function tunnelTarget(facts: L7Facts): boolean {
 }
 
 /** Record a denial and answer the error to fail the request with (undefined: observe mode, let it go). */
-function refuseL7(core: ShimCore, facts: L7Facts, decision: Decision): Error | undefined {
-  core.report('http', decision, {
-    host: facts.host.toLowerCase(),
-    ip: facts.ip,
-    port: facts.port,
-    protocol: facts.protocol,
-    method: facts.method.toUpperCase(),
-    path: facts.path || undefined,
-  });
+function refuseL7(
+  core: ShimCore,
+  facts: L7Facts,
+  decision: Decision,
+  startedAt?: { stack?: unknown },
+): Error | undefined {
+  core.report(
+    'http',
+    decision,
+    {
+      host: facts.host.toLowerCase(),
+      ip: facts.ip,
+      port: facts.port,
+      protocol: facts.protocol,
+      method: facts.method.toUpperCase(),
+      path: facts.path || undefined,
+    },
+    undefined,
+    startedAt,
+  );
   if (!decision.blocked) return undefined;
   return deniedError('request', describe(facts), decision.rule, core.status().revision, facts.ip, facts.port);
 }
 
 /** Decide, record, and answer the error to fail the request with (undefined: let it go). */
-function gateL7(core: ShimCore, facts: L7Facts, otherHost: string | undefined): Error | undefined {
+function gateL7(
+  core: ShimCore,
+  facts: L7Facts,
+  otherHost: string | undefined,
+  startedAt?: { stack?: unknown },
+): Error | undefined {
   const decision = decideL7(core, facts, tunnelTarget(facts) ? undefined : otherHost);
-  return decision.decision === 'allow' ? undefined : refuseL7(core, facts, decision);
+  return decision.decision === 'allow' ? undefined : refuseL7(core, facts, decision, startedAt);
+}
+
+/**
+ * Could the address the connection goes to still allow what the names did not? Only when no rule
+ * denied the names outright (the fallback decided) and the policy allows some addresses. Then the
+ * request waits for its address; otherwise it is refused at once, with the caller's stack.
+ */
+function addressMayAllow(core: ShimCore, decision: Decision): boolean {
+  return decision.rule === 'default-deny' && core.decider.allowsAddresses;
+}
+
+/** The caller's stack, kept unformatted for a record filed later (V8 formats it only if read). */
+function keepStack(from: Function): { stack?: unknown } {
+  const holder: { stack?: unknown } = {};
+  Error.captureStackTrace(holder, from);
+  return holder;
 }
 
 interface ClientRequestLike {
@@ -134,6 +166,7 @@ interface ClientRequestLike {
 function httpFacts(
   req: ClientRequestLike,
   peer: Peer | undefined,
+  connectingTo: number | undefined,
 ): { facts: L7Facts; connectionHost: string | undefined; proxied: boolean } {
   const protocol: Protocol = req.protocol === 'https:' ? 'https' : 'http';
   const defaultPort = protocol === 'https' ? 443 : 80;
@@ -165,7 +198,7 @@ function httpFacts(
     facts: {
       host: host.startsWith('[') ? host.slice(1, -1) : host,
       // The port the connection really goes to when the gate saw it; else what the request names.
-      port: proxied ?? peer?.port ?? authority?.port ?? defaultPort,
+      port: proxied ?? peer?.port ?? connectingTo ?? authority?.port ?? defaultPort,
       protocol,
       method: typeof req.method === 'string' ? req.method : 'GET',
       path,
@@ -191,17 +224,29 @@ export function installHttp(core: ShimCore): void {
     // Over a Unix socket the destination is the socket's path, not the name the request carries:
     // governed with Unix sockets, never decided as a made-up host.
     if (!error && socket && typeof this.socketPath !== 'string' && !isUnixSocket(socket)) {
-      const { facts, connectionHost, proxied } = httpFacts(this, peerOf(socket));
-      if (facts.method.toUpperCase() === 'CONNECT') markTunnel(socket as object);
-      // A socket still connecting: decided by the gate with the address it connects to, before
-      // any byte can leave, exactly as a reused keep-alive socket is decided now.
-      else if (
+      const { facts, connectionHost, proxied } = httpFacts(this, peerOf(socket), intendedPort(socket));
+      const connect = facts.method.toUpperCase() === 'CONNECT';
+      if (connect) markTunnel(socket as object);
+      const otherHost = tunnelTarget(facts) ? undefined : connectionHost;
+      const decision = decideL7(core, facts, otherHost);
+      if (decision.decision === 'allow') return callOriginal(onSocket, this, [socket, error]);
+      // A socket still connecting, to an address that may be allowed: decided by the gate with that
+      // address before any byte can leave, as a reused keep-alive socket is decided now.
+      if (
+        !connect &&
         !proxied &&
         facts.ip === undefined &&
-        decideAtConnect(socket, (ip, port) => gateL7(core, { ...facts, ip, port }, connectionHost))
+        addressMayAllow(core, decision) &&
+        decideAtConnect(
+          socket,
+          (
+            (startedAt) => (ip: string, port: number) =>
+              gateL7(core, { ...facts, ip, port }, otherHost, startedAt)
+          )(keepStack(onSocketHook)),
+        )
       )
         return callOriginal(onSocket, this, [socket, error]);
-      const denied = gateL7(core, facts, connectionHost);
+      const denied = refuseL7(core, facts, decision);
       if (denied) return callOriginal(onSocket, this, [socket, denied]);
     }
     return callOriginal(onSocket, this, [socket, error]);
@@ -276,6 +321,7 @@ export function installUndici(core: ShimCore): void {
     otherHost: string | undefined,
     key: string,
     byNames: Decision,
+    startedAt: { stack?: unknown },
   ) => {
     let assigned: unknown;
     Object.defineProperty(request, 'error', {
@@ -284,10 +330,10 @@ export function installUndici(core: ShimCore): void {
       get() {
         if (assigned) return assigned;
         const live = peers.live(key);
-        if (live.length === 0) return refuseL7(core, facts, byNames);
+        if (live.length === 0) return refuseL7(core, facts, byNames, startedAt);
         for (const { peer } of live) {
           if (peer === 'unix') continue;
-          const denied = gateL7(core, { ...facts, ip: peer.ip, port: peer.port }, otherHost);
+          const denied = gateL7(core, { ...facts, ip: peer.ip, port: peer.port }, otherHost, startedAt);
           if (denied) return denied;
         }
         return undefined;
@@ -355,8 +401,15 @@ export function installUndici(core: ShimCore): void {
       }
       const decision = decideL7(core, facts, otherHost);
       if (decision.decision === 'allow') return;
-      if (ip === undefined && !request.upgrade && facts.path === path && host === parsed.host)
-        decideWhenConnected(request, { ...facts, port }, otherHost, parsed.key, decision);
+      if (ip === undefined && !request.upgrade && host === parsed.host && addressMayAllow(core, decision))
+        decideWhenConnected(
+          request,
+          { ...facts, port },
+          otherHost,
+          parsed.key,
+          decision,
+          keepStack(onCreate),
+        );
       else {
         // undici aborts a request whose `error` is set when it is handed a connection, before writing it.
         const denied = refuseL7(core, facts, decision);

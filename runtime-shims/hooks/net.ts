@@ -52,13 +52,17 @@ export function installConnectOrigin(core: ShimCore, beforeFirstConnect: () => v
         markUnixConnect(this);
         return callOriginal(connect, this, args);
       }
-      markTcpConnect(this);
       host = o.host ?? 'localhost';
       port = typeof o.port === 'string' ? Number(o.port) : o.port;
+      markTcpConnect(this, port);
+    } else if (typeof options === 'string' && Number.isNaN(Number(options))) {
+      // socket.connect('/path/to.sock'): a Unix socket path.
+      markUnixConnect(this);
+      return callOriginal(connect, this, args);
     } else {
-      markTcpConnect(this);
       host = typeof args[1] === 'string' ? args[1] : 'localhost';
       port = typeof options === 'string' ? Number(options) : options;
+      markTcpConnect(this, port);
     }
     if (core.mayDeny(host, port)) {
       const holder: { stack?: unknown } = {};
