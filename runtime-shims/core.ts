@@ -446,7 +446,7 @@ export class ShimCore implements ShimInstance {
     request.sni = sni;
     request.method = undefined;
     request.path = undefined;
-    if (prototypePolluted()) return this.#polluted();
+    // Only decideConnect calls this, after it checked the builtins once for the whole decision.
     return this.decider.decide(request);
   }
 

@@ -116,8 +116,9 @@ export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstCo
     const owner = ownerOf(handle);
     let claimed: unknown;
     let sni: string | undefined;
-    // The side tables below are Maps and WeakMaps: checked before they are read (decideConnect checks too).
-    if (owner && !core.tampered()) {
+    // A replaced WeakMap#get could only add an SNI to satisfy (stricter), never remove a check:
+    // decideConnect refuses while any watched builtin is replaced, before its own tables are read.
+    if (owner) {
       claimed = owner._host;
       const wrap = owner._handle;
       if (typeof wrap === 'object' && wrap !== null && wrap !== handle) sni = sniByWrap.get(wrap);

@@ -102,6 +102,9 @@ describe('libraries behave the same with and without the shim (bundle allows eve
           }`,
         )
         .toEqual([]);
+      console.log(
+        `compat ${library}: ${Object.keys(plain.results).length} cases, ${Object.keys(plain.results).length - diffs.length} identical; ${Object.keys(outside).length} outside the policy, denied`,
+      );
       const short = (r: Record<string, unknown>) =>
         JSON.stringify({ kind: r.kind, destination: r.destination, rule: r.rule, count: r.count });
       const tamper = shimmed.spool.filter((r) => r.kind === 'tamper');
