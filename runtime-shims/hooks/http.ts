@@ -482,6 +482,7 @@ export function installHttp2(core: ShimCore): void {
   const symbols = Object.getOwnPropertySymbols(probe);
   const authorityKey = symbols.find((s) => s.description === 'authority');
   const protocolKey = symbols.find((s) => s.description === 'protocol');
+  const socketKey = symbols.find((s) => s.description === 'socket');
   probe.destroy();
   const request = proto.request;
   if (typeof request !== 'function') {
@@ -497,13 +498,15 @@ export function installHttp2(core: ShimCore): void {
       typeof h[':authority'] === 'string' ? parseAuthority(h[':authority'] as string) : undefined;
     const method = typeof h[':method'] === 'string' ? (h[':method'] as string) : 'GET';
     const path = typeof h[':path'] === 'string' ? stripQuery(h[':path'] as string) : '/';
+    // The session's own socket (not the proxy `session.socket` hands out): its peer when the gate saw it.
+    const peer = socketKey ? peerOf(this[socketKey]) : undefined;
     const facts: L7Facts = {
       host: authority?.host ?? origin?.host ?? 'localhost',
-      port: authority?.port ?? origin?.port ?? (scheme === 'http' ? 80 : 443),
+      port: peer?.port ?? authority?.port ?? origin?.port ?? (scheme === 'http' ? 80 : 443),
       protocol: scheme,
       method,
       path: method.toUpperCase() === 'CONNECT' ? String(h[':authority'] ?? '') : path,
-      ip: undefined,
+      ip: peer?.ip,
     };
     const denied = gateL7(core, facts, authority ? origin?.host : undefined);
     if (denied) throw denied;

@@ -1,5 +1,6 @@
 // Plain node:http / node:https: createConnection, socketPath, servername, custom Host, lookup.
 import { request as httpRequest } from 'node:http';
+import { connect as http2Connect } from 'node:http2';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -85,6 +86,35 @@ await runCases({
     } finally {
       agent.destroy();
     }
+  },
+  'http2 session, custom :authority': async () => {
+    const session = http2Connect(`https://127.0.0.1:${cfg.h2}`, { ca: cfg.ca, servername: 'localhost' });
+    // Connected first: the request below then goes over a socket whose address is known.
+    await new Promise((resolve, reject) => session.once('connect', resolve).once('error', reject));
+    try {
+      return await new Promise((resolve, reject) => {
+        const stream = session.request({ ':path': '/echo', ':authority': 'h2.compat.test' });
+        const chunks = [];
+        let status;
+        stream.on('response', (headers) => {
+          status = headers[':status'];
+        });
+        stream.on('data', (c) => chunks.push(c));
+        stream.on('end', () => resolve({ status, body: body(Buffer.concat(chunks).toString()) }));
+        stream.on('error', reject);
+        stream.end();
+      });
+    } finally {
+      session.close();
+    }
+  },
+  'global fetch (Node bundled undici) GET, redirect, repeated': async () => {
+    const out = [];
+    for (const path of ['/echo?x=1', '/redirect/2', '/echo', '/echo']) {
+      const res = await globalThis.fetch(`http://127.0.0.1:${cfg.http}${path}`);
+      out.push({ status: res.status, redirected: res.redirected, body: body(await res.text()) });
+    }
+    return out;
   },
   'https.request createConnection (tls)': () =>
     send(httpsRequest, {
