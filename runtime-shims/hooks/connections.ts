@@ -16,7 +16,7 @@ export interface Peer {
 export type AtConnect = (ip: string, port: number) => Error | undefined;
 
 const peers = new WeakMap<object, Peer>();
-const waiting = new WeakMap<object, AtConnect>();
+const waiting = new WeakMap<object, AtConnect[]>();
 const tunnels = new WeakSet<object>();
 /** Sockets whose connect went to TCP through Socket#connect (the gate will see them), with the port asked. */
 const tcpConnecting = new WeakMap<object, number | undefined>();
@@ -27,10 +27,20 @@ export function peerOf(socket: unknown): Peer | undefined {
   return typeof socket === 'object' && socket !== null ? peers.get(socket) : undefined;
 }
 
-/** Called by the gate once a connection is allowed: the socket's peer, unless it is a tunnel. */
-export function connected(socket: object, ip: string, port: number): AtConnect | undefined {
+/**
+ * Called by the gate once a connection is allowed: records the socket's peer (unless it is a tunnel)
+ * and runs the checks of the requests waiting for it; the first error refuses the connection.
+ */
+export function connected(socket: object, ip: string, port: number): Error | undefined {
   if (!tunnels.has(socket)) peers.set(socket, { ip, port });
-  return waiting.get(socket);
+  const checks = waiting.get(socket);
+  if (checks === undefined) return undefined;
+  // Every request handed this socket before it connected (createConnection may hand one to several).
+  for (let i = 0; i < checks.length; i++) {
+    const refused = (checks[i] as AtConnect)(ip, port);
+    if (refused) return refused;
+  }
+  return undefined;
 }
 
 /** The socket now carries a tunnel (CONNECT): forget its peer for what is sent through it. */
@@ -66,6 +76,8 @@ export function decideAtConnect(socket: unknown, check: AtConnect): boolean {
   const s = socket as { connecting?: unknown; destroyed?: unknown };
   if (s.connecting !== true || s.destroyed === true || !tcpConnecting.has(socket) || tunnels.has(socket))
     return false;
-  waiting.set(socket, check);
+  const checks = waiting.get(socket);
+  if (checks) checks.push(check);
+  else waiting.set(socket, [check]);
   return true;
 }

@@ -126,8 +126,7 @@ export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstCo
     const decision = core.decideConnect(address, port, 'tcp', claimed, sni);
     if (decision.decision === 'allow') {
       // An HTTP request handed this socket before it connected is decided now, with the address.
-      const check = owner ? connected(owner, address, port) : undefined;
-      const refused = check?.(address, port);
+      const refused = owner ? connected(owner, address, port) : undefined;
       return refused ? refuse(owner, req, refused) : undefined;
     }
     core.report(

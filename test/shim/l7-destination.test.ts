@@ -109,6 +109,18 @@ describe('an HTTP request is decided as the address it goes to and the names it 
       expect(record.destination).toMatchObject({ host: 'evil.test', ip: '127.0.0.1', port: web.port });
   });
 
+  it('two requests handed one connecting socket are both decided before it connects', async () => {
+    const port = web.port;
+    const code = `const sock = require('net').connect(${port}, '127.0.0.1'); const a = ${get(`{ host: '127.0.0.1', port: ${port}, path: '/secret/shared', headers: { host: 'evil.test' }, createConnection: () => sock }`)}; const b = ${get(`{ host: '127.0.0.1', port: ${port}, path: '/allowed/shared', headers: { host: 'ok.test' }, createConnection: () => sock }`)}; await Promise.race([Promise.all([a, b]), new Promise((r) => setTimeout(r, 1000))]); sock.destroy(); return 'done';`;
+    await probe([attempt(code)], fx.env());
+    // Two requests on one socket is unusual HTTP; what matters: the second was decided (and
+    // refused) before the connection existed, so its bytes never reached the server.
+    expect(web.requests.map((r) => r.url)).not.toContain('/secret/shared');
+    expect(spoolRecords(fx).map((r) => (r.destination as { path?: string }).path)).toContain(
+      '/secret/shared',
+    );
+  });
+
   it("a proxy's address does not allow what is sent through it", async () => {
     const { results } = await probe(
       [
