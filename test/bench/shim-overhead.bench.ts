@@ -11,7 +11,11 @@ import { makeFixture, REGISTER_CJS, ROOT } from '../shim/harness.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const KINDS = { keepalive: 2000, newconn: 600, fetch: 1000 } as const;
-const MODES = ['plain', 'shim', 'msw'] as const;
+// BENCH_BASELINE_REGISTER=<another build's dist/register.cjs> adds it as a fourth variant, so a
+// change to the shim is measured against the build before it in the same interleaved rounds.
+const BASELINE = process.env.BENCH_BASELINE_REGISTER;
+const MODES = BASELINE ? (['plain', 'shim', 'msw', 'baseline'] as const) : (['plain', 'shim', 'msw'] as const);
+const registerOf = (mode: string) => (mode === 'baseline' ? BASELINE : mode === 'shim' ? REGISTER_CJS : undefined);
 
 const server = createServer((_req, res) => res.end('ok'));
 server.keepAliveTimeout = 60_000;
@@ -55,9 +59,10 @@ const cpuSamples: Record<string, number[]> = {};
 for (let round = 0; round < ROUNDS; round++) {
   for (const [kind, n] of Object.entries(KINDS)) {
     for (const mode of MODES) {
-      const args = mode === 'shim' ? ['--require', REGISTER_CJS, child] : [child];
+      const register = registerOf(mode);
+      const args = register ? ['--require', register, child] : [child];
       const env = {
-        ...(mode === 'shim' ? fx.env() : { PATH: process.env.PATH ?? '' }),
+        ...(register ? fx.env() : { PATH: process.env.PATH ?? '' }),
         MODE: mode,
         KIND: kind,
         N: String(n),
@@ -99,13 +104,18 @@ for (const [title, table] of tables) {
   console.log(
     `shim overhead on loopback, ${ROUNDS} interleaved rounds: ${title}, median µs (ratio to unpatched)`,
   );
-  console.log('workload    unpatched      shim               mswjs pass-through');
+  console.log(
+    `workload    unpatched      shim               mswjs pass-through${BASELINE ? '   baseline shim' : ''}`,
+  );
   for (const kind of Object.keys(KINDS)) {
     const plain = median(table[`${kind}/plain`] ?? []);
     const shim = median(table[`${kind}/shim`] ?? []);
     const msw = median(table[`${kind}/msw`] ?? []);
+    const base = BASELINE ? median(table[`${kind}/baseline`] ?? []) : undefined;
     console.log(
-      `${kind.padEnd(10)} ${fmt(plain)}     ${fmt(shim)} (${(shim / plain).toFixed(3)}x)   ${fmt(msw)} (${(msw / plain).toFixed(3)}x)`,
+      `${kind.padEnd(10)} ${fmt(plain)}     ${fmt(shim)} (${(shim / plain).toFixed(3)}x)   ${fmt(msw)} (${(msw / plain).toFixed(3)}x)${
+        base === undefined ? '' : `   ${fmt(base)} (${(base / plain).toFixed(3)}x)`
+      }`,
     );
   }
 }

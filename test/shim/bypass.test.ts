@@ -8,6 +8,7 @@ import { generateKeyPair } from '../../policy/keys.js';
 import {
   type CountingServer,
   countingTcpServer,
+  evalAttempt,
   type Fixture,
   killAll,
   makeFixture,
@@ -53,9 +54,7 @@ function hit(port: number): string {
   return `new Promise((r) => { const s = require('net').connect(${port}, '127.0.0.1'); s.on('connect', () => { s.write('LEAK'); s.end(); r('connected'); }); s.on('error', (e) => r(String(e.code))); })`;
 }
 
-function attempt(code: string) {
-  return { kind: 'eval', code: `(async () => { ${code} })()` };
-}
+const attempt = (code: string) => evalAttempt(code);
 
 const D = () => denied.port;
 const CHILD_CODE =

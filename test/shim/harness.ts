@@ -250,6 +250,11 @@ export interface ProbeResult {
   stderr: string;
 }
 
+/** A probe attempt that runs `code` (an async function body) in the governed child; strict code if asked. */
+export function evalAttempt(code: string, strict = false): Record<string, unknown> {
+  return { kind: 'eval', code: `(async () => { ${strict ? "'use strict'; " : ''}${code} })()` };
+}
+
 /** Run egress attempts (see fixtures/probe.cjs) in a governed child; one outcome per attempt. */
 export async function probe(
   attempts: Record<string, unknown>[],

@@ -9,6 +9,7 @@ import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
+  evalAttempt,
   type Fixture,
   killAll,
   makeFixture,
@@ -56,9 +57,7 @@ afterAll(async () => {
   fx.cleanup();
 });
 
-function attempt(code: string) {
-  return { kind: 'eval', code: `(async () => { ${code} })()` };
-}
+const attempt = (code: string) => evalAttempt(code);
 
 /** An http.get with the given options; answers ok:<status> or the error code. */
 const get = (options: string) =>

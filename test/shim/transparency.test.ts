@@ -7,6 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   type CountingServer,
   countingTcpServer,
+  evalAttempt,
   type Fixture,
   killAll,
   makeFixture,
@@ -38,9 +39,7 @@ afterAll(async () => {
   fx.cleanup();
 });
 
-function attempt(code: string) {
-  return { kind: 'eval', code: `(async () => { 'use strict'; ${code} })()` };
-}
+const attempt = (code: string) => evalAttempt(code, true);
 
 const hit = (port: () => number) =>
   `new Promise((r) => { const s = require('net').connect(${port()}, '127.0.0.1'); s.on('connect', () => { s.end(); r('connected'); }); s.on('error', (e) => r(String(e.code))); })`;
