@@ -14,8 +14,11 @@ const KINDS = { keepalive: 2000, newconn: 600, fetch: 1000 } as const;
 // BENCH_BASELINE_REGISTER=<another build's dist/register.cjs> adds it as a fourth variant, so a
 // change to the shim is measured against the build before it in the same interleaved rounds.
 const BASELINE = process.env.BENCH_BASELINE_REGISTER;
-const MODES = BASELINE ? (['plain', 'shim', 'msw', 'baseline'] as const) : (['plain', 'shim', 'msw'] as const);
-const registerOf = (mode: string) => (mode === 'baseline' ? BASELINE : mode === 'shim' ? REGISTER_CJS : undefined);
+const MODES = BASELINE
+  ? (['plain', 'shim', 'msw', 'baseline'] as const)
+  : (['plain', 'shim', 'msw'] as const);
+const registerOf = (mode: string) =>
+  mode === 'baseline' ? BASELINE : mode === 'shim' ? REGISTER_CJS : undefined;
 
 const server = createServer((_req, res) => res.end('ok'));
 server.keepAliveTimeout = 60_000;
