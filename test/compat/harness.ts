@@ -67,6 +67,8 @@ export async function runScenario(
   const env = options.fixture.env({
     BULKHEAD_REPORT: spoolFile,
     COMPAT_CONFIG: JSON.stringify(options.config),
+    // Where the npm CLI the tests run under lives (npm sets npm_execpath for `npm test`).
+    ...(process.env.npm_execpath?.endsWith('npm-cli.js') ? { COMPAT_NPM_CLI: process.env.npm_execpath } : {}),
     ...(options.cases ? { COMPAT_CASES: options.cases.join(',') } : {}),
     ...(options.env ?? {}),
   });

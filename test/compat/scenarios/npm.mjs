@@ -1,12 +1,19 @@
 // The npm CLI shipped with this Node, as a child: run plainly by the test, or with the shim in
 // NODE_OPTIONS (COMPAT_NPM_NODE_OPTIONS). Isolated from the user's config; offline.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { runCases } from './lib.mjs';
 
-const npmCli = join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
+// The npm that runs the tests, else where Node's own installers and Debian put it.
+const npmCli = [
+  process.env.COMPAT_NPM_CLI,
+  join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js'),
+  '/usr/share/nodejs/npm/bin/npm-cli.js',
+  '/usr/lib/node_modules/npm/bin/npm-cli.js',
+].find((file) => file && existsSync(file));
+if (!npmCli) throw new Error('npm CLI not found (set COMPAT_NPM_CLI)');
 const home = mkdtempSync(join(tmpdir(), 'compat-npm-'));
 const pkg = join(home, 'pkg');
 mkdirSync(join(pkg, 'lib'), { recursive: true });
