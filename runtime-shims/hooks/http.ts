@@ -232,20 +232,12 @@ export function installHttp(core: ShimCore): void {
       if (decision.decision === 'allow') return callOriginal(onSocket, this, [socket, error]);
       // A socket still connecting, to an address that may be allowed: decided by the gate with that
       // address before any byte can leave, as a reused keep-alive socket is decided now.
-      if (
-        !connect &&
-        !proxied &&
-        facts.ip === undefined &&
-        addressMayAllow(core, decision) &&
-        decideAtConnect(
-          socket,
-          (
-            (startedAt) => (ip: string, port: number) =>
-              gateL7(core, { ...facts, ip, port }, otherHost, startedAt)
-          )(keepStack(onSocketHook)),
-        )
-      )
-        return callOriginal(onSocket, this, [socket, error]);
+      if (!connect && !proxied && facts.ip === undefined && addressMayAllow(core, decision)) {
+        const startedAt = keepStack(onSocketHook);
+        const check = (ip: string, port: number) =>
+          gateL7(core, { ...facts, ip, port }, otherHost, startedAt);
+        if (decideAtConnect(socket, check)) return callOriginal(onSocket, this, [socket, error]);
+      }
       const denied = refuseL7(core, facts, decision);
       if (denied) return callOriginal(onSocket, this, [socket, denied]);
     }
