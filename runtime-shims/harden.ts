@@ -17,7 +17,7 @@ const crypto = ((cryptoNamespace as unknown as { default?: object }).default ?? 
 
 // Statics read through their namespace object (no instance inherits them, so no assignment to an
 // instance can hit them): made read-only at install.
-const METHODS: [string, object | undefined, PropertyKey[]][] = [
+const STATICS: [string, object | undefined, PropertyKey[]][] = [
   ['Reflect', Reflect, ['apply', 'construct', 'get', 'ownKeys']],
   [
     'Object',
@@ -296,7 +296,7 @@ export function hardenIntrinsics(): number {
   if (w === undefined) w = WATCHED.map(([target, key]) => (target as Holder)[key]);
   if (watchedSpeciesGetters.length === 0)
     for (const ctor of WATCHED_SPECIES) watchedSpeciesGetters.push(getDescriptor(ctor, Symbol.species)?.get);
-  for (const [, target, keys] of METHODS) {
+  for (const [, target, keys] of STATICS) {
     if (!target) continue;
     for (const key of keys) {
       try {

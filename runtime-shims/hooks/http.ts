@@ -225,14 +225,14 @@ export function installHttp(core: ShimCore): void {
     // governed with Unix sockets, never decided as a made-up host.
     if (!error && socket && typeof this.socketPath !== 'string' && !isUnixSocket(socket)) {
       const { facts, connectionHost, proxied } = httpFacts(this, peerOf(socket), intendedPort(socket));
-      const connect = facts.method.toUpperCase() === 'CONNECT';
-      if (connect) markTunnel(socket as object);
-      const otherHost = tunnelTarget(facts) ? undefined : connectionHost;
+      const tunnel = tunnelTarget(facts);
+      if (tunnel) markTunnel(socket as object);
+      const otherHost = tunnel ? undefined : connectionHost;
       const decision = decideL7(core, facts, otherHost);
       if (decision.decision === 'allow') return callOriginal(onSocket, this, [socket, error]);
       // A socket still connecting, to an address that may be allowed: decided by the gate with that
       // address before any byte can leave, as a reused keep-alive socket is decided now.
-      if (!connect && !proxied && facts.ip === undefined && addressMayAllow(core, decision)) {
+      if (!tunnel && !proxied && facts.ip === undefined && addressMayAllow(core, decision)) {
         const startedAt = keepStack(onSocketHook);
         const check = (ip: string, port: number) =>
           gateL7(core, { ...facts, ip, port }, otherHost, startedAt);
@@ -379,29 +379,24 @@ export function installUndici(core: ShimCore): void {
       const facts: L7Facts = {
         host: (headerHost?.host ?? host).replace(/^\[|\]$/g, ''),
         // The connection's port, whatever the Host header says.
-        port: ip === undefined ? (headerHost?.port ?? port) : port,
+        port,
         protocol,
         method: typeof request.method === 'string' ? request.method : 'GET',
         path,
         ip,
       };
-      const otherHost = headerHost ? host : undefined;
-      if (tunnelTarget(facts)) {
-        const denied = gateL7(core, facts, undefined);
-        if (denied) request.error = denied;
-        return;
-      }
+      const tunnel = tunnelTarget(facts);
+      const otherHost = headerHost && !tunnel ? host : undefined;
       const decision = decideL7(core, facts, otherHost);
       if (decision.decision === 'allow') return;
-      if (ip === undefined && !request.upgrade && host === parsed.host && addressMayAllow(core, decision))
-        decideWhenConnected(
-          request,
-          { ...facts, port },
-          otherHost,
-          parsed.key,
-          decision,
-          keepStack(onCreate),
-        );
+      if (
+        !tunnel &&
+        ip === undefined &&
+        !request.upgrade &&
+        host === parsed.host &&
+        addressMayAllow(core, decision)
+      )
+        decideWhenConnected(request, facts, otherHost, parsed.key, decision, keepStack(onCreate));
       else {
         // undici aborts a request whose `error` is set when it is handed a connection, before writing it.
         const denied = refuseL7(core, facts, decision);
