@@ -1,0 +1,1 @@
+"""Bulkhead's egress shim for CPython."""

@@ -1,0 +1,1 @@
+"""The decision kernel, ported from policy/ (TypeScript). The conformance table proves they agree."""
