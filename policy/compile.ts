@@ -8,6 +8,7 @@ import {
   type CompiledGlobRule,
   type CompiledPolicy,
   type CompiledRule,
+  type CompiledUnixRule,
 } from './compiled.js';
 import {
   type Destination,
@@ -117,6 +118,9 @@ export function expandDestination(
   to: Destination,
   groups: ReadonlyMap<string, SmartGroupDoc> = new Map(),
 ): RuleShape[] {
+  // A socket is no network destination. Returning an empty shape here would make an unanchored
+  // rule (every request); socket rules go to the `unix` section instead (unixRulesOf).
+  if (to.unix !== undefined) return [];
   if (to.group !== undefined) {
     // East-west: the group's Lambda functions through the invoke API, following its selector.
     const group = groups.get(to.group);
@@ -204,6 +208,11 @@ export function expandDestination(
   ];
 }
 
+/** One rule's `unix` patterns → entries of the compiled `unix` section (duplicates dropped, order kept). */
+function unixRulesOf(to: Destination, id: string, action: 'allow' | 'deny', mode: Mode): CompiledUnixRule[] {
+  return [...new Set(asList(to.unix))].map((glob) => ({ id, action, mode, glob }));
+}
+
 /**
  * Compile the policy for one workload. Default deny for a workload any EgressPolicy selects
  * (reported as `enforce` when any selecting policy enforces, else `observe`); a workload no
@@ -230,15 +239,19 @@ export function compilePolicy(
   const rules: CompiledRule[] = [];
   const execAllow: CompiledGlobRule[] = [];
   const addonAllow: CompiledGlobRule[] = [];
+  const unixRules: CompiledUnixRule[] = [];
   let allowNode = true;
   const groupsByName = new Map(set.groups.map((g) => [g.metadata.name, g]));
   for (const policy of policies) {
     const name = policy.metadata.name;
     (policy.spec.allow ?? []).forEach((rule, i) => {
+      const id = `${name}/allow[${i}]`;
+      unixRules.push(...unixRulesOf(rule.to, id, 'allow', policy.spec.mode));
       for (const shape of expandDestination(rule.to, groupsByName))
-        rules.push({ id: `${name}/allow[${i}]`, action: 'allow', mode: policy.spec.mode, ...shape });
+        rules.push({ id, action: 'allow', mode: policy.spec.mode, ...shape });
     });
     (policy.spec.deny ?? []).forEach((rule, i) => {
+      unixRules.push(...unixRulesOf(rule.to, `${name}/deny[${i}]`, 'deny', rule.mode ?? policy.spec.mode));
       for (const shape of expandDestination(rule.to, groupsByName))
         rules.push({
           id: `${name}/deny[${i}]`,
@@ -276,6 +289,8 @@ export function compilePolicy(
     rules,
     exec: { allowNode, allow: execAllow },
     addons: { allow: addonAllow },
+    // Only when there are socket rules: other bundles keep their bytes.
+    ...(unixRules.length > 0 ? { unix: { rules: unixRules } } : {}),
   };
 }
 

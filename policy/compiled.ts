@@ -2,6 +2,7 @@
 // No dependencies: the verifier in the shim runs this on every bundle it accepts.
 import type { Selector } from './identity.js';
 import type { Mode, Protocol } from './types.js';
+import { checkUnixPattern } from './unix.js';
 
 export const COMPILED_FORMAT = 1;
 
@@ -45,6 +46,22 @@ export interface CompiledGlobRule {
   glob: string;
 }
 
+/**
+ * One Unix-socket pattern of a rule (`to: { unix: … }`); a rule with several patterns gives one
+ * entry each, all carrying the rule's id. Kept out of `rules` on purpose: a `CompiledRule` without
+ * hosts or CIDRs is unanchored (it matches every network request), so a decider that predates this
+ * section must never meet a socket rule there.
+ */
+export interface CompiledUnixRule {
+  /** `<policy>/allow[2]`, `<policy>/deny[0]`. */
+  id: string;
+  action: 'allow' | 'deny';
+  /** Deny rules: whether a match blocks (`enforce`) or only records (`observe`). */
+  mode: Mode;
+  /** Normal absolute path glob (`/run/app/*.sock`) or abstract name pattern (`@app-*`). */
+  glob: string;
+}
+
 export interface CompiledPolicy {
   format: typeof COMPILED_FORMAT;
   scope: BundleScope;
@@ -57,6 +74,11 @@ export interface CompiledPolicy {
   rules: CompiledRule[];
   exec: { allowNode: boolean; allow: CompiledGlobRule[] };
   addons: { allow: CompiledGlobRule[] };
+  /**
+   * Unix-domain socket rules. Absent when the workload has none (bundles without them keep their
+   * bytes, and deciders that predate the section ignore it); sockets then get the fallback.
+   */
+  unix?: { rules: CompiledUnixRule[] };
 }
 
 const PROTOCOLS: ReadonlySet<string> = new Set(['tcp', 'udp', 'http', 'https', 'dns']);
@@ -114,7 +136,28 @@ export function checkCompiledPolicy(value: unknown): string | undefined {
   const addons = p.addons as Record<string, unknown> | undefined;
   if (typeof addons !== 'object' || addons === null || !checkGlobRules(addons.allow))
     return 'policy.addons: malformed';
+  if (p.unix !== undefined) {
+    const unix = p.unix as Record<string, unknown> | null;
+    if (typeof unix !== 'object' || unix === null || Array.isArray(unix))
+      return 'policy.unix: expected an object';
+    if (!Array.isArray(unix.rules)) return 'policy.unix.rules: expected an array';
+    for (let i = 0; i < unix.rules.length; i++) {
+      const problem = checkUnixRule(unix.rules[i]);
+      if (problem) return `policy.unix.rules[${i}]: ${problem}`;
+    }
+  }
   return undefined;
+}
+
+function checkUnixRule(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null) return 'not an object';
+  const r = value as Record<string, unknown>;
+  if (typeof r.id !== 'string') return 'id: expected a string';
+  if (r.action !== 'allow' && r.action !== 'deny') return 'action: expected allow or deny';
+  if (!isMode(r.mode)) return 'mode: expected enforce or observe';
+  if (typeof r.glob !== 'string' || r.glob === '') return 'glob: expected a non-empty string';
+  const problem = checkUnixPattern(r.glob);
+  return problem ? `glob: ${problem}` : undefined;
 }
 
 function checkGlobRules(value: unknown): boolean {

@@ -1,18 +1,20 @@
 // The decision engine. Runs inside every governed function, on every connection, DNS query,
-// child process and addon load, so: no npm dependencies, index structures built once per
-// revision, cost on a miss grows with the length of the name (reversed-label trie) and the
-// address (binary prefix trie), not with the number of rules; a cache hit is a few Map lookups
-// and allocates nothing.
+// child process, addon load and Unix-socket connect, so: no npm dependencies, index structures
+// built once per revision, cost on a miss grows with the length of the name (reversed-label trie)
+// and the address (binary prefix trie), not with the number of rules; a cache hit is a few Map
+// lookups and allocates nothing.
 import type { BundlePayload } from './bundle.js';
 import { type Cidr, CidrTrie, cidrContains, type IpBytes, parseCidr, parseIp } from './cidr.js';
 import type { CompiledPolicy, CompiledRule } from './compiled.js';
 import { classifyHost, HostTrie, parseHostPattern } from './host.js';
 import { compileGlob, type GlobMatcher, normalizePath } from './path.js';
 import type { Decider, Decision, DecisionRequest, Mode, Protocol } from './types.js';
+import { compileUnixPattern, normalizeUnixPath } from './unix.js';
 
 export { normalizeIp } from './cidr.js';
 export { classifyHost, normalizeHost } from './host.js';
 export { normalizePath } from './path.js';
+export { normalizeUnixPath } from './unix.js';
 
 const PROTOCOL_BIT: Readonly<Record<Protocol, number>> = { tcp: 1, udp: 2, http: 4, https: 8, dns: 16 };
 const L7_BITS = PROTOCOL_BIT.http | PROTOCOL_BIT.https;
@@ -151,6 +153,11 @@ class PolicyDecider implements Decider {
   private readonly fallbackDecision: Decision;
   private readonly execGlobs: { decision: Decision; byPath: boolean; match: GlobMatcher }[];
   private readonly addonGlobs: { decision: Decision; byPath: boolean; match: GlobMatcher }[];
+  /**
+   * Unix-socket patterns in rule order. A workload talks to a handful of local daemons and every
+   * answer is cached, so a plain scan keeps "deny first, then the first allow" obvious.
+   */
+  private readonly unixRules: { deny: boolean; enforce: boolean; decision: Decision; match: GlobMatcher }[];
   private readonly execPath: string | undefined;
   private readonly nodeDecision: Decision;
   private readonly literalDecision: Decision;
@@ -160,6 +167,7 @@ class PolicyDecider implements Decider {
   private readonly nameCache = new Map<string, Decision>();
   private readonly execCache = new Map<string, Decision>();
   private readonly addonCache = new Map<string, Decision>();
+  private readonly unixCache = new Map<string, Decision>();
 
   constructor(policy: CompiledPolicy, options: DeciderOptions) {
     this.revision = options.revision ?? 0;
@@ -207,6 +215,19 @@ class PolicyDecider implements Decider {
       }));
     this.execGlobs = globRules(policy.exec.allow);
     this.addonGlobs = globRules(policy.addons.allow);
+    this.unixRules = (policy.unix?.rules ?? []).map((rule) => {
+      const deny = rule.action === 'deny';
+      return {
+        deny,
+        enforce: !deny || rule.mode === 'enforce',
+        decision: freezeDecision(
+          deny
+            ? { decision: 'deny', mode: rule.mode, blocked: rule.mode === 'enforce', rule: rule.id }
+            : { decision: 'allow', mode: rule.mode, blocked: false, rule: rule.id },
+        ),
+        match: compileUnixPattern(rule.glob),
+      };
+    });
     this.execPath = policy.exec.allowNode
       ? (options.execPath ?? (typeof process !== 'undefined' ? process.execPath : undefined))
       : undefined;
@@ -396,6 +417,34 @@ class PolicyDecider implements Decider {
     if (this.addonCache.size >= 10_000) this.addonCache.clear();
     this.addonCache.set(path, decision);
     return decision;
+  }
+
+  decideUnix(path: string): Decision {
+    if (typeof path !== 'string') return this.unreadable();
+    const hit = this.unixCache.get(path);
+    if (hit !== undefined) return hit;
+    const decision = this.decideUnixUncached(path);
+    // Longer than any path the system accepts (PATH_MAX): answered, not kept.
+    if (path.length > 4096) return decision;
+    if (this.unixCache.size >= 10_000) this.unixCache.clear();
+    this.unixCache.set(path, decision);
+    return decision;
+  }
+
+  private decideUnixUncached(text: string): Decision {
+    const address = normalizeUnixPath(text);
+    // A socket address we cannot read is never allowed, as for network destinations.
+    if (address === undefined) return this.unreadable();
+    // Deny first: an enforcing deny decides; an observing one wins over an allow, as a record.
+    let observedDeny: Decision | undefined;
+    for (const rule of this.unixRules) {
+      if (!rule.deny || !rule.match(address)) continue;
+      if (rule.enforce) return rule.decision;
+      observedDeny ??= rule.decision;
+    }
+    for (const rule of this.unixRules)
+      if (!rule.deny && rule.match(address)) return observedDeny ?? rule.decision;
+    return this.fallbackDecision;
   }
 }
 

@@ -12,7 +12,7 @@ export interface DestinationChange {
   /** Rule id in the set where it exists (`payments-egress/allow[2]`). */
   rule: string;
   action: 'allow' | 'deny' | 'exec' | 'addon';
-  /** `host=api.stripe.com port=443 methods=POST paths=/v1/charges/**`. */
+  /** `host=api.stripe.com port=443 methods=POST paths=/v1/charges/**`, `unix=/var/run/app.sock`. */
   destination: string;
 }
 
@@ -47,6 +47,7 @@ export interface PolicyDiff {
 }
 
 const DESTINATION_ORDER = [
+  'unix',
   'group',
   'url',
   'host',
@@ -152,6 +153,16 @@ function compiledEntries(set: PolicySet, identity: WorkloadIdentity) {
       rule.paths ? `paths=${rule.paths.join(',')}` : '',
     ].filter(Boolean);
     entries.set(key, { key, change: { rule: id, action: rule.action, destination: parts.join(' ') } });
+  }
+  // Socket rules: one entry per pattern (a rule's patterns may open and close separately).
+  for (const rule of compiled.unix?.rules ?? []) {
+    if (rule.action === 'deny' && rule.mode !== 'enforce') continue;
+    const key = `unix ${rule.action} ${rule.glob}`;
+    if (!entries.has(key))
+      entries.set(key, {
+        key,
+        change: { rule: rule.id, action: rule.action, destination: `unix=${rule.glob}` },
+      });
   }
   for (const r of compiled.exec.allow)
     entries.set(`exec ${r.glob}`, {

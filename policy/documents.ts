@@ -5,12 +5,14 @@ import { parseCidr } from './cidr.js';
 import { parseHostPattern } from './host.js';
 import { checkGlobStars, checkPathGlob } from './path.js';
 import { custom, type Infer, type Issue, type JsonSchema, s } from './schema-kit.js';
+import { checkUnixPattern } from './unix.js';
 
 export const API_VERSION = 'bulkhead.dev/v1';
 export const GUARDRAIL_IDS = [
   'allow-all',
   'metadata-endpoint',
   'broad-wildcard',
+  'container-socket',
   'owner-required',
   'forbidden-destination',
   'enforce-required',
@@ -151,6 +153,19 @@ export function parseRuleUrl(text: string): RuleUrl | { message: string } {
   };
 }
 
+// The pattern is what editors can check; checkUnixPattern the rest (NUL, `..`, normal form).
+const unixPattern = s
+  .string({
+    minLength: 1,
+    maxLength: 1024,
+    pattern: /^[/@]/,
+    patternName: 'an absolute socket path ("/var/run/app.sock") or an abstract socket name ("@name")',
+    refine: checkUnixPattern,
+  })
+  .describe(
+    'Unix-domain socket: an absolute, normal path glob ("/var/run/app.sock", "/run/app/*.sock", "/run/**") or a Linux abstract name after "@" ("@app-bus", "@dbus-*": "*" any run of characters).',
+  );
+
 const methodName = s.string({
   pattern: /^(?:[A-Z]{1,20}|\*)$/,
   patternName: 'an upper-case HTTP method (GET, POST, …)',
@@ -189,6 +204,7 @@ const DESTINATION_KEYS = [
   'functions',
   'regions',
   'group',
+  'unix',
 ] as const;
 
 const destination = s
@@ -210,6 +226,7 @@ const destination = s
           'East-west: the Lambda functions of that SmartGroup (its name globs and regions), invoked through the Lambda API.',
         ),
       ),
+      unix: s.optional(s.oneOrMany(unixPattern)),
     },
     {
       minProperties: 1,
@@ -217,6 +234,16 @@ const destination = s
         const issues: Issue[] = [];
         const has = (k: (typeof DESTINATION_KEYS)[number]) => to[k] !== undefined;
         const conflict = (key: string, message: string) => issues.push({ path: [key], message });
+        // A socket is local IPC: no host, address, port or HTTP fact applies to it. Reported alone,
+        // so the author does not also read the network rules' complaints about the same fields.
+        const withUnix = DESTINATION_KEYS.filter((k) => k !== 'unix' && has(k));
+        if (has('unix') && withUnix.length > 0)
+          return [
+            {
+              path: ['unix'],
+              message: `unix names a local socket, not a network destination: do not combine it with ${withUnix.join(', ')}`,
+            },
+          ];
         if (
           has('group') &&
           (has('host') ||
@@ -373,6 +400,13 @@ export const guardrailSchema = s.object({
     forbidAllowAll: s.optional(s.boolean()),
     forbidMetadataEndpoints: s.optional(s.boolean()),
     forbidBroadWildcards: s.optional(s.boolean()),
+    forbidContainerSockets: s.optional(
+      s
+        .boolean()
+        .describe(
+          'No allow rule may reach a container runtime socket (docker.sock, containerd, CRI-O, Podman, BuildKit); default true.',
+        ),
+    ),
     requireEnforce: s.optional(s.boolean().describe('Every EgressPolicy must be in enforce mode.')),
     requireObserveFirst: s.optional(
       s

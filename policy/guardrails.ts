@@ -10,12 +10,14 @@ import { identityGlobMatches } from './identity.js';
 import type { PolicySet } from './parse.js';
 import type { PathSegment } from './schema-kit.js';
 import { asList } from './schema-kit.js';
+import { compileUnixPattern } from './unix.js';
 
 export interface GuardrailSettings {
   requireOwner: boolean;
   forbidAllowAll: boolean;
   forbidMetadataEndpoints: boolean;
   forbidBroadWildcards: boolean;
+  forbidContainerSockets: boolean;
   requireEnforce: boolean;
   requireObserveFirst: boolean;
   forbidDestinations: { host?: HostPattern; cidr?: Cidr; text: string; reason?: string }[];
@@ -27,6 +29,7 @@ export const DEFAULT_GUARDRAILS: Readonly<Omit<GuardrailSettings, 'forbidDestina
   forbidAllowAll: true,
   forbidMetadataEndpoints: true,
   forbidBroadWildcards: true,
+  forbidContainerSockets: true,
   requireEnforce: false,
   requireObserveFirst: false,
 };
@@ -48,6 +51,44 @@ const METADATA_HOSTS = [
   if (!parsed.ok) throw new Error(parsed.message);
   return parsed.pattern;
 });
+
+/**
+ * Container runtime API sockets at their usual places (Docker, containerd, CRI-O, Podman,
+ * BuildKit): whoever reaches one starts containers, i.e. is root on the host. An allow pattern
+ * that matches one of these addresses reaches it (`/var/run/**` as much as the path itself).
+ */
+const CONTAINER_SOCKETS = [
+  '/var/run/docker.sock',
+  '/run/docker.sock',
+  '/var/run/containerd/containerd.sock',
+  '/run/containerd/containerd.sock',
+  '/var/run/crio/crio.sock',
+  '/run/crio/crio.sock',
+  '/var/run/podman/podman.sock',
+  '/run/podman/podman.sock',
+  '/run/buildkit/buildkitd.sock',
+];
+
+/** Does the pattern match every socket path (`/**`) or every abstract name (`@*`)? */
+export function unixPatternMatchesAll(pattern: string): boolean {
+  if (pattern.startsWith('@')) return /^@\*+$/.test(pattern);
+  // Every path has at least one segment: whole-`**` segments and at most one `*` cover them all.
+  const segments = pattern.slice(1).split('/');
+  return (
+    segments.includes('**') &&
+    segments.every((s) => s === '*' || s === '**') &&
+    segments.filter((s) => s === '*').length <= 1
+  );
+}
+
+/**
+ * The socket counterpart of `*.com`: a pattern with no fixed start (a wildcard in the first path
+ * segment, or an abstract name starting with `*`) reaches sockets anywhere, of any owner.
+ */
+export function unixPatternIsBroad(pattern: string): boolean {
+  if (pattern.startsWith('@')) return pattern.charAt(1) === '*';
+  return (pattern.slice(1).split('/')[0] ?? '').includes('*');
+}
 
 /** Could some name match both patterns? */
 export function hostPatternsOverlap(a: HostPattern, b: HostPattern): boolean {
@@ -71,6 +112,7 @@ function settingsOf(set: PolicySet, errors: PolicyError[]): GuardrailSettings {
     'forbidAllowAll',
     'forbidMetadataEndpoints',
     'forbidBroadWildcards',
+    'forbidContainerSockets',
     'requireEnforce',
     'requireObserveFirst',
     'unselectedWorkloads',
@@ -121,6 +163,7 @@ function settingsOf(set: PolicySet, errors: PolicyError[]): GuardrailSettings {
 interface DestinationFacts {
   hosts: { pattern: HostPattern; path: PathSegment[] }[];
   cidrs: { cidr: Cidr; text: string; path: PathSegment[] }[];
+  unix: { pattern: string; path: PathSegment[] }[];
   unanchored: boolean;
 }
 
@@ -128,7 +171,7 @@ function destinationFacts(
   to: EgressPolicyDoc['spec']['allow'] extends (infer R)[] | undefined ? R : never,
   base: PathSegment[],
 ): DestinationFacts {
-  const facts: DestinationFacts = { hosts: [], cidrs: [], unanchored: false };
+  const facts: DestinationFacts = { hosts: [], cidrs: [], unix: [], unanchored: false };
   const d = to.to;
   const hostList = d.host === undefined ? [] : asList(d.host);
   hostList.forEach((text, i) => {
@@ -160,7 +203,12 @@ function destinationFacts(
         path: [...base, 'to', 'cidr', ...(Array.isArray(d.cidr) ? [i] : [])],
       });
   });
+  const unixList = d.unix === undefined ? [] : asList(d.unix);
+  unixList.forEach((pattern, i) => {
+    facts.unix.push({ pattern, path: [...base, 'to', 'unix', ...(Array.isArray(d.unix) ? [i] : [])] });
+  });
   facts.unanchored =
+    d.unix === undefined &&
     d.host === undefined &&
     d.url === undefined &&
     d.cidr === undefined &&
@@ -322,6 +370,41 @@ export function checkGuardrails(set: PolicySet, options: GuardrailOptions = {}):
               'forbidden-destination',
               `overlaps ${forbidden.text}, which a Guardrail forbids${forbidden.reason ? ` (${forbidden.reason})` : ''}`,
             );
+      }
+      // Sockets: no exception names them by destination, so only guardrail-wide ones apply.
+      for (const u of facts.unix) {
+        const abstract = u.pattern.startsWith('@');
+        if (unixPatternMatchesAll(u.pattern)) {
+          if (settings.forbidAllowAll && !exempt(settings, name, 'allow-all'))
+            fail(
+              u.path,
+              'allow-all',
+              `${u.pattern} allows every ${abstract ? 'abstract socket name' : 'Unix socket path'}`,
+            );
+          continue;
+        }
+        if (
+          settings.forbidBroadWildcards &&
+          unixPatternIsBroad(u.pattern) &&
+          !exempt(settings, name, 'broad-wildcard')
+        )
+          fail(
+            u.path,
+            'broad-wildcard',
+            abstract
+              ? `${u.pattern} matches names any program may take: start it with a fixed prefix, e.g. @myapp-*`
+              : `${u.pattern} is not confined to a directory: start it with the directory the socket lives in, e.g. /run/myapp/*.sock`,
+          );
+        if (settings.forbidContainerSockets && !exempt(settings, name, 'container-socket')) {
+          const match = compileUnixPattern(u.pattern);
+          const reached = CONTAINER_SOCKETS.find((socket) => match(socket));
+          if (reached)
+            fail(
+              u.path,
+              'container-socket',
+              `${u.pattern} reaches ${reached}, a container runtime's API (whoever reaches it is root on the host)`,
+            );
+        }
       }
     });
   }

@@ -1,5 +1,5 @@
 // The Bulkhead policy kernel. The in-process shim imports the dependency-free modules directly
-// (decide, bundle, keys, identity, cidr, host, path) so the YAML parser stays out of its bundle.
+// (decide, bundle, keys, identity, cidr, host, path, unix) so the YAML parser stays out of its bundle.
 export * from './bundle.js';
 export * from './canonical.js';
 export * from './cidr.js';
@@ -16,3 +16,4 @@ export * from './keys.js';
 export * from './parse.js';
 export * from './path.js';
 export * from './types.js';
+export * from './unix.js';

@@ -55,7 +55,7 @@ export interface DenyRecord {
   count: number;
   workload: WorkloadIdentity;
   /** What was attempted. `kind` says which hook saw it. */
-  kind: 'connect' | 'http' | 'dns' | 'udp' | 'exec' | 'addon' | 'worker' | 'tamper';
+  kind: 'connect' | 'http' | 'dns' | 'udp' | 'exec' | 'addon' | 'worker' | 'tamper' | 'unix';
   destination: {
     host?: string | undefined;
     ip?: string | undefined;
@@ -67,6 +67,11 @@ export interface DenyRecord {
     path?: string | undefined;
     /** For exec/addon: the executable or addon path. */
     command?: string | undefined;
+    /**
+     * For unix: the socket as decided (`normalizeUnixPath`): an absolute path or `@name`. Its own
+     * field, not `path`: an HTTP request over a socket (the Docker API) may carry both.
+     */
+    socket?: string | undefined;
   };
   decision: DecisionKind;
   mode: Mode;
@@ -124,4 +129,11 @@ export interface Decider {
   decideExec(file: string): Decision;
   /** process.dlopen: may this native addon be loaded? */
   decideAddon(path: string): Decision;
+  /**
+   * Unix-domain socket connect: may the program reach this socket? `path` is an absolute path
+   * (relative ones resolved against the process's working directory first) or `@name` for a
+   * Linux abstract socket (leading NUL written as `@`; in the name, bytes outside printable ASCII
+   * and `\` itself written `\xNN`). Normalised lexically (`normalizeUnixPath`); unreadable input is denied.
+   */
+  decideUnix(path: string): Decision;
 }

@@ -135,6 +135,7 @@ function failDecider(failMode: FailMode): Decider {
     },
     decideExec: () => deny,
     decideAddon: () => deny,
+    decideUnix: () => deny,
   };
 }
 

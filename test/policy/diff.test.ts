@@ -36,6 +36,38 @@ describe('diffPolicies', () => {
     expect(diff.workloads.map((w) => w.workload)).toEqual(['tag.app=demo']);
   });
 
+  it('a unix destination opening or closing shows, per SmartGroup and per workload pattern', () => {
+    const socketsBefore = mustParse(
+      policyYaml({
+        allow: ['to: { host: a.com }', 'to: { unix: [/run/app.sock, "@app-*"] }'],
+        deny: ['to: { unix: /var/run/docker.sock }', '{ to: { unix: "/run/**" }, mode: observe }'],
+      }),
+    );
+    const socketsAfter = mustParse(
+      policyYaml({
+        allow: ['to: { host: a.com }', 'to: { unix: [/run/app.sock, /tmp/db.sock] }'],
+        deny: ['{ to: { unix: "/run/**" }, mode: observe }'],
+      }),
+    );
+    const diff = diffPolicies(socketsBefore, socketsAfter, [parseIdentity('tag.app=demo')]);
+    expect(diff.groups[0]?.reachable).toEqual([
+      { rule: 'p/allow[1]', action: 'allow', destination: 'unix=/run/app.sock,/tmp/db.sock' },
+      { rule: 'p/deny[0]', action: 'deny', destination: 'unix=/var/run/docker.sock' },
+    ]);
+    expect(diff.groups[0]?.unreachable).toEqual([
+      { rule: 'p/allow[1]', action: 'allow', destination: 'unix=/run/app.sock,@app-*' },
+    ]);
+    const workload = diff.workloads[0];
+    expect(workload?.reachable.map((c) => [c.destination, c.rule])).toEqual([
+      ['unix=/tmp/db.sock', 'p/allow[1]'],
+      ['unix=/var/run/docker.sock', 'p/deny[0]'],
+    ]);
+    expect(workload?.unreachable.map((c) => [c.destination, c.rule])).toEqual([
+      ['unix=@app-*', 'p/allow[1]'],
+    ]);
+    expect(diffPolicies(socketsAfter, socketsAfter, [parseIdentity('tag.app=demo')]).changed).toBe(false);
+  });
+
   it('reports a mode flip and added groups', () => {
     const after = mustParse(
       `${policyYaml({ mode: 'observe', allow: ['to: { host: a.com, port: 443 }', 'to: { host: b.com }'], deny: ['to: { host: x.com }'] })}`,

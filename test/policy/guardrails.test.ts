@@ -35,6 +35,17 @@ describe('built-in guardrails', () => {
     ['to: { host: "*.co.uk" }', 'broad-wildcard', 'spec.allow[0].to.host'],
     ['to: { host: "*.amazonaws.com" }', 'broad-wildcard', 'spec.allow[0].to.host'],
     ['to: { url: "https://*.github.io/x/**" }', 'broad-wildcard', 'spec.allow[0].to.url'],
+    ['to: { unix: "/**" }', 'allow-all', 'spec.allow[0].to.unix'],
+    ['to: { unix: [/run/ok.sock, "/**/*"] }', 'allow-all', 'spec.allow[0].to.unix[1]'],
+    ['to: { unix: "@*" }', 'allow-all', 'spec.allow[0].to.unix'],
+    ['to: { unix: "/**/app.sock" }', 'broad-wildcard', 'spec.allow[0].to.unix'],
+    ['to: { unix: "/*/app.sock" }', 'broad-wildcard', 'spec.allow[0].to.unix'],
+    ['to: { unix: "@*-bus" }', 'broad-wildcard', 'spec.allow[0].to.unix'],
+    ['to: { unix: /var/run/docker.sock }', 'container-socket', 'spec.allow[0].to.unix'],
+    ['to: { unix: "/var/run/**" }', 'container-socket', 'spec.allow[0].to.unix'],
+    ['to: { unix: "/run/*.sock" }', 'container-socket', 'spec.allow[0].to.unix'],
+    ['to: { unix: "/run/containerd/*" }', 'container-socket', 'spec.allow[0].to.unix'],
+    ['to: { unix: "/**/docker.sock" }', 'container-socket', 'spec.allow[0].to.unix'],
   ])('%s breaks %s at %s', (rule, guardrailId, path) => {
     const found = breaks(policyYaml({ allow: [rule] }));
     expect(found.map((b) => [b.guardrail, b.path])).toContainEqual([guardrailId, path]);
@@ -44,9 +55,50 @@ describe('built-in guardrails', () => {
     expect(
       breaks(
         policyYaml({
-          deny: ['to: { cidr: 0.0.0.0/0 }', 'to: { cidr: 169.254.0.0/16 }', 'to: { host: "*.com" }'],
+          deny: [
+            'to: { cidr: 0.0.0.0/0 }',
+            'to: { cidr: 169.254.0.0/16 }',
+            'to: { host: "*.com" }',
+            'to: { unix: ["/**", "@*", /var/run/docker.sock] }',
+          ],
         }),
       ),
+    ).toEqual([]);
+  });
+
+  it('unix: a narrow socket allow passes, and a socket rule is not "every destination"', () => {
+    expect(
+      breaks(
+        policyYaml({
+          allow: ['to: { unix: [/var/run/app.sock, /tmp/app-*.sock, "/run/myapp/**", "@myapp-*", "@*"] }'],
+        }),
+      ).map((b) => [b.guardrail, b.path]),
+    ).toEqual([['allow-all', 'spec.allow[0].to.unix[4]']]);
+    expect(breaks(policyYaml({ allow: ['to: { unix: "/run/myapp/*.sock" }'] }))).toEqual([]);
+  });
+
+  it('unix guardrails switch off like the others, and yield to a guardrail-wide exception', () => {
+    const docker = policyYaml({ allow: ['to: { unix: /var/run/docker.sock }'] });
+    expect(breaks(docker + guardrail('  forbidContainerSockets: false'))).toEqual([]);
+    expect(
+      breaks(
+        docker +
+          guardrail(
+            '  exceptions:\n    - { policy: p, guardrails: [container-socket], reason: builds images (Docker-in-Docker) }',
+          ),
+      ),
+    ).toEqual([]);
+    // An exception naming hosts or CIDRs only does not reach sockets.
+    expect(
+      breaks(
+        docker +
+          guardrail(
+            '  exceptions:\n    - { policy: p, guardrails: [container-socket], hosts: [docker.example.com], reason: r }',
+          ),
+      ).map((b) => b.guardrail),
+    ).toEqual(['container-socket']);
+    expect(
+      breaks(policyYaml({ allow: ['to: { unix: "/**" }'] }) + guardrail('  forbidAllowAll: false')),
     ).toEqual([]);
   });
 

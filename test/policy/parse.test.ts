@@ -87,6 +87,107 @@ spec:
     ]);
   });
 
+  it('unix destinations: each malformed pattern is an error at its line and column, saying what is wrong', () => {
+    const rules = [
+      'to: { unix: run/app.sock }',
+      'to: { unix: "" }',
+      'to: { unix: "/run/app\\0.sock" }',
+      'to: { unix: /tmp/../var/run/docker.sock }',
+      'to: { unix: [/run/ok.sock, /run//app.sock] }',
+      'to: { unix: /run/app/ }',
+      'to: { unix: /run/./app.sock }',
+      'to: { unix: "/run/app**.sock" }',
+      'to: { unix: "@" }',
+      'to: { unix: /, }',
+      'to: { unix: [] }',
+      'to: { unix: /run/app.sock, host: a.com, port: 443 }',
+      'to: { unix: /run/app.sock, paths: [/x] }',
+    ];
+    const text = policyYaml({ allow: rules.slice(0, 7), deny: rules.slice(7) });
+    const errors = errorsOf(text);
+    const lines = text.split('\n');
+    const at = (e: (typeof errors)[number]) => lines[e.line - 1]?.slice(e.column - 1);
+    const found = errors.map((e) => [e.path, e.message, at(e)]);
+    expect(found).toEqual([
+      [
+        'spec.allow[0].to.unix',
+        'expected an absolute socket path ("/var/run/app.sock") or an abstract socket name ("@name"), got "run/app.sock"',
+        expect.stringMatching(/^run\/app\.sock/),
+      ],
+      ['spec.allow[1].to.unix', 'must not be empty', expect.stringMatching(/^""/)],
+      [
+        'spec.allow[2].to.unix',
+        'must not contain a NUL byte (write an abstract socket name as "@name")',
+        expect.stringMatching(/^"\/run\/app/),
+      ],
+      [
+        'spec.allow[3].to.unix',
+        '".." segments are not allowed: write the path they lead to, got "/tmp/../var/run/docker.sock"',
+        expect.stringMatching(/^\/tmp\/\.\./),
+      ],
+      [
+        'spec.allow[4].to.unix[1]',
+        'path is not normal ("//", "." segments or a trailing "/"): "/run//app.sock" reads as "/run/app.sock"',
+        expect.stringMatching(/^\/run\/\/app/),
+      ],
+      [
+        'spec.allow[5].to.unix',
+        'path is not normal ("//", "." segments or a trailing "/"): "/run/app/" reads as "/run/app"',
+        expect.stringMatching(/^\/run\/app\//),
+      ],
+      [
+        'spec.allow[6].to.unix',
+        'path is not normal ("//", "." segments or a trailing "/"): "/run/./app.sock" reads as "/run/app.sock"',
+        expect.stringMatching(/^\/run\/\.\//),
+      ],
+      [
+        'spec.deny[0].to.unix',
+        '"**" must be a whole segment ("/a/**/b"); use "*" within a segment, got "/run/app**.sock"',
+        expect.stringMatching(/^"\/run\/app\*\*/),
+      ],
+      [
+        'spec.deny[1].to.unix',
+        'the abstract socket name after "@" must not be empty',
+        expect.stringMatching(/^"@"/),
+      ],
+      [
+        'spec.deny[2].to.unix',
+        '"/" is a directory, not a socket ("/**" is every path)',
+        expect.stringMatching(/^\/,/),
+      ],
+      ['spec.deny[3].to.unix', 'expected at least 1 item(s)', expect.stringMatching(/^\[\]/)],
+      [
+        'spec.deny[4].to.unix',
+        'unix names a local socket, not a network destination: do not combine it with host, port',
+        expect.stringMatching(/^\/run\/app\.sock, host/),
+      ],
+      [
+        'spec.deny[5].to.unix',
+        'unix names a local socket, not a network destination: do not combine it with paths',
+        expect.stringMatching(/^\/run\/app\.sock, paths/),
+      ],
+    ]);
+    expect(formatPolicyError(errors[0] as never)).toMatch(
+      /^payments\.yaml:\d+:\d+ spec\.allow\[0\]\.to\.unix: expected an absolute socket path/,
+    );
+  });
+
+  it('unix destinations: paths, globs and abstract names parse, alone or as a list', () => {
+    const set = mustParse(
+      policyYaml({
+        allow: [
+          'to: { unix: /var/run/app.sock }',
+          'to: { unix: [/tmp/app-*.sock, "/run/**", "@my-abstract-name", "@dbus-*", /run/a..b/.x.sock] }',
+        ],
+        deny: ['{ to: { unix: /var/run/docker.sock }, mode: observe }'],
+      }),
+    );
+    expect(set.policies[0]?.spec.allow?.map((r) => r.to.unix)).toEqual([
+      '/var/run/app.sock',
+      ['/tmp/app-*.sock', '/run/**', '@my-abstract-name', '@dbus-*', '/run/a..b/.x.sock'],
+    ]);
+  });
+
   it('rejects duplicate keys, wrong apiVersion and kind, and names duplicates', () => {
     expect(errorsOf('apiVersion: bulkhead.dev/v1\napiVersion: x\n')[0]?.message).toMatch(
       /[Uu]nique|duplicate/,
@@ -191,6 +292,7 @@ e: [*d, *d, *d, *d, *d, *d, *d, *d, *d]
         'buckets',
         'functions',
         'regions',
+        'unix',
         'x',
       ),
       anyValue,

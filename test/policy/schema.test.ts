@@ -56,6 +56,10 @@ describe('JSON Schema', () => {
         '10.0.0.0/8',
         's3',
         'b',
+        '/var/run/app.sock',
+        '/run/**',
+        '@app-*',
+        'run/x.sock',
       ),
       fc.array(fc.constantFrom('api.example.com', 443, 'GET', '/x', 'tcp'), { minLength: 1, maxLength: 2 }),
     );
@@ -71,6 +75,7 @@ describe('JSON Schema', () => {
         'aws',
         'buckets',
         'regions',
+        'unix',
       ),
       value,
       { minKeys: 1, maxKeys: 3 },
