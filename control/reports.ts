@@ -3,7 +3,7 @@
 // from the known fields only, so nothing unvalidated reaches the forensic log.
 import type { DenyRecord, Protocol, WorkloadIdentity } from '../policy/types.js';
 
-const KINDS = new Set(['connect', 'http', 'dns', 'udp', 'exec', 'addon', 'worker', 'tamper']);
+const KINDS = new Set(['connect', 'http', 'dns', 'udp', 'exec', 'addon', 'worker', 'tamper', 'unix']);
 const PROTOCOLS = new Set(['tcp', 'udp', 'http', 'https', 'dns']);
 const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 // ISO-8601 date-time with a zone, the only form shims produce.
@@ -101,6 +101,8 @@ export function validateDenyRecord(input: unknown): ValidatedRecord {
   if (path !== undefined) destination.path = path;
   const command = optionalText(destinationInput.command, 'destination.command', 8192);
   if (command !== undefined) destination.command = command;
+  const socket = optionalText(destinationInput.socket, 'destination.socket', 8192);
+  if (socket !== undefined) destination.socket = socket;
 
   const record: DenyRecord = {
     id,

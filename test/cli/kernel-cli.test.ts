@@ -175,6 +175,64 @@ describe('bulkhead policy explain', () => {
     expect(text.stdout).toContain('DENY (enforce, blocked) by payments-egress/deny[0]');
   });
 
+  it('--unix decides a Unix-socket connect: paths (normalised) and abstract names', () => {
+    const file = join(dir, 'sockets.yaml');
+    writeFileSync(
+      file,
+      [
+        'apiVersion: bulkhead.dev/v1',
+        'kind: SmartGroup',
+        'metadata: { name: app }',
+        'spec: { match: { name: fn } }',
+        '---',
+        'apiVersion: bulkhead.dev/v1',
+        'kind: EgressPolicy',
+        'metadata: { name: sockets }',
+        'spec:',
+        '  appliesTo: [app]',
+        '  mode: enforce',
+        '  owner: team',
+        '  allow:',
+        '    - to: { unix: [/run/app/db.sock, "@app-*"] }',
+        '',
+      ].join('\n'),
+    );
+    const allowed = run(
+      'policy',
+      'explain',
+      file,
+      '--workload',
+      'name=fn',
+      '--unix',
+      '/tmp/../run/app/db.sock',
+    );
+    expect(allowed.code, allowed.stderr).toBe(0);
+    expect(allowed.stdout).toMatch(/^ALLOW \(enforce\) by sockets\/allow\[0\]: unix \/run\/app\/db\.sock\n/);
+    const denied = run(
+      'policy',
+      'explain',
+      file,
+      '--workload',
+      'name=fn',
+      '--unix',
+      '/var/run/docker.sock',
+      '--json',
+    );
+    expect(JSON.parse(denied.stdout)).toMatchObject({
+      decision: 'deny',
+      rule: 'default-deny',
+      blocked: true,
+      request: { unix: '/var/run/docker.sock' },
+    });
+    const abstract = run('policy', 'explain', file, '--workload', 'name=fn', '--unix', '@app-bus', '--json');
+    expect(JSON.parse(abstract.stdout)).toMatchObject({ decision: 'allow', rule: 'sockets/allow[0]' });
+    expect(run('policy', 'explain', file, '--workload', 'name=fn', '--unix', 'db.sock').code).toBe(2);
+    expect(
+      run('policy', 'explain', file, '--workload', 'name=fn', '--unix', '/x.sock', '--dest', 'a.com:443')
+        .code,
+    ).toBe(2);
+  });
+
   it('usage errors exit 2', () => {
     expect(run('policy', 'explain', example, '--workload', workload).code).toBe(2);
     expect(run('policy', 'explain', example, '--url', 'https://x.com/').code).toBe(2);

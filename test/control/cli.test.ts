@@ -182,6 +182,22 @@ describe('bulkhead control CLI', () => {
     follower.kill('SIGINT');
     const code = await new Promise((r) => follower.once('exit', r));
     expect(code).toBe(0);
+
+    // A Unix-socket record is stored and reads as unix:<socket>.
+    const socket = {
+      ...report('cli-3', 'unused'),
+      kind: 'unix',
+      destination: { socket: '/var/run/docker.sock' },
+      rule: 'sockets/deny[0]',
+    };
+    expect((await post([socket])).status).toBe(202);
+    const unixTable = await runCli(['denies', '--control', url, '--rule', 'sockets/deny[0]'], {
+      BULKHEAD_TOKEN: admin,
+    });
+    expect(unixTable.code, unixTable.stderr).toBe(0);
+    expect(unixTable.stdout).toMatch(
+      /charge-card\s+unix:\/var\/run\/docker\.sock\s+deny\/enforce\s+sockets\/deny\[0\]\s+r1/,
+    );
   });
 
   it('stops cleanly on SIGTERM', async () => {

@@ -16,13 +16,14 @@ const validRecord = fc.record({
   workload: fc.dictionary(fc.stringMatching(/^[a-z.]{1,20}$/), fc.string({ minLength: 1, maxLength: 40 }), {
     maxKeys: 6,
   }),
-  kind: fc.constantFrom('connect', 'http', 'dns', 'udp', 'exec', 'addon', 'worker', 'tamper'),
+  kind: fc.constantFrom('connect', 'http', 'dns', 'udp', 'exec', 'addon', 'worker', 'tamper', 'unix'),
   destination: fc.record(
     {
       host: fc.domain(),
       port: fc.integer({ min: 0, max: 65535 }),
       protocol: fc.constantFrom('tcp', 'udp', 'http', 'https', 'dns'),
       path: fc.webPath().filter((p) => p.length > 0),
+      socket: fc.constantFrom('/var/run/docker.sock', '@dbus-1', '/tmp/app.sock'),
     },
     { requiredKeys: [] },
   ),
@@ -41,6 +42,7 @@ describe('deny record validation', () => {
         expect(timeMs).toBe(Date.parse(input.time));
         expect(record.workload).toEqual(input.workload);
         expect(record.destination.port).toBe(input.destination.port);
+        expect(record.destination.socket).toBe(input.destination.socket);
       }),
     );
   });
@@ -54,6 +56,27 @@ describe('deny record validation', () => {
           expect(error).toBeInstanceOf(RecordError);
         }
       }),
+    );
+  });
+
+  it('accepts a unix record: the socket in destination.socket', () => {
+    const { record } = validateDenyRecord({
+      id: 'u-1',
+      time: '2026-11-28T03:00:00Z',
+      workload: { name: 'a' },
+      kind: 'unix',
+      destination: { socket: '/var/run/docker.sock' },
+      decision: 'deny',
+      mode: 'enforce',
+      rule: 'default-deny',
+      revision: 4,
+    });
+    expect(record).toMatchObject({ kind: 'unix', destination: { socket: '/var/run/docker.sock' } });
+    expect(() => validateDenyRecord({ ...record, destination: { socket: '' } })).toThrow(
+      /^destination\.socket: /,
+    );
+    expect(() => validateDenyRecord({ ...record, destination: { socket: 7 } })).toThrow(
+      /^destination\.socket: /,
     );
   });
 

@@ -89,7 +89,7 @@ export const bundleBuildCommand: Command = {
       revision,
       scope: policy.scope.id,
       keyId: envelope.signatures[0]?.keyid,
-      rules: policy.rules.length,
+      rules: policy.rules.length + (policy.unix?.rules.length ?? 0),
       mode: policy.mode,
       fallback: policy.fallback,
       bytes: Buffer.byteLength(text),
@@ -157,7 +157,7 @@ export const bundleVerifyCommand: Command = {
       issuedAt: p.issuedAt,
       expiresAt: p.expiresAt,
       mode: p.policy.mode,
-      rules: p.policy.rules.length,
+      rules: p.policy.rules.length + (p.policy.unix?.rules.length ?? 0),
     };
     if (json) io.out(JSON.stringify(summary));
     else

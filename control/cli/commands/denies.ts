@@ -27,7 +27,14 @@ export function timeArgument(text: string, name: string, nowMs = Date.now()): st
 interface DenyView {
   time: string;
   workload: Record<string, string>;
-  destination: { host?: string; ip?: string; port?: number; path?: string; command?: string };
+  destination: {
+    host?: string;
+    ip?: string;
+    port?: number;
+    path?: string;
+    command?: string;
+    socket?: string;
+  };
   decision: string;
   mode: string;
   rule: string;
@@ -36,10 +43,14 @@ interface DenyView {
   origin?: { package?: string; file?: string; line?: number };
 }
 
-function row(record: DenyView): string[] {
+/** One table row; exported for tests. A socket reads `unix:/var/run/docker.sock` (or `unix:@name`). */
+export function denyRow(record: DenyView): string[] {
   const d = record.destination;
   const target =
-    d.command ?? `${d.host ?? d.ip ?? '?'}${d.port !== undefined ? `:${d.port}` : ''}${d.path ?? ''}`;
+    d.command ??
+    (d.socket !== undefined
+      ? `unix:${d.socket}${d.path !== undefined ? ` ${d.path}` : ''}`
+      : `${d.host ?? d.ip ?? '?'}${d.port !== undefined ? `:${d.port}` : ''}${d.path ?? ''}`);
   const who =
     record.workload.name ??
     Object.entries(record.workload)
@@ -118,7 +129,7 @@ export const deniesCommand: Command = {
     const print = (batch: DenyView[], header: boolean) => {
       if (json) for (const record of batch) io.out(JSON.stringify(record));
       else if (batch.length > 0) {
-        const rows = batch.map(row);
+        const rows = batch.map(denyRow);
         io.out(
           header
             ? table([['TIME', 'WORKLOAD', 'DESTINATION', 'DECISION', 'RULE', 'REV', 'ORIGIN'], ...rows])

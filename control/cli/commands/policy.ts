@@ -10,6 +10,7 @@ import {
   type DecisionRequest,
   diffPolicies,
   formatPolicyError,
+  normalizeUnixPath,
   type PolicyDiff,
   type PolicyError,
   type PolicySet,
@@ -160,11 +161,47 @@ function requestFromUrl(text: string, method: string | undefined): DecisionReque
   };
 }
 
-const explainUsage = `Usage: bulkhead policy explain FILES_OR_DIRS... --workload k=v,... (--url URL [--method M] | --dest HOST_OR_IP:PORT[/tcp|/udp|/dns]) [--json]
+const explainUsage = `Usage: bulkhead policy explain FILES_OR_DIRS... --workload k=v,... (--url URL [--method M] | --dest HOST_OR_IP:PORT[/tcp|/udp|/dns] | --unix SOCKET) [--json]
 
 Compiles the policy for that workload and decides the request as the shim would. With --json prints one
 object: {"decision":"allow"|"deny","mode":"enforce"|"observe","rule":"...","blocked":bool,"dns":{...},...}.
+--unix decides a Unix-domain socket connect: an absolute path (/var/run/docker.sock) or @name for a Linux
+abstract socket.
 Exit 0 when the request was explained (allowed or denied), 1 when the policy does not check, 2 on usage errors.`;
+
+/** Explain one Unix-socket connect (the shim's decideUnix). */
+function explainUnix(
+  text: string,
+  set: PolicySet,
+  identity: WorkloadIdentity,
+  json: boolean,
+  io: CliIO,
+): number {
+  const compiled = compilePolicy(set, identity);
+  const decision = createDecider(compiled).decideUnix(text);
+  const result = {
+    decision: decision.decision,
+    mode: decision.mode,
+    rule: decision.rule,
+    blocked: decision.blocked,
+    request: { unix: normalizeUnixPath(text) ?? text },
+    scope: scopeOf(set, identity),
+    groups: compiled.scope.groups.map((g) => g.name),
+    policies: compiled.policies.map((p) => p.name),
+    workloadMode: compiled.mode,
+    fallback: compiled.fallback,
+  };
+  if (json) io.out(JSON.stringify(result));
+  else {
+    io.out(
+      `${decision.decision.toUpperCase()} (${decision.mode}${decision.blocked ? ', blocked' : decision.decision === 'deny' ? ', not blocked' : ''}) by ${decision.rule}: unix ${result.request.unix}`,
+    );
+    io.out(
+      `  workload in ${result.groups.join(', ') || 'no SmartGroup'}; policies: ${compiled.policies.map((p) => `${p.name} (${p.mode})`).join(', ') || `none (unselected default: ${compiled.fallback === 'allow' ? 'allow' : compiled.mode})`}`,
+    );
+  }
+  return EXIT_OK;
+}
 
 export const policyExplainCommand: Command = {
   path: ['policy', 'explain'],
@@ -176,6 +213,7 @@ export const policyExplainCommand: Command = {
     url: { type: 'string' },
     method: { type: 'string' },
     dest: { type: 'string' },
+    unix: { type: 'string' },
     json: { type: 'boolean' },
   },
   async run(args, io) {
@@ -183,12 +221,23 @@ export const policyExplainCommand: Command = {
     const identity = identityOption(args);
     const url = typeof args.values.url === 'string' ? args.values.url : undefined;
     const dest = typeof args.values.dest === 'string' ? args.values.dest : undefined;
-    if ((url === undefined) === (dest === undefined))
-      throw new UsageError('give exactly one of --url or --dest');
+    const unix = typeof args.values.unix === 'string' ? args.values.unix : undefined;
+    if ([url, dest, unix].filter((v) => v !== undefined).length !== 1)
+      throw new UsageError('give exactly one of --url, --dest or --unix');
     const method = typeof args.values.method === 'string' ? args.values.method : undefined;
     if (method !== undefined && url === undefined) throw new UsageError('--method needs --url');
     if (method !== undefined && !/^[A-Za-z]{1,20}$/.test(method))
       throw new UsageError('--method: expected an HTTP method');
+    if (unix !== undefined) {
+      // The shim resolves a relative path before asking; here the author must say which one.
+      if (normalizeUnixPath(unix) === undefined)
+        throw new UsageError(
+          `--unix: expected an absolute socket path or @name, got ${JSON.stringify(unix)}`,
+        );
+      const set = loadPolicySet(args.positionals, io, { json });
+      if (!set) return EXIT_FAILURE;
+      return explainUnix(unix, set, identity, json, io);
+    }
     const request = url !== undefined ? requestFromUrl(url, method) : parseDestination(dest as string);
     const set = loadPolicySet(args.positionals, io, { json });
     if (!set) return EXIT_FAILURE;
