@@ -166,7 +166,7 @@ export class RecordQueue {
   add(input: RecordInput): void {
     try {
       const d = input.destination;
-      const key = `${input.kind}|${input.decision}|${input.mode}|${input.rule}|${input.revision}|${d.host}|${d.ip}|${d.port}|${d.protocol}|${d.sni}|${d.method}|${d.path}|${d.command}|${input.invocationId}`;
+      const key = `${input.kind}|${input.decision}|${input.mode}|${input.rule}|${input.revision}|${d.host}|${d.ip}|${d.port}|${d.protocol}|${d.sni}|${d.method}|${d.path}|${d.command}|${d.socket}|${input.invocationId}`;
       const now = new Date().toISOString();
       const existing = callOriginal(mapGet, this.#byKey, [key]) as Pending | undefined;
       if (existing) {
