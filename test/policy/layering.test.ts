@@ -5,7 +5,18 @@ import { build } from 'esbuild';
 import { describe, expect, it } from 'vitest';
 
 const root = join(import.meta.dirname, '../..');
-const shimFacing = ['decide', 'bundle', 'keys', 'identity', 'host', 'cidr', 'path', 'compiled', 'canonical'];
+const shimFacing = [
+  'decide',
+  'bundle',
+  'keys',
+  'identity',
+  'host',
+  'cidr',
+  'path',
+  'unix',
+  'compiled',
+  'canonical',
+];
 
 describe('kernel layering', () => {
   it.each(shimFacing)('policy/%s.ts bundles from node: built-ins and policy/ only', async (name) => {
