@@ -1,0 +1,165 @@
+"""Start-up: what sitecustomize runs. Adds the audit hook and arranges for the L7 wrappers to be put on
+`socket`, `ssl` and `http.client` when those modules are imported (importing them here would cost every
+interpreter start-up several milliseconds). Everything else — configuration, bundle, keys, decision
+engine, record queue — is built at the first governed operation.
+
+Start-up budget: this module and the hook module are all that load at start-up."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from importlib.abc import Loader, MetaPathFinder
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+from typing import Any
+
+from .hooks import audit
+
+_lock = threading.Lock()
+_shim: Any = None
+_installed = False
+#: Wrappers the audit hook checks are still in place before each network operation.
+_wrappers: dict[str, tuple[Any, str, Any]] = {}
+
+
+def log(line: str) -> None:
+    try:
+        sys.stderr.write(f'bulkhead: {line}\n')
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def get_shim() -> Any:
+    """The process's core, built on first use (thread-safe)."""
+    global _shim
+    shim = _shim
+    if shim is not None:
+        return shim
+    with _lock:
+        if _shim is None:
+            from .core import Shim
+
+            _shim = Shim(log)
+        return _shim
+
+
+def _is_internal() -> bool:
+    if audit.in_handler():
+        return True
+    shim = _shim
+    if shim is None:
+        return False
+    ident = threading.get_ident()
+    return ident == shim.queue.thread_ident or ident == getattr(shim, 'watch_thread_ident', None)
+
+
+def _integrity() -> str | None:
+    for name, (owner, attribute, wrapper) in _wrappers.items():
+        if getattr(owner, attribute, None) is not wrapper:
+            return f'{name} was replaced'
+    return None
+
+
+def _native_exempt_dirs() -> tuple[str, ...]:
+    """The standard library's own extension modules (lib-dynload) and the shim's folder."""
+    dirs = {os.path.join(os.path.dirname(os.path.abspath(__file__)), '')}
+    for entry in sys.path:
+        if entry.endswith('lib-dynload'):
+            dirs.add(os.path.join(entry, ''))
+    return tuple(sorted(dirs))
+
+
+def _patch_socket(module: ModuleType) -> None:
+    from .hooks import dns
+
+    import _socket
+
+    for wrapper in dns.install(module, _socket, get_shim):
+        _wrappers[f'_socket.{wrapper.__name__}'] = (_socket, wrapper.__name__, wrapper)
+
+
+def _patch_ssl(module: ModuleType) -> None:
+    from .hooks import tls
+
+    for wrapper in tls.install(module, get_shim):
+        _wrappers[f'ssl.SSLContext.{wrapper.__name__}'] = (module.SSLContext, wrapper.__name__, wrapper)
+
+
+def _patch_http_client(module: ModuleType) -> None:
+    from .hooks import http
+
+    wrapper = http.install(module, get_shim)
+    _wrappers['http.client.HTTPConnection.endheaders'] = (module.HTTPConnection, 'endheaders', wrapper)
+
+
+_PATCHES: dict[str, Callable[[ModuleType], None]] = {
+    'socket': _patch_socket,
+    'ssl': _patch_ssl,
+    'http.client': _patch_http_client,
+}
+
+
+class _PatchingLoader(Loader):
+    def __init__(self, loader: Loader, patch: Callable[[ModuleType], None]) -> None:
+        self._loader = loader
+        self._patch = patch
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        self._patch(module)
+
+
+class _PatchingFinder(MetaPathFinder):
+    """Finds nothing itself: hands `socket`, `ssl` and `http.client` to the other finders and wraps the
+    loader so the module is patched the moment it has executed, before anyone can use it."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        patch = _PATCHES.get(fullname)
+        if patch is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self:
+                continue
+            find = getattr(finder, 'find_spec', None)
+            spec = find(fullname, path, target) if find is not None else None
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _PatchingLoader(spec.loader, patch)
+                return spec
+        return None
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    governor = audit.Governor(get_shim, _native_exempt_dirs())
+    governor.integrity = _integrity
+    sys.addaudithook(audit.make_hook(governor, _is_internal))
+    for name, patch in _PATCHES.items():
+        if name in sys.modules:
+            patch(sys.modules[name])
+    sys.meta_path.insert(0, _PatchingFinder())
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def _after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+    if _shim is not None:
+        _shim.after_fork_in_child()
+
+
+def status() -> dict[str, Any]:
+    """The shim's state (revision, mode, fail mode, queue counts) for wrappers and tests."""
+    return dict(get_shim().status())

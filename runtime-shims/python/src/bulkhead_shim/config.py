@@ -1,0 +1,130 @@
+"""The shim's configuration, read once from the environment (docs/contracts.md §2, the same variables
+as the Node shim), and the endpoints that are exempt from policy by construction: the Lambda Runtime
+API, the extension's local endpoint, the report sink and the control API. Nothing else is exempt."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+from .identity import detect_identity
+from .kernel.cidr import normalize_ip
+from .kernel.identity import parse_identity
+
+FailMode = Literal['closed', 'observe']
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Lower-case host name or normalised IP literal, and a port."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    kind: Literal['spool', 'http']
+    target: str
+
+
+@dataclass(slots=True)
+class ShimConfig:
+    bundle_file: str | None
+    trusted_keys: list[str]
+    workload: dict[str, str]
+    report: Report | None
+    token: str | None
+    fail_mode: FailMode
+    exempt: list[Endpoint]
+    #: Configuration problems, one line each, logged at install (never fatal: the fail mode governs).
+    problems: list[str] = field(default_factory=list)
+
+
+def host_key(host: str) -> str:
+    """The form exempt hosts are compared in: IP literals normalised, names lower-case, no trailing dot."""
+    bare = host[1:-1] if host.startswith('[') and host.endswith(']') else host
+    ip = normalize_ip(bare)
+    return ip if ip is not None else bare.lower().rstrip('.')
+
+
+def _endpoint_of_url(text: str, problems: list[str], variable: str) -> Endpoint | None:
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError:
+        problems.append(f'{variable} is not a URL')
+        return None
+    if url.scheme not in ('http', 'https') or not url.hostname:
+        problems.append(f'{variable} must be an http(s) URL')
+        return None
+    return Endpoint(host_key(url.hostname), port or (443 if url.scheme == 'https' else 80))
+
+
+_HOST_PORT = re.compile(r'^\[?([^\]]*?)\]?:(\d{1,5})$')
+
+
+def _endpoint_of_host_port(text: str, problems: list[str], variable: str) -> Endpoint | None:
+    match = _HOST_PORT.match(text.strip())
+    port = int(match.group(2)) if match else 0
+    if not match or not match.group(1) or not 0 < port < 65536:
+        problems.append(f'{variable} is not host:port')
+        return None
+    return Endpoint(host_key(match.group(1)), port)
+
+
+def read_config(env: Mapping[str, str] | None = None) -> ShimConfig:
+    source = os.environ if env is None else env
+    problems: list[str] = []
+    exempt: list[Endpoint] = []
+
+    def add(endpoint: Endpoint | None) -> None:
+        if endpoint is not None:
+            exempt.append(endpoint)
+
+    if source.get('AWS_LAMBDA_RUNTIME_API'):
+        add(_endpoint_of_host_port(source['AWS_LAMBDA_RUNTIME_API'], problems, 'AWS_LAMBDA_RUNTIME_API'))
+    if source.get('BULKHEAD_EXTENSION_URL'):
+        add(_endpoint_of_url(source['BULKHEAD_EXTENSION_URL'], problems, 'BULKHEAD_EXTENSION_URL'))
+    if source.get('BULKHEAD_CONTROL_URL'):
+        add(_endpoint_of_url(source['BULKHEAD_CONTROL_URL'], problems, 'BULKHEAD_CONTROL_URL'))
+
+    report: Report | None = None
+    report_text = source.get('BULKHEAD_REPORT', '').strip()
+    if report_text:
+        if re.match(r'^https?://', report_text, re.IGNORECASE):
+            endpoint = _endpoint_of_url(report_text, problems, 'BULKHEAD_REPORT')
+            if endpoint is not None:
+                add(endpoint)
+                report = Report('http', report_text)
+        else:
+            report = Report('spool', report_text)
+
+    fail_mode: FailMode = 'closed'
+    fail_text = source.get('BULKHEAD_FAIL_MODE', '').strip().lower()
+    if fail_text in ('observe', 'open'):
+        fail_mode = 'observe'
+    elif fail_text and fail_text != 'closed':
+        problems.append(f'BULKHEAD_FAIL_MODE {fail_text!r} is not closed|observe; using closed')
+
+    trusted = [s.strip() for s in source.get('BULKHEAD_TRUSTED_KEYS', '').split(',') if s.strip()]
+    workload_text = source.get('BULKHEAD_WORKLOAD')
+    if workload_text:
+        try:
+            parse_identity(workload_text)
+        except ValueError as error:
+            problems.append(f'BULKHEAD_WORKLOAD: {error}')
+    return ShimConfig(
+        bundle_file=source.get('BULKHEAD_BUNDLE_FILE', '').strip() or None,
+        trusted_keys=trusted,
+        workload=detect_identity(source),
+        report=report,
+        token=source.get('BULKHEAD_TOKEN') or None,
+        fail_mode=fail_mode,
+        exempt=exempt,
+        problems=problems,
+    )

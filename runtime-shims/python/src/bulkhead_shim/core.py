@@ -1,0 +1,373 @@
+"""The process-wide enforcement core: holds the verified bundle (or the fail mode), decides every hook's
+question through the kernel, binds DNS answers to names, and queues deny records. One instance per
+interpreter, built at the first governed operation (not at start-up: a process that never reaches out
+pays nothing for the bundle), then reloaded when the bundle file changes."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .config import Endpoint, ShimConfig, host_key, read_config
+from .kernel.bundle import VerifyFailure, scope_mismatch, verify_bundle
+from .kernel.cidr import normalize_ip
+from .kernel.decide import Decider, Decision, create_decider
+from .kernel.host import classify_host
+from .kernel.keys import TrustedKey, load_trusted_keys
+from .origin import capture_origin
+from .records import HttpSink, RecordQueue, Sink, SpoolSink
+
+Log = Callable[[str], None]
+Kind = Literal['connect', 'http', 'dns', 'udp', 'exec', 'addon', 'unix', 'tamper']
+
+EXEMPT = Decision('allow', 'enforce', False, 'exempt')
+TAMPERED = Decision('deny', 'enforce', True, 'tamper')
+
+#: Seconds between checks of the bundle file for a new revision (a daemon thread, off the hot path).
+WATCH_INTERVAL = 0.25
+#: Longest time interpreter exit waits for deny records to reach an HTTP sink.
+EXIT_FLUSH_SECONDS = 2.0
+
+
+def _is_sensitive_address(ip: str) -> bool:
+    """Cloud metadata and link-local: an allowed name whose answer is one of these (rebinding) is decided
+    by address, so only a CIDR rule opens it (as in the Node shim)."""
+    return (
+        ip.startswith('169.254.') or ip.startswith('fe80:') or ip == 'fd00:ec2::254' or ip == '100.100.100.200'
+    )
+
+
+class FailDecider:
+    """What decides while no valid bundle is held: everything but the exempt endpoints is denied (closed)
+    or would be (observe)."""
+
+    __slots__ = ('_deny', '_literal', 'allows_addresses', 'mode', 'revision')
+
+    def __init__(self, fail_mode: str) -> None:
+        closed = fail_mode == 'closed'
+        self.mode = 'enforce' if closed else 'observe'
+        self.revision = -1
+        self.allows_addresses = False
+        self._deny = Decision('deny', self.mode, closed, 'fail-closed' if closed else 'fail-observe')
+        self._literal = Decision('allow', self.mode, False, 'ip-literal')
+
+    def decide(self, *args: Any, **kwargs: Any) -> Decision:
+        return self._deny
+
+    def decide_name(self, host: str) -> Decision:
+        kind = classify_host(host)
+        return self._literal if kind is not None and kind[0] == 'ip' else self._deny
+
+    def decide_exec(self, file: str) -> Decision:
+        return self._deny
+
+    def decide_addon(self, path: str) -> Decision:
+        return self._deny
+
+    def decide_unix(self, path: str) -> Decision:
+        return self._deny
+
+
+class Shim:
+    def __init__(self, log: Log, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self.config: ShimConfig = read_config(env)
+        for problem in self.config.problems:
+            log(f'configuration: {problem}')
+        self.decider: Decider | FailDecider = FailDecider(self.config.fail_mode)
+        self.revision = -1
+        self.expires_at: str | None = None
+        self.last_reload_error: str | None = None
+        self._trusted: list[TrustedKey] | None = None
+        self._exempt: set[tuple[str, int]] = set()
+        self._exempt_names: set[str] = set()
+        self._names_by_ip: dict[str, list[str]] = {}
+        self._file_state: tuple[int, int, int] | None = None
+        self._lock = threading.RLock()
+        self.invocation_id: str | None = None
+        for endpoint in self.config.exempt:
+            self._add_exempt(endpoint)
+        sink: Sink | None = None
+        report = self.config.report
+        if report is not None and report.kind == 'spool':
+            sink = SpoolSink(report.target)
+        elif report is not None:
+            sink = HttpSink(report.target, self.config.token)
+        self.queue = RecordQueue(
+            sink,
+            lambda: self.config.workload,
+            log,
+            # Straight to the control API: number the records so it can count the ones that never arrive.
+            number_records=report is not None and report.kind == 'http',
+        )
+        atexit.register(self.queue.drain_at_exit, EXIT_FLUSH_SECONDS)
+        if self.config.bundle_file is None:
+            self.last_reload_error = 'BULKHEAD_BUNDLE_FILE is not set'
+            log(f'no bundle configured (BULKHEAD_BUNDLE_FILE); fail mode {self.config.fail_mode} governs')
+        else:
+            self.reload()
+            self._start_watch()
+
+    def _add_exempt(self, endpoint: Endpoint) -> None:
+        self._exempt.add((endpoint.host, endpoint.port))
+        if normalize_ip(endpoint.host) is None:
+            self._exempt_names.add(endpoint.host)
+
+    # ---- bundle -------------------------------------------------------------------------------------
+
+    def reload(self, envelope_text: str | bytes | None = None) -> bool:
+        """Verify and adopt the bundle file (or the given envelope). A refused bundle keeps the last good
+        one (or the fail mode) and says why in one log line."""
+        with self._lock:
+            source = self.config.bundle_file if envelope_text is None else 'the given envelope'
+
+            def refuse(reason: str, message: str) -> bool:
+                self.last_reload_error = f'{reason}: {message}'
+                keeping = (
+                    f'keeping revision {self.revision}'
+                    if self.revision >= 0
+                    else f'fail mode {self.config.fail_mode} governs'
+                )
+                self.log(f'refused bundle from {source}: {reason}: {message}; {keeping}')
+                return False
+
+            text = envelope_text
+            if text is None:
+                if self.config.bundle_file is None:
+                    return refuse('unconfigured', 'BULKHEAD_BUNDLE_FILE is not set')
+                try:
+                    with open(self.config.bundle_file, 'rb') as file:
+                        self._file_state = _file_state(file.fileno())
+                        text = file.read()
+                except OSError as error:
+                    return refuse('unreadable', error.strerror or type(error).__name__)
+            if self._trusted is None:
+                try:
+                    self._trusted = load_trusted_keys(self.config.trusted_keys)
+                except ValueError as error:
+                    self._trusted = []
+                    self.log(f'configuration: BULKHEAD_TRUSTED_KEYS: {error}')
+            if not self._trusted:
+                return refuse('unknown-key', 'no trusted keys (BULKHEAD_TRUSTED_KEYS)')
+            result = verify_bundle(
+                text,
+                trusted_keys=self._trusted,
+                min_revision=self.revision if self.revision >= 0 else None,
+            )
+            if isinstance(result, VerifyFailure):
+                return refuse(result.reason, result.message)
+            payload = result.payload
+            problem = _scope_problem(payload['scope'], self.config.workload)
+            if problem is not None:
+                return refuse('wrong-scope', problem)
+            if payload['revision'] == self.revision:
+                return True
+            decider = create_decider(payload, exec_path=sys.executable)
+            previous = self.revision
+            self.decider = decider
+            self.revision = payload['revision']
+            self.expires_at = payload['expiresAt']
+            self.last_reload_error = None
+            was = f', was {previous}' if previous >= 0 else ''
+            self.log(f'enforcing bundle revision {self.revision} ({decider.mode}{was})')
+            return True
+
+    def _start_watch(self) -> None:
+        thread = threading.Thread(target=self._watch, name='bulkhead-bundle-watch', daemon=True)
+        thread.start()
+        self.watch_thread_ident = thread.ident
+
+    def _watch(self) -> None:
+        file = self.config.bundle_file
+        if file is None:
+            return
+        event = threading.Event()
+        while not event.wait(WATCH_INTERVAL):
+            try:
+                state = _file_state_of(file)
+            except OSError:
+                continue
+            if state != self._file_state:
+                self.reload()
+
+    # ---- names and addresses ---------------------------------------------------------------------
+
+    def bind_names(self, host: object, addresses: list[str]) -> None:
+        """Remember that `host` resolved to these addresses (answers of a query this process made)."""
+        if isinstance(host, bytes):
+            host = host.decode('ascii', 'replace')
+        if not isinstance(host, str):
+            return
+        kind = classify_host(host)
+        if kind is None or kind[0] == 'ip':
+            return
+        name = kind[1]
+        table = self._names_by_ip
+        for raw in addresses:
+            ip = normalize_ip(raw)
+            if ip is None:
+                continue
+            names = table.get(ip)
+            if names is None:
+                if len(table) >= 50_000:
+                    table.clear()
+                table[ip] = [name]
+            elif name not in names:
+                if len(names) >= 32:
+                    names.pop(0)
+                names.append(name)
+
+    def names_of(self, ip: str) -> list[str] | None:
+        return self._names_by_ip.get(ip)
+
+    def is_exempt(self, host: str, port: int) -> bool:
+        return (host, port) in self._exempt
+
+    # ---- decisions ---------------------------------------------------------------------------------
+
+    def decide_connect(self, address: str, port: int, protocol: str, sni: str | None = None) -> Decision:
+        """A new connection (TCP or UDP) to an IP literal: decided by the names this process resolved to
+        that address (a name the caller merely claims does not count), else by the address alone."""
+        ip = normalize_ip(address) or address
+        # Connecting to the unspecified address reaches this host's loopback: decide it as such.
+        if ip == '0.0.0.0':
+            ip = '127.0.0.1'
+        elif ip == '::':
+            ip = '::1'
+        if (ip, port) in self._exempt:
+            return EXEMPT
+        names = self._names_by_ip.get(ip)
+        decider = self.decider
+        decision: Decision | None = None
+        via_name = False
+        if names:
+            for name in names:
+                if (name, port) in self._exempt:
+                    return EXEMPT
+            for name in names:
+                d = decider.decide(name, ip, port, protocol)
+                if decision is None or d.decision == 'allow':
+                    decision = d
+                if d.decision == 'allow':
+                    via_name = True
+                    break
+        if decision is None or decision.decision != 'allow':
+            by_address = decider.decide(None, ip, port, protocol)
+            if decision is None or by_address.decision == 'allow':
+                decision = by_address
+                via_name = False
+        if decision.decision == 'allow' and via_name and _is_sensitive_address(ip):
+            decision = decider.decide(None, ip, port, protocol)
+        if decision.decision == 'allow' and sni:
+            by_sni = decider.decide(sni.lower(), ip, port, protocol)
+            if by_sni.decision != 'allow':
+                decision = by_sni
+        return decision
+
+    def decide_host(self, host: str, port: int, protocol: str) -> Decision:
+        """A connection to a name the C library resolves itself (`sock.connect(('name', 443))`)."""
+        key = host_key(host)
+        if (key, port) in self._exempt:
+            return EXEMPT
+        return self.decider.decide(key, None, port, protocol)
+
+    def decide_request(
+        self, host: str, port: int, protocol: str, method: str, path: str, peer: str | None
+    ) -> Decision:
+        """An HTTP request before a byte of it is written: decided by the names it carries; where the
+        names fall to the default and the policy has CIDR allows, by the address its connection goes to."""
+        key = host_key(host)
+        if (key, port) in self._exempt:
+            return EXEMPT
+        decider = self.decider
+        decision = decider.decide(key, None, port, protocol, None, method, path)
+        if (
+            decision.decision != 'allow'
+            and decision.rule == 'default-deny'
+            and decider.allows_addresses
+            and peer is not None
+        ):
+            by_address = decider.decide(None, peer, port, protocol, None, method, path)
+            if by_address.decision == 'allow':
+                return by_address
+        return decision
+
+    def decide_name(self, host: str) -> Decision:
+        key = host_key(host)
+        if key in self._exempt_names:
+            return EXEMPT
+        return self.decider.decide_name(key)
+
+    # ---- records -------------------------------------------------------------------------------
+
+    def report(
+        self, kind: Kind, decision: Decision, destination: dict[str, Any], *, severity: str | None = None
+    ) -> None:
+        """Queue a deny (or would-deny) record with the application frame that caused it."""
+        record: dict[str, Any] = {
+            'kind': kind,
+            'destination': destination,
+            'decision': decision.decision,
+            'mode': decision.mode,
+            'rule': decision.rule,
+            'revision': self.decider.revision if decision is not TAMPERED else self.revision,
+        }
+        if severity is not None or decision.rule.startswith(('fail-', 'tamper')):
+            record['severity'] = severity or 'high'
+        origin = capture_origin(3)
+        if origin is not None:
+            record['origin'] = origin
+        if self.invocation_id is not None:
+            record['invocationId'] = self.invocation_id
+        self.queue.add(record)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            'revision': self.revision,
+            'mode': self.decider.mode,
+            'failMode': self.config.fail_mode,
+            'failing': self.revision < 0,
+            'bundleFile': self.config.bundle_file,
+            'expiresAt': self.expires_at,
+            'workload': dict(self.config.workload),
+            'queued': self.queue.queued,
+            'delivered': self.queue.delivered,
+            'dropped': self.queue.dropped,
+            'lastReloadError': self.last_reload_error,
+            'lastDeliveryError': self.queue.last_error,
+        }
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.RLock()
+        self.queue.after_fork_in_child()
+        if self.config.bundle_file is not None:
+            self._start_watch()
+
+
+def _file_state(fd: int) -> tuple[int, int, int]:
+    st = os.fstat(fd)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _file_state_of(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _scope_problem(scope: dict[str, Any], identity: dict[str, str]) -> str | None:
+    """As the Node shim: on AWS the account is not known to the function, so a selector on it is not
+    held against the workload (the control API checked it when it compiled the scope)."""
+    if identity.get('cloud') != 'aws':
+        return scope_mismatch(scope, identity)
+    lenient = {
+        **scope,
+        'groups': [
+            {**g, 'match': {k: v for k, v in g['match'].items() if k != 'account' or k in identity}}
+            for g in scope['groups']
+        ],
+    }
+    return scope_mismatch(lenient, identity)

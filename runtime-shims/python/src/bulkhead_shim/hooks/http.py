@@ -1,0 +1,93 @@
+"""L7 facts for `http.client` (and so urllib, urllib3, requests, botocore, which all send through it):
+the request is decided with its host, method and path in `endheaders`, after the request line and
+headers are composed and before a byte is written. A proxy tunnel (`set_tunnel`) is decided by its
+target. The connection's own TCP connect is decided again by the audit hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import EgressDenied
+
+
+def request_facts(conn: Any) -> tuple[str, int, str, str, str]:
+    """(host, port, protocol, method, path) of the request composed on `conn`."""
+    buffer = getattr(conn, '_buffer', None) or [b'']
+    line = buffer[0].decode('latin-1') if isinstance(buffer[0], bytes) else str(buffer[0])
+    parts = line.split(' ')
+    method = parts[0].upper() if parts else ''
+    target = parts[1] if len(parts) > 1 else '/'
+    protocol = 'https' if getattr(conn, 'default_port', 80) == 443 else 'http'
+    host = getattr(conn, '_tunnel_host', None)
+    port = getattr(conn, '_tunnel_port', None)
+    if host:
+        protocol = 'https'
+    else:
+        host = conn.host
+        port = conn.port
+        for raw in buffer[1:]:
+            header = raw.decode('latin-1') if isinstance(raw, bytes) else str(raw)
+            name, _, value = header.partition(':')
+            if name.strip().lower() == 'host':
+                host = _host_of(value.strip())
+                break
+    if '://' in target:
+        # Absolute form (a forward proxy): the target names the destination.
+        from urllib.parse import urlsplit
+
+        url = urlsplit(target)
+        if url.hostname:
+            host = url.hostname
+            port = url.port or (443 if url.scheme == 'https' else 80)
+            protocol = 'https' if url.scheme == 'https' else 'http'
+        target = url.path or '/'
+    return str(host), int(port or (443 if protocol == 'https' else 80)), protocol, method, target
+
+
+def _host_of(value: str) -> str:
+    if value.startswith('['):
+        return value[1 : value.find(']')] if ']' in value else value
+    return value.rsplit(':', 1)[0] if value.count(':') == 1 else value
+
+
+def install(http_client: Any, get_shim: Callable[[], Any]) -> Callable[..., Any]:
+    cls = http_client.HTTPConnection
+    original = cls.endheaders
+
+    def endheaders(self: Any, message_body: Any = None, *, encode_chunked: bool = False) -> Any:
+        shim = get_shim()
+        host, port, protocol, method, path = request_facts(self)
+        decision = shim.decide_request(host, port, protocol, method, path, _peer(self))
+        if decision.decision == 'deny' and decision.rule == 'default-deny' and shim.decider.allows_addresses:
+            # The names fall to the default but a CIDR rule may hold the address: connect now (send()
+            # would, a moment later) and decide with the address the connection goes to.
+            if self.sock is None and getattr(self, 'auto_open', 1):
+                self.connect()
+                decision = shim.decide_request(host, port, protocol, method, path, _peer(self))
+        if decision.decision != 'allow':
+            destination = {'host': host.lower(), 'port': port, 'protocol': protocol, 'method': method}
+            destination['path'] = path.split('?', 1)[0]
+            shim.report('http', decision, destination)
+            if decision.blocked:
+                self._buffer.clear() if hasattr(self, '_buffer') else None
+                raise EgressDenied(f'{method} request', f'{protocol}://{host}:{port}{path.split("?", 1)[0]}',
+                                   decision.rule, shim.decider.revision)
+        return original(self, message_body, encode_chunked=encode_chunked)
+
+    endheaders.__wrapped__ = original  # type: ignore[attr-defined]
+    endheaders.__qualname__ = original.__qualname__
+    endheaders.__doc__ = original.__doc__
+    cls.endheaders = endheaders
+    return endheaders
+
+
+def _peer(conn: Any) -> str | None:
+    sock = getattr(conn, 'sock', None)
+    if sock is None:
+        return None
+    try:
+        peer = sock.getpeername()
+    except (OSError, AttributeError):
+        return None
+    return peer[0] if isinstance(peer, tuple) and peer and isinstance(peer[0], str) else None

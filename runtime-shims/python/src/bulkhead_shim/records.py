@@ -1,0 +1,315 @@
+"""Deny records: aggregated, queued without blocking, bounded, delivered by a daemon thread to a sink
+(the spool file the Lambda extension reads, or the control API). The record shape is the Node shim's
+(`DenyRecord`, docs/contracts.md). Nothing here raises into application code: every failure becomes a
+count or a log line, and what cannot be delivered at exit is counted, never silently dropped."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+Record = dict[str, Any]
+Log = Callable[[str], None]
+
+
+def iso_now() -> str:
+    """ISO-8601 UTC with milliseconds and `Z`, as JavaScript's toISOString writes it."""
+    return datetime.now(timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
+
+
+class DeliveryError(Exception):
+    """A sink's refusal. `permanent`: retrying the same batch cannot succeed (the receiver judged it)."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Sink(Protocol):
+    description: str
+
+    def deliver(self, records: list[Record], timeout: float) -> None: ...
+
+
+class SpoolSink:
+    """Contract §3: NDJSON, one write per line on an O_APPEND descriptor, file mode 0600."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.description = f'spool {path}'
+        self._fd: int | None = None
+
+    def deliver(self, records: list[Record], timeout: float) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        for record in records:
+            line = (json.dumps(record, separators=(',', ':'), ensure_ascii=False) + '\n').encode()
+            if os.write(self._fd, line) != len(line):
+                raise DeliveryError(f'short write to {self.path}', False)
+
+    def after_fork(self) -> None:
+        # The descriptor is shared with the parent after fork; appends stay whole lines either way.
+        pass
+
+
+def _permanent(status: int) -> bool:
+    """4xx other than auth, timeout and throttling: the receiver read the batch and refused it.
+    401/403 are a configuration error an operator fixes, so those batches are kept and retried."""
+    return 400 <= status < 500 and status not in (401, 403, 408, 429)
+
+
+class HttpSink:
+    """Batched `POST {records}` to the control API (or the extension), bearer token when configured."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        parts = urlsplit(url)
+        self._https = parts.scheme == 'https'
+        self._host = parts.hostname or ''
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = (parts.path or '/') + (f'?{parts.query}' if parts.query else '')
+        self._token = token
+        self.description = f'POST {parts.scheme}://{parts.netloc}{parts.path}'
+
+    def deliver(self, records: list[Record], timeout: float) -> None:
+        body = json.dumps({'records': records}, separators=(',', ':'), ensure_ascii=False).encode()
+        headers = {'content-type': 'application/json', 'content-length': str(len(body))}
+        if self._token:
+            headers['authorization'] = f'Bearer {self._token}'
+        connection: http.client.HTTPConnection
+        if self._https:
+            connection = http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        try:
+            connection.request('POST', self._path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            status = response.status
+        except OSError as error:
+            raise DeliveryError(f'{self.description} failed: {type(error).__name__}', False) from None
+        finally:
+            connection.close()
+        if not 200 <= status <= 299:
+            raise DeliveryError(f'{self.description} answered {status}', _permanent(status))
+
+
+class _Pending:
+    __slots__ = ('key', 'record')
+
+    def __init__(self, record: Record, key: tuple[object, ...]) -> None:
+        self.record = record
+        self.key = key
+
+
+class RecordQueue:
+    """O(1) `add` that never blocks the caller on I/O; a daemon thread delivers in batches."""
+
+    def __init__(
+        self,
+        sink: Sink | None,
+        workload: Callable[[], dict[str, str]],
+        log: Log,
+        *,
+        max_pending: int = 1000,
+        max_batch: int = 200,
+        delay: float = 0.2,
+        max_retry_delay: float = 60.0,
+        number_records: bool = False,
+    ) -> None:
+        self.sink = sink
+        self._workload = workload
+        self._log = log
+        self._max_pending = max_pending
+        self._max_batch = max_batch
+        self._delay = delay
+        self._max_retry_delay = max_retry_delay
+        self._number = number_records
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: list[_Pending] = []
+        self._by_key: dict[tuple[object, ...], _Pending] = {}
+        self._seq = 0
+        self._sandbox_id: str | None = None
+        self.dropped = 0
+        self.delivered = 0
+        self.last_error: str | None = None
+        self._retry_delay = 0.0
+        self._thread: threading.Thread | None = None
+        self._due = 0.0
+        #: Ident of the delivery thread: the audit hook leaves the shim's own traffic alone.
+        self.thread_ident: int | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def add(self, record_input: Record) -> None:
+        """Queue a record (kind, destination, decision, mode, rule, revision, origin …). Never raises."""
+        try:
+            d = record_input.get('destination', {})
+            key = (
+                record_input.get('kind'),
+                record_input.get('decision'),
+                record_input.get('mode'),
+                record_input.get('rule'),
+                record_input.get('revision'),
+                d.get('host'),
+                d.get('ip'),
+                d.get('port'),
+                d.get('protocol'),
+                d.get('sni'),
+                d.get('method'),
+                d.get('path'),
+                d.get('command'),
+                d.get('socket'),
+                record_input.get('invocationId'),
+            )
+            now = iso_now()
+            with self._lock:
+                existing = self._by_key.get(key)
+                if existing is not None:
+                    existing.record['count'] += 1
+                    existing.record['lastTime'] = now
+                    return
+                seq = 0
+                if self._number:
+                    self._seq += 1
+                    seq = self._seq
+                if len(self._pending) >= self._max_pending:
+                    self.dropped += 1
+                    return
+                record: Record = {
+                    'id': str(uuid.uuid4()),
+                    'time': now,
+                    'count': 1,
+                    'workload': dict(self._workload()),
+                }
+                record.update(record_input)
+                if seq:
+                    if self._sandbox_id is None:
+                        self._sandbox_id = str(uuid.uuid4())
+                    record['sandboxId'] = self._sandbox_id
+                    record['seq'] = seq
+                pending = _Pending(record, key)
+                self._pending.append(pending)
+                self._by_key[key] = pending
+                if self.sink is not None:
+                    self._schedule(self._delay)
+        except Exception:
+            self.dropped += 1
+
+    def _schedule(self, delay: float) -> None:
+        """Under the lock: make sure the delivery thread runs within `delay` seconds."""
+        due = time.monotonic() + delay
+        if self._due == 0.0 or due < self._due:
+            self._due = due
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name='bulkhead-records', daemon=True)
+            self._thread.start()
+        else:
+            self._wake.notify()
+
+    def _run(self) -> None:
+        self.thread_ident = threading.get_ident()
+        while True:
+            with self._lock:
+                while self._due == 0.0 or time.monotonic() < self._due:
+                    if self._due == 0.0:
+                        self._wake.wait()
+                    else:
+                        self._wake.wait(max(0.0, self._due - time.monotonic()))
+                self._due = 0.0
+            self.flush(timeout=10.0)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Deliver what is pending now, in batches, until the sink refuses or `timeout` passes.
+        Returns the number still pending. Safe from any thread (the sink is called outside the lock)."""
+        sink = self.sink
+        if sink is None:
+            return len(self._pending)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return 0
+                batch = self._pending[: self._max_batch]
+                # Records in flight are not aggregated into any more: a repeat starts a new record.
+                for p in batch:
+                    if self._by_key.get(p.key) is p:
+                        del self._by_key[p.key]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._requeue(batch)
+                return len(self._pending)
+            try:
+                sink.deliver([p.record for p in batch], min(remaining, 5.0))
+            except Exception as error:
+                self.last_error = str(error)
+                with self._lock:
+                    if isinstance(error, DeliveryError) and error.permanent:
+                        self._remove(batch)
+                        self.dropped += len(batch)
+                        self._log(
+                            f'report delivery to {sink.description} refused ({self.last_error}); '
+                            f'{len(batch)} records dropped'
+                        )
+                        continue
+                    self._requeue_locked(batch)
+                    self._retry_delay = min(
+                        self._max_retry_delay, 2.0 if self._retry_delay == 0 else self._retry_delay * 2
+                    )
+                    self._log(
+                        f'report delivery to {sink.description} failed ({self.last_error}); '
+                        f'{len(self._pending)} records kept for retry'
+                    )
+                    self._schedule(self._retry_delay)
+                    return len(self._pending)
+            with self._lock:
+                self._remove(batch)
+                self.delivered += len(batch)
+                self._retry_delay = 0.0
+
+    def _remove(self, batch: list[_Pending]) -> None:
+        ids = {id(p) for p in batch}
+        self._pending = [p for p in self._pending if id(p) not in ids]
+
+    def _requeue(self, batch: list[_Pending]) -> None:
+        with self._lock:
+            self._requeue_locked(batch)
+
+    def _requeue_locked(self, batch: list[_Pending]) -> None:
+        for p in batch:
+            self._by_key.setdefault(p.key, p)
+
+    def drain_at_exit(self, timeout: float) -> None:
+        """At interpreter exit: deliver within `timeout` seconds; what is left is counted and said."""
+        if self.sink is None or not self._pending:
+            return
+        left = self.flush(timeout=timeout)
+        if left:
+            self.dropped += left
+            self._log(
+                f'exiting with {left} deny records undelivered to {self.sink.description} '
+                f'({self.last_error or "timed out"}); counted as dropped'
+            )
+
+    def after_fork_in_child(self) -> None:
+        """The delivery thread does not survive fork; the child keeps the queue and starts its own."""
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread = None
+        self._due = 0.0
+        self.thread_ident = None
+        # A child is another sandbox for sequence numbering (the parent's numbers are the parent's).
+        self._sandbox_id = None
+        self._seq = 0
+        self._pending = []
+        self._by_key = {}

@@ -1,0 +1,161 @@
+"""Fixtures for the integration tests: real signed bundles built by the real CLI (`bulkhead bundle
+build`, the kernel that compiles for every shim), and real CPython children that load the shim the way
+a user does (PYTHONPATH first), optionally inside a private network + mount namespace with its own
+/etc/hosts so that names resolve to loopback addresses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / 'src'
+ROOT = HERE.parents[2]
+CLI = ROOT / 'dist' / 'cli.mjs'
+PROBE = HERE / 'probe.py'
+WORKLOAD = 'cloud=other,name=py-test,tag.app=demo'
+NODE = shutil.which('node') or 'node'
+
+
+def policy_yaml(
+    allow: list[str] | None = None,
+    deny: list[str] | None = None,
+    mode: str = 'enforce',
+    extra: list[str] | None = None,
+) -> str:
+    lines = [
+        'apiVersion: bulkhead.dev/v1',
+        'kind: SmartGroup',
+        'metadata: { name: demo }',
+        'spec:',
+        '  match: { tags: { app: demo } }',
+        '---',
+        'apiVersion: bulkhead.dev/v1',
+        'kind: EgressPolicy',
+        'metadata: { name: py }',
+        'spec:',
+        '  appliesTo: [demo]',
+        f'  mode: {mode}',
+        '  owner: team@example.com',
+    ]
+    if allow:
+        lines += ['  allow:', *[f'    - {rule}' for rule in allow]]
+    if deny:
+        lines += ['  deny:', *[f'    - {rule}' for rule in deny]]
+    lines += extra or []
+    return '\n'.join(lines) + '\n'
+
+
+def cli(*args: str) -> str:
+    result = subprocess.run([NODE, str(CLI), *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f'bulkhead {" ".join(args)} failed: {result.stderr}{result.stdout}')
+    return result.stdout
+
+
+class Fixture:
+    """A key pair, a bundle file the shim reads, and the environment that points the shim at them."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix='bulkhead-py-'))
+        cli('keys', 'generate', '--out', str(self.dir / 'keys'))
+        self.public_key = self.dir / 'keys' / 'bulkhead.pub'
+        self.private_key = self.dir / 'keys' / 'bulkhead.key'
+        self.bundle_file = self.dir / 'bundle.json'
+        self.spool = self.dir / 'spool.ndjson'
+
+    def write(self, revision: int = 1, expires: str | None = None, **policy: Any) -> str:
+        """Sign a revision of the policy for the test workload and put it in place atomically."""
+        source = self.dir / f'policy-{revision}.yaml'
+        source.write_text(policy_yaml(**policy))
+        out = self.dir / f'bundle-{revision}.json'
+        args = ['bundle', 'build', str(source), '--key', str(self.private_key), '--workload', WORKLOAD]
+        args += ['--revision', str(revision), '--out', str(out)]
+        if expires:
+            args += ['--expires', expires]
+        cli(*args)
+        staged = self.dir / 'bundle.json.tmp'
+        shutil.copyfile(out, staged)
+        os.replace(staged, self.bundle_file)
+        return out.read_text()
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(('BULKHEAD_', 'PYTHON')) and k not in ('AWS_LAMBDA_RUNTIME_API',)
+        }
+        env.update(
+            PYTHONPATH=str(SRC),
+            BULKHEAD_BUNDLE_FILE=str(self.bundle_file),
+            BULKHEAD_TRUSTED_KEYS=str(self.public_key),
+            BULKHEAD_WORKLOAD=WORKLOAD,
+            BULKHEAD_REPORT=str(self.spool),
+        )
+        env.update(extra)
+        return env
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.spool.exists():
+            return []
+        return [json.loads(line) for line in self.spool.read_text().splitlines() if line.strip()]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Run:
+    def __init__(self, code: int, results: list[str], stderr: str, status: dict[str, Any] | None) -> None:
+        self.code = code
+        self.results = results
+        self.stderr = stderr
+        self.status = status
+
+
+def probe(
+    env: dict[str, str],
+    attempts: list[dict[str, Any]],
+    *,
+    listen: dict[str, dict[str, Any]] | None = None,
+    unix: dict[str, str] | None = None,
+    hosts: str | None = None,
+    status: bool = False,
+    python: str = sys.executable,
+    timeout: float = 60,
+) -> Run:
+    """Run the probe under the shim; with `hosts`, inside a private namespace whose /etc/hosts is it."""
+    plan = json.dumps({'attempts': attempts, 'listen': listen or {}, 'unix': unix or {}, 'status': status})
+    command = [python, str(PROBE)]
+    if hosts is not None:
+        folder = Path(tempfile.mkdtemp(prefix='bulkhead-ns-'))
+        hosts_file = folder / 'hosts'
+        hosts_file.write_text(f'127.0.0.1 localhost\n::1 localhost\n{hosts}\n')
+        script = '\n'.join(
+            [
+                'set -e',
+                'ip link set lo up',
+                f'mount --bind {shlex.quote(str(hosts_file))} /etc/hosts',
+                'exec ' + ' '.join(shlex.quote(part) for part in command),
+            ]
+        )
+        command = ['unshare', '--net', '--mount', 'sh', '-c', script]
+    done = subprocess.run(command, input=plan, capture_output=True, text=True, env=env, timeout=timeout)
+    lines = [line for line in done.stdout.splitlines() if line.startswith('{')]
+    if not lines:
+        raise AssertionError(f'probe printed nothing (exit {done.returncode}):\n{done.stderr}\n{done.stdout}')
+    parsed = json.loads(lines[-1])
+    return Run(done.returncode, parsed['results'], done.stderr, parsed.get('status'))
+
+
+def namespaces_available() -> bool:
+    if shutil.which('unshare') is None or shutil.which('ip') is None:
+        return False
+    check = subprocess.run(['unshare', '--net', '--mount', 'true'], capture_output=True)
+    return check.returncode == 0

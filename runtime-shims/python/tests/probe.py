@@ -1,0 +1,128 @@
+"""A governed program for the integration tests: runs under the shim (PYTHONPATH=src), starts the
+loopback servers it is told to, tries each attempt and prints one JSON line of outcomes. Outcomes:
+`ok[:detail]`, `denied:<rule>` (Bulkhead refused it) or `error:<ExceptionName>` (it failed otherwise)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from typing import Any
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f'{self.command} {self.path} host={self.headers.get("Host")}'.encode()
+        self.send_response(200)
+        self.send_header('content-length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve(host: str, port: int) -> int:
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = family
+
+    server = Server((host, port), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return int(server.server_address[1])
+
+
+def outcome(error: BaseException) -> str:
+    seen: BaseException | None = error
+    while seen is not None:
+        if getattr(seen, 'code', None) == 'ERR_BULKHEAD_DENIED':
+            return f'denied:{seen.rule}'  # type: ignore[attr-defined]
+        if 'Bulkhead denied' in str(seen):
+            text = str(seen)
+            return 'denied:' + text.split('(rule ', 1)[1].split(',', 1)[0] if '(rule ' in text else 'denied'
+        seen = seen.__cause__ or seen.__context__
+    return f'error:{type(error).__name__}'
+
+
+def attempt(step: dict[str, Any], ports: dict[str, int]) -> str:
+    op = step['op']
+    port = ports.get(str(step.get('port')), step.get('port', 0))
+    if op == 'tcp':
+        with socket.create_connection((step['host'], port), timeout=3):
+            return 'ok'
+    if op == 'udp':
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b'x', (step['host'], port))
+            return 'ok'
+    if op == 'dns':
+        return 'ok:' + ','.join(sorted({a[4][0] for a in socket.getaddrinfo(step['host'], 80)}))
+    if op == 'http':
+        url = step['url'].replace('{port}', str(port))
+        lib = step.get('lib', 'urllib')
+        if lib == 'urllib':
+            import urllib.request
+
+            with urllib.request.urlopen(url, timeout=3) as response:
+                return 'ok:' + response.read().decode()
+        if lib == 'requests':
+            import requests
+
+            return 'ok:' + requests.get(url, timeout=3, headers=step.get('headers')).text
+        if lib == 'urllib3':
+            import urllib3
+
+            return 'ok:' + urllib3.PoolManager().request('GET', url, timeout=3).data.decode()
+        raise ValueError(lib)
+    if op == 'exec':
+        result = subprocess.run(step['argv'], capture_output=True, text=True, timeout=20, env=step.get('env'))
+        return f'ok:{result.returncode}:{result.stdout.strip()}'
+    if op == 'system':
+        return f'ok:{os.system(step["command"])}'
+    if op == 'unix':
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(step['path'].replace('@', '\0', 1) if step['path'].startswith('@') else step['path'])
+            return 'ok'
+    if op == 'import':
+        __import__(step['module'])
+        return 'ok'
+    if op == 'ctypes':
+        import ctypes
+
+        ctypes.CDLL(step['lib'])
+        return 'ok'
+    raise ValueError(op)
+
+
+def main() -> None:
+    plan = json.loads(sys.stdin.read() or '{}')
+    ports: dict[str, int] = {}
+    for name, listen in plan.get('listen', {}).items():
+        ports[name] = serve(listen['host'], listen.get('port', 0))
+    for name, path in plan.get('unix', {}).items():
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path.replace('@', '\0', 1) if path.startswith('@') else path)
+        server.listen(8)
+        ports[name] = 0
+    results = []
+    for step in plan.get('attempts', []):
+        try:
+            results.append(attempt(step, ports))
+        except BaseException as error:  # noqa: BLE001  (the outcome is the test's to judge)
+            results.append(outcome(error))
+    if plan.get('status'):
+        from bulkhead_shim import boot
+
+        print(json.dumps({'results': results, 'status': boot.status()}, default=str), flush=True)
+    else:
+        print(json.dumps({'results': results}), flush=True)
+
+
+if __name__ == '__main__':
+    main()
