@@ -11,8 +11,17 @@ def _fail_closed(error: BaseException) -> None:
     reason = f'{type(error).__name__}: {error}'
     sys.stderr.write(f'bulkhead: shim failed to load ({reason}); failing closed\n')
     blocked = {
-        'socket.connect', 'socket.sendto', 'socket.sendmsg', 'socket.getaddrinfo', 'socket.gethostbyname',
-        'socket.gethostbyname_ex', 'subprocess.Popen', 'os.exec', 'os.posix_spawn', 'os.spawn', 'os.system',
+        'socket.connect',
+        'socket.sendto',
+        'socket.sendmsg',
+        'socket.getaddrinfo',
+        'socket.gethostbyname',
+        'socket.gethostbyname_ex',
+        'subprocess.Popen',
+        'os.exec',
+        'os.posix_spawn',
+        'os.spawn',
+        'os.system',
         'ctypes.dlopen',
     }
 
@@ -42,7 +51,7 @@ try:
     from bulkhead_shim import boot as _bulkhead_boot
 
     _bulkhead_boot.install()
-except BaseException as _error:  # noqa: BLE001  (any failure must end governed)
+except BaseException as _error:
     _fail_closed(_error)
 
 try:

@@ -4,11 +4,18 @@ network namespace, real urllib/urllib3/requests, real child processes."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from conftest import needs_namespaces
 from harness import Fixture, probe
 
-HOSTS = '127.0.0.1 api.allowed.test\n127.0.0.2 evil.allowed.test\n127.0.0.2 evil.test\n127.0.0.3 by-cidr.test\n127.0.0.1 other.test'
+HOSTS = '\n'.join(
+    [
+        '127.0.0.1 api.allowed.test other.test',
+        '127.0.0.2 evil.allowed.test evil.test',
+        '127.0.0.3 by-cidr.test',
+    ]
+)
 LISTEN = {
     'one': {'host': '127.0.0.1', 'port': 8080},
     'two': {'host': '127.0.0.2', 'port': 8080},
@@ -150,7 +157,10 @@ def test_processes_are_decided_and_python_children_stay_governed(fixture: Fixtur
         allow=['{ to: { cidr: 127.0.0.9/32 } }'],
         extra=['  exec: { allow: ["true"] }'],
     )
-    child = 'import socket\ntry:\n socket.create_connection(("127.0.0.7", 9), timeout=2)\nexcept OSError as e:\n print(e)'
+    child = (
+        'import socket\ntry:\n socket.create_connection(("127.0.0.7", 9), timeout=2)\n'
+        'except OSError as e:\n print(e)'
+    )
     run = probe(
         fixture.env(),
         [
@@ -165,7 +175,9 @@ def test_processes_are_decided_and_python_children_stay_governed(fixture: Fixtur
     assert run.results[0] == 'ok:0:'
     assert run.results[1] == 'denied:default-deny'
     assert run.results[2] == 'denied:default-deny'
-    assert run.results[3].startswith('ok:0:Bulkhead denied connect to 127.0.0.7:9 (rule default-deny'), run.results
+    assert run.results[3].startswith('ok:0:Bulkhead denied connect to 127.0.0.7:9 (rule default-deny'), (
+        run.results
+    )
     assert run.results[4] == 'denied:exec:ungoverned-python'
     # A clean environment given as a dict is completed with the shim's: the child is governed.
     assert run.results[5].startswith('ok:0:Bulkhead denied connect'), run.results
@@ -187,7 +199,10 @@ def test_native_modules_and_ctypes_follow_the_addon_rule(fixture: Fixture) -> No
 
 
 def test_fail_closed_without_a_valid_bundle(fixture: Fixture) -> None:
-    attempts = [{'op': 'tcp', 'host': '127.0.0.7', 'port': 9}, {'op': 'exec', 'argv': ['true']}]
+    attempts: list[dict[str, Any]] = [
+        {'op': 'tcp', 'host': '127.0.0.7', 'port': 9},
+        {'op': 'exec', 'argv': ['true']},
+    ]
     run = probe(fixture.env(BULKHEAD_BUNDLE_FILE=str(fixture.dir / 'missing.json')), attempts)
     assert run.results == ['denied:fail-closed', 'denied:fail-closed']
     assert 'refused bundle' in run.stderr and 'unreadable' in run.stderr

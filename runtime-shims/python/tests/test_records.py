@@ -15,7 +15,9 @@ from pathlib import Path
 from harness import CLI, NODE, Fixture
 
 SITE = Path(__file__).resolve().parent / 'fixtures' / 'site-packages'
-CALL_DEPENDENCY = 'import analytics_lite\ntry:\n    analytics_lite.track()\nexcept OSError as e:\n    print(e)\n'
+CALL_DEPENDENCY = (
+    'import analytics_lite\ntry:\n    analytics_lite.track()\nexcept OSError as e:\n    print(e)\n'
+)
 
 
 def test_a_deny_names_the_distribution_and_line_that_caused_it(fixture: Fixture) -> None:
@@ -23,7 +25,9 @@ def test_a_deny_names_the_distribution_and_line_that_caused_it(fixture: Fixture)
     env = fixture.env()
     env['PYTHONPATH'] = os.pathsep.join([env['PYTHONPATH'], str(SITE)])
     done = subprocess.run([sys.executable, '-c', CALL_DEPENDENCY], env=env, capture_output=True, text=True)
-    assert 'Bulkhead denied connect to 127.0.0.7:9 (rule default-deny, revision 1)' in done.stdout, done.stderr
+    assert 'Bulkhead denied connect to 127.0.0.7:9 (rule default-deny, revision 1)' in done.stdout, (
+        done.stderr
+    )
     (record,) = [r for r in fixture.records() if r['kind'] == 'connect']
     assert record['origin']['package'] == 'analytics-lite@2.4.1'
     assert record['origin']['file'] == str(SITE / 'analytics_lite' / '__init__.py')
@@ -32,8 +36,20 @@ def test_a_deny_names_the_distribution_and_line_that_caused_it(fixture: Fixture)
 
 def _start_control(folder: Path) -> tuple[subprocess.Popen[str], str]:
     server = subprocess.Popen(
-        [NODE, str(CLI), 'control', 'serve', '--db', str(folder / 'control.db'), '--port', '0',
-         '--host', '127.0.0.1', '--key', str(folder / 'signing.pem')],
+        [
+            NODE,
+            str(CLI),
+            'control',
+            'serve',
+            '--db',
+            str(folder / 'control.db'),
+            '--port',
+            '0',
+            '--host',
+            '127.0.0.1',
+            '--key',
+            str(folder / 'signing.pem'),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -69,7 +85,9 @@ def test_deny_records_reach_a_real_control_api(fixture: Fixture) -> None:
         fixture.write(allow=['{ to: { cidr: 127.0.0.9/32 } }'])
         env = fixture.env(BULKHEAD_REPORT=f'{url}/v1/reports', BULKHEAD_TOKEN=workload_token)
         env['PYTHONPATH'] = os.pathsep.join([env['PYTHONPATH'], str(SITE)])
-        done = subprocess.run([sys.executable, '-c', CALL_DEPENDENCY], env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, '-c', CALL_DEPENDENCY], env=env, capture_output=True, text=True
+        )
         assert 'Bulkhead denied connect' in done.stdout, done.stderr
         request = urllib.request.Request(
             f'{url}/v1/denies?limit=10', headers={'authorization': f'Bearer {admin_token}'}

@@ -74,9 +74,9 @@ def _native_exempt_dirs() -> tuple[str, ...]:
 
 
 def _patch_socket(module: ModuleType) -> None:
-    from .hooks import dns
-
     import _socket
+
+    from .hooks import dns
 
     for wrapper in dns.install(module, _socket, get_shim):
         _wrappers[f'_socket.{wrapper.__name__}'] = (_socket, wrapper.__name__, wrapper)
@@ -130,7 +130,7 @@ class _PatchingFinder(MetaPathFinder):
             if finder is self:
                 continue
             find = getattr(finder, 'find_spec', None)
-            spec = find(fullname, path, target) if find is not None else None
+            spec: ModuleSpec | None = find(fullname, path, target) if find is not None else None
             if spec is not None:
                 if spec.loader is not None:
                     spec.loader = _PatchingLoader(spec.loader, patch)

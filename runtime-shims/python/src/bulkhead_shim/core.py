@@ -36,9 +36,7 @@ EXIT_FLUSH_SECONDS = 2.0
 def _is_sensitive_address(ip: str) -> bool:
     """Cloud metadata and link-local: an allowed name whose answer is one of these (rebinding) is decided
     by address, so only a CIDR rule opens it (as in the Node shim)."""
-    return (
-        ip.startswith('169.254.') or ip.startswith('fe80:') or ip == 'fd00:ec2::254' or ip == '100.100.100.200'
-    )
+    return ip.startswith(('169.254.', 'fe80:')) or ip in ('fd00:ec2::254', '100.100.100.200')
 
 
 class FailDecider:

@@ -5,6 +5,7 @@ configuration check)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Mapping
 
@@ -24,10 +25,8 @@ def detect_identity(env: Mapping[str, str]) -> dict[str, str]:
     identity: dict[str, str] = {}
     text = env.get('BULKHEAD_WORKLOAD')
     if text:
-        try:
+        with contextlib.suppress(ValueError):
             identity.update(parse_identity(text))
-        except ValueError:
-            pass
     platform: dict[str, str] = {}
     if env.get('AWS_LAMBDA_FUNCTION_NAME'):
         platform['cloud'] = 'aws'

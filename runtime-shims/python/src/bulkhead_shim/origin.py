@@ -83,7 +83,7 @@ def _package_of(file: str) -> str | None:
 def _distribution_of(top_level: str) -> str | None:
     global _distributions
     try:
-        import importlib.metadata as metadata
+        from importlib import metadata
 
         if _distributions is None:
             _distributions = dict(metadata.packages_distributions())

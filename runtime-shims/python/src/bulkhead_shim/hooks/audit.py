@@ -5,8 +5,9 @@ interpreter (file opens, compiles, …), so its first step is one dict lookup th
 
 from __future__ import annotations
 
-import os
 import _socket
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -78,7 +79,9 @@ class Governor:
             else:
                 decision = shim.decide_host(host, port, protocol)
                 destination = {'host': host.lower(), 'port': port, 'protocol': protocol}
-            self._act('udp' if protocol == 'udp' else 'connect', operation, f'{host}:{port}', decision, destination)
+            self._act(
+                'udp' if protocol == 'udp' else 'connect', operation, f'{host}:{port}', decision, destination
+            )
         elif family == _AF_UNIX:
             path = unix_path(address)
             decision = shim.decider.decide_unix(path)
@@ -234,8 +237,8 @@ def _text(value: object) -> str | None:
     if isinstance(value, bytes):
         return value.decode('utf-8', 'surrogateescape')
     if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-        return value.decode('utf-8', 'surrogateescape') if isinstance(value, bytes) else value
+        path = os.fspath(value)
+        return path.decode('utf-8', 'surrogateescape') if isinstance(path, bytes) else str(path)
     return value if isinstance(value, str) else None
 
 
@@ -309,7 +312,5 @@ def _report_failure(event: str, error: BaseException) -> None:
     if event in _reported:
         return
     _reported.add(event)
-    try:
+    with contextlib.suppress(Exception):
         sys.stderr.write(f'bulkhead: hook for {event} failed ({type(error).__name__}: {error}); denied\n')
-    except Exception:
-        pass

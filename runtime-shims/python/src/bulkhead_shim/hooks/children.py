@@ -74,10 +74,12 @@ def env_problem(env: Mapping[Any, Any], ours: Mapping[str, str]) -> str | None:
     for name, value in ours.items():
         if texts.get(name) != value:
             return f'{name} differs from this process'
-    for name in texts:
-        if name is not None and (name.startswith(_CONTROLLED_PREFIXES) or name in _CONTROLLED):
-            if name not in ours:
-                return f'{name} is set for the child only'
+    for given in texts:
+        controlled_name = given is not None and (
+            given.startswith(_CONTROLLED_PREFIXES) or given in _CONTROLLED
+        )
+        if controlled_name and given not in ours:
+            return f'{given} is set for the child only'
     return None
 
 

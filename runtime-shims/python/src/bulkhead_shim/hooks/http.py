@@ -59,20 +59,28 @@ def install(http_client: Any, get_shim: Callable[[], Any]) -> Callable[..., Any]
         shim = get_shim()
         host, port, protocol, method, path = request_facts(self)
         decision = shim.decide_request(host, port, protocol, method, path, _peer(self))
-        if decision.decision == 'deny' and decision.rule == 'default-deny' and shim.decider.allows_addresses:
+        if (
+            decision.rule == 'default-deny'
+            and shim.decider.allows_addresses
+            and self.sock is None
+            and getattr(self, 'auto_open', 1)
+        ):
             # The names fall to the default but a CIDR rule may hold the address: connect now (send()
             # would, a moment later) and decide with the address the connection goes to.
-            if self.sock is None and getattr(self, 'auto_open', 1):
-                self.connect()
-                decision = shim.decide_request(host, port, protocol, method, path, _peer(self))
+            self.connect()
+            decision = shim.decide_request(host, port, protocol, method, path, _peer(self))
         if decision.decision != 'allow':
             destination = {'host': host.lower(), 'port': port, 'protocol': protocol, 'method': method}
             destination['path'] = path.split('?', 1)[0]
             shim.report('http', decision, destination)
             if decision.blocked:
                 self._buffer.clear() if hasattr(self, '_buffer') else None
-                raise EgressDenied(f'{method} request', f'{protocol}://{host}:{port}{path.split("?", 1)[0]}',
-                                   decision.rule, shim.decider.revision)
+                raise EgressDenied(
+                    f'{method} request',
+                    f'{protocol}://{host}:{port}{path.split("?", 1)[0]}',
+                    decision.rule,
+                    shim.decider.revision,
+                )
         return original(self, message_body, encode_chunked=encode_chunked)
 
     endheaders.__wrapped__ = original  # type: ignore[attr-defined]

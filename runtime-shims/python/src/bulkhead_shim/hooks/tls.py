@@ -18,7 +18,11 @@ def install(ssl_module: Any, get_shim: Callable[[], Any]) -> list[Callable[..., 
     def check(server_hostname: Any, server_side: bool, sock: Any) -> None:
         if server_side or not server_hostname:
             return
-        name = server_hostname.decode('ascii', 'replace') if isinstance(server_hostname, bytes) else str(server_hostname)
+        name = (
+            server_hostname.decode('ascii', 'replace')
+            if isinstance(server_hostname, bytes)
+            else str(server_hostname)
+        )
         peer = None
         if sock is not None:
             try:
@@ -36,15 +40,17 @@ def install(ssl_module: Any, get_shim: Callable[[], Any]) -> list[Callable[..., 
                 'connect', decision, {'ip': peer[0], 'port': peer[1], 'protocol': 'tcp', 'sni': name.lower()}
             )
             if decision.blocked:
-                raise EgressDenied('TLS handshake', f'{name} at {peer[0]}:{peer[1]}', decision.rule,
-                                   shim.decider.revision)
+                raise EgressDenied(
+                    'TLS handshake', f'{name} at {peer[0]}:{peer[1]}', decision.rule, shim.decider.revision
+                )
 
     def wrap_socket(self: Any, sock: Any, server_side: bool = False, *args: Any, **kwargs: Any) -> Any:
         check(kwargs.get('server_hostname', args[2] if len(args) > 2 else None), server_side, sock)
         return original_socket(self, sock, server_side, *args, **kwargs)
 
-    def wrap_bio(self: Any, incoming: Any, outgoing: Any, server_side: bool = False, *args: Any,
-                 **kwargs: Any) -> Any:
+    def wrap_bio(
+        self: Any, incoming: Any, outgoing: Any, server_side: bool = False, *args: Any, **kwargs: Any
+    ) -> Any:
         # A memory BIO has no socket: the transport's connect was decided; the name is checked by name.
         name = kwargs.get('server_hostname', args[0] if args else None)
         if name and not server_side:
