@@ -28,13 +28,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def serve(host: str, port: int) -> int:
+def serve(host: str, port: int, tls: dict[str, str] | None = None) -> int:
     family = socket.AF_INET6 if ':' in host else socket.AF_INET
 
     class Server(http.server.ThreadingHTTPServer):
         address_family = family
 
     server = Server((host, port), _Handler)
+    if tls is not None:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls['cert'], tls['key'])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return int(server.server_address[1])
 
@@ -57,6 +63,15 @@ def attempt(step: dict[str, Any], ports: dict[str, int]) -> str:
     if op == 'tcp':
         with socket.create_connection((step['host'], port), timeout=3):
             return 'ok'
+    if op == 'tls':
+        import ssl
+
+        context = ssl.create_default_context(cafile=step['ca'])
+        with (
+            socket.create_connection((step['host'], port), timeout=3) as raw,
+            context.wrap_socket(raw, server_hostname=step['sni']) as tls,
+        ):
+            return f'ok:{tls.version()}'
     if op == 'udp':
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b'x', (step['host'], port))
@@ -74,7 +89,8 @@ def attempt(step: dict[str, Any], ports: dict[str, int]) -> str:
         if lib == 'requests':
             import requests
 
-            return 'ok:' + str(requests.get(url, timeout=3, headers=step.get('headers')).text)
+            answer = requests.get(url, timeout=3, headers=step.get('headers'), verify=step.get('ca', True))
+            return 'ok:' + str(answer.text)
         if lib == 'urllib3':
             import urllib3
 
@@ -104,7 +120,7 @@ def main() -> None:
     plan = json.loads(sys.stdin.read() or '{}')
     ports: dict[str, int] = {}
     for name, listen in plan.get('listen', {}).items():
-        ports[name] = serve(listen['host'], listen.get('port', 0))
+        ports[name] = serve(listen['host'], listen.get('port', 0), listen.get('tls'))
     for name, path in plan.get('unix', {}).items():
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(path.replace('@', '\0', 1) if path.startswith('@') else path)
