@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import needs_namespaces
 from harness import SRC, Fixture, probe
 
