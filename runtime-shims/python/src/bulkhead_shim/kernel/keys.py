@@ -1,0 +1,159 @@
+"""Trusted Ed25519 public keys and key ids (port of the verifier half of policy/keys.ts).
+
+`cryptography` parses the keys; it is imported inside the functions that need it, because the shim
+loads at every interpreter start-up and most processes never load a key. No key material is
+ever put in a message: errors name the entry (a file path, or "inline key"), never its content.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+_PRIVATE_PEM = re.compile(r'-----BEGIN [A-Z ]*PRIVATE KEY-----')
+_BASE64_TEXT = re.compile(r'[A-Za-z0-9+/_-]+={0,2}')
+# An entry this shape is a key, not a path (unless a file of that name exists).
+_BASE64_ENTRY = re.compile(r'[A-Za-z0-9+/_-]{40,}={0,2}')
+
+
+class TrustedKey:
+    """A public key a verifier trusts, with its key id. Immutable."""
+
+    __slots__ = ('key', 'key_id')
+    key_id: str
+    key: Ed25519PublicKey
+
+    def __init__(self, key_id: str, key: Ed25519PublicKey) -> None:
+        object.__setattr__(self, 'key_id', key_id)
+        object.__setattr__(self, 'key', key)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError('TrustedKey is immutable')
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrustedKey) and self.key_id == other.key_id
+
+    def __hash__(self) -> int:
+        return hash(self.key_id)
+
+    def __repr__(self) -> str:
+        return f'TrustedKey(key_id={self.key_id!r})'
+
+
+def key_id_of(public_key: Ed25519PublicKey | str | bytes) -> str:
+    """Key id: hex SHA-256 of the SPKI DER of the public key, first 32 hex digits (128 bits).
+    Takes a key object or its PEM text."""
+    import hashlib  # noqa: PLC0415 - lazy: see the module comment
+
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    key = public_key
+    if isinstance(key, (str, bytes)):
+        key = _ed25519_from_pem(key.encode('utf-8') if isinstance(key, str) else key)
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()[:32]
+
+
+def _ed25519_from_pem(pem: bytes) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key  # noqa: PLC0415
+
+    key = load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f'expected an Ed25519 key, got {_kind_of(key)}')
+    return key
+
+
+def _kind_of(key: object) -> str:
+    # What Node calls asymmetricKeyType, near enough for a message.
+    name = type(key).__name__.lower()
+    for kind in ('rsa', 'ec', 'ed448', 'x25519', 'x448', 'dsa', 'dh'):
+        if name.startswith(kind) or name.startswith('_' + kind):
+            return kind
+    return 'unknown'
+
+
+def _public_key_from(text: str, origin: str) -> Ed25519PublicKey:
+    import base64  # noqa: PLC0415 - lazy: see the module comment
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+        load_der_public_key,
+        load_pem_public_key,
+    )
+
+    trimmed = text.strip()
+    if _PRIVATE_PEM.search(trimmed) is not None:
+        raise ValueError(f'{origin}: is a private key; trust the public key (bulkhead.pub) instead')
+    try:
+        if trimmed.startswith('-----BEGIN'):
+            key = load_pem_public_key(trimmed.encode('utf-8'))
+        else:
+            if _BASE64_TEXT.fullmatch(trimmed) is None:
+                raise ValueError('not PEM or base64')
+            # Node's base64 decoder takes both alphabets and missing padding; so does this.
+            standard = trimmed.rstrip('=').replace('-', '+').replace('_', '/')
+            if len(standard) % 4 == 1:
+                # A lone trailing character holds no whole byte: Node drops it.
+                standard = standard[:-1]
+            data = base64.b64decode(standard + '=' * (-len(standard) % 4))
+            key = load_pem_public_key(data) if data.startswith(b'-----BEGIN') else load_der_public_key(data)
+    except Exception as error:
+        # The library's message describes the structure, never the bytes.
+        raise ValueError(f'{origin}: not a public key ({_reason(error)})') from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f'{origin}: expected an Ed25519 key, got {_kind_of(key)}')
+    return key
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:200]
+
+
+def load_trusted_keys(specs: Sequence[str] | str) -> list[TrustedKey]:
+    """Trusted public keys from specs: a file path, inline PEM, or base64 (of the PEM or of the
+    SPKI DER). A spec may hold several comma-separated entries (the `BULKHEAD_TRUSTED_KEYS` form).
+    Raises ValueError naming the bad entry (never its content)."""
+    specs_list = [specs] if isinstance(specs, str) else list(specs)
+    keys: list[TrustedKey] = []
+    seen: set[str] = set()
+    for spec in specs_list:
+        entries = [spec] if spec.strip().startswith('-----BEGIN') else spec.split(',')
+        for raw in entries:
+            entry = raw.strip()
+            if entry == '':
+                continue
+            if entry.startswith('-----BEGIN'):
+                key = _public_key_from(entry, 'inline key')
+            elif _BASE64_ENTRY.fullmatch(entry) is None or os.path.exists(entry):
+                try:
+                    # Node reads the file as UTF-8 with replacement characters; so does this.
+                    with open(entry, encoding='utf-8', errors='replace') as file:
+                        text = file.read()
+                except OSError as error:
+                    code = _errno_name(error)
+                    raise ValueError(f'trusted key {entry}: cannot read ({code})') from None
+                key = _public_key_from(text, f'trusted key {entry}')
+            else:
+                key = _public_key_from(entry, 'inline key')
+            key_id = key_id_of(key)
+            if key_id in seen:
+                continue
+            seen.add(key_id)
+            keys.append(TrustedKey(key_id, key))
+    return keys
+
+
+def _errno_name(error: OSError) -> str:
+    import errno  # noqa: PLC0415 - error path only
+
+    if error.errno is not None and error.errno in errno.errorcode:
+        return errno.errorcode[error.errno]
+    return 'error'
