@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -131,3 +132,53 @@ def test_expired_and_older_bundles_are_refused_with_one_line(fixture: Fixture) -
     assert run.results == ['denied:fail-closed']
     assert 'refused bundle' in run.stderr and 'expired' in run.stderr
     assert run.stderr.count('\n') == 1, run.stderr
+
+
+FORK_EXEC = """
+import _posixsubprocess, importlib.util, json, os, subprocess, sys
+out = []
+def attempt(step):
+    try:
+        step()
+        out.append('ok')
+    except (OSError, ImportError) as error:
+        out.append(str(error).split(' (rule ')[1].split(',')[0] if 'Bulkhead' in str(error) else repr(error))
+def direct():
+    # What subprocess does on POSIX, without subprocess (and so without its audit event).
+    pid = _posixsubprocess.fork_exec(
+        [b'/bin/echo', b'hi'], [b'/bin/echo'], True, (), None, None,
+        -1, -1, -1, -1, -1, -1, -1, -1, False, False, *([None] * (22 - 16)))
+    os.waitpid(pid, 0)
+attempt(direct)
+def fresh_copy():
+    import _imp
+    _imp.create_dynamic(importlib.util.find_spec('_posixsubprocess'))
+attempt(fresh_copy)
+attempt(lambda: __import__('ctypes'))
+attempt(lambda: __import__('_interpreters' if sys.version_info >= (3, 13) else '_xxsubinterpreters'))
+print(json.dumps(out))
+"""
+
+
+def test_the_primitives_under_subprocess_and_ctypes_are_governed(fixture: Fixture) -> None:
+    fixture.write(allow=['{ to: { cidr: 127.0.0.9/32 } }'])
+    done = subprocess.run(
+        [sys.executable, '-c', FORK_EXEC], env=fixture.env(), capture_output=True, text=True
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith('[')]
+    assert lines, done.stderr
+    results = json.loads(lines[-1])
+    assert results[0] == 'default-deny', (results, done.stderr)
+    assert results[1] == 'tamper'
+    assert results[2] == 'default-deny'
+    assert results[3] == 'default-deny'
+    fixture.write(
+        revision=2, allow=['{ to: { cidr: 127.0.0.9/32 } }'], extra=['  addons: { allow: ["_ctypes*"] }']
+    )
+    done = subprocess.run(
+        [sys.executable, '-c', 'import ctypes; print(ctypes.sizeof(ctypes.c_int))'],
+        env=fixture.env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.strip() == '4', done.stderr

@@ -21,6 +21,7 @@ from .hooks import audit
 _lock = threading.Lock()
 _shim: Any = None
 _installed = False
+_governor: audit.Governor | None = None
 #: Wrappers the audit hook checks are still in place before each network operation.
 _wrappers: dict[str, tuple[Any, str, Any]] = {}
 
@@ -41,9 +42,15 @@ def get_shim() -> Any:
         return shim
     with _lock:
         if _shim is None:
-            from .core import Shim
+            # Building the core reads the bundle and imports the verifier (native code): its own work,
+            # which the hook must not judge (nor wait on this lock for).
+            audit.enter()
+            try:
+                from .core import Shim
 
-            _shim = Shim(log)
+                _shim = Shim(log)
+            finally:
+                audit.leave()
         return _shim
 
 
@@ -96,7 +103,16 @@ def _patch_http_client(module: ModuleType) -> None:
     _wrappers['http.client.HTTPConnection.endheaders'] = (module.HTTPConnection, 'endheaders', wrapper)
 
 
+def _patch_posixsubprocess(module: ModuleType) -> None:
+    from .hooks import process
+
+    assert _governor is not None
+    wrapper = process.install(module, _governor.check_fork_exec)
+    _wrappers['_posixsubprocess.fork_exec'] = (module, 'fork_exec', wrapper)
+
+
 _PATCHES: dict[str, Callable[[ModuleType], None]] = {
+    '_posixsubprocess': _patch_posixsubprocess,
     'socket': _patch_socket,
     'ssl': _patch_ssl,
     'http.client': _patch_http_client,
@@ -143,8 +159,10 @@ def install() -> None:
     if _installed:
         return
     _installed = True
+    global _governor
     governor = audit.Governor(get_shim, _native_exempt_dirs())
     governor.integrity = _integrity
+    _governor = governor
     sys.addaudithook(audit.make_hook(governor, _is_internal))
     for name, patch in _PATCHES.items():
         if name in sys.modules:

@@ -17,6 +17,13 @@ from . import children
 
 Handler = Callable[[tuple[Any, ...]], None]
 
+#: Standard-library extension modules that are not exempt like the rest of lib-dynload: ctypes (native
+#: code and raw memory), subinterpreters (Python-level audit hooks do not reach them), CPython's test
+#: modules (they poke at interpreter internals). They follow the addon rule (`addons: ["_ctypes*"]`).
+GOVERNED_STDLIB = frozenset(
+    {'_ctypes', '_xxsubinterpreters', '_interpreters', '_testcapi', '_testinternalcapi', '_testmultiphase'}
+)
+
 
 class Governor:
     """What the hook handlers need from the rest of the shim (the core is built at first use)."""
@@ -26,6 +33,8 @@ class Governor:
         self._native_exempt = native_exempt
         self._own = os.path.realpath(sys.executable)
         self.integrity: Callable[[], str | None] = lambda: None
+        #: Native modules the shim wraps functions of (boot fills it in).
+        self._guarded: frozenset[str] = frozenset({'_posixsubprocess'})
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -167,6 +176,25 @@ class Governor:
                 return os.path.realpath(candidate) == self._own
         return False
 
+    def check_fork_exec(self, args: Any, executables: Any, env_list: Any) -> None:
+        """`_posixsubprocess.fork_exec` called directly (it raises no audit event of its own): decided as
+        the exec it is. Called through subprocess, the decision was made at `subprocess.Popen` already
+        (cached). An environment list `[b'K=V', …]` is judged as it is, never completed."""
+        if in_handler():
+            return
+        program = None
+        if executables:
+            program = _text(list(executables)[0])
+        argv = list(args) if isinstance(args, (list, tuple)) else []
+        env: dict[str, str] | None = None
+        if env_list is not None:
+            env = {}
+            for entry in env_list:
+                text = _text(entry) or ''
+                key, _, value = text.partition('=')
+                env[key] = value
+        self._exec(program, argv, env, completable=False)
+
     def on_popen(self, args: tuple[Any, ...]) -> None:
         executable, argv, _cwd, env = args[0], args[1], args[2], args[3]
         self._exec(executable, argv, env, completable=True)
@@ -189,7 +217,15 @@ class Governor:
         filename = args[1]
         if not isinstance(filename, str) or args[2] is not None:
             return
-        if filename.startswith(self._native_exempt) and not os.path.basename(filename).startswith('_ctypes'):
+        name = str(args[0])
+        if name in self._guarded and name in sys.modules:
+            # A second copy of a module the shim wrapped would carry the unwrapped functions.
+            shim = self._get_shim()
+            from ..core import TAMPERED
+
+            shim.report('tamper', TAMPERED, {'command': filename}, severity='high')
+            raise NativeModuleDenied(filename, 'tamper', shim.revision, name=name)
+        if filename.startswith(self._native_exempt) and name.rpartition('.')[2] not in GOVERNED_STDLIB:
             return
         shim = self._get_shim()
         decision = shim.decider.decide_addon(filename)
@@ -291,6 +327,15 @@ def make_hook(governor: Governor, is_internal: Callable[[], bool]) -> Callable[[
 import _thread  # noqa: E402
 
 _local = _thread._local()
+
+
+def enter() -> None:
+    """Mark the shim's own work on this thread: audit events it raises are not judged."""
+    _enter()
+
+
+def leave() -> None:
+    _leave()
 
 
 def _enter() -> None:
