@@ -121,10 +121,12 @@ def main() -> None:
     ports: dict[str, int] = {}
     for name, listen in plan.get('listen', {}).items():
         ports[name] = serve(listen['host'], listen.get('port', 0), listen.get('tls'))
+    listeners = []  # kept referenced: a collected socket closes
     for name, path in plan.get('unix', {}).items():
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(path.replace('@', '\0', 1) if path.startswith('@') else path)
         server.listen(8)
+        listeners.append(server)
         ports[name] = 0
     results = []
     for step in plan.get('attempts', []):

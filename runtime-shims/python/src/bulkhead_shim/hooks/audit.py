@@ -92,7 +92,10 @@ class Governor:
                 'udp' if protocol == 'udp' else 'connect', operation, f'{host}:{port}', decision, destination
             )
         elif family == _AF_UNIX:
-            path = unix_path(address)
+            from ..kernel.unix import normalize_unix_path
+
+            given = unix_path(address)
+            path = normalize_unix_path(given) or given
             decision = shim.decider.decide_unix(path)
             if decision.decision == 'allow' and path.startswith('/'):
                 # A link the program made under an allowed folder must not reach another socket:

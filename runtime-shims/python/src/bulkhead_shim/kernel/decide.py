@@ -28,6 +28,7 @@ import sys
 from .cidr import CidrTrie, cidr_contains, parse_cidr, parse_ip
 from .host import HostTrie, classify_host, normalize_host, parse_host_pattern
 from .path import compile_glob, normalize_path
+from .unix import UnixMatcher, compile_unix_pattern, normalize_unix_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ class _Matcher:
         )
 
 
-def _matches(  # noqa: PLR0917 - hot path: plain arguments, no facts object allocated
+def _matches(  # hot path: plain arguments, no facts object allocated
     m: _Matcher, port: int, protocol_bit: int, method: str | None, path: str | None, ip: bytes | None
 ) -> bool:
     """Do the facts match `m`? Allow rules are optimistic: a fact the hook does not know yet counts
@@ -211,7 +212,7 @@ def _matches(  # noqa: PLR0917 - hot path: plain arguments, no facts object allo
     return True
 
 
-def _first_allow(  # noqa: PLR0917 - as _matches
+def _first_allow(  # as _matches
     candidates: Sequence[_Matcher],
     port: int,
     bit: int,
@@ -225,7 +226,7 @@ def _first_allow(  # noqa: PLR0917 - as _matches
     return None
 
 
-def _allowed_by_all(  # noqa: PLR0917 - as _matches
+def _allowed_by_all(  # as _matches
     lists: Sequence[Sequence[_Matcher]],
     port: int,
     bit: int,
@@ -294,6 +295,8 @@ class Decider:
         '_name_cache',
         '_node',
         '_unanchored',
+        '_unix_cache',
+        '_unix_rules',
         '_unreadable',
         'allows_addresses',
         'exec_path',
@@ -352,8 +355,22 @@ class Decider:
         self._name_cache: dict[object, Decision] = {}
         self._exec_cache: dict[object, Decision] = {}
         self._addon_cache: dict[object, Decision] = {}
+        #: Unix-socket rules (the compiled `unix` section, absent in bundles without socket rules):
+        #: (deny, enforce, decision, matcher), in policy order.
+        self._unix_rules: list[tuple[bool, bool, Decision, UnixMatcher]] = []
+        for unix_rule in (policy.get('unix') or {}).get('rules', []):
+            deny = unix_rule['action'] == 'deny'
+            rule_mode = unix_rule['mode']
+            decision = (
+                Decision('deny', rule_mode, rule_mode == 'enforce', unix_rule['id'])
+                if deny
+                else _allow(rule_mode, unix_rule['id'])
+            )
+            matcher_fn = compile_unix_pattern(unix_rule['glob'])
+            self._unix_rules.append((deny, not deny or rule_mode == 'enforce', decision, matcher_fn))
+        self._unix_cache: dict[object, Decision] = {}
 
-    def decide(  # noqa: PLR0917 - the shim's API: the request facts, positional for speed
+    def decide(  # the shim's API: the request facts, positional for speed
         self,
         host: str | None,
         ip: str | None,
@@ -382,7 +399,7 @@ class Decider:
         cache[key] = decision
         return decision
 
-    def decide_uncached(  # noqa: PLR0917 - same arguments as decide
+    def decide_uncached(  # same arguments as decide
         self,
         host: str | None,
         ip: str | None,
@@ -518,6 +535,40 @@ class Decider:
             self._addon_cache.clear()
         self._addon_cache[path] = decision
         return decision
+
+    def decide_unix(self, path: str) -> Decision:
+        """Unix-domain socket: an absolute path (relative ones resolved by the shim) or `@name` for a
+        Linux abstract name. Deny rules first (an enforcing one decides, an observing one wins over an
+        allow as a record), then the first allow, else the fallback: denied by default under enforce."""
+        if not isinstance(path, str):
+            return self._unreadable
+        hit = self._unix_cache.get(path)
+        if hit is not None:
+            return hit
+        decision = self._decide_unix_uncached(path)
+        # Longer than any path the system accepts (PATH_MAX): answered, not kept.
+        if len(path) > 4096:
+            return decision
+        if len(self._unix_cache) >= _EXEC_CACHE_ENTRIES:
+            self._unix_cache.clear()
+        self._unix_cache[path] = decision
+        return decision
+
+    def _decide_unix_uncached(self, text: str) -> Decision:
+        address = normalize_unix_path(text)
+        if address is None:
+            return self._unreadable
+        observed: Decision | None = None
+        for deny, enforce, decision, matches in self._unix_rules:
+            if deny and matches(address):
+                if enforce:
+                    return decision
+                if observed is None:
+                    observed = decision
+        for deny, _enforce, decision, matches in self._unix_rules:
+            if not deny and matches(address):
+                return observed or decision
+        return self._fallback
 
 
 def _collect(text: object, names: list[str], ips: list[bytes]) -> bool:
