@@ -51,7 +51,8 @@ def _decider(row: dict[str, Any]) -> Decider:
 def _decide(row: dict[str, Any]) -> dict[str, object]:
     decider = _decider(row)
     i = row['input']
-    args = (i.get('host'), i.get('ip'), i['port'], i['protocol'], i.get('sni'), i.get('method'), i.get('path'))
+    facts = (i.get('sni'), i.get('method'), i.get('path'))
+    args = (i.get('host'), i.get('ip'), i['port'], i['protocol'], *facts)
     first = decider.decide(*args)
     # The cache must give what the full evaluation gives, and a hit the very same object.
     assert decider.decide_uncached(*args) == first

@@ -187,7 +187,7 @@ class Governor:
             return
         program = None
         if executables:
-            program = _text(list(executables)[0])
+            program = _text(next(iter(executables)))
         argv = list(args) if isinstance(args, (list, tuple)) else []
         env: dict[str, str] | None = None
         if env_list is not None:

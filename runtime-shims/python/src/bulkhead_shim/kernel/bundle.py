@@ -121,7 +121,7 @@ def _parse_int(text: str) -> int | float:
 
 
 def _json_loads(text: str) -> Any:
-    import json  # noqa: PLC0415 - bundles are read after start-up
+    import json  # bundles are read after start-up
 
     return json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int)
 
@@ -177,7 +177,7 @@ def _stringify(value: object) -> str:
     # JSON.stringify-like text for messages (`undefined` for a missing value).
     if value is _MISSING:
         return 'undefined'
-    import json  # noqa: PLC0415
+    import json
 
     try:
         return json.dumps(value, ensure_ascii=False)
@@ -253,7 +253,7 @@ def parse_time(text: str) -> int | None:
 
 
 def _local_offset_ms(local_ms: int) -> int | None:
-    import time  # noqa: PLC0415
+    import time
 
     try:
         seconds = local_ms // 1000
@@ -383,8 +383,8 @@ def _is_port_range(value: object) -> bool:
 def _decode_base64_strict(text: str) -> bytes | None:
     """Base64 decode that refuses anything but the one canonical spelling of the bytes
     (re-encode and compare, as the TS kernel does)."""
-    import base64  # noqa: PLC0415
-    import binascii  # noqa: PLC0415
+    import base64
+    import binascii
 
     try:
         data = base64.b64decode(text, validate=True)
@@ -529,7 +529,7 @@ def _verify(
 
 def _now_ms(now: float | None) -> float:
     if now is None:
-        import time  # noqa: PLC0415
+        import time
 
         return time.time() * 1000
     return now * 1000

@@ -231,7 +231,7 @@ def parse_cidr(text: str) -> Cidr:
 
 def _quote(text: str) -> str:
     # JSON.stringify's quoting, for messages that read like the TypeScript kernel's.
-    import json  # noqa: PLC0415 - messages only: keep json off the start-up path
+    import json  # messages only: keep json off the start-up path
 
     return json.dumps(text, ensure_ascii=False)
 

@@ -66,7 +66,7 @@ def _valid_ace_label(label: str) -> bool:
     # UTS #46 decodes an `xn--` label and refuses it when that fails, when it decodes to plain
     # ASCII, when the decoded label begins with a combining mark, or when it is not in its mapped
     # form (it would not encode back to the same label).
-    import unicodedata  # noqa: PLC0415 - IDN only: keep it off the start-up path
+    import unicodedata  # IDN only: keep it off the start-up path
 
     try:
         decoded = label[4:].encode('ascii').decode('punycode')
@@ -83,7 +83,7 @@ def _valid_ace_label(label: str) -> bool:
 def _idna_label(label: str) -> str:
     # One label through the IDNA 2003 codec (what socket.getaddrinfo applies): ASCII labels pass
     # as they are, others are nameprep-mapped and, when still not ASCII, punycode-encoded.
-    from encodings import idna  # noqa: PLC0415 - IDN only
+    from encodings import idna  # IDN only
 
     return idna.ToASCII(label).decode('ascii')
 
@@ -92,19 +92,20 @@ def _idna_encode(text: str) -> str | None:
     # The codec label by label: a label nameprep maps to nothing (a lone soft hyphen or variation
     # selector) is an empty label, as UTS #46 makes it, where the codec would raise; any other
     # failure is no name at all.
-    from encodings import idna  # noqa: PLC0415 - IDN only
+    from encodings import idna  # IDN only
 
     out: list[str] = []
-    for label in _DOTS.split(text):
-        if label == '' or label.isascii():
-            out.append(label)
-        elif idna.nameprep(label) == '':
-            out.append('')
-        else:
-            try:
+    try:
+        for label in _DOTS.split(text):
+            if label == '' or label.isascii():
+                out.append(label)
+            elif idna.nameprep(label) == '':
+                out.append('')
+            else:
                 out.append(_idna_label(label))
-            except Exception:
-                return None
+    except Exception:
+        # UnicodeError for a prohibited character, a bidi violation or an over-long label.
+        return None
     return '.'.join(out)
 
 
@@ -375,6 +376,6 @@ class HostTrie(Generic[T]):
 
 
 def _quote(text: str) -> str:
-    import json  # noqa: PLC0415 - messages only: keep json off the start-up path
+    import json  # messages only: keep json off the start-up path
 
     return json.dumps(text, ensure_ascii=False)

@@ -32,7 +32,7 @@ _RESERVED_KEYS = frozenset(('__proto__', 'constructor', 'prototype'))
 
 
 def _quote(text: str) -> str:
-    import json  # noqa: PLC0415 - messages only: keep json off the start-up path
+    import json  # messages only: keep json off the start-up path
 
     return json.dumps(text, ensure_ascii=False)
 

@@ -49,9 +49,9 @@ class TrustedKey:
 def key_id_of(public_key: Ed25519PublicKey | str | bytes) -> str:
     """Key id: hex SHA-256 of the SPKI DER of the public key, first 32 hex digits (128 bits).
     Takes a key object or its PEM text."""
-    import hashlib  # noqa: PLC0415 - lazy: see the module comment
+    import hashlib  # lazy: see the module comment
 
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization
 
     key = public_key
     if isinstance(key, (str, bytes)):
@@ -61,8 +61,8 @@ def key_id_of(public_key: Ed25519PublicKey | str | bytes) -> str:
 
 
 def _ed25519_from_pem(pem: bytes) -> Ed25519PublicKey:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: PLC0415
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     key = load_pem_public_key(pem)
     if not isinstance(key, Ed25519PublicKey):
@@ -80,10 +80,10 @@ def _kind_of(key: object) -> str:
 
 
 def _public_key_from(text: str, origin: str) -> Ed25519PublicKey:
-    import base64  # noqa: PLC0415 - lazy: see the module comment
+    import base64  # lazy: see the module comment
 
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: PLC0415
-    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import (
         load_der_public_key,
         load_pem_public_key,
     )
@@ -152,7 +152,7 @@ def load_trusted_keys(specs: Sequence[str] | str) -> list[TrustedKey]:
 
 
 def _errno_name(error: OSError) -> str:
-    import errno  # noqa: PLC0415 - error path only
+    import errno  # error path only
 
     if error.errno is not None and error.errno in errno.errorcode:
         return errno.errorcode[error.errno]

@@ -213,6 +213,6 @@ def check_path_glob(glob: str) -> str | None:
 
 
 def _quote(text: str) -> str:
-    import json  # noqa: PLC0415 - messages only: keep json off the start-up path
+    import json  # messages only: keep json off the start-up path
 
     return json.dumps(text, ensure_ascii=False)
