@@ -200,7 +200,7 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     # Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm); a day past
     # the month's end simply runs on, as V8's does.
     y = year - (1 if month <= 2 else 0)
-    era = (y if y >= 0 else y - 399) // 400
+    era = y // 400  # floor division: years before 0 too
     yoe = y - era * 400
     doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
