@@ -22,7 +22,7 @@ export const NOW = Date.parse('2026-01-01T12:00:00.000Z');
 /** The interpreter `exec.allowNode` allows, unless a row names its own `execPath`. */
 export const EXEC_PATH = '/var/lang/bin/python3.12';
 
-export type Op = 'decide' | 'decideName' | 'decideExec' | 'decideAddon' | 'create' | 'verify';
+export type Op = 'decide' | 'decideName' | 'decideExec' | 'decideAddon' | 'decideUnix' | 'create' | 'verify';
 
 export interface PolicyDoc {
   name: string;
@@ -304,6 +304,26 @@ export const BUNDLES: Record<string, BundleSpec> = {
         deny: ['to: { protocol: dns }', '{ to: { host: y.example }, mode: observe }'],
       }),
     ],
+  },
+  unix: {
+    kind: 'yaml',
+    policies: [
+      y('p', 'enforce', {
+        allow: [
+          'to: { unix: /var/run/docker.sock }',
+          'to: { unix: ["/run/app/*.sock", "/srv/**"] }',
+          'to: { unix: ["@dbus-*", "@exact"] }',
+          'to: { host: x.example }',
+        ],
+        deny: ['to: { unix: /srv/secret/** }', '{ to: { unix: "/run/app/watch.sock" }, mode: observe }'],
+      }),
+    ],
+  },
+  'unix-open': {
+    kind: 'yaml',
+    unselected: 'allow',
+    workload: UNSELECTED_WORKLOAD,
+    policies: [y('p', 'enforce', { allow: ['to: { unix: /var/run/docker.sock }'] })],
   },
   sweep: {
     kind: 'yaml',
@@ -778,6 +798,79 @@ export const BUNDLES: Record<string, BundleSpec> = {
   'payload-addons-missing': {
     kind: 'payload',
     text: (base) => withField(base, ['policy', 'addons'], undefined),
+  },
+  'payload-unix-ok': {
+    kind: 'payload',
+    text: (base) =>
+      withField(base, ['policy', 'unix'], {
+        rules: [{ id: 'u/allow[0]', action: 'allow', mode: 'enforce', glob: '/run/*.sock' }],
+      }),
+  },
+  'payload-unix-null': { kind: 'payload', text: (base) => withField(base, ['policy', 'unix'], null) },
+  'payload-unix-array': { kind: 'payload', text: (base) => withField(base, ['policy', 'unix'], []) },
+  'payload-unix-rules-missing': { kind: 'payload', text: (base) => withField(base, ['policy', 'unix'], {}) },
+  'payload-unix-rule-action': {
+    kind: 'payload',
+    text: (base) =>
+      withField(base, ['policy', 'unix'], {
+        rules: [{ id: 'u', action: 'block', mode: 'enforce', glob: '/a' }],
+      }),
+  },
+  'payload-unix-glob-empty': {
+    kind: 'payload',
+    text: (base) =>
+      withField(base, ['policy', 'unix'], {
+        rules: [{ id: 'u', action: 'allow', mode: 'enforce', glob: '' }],
+      }),
+  },
+  'payload-unix-glob-dotdot': {
+    kind: 'payload',
+    text: (base) =>
+      withField(base, ['policy', 'unix'], {
+        rules: [{ id: 'u', action: 'allow', mode: 'enforce', glob: '/a/../b' }],
+      }),
+  },
+  'payload-unix-glob-relative': {
+    kind: 'payload',
+    text: (base) =>
+      withField(base, ['policy', 'unix'], {
+        rules: [{ id: 'u', action: 'deny', mode: 'observe', glob: 'a.sock' }],
+      }),
+  },
+  'payload-unix-glob-stars': {
+    kind: 'payload',
+    text: (base) =>
+      withField(base, ['policy', 'unix'], {
+        rules: [{ id: 'u', action: 'allow', mode: 'enforce', glob: '/a/b**' }],
+      }),
+  },
+  'payload-unix-glob-trailing-slash': {
+    kind: 'payload',
+    text: (base) =>
+      withField(base, ['policy', 'unix'], {
+        rules: [{ id: 'u', action: 'allow', mode: 'enforce', glob: '/run/' }],
+      }),
+  },
+  'payload-unix-glob-root': {
+    kind: 'payload',
+    text: (base) =>
+      withField(base, ['policy', 'unix'], {
+        rules: [{ id: 'u', action: 'allow', mode: 'enforce', glob: '/' }],
+      }),
+  },
+  'payload-unix-glob-at': {
+    kind: 'payload',
+    text: (base) =>
+      withField(base, ['policy', 'unix'], {
+        rules: [{ id: 'u', action: 'allow', mode: 'enforce', glob: '@' }],
+      }),
+  },
+  'payload-unix-glob-nul': {
+    kind: 'payload',
+    text: (base) =>
+      withField(base, ['policy', 'unix'], {
+        rules: [{ id: 'u', action: 'allow', mode: 'enforce', glob: '@a\u0000' }],
+      }),
   },
   'payload-scope-differs': {
     kind: 'payload',
@@ -1492,6 +1585,48 @@ for (const host of ['np.example', 'anything.example', 'b.s3.x.amazonaws.com', '1
   name('compiled', 'compiled-edge', host);
 for (const port of [439, 440, 445, 450, 451])
   decide('compiled', 'payload-floats', { host: 'f.example', port, protocol: 'tcp' });
+
+// Unix-domain sockets: normal paths, path globs, abstract `@` names, deny first, unreadable input.
+const unix = (group: string, bundle: string, path: string) =>
+  cases.push({ group, op: 'decideUnix', bundle, input: { path } });
+for (const path of [
+  '/var/run/docker.sock',
+  '/var/run/../run/docker.sock',
+  '/var//run/docker.sock',
+  '/var/run/./docker.sock',
+  '/var/run/docker.sock/',
+  '/../var/run/docker.sock',
+  '/var/run/docker.sock2',
+  '/run/app/a.sock',
+  '/run/app/a.sock.bak',
+  '/run/app/sub/a.sock',
+  '/run/app/watch.sock',
+  '/srv',
+  '/srv/a/b/c',
+  '/srv/secret',
+  '/srv/secret/key.sock',
+  '/srv/public/../secret/key.sock',
+  '@dbus-session',
+  '@dbus-',
+  '@dbus',
+  '@exact',
+  '@exact2',
+  '@/var/run/docker.sock',
+  '/@exact',
+  'relative.sock',
+  '',
+  '/var/run/docker.sock\u0000x',
+  '/tmp/other.sock',
+]) {
+  unix('unix', 'unix', path);
+}
+for (const path of ['/var/run/docker.sock', '/tmp/x.sock', '@anything', 'relative', ''])
+  unix('unix', 'unix-open', path);
+unix('unix', 'hosts', '/var/run/docker.sock');
+unix('unix', 'observe', '/var/run/docker.sock');
+name('unix', 'unix', 'x.example');
+decide('unix', 'unix', tcp('x.example'));
+decide('unix', 'unix', tcp('y.example'));
 
 // Bundle verification: every refusal reason, and what must still be accepted.
 verify('verify', 'small', {}, 'good');

@@ -18,6 +18,7 @@
 //   decideName   input {host}                                             → Decision
 //   decideExec   input {file, execPath?}                                  → Decision
 //   decideAddon  input {path}                                             → Decision
+//   decideUnix   input {path}                                             → Decision
 //   create       input {}                          → {ok: true, revision, mode, allowsAddresses} | {ok: false}
 //   verify       input {now, minRevision?, workload? (identity text), trustedKeys? (indices, default [0]),
 //                       asBytes? (the bundle as UTF-8 bytes), raw? (base64 bytes instead of the bundle)}
@@ -221,6 +222,7 @@ function summary(op: Op, input: Record<string, unknown>): string {
         ? show(input.file)
         : `${show(input.file)} execPath=${show(input.execPath)}`;
     case 'decideAddon':
+    case 'decideUnix':
       return show(input.path);
     case 'create':
       return '';
@@ -276,6 +278,8 @@ export function buildTable(): Table {
         return decisionOf(deciderOf(c.bundle, execPath).decideExec(input.file as string));
       case 'decideAddon':
         return decisionOf(deciderOf(c.bundle, execPath).decideAddon(input.path as string));
+      case 'decideUnix':
+        return decisionOf(deciderOf(c.bundle, execPath).decideUnix(input.path as string));
       case 'create': {
         try {
           const decider = createDecider(payloadOf(c.bundle), { execPath });

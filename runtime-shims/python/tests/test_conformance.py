@@ -20,7 +20,7 @@ TABLE_FILE = (Path(__file__).parent / '../../../test/conformance/table.json').re
 TABLE: dict[str, Any] = json.loads(TABLE_FILE.read_text(encoding='utf-8'))
 ROWS: list[dict[str, Any]] = TABLE['rows']
 TRUSTED: list[TrustedKey] = load_trusted_keys(TABLE['trustedKeys'])
-KNOWN_OPS = frozenset(('decide', 'decideName', 'decideExec', 'decideAddon', 'create', 'verify'))
+KNOWN_OPS = frozenset(('decide', 'decideName', 'decideExec', 'decideAddon', 'decideUnix', 'create', 'verify'))
 
 _payloads: dict[str, dict[str, Any]] = {}
 _deciders: dict[tuple[str, str], Decider] = {}
@@ -105,6 +105,8 @@ def _run(row: dict[str, Any]) -> dict[str, object]:
         decision = _decider(row).decide_exec(i['file'])
     elif op == 'decideAddon':
         decision = _decider(row).decide_addon(i['path'])
+    elif op == 'decideUnix':
+        decision = _decider(row).decide_unix(i['path'])
     elif op == 'create':
         return _create(row)
     elif op == 'verify':

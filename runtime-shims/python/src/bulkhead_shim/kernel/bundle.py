@@ -335,6 +335,65 @@ def check_compiled_policy(value: object) -> str | None:
     addons = _member(value, 'addons')
     if not isinstance(addons, dict) or not _check_glob_rules(addons.get('allow', _MISSING)):
         return 'policy.addons: malformed'
+    unix = _member(value, 'unix')
+    if unix is not _MISSING:
+        if not isinstance(unix, dict):
+            return 'policy.unix: expected an object'
+        unix_rules = unix.get('rules')
+        if not isinstance(unix_rules, list):
+            return 'policy.unix.rules: expected an array'
+        for i, rule in enumerate(unix_rules):
+            problem = _check_unix_rule(rule)
+            if problem is not None:
+                return f'policy.unix.rules[{i}]: {problem}'
+    return None
+
+
+def _check_unix_rule(value: object) -> str | None:
+    if not isinstance(value, (dict, list)):
+        return 'not an object'
+    if not isinstance(_member(value, 'id'), str):
+        return 'id: expected a string'
+    action = _member(value, 'action')
+    if not isinstance(action, str) or action not in ('allow', 'deny'):
+        return 'action: expected allow or deny'
+    if not _is_mode(_member(value, 'mode')):
+        return 'mode: expected enforce or observe'
+    glob = _member(value, 'glob')
+    if not isinstance(glob, str) or glob == '':
+        return 'glob: expected a non-empty string'
+    problem = _check_unix_pattern(glob)
+    return f'glob: {problem}' if problem is not None else None
+
+
+def _check_unix_pattern(pattern: str) -> str | None:
+    # policy/unix.ts checkUnixPattern: absolute and normal paths (`**` whole segments only), or `@`
+    # and a non-empty abstract name. Verification only; matching is unix.py's.
+    from .path import check_glob_stars
+    from .unix import normalize_unix_path
+
+    if '\0' in pattern:
+        return 'must not contain a NUL byte (write an abstract socket name as "@name")'
+    if pattern.startswith('@'):
+        return 'the abstract socket name after "@" must not be empty' if pattern == '@' else None
+    if not pattern.startswith('/'):
+        return (
+            'expected an absolute socket path ("/var/run/app.sock") or an abstract socket name ("@name"), '
+            f'got {_stringify(pattern)}'
+        )
+    if '..' in pattern.split('/'):
+        return f'".." segments are not allowed: write the path they lead to, got {_stringify(pattern)}'
+    stars = check_glob_stars(pattern)
+    if stars is not None:
+        return stars
+    if pattern == '/':
+        return '"/" is a directory, not a socket ("/**" is every path)'
+    normal = normalize_unix_path(pattern)
+    if normal != pattern:
+        return (
+            'path is not normal ("//", "." segments or a trailing "/"): '
+            f'{_stringify(pattern)} reads as {_stringify(normal)}'
+        )
     return None
 
 
