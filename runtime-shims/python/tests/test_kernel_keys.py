@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +103,28 @@ def test_trusted_key_is_immutable() -> None:
     with pytest.raises(AttributeError):
         key.key_id = 'x'
     assert 'PUBLIC' not in repr(key)
+
+
+def test_fast_spki_reading_equals_the_library() -> None:
+    for _ in range(20):
+        public = Ed25519PrivateKey.generate().public_key()
+        pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        expected = hashlib.sha256(der).hexdigest()[:32]
+        for spec in (pem.decode(), pem.decode().replace('\n', '\r\n'), base64.b64encode(der).decode()):
+            (key,) = load_trusted_keys(spec)
+            assert key.key_id == expected
+            assert key.key.public_bytes_raw() == public.public_bytes_raw()
+
+
+def test_loading_a_key_skips_the_serialization_module() -> None:
+    code = (
+        'import sys; sys.path.insert(0, sys.argv[1]); '
+        'from bulkhead_shim.kernel.keys import load_trusted_keys; load_trusted_keys(sys.argv[2]); '
+        "print('cryptography.hazmat.primitives.serialization' in sys.modules)"
+    )
+    src = str(Path(__file__).parent.parent / 'src')
+    out = subprocess.run(
+        [sys.executable, '-I', '-c', code, src, MAIN_PEM], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == 'False'

@@ -1,8 +1,13 @@
 """Trusted Ed25519 public keys and key ids (port of the verifier half of policy/keys.ts).
 
 `cryptography` parses the keys; it is imported inside the functions that need it, because the shim
-loads at every interpreter start-up and most processes never load a key. No key material is
-ever put in a message: errors name the entry (a file path, or "inline key"), never its content.
+loads at every interpreter start-up. The common forms (an Ed25519 key as SPKI PEM or DER) are read
+without `cryptography.hazmat.primitives.serialization`, whose import alone costs ~15 ms at start-up:
+RFC 8410 fixes that SubjectPublicKeyInfo as a 12-byte header and the 32-byte key, which
+`Ed25519PublicKey.from_public_bytes` takes. Everything else (other key types, other PEM layouts)
+goes through `load_pem_public_key` / `load_der_public_key`, so results and errors stay the library's.
+No key material is ever put in a message: errors name the entry (a file path, or "inline key"),
+never its content.
 """
 
 from __future__ import annotations
@@ -46,25 +51,56 @@ class TrustedKey:
         return f'TrustedKey(key_id={self.key_id!r})'
 
 
+# RFC 8410 SubjectPublicKeyInfo of an Ed25519 key: SEQUENCE { SEQUENCE { OID 1.3.101.112 },
+# BIT STRING (32 bytes) }, followed by the key itself.
+_ED25519_SPKI_HEADER = bytes.fromhex('302a300506032b6570032100')
+_PEM_BEGIN = '-----BEGIN PUBLIC KEY-----'
+_PEM_END = '-----END PUBLIC KEY-----'
+
+
 def key_id_of(public_key: Ed25519PublicKey | str | bytes) -> str:
     """Key id: hex SHA-256 of the SPKI DER of the public key, first 32 hex digits (128 bits).
     Takes a key object or its PEM text."""
     import hashlib  # lazy: see the module comment
 
-    from cryptography.hazmat.primitives import serialization
-
     key = public_key
     if isinstance(key, (str, bytes)):
-        key = _ed25519_from_pem(key.encode('utf-8') if isinstance(key, str) else key)
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()[:32]
+        key = _ed25519_from_pem(key.decode('utf-8') if isinstance(key, bytes) else key)
+    return hashlib.sha256(_ED25519_SPKI_HEADER + key.public_bytes_raw()).hexdigest()[:32]
 
 
-def _ed25519_from_pem(pem: bytes) -> Ed25519PublicKey:
+def _ed25519_from_spki(der: bytes) -> Ed25519PublicKey | None:
+    """The key of an Ed25519 SPKI DER in its one valid encoding, else None (ask the library)."""
+    if len(der) != 44 or not der.startswith(_ED25519_SPKI_HEADER):
+        return None
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    return Ed25519PublicKey.from_public_bytes(der[12:])
+
+
+def _spki_of_pem(text: str) -> bytes | None:
+    """The DER of a plain `PUBLIC KEY` PEM block (armour, base64 lines, armour), else None."""
+    import base64
+    import binascii
+
+    lines = text.strip().splitlines()
+    if len(lines) < 3 or lines[0].strip() != _PEM_BEGIN or lines[-1].strip() != _PEM_END:
+        return None
+    try:
+        return base64.b64decode(''.join(line.strip() for line in lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _ed25519_from_pem(pem: str) -> Ed25519PublicKey:
+    der = _spki_of_pem(pem)
+    fast = _ed25519_from_spki(der) if der is not None else None
+    if fast is not None:
+        return fast
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    key = load_pem_public_key(pem)
+    key = load_pem_public_key(pem.encode('utf-8'))
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError(f'expected an Ed25519 key, got {_kind_of(key)}')
     return key
@@ -82,18 +118,16 @@ def _kind_of(key: object) -> str:
 def _public_key_from(text: str, origin: str) -> Ed25519PublicKey:
     import base64  # lazy: see the module comment
 
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from cryptography.hazmat.primitives.serialization import (
-        load_der_public_key,
-        load_pem_public_key,
-    )
-
     trimmed = text.strip()
     if _PRIVATE_PEM.search(trimmed) is not None:
         raise ValueError(f'{origin}: is a private key; trust the public key (bulkhead.pub) instead')
+    key: object
     try:
         if trimmed.startswith('-----BEGIN'):
-            key = load_pem_public_key(trimmed.encode('utf-8'))
+            der = _spki_of_pem(trimmed)
+            key = _ed25519_from_spki(der) if der is not None else None
+            if key is None:
+                key = _library_key(trimmed.encode('utf-8'), pem=True)
         else:
             if _BASE64_TEXT.fullmatch(trimmed) is None:
                 raise ValueError('not PEM or base64')
@@ -103,13 +137,27 @@ def _public_key_from(text: str, origin: str) -> Ed25519PublicKey:
                 # A lone trailing character holds no whole byte: Node drops it.
                 standard = standard[:-1]
             data = base64.b64decode(standard + '=' * (-len(standard) % 4))
-            key = load_pem_public_key(data) if data.startswith(b'-----BEGIN') else load_der_public_key(data)
+            if data.startswith(b'-----BEGIN'):
+                der = _spki_of_pem(data.decode('utf-8', 'replace'))
+                key = _ed25519_from_spki(der) if der is not None else None
+                if key is None:
+                    key = _library_key(data, pem=True)
+            else:
+                key = _ed25519_from_spki(data) or _library_key(data, pem=False)
     except Exception as error:
         # The library's message describes the structure, never the bytes.
         raise ValueError(f'{origin}: not a public key ({_reason(error)})') from None
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError(f'{origin}: expected an Ed25519 key, got {_kind_of(key)}')
     return key
+
+
+def _library_key(data: bytes, *, pem: bool) -> object:
+    from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+
+    return load_pem_public_key(data) if pem else load_der_public_key(data)
 
 
 def _reason(error: Exception) -> str:
