@@ -242,7 +242,10 @@ class PolicyDecider implements Decider {
     if ((sni !== undefined && sni !== host) || !Number.isInteger(request.port))
       return this.decideUncached(request);
     const ip = request.ip ?? '';
-    const portKey = request.port * 8 + (PROTOCOL_INDEX[request.protocol] ?? 7);
+    // Own keys only: `toString` or `constructor` must not read as a protocol (they are unreadable).
+    const portKey =
+      request.port * 8 +
+      (Object.hasOwn(PROTOCOL_INDEX, request.protocol) ? PROTOCOL_INDEX[request.protocol] : 7);
     const method = request.method ?? '';
     const path = request.path ?? '';
     const l2 = this.cache.get(host);
@@ -289,7 +292,9 @@ class PolicyDecider implements Decider {
     }
     const port =
       Number.isInteger(request.port) && request.port >= 0 && request.port <= 65535 ? request.port : -1;
-    const protocolBit = PROTOCOL_BIT[request.protocol as Protocol] ?? 0;
+    const protocolBit = Object.hasOwn(PROTOCOL_BIT, request.protocol)
+      ? PROTOCOL_BIT[request.protocol as Protocol]
+      : 0;
     // A destination we cannot read (bad name, bad address, bad port or protocol) is never allowed.
     if (port === -1 || protocolBit === 0 || (names.length === 0 && ips.length === 0))
       return this.unreadable();

@@ -7,8 +7,7 @@
 // Keep names that IDNA 2003 (Python's codec, which the Python shim must follow) and UTS #46
 // (WHATWG, the TS kernel) spell differently out of here: `ß`, final sigma, ZWJ/ZWNJ, labels mixing
 // scripts of both directions, characters assigned after Unicode 3.2 (see runtime-shims/python/src/
-// bulkhead_shim/kernel/host.py). Likewise times other than the ECMAScript date-time format, and
-// protocol names that are Object.prototype keys (the TS kernel reads `toString` as a protocol).
+// bulkhead_shim/kernel/host.py). Likewise times other than the ECMAScript date-time format.
 import type { CompiledPolicy } from '../../policy/compiled.js';
 import type { Envelope } from '../../policy/types.js';
 
@@ -1042,6 +1041,8 @@ decide('unreadable', 'open', { host: 'x.example', port: 65536, protocol: 'tcp' }
 decide('unreadable', 'open', { host: 'x.example', port: -1, protocol: 'tcp' });
 decide('unreadable', 'open', { host: 'x.example', port: 443.5, protocol: 'tcp' });
 decide('unreadable', 'open', { host: 'x.example', port: 443, protocol: 'gopher' });
+for (const protocol of ['toString', 'constructor', '__proto__', 'valueOf', 'hasOwnProperty'])
+  decide('unreadable', 'open', { host: 'x.example', port: 443, protocol });
 decide('unreadable', 'open', { host: 'x.example', port: 443, protocol: 'TCP' });
 decide('unreadable', 'open', { host: 'x.example', port: 443, protocol: '' });
 decide('unreadable', 'open', { port: 443, protocol: 'tcp' });
@@ -1616,6 +1617,9 @@ for (const path of [
   'relative.sock',
   '',
   '/var/run/docker.sock\u0000x',
+  // A newline is an ordinary byte of a path: no regular-expression anchor may treat it as an end.
+  '/x\n/',
+  '/srv/a\n/..',
   '/tmp/other.sock',
 ]) {
   unix('unix', 'unix', path);

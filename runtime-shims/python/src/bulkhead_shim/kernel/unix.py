@@ -13,7 +13,8 @@ from collections.abc import Callable
 from .path import compile_glob, wildcard_match
 
 # `//`, a `.` or `..` segment, or a trailing `/` after something.
-_NOT_NORMAL = re.compile(r'//|/\.\.?(?:/|$)|./$', re.DOTALL)
+# As JavaScript reads it: `.` not matching a newline, `$` only at the very end (Python's `\Z`).
+_NOT_NORMAL = re.compile(r'//|/\.\.?(?:/|\Z)|./\Z')
 
 UnixMatcher = Callable[[str], bool]
 
