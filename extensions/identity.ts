@@ -1,8 +1,8 @@
 // The workload identity the extension asks the control API for: the shim's own detection
-// (runtime-shims/identity.ts), from what an extension sees (§8.2: no AWS_EXECUTION_ENV, but the
+// (runtime-shims/node/identity.ts), from what an extension sees (§8.2: no AWS_EXECUTION_ENV, but the
 // same Node binary as the runtime), plus the account id Register returns.
 import type { WorkloadIdentity } from '../policy/types.js';
-import { detectIdentity } from '../runtime-shims/identity.js';
+import { detectIdentity } from '../runtime-shims/node/identity.js';
 
 export function lambdaIdentity(
   env: NodeJS.ProcessEnv,

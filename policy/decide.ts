@@ -243,9 +243,10 @@ class PolicyDecider implements Decider {
       return this.decideUncached(request);
     const ip = request.ip ?? '';
     // Own keys only: `toString` or `constructor` must not read as a protocol (they are unreadable).
-    const portKey =
-      request.port * 8 +
-      (Object.hasOwn(PROTOCOL_INDEX, request.protocol) ? PROTOCOL_INDEX[request.protocol] : 7);
+    const protocolIndex = Object.hasOwn(PROTOCOL_INDEX, request.protocol)
+      ? PROTOCOL_INDEX[request.protocol]
+      : undefined;
+    const portKey = request.port * 8 + (protocolIndex ?? 7);
     const method = request.method ?? '';
     const path = request.path ?? '';
     const l2 = this.cache.get(host);

@@ -13,18 +13,18 @@ const dist = join(root, 'dist');
 // `standalone`: one self-contained CJS file (goes into the layer / preloads).
 const entries = [
   { name: 'index', src: 'policy/index.ts', kind: 'dual' },
-  { name: 'shim', src: 'runtime-shims/index.ts', kind: 'dual' },
-  { name: 'aws', src: 'runtime-shims/aws/index.ts', kind: 'dual' },
-  { name: 'middy', src: 'runtime-shims/middy/index.ts', kind: 'dual' },
-  { name: 'azure', src: 'runtime-shims/azure/index.ts', kind: 'dual' },
-  { name: 'gcp', src: 'runtime-shims/gcp/index.ts', kind: 'dual' },
-  { name: 'register', src: 'runtime-shims/register.ts', kind: 'standalone' },
-  { name: 'register', src: 'runtime-shims/register-esm.ts', kind: 'esm-preload' },
+  { name: 'shim', src: 'runtime-shims/node/index.ts', kind: 'dual' },
+  { name: 'aws', src: 'runtime-shims/node/aws/index.ts', kind: 'dual' },
+  { name: 'middy', src: 'runtime-shims/node/middy/index.ts', kind: 'dual' },
+  { name: 'azure', src: 'runtime-shims/node/azure/index.ts', kind: 'dual' },
+  { name: 'gcp', src: 'runtime-shims/node/gcp/index.ts', kind: 'dual' },
+  { name: 'register', src: 'runtime-shims/node/register.ts', kind: 'standalone' },
+  { name: 'register', src: 'runtime-shims/node/register-esm.ts', kind: 'esm-preload' },
   { name: 'extension', src: 'extensions/main.ts', kind: 'standalone' },
-  { name: 'lambda-handler', src: 'runtime-shims/aws/lambda-handler.ts', kind: 'standalone' },
+  { name: 'lambda-handler', src: 'runtime-shims/node/aws/lambda-handler.ts', kind: 'standalone' },
   { name: 'cli', src: 'control/cli/main.ts', kind: 'cli' },
   { name: 'demo', src: 'scripts/demo.ts', kind: 'cli' },
-  { name: 'azure-local', src: 'runtime-shims/azure/local-host.ts', kind: 'cli' },
+  { name: 'azure-local', src: 'runtime-shims/node/azure/local-host.ts', kind: 'cli' },
 ];
 
 // dist/ is overwritten, not wiped: tests running elsewhere may be reading it.

@@ -11,7 +11,7 @@ import {
   requireEsmIfSupported,
   requireHandlerModule,
   resolveHandlerExport,
-} from '../../runtime-shims/aws/handler-loader.js';
+} from '../../runtime-shims/node/aws/handler-loader.js';
 
 let root: string;
 

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ShimPort } from '../../runtime-shims/aws/shim-port.js';
+import type { ShimPort } from '../../runtime-shims/node/aws/shim-port.js';
 
 /**
  * A shim port that records what the wrappers ask of the core, with the core's semantics where the

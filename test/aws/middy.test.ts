@@ -1,14 +1,14 @@
 import middy from '@middy/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { TelemetryStage } from '../../runtime-shims/aws/invocation.js';
-import { createWithBulkhead } from '../../runtime-shims/aws/with-bulkhead.js';
+import type { TelemetryStage } from '../../runtime-shims/node/aws/invocation.js';
+import { createWithBulkhead } from '../../runtime-shims/node/aws/with-bulkhead.js';
 import {
   BULKHEAD_CLEANUP_KEY,
   bulkheadCleanup,
   bulkheadRequestEnd,
   createBulkheadMiddleware,
   type MiddyLikeRequest,
-} from '../../runtime-shims/middy/middleware.js';
+} from '../../runtime-shims/node/middy/middleware.js';
 import { type FakeExtension, fakeContext, RecordingShim, startFakeExtension } from './helpers.js';
 
 function setup(env: NodeJS.ProcessEnv = {}) {

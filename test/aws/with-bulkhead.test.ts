@@ -4,14 +4,14 @@ import {
   ExtensionSyncError,
   parseExtensionUrl,
   parseReadyAnswer,
-} from '../../runtime-shims/aws/extension-sync.js';
-import type { TelemetryStage } from '../../runtime-shims/aws/invocation.js';
+} from '../../runtime-shims/node/aws/extension-sync.js';
+import type { TelemetryStage } from '../../runtime-shims/node/aws/invocation.js';
 import {
   createWithBulkhead,
   HANDLER_HIGHWATERMARK,
   HANDLER_STREAMING,
   isBulkheadWrapped,
-} from '../../runtime-shims/aws/with-bulkhead.js';
+} from '../../runtime-shims/node/aws/with-bulkhead.js';
 import { type FakeExtension, fakeContext, RecordingShim, startFakeExtension } from './helpers.js';
 
 function setup(env: NodeJS.ProcessEnv = {}) {

@@ -1,10 +1,10 @@
-// dist/azure-local's HTTP front (runtime-shims/azure/local-host.ts), in process: routes like the
+// dist/azure-local's HTTP front (runtime-shims/node/azure/local-host.ts), in process: routes like the
 // Functions host, and hostile requests get a 4xx/5xx answer without taking the host down.
 import http from 'node:http';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type LocalHost, startLocalHost } from '../../runtime-shims/azure/local-host.js';
+import { type LocalHost, startLocalHost } from '../../runtime-shims/node/azure/local-host.js';
 
 let host: LocalHost;
 

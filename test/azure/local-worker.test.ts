@@ -3,7 +3,7 @@
 // RPC conversion. If a library upgrade changes the worker contract, this fails first.
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { installLocalWorker } from '../../runtime-shims/azure/local-worker.js';
+import { installLocalWorker } from '../../runtime-shims/node/azure/local-worker.js';
 
 const worker = installLocalWorker();
 // Loaded after the stand-in is in place, as the real worker does.

@@ -3,9 +3,9 @@
 // delivered before the invocation's response is produced, and a second setup is a no-op.
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { invocationTag, setupBulkhead } from '../../runtime-shims/azure/index.js';
-import { installLocalWorker } from '../../runtime-shims/azure/local-worker.js';
-import type { InProcessShim } from '../../runtime-shims/client/in-process.js';
+import { invocationTag, setupBulkhead } from '../../runtime-shims/node/azure/index.js';
+import { installLocalWorker } from '../../runtime-shims/node/azure/local-worker.js';
+import type { InProcessShim } from '../../runtime-shims/node/client/in-process.js';
 
 const worker = installLocalWorker();
 const { app } = createRequire(import.meta.url)('@azure/functions') as typeof import('@azure/functions');

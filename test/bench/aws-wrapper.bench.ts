@@ -5,8 +5,8 @@
 // Figures are means over many sequential invocations; ratios are against `bare`.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { coreShim } from '../../runtime-shims/aws/core-binding.js';
-import { createWithBulkhead } from '../../runtime-shims/aws/with-bulkhead.js';
+import { coreShim } from '../../runtime-shims/node/aws/core-binding.js';
+import { createWithBulkhead } from '../../runtime-shims/node/aws/with-bulkhead.js';
 
 process.env.BULKHEAD_FAIL_MODE ??= 'observe';
 

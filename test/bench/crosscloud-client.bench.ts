@@ -5,7 +5,7 @@
 //   propagation   N clients long-polling, one apply, time until each holds the new revision
 import { type RunningControlServer, startControlServer } from '../../control/server.js';
 import { loadTrustedKeys } from '../../policy/keys.js';
-import { type BundleClient, createBundleClient } from '../../runtime-shims/client/bundle-client.js';
+import { type BundleClient, createBundleClient } from '../../runtime-shims/node/client/bundle-client.js';
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 300);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 50);

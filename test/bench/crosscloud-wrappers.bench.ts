@@ -7,9 +7,9 @@
 //   azure setup   the same after setupBulkhead(app) (preInvocation + postInvocation hooks)
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
-import { setupBulkhead } from '../../runtime-shims/azure/index.js';
-import { installLocalWorker } from '../../runtime-shims/azure/local-worker.js';
-import { http } from '../../runtime-shims/gcp/index.js';
+import { setupBulkhead } from '../../runtime-shims/node/azure/index.js';
+import { installLocalWorker } from '../../runtime-shims/node/azure/local-worker.js';
+import { http } from '../../runtime-shims/node/gcp/index.js';
 
 process.env.BULKHEAD_FAIL_MODE ??= 'observe';
 process.env.BULKHEAD_LOG ??= 'silent';

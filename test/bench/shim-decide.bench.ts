@@ -3,8 +3,8 @@
 // to a destination) and a hit (every later one). Also bundle verify+load time. Printed only.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ShimCore } from '../../runtime-shims/core.js';
-import { hardenIntrinsics, prototypePolluted, WATCHED } from '../../runtime-shims/harden.js';
+import { ShimCore } from '../../runtime-shims/node/core.js';
+import { hardenIntrinsics, prototypePolluted, WATCHED } from '../../runtime-shims/node/harden.js';
 import { makeFixture, signedEnvelope } from '../shim/harness.js';
 
 const RULES = 10_000;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningControlServer, startControlServer } from '../../control/server.js';
 import { loadTrustedKeys } from '../../policy/keys.js';
-import { createBundleClient, type FetchOutcome } from '../../runtime-shims/client/bundle-client.js';
+import { createBundleClient, type FetchOutcome } from '../../runtime-shims/node/client/bundle-client.js';
 
 const root = join(import.meta.dirname, '../..');
 const policyV1 = readFileSync(join(root, 'examples/policy/demo/payments-v1.yaml'), 'utf8');

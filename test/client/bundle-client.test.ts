@@ -9,7 +9,7 @@ import { signBundle } from '../../policy/bundle.js';
 import type { CompiledPolicy } from '../../policy/compiled.js';
 import { generateKeyPair, loadTrustedKeys } from '../../policy/keys.js';
 import type { Envelope } from '../../policy/types.js';
-import { type BundleClient, createBundleClient } from '../../runtime-shims/client/bundle-client.js';
+import { type BundleClient, createBundleClient } from '../../runtime-shims/node/client/bundle-client.js';
 
 const TOKEN = 'bh_wl_secret-token-value-0123456789';
 const WORKLOAD = { cloud: 'gcp', name: 'charge-card', 'tag.app': 'payments' };

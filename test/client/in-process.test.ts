@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningControlServer, startControlServer } from '../../control/server.js';
 import { verifyBundle } from '../../policy/bundle.js';
 import { loadTrustedKeys } from '../../policy/keys.js';
-import { createInProcessController, type InProcessShim } from '../../runtime-shims/client/in-process.js';
+import { createInProcessController, type InProcessShim } from '../../runtime-shims/node/client/in-process.js';
 import { freePort, paymentsPolicy } from '../crosscloud/harness.js';
 
 const WORKLOAD = { cloud: 'azure', name: 'settle', 'tag.app': 'payments' };

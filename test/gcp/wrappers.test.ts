@@ -4,8 +4,8 @@
 import { EventEmitter } from 'node:events';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { InProcessShim } from '../../runtime-shims/client/in-process.js';
-import { cloudEvent, configure, http } from '../../runtime-shims/gcp/index.js';
+import type { InProcessShim } from '../../runtime-shims/node/client/in-process.js';
+import { cloudEvent, configure, http } from '../../runtime-shims/node/gcp/index.js';
 
 const events: string[] = [];
 let currentTag: string | undefined;

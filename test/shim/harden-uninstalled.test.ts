@@ -1,7 +1,7 @@
 // ShimCore is also used without install() (benchmarks, wrappers that drive it directly): with nothing
 // captured yet, the tamper check has nothing to compare against and must not report tampering.
 import { describe, expect, it } from 'vitest';
-import { hardenIntrinsics, prototypePolluted } from '../../runtime-shims/harden.js';
+import { hardenIntrinsics, prototypePolluted } from '../../runtime-shims/node/harden.js';
 
 describe('tamper check before install', () => {
   it('reports nothing until builtins are captured, then watches them', () => {

@@ -1,7 +1,7 @@
 // The builtin-identity watch is written out property by property for speed; this proves each
 // watched builtin, replaced on its own, is seen (and that restoring it clears the alarm).
 import { describe, expect, it } from 'vitest';
-import { hardenIntrinsics, prototypePolluted, WATCHED } from '../../runtime-shims/harden.js';
+import { hardenIntrinsics, prototypePolluted, WATCHED } from '../../runtime-shims/node/harden.js';
 
 type Holder = Record<PropertyKey, unknown>;
 

@@ -6,12 +6,12 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { DenyRecord } from '../../policy/types.js';
-import { readConfig } from '../../runtime-shims/config.js';
-import { reverseName } from '../../runtime-shims/hooks/dns.js';
-import { parseAuthority } from '../../runtime-shims/hooks/http.js';
-import { detectIdentity } from '../../runtime-shims/identity.js';
-import { captureOrigin } from '../../runtime-shims/origin.js';
-import { HttpSink, RecordQueue, type Sink, SpoolSink } from '../../runtime-shims/records.js';
+import { readConfig } from '../../runtime-shims/node/config.js';
+import { reverseName } from '../../runtime-shims/node/hooks/dns.js';
+import { parseAuthority } from '../../runtime-shims/node/hooks/http.js';
+import { detectIdentity } from '../../runtime-shims/node/identity.js';
+import { captureOrigin } from '../../runtime-shims/node/origin.js';
+import { HttpSink, RecordQueue, type Sink, SpoolSink } from '../../runtime-shims/node/records.js';
 import { countingTcpServer, type Fixture, killAll, makeFixture, probe, spoolRecords } from './harness.js';
 
 const dirs: string[] = [];

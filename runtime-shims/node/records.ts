@@ -2,7 +2,7 @@
 // Nothing here throws into application code: every failure becomes a count or a log line.
 import { randomUUID } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync, writeSync } from 'node:fs';
-import type { DenyRecord } from '../policy/types.js';
+import type { DenyRecord } from '../../policy/types.js';
 import { callOriginal } from './hooks/lock.js';
 
 export interface Sink {

@@ -5,12 +5,12 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { existsSync, type FSWatcher, readFileSync, realpathSync, watch, watchFile } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { verifyBundle } from '../policy/bundle.js';
-import { normalizeIp } from '../policy/cidr.js';
-import { createDecider } from '../policy/decide.js';
-import { classifyHost } from '../policy/host.js';
-import { identityGlobMatches } from '../policy/identity.js';
-import { loadTrustedKeys, type TrustedKey } from '../policy/keys.js';
+import { verifyBundle } from '../../policy/bundle.js';
+import { normalizeIp } from '../../policy/cidr.js';
+import { createDecider } from '../../policy/decide.js';
+import { classifyHost } from '../../policy/host.js';
+import { identityGlobMatches } from '../../policy/identity.js';
+import { loadTrustedKeys, type TrustedKey } from '../../policy/keys.js';
 import type {
   Decider,
   Decision,
@@ -19,7 +19,7 @@ import type {
   Mode,
   Protocol,
   WorkloadIdentity,
-} from '../policy/types.js';
+} from '../../policy/types.js';
 import { type Endpoint, type FailMode, hostKey, readConfig, type ShimConfig } from './config.js';
 import { prototypePolluted } from './harden.js';
 import { captureOrigin, originFromStack } from './origin.js';

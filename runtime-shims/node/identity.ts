@@ -1,8 +1,8 @@
 // Workload identity from the platform's own environment, so the same shim (and the same policy)
 // works on Lambda, Azure Functions, Google Cloud functions and plain Node hosts. Used by the shim
 // and by every platform wrapper; no I/O.
-import { parseIdentity } from '../policy/identity.js';
-import type { WorkloadIdentity } from '../policy/types.js';
+import { parseIdentity } from '../../policy/identity.js';
+import type { WorkloadIdentity } from '../../policy/types.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 

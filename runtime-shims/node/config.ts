@@ -2,9 +2,9 @@
 // are exempt from policy by construction: the Lambda Runtime API, the extension's local endpoint,
 // the report sink and the control API. Nothing else is ever exempt.
 import { realpathSync } from 'node:fs';
-import { normalizeIp } from '../policy/cidr.js';
-import { parseIdentity } from '../policy/identity.js';
-import type { WorkloadIdentity } from '../policy/types.js';
+import { normalizeIp } from '../../policy/cidr.js';
+import { parseIdentity } from '../../policy/identity.js';
+import type { WorkloadIdentity } from '../../policy/types.js';
 import { detectIdentity } from './identity.js';
 
 export type FailMode = 'closed' | 'observe';

@@ -4,9 +4,9 @@
 // and the kernel's verification only — no npm packages, no YAML parser.
 import http from 'node:http';
 import https from 'node:https';
-import { verifyBundle } from '../../policy/bundle.js';
-import { formatIdentity } from '../../policy/identity.js';
-import type { WorkloadIdentity } from '../../policy/types.js';
+import { verifyBundle } from '../../../policy/bundle.js';
+import { formatIdentity } from '../../../policy/identity.js';
+import type { WorkloadIdentity } from '../../../policy/types.js';
 
 type VerifyOptions = Parameters<typeof verifyBundle>[1];
 type VerifyResult = ReturnType<typeof verifyBundle>;

@@ -4,8 +4,8 @@
 // under a second), and delivers deny records before the platform can freeze or throttle the instance.
 // Nothing here throws into the function: failures are logged and the invocation carries on under the
 // last good bundle (or the shim's fail mode when it never had one).
-import { loadTrustedKeys } from '../../policy/keys.js';
-import type { WorkloadIdentity } from '../../policy/types.js';
+import { loadTrustedKeys } from '../../../policy/keys.js';
+import type { WorkloadIdentity } from '../../../policy/types.js';
 import { type BundleClient, createBundleClient, type FetchOutcome } from './bundle-client.js';
 
 /** What the in-process controller needs from the shim core (`runtime-shims/index.ts`). */

@@ -4,8 +4,8 @@
 // fires for every request and every redirect hop.
 import * as diagnosticsChannel from 'node:diagnostics_channel';
 import { createRequire } from 'node:module';
-import { classifyHost } from '../../policy/host.js';
-import type { Decision, DecisionRequest, Protocol } from '../../policy/types.js';
+import { classifyHost } from '../../../policy/host.js';
+import type { Decision, DecisionRequest, Protocol } from '../../../policy/types.js';
 import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
 import { decideAtConnect, intendedPort, isUnixSocket, markTunnel, type Peer, peerOf } from './connections.js';

@@ -8,7 +8,7 @@
 // bundle is fetched at app start, refreshed before an invocation when stale and long-polled while
 // invocations run; every invocation runs tagged with its invocationId and function name; deny records
 // are delivered in postInvocation, which the worker awaits before the response leaves.
-import type { WorkloadIdentity } from '../../policy/types.js';
+import type { WorkloadIdentity } from '../../../policy/types.js';
 import {
   createInProcessController,
   type InProcessController,

@@ -4,7 +4,7 @@
 // (the CJS preload, an ESM wrapper bundle) drives the same hooks, bundle and record queue.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import type { DenyRecord } from '../policy/types.js';
+import type { DenyRecord } from '../../policy/types.js';
 import {
   API_VERSION,
   type CoverageManifest,

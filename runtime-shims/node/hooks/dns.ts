@@ -1,7 +1,7 @@
 // DNS through the cares_wrap binding: getaddrinfo (dns.lookup, and so net/http/fetch) and every
 // c-ares query (dns.resolve*, Resolver, dns.promises). A name no rule could allow is refused
 // before a query leaves the process; answers bind addresses to the name for later connects.
-import { parseIp } from '../../policy/cidr.js';
+import { parseIp } from '../../../policy/cidr.js';
 import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
 import { type BindingLoader, callOriginal, lockHook } from './lock.js';

@@ -1,6 +1,6 @@
 // Binds the in-process controller to the process-wide shim core and its platform identity detection.
 // Kept in one file so the Azure and GCP wrappers share it.
-import type { WorkloadIdentity } from '../../policy/types.js';
+import type { WorkloadIdentity } from '../../../policy/types.js';
 import { detectIdentity } from '../identity.js';
 import { flush, install, reload, runInInvocation, status } from '../index.js';
 import type { InProcessShim } from './in-process.js';

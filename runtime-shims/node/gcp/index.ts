@@ -11,7 +11,7 @@
 // response ends: Cloud Run throttles the CPU once the response is sent, and the framework's SIGTERM
 // handler exits at once, so nothing may be left for later.
 import { execFileSync } from 'node:child_process';
-import type { WorkloadIdentity } from '../../policy/types.js';
+import type { WorkloadIdentity } from '../../../policy/types.js';
 import {
   createInProcessController,
   type InProcessController,
