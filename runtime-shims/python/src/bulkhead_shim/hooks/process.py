@@ -12,7 +12,7 @@ def install(module: Any, check: Callable[[Any, Any, Any], None]) -> Callable[...
     original = module.fork_exec
 
     def fork_exec(*args: Any, **kwargs: Any) -> Any:
-        # (args, executable_list, close_fds, pass_fds, cwd, env, …) on CPython 3.10–3.13.
+        # (args, executable_list, close_fds, pass_fds, cwd, env, …) on CPython 3.10-3.13.
         check(
             args[0] if args else None,
             args[1] if len(args) > 1 else None,
