@@ -182,3 +182,22 @@ def test_the_primitives_under_subprocess_and_ctypes_are_governed(fixture: Fixtur
         text=True,
     )
     assert done.stdout.strip() == '4', done.stderr
+
+
+def test_the_sitecustomize_the_shim_shadows_still_runs(fixture: Fixture) -> None:
+    theirs = fixture.dir / 'theirs'
+    theirs.mkdir()
+    (theirs / 'sitecustomize.py').write_text('import builtins\nbuiltins.CHAINED = True\n')
+    fixture.write(allow=['{ to: { cidr: 127.0.0.9/32 } }'])
+    env = fixture.env(PYTHONPATH=f'{SRC}:{theirs}')
+    done = subprocess.run(
+        [
+            sys.executable,
+            '-c',
+            'import builtins, sys; print(builtins.CHAINED, "bulkhead_shim.boot" in sys.modules)',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.strip() == 'True True', done.stderr

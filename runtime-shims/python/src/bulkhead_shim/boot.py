@@ -7,18 +7,22 @@ Start-up budget: this module and the hook module are all that load at start-up."
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
-import threading
-from collections.abc import Callable, Sequence
-from importlib.abc import Loader, MetaPathFinder
-from importlib.machinery import ModuleSpec
-from types import ModuleType
-from typing import Any
 
 from .hooks import audit
+from .kernel._typing import TYPE_CHECKING
 
-_lock = threading.Lock()
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+    from typing import Any
+
+# Start-up budget: only built-in modules here (no threading, typing or importlib.abc: importlib.abc alone
+# costs ~20 ms, as it pulls in importlib.resources and pathlib).
+_lock = _thread.allocate_lock()
 _shim: Any = None
 _installed = False
 _governor: audit.Governor | None = None
@@ -60,7 +64,7 @@ def _is_internal() -> bool:
     shim = _shim
     if shim is None:
         return False
-    ident = threading.get_ident()
+    ident = _thread.get_ident()
     return ident == shim.queue.thread_ident or ident == getattr(shim, 'watch_thread_ident', None)
 
 
@@ -119,20 +123,23 @@ _PATCHES: dict[str, Callable[[ModuleType], None]] = {
 }
 
 
-class _PatchingLoader(Loader):
-    def __init__(self, loader: Loader, patch: Callable[[ModuleType], None]) -> None:
+class _PatchingLoader:
+    """The import protocol is duck-typed: a loader needs create_module and exec_module."""
+
+    def __init__(self, loader: Any, patch: Callable[[ModuleType], None]) -> None:
         self._loader = loader
         self._patch = patch
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)
+        module: ModuleType | None = self._loader.create_module(spec)
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
         self._patch(module)
 
 
-class _PatchingFinder(MetaPathFinder):
+class _PatchingFinder:
     """Finds nothing itself: hands `socket`, `ssl` and `http.client` to the other finders and wraps the
     loader so the module is patched the moment it has executed, before anyone can use it."""
 
@@ -149,7 +156,7 @@ class _PatchingFinder(MetaPathFinder):
             spec: ModuleSpec | None = find(fullname, path, target) if find is not None else None
             if spec is not None:
                 if spec.loader is not None:
-                    spec.loader = _PatchingLoader(spec.loader, patch)
+                    spec.loader = _PatchingLoader(spec.loader, patch)  # type: ignore[assignment]
                 return spec
         return None
 
@@ -173,7 +180,7 @@ def install() -> None:
 
 def _after_fork() -> None:
     global _lock
-    _lock = threading.Lock()
+    _lock = _thread.allocate_lock()
     if _shim is not None:
         _shim.after_fork_in_child()
 

@@ -6,16 +6,18 @@ interpreter (file opens, compiles, …), so its first step is one dict lookup th
 from __future__ import annotations
 
 import _socket
-import contextlib
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from ..errors import EgressDenied, NativeModuleDenied
-from . import children
+from ..kernel._typing import TYPE_CHECKING
 
-Handler = Callable[[tuple[Any, ...]], None]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+if TYPE_CHECKING:
+    Handler = Callable[[tuple[Any, ...]], None]
 
 #: Standard-library extension modules that are not exempt like the rest of lib-dynload: ctypes (native
 #: code and raw memory), subinterpreters (Python-level audit hooks do not reach them), CPython's test
@@ -130,6 +132,8 @@ class Governor:
     # -- processes -------------------------------------------------------------------------------------
 
     def _exec(self, executable: Any, argv: Any, env: Any, *, completable: bool) -> None:
+        from . import children
+
         file = _text(executable)
         args = [argv] if isinstance(argv, (str, bytes)) else list(argv or [])
         if file is None and args:
@@ -360,5 +364,7 @@ def _report_failure(event: str, error: BaseException) -> None:
     if event in _reported:
         return
     _reported.add(event)
-    with contextlib.suppress(Exception):
+    try:  # noqa: SIM105  (contextlib.suppress would cost start-up time)
         sys.stderr.write(f'bulkhead: hook for {event} failed ({type(error).__name__}: {error}); denied\n')
+    except Exception:
+        pass  # stderr closed: nothing else to tell
