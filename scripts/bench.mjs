@@ -1,7 +1,8 @@
 // Runs every benchmark under test/bench/ (or those whose file name contains an argument),
-// one after another so they do not compete for the two cores.
+// one after another so they do not compete for the two cores, then the Python shim's
+// (runtime-shims/python/bench/run.py, named python-shim: `npm run bench -- python`).
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -34,5 +35,24 @@ for (const file of files) {
   console.log(`\n=== ${file} ===`);
   const run = spawnSync(process.execPath, ['--expose-gc', outfile], { cwd: root, stdio: 'inherit' });
   if (run.status !== 0) failed++;
+}
+// The Python shim: run by a project virtualenv's CPython (`node scripts/python.mjs setup` makes them;
+// they have cryptography, requests and urllib3), BENCH_PYTHON to choose another interpreter.
+if (filters.length === 0 || filters.some((x) => 'python-shim'.includes(x))) {
+  console.log('\n=== python-shim (runtime-shims/python/bench/run.py) ===');
+  const python =
+    process.env.BENCH_PYTHON ??
+    ['3.11', '3.12', '3.13', '3.10']
+      .map((minor) => join(root, '.venv', `py${minor}`, 'bin', 'python'))
+      .find((path) => existsSync(path));
+  if (python === undefined) {
+    console.log(
+      'skipped: no virtualenv at .venv/py3.11 (nor py3.12, py3.13, py3.10); `node scripts/python.mjs setup` makes them',
+    );
+  } else {
+    const script = join(root, 'runtime-shims/python/bench/run.py');
+    const run = spawnSync(python, [script], { cwd: root, stdio: 'inherit' });
+    if (run.status !== 0) failed++;
+  }
 }
 if (failed) process.exit(1);

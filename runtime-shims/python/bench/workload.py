@@ -151,12 +151,12 @@ def _micro(n: int, port: int, http_port: int, host: str) -> dict[str, float]:
         out['decider_decide_miss_ns'] = _best_ns(
             max(1, n // 10), lambda: uncached(host, address, http_port, 'http', None, 'GET', PATH)
         )
-        out.update(_parts(n, address, host))
+        out.update(_parts(n, address, host, http_port))
     sock.close()
     return out
 
 
-def _parts(n: int, address: str, host: str) -> dict[str, float]:
+def _parts(n: int, address: str, host: str, http_port: int) -> dict[str, float]:
     """Steps of the connect decision, for the shim's authors (internal functions: skipped if renamed)."""
     out: dict[str, float] = {}
     try:
@@ -168,6 +168,16 @@ def _parts(n: int, address: str, host: str) -> dict[str, float]:
     out['normalize_ip_ns'] = _best_ns(n, lambda: normalize_ip(address))
     out['classify_host_ip_ns'] = _best_ns(n, lambda: classify_host(address))
     out['host_key_name_ns'] = _best_ns(n, lambda: host_key(host))
+    try:
+        import http.client
+
+        from bulkhead_shim.hooks.http import request_facts
+    except ImportError:
+        return out
+    connection = http.client.HTTPConnection(host, http_port)
+    connection.putrequest('GET', PATH)  # composes the request line and Host header; sends nothing
+    connection.putheader('Accept', '*/*')
+    out['request_facts_ns'] = _best_ns(n, lambda: request_facts(connection))
     return out
 
 
