@@ -419,6 +419,8 @@ def print_report(results: dict[str, Any]) -> None:
         f'load average {meta["loadavg_before"]} -> {meta["loadavg_after"]}'
     )
     p(f'policy: {meta["rule"]}')
+    changed = ' + uncommitted changes to the shim' if meta['shim_src_changed'] else ''
+    p(f'shim measured: commit {meta["commit"] or "?"}{changed}')
     startup = results['startup']
     p(
         f'\n1. start-up, {startup["pass"]["runs"]} interleaved runs each, median (goal: <= '
@@ -579,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
                 'rule': rule,
                 'runs': runs,
                 'rounds': rounds,
+                'commit': _git('rev-parse', '--short', 'HEAD'),
+                'shim_src_changed': bool(_git('status', '--porcelain', '--', str(SRC))),
             }
         }
         steps: list[tuple[str, Callable[[], Any]]] = [
@@ -615,6 +619,17 @@ def _missing(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is None
+
+
+def _git(*args: str) -> str:
+    """Which build of the shim was measured (empty outside a git checkout)."""
+    try:
+        done = subprocess.run(
+            ['git', *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+        )
+    except OSError:
+        return ''
+    return done.stdout.strip() if done.returncode == 0 else ''
 
 
 def _loadavg() -> str:
