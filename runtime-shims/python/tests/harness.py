@@ -125,13 +125,22 @@ def probe(
     *,
     listen: dict[str, dict[str, Any]] | None = None,
     unix: dict[str, str] | None = None,
+    proxies: dict[str, dict[str, Any]] | None = None,
     hosts: str | None = None,
     status: bool = False,
     python: str = sys.executable,
     timeout: float = 60,
 ) -> Run:
     """Run the probe under the shim; with `hosts`, inside a private namespace whose /etc/hosts is it."""
-    plan = json.dumps({'attempts': attempts, 'listen': listen or {}, 'unix': unix or {}, 'status': status})
+    plan = json.dumps(
+        {
+            'attempts': attempts,
+            'listen': listen or {},
+            'unix': unix or {},
+            'proxies': proxies or {},
+            'status': status,
+        }
+    )
     command = [python, str(PROBE)]
     if hosts is not None:
         folder = Path(tempfile.mkdtemp(prefix='bulkhead-ns-'))

@@ -45,6 +45,44 @@ def serve(host: str, port: int, tls: dict[str, str] | None = None) -> int:
     return int(server.server_address[1])
 
 
+def connect_proxy(host: str, port: int) -> int:
+    """A forward proxy that answers CONNECT and relays bytes (in this process, so its own upstream
+    connections are governed too: the policy must allow what it reaches)."""
+    listener = socket.create_server((host, port))
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    def handle(client: socket.socket) -> None:
+        head = b''
+        while b'\r\n\r\n' not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        target = head.split(b' ')[1].decode()
+        target_host, _, target_port = target.rpartition(':')
+        upstream = socket.create_connection((target_host, int(target_port)), timeout=3)
+        client.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
+        threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+    def accept() -> None:
+        while True:
+            client, _ = listener.accept()
+            threading.Thread(target=handle, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
 def outcome(error: BaseException) -> str:
     seen: BaseException | None = error
     while seen is not None:
@@ -89,7 +127,13 @@ def attempt(step: dict[str, Any], ports: dict[str, int]) -> str:
         if lib == 'requests':
             import requests
 
-            answer = requests.get(url, timeout=3, headers=step.get('headers'), verify=step.get('ca', True))
+            answer = requests.get(
+                url,
+                timeout=3,
+                headers=step.get('headers'),
+                verify=step.get('ca', True),
+                proxies=step.get('proxies'),
+            )
             return 'ok:' + str(answer.text)
         if lib == 'urllib3':
             import urllib3
@@ -121,6 +165,8 @@ def main() -> None:
     ports: dict[str, int] = {}
     for name, listen in plan.get('listen', {}).items():
         ports[name] = serve(listen['host'], listen.get('port', 0), listen.get('tls'))
+    for name, listen in plan.get('proxies', {}).items():
+        ports[name] = connect_proxy(listen['host'], listen['port'])
     listeners = []  # kept referenced: a collected socket closes
     for name, path in plan.get('unix', {}).items():
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

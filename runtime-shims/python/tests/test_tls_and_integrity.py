@@ -55,6 +55,40 @@ def test_https_is_decided_by_host_path_and_server_name(fixture: Fixture) -> None
     assert fronted['destination']['ip'] == '127.0.0.1'
 
 
+@needs_namespaces
+@pytest.mark.skipif(shutil.which('openssl') is None, reason='needs openssl to make a certificate')
+def test_through_a_proxy_the_target_is_decided_never_the_proxy(fixture: Fixture) -> None:
+    cert, key = _certificate(fixture.dir)
+    fixture.write(
+        allow=[
+            '{ to: { host: api.allowed.test, port: 8443, paths: ["/v1/**"] } }',
+            '{ to: { cidr: 127.0.0.5/32, port: 3128 } }',  # the proxy
+        ]
+    )
+    proxies = {'https': 'http://127.0.0.5:3128'}
+    run = probe(
+        fixture.env(),
+        [
+            {'op': 'http', 'lib': 'requests', 'url': 'https://api.allowed.test:8443/v1/x', 'ca': cert,
+             'proxies': proxies},
+            {'op': 'http', 'lib': 'requests', 'url': 'https://api.allowed.test:8443/v2/x', 'ca': cert,
+             'proxies': proxies},
+            {'op': 'http', 'lib': 'requests', 'url': 'https://evil.allowed.test:8443/v1/x', 'ca': cert,
+             'proxies': proxies},
+        ],
+        listen={'tls': {'host': '127.0.0.1', 'port': 8443, 'tls': {'cert': cert, 'key': key}}},
+        proxies={'proxy': {'host': '127.0.0.5', 'port': 3128}},
+        hosts=HOSTS,
+    )  # fmt: skip
+    assert run.results == [
+        'ok:GET /v1/x host=api.allowed.test:8443',
+        'denied:default-deny',
+        'denied:default-deny',  # refused before the CONNECT is written, though the proxy is allowed
+    ], run.stderr
+    (connect,) = [r for r in fixture.records() if r['kind'] == 'connect']
+    assert connect['destination'] == {'host': 'evil.allowed.test', 'port': 8443, 'protocol': 'tcp'}
+
+
 TAMPER = """
 import http.client, json, urllib.request
 http.client.HTTPConnection.endheaders = http.client.HTTPConnection.endheaders.__wrapped__

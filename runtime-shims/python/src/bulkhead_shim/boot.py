@@ -105,6 +105,8 @@ def _patch_http_client(module: ModuleType) -> None:
 
     wrapper = http.install(module, get_shim)
     _wrappers['http.client.HTTPConnection.endheaders'] = (module.HTTPConnection, 'endheaders', wrapper)
+    tunnel = http.install_tunnel(module, get_shim)
+    _wrappers['http.client.HTTPConnection.send'] = (module.HTTPConnection, 'send', tunnel)
 
 
 def _patch_posixsubprocess(module: ModuleType) -> None:

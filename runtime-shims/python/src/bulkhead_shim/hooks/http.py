@@ -1,14 +1,20 @@
 """L7 facts for `http.client` (and so urllib, urllib3, requests, botocore, which all send through it):
 the request is decided with its host, method and path in `endheaders`, after the request line and
-headers are composed and before a byte is written. A proxy tunnel (`set_tunnel`) is decided by its
-target. The connection's own TCP connect is decided again by the audit hook."""
+headers are composed and before a byte is written. The connection's own TCP connect is decided by the
+audit hook. Through a proxy, what is decided is the target, never the proxy: the CONNECT (`_tunnel`) before
+it is written, the TLS server name and the request inside the tunnel by the target's name and port (the
+proxy's own address allows nothing on the target's behalf)."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import EgressDenied
+
+#: Sockets that carry a CONNECT tunnel → (target host, target port), for the TLS check.
+TUNNELS: weakref.WeakKeyDictionary[Any, tuple[str, int]] = weakref.WeakKeyDictionary()
 
 
 def request_facts(conn: Any) -> tuple[str, int, str, str, str]:
@@ -58,11 +64,14 @@ def install(http_client: Any, get_shim: Callable[[], Any]) -> Callable[..., Any]
     def endheaders(self: Any, message_body: Any = None, *, encode_chunked: bool = False) -> Any:
         shim = get_shim()
         host, port, protocol, method, path = request_facts(self)
-        decision = shim.decide_request(host, port, protocol, method, path, _peer(self))
+        tunneled = bool(getattr(self, '_tunnel_host', None))
+        peer = None if tunneled else _peer(self)
+        decision = shim.decide_request(host, port, protocol, method, path, peer)
         if (
             decision.rule == 'default-deny'
             and shim.decider.allows_addresses
             and self.sock is None
+            and not tunneled
             and getattr(self, 'auto_open', 1)
         ):
             # The names fall to the default but a CIDR rule may hold the address: connect now (send()
@@ -88,6 +97,37 @@ def install(http_client: Any, get_shim: Callable[[], Any]) -> Callable[..., Any]
     endheaders.__doc__ = original.__doc__
     cls.endheaders = endheaders
     return endheaders
+
+
+def install_tunnel(http_client: Any, get_shim: Callable[[], Any]) -> Callable[..., Any]:
+    """A tunnel's `CONNECT host:port` is decided by that target before it is written to the proxy. It is
+    caught in `send`, which every `_tunnel` implementation writes it through (urllib3 carries its own
+    backport of `_tunnel`), so no copy of the tunnel code can go around it."""
+    cls = http_client.HTTPConnection
+    original = cls.send
+
+    def send(self: Any, data: Any) -> Any:
+        if (
+            getattr(self, '_tunnel_host', None)
+            and isinstance(data, (bytes, bytearray))
+            and data[:8] == b'CONNECT '
+        ):
+            shim = get_shim()
+            host, port = str(self._tunnel_host), int(self._tunnel_port or 443)
+            decision = shim.decide_host(host, port, 'tcp')
+            if decision.decision != 'allow':
+                shim.report('connect', decision, {'host': host.lower(), 'port': port, 'protocol': 'tcp'})
+                if decision.blocked:
+                    raise EgressDenied('CONNECT', f'{host}:{port}', decision.rule, shim.decider.revision)
+            if self.sock is not None:
+                TUNNELS[self.sock] = (host, port)
+        return original(self, data)
+
+    send.__wrapped__ = original  # type: ignore[attr-defined]
+    send.__qualname__ = original.__qualname__
+    send.__doc__ = original.__doc__
+    cls.send = send
+    return send
 
 
 def _peer(conn: Any) -> str | None:

@@ -34,11 +34,22 @@ def install(ssl_module: Any, get_shim: Callable[[], Any]) -> list[Callable[..., 
         if peer is None:
             return  # not connected yet: the connect decides (with the names this process resolved)
         shim = get_shim()
-        decision = shim.decide_connect(peer[0], peer[1], 'tcp', sni=name)
+        from .http import TUNNELS
+
+        tunnel = TUNNELS.get(sock)
+        if tunnel is not None:
+            # Through a proxy: the name is the target's, decided with the target's port, not the proxy's.
+            decision = shim.decide_host(tunnel[0], tunnel[1], 'tcp')
+            if decision.decision == 'allow' and name.lower() != tunnel[0].lower():
+                decision = shim.decide_host(name, tunnel[1], 'tcp')
+            destination = {'host': tunnel[0].lower(), 'port': tunnel[1], 'protocol': 'tcp'}
+            peer = (tunnel[0], tunnel[1])
+        else:
+            decision = shim.decide_connect(peer[0], peer[1], 'tcp', sni=name)
+            destination = {'ip': peer[0], 'port': peer[1], 'protocol': 'tcp'}
         if decision.decision != 'allow':
-            shim.report(
-                'connect', decision, {'ip': peer[0], 'port': peer[1], 'protocol': 'tcp', 'sni': name.lower()}
-            )
+            destination['sni'] = name.lower()
+            shim.report('connect', decision, destination)
             if decision.blocked:
                 raise EgressDenied(
                     'TLS handshake', f'{name} at {peer[0]}:{peer[1]}', decision.rule, shim.decider.revision
