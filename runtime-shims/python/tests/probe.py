@@ -140,6 +140,21 @@ def attempt(step: dict[str, Any], ports: dict[str, int]) -> str:
 
             return 'ok:' + urllib3.PoolManager().request('GET', url, timeout=3).data.decode()
         raise ValueError(lib)
+    if op == 's3':
+        import botocore.session
+        from botocore.config import Config
+
+        session = botocore.session.get_session()
+        client = session.create_client(
+            's3',
+            region_name='us-east-1',
+            endpoint_url='http://s3.us-east-1.amazonaws.com',
+            aws_access_key_id='AKIDEXAMPLE',
+            aws_secret_access_key='example-secret',
+            config=Config(s3={'addressing_style': step['style']}, retries={'max_attempts': 1}),
+        )
+        body = client.get_object(Bucket=step['bucket'], Key=step['key'])['Body'].read()
+        return 'ok:' + bytes(body).decode()
     if op == 'exec':
         result = subprocess.run(step['argv'], capture_output=True, text=True, timeout=20, env=step.get('env'))
         return f'ok:{result.returncode}:{result.stdout.strip()}'
