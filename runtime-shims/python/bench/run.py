@@ -21,7 +21,7 @@ ratios are with/without. The HTTP server is a separate, un-shimmed process (serv
    connection per request (`Connection: close`), µs per request and requests/s.
 
 Results: a table on stdout and JSON (default bench-results/python-shim.json at the repository root).
-BENCH_RUNS (start-ups per variant, default 40) and BENCH_ROUNDS (client rounds, default 5) override."""
+BENCH_RUNS (start-ups per variant, default 40) and BENCH_ROUNDS (client rounds, default 7) override."""
 
 from __future__ import annotations
 
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', default=str(ROOT / 'bench-results' / 'python-shim.json'))
     args = parser.parse_args(argv)
     runs = int(os.environ.get('BENCH_RUNS') or (6 if args.quick else 40))
-    rounds = int(os.environ.get('BENCH_ROUNDS') or (2 if args.quick else 5))
+    rounds = int(os.environ.get('BENCH_ROUNDS') or (2 if args.quick else 7))
     kinds = {k: max(20, n // 10) for k, n in KINDS.items()} if args.quick else dict(KINDS)
     if not CLI.exists():
         sys.stderr.write(f'{CLI} is missing: run `npm run build` first\n')
