@@ -52,6 +52,7 @@ if (filters.length === 0 || filters.some((x) => 'python-shim'.includes(x))) {
   } else {
     const script = join(root, 'runtime-shims/python/bench/run.py');
     const run = spawnSync(python, [script], { cwd: root, stdio: 'inherit' });
+    if (run.error) console.log(`python-shim: cannot run ${python}: ${run.error.message}`);
     if (run.status !== 0) failed++;
   }
 }
