@@ -6,43 +6,73 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
-from urllib.parse import urlsplit
 
 from .identity import detect_identity
+from .kernel._typing import TYPE_CHECKING
 from .kernel.cidr import normalize_ip
 from .kernel.identity import parse_identity
 
-FailMode = Literal['closed', 'observe']
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Literal
+
+    FailMode = Literal['closed', 'observe']
+
+# Plain classes, not dataclasses: `dataclasses` costs ~7 ms to import (inspect, ast, dis), paid by every
+# process at its first governed operation.
 
 
-@dataclass(frozen=True, slots=True)
 class Endpoint:
     """Lower-case host name or normalised IP literal, and a port."""
 
-    host: str
-    port: int
+    __slots__ = ('host', 'port')
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
 
 
-@dataclass(frozen=True, slots=True)
 class Report:
-    kind: Literal['spool', 'http']
-    target: str
+    __slots__ = ('kind', 'target')
+
+    def __init__(self, kind: Literal['spool', 'http'], target: str) -> None:
+        self.kind = kind
+        self.target = target
 
 
-@dataclass(slots=True)
 class ShimConfig:
-    bundle_file: str | None
-    trusted_keys: list[str]
-    workload: dict[str, str]
-    report: Report | None
-    token: str | None
-    fail_mode: FailMode
-    exempt: list[Endpoint]
-    #: Configuration problems, one line each, logged at install (never fatal: the fail mode governs).
-    problems: list[str] = field(default_factory=list)
+    __slots__ = (
+        'bundle_file',
+        'exempt',
+        'fail_mode',
+        'problems',
+        'report',
+        'token',
+        'trusted_keys',
+        'workload',
+    )
+
+    def __init__(
+        self,
+        *,
+        bundle_file: str | None,
+        trusted_keys: list[str],
+        workload: dict[str, str],
+        report: Report | None,
+        token: str | None,
+        fail_mode: FailMode,
+        exempt: list[Endpoint],
+        problems: list[str],
+    ) -> None:
+        self.bundle_file = bundle_file
+        self.trusted_keys = trusted_keys
+        self.workload = workload
+        self.report = report
+        self.token = token
+        self.fail_mode = fail_mode
+        self.exempt = exempt
+        #: Configuration problems, one line each, logged at install (never fatal: the fail mode governs).
+        self.problems = problems
 
 
 def host_key(host: str) -> str:
@@ -53,6 +83,8 @@ def host_key(host: str) -> str:
 
 
 def _endpoint_of_url(text: str, problems: list[str], variable: str) -> Endpoint | None:
+    from urllib.parse import urlsplit
+
     try:
         url = urlsplit(text)
         port = url.port

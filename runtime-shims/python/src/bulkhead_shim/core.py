@@ -9,20 +9,25 @@ import atexit
 import os
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any, Literal
 
 from .config import Endpoint, ShimConfig, host_key, read_config
+from .kernel._typing import TYPE_CHECKING
 from .kernel.bundle import VerifyFailure, scope_mismatch, verify_bundle
 from .kernel.cidr import normalize_ip
 from .kernel.decide import Decider, Decision, create_decider
 from .kernel.host import classify_host
 from .kernel.keys import TrustedKey, load_trusted_keys
 from .origin import capture_origin
-from .records import HttpSink, RecordQueue, Sink, SpoolSink
+from .records import HttpSink, RecordQueue, SpoolSink
 
-Log = Callable[[str], None]
-Kind = Literal['connect', 'http', 'dns', 'udp', 'exec', 'addon', 'unix', 'tamper']
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Literal
+
+    from .records import Sink
+
+    Log = Callable[[str], None]
+    Kind = Literal['connect', 'http', 'dns', 'udp', 'exec', 'addon', 'unix', 'tamper']
 
 EXEMPT = Decision('allow', 'enforce', False, 'exempt')
 TAMPERED = Decision('deny', 'enforce', True, 'tamper')
@@ -84,6 +89,7 @@ class Shim:
         self._exempt: set[tuple[str, int]] = set()
         self._exempt_names: set[str] = set()
         self._names_by_ip: dict[str, list[str]] = {}
+        self._ip_cache: dict[str, str] = {}
         self._file_state: tuple[int, int, int] | None = None
         self._lock = threading.RLock()
         self.invocation_id: str | None = None
@@ -206,7 +212,7 @@ class Shim:
         name = kind[1]
         table = self._names_by_ip
         for raw in addresses:
-            ip = normalize_ip(raw)
+            ip = self.ip_literal(raw)
             if ip is None:
                 continue
             names = table.get(ip)
@@ -227,10 +233,24 @@ class Shim:
 
     # ---- decisions ---------------------------------------------------------------------------------
 
+    def ip_literal(self, text: str) -> str | None:
+        """The normal form of an IP literal in any spelling (`0x7f.1`, `::ffff:127.0.0.1`), or None for a
+        name. Cached: every connect and every DNS answer asks, usually about the same few addresses."""
+        cache = self._ip_cache
+        hit = cache.get(text)
+        if hit is not None:
+            return hit or None
+        kind = classify_host(text)
+        value = kind[1] if kind is not None and kind[0] == 'ip' else ''
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[text] = value
+        return value or None
+
     def decide_connect(self, address: str, port: int, protocol: str, sni: str | None = None) -> Decision:
         """A new connection (TCP or UDP) to an IP literal: decided by the names this process resolved to
         that address (a name the caller merely claims does not count), else by the address alone."""
-        ip = normalize_ip(address) or address
+        ip = self.ip_literal(address) or address
         # Connecting to the unspecified address reaches this host's loopback: decide it as such.
         if ip == '0.0.0.0':
             ip = '127.0.0.1'

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
-from types import FrameType
-from typing import Any
+
+from .kernel._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any
 
 _SHIM_DIR = os.path.dirname(os.path.abspath(__file__))
 _stdlib_dirs: tuple[str, ...] | None = None
@@ -20,6 +23,8 @@ _package_cache: dict[str, str | None] = {}
 def _stdlib() -> tuple[str, ...]:
     global _stdlib_dirs
     if _stdlib_dirs is None:
+        import sysconfig
+
         dirs = {sysconfig.get_path('stdlib'), sysconfig.get_path('platstdlib')}
         _stdlib_dirs = tuple(os.path.join(d, '') for d in dirs if d)
     return _stdlib_dirs

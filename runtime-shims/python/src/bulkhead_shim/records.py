@@ -5,24 +5,38 @@ count or a log line, and what cannot be delivered at exit is counted, never sile
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from datetime import datetime, timezone
-from typing import Any, Protocol
-from urllib.parse import urlsplit
 
-Record = dict[str, Any]
-Log = Callable[[str], None]
+from .kernel._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol
+
+# Built at the first governed operation: http.client, urllib.parse, uuid and datetime are imported only
+# where they are needed (an HTTP sink), so a process with a spool file pays nothing for them.
+
+if TYPE_CHECKING:
+    Record = dict[str, Any]
+    Log = Callable[[str], None]
 
 
 def iso_now() -> str:
     """ISO-8601 UTC with milliseconds and `Z`, as JavaScript's toISOString writes it."""
-    return datetime.now(timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
+    now = time.time()
+    return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now)) + f'.{int(now * 1000) % 1000:03d}Z'
+
+
+def uuid4() -> str:
+    """A random (version 4) UUID from os.urandom, without importing uuid (it pulls in platform)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f'{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}'
 
 
 class DeliveryError(Exception):
@@ -33,10 +47,12 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
-class Sink(Protocol):
-    description: str
+if TYPE_CHECKING:
 
-    def deliver(self, records: list[Record], timeout: float) -> None: ...
+    class Sink(Protocol):
+        description: str
+
+        def deliver(self, records: list[Record], timeout: float) -> None: ...
 
 
 class SpoolSink:
@@ -70,6 +86,8 @@ class HttpSink:
     """Batched `POST {records}` to the control API (or the extension), bearer token when configured."""
 
     def __init__(self, url: str, token: str | None) -> None:
+        from urllib.parse import urlsplit
+
         parts = urlsplit(url)
         self._https = parts.scheme == 'https'
         self._host = parts.hostname or ''
@@ -79,6 +97,8 @@ class HttpSink:
         self.description = f'POST {parts.scheme}://{parts.netloc}{parts.path}'
 
     def deliver(self, records: list[Record], timeout: float) -> None:
+        import http.client
+
         body = json.dumps({'records': records}, separators=(',', ':'), ensure_ascii=False).encode()
         headers = {'content-type': 'application/json', 'content-length': str(len(body))}
         if self._token:
@@ -187,7 +207,7 @@ class RecordQueue:
                     self.dropped += 1
                     return
                 record: Record = {
-                    'id': str(uuid.uuid4()),
+                    'id': uuid4(),
                     'time': now,
                     'count': 1,
                     'workload': dict(self._workload()),
@@ -195,7 +215,7 @@ class RecordQueue:
                 record.update(record_input)
                 if seq:
                     if self._sandbox_id is None:
-                        self._sandbox_id = str(uuid.uuid4())
+                        self._sandbox_id = uuid4()
                     record['sandboxId'] = self._sandbox_id
                     record['seq'] = seq
                 pending = _Pending(record, key)

@@ -80,11 +80,13 @@ class Governor:
             if not isinstance(host, str) or not isinstance(port, int):
                 return  # the socket call itself rejects it
             protocol = 'udp' if getattr(sock, 'type', 0) & 0xF == _SOCK_DGRAM else 'tcp'
-            kind = shim_classify(host)
-            if kind == 'ip':
-                decision = shim.decide_connect(host, port, protocol)
-                destination = {'ip': host, 'port': port, 'protocol': protocol}
-                names = shim.names_of(host)
+            ip = shim.ip_literal(host)
+            if ip is not None:
+                decision = shim.decide_connect(ip, port, protocol)
+                if decision.decision == 'allow':
+                    return  # the common case: no record, nothing built
+                destination = {'ip': ip, 'port': port, 'protocol': protocol}
+                names = shim.names_of(ip)
                 if names:
                     destination['host'] = names[-1]
             else:
@@ -283,13 +285,6 @@ def _text(value: object) -> str | None:
         path = os.fspath(value)
         return path.decode('utf-8', 'surrogateescape') if isinstance(path, bytes) else str(path)
     return value if isinstance(value, str) else None
-
-
-def shim_classify(host: str) -> str:
-    from ..kernel.host import classify_host
-
-    kind = classify_host(host)
-    return 'ip' if kind is not None and kind[0] == 'ip' else 'host'
 
 
 def unix_path(address: object) -> str:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, MutableMapping, Sequence
-from typing import Any
+
+from ..kernel._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, MutableMapping, Sequence
+    from typing import Any
 
 SHIM_PATH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PYTHON_NAME = re.compile(r'^python(\d+(\.\d+)*)?[a-z]?(\.exe)?$', re.IGNORECASE)

@@ -6,8 +6,11 @@ decided by address alone."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from ..kernel._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 def install(socket_module: Any, c_socket: Any, get_shim: Callable[[], Any]) -> list[Callable[..., Any]]:

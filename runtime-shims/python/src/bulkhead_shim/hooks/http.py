@@ -8,8 +8,12 @@ proxy's own address allows nothing on the target's behalf)."""
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
-from typing import Any
+
+from ..kernel._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 from ..errors import EgressDenied
 

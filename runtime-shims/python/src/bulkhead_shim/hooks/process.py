@@ -4,8 +4,11 @@ exec it is; the audit hook refuses a second copy of the module (which would carr
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from ..kernel._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 def install(module: Any, check: Callable[[Any, Any, Any], None]) -> Callable[..., Any]:

@@ -4,8 +4,11 @@ an allowed address with a forbidden SNI is refused)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from ..kernel._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 from ..errors import EgressDenied
 
