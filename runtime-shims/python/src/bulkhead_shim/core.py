@@ -90,6 +90,8 @@ class Shim:
         self._exempt_names: set[str] = set()
         self._names_by_ip: dict[str, list[str]] = {}
         self._ip_cache: dict[str, str] = {}
+        self._host_keys: dict[str, str] = {}
+        self._bound_names: dict[str, str] = {}
         self._file_state: tuple[int, int, int] | None = None
         self._lock = threading.RLock()
         self.invocation_id: str | None = None
@@ -206,10 +208,15 @@ class Shim:
             host = host.decode('ascii', 'replace')
         if not isinstance(host, str):
             return
-        kind = classify_host(host)
-        if kind is None or kind[0] == 'ip':
+        name = self._bound_names.get(host)
+        if name is None:
+            kind = classify_host(host)
+            name = kind[1] if kind is not None and kind[0] == 'host' else ''
+            if len(self._bound_names) >= 4096:
+                self._bound_names.clear()
+            self._bound_names[host] = name
+        if not name:
             return
-        name = kind[1]
         table = self._names_by_ip
         for raw in addresses:
             ip = self.ip_literal(raw)
@@ -232,6 +239,17 @@ class Shim:
         return (host, port) in self._exempt
 
     # ---- decisions ---------------------------------------------------------------------------------
+
+    def host_key(self, host: str) -> str:
+        """`config.host_key`, cached (every request asks about the same few names)."""
+        cache = self._host_keys
+        hit = cache.get(host)
+        if hit is None:
+            hit = host_key(host)
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[host] = hit
+        return hit
 
     def ip_literal(self, text: str) -> str | None:
         """The normal form of an IP literal in any spelling (`0x7f.1`, `::ffff:127.0.0.1`), or None for a
@@ -288,7 +306,7 @@ class Shim:
 
     def decide_host(self, host: str, port: int, protocol: str) -> Decision:
         """A connection to a name the C library resolves itself (`sock.connect(('name', 443))`)."""
-        key = host_key(host)
+        key = self.host_key(host)
         if (key, port) in self._exempt:
             return EXEMPT
         return self.decider.decide(key, None, port, protocol)
@@ -298,7 +316,7 @@ class Shim:
     ) -> Decision:
         """An HTTP request before a byte of it is written: decided by the names it carries; where the
         names fall to the default and the policy has CIDR allows, by the address its connection goes to."""
-        key = host_key(host)
+        key = self.host_key(host)
         if (key, port) in self._exempt:
             return EXEMPT
         decider = self.decider
@@ -315,7 +333,7 @@ class Shim:
         return decision
 
     def decide_name(self, host: str) -> Decision:
-        key = host_key(host)
+        key = self.host_key(host)
         if key in self._exempt_names:
             return EXEMPT
         return self.decider.decide_name(key)
