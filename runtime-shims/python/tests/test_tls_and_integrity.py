@@ -216,6 +216,20 @@ def test_the_primitives_under_subprocess_and_ctypes_are_governed(fixture: Fixtur
         text=True,
     )
     assert done.stdout.strip() == '4', done.stderr
+    # ctypes allowed, its FFI works; the C library's network and exec entry points are not reached through it.
+    script = (
+        'import ctypes\n'
+        'print(ctypes.CDLL(None).strlen(b"abc"))\n'
+        'try:\n'
+        '    ctypes.CDLL(None).connect\n'
+        'except ImportError as e:\n'
+        '    print(e)\n'
+    )
+    done = subprocess.run([sys.executable, '-c', script], env=fixture.env(), capture_output=True, text=True)
+    assert done.stdout.splitlines() == [
+        '3',
+        'Bulkhead denied load to ctypes:connect (rule default-deny, revision 2)',
+    ], done.stderr
 
 
 def test_the_sitecustomize_the_shim_shadows_still_runs(fixture: Fixture) -> None:

@@ -22,6 +22,17 @@ if TYPE_CHECKING:
 #: Standard-library extension modules that are not exempt like the rest of lib-dynload: ctypes (native
 #: code and raw memory), subinterpreters (Python-level audit hooks do not reach them), CPython's test
 #: modules (they poke at interpreter internals). They follow the addon rule (`addons: ["_ctypes*"]`).
+#: C library entry points that would go around the hooks when called through ctypes.
+NATIVE_EGRESS_SYMBOLS = frozenset(
+    {
+        'connect', 'sendto', 'sendmsg', 'sendmmsg', 'socket', 'socketpair', 'getaddrinfo', 'gethostbyname',
+        'gethostbyname_r', 'gethostbyname2', 'gethostbyname2_r', 'res_query', 'res_search', 'res_send',
+        'res_nquery', 'res_nsearch', 'res_nsend', 'execve', 'execv', 'execvp', 'execvpe', 'execl', 'execlp',
+        'execle', 'fexecve', 'execveat', 'system', 'popen', 'posix_spawn', 'posix_spawnp', 'fork', 'vfork',
+        'clone', 'clone3', 'syscall', 'dlopen', 'dlmopen', 'PyRun_SimpleString', 'PySys_AddAuditHook',
+    }
+)  # fmt: skip
+
 GOVERNED_STDLIB = frozenset(
     {'_ctypes', '_xxsubinterpreters', '_interpreters', '_testcapi', '_testinternalcapi', '_testmultiphase'}
 )
@@ -254,6 +265,19 @@ class Governor:
             if decision.blocked:
                 raise NativeModuleDenied(name, decision.rule, shim.decider.revision)
 
+    def on_dlsym(self, args: tuple[Any, ...]) -> None:
+        # Allowing ctypes (for its FFI uses) does not allow reaching the system calls the hooks govern
+        # around them: resolving one through ctypes is an addon decision of its own, `ctypes:<symbol>`.
+        name = _text(args[1]) if len(args) > 1 else None
+        if name is None or name not in NATIVE_EGRESS_SYMBOLS:
+            return
+        shim = self._get_shim()
+        decision = shim.decider.decide_addon(f'ctypes:{name}')
+        if decision.decision != 'allow':
+            shim.report('addon', decision, {'command': f'ctypes:{name}'})
+            if decision.blocked:
+                raise NativeModuleDenied(f'ctypes:{name}', decision.rule, shim.decider.revision)
+
     def handlers(self) -> dict[str, Handler]:
         return {
             'socket.connect': self.on_connect,
@@ -269,6 +293,8 @@ class Governor:
             'os.system': self.on_system,
             'import': self.on_import,
             'ctypes.dlopen': self.on_dlopen,
+            'ctypes.dlsym': self.on_dlsym,
+            'ctypes.dlsym/handle': self.on_dlsym,
         }
 
 
