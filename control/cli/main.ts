@@ -1,4 +1,4 @@
-import { type CliIO, type Command, EXIT_OK, EXIT_USAGE, parseCommandArgs, UsageError } from './command.js';
+import { type CliIO, EXIT_OK, EXIT_USAGE, parseCommandArgs, UsageError } from './command.js';
 import { type CommandEntry, commands } from './commands/index.js';
 
 const io: CliIO = {
