@@ -16,12 +16,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-if TYPE_CHECKING:
     Handler = Callable[[tuple[Any, ...]], None]
 
 #: Standard-library extension modules that are not exempt like the rest of lib-dynload: ctypes (native
 #: code and raw memory), subinterpreters (Python-level audit hooks do not reach them), CPython's test
 #: modules (they poke at interpreter internals). They follow the addon rule (`addons: ["_ctypes*"]`).
+GOVERNED_STDLIB = frozenset(
+    {'_ctypes', '_xxsubinterpreters', '_interpreters', '_testcapi', '_testinternalcapi', '_testmultiphase'}
+)
+
 #: C library entry points that would go around the hooks when called through ctypes.
 NATIVE_EGRESS_SYMBOLS = frozenset(
     {
@@ -32,10 +35,6 @@ NATIVE_EGRESS_SYMBOLS = frozenset(
         'clone', 'clone3', 'syscall', 'dlopen', 'dlmopen', 'PyRun_SimpleString', 'PySys_AddAuditHook',
     }
 )  # fmt: skip
-
-GOVERNED_STDLIB = frozenset(
-    {'_ctypes', '_xxsubinterpreters', '_interpreters', '_testcapi', '_testinternalcapi', '_testmultiphase'}
-)
 
 
 class Governor:
@@ -60,7 +59,7 @@ class Governor:
             raise EgressDenied(operation, shown, decision.rule, shim.decider.revision)
 
     def _tampered(self, what: str) -> None:
-        """A wrapper the shim relies on for L7 facts was replaced: refuse network use, say so once."""
+        """A wrapper the shim relies on was replaced: refuse network use and report it (repeats aggregate)."""
         shim = self._get_shim()
         from ..core import TAMPERED
 
