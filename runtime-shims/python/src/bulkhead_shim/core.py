@@ -172,7 +172,11 @@ class Shim:
                 return refuse('wrong-scope', problem)
             if payload['revision'] == self.revision:
                 return True
-            decider = create_decider(payload, exec_path=sys.executable)
+            try:
+                decider = create_decider(payload, exec_path=sys.executable)
+            except (ValueError, TypeError, KeyError) as error:
+                # Signed but not buildable (a pattern this kernel cannot read): refused like a bad payload.
+                return refuse('malformed', str(error))
             previous = self.revision
             self.decider = decider
             self.revision = payload['revision']
@@ -198,7 +202,13 @@ class Shim:
             except OSError:
                 continue
             if state != self._file_state:
-                self.reload()
+                try:
+                    self.reload()
+                except Exception as error:  # the watch must outlive any one bad file
+                    self._file_state = state
+                    self.log(
+                        f'bundle reload failed ({type(error).__name__}); keeping revision {self.revision}'
+                    )
 
     # ---- names and addresses ---------------------------------------------------------------------
 
