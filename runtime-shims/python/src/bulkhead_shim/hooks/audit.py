@@ -146,10 +146,10 @@ class Governor:
     def _exec(self, executable: Any, argv: Any, env: Any, *, completable: bool) -> None:
         from . import children
 
-        file = _text(executable)
+        file = as_text(executable)
         args = [argv] if isinstance(argv, (str, bytes)) else list(argv or [])
         if file is None and args:
-            file = _text(args[0])
+            file = as_text(args[0])
         if not file:
             return
         shim = self._get_shim()
@@ -186,7 +186,7 @@ class Governor:
         else:
             path = None
             if isinstance(env, dict):
-                path = _text(env.get('PATH', env.get(b'PATH')))
+                path = as_text(env.get('PATH', env.get(b'PATH')))
             if path is None:
                 path = os.environ.get('PATH', os.defpath)
             candidates = [os.path.join(folder, file) for folder in path.split(os.pathsep) if folder]
@@ -203,13 +203,13 @@ class Governor:
             return
         program = None
         if executables:
-            program = _text(next(iter(executables)))
+            program = as_text(next(iter(executables)))
         argv = list(args) if isinstance(args, (list, tuple)) else []
         env: dict[str, str] | None = None
         if env_list is not None:
             env = {}
             for entry in env_list:
-                text = _text(entry) or ''
+                text = as_text(entry) or ''
                 key, _, value = text.partition('=')
                 env[key] = value
         self._exec(program, argv, env, completable=False)
@@ -254,7 +254,7 @@ class Governor:
                 raise NativeModuleDenied(filename, decision.rule, shim.decider.revision, name=str(args[0]))
 
     def on_dlopen(self, args: tuple[Any, ...]) -> None:
-        name = _text(args[0])
+        name = as_text(args[0])
         if name is None:
             return  # the process's own symbols (ctypes.pythonapi, CDLL(None)): no new code
         shim = self._get_shim()
@@ -267,7 +267,7 @@ class Governor:
     def on_dlsym(self, args: tuple[Any, ...]) -> None:
         # Allowing ctypes (for its FFI uses) does not allow reaching the system calls the hooks govern
         # around them: resolving one through ctypes is an addon decision of its own, `ctypes:<symbol>`.
-        name = _text(args[1]) if len(args) > 1 else None
+        name = as_text(args[1]) if len(args) > 1 else None
         if name is None or name not in NATIVE_EGRESS_SYMBOLS:
             return
         shim = self._get_shim()
@@ -321,7 +321,8 @@ _raw_family = _raw('family')
 _raw_type = _raw('type')
 
 
-def _text(value: object) -> str | None:
+def as_text(value: object) -> str | None:
+    """A str, bytes or path-like argument as text (bytes decoded as os.fsdecode does); else None."""
     if isinstance(value, bytes):
         return value.decode('utf-8', 'surrogateescape')
     if isinstance(value, os.PathLike):

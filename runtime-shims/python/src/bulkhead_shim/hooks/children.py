@@ -10,6 +10,7 @@ import os
 import re
 
 from ..kernel._typing import TYPE_CHECKING
+from .audit import as_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, MutableMapping, Sequence
@@ -59,19 +60,13 @@ def isolating_flag(argv: Sequence[Any]) -> str | None:
     return None
 
 
-def _text(value: object) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode('utf-8', 'replace')
-    return value if isinstance(value, str) else None
-
-
 def controlled(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k.startswith(_CONTROLLED_PREFIXES) or k in _CONTROLLED}
 
 
 def env_problem(env: Mapping[Any, Any], ours: Mapping[str, str]) -> str | None:
     """Why an interpreter started with `env` would not enforce our policy, or None."""
-    texts = {_text(k): _text(v) for k, v in env.items()}
+    texts = {as_text(k): as_text(v) for k, v in env.items()}
     path = texts.get('PYTHONPATH') or ''
     if SHIM_PATH not in path.split(os.pathsep):
         return 'PYTHONPATH does not carry the Bulkhead shim'
@@ -98,11 +93,11 @@ def complete_env(env: MutableMapping[Any, Any], ours: Mapping[str, str]) -> None
         return text.encode() if as_bytes else text
 
     for name in list(env):
-        text = _text(name)
+        text = as_text(name)
         if text is not None and (text.startswith(_CONTROLLED_PREFIXES) or text in _CONTROLLED):
             del env[name]
     for name, text in ours.items():
         env[key(name)] = value(text)
-    current = _text(env.get(key('PYTHONPATH'))) or ''
+    current = as_text(env.get(key('PYTHONPATH'))) or ''
     entries = [e for e in current.split(os.pathsep) if e and e != SHIM_PATH]
     env[key('PYTHONPATH')] = value(os.pathsep.join([SHIM_PATH, *entries]))

@@ -87,7 +87,9 @@ def install(http_client: Any, get_shim: Callable[[], Any]) -> Callable[..., Any]
             destination['path'] = path.split('?', 1)[0]
             shim.report('http', decision, destination)
             if decision.blocked:
-                self._buffer.clear() if hasattr(self, '_buffer') else None
+                # Nothing composed for this request may go out with a later one on this connection.
+                if hasattr(self, '_buffer'):
+                    self._buffer.clear()
                 raise EgressDenied(
                     f'{method} request',
                     f'{protocol}://{host}:{port}{path.split("?", 1)[0]}',
