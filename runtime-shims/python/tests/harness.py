@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +171,79 @@ def namespaces_available() -> bool:
         return False
     check = subprocess.run(['unshare', '--net', '--mount', 'true'], capture_output=True)
     return check.returncode == 0
+
+
+class Control:
+    """A real control API (`bulkhead control serve`: the Node server, SQLite) on a loopback port, with
+    an admin and a workload token. Its signing key is `keys/bulkhead.pub` under `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.process = subprocess.Popen(
+            [
+                *(NODE, str(CLI), 'control', 'serve', '--db', str(folder / 'control.db')),
+                *('--port', '0', '--host', '127.0.0.1', '--key', str(folder / 'signing.pem')),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=folder,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 30
+        self.url = ''
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            match = re.search(r'https?://127\.0\.0\.1:(\d+)', line)
+            if match:
+                self.url = f'http://127.0.0.1:{match.group(1)}'
+                break
+        if not self.url:
+            self.process.kill()
+            raise AssertionError('control serve did not start')
+        self.workload_token = self.token('workload')
+        self.admin_token = self.token('admin')
+
+    def token(self, scope: str) -> str:
+        done = subprocess.run(
+            [
+                NODE,
+                str(CLI),
+                'token',
+                'create',
+                '--scope',
+                scope,
+                '--json',
+                '--db',
+                str(self.folder / 'control.db'),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return str(json.loads(done.stdout)['token'])
+
+    def public_key_pem(self) -> str:
+        return str(self.admin('GET', '/v1/keys')['keys'][0]['publicKey'])
+
+    def admin(self, method: str, path: str, body: str | None = None, content_type: str = '') -> Any:
+        headers = {'authorization': f'Bearer {self.admin_token}'}
+        if content_type:
+            headers['content-type'] = content_type
+        request = urllib.request.Request(
+            f'{self.url}{path}', method=method, headers=headers, data=None if body is None else body.encode()
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def apply(self, yaml_text: str) -> int:
+        """PUT /v1/policy; the new revision."""
+        return int(self.admin('PUT', '/v1/policy', yaml_text, 'application/yaml')['revision'])
+
+    def denies(self) -> list[dict[str, Any]]:
+        answer = self.admin('GET', '/v1/denies?limit=100')
+        return list(answer.get('denies') or answer.get('records') or [])
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)

@@ -3,16 +3,12 @@ real control API (the Node server, SQLite) over HTTP with a workload token."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from harness import CLI, NODE, Fixture
+from harness import Control, Fixture
 
 SITE = Path(__file__).resolve().parent / 'fixtures' / 'site-packages'
 CALL_DEPENDENCY = (
@@ -34,68 +30,19 @@ def test_a_deny_names_the_distribution_and_line_that_caused_it(fixture: Fixture)
     assert record['origin']['line'] == 7
 
 
-def _start_control(folder: Path) -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen(
-        [
-            NODE,
-            str(CLI),
-            'control',
-            'serve',
-            '--db',
-            str(folder / 'control.db'),
-            '--port',
-            '0',
-            '--host',
-            '127.0.0.1',
-            '--key',
-            str(folder / 'signing.pem'),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=folder,
-    )
-    assert server.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = server.stdout.readline()
-        match = re.search(r'https?://127\.0\.0\.1:(\d+)', line)
-        if match:
-            return server, f'http://127.0.0.1:{match.group(1)}'
-    server.kill()
-    raise AssertionError('control serve did not start')
-
-
-def _token(folder: Path, scope: str) -> str:
-    done = subprocess.run(
-        [NODE, str(CLI), 'token', 'create', '--scope', scope, '--db', str(folder / 'control.db'), '--json'],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return str(json.loads(done.stdout)['token'])
-
-
 def test_deny_records_reach_a_real_control_api(fixture: Fixture) -> None:
-    folder = fixture.dir
-    server, url = _start_control(folder)
+    control = Control(fixture.dir)
     try:
-        workload_token = _token(folder, 'workload')
-        admin_token = _token(folder, 'admin')
+        workload_token = control.workload_token
         fixture.write(allow=['{ to: { cidr: 127.0.0.9/32 } }'])
-        env = fixture.env(BULKHEAD_REPORT=f'{url}/v1/reports', BULKHEAD_TOKEN=workload_token)
+        env = fixture.env(BULKHEAD_REPORT=f'{control.url}/v1/reports', BULKHEAD_TOKEN=workload_token)
         env['PYTHONPATH'] = os.pathsep.join([env['PYTHONPATH'], str(SITE)])
         done = subprocess.run(
             [sys.executable, '-c', CALL_DEPENDENCY], env=env, capture_output=True, text=True
         )
         assert 'Bulkhead denied connect' in done.stdout, done.stderr
-        request = urllib.request.Request(
-            f'{url}/v1/denies?limit=10', headers={'authorization': f'Bearer {admin_token}'}
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            answer = json.loads(response.read())
-        denies = answer.get('denies') or answer.get('records') or []
-        assert len(denies) == 1, answer
+        denies = control.denies()
+        assert len(denies) == 1, denies
         deny = denies[0]
         assert deny['destination']['ip'] == '127.0.0.7'
         assert deny['origin']['package'] == 'analytics-lite@2.4.1'
@@ -103,5 +50,4 @@ def test_deny_records_reach_a_real_control_api(fixture: Fixture) -> None:
         assert deny['seq'] == 1 and deny['sandboxId']
         assert workload_token not in done.stderr
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        control.close()

@@ -1,0 +1,371 @@
+"""The bundle client (port of runtime-shims/node/client/bundle-client.ts): fetches the signed bundle for
+one workload from the control API (conditional GET with ETag, optional long-poll), verifies it with the
+kernel, and keeps the last good one.
+
+`fetch_once` never raises: every answer is an outcome (`Updated`, `NotModified`, `Rejected`,
+`FetchError`). The token is sent only in the Authorization header and never appears in a message.
+Used by the Lambda extension for Python runtimes (no shim loaded) and by the Azure and GCP wrappers
+(inside the shim: the control API is an exempt endpoint, so its connections are allowed).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from urllib.parse import quote, urlsplit
+
+from ..kernel._typing import TYPE_CHECKING
+from ..kernel.bundle import VerifyFailure, verify_bundle
+from ..kernel.identity import format_identity
+
+if TYPE_CHECKING:
+    import http.client
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
+    from ..kernel.keys import TrustedKey
+
+    Log = Callable[[str, str], None]
+
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_LONG_POLL_SECONDS = 25
+MAX_LONG_POLL_SECONDS = 60
+RETRY_MIN_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+# Pause after a long-poll answered much earlier than asked, so a server ignoring `wait` is not hammered.
+EARLY_ANSWER_PAUSE_SECONDS = 1.0
+
+
+class HeldBundle:
+    """A bundle this client verified and holds."""
+
+    __slots__ = ('envelope_text', 'etag', 'payload', 'revision')
+
+    def __init__(self, envelope_text: str, payload: dict[str, Any], etag: str | None) -> None:
+        self.envelope_text = envelope_text
+        self.payload = payload
+        self.revision: int = payload['revision']
+        self.etag = etag
+
+
+class Updated:
+    """A newer (or first) verified bundle; it is now `current()`."""
+
+    kind = 'updated'
+    __slots__ = ('envelope_text', 'etag', 'payload', 'revision')
+
+    def __init__(self, held: HeldBundle) -> None:
+        self.envelope_text = held.envelope_text
+        self.payload = held.payload
+        self.revision = held.revision
+        self.etag = held.etag
+
+
+class NotModified:
+    """The control API has nothing newer than what this client holds."""
+
+    kind = 'not-modified'
+    __slots__ = ('revision',)
+
+    def __init__(self, revision: int | None) -> None:
+        self.revision = revision
+
+
+class Rejected:
+    """The control API answered with a bundle that failed verification; the last good one is kept."""
+
+    kind = 'rejected'
+    __slots__ = ('message', 'reason', 'revision')
+
+    def __init__(self, reason: str, message: str, revision: int | None) -> None:
+        self.reason = reason
+        self.message = message
+        self.revision = revision
+
+
+class FetchError:
+    """No usable answer: `cause` is network, timeout, http or too-large."""
+
+    kind = 'error'
+    __slots__ = ('cause', 'message', 'status')
+
+    def __init__(self, cause: str, message: str, status: int | None = None) -> None:
+        self.cause = cause
+        self.message = message
+        self.status = status
+
+
+if TYPE_CHECKING:
+    FetchOutcome = Updated | NotModified | Rejected | FetchError
+
+
+def parse_control_url(text: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path prefix ending in `/`) of an http(s) control API URL without credentials.
+    Raises ValueError with a message that never repeats more than the URL's first 200 characters."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f'control URL is not a URL: {json.dumps(str(text)[:200])}') from None
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        raise ValueError(f'control URL must be http or https with a host, got {json.dumps(str(text)[:200])}')
+    if parts.username is not None or parts.password is not None:
+        raise ValueError('control URL must not carry credentials; pass the token separately')
+    prefix = parts.path if parts.path.endswith('/') else parts.path + '/'
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == 'https' else 80), prefix
+
+
+def _describe_error_body(body: bytes) -> str:
+    """A short printable excerpt of an error body (the control API answers JSON `{error}`)."""
+    if not body:
+        return ''
+    text = ''.join(c if 0x20 <= ord(c) <= 0x7E else '?' for c in body[:200].decode('utf-8', 'replace'))
+    return f': {text}'
+
+
+def _revision_header(value: str | None) -> int | None:
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 15:
+        return None
+    return int(value)
+
+
+class BundleClient:
+    """One workload's bundle from one control API. Thread-safe: the long-poll runs on its own daemon
+    thread while callers use `fetch_once` and `current`."""
+
+    def __init__(
+        self,
+        *,
+        control_url: str,
+        token: str,
+        workload: Mapping[str, str],
+        trusted_keys: Sequence[TrustedKey],
+        timeout: float,
+        last_good: str | None = None,
+        log: Log | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        long_poll_seconds: int = DEFAULT_LONG_POLL_SECONDS,
+        now: Callable[[], float] | None = None,
+    ) -> None:
+        self._scheme, self._host, self._port, self._prefix = parse_control_url(control_url)
+        if not isinstance(token, str) or token == '' or '\r' in token or '\n' in token:
+            raise ValueError('bundle client: token must be a non-empty single-line string')
+        if not timeout > 0:
+            raise ValueError('bundle client: timeout must be a positive number of seconds')
+        self._authorization = f'Bearer {token}'
+        self._workload = dict(workload)
+        self._workload_param = quote(format_identity(self._workload), safe='')
+        self._trusted = list(trusted_keys)
+        self._timeout = timeout
+        self._log: Log = log or (lambda _level, _message: None)
+        self._max_bytes = max_bytes
+        self._long_poll_seconds = min(MAX_LONG_POLL_SECONDS, max(1, int(long_poll_seconds)))
+        self._now = now
+        self._lock = threading.Lock()
+        self._held: HeldBundle | None = None
+        self._generation = 0
+        self._stop = threading.Event()
+        self._connections: set[http.client.HTTPConnection] = set()
+        self.long_polling = False
+        self.last_outcome: str | None = None
+        self.last_check_at: float | None = None
+        self.consecutive_failures = 0
+        if last_good is not None:
+            verified = verify_bundle(
+                last_good, trusted_keys=self._trusted, workload=self._workload, now=self._clock()
+            )
+            if isinstance(verified, VerifyFailure):
+                self._log(
+                    'warn', f'bundle client: last good bundle refused ({verified.reason}): {verified.message}'
+                )
+            else:
+                self._held = HeldBundle(last_good, verified.payload, None)
+                self._log('info', f'bundle client: holding last good bundle revision {self._held.revision}')
+
+    def _clock(self) -> float | None:
+        return self._now() if self._now is not None else None
+
+    def current(self) -> HeldBundle | None:
+        return self._held
+
+    # ---- one fetch ------------------------------------------------------------------------------
+
+    def fetch_once(self, *, wait_seconds: int | None = None, timeout: float | None = None) -> FetchOutcome:
+        """One GET of the bundle (conditional when a bundle is held). With `wait_seconds`, the control
+        API holds the request until a newer revision exists (long-poll; the wait is added to the
+        timeout). Never raises."""
+        bound = self._timeout if timeout is None else timeout
+        wait = None
+        if wait_seconds is not None and wait_seconds > 0:
+            wait = min(MAX_LONG_POLL_SECONDS, int(wait_seconds))
+            bound += wait
+        try:
+            outcome = self._fetch(wait, max(0.001, bound))
+        except Exception as error:  # never into the caller: a bug here is an error outcome
+            outcome = FetchError('network', f'bundle fetch failed: {type(error).__name__}')
+        self.last_outcome = outcome.kind
+        if isinstance(outcome, (Updated, NotModified)):
+            self.last_check_at = time.monotonic()
+            self.consecutive_failures = 0
+        else:
+            self.consecutive_failures += 1
+        return outcome
+
+    def _fetch(self, wait: int | None, timeout: float) -> FetchOutcome:
+        import http.client
+
+        held = self._held
+        path = f'{self._prefix}v1/bundle?workload={self._workload_param}'
+        if wait is not None:
+            path += f'&wait={wait}'
+        headers = {'authorization': self._authorization, 'accept': 'application/json'}
+        if held is not None and held.etag is not None:
+            headers['if-none-match'] = held.etag
+        connection: http.client.HTTPConnection
+        if self._scheme == 'https':
+            connection = http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        with self._lock:
+            self._connections.add(connection)
+        deadline = time.monotonic() + timeout
+        try:
+            connection.request('GET', path, headers=headers)
+            response = connection.getresponse()
+            status = response.status
+            declared = response.getheader('content-length')
+            if declared is not None and declared.isdigit() and int(declared) > self._max_bytes:
+                return FetchError(
+                    'too-large',
+                    f'bundle response of {declared} bytes exceeds the {self._max_bytes}-byte limit',
+                    status,
+                )
+            body = bytearray()
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunk = response.read1(65536) if hasattr(response, 'read1') else response.read(65536)
+                if not chunk:
+                    break
+                body += chunk
+                if len(body) > self._max_bytes:
+                    return FetchError(
+                        'too-large', f'bundle response exceeds the {self._max_bytes}-byte limit', status
+                    )
+            etag = response.getheader('etag')
+            revision_header = _revision_header(response.getheader('x-bulkhead-revision'))
+        except TimeoutError:
+            return FetchError(
+                'timeout', f'no complete answer from the control API within {round(timeout * 1000)} ms'
+            )
+        except (OSError, http.client.HTTPException) as error:
+            if self._stop.is_set():
+                return FetchError('network', 'bundle client stopped')
+            return FetchError('network', f'control API unreachable: {_error_name(error)}')
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+            connection.close()
+
+        if status == 304:
+            return NotModified(held.revision if held is not None else revision_header)
+        if status != 200:
+            return FetchError(
+                'http', f'control API answered {status}{_describe_error_body(bytes(body))}', status
+            )
+        envelope_text = body.decode('utf-8', 'replace')
+        verified = verify_bundle(
+            envelope_text,
+            trusted_keys=self._trusted,
+            workload=self._workload,
+            now=self._clock(),
+            min_revision=held.revision if held is not None else None,
+        )
+        if isinstance(verified, VerifyFailure):
+            keeping = 'no bundle' if held is None else f'revision {held.revision}'
+            self._log(
+                'warn',
+                f'bundle client: refused bundle from control API ({verified.reason}): {verified.message}; '
+                f'keeping {keeping}',
+            )
+            return Rejected(verified.reason, verified.message, held.revision if held is not None else None)
+        if held is not None and verified.payload['revision'] == held.revision:
+            # Same revision under a new ETag (the server re-signed): nothing changes for the shim.
+            self._held = HeldBundle(held.envelope_text, held.payload, etag)
+            return NotModified(held.revision)
+        self._held = HeldBundle(envelope_text, verified.payload, etag)
+        self._log('info', f'bundle client: now holding revision {self._held.revision}')
+        return Updated(self._held)
+
+    # ---- long-poll ------------------------------------------------------------------------------
+
+    def start_long_poll(self, on_update: Callable[[Updated], None]) -> None:
+        """Loops on long-polls on a daemon thread until `stop()`; `on_update` gets every newly held bundle."""
+        with self._lock:
+            if self.long_polling:
+                return
+            self.long_polling = True
+            self._generation += 1
+            generation = self._generation
+            self._stop.clear()
+        thread = threading.Thread(
+            target=self._poll_loop, args=(generation, on_update), name='bulkhead-long-poll', daemon=True
+        )
+        thread.start()
+
+    def _poll_loop(self, generation: int, on_update: Callable[[Updated], None]) -> None:
+        retry = RETRY_MIN_SECONDS
+        while generation == self._generation and not self._stop.is_set():
+            started = time.monotonic()
+            outcome = self.fetch_once(wait_seconds=self._long_poll_seconds)
+            if generation != self._generation:
+                return
+            delay = 0.0
+            if isinstance(outcome, Updated):
+                retry = RETRY_MIN_SECONDS
+                try:
+                    on_update(outcome)
+                except Exception as error:
+                    self._log(
+                        'warn', f'bundle client: update handler failed: {type(error).__name__}: {error}'
+                    )
+            elif isinstance(outcome, NotModified):
+                retry = RETRY_MIN_SECONDS
+                if time.monotonic() - started < self._long_poll_seconds / 2:
+                    delay = EARLY_ANSWER_PAUSE_SECONDS
+            else:
+                # Errors and refused bundles back off (a bad bundle would otherwise come back at once).
+                delay = retry + random.random() * retry / 2
+                retry = min(RETRY_MAX_SECONDS, retry * 2)
+                if isinstance(outcome, FetchError):
+                    self._log('debug', f'bundle client: long-poll failed: {outcome.message}')
+            if delay > 0 and self._stop.wait(delay):
+                return
+
+    def stop(self) -> None:
+        """Stops the long-poll loop and closes requests in flight."""
+        with self._lock:
+            self._generation += 1
+            self.long_polling = False
+            self._stop.set()
+            connections = list(self._connections)
+        for connection in connections:
+            sock = connection.sock
+            if sock is not None:
+                try:
+                    import socket
+
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def _error_name(error: BaseException) -> str:
+    import errno
+
+    number = getattr(error, 'errno', None)
+    if isinstance(number, int) and number in errno.errorcode:
+        return errno.errorcode[number]
+    return type(error).__name__
