@@ -17,6 +17,11 @@ import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 import { loadTrustedKeys } from '../policy/keys.js';
+import { LAYER_ARCHES, type LayerArch, PYTHON_RUNTIMES, unpackPythonDeps } from './python-deps.js';
+
+/** Lambda runtimes the layer governs (`bulkhead attach` refuses the others). */
+export const NODE_RUNTIMES = ['nodejs20.x', 'nodejs22.x', 'nodejs24.x'] as const;
+export const LAYER_RUNTIMES: readonly string[] = [...NODE_RUNTIMES, ...PYTHON_RUNTIMES];
 
 export interface LayerConfigInput {
   controlUrl?: string | undefined;
@@ -33,6 +38,17 @@ export interface AssembleOptions extends LayerConfigInput {
   distDir?: string | undefined;
   /** Layer scripts (`layers/files`); default the package's own. */
   filesDir?: string | undefined;
+  /** The Python shim's sources (`runtime-shims/python/src`); default the package's own. */
+  pythonSrcDir?: string | undefined;
+  /** Architecture of the native Python wheels. Default x86_64. */
+  arch?: LayerArch | undefined;
+  /**
+   * Vendor `cryptography` (+ `cffi`) for Python functions (default true). Without it a Python function
+   * must ship `cryptography` itself, or its shim fails closed.
+   */
+  pythonDeps?: boolean | undefined;
+  /** Folder of the pinned wheels (an offline build); else the cache, else pip download. */
+  pythonWheelsDir?: string | undefined;
 }
 
 export interface AssembledFile {
@@ -76,6 +92,10 @@ export function assembleLayer(dir: string, options: AssembleOptions = {}): Assem
   const root = options.distDir && options.filesDir ? '' : packageRoot();
   const distDir = options.distDir ?? join(root, 'dist');
   const filesDir = options.filesDir ?? join(root, 'layers', 'files');
+  const pythonSrcDir = options.pythonSrcDir ?? join(root || packageRoot(), 'runtime-shims', 'python', 'src');
+  const arch = options.arch ?? 'x86_64';
+  if (!LAYER_ARCHES.includes(arch))
+    throw new Error(`--arch must be x86_64 or arm64, got ${JSON.stringify(arch)}`);
   const extension = join(distDir, 'extension.cjs');
   if (!existsSync(extension)) throw new Error(`${extension} is missing: run \`npm run build\` first`);
 
@@ -99,6 +119,17 @@ export function assembleLayer(dir: string, options: AssembleOptions = {}): Assem
     const source = join(distDir, optional);
     if (existsSync(source)) put(source, `bulkhead/${optional}`, 0o644);
   }
+
+  // Python functions: the shim's sources (put first on PYTHONPATH by the exec wrapper; the extension
+  // for Python runtimes is in the same package) and the vendored verifier for this architecture.
+  copyTree(pythonSrcDir, join(dir, 'bulkhead', 'python'));
+  const pythonDeps = options.pythonDeps ?? true;
+  if (pythonDeps)
+    unpackPythonDeps(join(dir, 'bulkhead', 'python-deps'), arch, { wheelsDir: options.pythonWheelsDir });
+  write(
+    'bulkhead/layer.json',
+    `${JSON.stringify({ architecture: arch, runtimes: LAYER_RUNTIMES, pythonDeps }, null, 2)}\n`,
+  );
 
   const config: Record<string, unknown> = {};
   if (options.controlUrl) {
@@ -128,6 +159,21 @@ export function assembleLayer(dir: string, options: AssembleOptions = {}): Assem
   if (options.fetchTimeoutMs !== undefined) config.fetchTimeoutMs = options.fetchTimeoutMs;
   write('bulkhead/config.json', `${JSON.stringify(config, null, 2)}\n`);
   return listTree(dir);
+}
+
+/** Copies a source tree without caches or build metadata (`__pycache__`, `*.egg-info`). */
+function copyTree(from: string, to: string): void {
+  for (const name of readdirSync(from)) {
+    if (name === '__pycache__' || name.endsWith('.egg-info') || name.startsWith('.')) continue;
+    const source = join(from, name);
+    const info = statSync(source);
+    if (info.isDirectory()) copyTree(source, join(to, name));
+    else if (info.isFile()) {
+      mkdirSync(to, { recursive: true });
+      copyFileSync(source, join(to, name));
+      chmodSync(join(to, name), 0o644);
+    }
+  }
 }
 
 function listTree(dir: string): AssembledFile[] {

@@ -76,8 +76,13 @@ def _integrity() -> str | None:
 
 
 def _native_exempt_dirs() -> tuple[str, ...]:
-    """The standard library's own extension modules (lib-dynload) and the shim's folder."""
+    """The standard library's own extension modules (lib-dynload), the shim's folder and, on Lambda, the
+    runtime's own folder (LAMBDA_RUNTIME_DIR: the runtime interface client's native module is the
+    platform's, as the Node shim exempts aws-lambda-ric's)."""
     dirs = {os.path.join(os.path.dirname(os.path.abspath(__file__)), '')}
+    runtime_dir = os.environ.get('LAMBDA_RUNTIME_DIR')
+    if runtime_dir and os.path.isabs(runtime_dir):
+        dirs.add(os.path.join(os.path.realpath(runtime_dir), ''))
     for entry in sys.path:
         if entry.endswith('lib-dynload'):
             dirs.add(os.path.join(entry, ''))
@@ -168,6 +173,11 @@ def install() -> None:
     if _installed:
         return
     _installed = True
+    # The Lambda layer's vendored verifier (`cryptography` for this architecture): last on sys.path, so
+    # a function that ships its own copy keeps it.
+    deps = os.environ.get('BULKHEAD_PYTHON_DEPS')
+    if deps and deps not in sys.path:
+        sys.path.append(deps)
     global _governor
     governor = audit.Governor(get_shim, _native_exempt_dirs())
     governor.integrity = _integrity

@@ -1,0 +1,232 @@
+"""Forwards the shim's spooled deny records (docs/contracts.md §3) to the control API, as the Node
+extension's report-forwarder does: reads from a persisted cursor, numbers each record per sandbox
+(`sandboxId`, `seq`), POSTs batches to /v1/reports and advances the cursor only on acceptance, so
+delivery is at least once and the control API deduplicates by record id. A freeze in the middle of a
+POST leaves the cursor where it was: the batch is sent again after the thaw."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+
+from ..kernel._typing import TYPE_CHECKING
+from ..records import uuid4
+from .state import SPOOL_FILE, Cursor, read_cursor, write_cursor
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+MAX_READ_BYTES = 1024 * 1024
+DEFAULT_BATCH = 200
+
+
+class ForwardResult:
+    __slots__ = ('duplicate', 'error', 'malformed', 'pending', 'rejected', 'sent')
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.duplicate = 0
+        self.rejected = 0
+        self.malformed = 0
+        self.pending = False
+        self.error: str | None = None
+
+
+class Forwarder:
+    def __init__(
+        self,
+        state_dir: str,
+        control_url: str | None,
+        token: str | None,
+        log: Callable[[str], None],
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
+        self._state_dir = state_dir
+        self._spool = os.path.join(state_dir, SPOOL_FILE)
+        self._token = token
+        self._log = log
+        self._batch = batch_size
+        self._lock = threading.Lock()
+        self.total_sent = 0
+        saved = read_cursor(state_dir)
+        # The control API counts gaps from 1.
+        self.cursor = saved or Cursor(uuid4(), 0, 1, 0)
+        if saved is None:
+            # At once: a reset re-launches the extension, and the sandbox keeps its id.
+            try:
+                write_cursor(state_dir, self.cursor)
+            except OSError as error:
+                log(f'reports: cannot write the spool cursor ({type(error).__name__})')
+        self._target: tuple[str, str, int, str] | None = None
+        if control_url and token:
+            from ..client.bundle_client import parse_control_url
+
+            self._target = parse_control_url(control_url)
+
+    def compact(self) -> None:
+        """At extension start (no writer yet): a fully forwarded spool is truncated so /tmp does not
+        fill up over a long-lived sandbox."""
+        try:
+            descriptor = os.open(self._spool, os.O_RDWR)
+        except OSError:
+            return
+        try:
+            info = os.fstat(descriptor)
+            if info.st_ino == self.cursor.inode and info.st_size == self.cursor.offset and info.st_size > 0:
+                os.ftruncate(descriptor, 0)
+                self.cursor.offset = 0
+                write_cursor(self._state_dir, self.cursor)
+        finally:
+            os.close(descriptor)
+
+    def backlog(self) -> int:
+        """Bytes in the spool not yet acknowledged (0 when the spool is missing)."""
+        try:
+            info = os.stat(self._spool)
+        except OSError:
+            return 0
+        if info.st_ino != self.cursor.inode or info.st_size < self.cursor.offset:
+            return info.st_size
+        return info.st_size - self.cursor.offset
+
+    def forward(self, deadline: float) -> ForwardResult:
+        """Forwards until the spool is drained, an error happens or `deadline` (monotonic) passes.
+        One pass at a time; a caller arriving meanwhile waits for the lock."""
+        with self._lock:
+            return self._forward(deadline)
+
+    def _forward(self, deadline: float) -> ForwardResult:
+        result = ForwardResult()
+        while True:
+            chunk = self._read_chunk()
+            if chunk is None:
+                return result
+            records, consumed, malformed, more, inode = chunk
+            if not records and consumed == 0:
+                return result
+            result.malformed += malformed
+            if records:
+                if self._target is None:
+                    result.pending = True
+                    result.error = 'no control API configured; records stay in the spool'
+                    return result
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.02:
+                    result.pending = True
+                    return result
+                ok, permanent, message, answer = self._post(records, min(remaining, 5.0))
+                if not ok:
+                    result.pending = True
+                    result.error = message
+                    if not permanent:
+                        return result
+                    self._log(f'reports: batch dropped ({message})')
+                else:
+                    result.sent += len(records)
+                    result.duplicate += int(answer.get('duplicate') or 0)
+                    rejected = int(answer.get('rejected') or 0)
+                    result.rejected += rejected
+                    if rejected:
+                        self._log(f'reports: control API refused {rejected} records')
+                    self.total_sent += len(records)
+            self.cursor = Cursor(
+                self.cursor.sandbox_id,
+                self.cursor.offset + consumed,
+                self.cursor.next_seq + len(records),
+                inode,
+            )
+            write_cursor(self._state_dir, self.cursor)
+            if not more:
+                return result
+
+    def _read_chunk(self) -> tuple[list[dict[str, Any]], int, int, bool, int] | None:
+        try:
+            info = os.stat(self._spool)
+        except OSError:
+            return None
+        if info.st_ino != self.cursor.inode or info.st_size < self.cursor.offset:
+            # A new or truncated spool: start at its beginning, keep numbering.
+            self.cursor = Cursor(self.cursor.sandbox_id, 0, self.cursor.next_seq, info.st_ino)
+        available = info.st_size - self.cursor.offset
+        if available <= 0:
+            return None
+        with open(self._spool, 'rb') as handle:
+            handle.seek(self.cursor.offset)
+            data = handle.read(min(available, MAX_READ_BYTES))
+        records: list[dict[str, Any]] = []
+        consumed = 0
+        malformed = 0
+        start = 0
+        while len(records) < self._batch:
+            newline = data.find(b'\n', start)
+            if newline == -1:
+                break
+            line = data[start:newline].strip()
+            start = newline + 1
+            consumed = start
+            if not line:
+                continue
+            record = _parse_record(line)
+            if record is None:
+                malformed += 1
+                continue
+            record['sandboxId'] = self.cursor.sandbox_id
+            record['seq'] = self.cursor.next_seq + len(records)
+            records.append(record)
+        if consumed == 0 and len(data) == MAX_READ_BYTES:
+            # One line longer than the read window cannot be a record: skip it.
+            newline = data.find(b'\n')
+            consumed = len(data) if newline == -1 else newline + 1
+            malformed += 1
+        more = consumed > 0 and self.cursor.offset + consumed < info.st_size
+        return records, consumed, malformed, more, info.st_ino
+
+    def _post(self, records: list[dict[str, Any]], timeout: float) -> tuple[bool, bool, str, dict[str, Any]]:
+        assert self._target is not None
+        scheme, host, port, prefix = self._target
+        body = json.dumps({'records': records}, separators=(',', ':'), ensure_ascii=False).encode()
+        headers = {
+            'authorization': f'Bearer {self._token}',
+            'content-type': 'application/json',
+            'content-length': str(len(body)),
+        }
+        connection: http.client.HTTPConnection
+        if scheme == 'https':
+            connection = http.client.HTTPSConnection(host, port, timeout=timeout)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            connection.request('POST', f'{prefix}v1/reports', body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read(64 * 1024)
+            status = response.status
+        except TimeoutError:
+            return False, False, f'no answer within {round(timeout * 1000)} ms', {}
+        except (OSError, http.client.HTTPException) as error:
+            return False, False, f'control API unreachable: {type(error).__name__}', {}
+        finally:
+            connection.close()
+        if status in (200, 202):
+            try:
+                answer = json.loads(data)
+            except ValueError:
+                answer = {}
+            return True, False, '', answer if isinstance(answer, dict) else {}
+        # Auth, throttling and server errors are retried; other client errors mean the batch itself is
+        # unacceptable and would block the spool forever.
+        retry = status in (401, 403, 408, 429) or status >= 500
+        return False, not retry, f'control API answered {status}', {}
+
+
+def _parse_record(line: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get('id'), str) or value['id'] == '':
+        return None
+    return value

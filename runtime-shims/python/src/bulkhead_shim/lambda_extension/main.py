@@ -1,0 +1,307 @@
+"""The extension's life: prepare (bundle on disk) → Register → long-poll + spool watch → INVOKE/SHUTDOWN
+loop. See the package docstring for the order and why."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+
+from ..client.bundle_client import BundleClient, FetchError, NotModified, Rejected, Updated
+from ..identity import detect_identity
+from ..kernel._typing import TYPE_CHECKING
+from ..kernel.bundle import VerifyFailure, verify_bundle
+from ..kernel.identity import format_identity
+from .api import ExtensionsApi, ExtensionsApiError
+from .config import ConfigError, ExtensionConfig, load_config
+from .endpoint import LocalEndpoint
+from .forwarder import Forwarder
+from .state import BUNDLE_FILE, EXTENSION_URL_FILE, STATUS_FILE, ensure_state_dir, read_text, write_atomic
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+#: Kept before a platform deadline.
+DEADLINE_MARGIN_SECONDS = 0.15
+#: How often the spool is looked at while the sandbox runs (a stat; nothing when it has not grown).
+SPOOL_WATCH_SECONDS = 0.1
+RETRY_MAX_SECONDS = 30.0
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f'[bulkhead-extension] {message}\n')
+    sys.stderr.flush()
+
+
+def lambda_identity(env: Mapping[str, str], workload_text: str | None, account: str | None) -> dict[str, str]:
+    """The shim's own detection from what an extension sees, plus the account id Register returns."""
+    source = dict(env)
+    if workload_text and not source.get('BULKHEAD_WORKLOAD'):
+        source['BULKHEAD_WORKLOAD'] = workload_text
+    identity = detect_identity(source)
+    if account:
+        identity['account'] = account  # a platform fact: it wins over BULKHEAD_WORKLOAD
+    return identity
+
+
+class Session:
+    def __init__(
+        self, config: ExtensionConfig, env: Mapping[str, str], logger: Callable[[str], None]
+    ) -> None:
+        self.config = config
+        self.env = env
+        self.log = logger
+        self.identity = lambda_identity(env, config.workload_text, None)
+        self.bundle_file = os.path.join(config.state_dir, BUNDLE_FILE)
+        self.forwarder = Forwarder(config.state_dir, config.control_url, config.token, logger)
+        self.endpoint = LocalEndpoint(lambda: {'revision': self.revision, 'bundleFile': self.bundle_file})
+        self.client: BundleClient | None = None
+        self.revision = 0
+        self.source = 'none'
+        self.reason: str | None = None
+        self.fetch_ms: int | None = None
+        self._hold_lock = threading.Lock()
+        self._forward_wake = threading.Event()
+        self._stopped = threading.Event()
+
+    # ---- before Register --------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        config = self.config
+        if not config.trusted_keys:
+            message = (
+                'no trusted keys (BULKHEAD_TRUSTED_KEYS or the layer config.json): no bundle can be verified'
+            )
+            if config.fail_mode == 'closed':
+                raise ConfigError(message)
+            self.log(f'{message}; fail mode observe')
+        last_good = self._pick_last_good()
+        fetching: threading.Thread | None = None
+        if config.control_url and config.token and config.trusted_keys:
+            self.client = self._new_client(last_good[0] if last_good else None)
+            fallback = last_good[2] if last_good else None
+
+            def fetch() -> None:
+                started = time.monotonic()
+                self.refresh(config.fetch_timeout, fallback)
+                self.fetch_ms = round((time.monotonic() - started) * 1000)
+
+            # The fetch runs while the local endpoint starts.
+            fetching = threading.Thread(target=fetch, name='bulkhead-first-fetch', daemon=True)
+            fetching.start()
+        elif last_good:
+            self._hold(last_good[0], last_good[1], last_good[2])
+            self.reason = 'no control API or token configured'
+        else:
+            self.reason = 'no control API configured and no bundle in the layer'
+        try:
+            self.forwarder.compact()
+            url = self.endpoint.listen(config.port)
+            write_atomic(os.path.join(config.state_dir, EXTENSION_URL_FILE), url, 0o644)
+        finally:
+            if fetching is not None:
+                fetching.join()
+        if self.source == 'none':
+            why = self.reason or 'unknown'
+            self.log(f'no verified bundle: the shim applies fail mode {config.fail_mode} ({why})')
+
+    def _new_client(self, last_good: str | None) -> BundleClient:
+        assert self.config.control_url is not None and self.config.token is not None
+
+        def client_log(level: str, message: str) -> None:
+            if level != 'debug':
+                self.log(message)
+
+        return BundleClient(
+            control_url=self.config.control_url,
+            token=self.config.token,
+            workload=self.identity,
+            trusted_keys=self.config.trusted_keys,
+            timeout=self.config.fetch_timeout,
+            last_good=last_good,
+            log=client_log,
+        )
+
+    def _pick_last_good(self) -> tuple[str, int, str] | None:
+        """The best verified bundle without the network: this sandbox's last, else the layer's."""
+        for text, source in (
+            (read_text(self.bundle_file), 'last-good'),
+            (self.config.fallback_envelope, 'layer'),
+        ):
+            if text is None:
+                continue
+            verified = verify_bundle(text, trusted_keys=self.config.trusted_keys, workload=self.identity)
+            if isinstance(verified, VerifyFailure):
+                self.log(f'{source} bundle refused ({verified.reason}): {verified.message}')
+                continue
+            return text, int(verified.payload['revision']), source
+        return None
+
+    # ---- bundle -----------------------------------------------------------------------------------
+
+    def refresh(self, timeout: float, fallback_source: str | None) -> None:
+        client = self.client
+        if client is None:
+            return
+        outcome = client.fetch_once(timeout=timeout)
+        self._adopt(outcome, fallback_source)
+
+    def _adopt(
+        self, outcome: Updated | NotModified | Rejected | FetchError, fallback_source: str | None
+    ) -> None:
+        client = self.client
+        if isinstance(outcome, Updated):
+            self._hold(outcome.envelope_text, outcome.revision, 'control-api')
+            return
+        held = client.current() if client is not None else None
+        if isinstance(outcome, NotModified):
+            # The control API confirmed what the client held (a last good or baked bundle).
+            if held is not None and held.revision != self.revision:
+                self._hold(held.envelope_text, held.revision, 'control-api')
+            elif held is not None:
+                self.source = 'control-api'
+            return
+        self.reason = outcome.message
+        if isinstance(outcome, Rejected):
+            self.log(f'refused bundle from the control API ({outcome.reason}): {outcome.message}')
+        else:
+            self.log(f'bundle fetch failed ({outcome.cause}): {outcome.message}')
+        if held is not None and held.revision != self.revision:
+            self._hold(held.envelope_text, held.revision, fallback_source or 'last-good')
+
+    def _hold(self, envelope_text: str, revision: int, source: str) -> None:
+        with self._hold_lock:
+            write_atomic(self.bundle_file, envelope_text, 0o644)
+            self.revision = revision
+            self.source = source
+
+    # ---- after Register -----------------------------------------------------------------------------
+
+    def after_register(self, account: str | None, ready_ms: int) -> None:
+        """The account id arrives with Register; if it changes the identity, fetch for the full one."""
+        if account and self.identity.get('account') != account:
+            self.identity = lambda_identity(self.env, self.config.workload_text, account)
+            if self.client is not None:
+                held = self.client.current()
+                self.client.stop()
+                self.client = self._new_client(held.envelope_text if held else None)
+                # Runs while the runtime initialises; the shim's bundle watch picks a change up.
+                self.refresh(self.config.fetch_timeout, None if self.source == 'none' else self.source)
+        self._write_status(ready_ms)
+        self.log(
+            f'ready: bundle revision {self.revision} from {self.source} for {format_identity(self.identity)} '
+            f'in {ready_ms} ms'
+        )
+        if self.client is not None:
+            self.client.start_long_poll(lambda outcome: self._adopt(outcome, None))
+        threading.Thread(target=self._watch_spool, name='bulkhead-spool-watch', daemon=True).start()
+
+    def _watch_spool(self) -> None:
+        """Forwards records as soon as the shim spools them, off the invocation's critical path. While
+        the sandbox is frozen this thread is too; it carries on at the thaw."""
+        retry = 1.0
+        while not self._stopped.is_set():
+            self._forward_wake.wait(SPOOL_WATCH_SECONDS)
+            self._forward_wake.clear()
+            if self._stopped.is_set() or self.forwarder.backlog() == 0:
+                continue
+            result = self.forwarder.forward(time.monotonic() + 10)
+            if result.pending and result.error:
+                self.log(f'reports: {result.error}; will retry')
+                if self._stopped.wait(retry):
+                    return
+                retry = min(RETRY_MAX_SECONDS, retry * 2)
+            else:
+                retry = 1.0
+
+    def invoke(self, request_id: str) -> None:
+        # Nothing on the network here: the long-poll brings revisions, the spool watch sends records.
+        self.endpoint.mark_ready(request_id)
+        self._forward_wake.set()
+
+    def shutdown(self, deadline_ms: float, reason: str) -> None:
+        self._stopped.set()
+        self._forward_wake.set()
+        remaining = deadline_ms / 1000 - time.time() - DEADLINE_MARGIN_SECONDS
+        result = self.forwarder.forward(time.monotonic() + max(0.05, remaining))
+        left = f', some left in the spool: {result.error or "deadline"}' if result.pending else ''
+        self.log(f'shutdown ({reason}): forwarded {self.forwarder.total_sent} records{left}')
+        if self.client is not None:
+            self.client.stop()
+        self.endpoint.close()
+
+    def _write_status(self, ready_ms: int) -> None:
+        status: dict[str, object] = {
+            'source': self.source,
+            'revision': self.revision,
+            'failMode': self.config.fail_mode,
+            'sandboxId': self.forwarder.cursor.sandbox_id,
+            'readyMs': ready_ms,
+            'runtimeFamily': 'python',
+        }
+        if self.fetch_ms is not None:
+            status['fetchMs'] = self.fetch_ms
+        if self.reason:
+            status['reason'] = self.reason
+        write_atomic(os.path.join(self.config.state_dir, STATUS_FILE), json.dumps(status), 0o644)
+
+
+def run(env: Mapping[str, str], layer_dir: str, started: float) -> int:
+    """Runs until SHUTDOWN; returns the exit code. `started`: time.monotonic() at process start."""
+    runtime_api = env.get('AWS_LAMBDA_RUNTIME_API')
+    if not runtime_api:
+        log('AWS_LAMBDA_RUNTIME_API is not set: not running inside Lambda')
+        return 1
+    api = ExtensionsApi(runtime_api)
+    problem: tuple[str, str] | None = None
+    session: Session | None = None
+    config: ExtensionConfig | None = None
+    try:
+        config = load_config(env, layer_dir)
+        ensure_state_dir(config.state_dir)
+        session = Session(config, env, log)
+        session.prepare()
+    except ConfigError as error:
+        problem = ('Extension.ConfigInvalid', str(error))
+    except Exception as error:
+        problem = ('Extension.InitFailed', f'{type(error).__name__}: {error}')
+
+    name = config.extension_name if config else env.get('BULKHEAD_EXTENSION_NAME') or 'bulkhead'
+    registered = api.register(name, ['INVOKE', 'SHUTDOWN'])
+    if problem is not None or session is None:
+        error_type, message = problem or ('Extension.InitFailed', 'not initialised')
+        log(f'init failed: {message}')
+        with contextlib.suppress(ExtensionsApiError):
+            api.init_error(error_type, message)
+        # After init/error no API call succeeds; the platform tears the sandbox down.
+        return 1
+    # Ready = fetched, verified and registered: the runtime may start from here on.
+    ready_ms = round((time.monotonic() - started) * 1000)
+    try:
+        account = registered.get('accountId')
+        session.after_register(account if isinstance(account, str) else None, ready_ms)
+    except Exception as error:
+        # Registered now: exiting would be a crash. Keep serving what is held.
+        log(f'after-register work failed: {type(error).__name__}: {error}')
+
+    failures = 0
+    while True:
+        try:
+            event = api.next()
+            failures = 0
+        except ExtensionsApiError as error:
+            # Never exit on our own: back off and ask again.
+            failures += 1
+            log(f'event/next failed: {error}')
+            time.sleep(min(1.0, 0.05 * 2 ** min(failures, 5)))
+            continue
+        if event.event_type == 'SHUTDOWN':
+            session.shutdown(event.deadline_ms, event.shutdown_reason)
+            return 0
+        try:
+            session.invoke(event.request_id)
+        except Exception as error:
+            log(f'invoke handling failed: {type(error).__name__}: {error}')

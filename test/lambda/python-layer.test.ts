@@ -1,0 +1,161 @@
+// The layer on a Python function, end to end on loopback: the control API (in process, SQLite), the
+// layer built from dist/ with the vendored cryptography for this machine's architecture, the Python
+// extension (the runtime has no node), and the function under the real `awslambdaric` runtime client,
+// frozen between invocations.
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packageRoot } from '../../layers/build.js';
+import { findPythonRuntime, type LambdaEmulator } from '../emulator/index.js';
+import {
+  buildLayerDir,
+  type ControlHarness,
+  createSandbox,
+  FIXTURES,
+  type LayerHarness,
+  startControl,
+} from './harness.js';
+
+const python = findPythonRuntime();
+const SITE = join(packageRoot(), 'runtime-shims', 'python', 'tests', 'fixtures', 'site-packages');
+
+class Destination {
+  server!: Server;
+  hits = 0;
+  port = 0;
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => {
+      this.hits++;
+      req.resume();
+      res.end('ok');
+    });
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+  get url(): string {
+    return `http://localhost:${this.port}/`;
+  }
+  stop(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+function policy(allowedPorts: number[]): string {
+  return `apiVersion: bulkhead.dev/v1
+kind: SmartGroup
+metadata: { name: cards }
+spec:
+  match: { cloud: aws, name: charge-card }
+---
+apiVersion: bulkhead.dev/v1
+kind: EgressPolicy
+metadata: { name: cards-egress }
+spec:
+  appliesTo: [cards]
+  mode: enforce
+  owner: team-cards
+  allow:
+${allowedPorts.map((port) => `    - to: { host: localhost, port: ${port} }`).join('\n')}
+`;
+}
+
+interface Outcome {
+  outcome: 'allowed' | 'denied' | 'failed';
+  code?: string | null;
+  message?: string;
+  status?: number;
+}
+interface Answer {
+  requestId: string;
+  allowed?: Outcome;
+  forbidden?: Outcome;
+  track?: Outcome;
+  shim?: { revision: number; mode: string };
+  pythonpath?: string;
+}
+
+async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean, ms = 5_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  let value = await read();
+  while (!ok(value) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    value = await read();
+  }
+  return value;
+}
+
+describe.skipIf(!python.python)(
+  `the layer on a Python function (${python.python ? `python${python.version}` : python.reason})`,
+  () => {
+    let control: ControlHarness;
+    let layer: LayerHarness;
+    let taskRoot: string;
+    const allowed = new Destination();
+    const forbidden = new Destination();
+    const sandboxes: LambdaEmulator[] = [];
+
+    beforeAll(async () => {
+      control = await startControl();
+      await Promise.all([allowed.start(), forbidden.start()]);
+      await control.apply(policy([allowed.port]));
+      layer = buildLayerDir({
+        controlUrl: control.url,
+        trustedKeys: [control.publicKeyPem],
+        pythonDeps: true,
+      });
+      // The deployment package: the handler and its (compromised) dependency, as `pip install -t .` leaves them.
+      taskRoot = mkdtempSync(join(tmpdir(), 'bulkhead-py-task-'));
+      cpSync(join(FIXTURES, 'python-functions', 'net'), taskRoot, { recursive: true });
+      cpSync(SITE, taskRoot, { recursive: true });
+    }, 180_000);
+
+    afterAll(async () => {
+      for (const sandbox of sandboxes) await sandbox.close();
+      await Promise.all([allowed.stop(), forbidden.stop()]);
+      await control?.close();
+      layer?.cleanup();
+      rmSync(taskRoot, { recursive: true, force: true });
+    });
+
+    function sandbox(env: Record<string, string> = {}): LambdaEmulator {
+      const made = createSandbox({
+        layer,
+        control,
+        taskRoot,
+        handler: 'app.handler',
+        runtimeName: `python${python.version}` as 'python3.12',
+        ...(python.python ? { pythonPath: python.python } : {}),
+        // This machine has node and python3 side by side; Lambda's Python runtimes have no node.
+        env: { BULKHEAD_EXTENSION_RUNTIME: 'python', ...env },
+      });
+      sandboxes.push(made);
+      return made;
+    }
+
+    it('governs the function from its first line, with the bundle fetched and verified by the Python extension', async () => {
+      const box = sandbox();
+      const result = await box.invoke({
+        allowed: allowed.url,
+        forbidden: forbidden.url,
+        track: ['127.0.0.7', 9],
+        status: true,
+      });
+      expect(result.init?.ok, box.logText()).toBe(true);
+      const answer = result.json<Answer>();
+      expect(answer.allowed).toMatchObject({ outcome: 'allowed', status: 200 });
+      expect(answer.forbidden).toMatchObject({ outcome: 'denied', code: 'ERR_BULKHEAD_DENIED' });
+      expect(answer.track?.outcome).toBe('denied');
+      expect(forbidden.hits).toBe(0);
+      expect(answer.shim?.revision).toBe(1);
+      expect(answer.shim?.mode).toBe('enforce');
+      expect(answer.pythonpath?.split(':')[0]).toBe(join(layer.dir, 'bulkhead', 'python'));
+      const status = JSON.parse(readFileSync(join(box.stateDir, 'extension-status.json'), 'utf8'));
+      expect(status).toMatchObject({ source: 'control-api', revision: 1, runtimeFamily: 'python' });
+      expect(box.logText()).not.toContain(control.workloadToken);
+    });
+  },
+);
