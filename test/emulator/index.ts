@@ -1,6 +1,12 @@
 // The Lambda emulator: Runtime, Extensions and Telemetry APIs with real processes.
 // Used by test/lambda and by the demo; see README "AWS Lambda" for what it does not emulate.
 export {
+  findPythonRuntime,
+  type PythonRuntime,
+  type PythonRuntimeSearch,
+  type PythonVersion,
+} from './python.js';
+export {
   defaultRuntimeEntry,
   type ExtensionShutdown,
   type InitResult,
@@ -11,6 +17,7 @@ export {
   LambdaEmulator,
   type LogLine,
   type PendingInvoke,
+  type RuntimeName,
   SandboxInitError,
   type SandboxOptions,
   type SandboxState,

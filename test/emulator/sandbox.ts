@@ -27,12 +27,16 @@ import {
   sendJson,
 } from './http.js';
 import { type ExitInfo, type LogLine, SandboxProcess } from './processes.js';
+import { findPythonRuntime, type PythonVersion, probePythonAsync, pythonVersionOf } from './python.js';
 import { parseSubscription, TelemetryDispatcher, type TelemetryEvent } from './telemetry.js';
 
 export type { LogLine } from './processes.js';
 export type { TelemetryEvent } from './telemetry.js';
 
 export type ShutdownReason = 'spindown' | 'timeout' | 'failure';
+
+/** A managed runtime's identifier: `nodejs20.x`, `nodejs22.x`, `python3.12`, `python3.13` … */
+export type RuntimeName = `nodejs${number}.x` | `python${number}.${number}`;
 
 export interface SandboxOptions {
   /** Function code directory (`LAMBDA_TASK_ROOT`, `/var/task`). */
@@ -68,8 +72,17 @@ export interface SandboxOptions {
   runtimeEntry?: string;
   /** Node binary. Default the one running this process. */
   nodePath?: string;
-  /** `nodejs20.x` etc., for `AWS_EXECUTION_ENV`. Default from the running Node's major. */
-  runtimeName?: string;
+  /**
+   * The managed runtime emulated (and `AWS_EXECUTION_ENV`): `nodejs20.x` … starts Node with
+   * `aws-lambda-ric`, `python3.12` / `python3.13` start Python with `awslambdaric` (see
+   * `startRuntime`). Default `nodejs<major>.x` of the running Node.
+   */
+  runtimeName?: RuntimeName;
+  /**
+   * Python interpreter for `python*` runtimes; it must have `awslambdaric` importable. Default
+   * `findPythonRuntime(<runtimeName's version>)`: the repository's `.venv/py3.X`.
+   */
+  pythonPath?: string;
   onLog?: (line: LogLine) => void;
 }
 
@@ -211,6 +224,16 @@ const EXTENSION_ONLY_DROPPED = new Set([
 ]);
 /** Node bootstrap flags of the managed runtime (`/var/runtime/bootstrap`). */
 const BOOTSTRAP_NODE_FLAGS = ['--expose-gc', '--max-http-header-size', '81920'];
+/**
+ * Interpreter flags of the managed Python runtimes' bootstrap: none (no `-u` either; awslambdaric
+ * makes stdout and stderr unbuffered itself). See `startRuntime` for the sources.
+ */
+const BOOTSTRAP_PYTHON_FLAGS: readonly string[] = [];
+
+interface ResolvedPython {
+  path: string;
+  runtimeDir: string;
+}
 
 /** Finds `aws-lambda-ric`'s entry (`index.mjs`) from wherever this module was loaded. */
 export function defaultRuntimeEntry(): string {
@@ -252,6 +275,7 @@ export class LambdaEmulator {
   private initCount = 0;
   private closed = false;
   private lastInit: InitResult | undefined;
+  private python: ResolvedPython | undefined;
 
   constructor(options: SandboxOptions) {
     this.options = options;
@@ -321,6 +345,17 @@ export class LambdaEmulator {
       .filter((l) => source === undefined || l.source === source)
       .map((l) => `[${l.source}] ${l.line}`)
       .join('\n');
+  }
+
+  /** The runtime emulated: `nodejs20.x`, `python3.12` … */
+  get runtimeName(): RuntimeName {
+    const major = process.versions.node.split('.')[0] ?? '20';
+    return this.options.runtimeName ?? `nodejs${Number(major)}.x`;
+  }
+
+  /** Whether the sandbox runs a Python runtime (`runtimeName` `python*`). */
+  get isPython(): boolean {
+    return this.runtimeName.startsWith('python');
   }
 
   async start(): Promise<void> {
@@ -452,9 +487,12 @@ export class LambdaEmulator {
   }
 
   private baseEnv(): Record<string, string> {
-    const nodeDir = dirname(this.options.nodePath ?? process.execPath);
+    // The runtime's language folder first, as /var/lang/bin on Lambda (node or python lives there).
+    const langDir = this.python
+      ? dirname(this.python.path)
+      : dirname(this.options.nodePath ?? process.execPath);
     const optDir = this.options.optDir;
-    const path = [nodeDir, '/usr/local/bin', '/usr/bin', '/bin', ...(optDir ? [join(optDir, 'bin')] : [])];
+    const path = [langDir, '/usr/local/bin', '/usr/bin', '/bin', ...(optDir ? [join(optDir, 'bin')] : [])];
     return {
       PATH: path.join(delimiter),
       LANG: 'en_US.UTF-8',
@@ -473,19 +511,37 @@ export class LambdaEmulator {
   }
 
   private runtimeEnv(): Record<string, string> {
-    const major = process.versions.node.split('.')[0] ?? '20';
-    const runtimeName = this.options.runtimeName ?? `nodejs${major}.x`;
-    return {
+    const env: Record<string, string> = {
       ...this.baseEnv(),
       _HANDLER: this.options.handler,
       LAMBDA_TASK_ROOT: this.options.taskRoot,
-      LAMBDA_RUNTIME_DIR: dirname(this.options.runtimeEntry ?? defaultRuntimeEntry()),
-      AWS_EXECUTION_ENV: `AWS_Lambda_${runtimeName}`,
+      LAMBDA_RUNTIME_DIR: this.python
+        ? this.python.runtimeDir
+        : dirname(this.options.runtimeEntry ?? defaultRuntimeEntry()),
+      AWS_EXECUTION_ENV: `AWS_Lambda_${this.runtimeName}`,
       AWS_LAMBDA_LOG_GROUP_NAME: `/aws/lambda/${this.functionName}`,
       AWS_LAMBDA_LOG_STREAM_NAME: `${new Date().toISOString().slice(0, 10).replaceAll('-', '/')}/[$LATEST]${randomUUID().replaceAll('-', '')}`,
-      // Real Lambda's runtime client prints no colour codes into CloudWatch either.
-      NO_COLOR: '1',
     };
+    // Real Lambda's Node runtime client prints no colour codes into CloudWatch either.
+    if (!this.python) env.NO_COLOR = '1';
+    return env;
+  }
+
+  /** The interpreter of a Python runtime: `pythonPath`, else the repository's virtualenv. */
+  private async resolvePython(): Promise<Fatal | undefined> {
+    if (this.python) return undefined;
+    let python = this.options.pythonPath;
+    if (!python) {
+      const version = pythonVersionOf(this.runtimeName);
+      const found = findPythonRuntime(version as PythonVersion | undefined);
+      if (found.python === undefined)
+        return { errorType: 'Emulator.PythonNotFound', errorMessage: found.reason };
+      python = found.python;
+    }
+    // Without awslambdaric the runtime fails as on Lambda (exit 1 at import); the folder is a guess then.
+    const probe = await probePythonAsync(python);
+    this.python = { path: python, runtimeDir: probe.ok ? probe.runtimeDir : dirname(python) };
+    return undefined;
   }
 
   /** Extensions see the function env minus runtime-only and `_`-prefixed keys (§8.2). */
@@ -566,6 +622,12 @@ export class LambdaEmulator {
       return this.lastInit;
     };
 
+    // 0. A Python runtime's interpreter (its folder heads PATH for extensions and runtime alike).
+    if (this.isPython) {
+      const missing = await this.resolvePython();
+      if (missing) return finish(missing);
+    }
+
     // 1. Launch every regular file in the extensions folder, in parallel, each in its own group.
     for (const file of await this.listExtensionFiles()) {
       try {
@@ -599,7 +661,7 @@ export class LambdaEmulator {
         errorMessage: 'extensions did not register within the init limit',
       });
 
-    // 3. Start the runtime as the Node bootstrap does: [wrapper] node <flags> <entry>.
+    // 3. Start the runtime as the managed runtime's bootstrap does (see `startRuntime`).
     const launchError = await this.startRuntime();
     if (launchError) return finish(launchError);
 
@@ -614,12 +676,47 @@ export class LambdaEmulator {
     return finish(undefined);
   }
 
+  /**
+   * Starts the runtime process as the managed runtime's `/var/runtime/bootstrap` does:
+   *
+   * Node: `[wrapper] node --expose-gc --max-http-header-size 81920 <aws-lambda-ric>/index.mjs`.
+   *
+   * Python (python3.12, python3.13): `[wrapper] <python> -m awslambdaric <_HANDLER>`. Lambda's
+   * bootstrap is a bash script that exports `AWS_EXECUTION_ENV=AWS_Lambda_python3.X`, then runs
+   * `exec /var/lang/bin/python3.X /var/runtime/bootstrap.py` (no interpreter flags, no `-u`), or,
+   * with `AWS_LAMBDA_EXEC_WRAPPER` set, exits 127 (`<wrapper>: does not exist`) or 126
+   * (`<wrapper>: is not an executable`) or runs `exec -- "$wrapper" /var/lang/bin/python3.X
+   * /var/runtime/bootstrap.py`: the wrapper gets the interpreter command line as its arguments.
+   * `bootstrap.py` puts `LAMBDA_TASK_ROOT` first on sys.path (and, only when PYTHONPATH is unset,
+   * `/opt/python/lib/python3.X/site-packages` and `/opt/python` after it, then sets PYTHONPATH to
+   * `LAMBDA_RUNTIME_DIR` for child processes) and hands `_HANDLER` to `awslambdaric`'s `main`.
+   * Here `python -m awslambdaric <handler>` (awslambdaric's own `__main__`: handler = argv[1], Runtime
+   * API = `AWS_LAMBDA_RUNTIME_API`, thread polling when `AWS_EXECUTION_ENV` is python3.12+) stands in
+   * for bootstrap.py, with the function folder as working directory, so the function folder is
+   * sys.path[0] as there. Not reproduced: the `/opt/python` entries, the PYTHONPATH default, and a
+   * wrapper that rewrites `_HANDLER` (the handler travels on the command line here).
+   * Sources: /var/runtime/bootstrap and the head of bootstrap.py of the public.ecr.aws/lambda/python
+   * image as printed in https://dingxiong.github.io/posts/aws-lambda (python3.10; the 3.12 and 3.13
+   * images differ in the version only, as SAM-style debug bootstraps such as obscurelyme/jeeves
+   * templates/scripts/python/bootstrap.sh reproduce them for any python3.X); aws/aws-lambda-base-images
+   * branch python3.12 Dockerfile (LAMBDA_TASK_ROOT=/var/task, LAMBDA_RUNTIME_DIR=/var/runtime, PATH
+   * with /var/lang/bin first, WORKDIR /var/task); aws/aws-lambda-python-runtime-interface-client
+   * awslambdaric/__main__.py and lambda_config.py (4.x); AWS Lambda docs "Modifying the runtime
+   * environment" (wrapper scripts get the interpreter path and all original arguments) and
+   * "Defined runtime environment variables" (PYTHONPATH = $LAMBDA_RUNTIME_DIR);
+   * open-telemetry/opentelemetry-lambda#1714 (bootstrap.py skips /opt/python when PYTHONPATH is set).
+   */
   private async startRuntime(): Promise<Fatal | undefined> {
-    const node = this.options.nodePath ?? process.execPath;
-    const entry = this.options.runtimeEntry ?? defaultRuntimeEntry();
     const wrapper = this.options.env?.AWS_LAMBDA_EXEC_WRAPPER;
-    let file = node;
-    let args = [...BOOTSTRAP_NODE_FLAGS, entry];
+    let file: string;
+    let args: string[];
+    if (this.python) {
+      file = this.python.path;
+      args = [...BOOTSTRAP_PYTHON_FLAGS, '-m', 'awslambdaric', this.options.handler];
+    } else {
+      file = this.options.nodePath ?? process.execPath;
+      args = [...BOOTSTRAP_NODE_FLAGS, this.options.runtimeEntry ?? defaultRuntimeEntry()];
+    }
     if (wrapper) {
       // The bootstrap's own checks (exit 127 / 126 on Lambda).
       const info = await stat(wrapper).catch(() => undefined);
@@ -629,8 +726,8 @@ export class LambdaEmulator {
       } catch {
         return { errorType: 'Runtime.ExitError', errorMessage: `${wrapper}: is not an executable` };
       }
+      args = [file, ...args];
       file = wrapper;
-      args = [node, ...args];
     }
     const runtimeProcess = new SandboxProcess(
       'runtime',
