@@ -2,6 +2,7 @@
 // layer built from dist/ with the vendored cryptography for this machine's architecture, the Python
 // extension (the runtime has no node), and the function under the real `awslambdaric` runtime client,
 // frozen between invocations.
+import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -157,5 +158,84 @@ describe.skipIf(!python.python)(
       expect(status).toMatchObject({ source: 'control-api', revision: 1, runtimeFamily: 'python' });
       expect(box.logText()).not.toContain(control.workloadToken);
     });
+
+    it('sends deny records with package attribution while the sandbox runs, adding no wait to the invocation', async () => {
+      const box = sandbox();
+      const result = await box.invoke({ track: ['127.0.0.7', 9] });
+      expect(result.json<Answer>().track?.outcome).toBe('denied');
+      // A second, clean invocation thaws the sandbox: the spool watch has sent the record by then at the latest.
+      const clean = await box.invoke({ allowed: allowed.url });
+      expect(clean.json<Answer>().allowed?.outcome).toBe('allowed');
+      const tracked = (d: Record<string, unknown>) =>
+        (d.origin as { package?: string } | undefined)?.package === 'analytics-lite@2.4.1';
+      const denies = await eventually(
+        () => control.denies('limit=100'),
+        (list) => list.some(tracked),
+      );
+      const record = denies.find(tracked);
+      expect(record).toMatchObject({
+        kind: 'connect',
+        destination: { ip: '127.0.0.7', port: 9 },
+        workload: { cloud: 'aws', name: 'charge-card', runtime: `python${python.version}` },
+      });
+      expect(record?.sandboxId).toEqual(expect.any(String));
+      expect(record?.seq).toEqual(expect.any(Number));
+    });
+
+    it('takes revision 2 by the long-poll: a frozen sandbox has it at the thaw', async () => {
+      const box = sandbox();
+      const first = await box.invoke({ forbidden: forbidden.url, status: true });
+      expect(first.json<Answer>().forbidden?.outcome).toBe('denied');
+      const revision = await control.apply(policy([allowed.port, forbidden.port]));
+      try {
+        // The sandbox is frozen now; the control API answers the parked long-poll at once, and the
+        // extension reads it the moment the next invocation thaws the sandbox.
+        const startedAt = Date.now();
+        let answer = (await box.invoke({ forbidden: forbidden.url, status: true })).json<Answer>();
+        while (answer.shim?.revision !== revision && Date.now() - startedAt < 3_000) {
+          answer = (await box.invoke({ forbidden: forbidden.url, status: true })).json<Answer>();
+        }
+        expect(answer.shim?.revision).toBe(revision);
+        expect(answer.forbidden).toMatchObject({ outcome: 'allowed', status: 200 });
+        expect(Date.now() - startedAt).toBeLessThan(1_500);
+      } finally {
+        await control.apply(policy([allowed.port]));
+      }
+    });
   },
 );
+
+describe('the exec wrapper refuses a runtime it cannot govern', () => {
+  const layerDir = join(packageRoot(), 'layers', 'files');
+  for (const runtime of ['python3.11', 'java21', 'ruby3.3']) {
+    it(runtime, () => {
+      const done = spawnSync(join(layerDir, 'bulkhead-wrapper'), ['/bin/echo', 'the runtime started'], {
+        env: { PATH: process.env.PATH ?? '', AWS_EXECUTION_ENV: `AWS_Lambda_${runtime}` },
+        encoding: 'utf8',
+      });
+      expect(done.status).toBe(1);
+      expect(done.stdout).toBe('');
+      expect(done.stderr).toContain(`bulkhead: ${runtime} is not governed by this layer`);
+      expect(done.stderr).toContain('refusing to start the function ungoverned');
+    });
+  }
+
+  it('puts the shim first on PYTHONPATH for python3.12, keeping what was there', () => {
+    const done = spawnSync(
+      join(layerDir, 'bulkhead-wrapper'),
+      ['/bin/sh', '-c', 'echo "$PYTHONPATH|$BULKHEAD_PYTHON_DEPS"'],
+      {
+        env: {
+          PATH: process.env.PATH ?? '',
+          AWS_EXECUTION_ENV: 'AWS_Lambda_python3.12',
+          PYTHONPATH: '/var/task/lib',
+        },
+        encoding: 'utf8',
+      },
+    );
+    expect(done.status).toBe(0);
+    expect(done.stdout.trim()).toBe(
+      `${layerDir}/bulkhead/python:/var/task/lib|${layerDir}/bulkhead/python-deps`,
+    );
+  });
+});

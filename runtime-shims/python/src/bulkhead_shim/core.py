@@ -6,11 +6,12 @@ pays nothing for the bundle), then reloaded when the bundle file changes."""
 from __future__ import annotations
 
 import atexit
+import contextvars
 import os
 import sys
 import threading
 
-from .config import Endpoint, ShimConfig, host_key, read_config
+from .config import Endpoint, Report, ShimConfig, _endpoint_of_url, host_key, read_config
 from .kernel._typing import TYPE_CHECKING
 from .kernel.bundle import VerifyFailure, scope_mismatch, verify_bundle
 from .kernel.cidr import normalize_ip
@@ -36,6 +37,13 @@ TAMPERED = Decision('deny', 'enforce', True, 'tamper')
 WATCH_INTERVAL = 0.25
 #: Longest time interpreter exit waits for deny records to reach an HTTP sink.
 EXIT_FLUSH_SECONDS = 2.0
+
+#: The invocation the running code serves (`<function>/<invocation id>` on Azure, the execution id on
+#: GCP), set by the in-process wrappers around each call; records carry it as `invocationId`. A context
+#: variable, because one process serves concurrent invocations (worker threads, tasks on one loop).
+current_invocation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    'bulkhead_invocation', default=None
+)
 
 
 def _is_sensitive_address(ip: str) -> bool:
@@ -109,6 +117,11 @@ class Shim:
             log,
             # Straight to the control API: number the records so it can count the ones that never arrive.
             number_records=report is not None and report.kind == 'http',
+            # A local spool costs a write: within 5 ms, so the record is on disk before the handler
+            # returns and the sandbox is frozen (the Lambda extension forwards it), while events that
+            # repeat within the window still become one record. Over HTTP, a longer window batches a
+            # burst into one request.
+            delay=0.005 if isinstance(sink, SpoolSink) else 0.2,
         )
         atexit.register(self.queue.drain_at_exit, EXIT_FLUSH_SECONDS)
         if self.config.bundle_file is None:
@@ -117,6 +130,23 @@ class Shim:
         else:
             self.reload()
             self._start_watch()
+
+    def adopt_report(self, url: str, token: str | None = None) -> bool:
+        """Deliver deny records to this http(s) URL (numbered, with the token) when the environment named
+        no BULKHEAD_REPORT: the Azure and GCP wrappers' default, the control API's `/v1/reports`. Its
+        endpoint becomes exempt. False, changing nothing, when a report sink is configured already."""
+        with self._lock:
+            if self.config.report is not None:
+                return False
+            problems: list[str] = []
+            endpoint = _endpoint_of_url(url, problems, 'report URL')
+            if endpoint is None:
+                self.log(f'configuration: {problems[0]}')
+                return False
+            self._add_exempt(endpoint)
+            self.config.report = Report('http', url)
+            self.queue.use_sink(HttpSink(url, token or self.config.token), number_records=True)
+            return True
 
     def _add_exempt(self, endpoint: Endpoint) -> None:
         self._exempt.add((endpoint.host, endpoint.port))
@@ -367,8 +397,9 @@ class Shim:
         origin = capture_origin(3)
         if origin is not None:
             record['origin'] = origin
-        if self.invocation_id is not None:
-            record['invocationId'] = self.invocation_id
+        invocation = current_invocation.get() or self.invocation_id
+        if invocation is not None:
+            record['invocationId'] = invocation
         self.queue.add(record)
 
     def status(self) -> dict[str, Any]:

@@ -49,9 +49,14 @@ def _is_own_or_stdlib(file: str) -> bool:
 def _sites() -> list[str]:
     global _site_dirs
     if _site_dirs is None:
-        _site_dirs = sorted(
-            {os.path.abspath(p) for p in sys.path if p and _is_site_dir(p)}, key=len, reverse=True
-        )
+        dirs = {os.path.abspath(p) for p in sys.path if p and _is_site_dir(p)}
+        # A Lambda deployment package holds its dependencies beside the handler (`pip install -t .`): the
+        # task root is searched like site-packages, and a file there is a package's only when a
+        # dist-info claims its top-level name (the handler's own modules stay application code).
+        task_root = os.environ.get('LAMBDA_TASK_ROOT')
+        if task_root and os.path.isabs(task_root):
+            dirs.add(os.path.abspath(task_root))
+        _site_dirs = sorted(dirs, key=len, reverse=True)
     return _site_dirs
 
 

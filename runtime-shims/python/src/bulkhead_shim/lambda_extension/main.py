@@ -29,6 +29,8 @@ DEADLINE_MARGIN_SECONDS = 0.15
 #: How often the spool is looked at while the sandbox runs (a stat; nothing when it has not grown).
 SPOOL_WATCH_SECONDS = 0.1
 RETRY_MAX_SECONDS = 30.0
+#: Bound on forwarding a previous invocation's records at INVOKE (before `next`).
+FORWARD_AT_INVOKE_SECONDS = 1.0
 
 
 def log(message: str) -> None:
@@ -217,9 +219,18 @@ class Session:
             else:
                 retry = 1.0
 
-    def invoke(self, request_id: str) -> None:
-        # Nothing on the network here: the long-poll brings revisions, the spool watch sends records.
+    def invoke(self, request_id: str, deadline_ms: float) -> None:
+        # No network before `next` on a clean invocation: the long-poll brings revisions. Records a
+        # previous invocation left in the spool (the freeze came before the spool watch sent them) go
+        # out now, bounded, before `next`: billed time only after a deny, and never lost.
         self.endpoint.mark_ready(request_id)
+        if self.forwarder.backlog() > 0:
+            left = deadline_ms / 1000 - time.time()
+            result = self.forwarder.forward(
+                time.monotonic() + max(0.05, min(FORWARD_AT_INVOKE_SECONDS, left / 4))
+            )
+            if result.pending and result.error:
+                self.log(f'reports: {result.error}; will retry')
         self._forward_wake.set()
 
     def shutdown(self, deadline_ms: float, reason: str) -> None:
@@ -302,6 +313,6 @@ def run(env: Mapping[str, str], layer_dir: str, started: float) -> int:
             session.shutdown(event.deadline_ms, event.shutdown_reason)
             return 0
         try:
-            session.invoke(event.request_id)
+            session.invoke(event.request_id, event.deadline_ms)
         except Exception as error:
             log(f'invoke handling failed: {type(error).__name__}: {error}')
