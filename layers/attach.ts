@@ -10,12 +10,32 @@ import {
   UpdateFunctionConfigurationCommand,
 } from '@aws-sdk/client-lambda';
 import { formatIdentity } from '../policy/identity.js';
+import { LAYER_RUNTIMES } from './build.js';
 
 export const EXEC_WRAPPER_PATH = '/opt/bulkhead-wrapper';
 export const MAX_LAYERS = 5;
 /** Lambda's limit on the total size of a function's environment variables. */
 export const MAX_ENVIRONMENT_BYTES = 4 * 1024;
-export const SUPPORTED_RUNTIMES = ['nodejs20.x', 'nodejs22.x', 'nodejs24.x'];
+export const SUPPORTED_RUNTIMES = LAYER_RUNTIMES;
+
+/** Why a runtime the layer does not govern cannot take it: the refusal says what to do instead. */
+function unsupportedRuntime(functionName: string, runtime: string | undefined): string {
+  const supported = SUPPORTED_RUNTIMES.join(', ');
+  if (!runtime) return `${functionName} has no managed runtime: the Bulkhead layer governs ${supported}`;
+  if (/^python3\.\d+$/.test(runtime))
+    return (
+      `${functionName} runs ${runtime}: the Bulkhead layer governs python3.12 and python3.13 (Amazon Linux 2023, ` +
+      'whose glibc its vendored verifier needs); upgrade the runtime, it would otherwise run ungoverned'
+    );
+  if (/^nodejs\d+\.x$/.test(runtime))
+    return `${functionName} runs ${runtime}: the Bulkhead layer governs ${supported}; upgrade the runtime`;
+  if (runtime.startsWith('provided'))
+    return (
+      `${functionName} runs ${runtime}: custom runtimes ignore AWS_LAMBDA_EXEC_WRAPPER, so no shim would load and ` +
+      `the function would run ungoverned; the Bulkhead layer governs ${supported}`
+    );
+  return `${functionName} runs ${runtime}: the Bulkhead layer governs ${supported} only; ${runtime} would run ungoverned`;
+}
 
 const LAYER_VERSION_ARN = /^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[a-zA-Z0-9-_]{1,64}:[1-9]\d*$/;
 
@@ -89,9 +109,7 @@ export function planAttach(
       `${functionName} is a container image function: images cannot use layers; copy the layer into the image (see README)`,
     );
   if (!config.Runtime || !SUPPORTED_RUNTIMES.includes(config.Runtime))
-    throw new AttachError(
-      `${functionName} runs ${config.Runtime ?? 'an unknown runtime'}: the Bulkhead layer supports ${SUPPORTED_RUNTIMES.join(', ')}`,
-    );
+    throw new AttachError(unsupportedRuntime(functionName, config.Runtime));
   const changes: Change[] = [];
   const current = (config.Layers ?? []).map((layer) => layer.Arn).filter((arn): arn is string => !!arn);
   const base = layerBase(request.layerArn);

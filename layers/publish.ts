@@ -10,9 +10,10 @@ import {
   PublishLayerVersionCommand,
   type Runtime,
 } from '@aws-sdk/client-lambda';
+import { LAYER_RUNTIMES } from './build.js';
+import type { LayerArch } from './python-deps.js';
 
-export const COMPATIBLE_RUNTIMES: Runtime[] = ['nodejs20.x', 'nodejs22.x', 'nodejs24.x'];
-export const COMPATIBLE_ARCHITECTURES: Architecture[] = ['x86_64', 'arm64'];
+export const COMPATIBLE_RUNTIMES = LAYER_RUNTIMES as Runtime[];
 export const DEFAULT_LAYER_NAME = 'bulkhead';
 /** Lambda's limit for a layer uploaded in the request body (larger ones must come from S3). */
 export const MAX_DIRECT_UPLOAD_BYTES = 50 * 1024 * 1024;
@@ -29,6 +30,8 @@ export interface PublishOptions {
   /** Publish a new version even when the newest one has the same sha256. */
   force?: boolean | undefined;
   onProgress?: ((message: string) => void) | undefined;
+  /** The architecture the layer was built for (`bulkhead layer build --arch`); default x86_64. */
+  architecture?: LayerArch | undefined;
 }
 
 export interface PublishResult {
@@ -112,7 +115,8 @@ export async function publishLayer(options: PublishOptions): Promise<PublishResu
       Description: `${label} sha256:${sha256}`,
       Content: { ZipFile: bytes },
       CompatibleRuntimes: COMPATIBLE_RUNTIMES,
-      CompatibleArchitectures: COMPATIBLE_ARCHITECTURES,
+      // One architecture per layer: the Python side carries native wheels (layers/python-deps.ts).
+      CompatibleArchitectures: [(options.architecture ?? 'x86_64') as Architecture],
       LicenseInfo: 'Apache-2.0',
     }),
   );

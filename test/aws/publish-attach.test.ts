@@ -87,8 +87,15 @@ describe('layer publish', () => {
     });
     const input = lambda.commandCalls(PublishLayerVersionCommand)[0]?.args[0].input;
     expect(input?.LayerName).toBe('bulkhead');
-    expect(input?.CompatibleRuntimes).toEqual(['nodejs20.x', 'nodejs22.x', 'nodejs24.x']);
-    expect(input?.CompatibleArchitectures).toEqual(['x86_64', 'arm64']);
+    expect(input?.CompatibleRuntimes).toEqual([
+      'nodejs20.x',
+      'nodejs22.x',
+      'nodejs24.x',
+      'python3.12',
+      'python3.13',
+    ]);
+    // One architecture per layer: the Python side carries native wheels.
+    expect(input?.CompatibleArchitectures).toEqual(['x86_64']);
     expect(Buffer.from(input?.Content?.ZipFile ?? []).equals(zipBytes)).toBe(true);
     expect(input?.Description).toContain(`sha256:${zipSha}`);
     expect(progress.some((m) => m.includes(zipSha))).toBe(true);
@@ -212,16 +219,30 @@ describe('attach: plan', () => {
     );
   });
 
-  it('refuses another exec wrapper, container images and non-Node runtimes', () => {
+  it('refuses another exec wrapper, container images and runtimes it cannot govern, saying why', () => {
     expect(() =>
       planAttach('f', configWith([], { AWS_LAMBDA_EXEC_WRAPPER: '/opt/otel-handler' }), {}, request),
     ).toThrow(/already uses the exec wrapper \/opt\/otel-handler/);
     expect(() =>
       planAttach('f', configWith([], {}, { PackageType: 'Image', Runtime: undefined }), {}, request),
     ).toThrow(/container image/);
-    expect(() => planAttach('f', configWith([], {}, { Runtime: 'python3.12' }), {}, request)).toThrow(
-      /python3.12/,
+    expect(() => planAttach('f', configWith([], {}, { Runtime: 'python3.11' }), {}, request)).toThrow(
+      /f runs python3.11: the Bulkhead layer governs python3.12 and python3.13 .*would otherwise run ungoverned/,
     );
+    expect(() => planAttach('f', configWith([], {}, { Runtime: 'provided.al2023' }), {}, request)).toThrow(
+      /custom runtimes ignore AWS_LAMBDA_EXEC_WRAPPER/,
+    );
+    expect(() => planAttach('f', configWith([], {}, { Runtime: 'java21' }), {}, request)).toThrow(
+      /java21 would run ungoverned/,
+    );
+  });
+
+  it('attaches Python functions on python3.12 and python3.13 the same way as Node ones', () => {
+    for (const runtime of ['python3.12', 'python3.13'] as const) {
+      const plan = planAttach('f', configWith([], {}, { Runtime: runtime }), {}, request);
+      expect(plan.layers).toEqual([request.layerArn]);
+      expect(plan.environment.AWS_LAMBDA_EXEC_WRAPPER).toBe('/opt/bulkhead-wrapper');
+    }
   });
 
   it('refuses an environment over the 4 KB limit', () => {

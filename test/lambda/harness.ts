@@ -66,10 +66,13 @@ export interface LayerHarness {
   cleanup(): void;
 }
 
-/** Assembles the layer from dist/ into a temp folder (the emulator's /opt). */
+/**
+ * Assembles the layer from dist/ into a temp folder (the emulator's /opt). Without the vendored Python
+ * wheels unless asked (`pythonDeps: true`): Node functions do not load them.
+ */
 export function buildLayerDir(options: AssembleOptions = {}): LayerHarness {
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-opt-'));
-  assembleLayer(dir, options);
+  assembleLayer(dir, { pythonDeps: false, ...options });
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 

@@ -1,12 +1,13 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { buildLayer } from '../../../layers/build.js';
+import { buildLayer, LAYER_RUNTIMES } from '../../../layers/build.js';
+import { LAYER_ARCHES, type LayerArch } from '../../../layers/python-deps.js';
 import { type Command, EXIT_OK, stringOption, UsageError } from '../command.js';
 
 const DEFAULT_OUT = 'dist/bulkhead-layer.zip';
-/** Goal for the zipped layer; larger still works but is reported. */
-const SIZE_GOAL_BYTES = 1024 * 1024;
+/** Goal for the zipped layer (issue budget); larger still works but is reported. */
+const SIZE_GOAL_BYTES = 10 * 1024 * 1024;
 
 function listOption(value: unknown): string[] {
   if (value === undefined) return [];
@@ -17,8 +18,14 @@ export const layerBuildCommand: Command = {
   path: ['layer', 'build'],
   summary: 'build the Lambda layer zip (extension, exec wrapper, shim) deterministically',
   usage: [
-    'Usage: bulkhead layer build [--out FILE] [--control URL] [--trusted-key KEY]... [--fail-mode closed|observe]',
-    '                            [--fallback-bundle FILE] [--json]',
+    'Usage: bulkhead layer build [--out FILE] [--arch x86_64|arm64] [--control URL] [--trusted-key KEY]...',
+    '                            [--fail-mode closed|observe] [--fallback-bundle FILE]',
+    '                            [--python-wheels DIR | --no-python-deps] [--json]',
+    '',
+    `Compatible runtimes: ${LAYER_RUNTIMES.join(', ')}. One layer serves Node.js and Python functions of`,
+    'one architecture: the Python side vendors cryptography, a native wheel, for the architecture given',
+    '(default x86_64); build and publish one layer per architecture. Other runtimes are refused by',
+    '`bulkhead attach` and by the exec wrapper, never left ungoverned.',
     '',
     'Assembles the layer from dist/ (run `npm run build` first) and writes a deterministic zip: the same',
     'inputs give the same sha256. Values given here are baked into /opt/bulkhead/config.json, so attaching',
@@ -27,6 +34,9 @@ export const layerBuildCommand: Command = {
     '',
     'Options:',
     `  --out FILE             zip to write (default ${DEFAULT_OUT})`,
+    '  --arch ARCH            x86_64 (default) or arm64: the architecture of the vendored Python wheels',
+    '  --python-wheels DIR    take the pinned wheels from DIR (checked by sha256) instead of pip download',
+    '  --no-python-deps       leave cryptography out: Python functions must ship it themselves',
     '  --control URL          control API base URL (BULKHEAD_CONTROL_URL)',
     '  --trusted-key KEY      public key file or inline PEM/base64; repeat for several (BULKHEAD_TRUSTED_KEYS)',
     '  --fail-mode MODE       closed (default) or observe: what governs when no valid bundle is held',
@@ -39,6 +49,9 @@ export const layerBuildCommand: Command = {
     'trusted-key': { type: 'string', multiple: true },
     'fail-mode': { type: 'string' },
     'fallback-bundle': { type: 'string' },
+    arch: { type: 'string' },
+    'python-wheels': { type: 'string' },
+    'no-python-deps': { type: 'boolean' },
     json: { type: 'boolean' },
   },
   async run(args, io) {
@@ -46,6 +59,8 @@ export const layerBuildCommand: Command = {
     const failMode = stringOption(args, 'fail-mode');
     if (failMode !== undefined && failMode !== 'closed' && failMode !== 'observe')
       throw new UsageError('--fail-mode must be closed or observe');
+    const arch = stringOption(args, 'arch') ?? 'x86_64';
+    if (!LAYER_ARCHES.includes(arch as LayerArch)) throw new UsageError('--arch must be x86_64 or arm64');
     const controlUrl = stringOption(args, 'control');
     if (controlUrl !== undefined) {
       try {
@@ -62,6 +77,9 @@ export const layerBuildCommand: Command = {
         trustedKeys: listOption(args.values['trusted-key']),
         failMode,
         fallbackBundle: stringOption(args, 'fallback-bundle'),
+        arch: arch as LayerArch,
+        pythonDeps: args.values['no-python-deps'] !== true,
+        pythonWheelsDir: stringOption(args, 'python-wheels'),
       });
       for (const file of files)
         io.err(`layer:   ${file.mode.toString(8)} ${String(file.size).padStart(8)} ${file.path}`);
@@ -71,8 +89,10 @@ export const layerBuildCommand: Command = {
       if (zip.length > SIZE_GOAL_BYTES)
         io.err(`layer: warning: ${zip.length} bytes is above the ${SIZE_GOAL_BYTES}-byte goal`);
       if (args.values.json === true)
-        io.out(JSON.stringify({ file: out, bytes: zip.length, sha256, files: files.map((f) => f.path) }));
-      else io.out(`${out}  ${zip.length} bytes  sha256 ${sha256}`);
+        io.out(
+          JSON.stringify({ file: out, bytes: zip.length, sha256, arch, files: files.map((f) => f.path) }),
+        );
+      else io.out(`${out}  ${zip.length} bytes  sha256 ${sha256}  ${arch}`);
       return EXIT_OK;
     } finally {
       rmSync(workDir, { recursive: true, force: true });
