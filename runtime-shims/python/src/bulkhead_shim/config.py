@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 # process at its first governed operation.
 
 
+#: Longer than the extension's default fetch bound (2 s), so a slow control API still answers first.
+DEFAULT_EXTENSION_WAIT = 3.0
+MAX_EXTENSION_WAIT_MS = 10_000
+
+
 class Endpoint:
     """Lower-case host name or normalised IP literal, and a port."""
 
@@ -44,6 +49,8 @@ class ShimConfig:
     __slots__ = (
         'bundle_file',
         'exempt',
+        'extension_status',
+        'extension_wait',
         'fail_mode',
         'problems',
         'report',
@@ -63,6 +70,8 @@ class ShimConfig:
         fail_mode: FailMode,
         exempt: list[Endpoint],
         problems: list[str],
+        extension_status: str | None = None,
+        extension_wait: float = 0.0,
     ) -> None:
         self.bundle_file = bundle_file
         self.trusted_keys = trusted_keys
@@ -73,6 +82,10 @@ class ShimConfig:
         self.exempt = exempt
         #: Configuration problems, one line each, logged at install (never fatal: the fail mode governs).
         self.problems = problems
+        #: Lambda: the file the extension writes once its first bundle answer is in (the exec wrapper
+        #: names it), and how long the first decision waits for it.
+        self.extension_status = extension_status
+        self.extension_wait = extension_wait
 
 
 def host_key(host: str) -> str:
@@ -150,7 +163,18 @@ def read_config(env: Mapping[str, str] | None = None) -> ShimConfig:
             parse_identity(workload_text)
         except ValueError as error:
             problems.append(f'BULKHEAD_WORKLOAD: {error}')
+    wait_text = source.get('BULKHEAD_EXTENSION_WAIT_MS', '').strip()
+    extension_wait = DEFAULT_EXTENSION_WAIT
+    if wait_text:
+        if wait_text.isdigit() and int(wait_text) <= MAX_EXTENSION_WAIT_MS:
+            extension_wait = int(wait_text) / 1000
+        else:
+            problems.append(
+                f'BULKHEAD_EXTENSION_WAIT_MS {wait_text!r} is not 0..{MAX_EXTENSION_WAIT_MS}; using 3000'
+            )
     return ShimConfig(
+        extension_status=source.get('BULKHEAD_EXTENSION_STATUS', '').strip() or None,
+        extension_wait=extension_wait,
         bundle_file=source.get('BULKHEAD_BUNDLE_FILE', '').strip() or None,
         trusted_keys=trusted,
         workload=detect_identity(source),

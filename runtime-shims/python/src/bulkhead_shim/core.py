@@ -10,6 +10,7 @@ import contextvars
 import os
 import sys
 import threading
+import time
 
 from .config import Endpoint, Report, ShimConfig, _endpoint_of_url, host_key, read_config
 from .kernel._typing import TYPE_CHECKING
@@ -37,6 +38,8 @@ TAMPERED = Decision('deny', 'enforce', True, 'tamper')
 WATCH_INTERVAL = 0.25
 #: Longest time interpreter exit waits for deny records to reach an HTTP sink.
 EXIT_FLUSH_SECONDS = 2.0
+#: At most one record write per window from the deciding thread itself (spool sinks, i.e. Lambda).
+SPOOL_SYNC_WINDOW = 0.005
 
 #: The invocation the running code serves (`<function>/<invocation id>` on Azure, the execution id on
 #: GCP), set by the in-process wrappers around each call; records carry it as `invocationId`. A context
@@ -124,10 +127,13 @@ class Shim:
             delay=0.005 if isinstance(sink, SpoolSink) else 0.2,
         )
         atexit.register(self.queue.drain_at_exit, EXIT_FLUSH_SECONDS)
+        self._spool_sync = isinstance(sink, SpoolSink)
+        self._spool_synced_at = 0.0
         if self.config.bundle_file is None:
             self.last_reload_error = 'BULKHEAD_BUNDLE_FILE is not set'
             log(f'no bundle configured (BULKHEAD_BUNDLE_FILE); fail mode {self.config.fail_mode} governs')
         else:
+            self._await_extension()
             self.reload()
             self._start_watch()
 
@@ -147,6 +153,23 @@ class Shim:
             self.config.report = Report('http', url)
             self.queue.use_sink(HttpSink(url, token or self.config.token), number_records=True)
             return True
+
+    def _await_extension(self) -> None:
+        """On Lambda the extension registers first and fetches while the runtime starts: the first
+        decision waits (bounded) for its first answer, so the bundle is verified before the function's
+        first connection. Past the bound, the fail mode governs until the bundle arrives."""
+        status = self.config.extension_status
+        if status is None or os.path.exists(status):
+            return
+        deadline = time.monotonic() + self.config.extension_wait
+        while time.monotonic() < deadline:
+            time.sleep(0.002)
+            if os.path.exists(status):
+                return
+        self.log(
+            f'the extension gave no bundle answer within {round(self.config.extension_wait * 1000)} ms; '
+            f'fail mode {self.config.fail_mode} governs until it does'
+        )
 
     def _add_exempt(self, endpoint: Endpoint) -> None:
         self._exempt.add((endpoint.host, endpoint.port))
@@ -401,6 +424,14 @@ class Shim:
         if invocation is not None:
             record['invocationId'] = invocation
         self.queue.add(record)
+        if self._spool_sync:
+            # Lambda: the sandbox may be frozen the moment the handler returns, with the delivery thread
+            # not yet run. The first record of a burst goes to the spool now, in this thread (a local
+            # append); repeats within the window are aggregated and written by the thread as usual.
+            now = time.monotonic()
+            if now - self._spool_synced_at >= SPOOL_SYNC_WINDOW:
+                self._spool_synced_at = now
+                self.queue.flush(timeout=1.0)
 
     def status(self) -> dict[str, Any]:
         return {

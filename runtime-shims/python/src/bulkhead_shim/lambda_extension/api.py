@@ -1,5 +1,5 @@
-"""Client of the Lambda Extensions API (2020-01-01). `next` is a long-poll without a timeout, as the
-platform requires: the connection stays open across freezes."""
+"""Client of the Lambda Extensions API (2020-01-01) after Register (register.py). `next` is a long-poll
+without a timeout, as the platform requires: the connection stays open across freezes."""
 
 from __future__ import annotations
 
@@ -45,22 +45,6 @@ class ExtensionsApi:
         self._port = int(match.group(2))
         self._next_connection: http.client.HTTPConnection | None = None
         self.extension_id: str | None = None
-
-    def register(self, name: str, events: list[str]) -> dict[str, Any]:
-        status, headers, body = self._call(
-            'POST',
-            '/2020-01-01/extension/register',
-            {'Lambda-Extension-Name': name, 'Lambda-Extension-Accept-Feature': 'accountId'},
-            json.dumps({'events': events}),
-        )
-        if status != 200:
-            raise self._failure('register', status, body)
-        identifier = headers.get('lambda-extension-identifier', '')
-        if not identifier:
-            raise ExtensionsApiError('register: no Lambda-Extension-Identifier in the answer', status)
-        self.extension_id = identifier
-        answer = _object(body)
-        return {k: answer.get(k) for k in ('functionName', 'functionVersion', 'handler', 'accountId')}
 
     def next(self) -> Event:
         status, _headers, body = self._call(

@@ -31,7 +31,6 @@ class ExtensionConfig:
         'fail_mode',
         'fallback_envelope',
         'fetch_timeout',
-        'port',
         'state_dir',
         'token',
         'trusted_keys',
@@ -49,7 +48,6 @@ class ExtensionConfig:
         fetch_timeout: float,
         state_dir: str,
         extension_name: str,
-        port: int,
         workload_text: str | None,
     ) -> None:
         self.control_url = control_url
@@ -60,7 +58,6 @@ class ExtensionConfig:
         self.fetch_timeout = fetch_timeout
         self.state_dir = state_dir
         self.extension_name = extension_name
-        self.port = port
         self.workload_text = workload_text
 
 
@@ -149,6 +146,5 @@ def load_config(env: Mapping[str, str], layer_dir: str) -> ExtensionConfig:
         fetch_timeout=max(1, fetch_ms) / 1000,
         state_dir=env.get('BULKHEAD_STATE_DIR') or '/tmp/bulkhead',
         extension_name=env.get('BULKHEAD_EXTENSION_NAME') or 'bulkhead',
-        port=_integer(env.get('BULKHEAD_EXTENSION_PORT'), 'BULKHEAD_EXTENSION_PORT', 0, 65_535),
         workload_text=None if workload is None else str(workload),
     )

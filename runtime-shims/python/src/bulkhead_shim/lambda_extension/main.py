@@ -17,9 +17,8 @@ from ..kernel.bundle import VerifyFailure, verify_bundle
 from ..kernel.identity import format_identity
 from .api import ExtensionsApi, ExtensionsApiError
 from .config import ConfigError, ExtensionConfig, load_config
-from .endpoint import LocalEndpoint
 from .forwarder import Forwarder
-from .state import BUNDLE_FILE, EXTENSION_URL_FILE, STATUS_FILE, ensure_state_dir, read_text, write_atomic
+from .state import BUNDLE_FILE, STATUS_FILE, ensure_state_dir, read_text, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -51,15 +50,18 @@ def lambda_identity(env: Mapping[str, str], workload_text: str | None, account: 
 
 class Session:
     def __init__(
-        self, config: ExtensionConfig, env: Mapping[str, str], logger: Callable[[str], None]
+        self,
+        config: ExtensionConfig,
+        env: Mapping[str, str],
+        logger: Callable[[str], None],
+        account: str | None,
     ) -> None:
         self.config = config
         self.env = env
         self.log = logger
-        self.identity = lambda_identity(env, config.workload_text, None)
+        self.identity = lambda_identity(env, config.workload_text, account)
         self.bundle_file = os.path.join(config.state_dir, BUNDLE_FILE)
         self.forwarder = Forwarder(config.state_dir, config.control_url, config.token, logger)
-        self.endpoint = LocalEndpoint(lambda: {'revision': self.revision, 'bundleFile': self.bundle_file})
         self.client: BundleClient | None = None
         self.revision = 0
         self.source = 'none'
@@ -72,6 +74,8 @@ class Session:
     # ---- before Register --------------------------------------------------------------------------
 
     def prepare(self) -> None:
+        """The first bundle: fetched and verified (bounded), else the sandbox's last good one, else the
+        layer's, else none (the fail mode). Runs after Register, while the runtime initialises."""
         config = self.config
         if not config.trusted_keys:
             message = (
@@ -80,32 +84,18 @@ class Session:
             if config.fail_mode == 'closed':
                 raise ConfigError(message)
             self.log(f'{message}; fail mode observe')
+        self.forwarder.compact()
         last_good = self._pick_last_good()
-        fetching: threading.Thread | None = None
         if config.control_url and config.token and config.trusted_keys:
             self.client = self._new_client(last_good[0] if last_good else None)
-            fallback = last_good[2] if last_good else None
-
-            def fetch() -> None:
-                started = time.monotonic()
-                self.refresh(config.fetch_timeout, fallback)
-                self.fetch_ms = round((time.monotonic() - started) * 1000)
-
-            # The fetch runs while the local endpoint starts.
-            fetching = threading.Thread(target=fetch, name='bulkhead-first-fetch', daemon=True)
-            fetching.start()
+            started = time.monotonic()
+            self.refresh(config.fetch_timeout, last_good[2] if last_good else None)
+            self.fetch_ms = round((time.monotonic() - started) * 1000)
         elif last_good:
             self._hold(last_good[0], last_good[1], last_good[2])
             self.reason = 'no control API or token configured'
         else:
             self.reason = 'no control API configured and no bundle in the layer'
-        try:
-            self.forwarder.compact()
-            url = self.endpoint.listen(config.port)
-            write_atomic(os.path.join(config.state_dir, EXTENSION_URL_FILE), url, 0o644)
-        finally:
-            if fetching is not None:
-                fetching.join()
         if self.source == 'none':
             why = self.reason or 'unknown'
             self.log(f'no verified bundle: the shim applies fail mode {config.fail_mode} ({why})')
@@ -182,16 +172,9 @@ class Session:
 
     # ---- after Register -----------------------------------------------------------------------------
 
-    def after_register(self, account: str | None, ready_ms: int) -> None:
-        """The account id arrives with Register; if it changes the identity, fetch for the full one."""
-        if account and self.identity.get('account') != account:
-            self.identity = lambda_identity(self.env, self.config.workload_text, account)
-            if self.client is not None:
-                held = self.client.current()
-                self.client.stop()
-                self.client = self._new_client(held.envelope_text if held else None)
-                # Runs while the runtime initialises; the shim's bundle watch picks a change up.
-                self.refresh(self.config.fetch_timeout, None if self.source == 'none' else self.source)
+    def start(self, ready_ms: int) -> None:
+        """The first answer is in: tell the shim (the status file it waits for), then keep the bundle
+        fresh by long-poll and the spool drained, on threads."""
         self._write_status(ready_ms)
         self.log(
             f'ready: bundle revision {self.revision} from {self.source} for {format_identity(self.identity)} '
@@ -219,11 +202,10 @@ class Session:
             else:
                 retry = 1.0
 
-    def invoke(self, request_id: str, deadline_ms: float) -> None:
+    def invoke(self, deadline_ms: float) -> None:
         # No network before `next` on a clean invocation: the long-poll brings revisions. Records a
         # previous invocation left in the spool (the freeze came before the spool watch sent them) go
         # out now, bounded, before `next`: billed time only after a deny, and never lost.
-        self.endpoint.mark_ready(request_id)
         if self.forwarder.backlog() > 0:
             left = deadline_ms / 1000 - time.time()
             result = self.forwarder.forward(
@@ -242,7 +224,6 @@ class Session:
         self.log(f'shutdown ({reason}): forwarded {self.forwarder.total_sent} records{left}')
         if self.client is not None:
             self.client.stop()
-        self.endpoint.close()
 
     def _write_status(self, ready_ms: int) -> None:
         status: dict[str, object] = {
@@ -260,28 +241,27 @@ class Session:
         write_atomic(os.path.join(self.config.state_dir, STATUS_FILE), json.dumps(status), 0o644)
 
 
-def run(env: Mapping[str, str], layer_dir: str, started: float) -> int:
-    """Runs until SHUTDOWN; returns the exit code. `started`: time.monotonic() at process start."""
-    runtime_api = env.get('AWS_LAMBDA_RUNTIME_API')
-    if not runtime_api:
-        log('AWS_LAMBDA_RUNTIME_API is not set: not running inside Lambda')
-        return 1
-    api = ExtensionsApi(runtime_api)
+def run(env: Mapping[str, str], layer_dir: str, started: float, extension_id: str, registered: bytes) -> int:
+    """After Register (see __main__): prepare, then serve events until SHUTDOWN; returns the exit code.
+    `started`: time.monotonic() at process start; `registered`: Register's answer body."""
+    api = ExtensionsApi(env.get('AWS_LAMBDA_RUNTIME_API', ''))
+    api.extension_id = extension_id
+    try:
+        answer = json.loads(registered)
+        account = answer.get('accountId') if isinstance(answer, dict) else None
+    except ValueError:
+        account = None
     problem: tuple[str, str] | None = None
     session: Session | None = None
-    config: ExtensionConfig | None = None
     try:
         config = load_config(env, layer_dir)
         ensure_state_dir(config.state_dir)
-        session = Session(config, env, log)
+        session = Session(config, env, log, account if isinstance(account, str) else None)
         session.prepare()
     except ConfigError as error:
         problem = ('Extension.ConfigInvalid', str(error))
     except Exception as error:
         problem = ('Extension.InitFailed', f'{type(error).__name__}: {error}')
-
-    name = config.extension_name if config else env.get('BULKHEAD_EXTENSION_NAME') or 'bulkhead'
-    registered = api.register(name, ['INVOKE', 'SHUTDOWN'])
     if problem is not None or session is None:
         error_type, message = problem or ('Extension.InitFailed', 'not initialised')
         log(f'init failed: {message}')
@@ -289,14 +269,11 @@ def run(env: Mapping[str, str], layer_dir: str, started: float) -> int:
             api.init_error(error_type, message)
         # After init/error no API call succeeds; the platform tears the sandbox down.
         return 1
-    # Ready = fetched, verified and registered: the runtime may start from here on.
-    ready_ms = round((time.monotonic() - started) * 1000)
     try:
-        account = registered.get('accountId')
-        session.after_register(account if isinstance(account, str) else None, ready_ms)
+        session.start(round((time.monotonic() - started) * 1000))
     except Exception as error:
-        # Registered now: exiting would be a crash. Keep serving what is held.
-        log(f'after-register work failed: {type(error).__name__}: {error}')
+        # Registered: exiting would be a crash. Keep serving what is held.
+        log(f'start failed: {type(error).__name__}: {error}')
 
     failures = 0
     while True:
@@ -313,6 +290,6 @@ def run(env: Mapping[str, str], layer_dir: str, started: float) -> int:
             session.shutdown(event.deadline_ms, event.shutdown_reason)
             return 0
         try:
-            session.invoke(event.request_id, event.deadline_ms)
+            session.invoke(event.deadline_ms)
         except Exception as error:
             log(f'invoke handling failed: {type(error).__name__}: {error}')
