@@ -127,7 +127,8 @@ class Shim:
             delay=0.005 if isinstance(sink, SpoolSink) else 0.2,
         )
         atexit.register(self.queue.drain_at_exit, EXIT_FLUSH_SECONDS)
-        self._spool_sync = isinstance(sink, SpoolSink)
+        # Lambda only (the exec wrapper names the extension's status file): a frozen sandbox runs no thread.
+        self._spool_sync = isinstance(sink, SpoolSink) and self.config.extension_status is not None
         self._spool_synced_at = 0.0
         if self.config.bundle_file is None:
             self.last_reload_error = 'BULKHEAD_BUNDLE_FILE is not set'
@@ -427,7 +428,7 @@ class Shim:
         if self._spool_sync:
             # Lambda: the sandbox may be frozen the moment the handler returns, with the delivery thread
             # not yet run. The first record of a burst goes to the spool now, in this thread (a local
-            # append); repeats within the window are aggregated and written by the thread as usual.
+            # append); repeats within the window are aggregated into a second record by the thread.
             now = time.monotonic()
             if now - self._spool_synced_at >= SPOOL_SYNC_WINDOW:
                 self._spool_synced_at = now
