@@ -171,6 +171,15 @@ class RecordQueue:
     def queued(self) -> int:
         return len(self._pending)
 
+    def use_sink(self, sink: Sink, *, number_records: bool) -> None:
+        """Deliver to this sink from now on (a queue built without one: the in-process wrappers name the
+        control API after the shim was built); what is already queued goes there too."""
+        with self._lock:
+            self.sink = sink
+            self._number = number_records
+            if self._pending:
+                self._schedule(self._delay)
+
     def add(self, record_input: Record) -> None:
         """Queue a record (kind, destination, decision, mode, rule, revision, origin …). Never raises."""
         try:
