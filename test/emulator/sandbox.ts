@@ -201,6 +201,8 @@ interface Invocation {
   contentType: string;
   deadlineMs: number;
   startedAt: number;
+  /** performance.now() at dispatch: phase and response times with sub-millisecond resolution. */
+  startedPerf: number;
   headers: Record<string, string>;
   delivered: boolean;
   response?: InvokeResponse;
@@ -858,6 +860,7 @@ export class LambdaEmulator {
       contentType: options.contentType ?? 'application/json',
       deadlineMs: epochDeadline(timeoutMs),
       startedAt: Date.now(),
+      startedPerf: performance.now(),
       headers: {},
       delivered: false,
       runtimeDoneSent: false,
@@ -914,7 +917,7 @@ export class LambdaEmulator {
         payload: Buffer.from(JSON.stringify({ errorType, errorMessage })),
         functionError: 'Unhandled',
         errorType,
-        responseMs: Date.now() - invocation.startedAt,
+        responseMs: performance.now() - invocation.startedPerf,
       };
       invocation.response = response;
     }
@@ -922,7 +925,7 @@ export class LambdaEmulator {
 
     // The phase ends when the runtime and every extension are back in `next`.
     const phaseOver = await this.waitFor(() => this.everyoneWaiting(), invocation.deadlineMs);
-    const phaseMs = Date.now() - invocation.startedAt;
+    const phaseMs = performance.now() - invocation.startedPerf;
     if (response.status === 'timeout' || !phaseOver) {
       // Also when extensions overran the function timeout after the runtime answered.
       this.emitRuntimeDone(invocation, 'timeout');
@@ -1267,7 +1270,7 @@ export class LambdaEmulator {
       status: failed ? 'error' : 'success',
       payload,
       ...(failed ? { functionError: 'Unhandled', errorType } : {}),
-      responseMs: Date.now() - invocation.startedAt,
+      responseMs: performance.now() - invocation.startedPerf,
     };
     sendJson(res, 202, ACCEPTED);
     this.notify();
