@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
+import { packageRoot } from '../../layers/build.js';
 import {
   ACCEPTED,
   drainBody,
@@ -231,6 +232,8 @@ const BOOTSTRAP_NODE_FLAGS = ['--expose-gc', '--max-http-header-size', '81920'];
  * makes stdout and stderr unbuffered itself). See `startRuntime` for the sources.
  */
 const BOOTSTRAP_PYTHON_FLAGS: readonly string[] = [];
+/** The emulator's stand-in for the Python runtime's /var/runtime/bootstrap.py. */
+const PYTHON_BOOTSTRAP = join(packageRoot(), 'test', 'emulator', 'python-bootstrap.py');
 
 interface ResolvedPython {
   path: string;
@@ -683,7 +686,7 @@ export class LambdaEmulator {
    *
    * Node: `[wrapper] node --expose-gc --max-http-header-size 81920 <aws-lambda-ric>/index.mjs`.
    *
-   * Python (python3.12, python3.13): `[wrapper] <python> -m awslambdaric <_HANDLER>`. Lambda's
+   * Python (python3.12, python3.13): `[wrapper] <python> <this folder>/python-bootstrap.py`. Lambda's
    * bootstrap is a bash script that exports `AWS_EXECUTION_ENV=AWS_Lambda_python3.X`, then runs
    * `exec /var/lang/bin/python3.X /var/runtime/bootstrap.py` (no interpreter flags, no `-u`), or,
    * with `AWS_LAMBDA_EXEC_WRAPPER` set, exits 127 (`<wrapper>: does not exist`) or 126
@@ -692,11 +695,11 @@ export class LambdaEmulator {
    * `bootstrap.py` puts `LAMBDA_TASK_ROOT` first on sys.path (and, only when PYTHONPATH is unset,
    * `/opt/python/lib/python3.X/site-packages` and `/opt/python` after it, then sets PYTHONPATH to
    * `LAMBDA_RUNTIME_DIR` for child processes) and hands `_HANDLER` to `awslambdaric`'s `main`.
-   * Here `python -m awslambdaric <handler>` (awslambdaric's own `__main__`: handler = argv[1], Runtime
-   * API = `AWS_LAMBDA_RUNTIME_API`, thread polling when `AWS_EXECUTION_ENV` is python3.12+) stands in
-   * for bootstrap.py, with the function folder as working directory, so the function folder is
-   * sys.path[0] as there. Not reproduced: the `/opt/python` entries, the PYTHONPATH default, and a
-   * wrapper that rewrites `_HANDLER` (the handler travels on the command line here).
+   * Here python-bootstrap.py stands in for bootstrap.py: the function folder first on sys.path, then
+   * awslambdaric's own `main` with the handler read from `_HANDLER` at start (so a wrapper that
+   * rewrites `_HANDLER` redirects the handler, as on Lambda; Runtime API = `AWS_LAMBDA_RUNTIME_API`,
+   * thread polling when `AWS_EXECUTION_ENV` is python3.12+), with the function folder as working
+   * directory. Not reproduced: the `/opt/python` entries and the PYTHONPATH default.
    * Sources: /var/runtime/bootstrap and the head of bootstrap.py of the public.ecr.aws/lambda/python
    * image as printed in https://dingxiong.github.io/posts/aws-lambda (python3.10; the 3.12 and 3.13
    * images differ in the version only, as SAM-style debug bootstraps such as obscurelyme/jeeves
@@ -714,7 +717,7 @@ export class LambdaEmulator {
     let args: string[];
     if (this.python) {
       file = this.python.path;
-      args = [...BOOTSTRAP_PYTHON_FLAGS, '-m', 'awslambdaric', this.options.handler];
+      args = [...BOOTSTRAP_PYTHON_FLAGS, PYTHON_BOOTSTRAP];
     } else {
       file = this.options.nodePath ?? process.execPath;
       args = [...BOOTSTRAP_NODE_FLAGS, this.options.runtimeEntry ?? defaultRuntimeEntry()];

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { packageRoot } from '../../layers/build.js';
 import {
   findPythonRuntime,
   LambdaEmulator,
@@ -207,10 +208,20 @@ describe.skipIf(found.python === undefined)(
       expect(result.status).toBe('success');
       const echo = result.json<Echo>();
       expect(echo.wrapped).toBe('yes');
-      expect(echo.wrapperArgv?.split('\n')).toEqual([found.python, '-m', 'awslambdaric', 'app.handler']);
+      expect(echo.wrapperArgv?.split('\n')).toEqual([
+        found.python,
+        join(packageRoot(), 'test', 'emulator', 'python-bootstrap.py'),
+      ]);
       expect(echo.executionEnv).toBe(`AWS_Lambda_python${found.version}`);
       // exec, not a child: the wrapper's process is the runtime.
       expect(echo.pid).toBe(sandbox.processIds().runtime);
+    });
+
+    it('loads the handler _HANDLER names when the interpreter starts, so a wrapper can redirect it', async () => {
+      const sandbox = python({ env: { AWS_LAMBDA_EXEC_WRAPPER: join(FUNCTION_DIR, 'redirect-wrapper.sh') } });
+      const result = await sandbox.invoke({ tag: 'redirected' });
+      expect(result.status).toBe('success');
+      expect(result.json()).toEqual({ printed: true });
     });
 
     it('fails init when the exec wrapper is missing or not executable', async () => {
