@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # costs ~20 ms, as it pulls in importlib.resources and pathlib).
 _lock = _thread.allocate_lock()
 _shim: Any = None
+#: A Lambda request that began before the core was built (it is built at the first governed operation).
+_pending_invocation: str | None = None
 _installed = False
 _governor: audit.Governor | None = None
 #: Wrappers the audit hook checks are still in place before each network operation.
@@ -39,23 +41,54 @@ def log(line: str) -> None:
 
 
 def get_shim() -> Any:
-    """The process's core, built on first use (thread-safe)."""
-    global _shim
+    """The process's core, built on first use (thread-safe). On Lambda, the first call of an invocation
+    also waits for the extension's word that the bundle on disk is the newest (Shim.await_ready)."""
+    global _shim, _pending_invocation
+    shim = _shim
+    if shim is None:
+        with _lock:
+            if _shim is None:
+                # Building the core reads the bundle and imports the verifier (native code): its own
+                # work, which the hook must not judge (nor wait on this lock for).
+                audit.enter()
+                try:
+                    from .core import Shim
+
+                    built = Shim(log)
+                    if _pending_invocation is not None:
+                        built.begin_invocation(_pending_invocation)
+                        _pending_invocation = None
+                    _shim = built
+                finally:
+                    audit.leave()
+            shim = _shim
+    if shim.ready_for is not None:  # Lambda: this invocation's first decision
+        audit.enter()
+        try:
+            shim.await_ready()
+        finally:
+            audit.leave()
+    return shim
+
+
+def begin_invocation(request_id: str | None) -> None:
+    """Lambda (lambda_handler.py): an invocation starts. The core is not built for it: an invocation
+    that governs nothing pays nothing."""
+    global _pending_invocation
+    shim = _shim
+    if shim is None:
+        _pending_invocation = request_id
+    else:
+        shim.begin_invocation(request_id)
+
+
+def end_invocation(timeout: float) -> None:
+    """Lambda: an invocation ends; its deny records reach the spool before the sandbox can freeze."""
+    global _pending_invocation
+    _pending_invocation = None
     shim = _shim
     if shim is not None:
-        return shim
-    with _lock:
-        if _shim is None:
-            # Building the core reads the bundle and imports the verifier (native code): its own work,
-            # which the hook must not judge (nor wait on this lock for).
-            audit.enter()
-            try:
-                from .core import Shim
-
-                _shim = Shim(log)
-            finally:
-                audit.leave()
-        return _shim
+        shim.end_invocation(timeout)
 
 
 def _is_internal() -> bool:

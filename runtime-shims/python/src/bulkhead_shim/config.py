@@ -53,6 +53,7 @@ class ShimConfig:
         'extension_wait',
         'fail_mode',
         'problems',
+        'ready_file',
         'report',
         'token',
         'trusted_keys',
@@ -72,6 +73,7 @@ class ShimConfig:
         problems: list[str],
         extension_status: str | None = None,
         extension_wait: float = 0.0,
+        ready_file: str | None = None,
     ) -> None:
         self.bundle_file = bundle_file
         self.trusted_keys = trusted_keys
@@ -86,6 +88,9 @@ class ShimConfig:
         #: names it), and how long the first decision waits for it.
         self.extension_status = extension_status
         self.extension_wait = extension_wait
+        #: Lambda: `<request id> <revision>`, written by the extension at each INVOKE once the bundle on
+        #: disk is the newest; an invocation's first decision waits for its own request id.
+        self.ready_file = ready_file
 
 
 def host_key(host: str) -> str:
@@ -175,6 +180,7 @@ def read_config(env: Mapping[str, str] | None = None) -> ShimConfig:
     return ShimConfig(
         extension_status=source.get('BULKHEAD_EXTENSION_STATUS', '').strip() or None,
         extension_wait=extension_wait,
+        ready_file=source.get('BULKHEAD_READY_FILE', '').strip() or None,
         bundle_file=source.get('BULKHEAD_BUNDLE_FILE', '').strip() or None,
         trusted_keys=trusted,
         workload=detect_identity(source),

@@ -40,6 +40,8 @@ WATCH_INTERVAL = 0.25
 EXIT_FLUSH_SECONDS = 2.0
 #: At most one record write per window from the deciding thread itself (spool sinks, i.e. Lambda).
 SPOOL_SYNC_WINDOW = 0.005
+#: Longest an invocation's first decision waits for the extension's INVOKE answer (Node's is 2 s).
+READY_WAIT_SECONDS = 2.0
 
 #: The invocation the running code serves (`<function>/<invocation id>` on Azure, the execution id on
 #: GCP), set by the in-process wrappers around each call; records carry it as `invocationId`. A context
@@ -128,7 +130,14 @@ class Shim:
         )
         atexit.register(self.queue.drain_at_exit, EXIT_FLUSH_SECONDS)
         # Lambda only (the exec wrapper names the extension's status file): a frozen sandbox runs no thread.
-        self._spool_sync = isinstance(sink, SpoolSink) and self.config.extension_status is not None
+        self._spool_sync = (
+            isinstance(sink, SpoolSink)
+            and self.config.extension_status is not None
+            # With the handler redirect (lambda_handler.py) the spool is flushed as each invocation ends.
+            and not os.environ.get('BULKHEAD_ORIGINAL_HANDLER')
+        )
+        #: The Lambda request whose first decision must wait for the extension's ready file (or None).
+        self.ready_for: str | None = None
         self._spool_synced_at = 0.0
         if self.config.bundle_file is None:
             self.last_reload_error = 'BULKHEAD_BUNDLE_FILE is not set'
@@ -171,6 +180,58 @@ class Shim:
             f'the extension gave no bundle answer within {round(self.config.extension_wait * 1000)} ms; '
             f'fail mode {self.config.fail_mode} governs until it does'
         )
+
+    # ---- Lambda invocations (lambda_handler.py) ----------------------------------------------------
+
+    def begin_invocation(self, request_id: str | None) -> None:
+        """A Lambda invocation starts: its first decision waits until the extension has made the
+        bundle on disk the newest for it (see await_ready)."""
+        self.invocation_id = request_id
+        if request_id and self.config.ready_file is not None:
+            self.ready_for = request_id
+
+    def await_ready(self) -> None:
+        """Called by the first governed operation of an invocation (boot.get_shim): waits (bounded) for
+        the extension's ready file to name this request, then adopts a newer bundle at once instead of
+        at the next watch tick, so a revision applied before the invocation governs it from its first
+        connection."""
+        with self._lock:
+            request_id = self.ready_for
+            file = self.config.ready_file
+            if request_id is None or file is None:
+                return
+            prefix = (request_id + ' ').encode()
+            deadline = time.monotonic() + READY_WAIT_SECONDS
+            while True:
+                try:
+                    with open(file, 'rb') as handle:
+                        if handle.read(256).startswith(prefix):
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() >= deadline:
+                    self.log(
+                        f'the extension did not confirm the bundle for {request_id} within '
+                        f'{round(READY_WAIT_SECONDS * 1000)} ms; deciding with revision {self.revision}'
+                    )
+                    break
+                time.sleep(0.0002)
+            self.ready_for = None
+            bundle = self.config.bundle_file
+            if bundle is not None:
+                try:
+                    changed = _file_state_of(bundle) != self._file_state
+                except OSError:
+                    changed = False
+                if changed:
+                    self.reload()
+
+    def end_invocation(self, timeout: float) -> None:
+        """A Lambda invocation ends: its records go to the spool before the sandbox can be frozen."""
+        self.ready_for = None
+        self.invocation_id = None
+        if self.queue.queued:
+            self.queue.flush(timeout=timeout)
 
     def _add_exempt(self, endpoint: Endpoint) -> None:
         self._exempt.add((endpoint.host, endpoint.port))

@@ -168,6 +168,8 @@ class BundleClient:
         self._generation = 0
         self._stop = threading.Event()
         self._connections: set[http.client.HTTPConnection] = set()
+        #: The long-poll's connection while its request waits at the control API for an answer.
+        self._parked: http.client.HTTPConnection | None = None
         self.long_polling = False
         self.last_outcome: str | None = None
         self.last_check_at: float | None = None
@@ -233,7 +235,12 @@ class BundleClient:
         deadline = time.monotonic() + timeout
         try:
             connection.request('GET', path, headers=headers)
-            response = connection.getresponse()
+            if wait is not None:
+                self._parked = connection
+            try:
+                response = connection.getresponse()
+            finally:
+                self._parked = None
             status = response.status
             declared = response.getheader('content-length')
             if declared is not None and declared.isdigit() and int(declared) > self._max_bytes:
@@ -298,6 +305,23 @@ class BundleClient:
         self._held = HeldBundle(envelope_text, verified.payload, etag)
         self._log('info', f'bundle client: now holding revision {self._held.revision}')
         return Updated(self._held)
+
+    def parked(self) -> bool:
+        """True when a long-poll waits at the control API and nothing has come back on it: then nothing
+        changed since it was sent (the control API answers a parked long-poll the moment a revision
+        applies, even to a frozen sandbox, whose kernel buffers the answer). False otherwise: between
+        polls, backing off, or an answer waiting to be read."""
+        connection = self._parked
+        sock = connection.sock if connection is not None else None
+        if sock is None:
+            return False
+        import select
+
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable and self._parked is connection
 
     # ---- long-poll ------------------------------------------------------------------------------
 

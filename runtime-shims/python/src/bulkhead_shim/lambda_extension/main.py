@@ -18,7 +18,7 @@ from ..kernel.identity import format_identity
 from .api import ExtensionsApi, ExtensionsApiError
 from .config import ConfigError, ExtensionConfig, load_config
 from .forwarder import Forwarder
-from .state import BUNDLE_FILE, STATUS_FILE, ensure_state_dir, read_text, write_atomic
+from .state import BUNDLE_FILE, READY_FILE, STATUS_FILE, ensure_state_dir, read_text, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -61,6 +61,7 @@ class Session:
         self.log = logger
         self.identity = lambda_identity(env, config.workload_text, account)
         self.bundle_file = os.path.join(config.state_dir, BUNDLE_FILE)
+        self.ready_file = os.path.join(config.state_dir, READY_FILE)
         self.forwarder = Forwarder(config.state_dir, config.control_url, config.token, logger)
         self.client: BundleClient | None = None
         self.revision = 0
@@ -202,12 +203,21 @@ class Session:
             else:
                 retry = 1.0
 
-    def invoke(self, deadline_ms: float) -> None:
-        # No network before `next` on a clean invocation: the long-poll brings revisions. Records a
-        # previous invocation left in the spool (the freeze came before the spool watch sent them) go
-        # out now, bounded, before `next`: billed time only after a deny, and never lost.
+    def invoke(self, request_id: str, deadline_ms: float) -> None:
+        """INVOKE: make sure the bundle on disk is the newest before the shim's first decision in this
+        invocation (which waits for the ready file, bounded), then forward a previous invocation's
+        leftover records. A parked, quiet long-poll proves nothing changed: no network then."""
+        left = deadline_ms / 1000 - time.time()
+        if self.client is not None and not self.client.parked():
+            # The long-poll is between requests or has an answer waiting: ask once, bounded.
+            self.refresh(max(0.025, min(self.config.fetch_timeout, left / 4)), None)
+        try:
+            write_atomic(self.ready_file, f'{request_id} {self.revision}\n', 0o644)
+        except OSError as error:
+            self.log(f'cannot write the ready file ({type(error).__name__}); the shim waits its bound')
+        # Records a previous invocation left in the spool (the freeze came before the spool watch sent
+        # them) go out now, bounded, before `next`: billed time only after a deny, and never lost.
         if self.forwarder.backlog() > 0:
-            left = deadline_ms / 1000 - time.time()
             result = self.forwarder.forward(
                 time.monotonic() + max(0.05, min(FORWARD_AT_INVOKE_SECONDS, left / 4))
             )
@@ -290,6 +300,6 @@ def run(env: Mapping[str, str], layer_dir: str, started: float, extension_id: st
             session.shutdown(event.deadline_ms, event.shutdown_reason)
             return 0
         try:
-            session.invoke(event.deadline_ms)
+            session.invoke(event.request_id, event.deadline_ms)
         except Exception as error:
             log(f'invoke handling failed: {type(error).__name__}: {error}')

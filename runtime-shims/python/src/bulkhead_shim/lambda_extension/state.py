@@ -15,6 +15,8 @@ SPOOL_FILE = 'spool.ndjson'
 EXTENSION_URL_FILE = 'extension-url'
 CURSOR_FILE = 'spool.cursor.json'
 STATUS_FILE = 'extension-status.json'
+#: `<request id> <revision>`: written at each INVOKE once the bundle on disk is the newest.
+READY_FILE = 'invocation-ready'
 _SANDBOX_ID = re.compile(r'[A-Za-z0-9-]{1,64}')
 
 
