@@ -3,16 +3,15 @@ without a timeout, as the platform requires: the connection stays open across fr
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 
 from ..kernel._typing import TYPE_CHECKING
+from .register import RawConnection
 
 if TYPE_CHECKING:
     from typing import Any
 
-MAX_ANSWER_BYTES = 1024 * 1024
 _HOST_PORT = re.compile(r'([^:]+):(\d{1,5})')
 
 
@@ -43,13 +42,21 @@ class ExtensionsApi:
             raise ExtensionsApiError('AWS_LAMBDA_RUNTIME_API is not host:port', None)
         self._host = match.group(1)
         self._port = int(match.group(2))
-        self._next_connection: http.client.HTTPConnection | None = None
+        self._next_connection: RawConnection | None = None
         self.extension_id: str | None = None
 
     def next(self) -> Event:
-        status, _headers, body = self._call(
-            'GET', '/2020-01-01/extension/event/next', self._identified(), keep=True, timeout=None
-        )
+        # The kept raw connection (register.py): the answer is parsed in tens of microseconds at a thaw.
+        if self._next_connection is None:
+            self._next_connection = RawConnection(f'{self._host}:{self._port}', None)
+        request = (
+            f'GET /2020-01-01/extension/event/next HTTP/1.1\r\nHost: {self._next_connection.host_header}\r\n'
+            f'Lambda-Extension-Identifier: {self._identified()["Lambda-Extension-Identifier"]}\r\n\r\n'
+        ).encode('latin-1')
+        try:
+            status, _headers, body = self._next_connection.exchange(request)
+        except OSError as error:
+            raise ExtensionsApiError(f'event/next: {type(error).__name__}: {error}', None) from None
         if status != 200:
             raise self._failure('event/next', status, body)
         answer = _object(body)
@@ -93,39 +100,23 @@ class ExtensionsApi:
         return ExtensionsApiError(f'{what}: {status} {error_type}: {message}', status)
 
     def _call(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: str | None = None,
-        *,
-        keep: bool = False,
-        timeout: float | None = 10.0,
+        self, method: str, path: str, headers: dict[str, str], body: str
     ) -> tuple[int, dict[str, str], bytes]:
-        # One kept connection for `next` (it survives freezes); the rare other calls get their own.
-        connection = self._next_connection if keep else None
-        if connection is None:
-            connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-            if keep:
-                self._next_connection = connection
+        """A one-off request (init/exit errors) on its own connection."""
+        data = body.encode()
+        lines = [
+            f'{method} {path} HTTP/1.1',
+            f'Host: {self._host}:{self._port}',
+            f'Content-Length: {len(data)}',
+        ]
+        lines += [f'{key}: {value}' for key, value in headers.items()] + ['Connection: close', '', '']
+        connection = RawConnection(f'{self._host}:{self._port}', 10.0)
         try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read(MAX_ANSWER_BYTES + 1)
-            if not keep or response.will_close:
-                connection.close()
-                if keep:
-                    self._next_connection = None
-            if len(data) > MAX_ANSWER_BYTES:
-                raise ExtensionsApiError(
-                    f'{path}: answer larger than {MAX_ANSWER_BYTES} bytes', response.status
-                )
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-        except (OSError, http.client.HTTPException) as error:
-            connection.close()
-            if keep:
-                self._next_connection = None
+            return connection.exchange('\r\n'.join(lines).encode('latin-1') + data)
+        except OSError as error:
             raise ExtensionsApiError(f'{method} {path}: {type(error).__name__}', None) from None
+        finally:
+            connection.close()
 
 
 def _object(body: bytes) -> dict[str, Any]:

@@ -25,12 +25,15 @@ def ensure_state_dir(state_dir: str) -> None:
 
 
 def write_atomic(file: str, content: str, mode: int = 0o600) -> None:
+    """Temp file + rename. Plain descriptors (no file object): the ready file is written at every INVOKE.
+    `mode` is only ever narrowed by the umask, never widened: the modes used here are 0600 and 0644."""
     temp = f'{file}.{os.getpid()}.{os.urandom(4).hex()}.tmp'
     try:
         descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(descriptor, 'w', encoding='utf-8') as handle:
-            handle.write(content)
-        os.chmod(temp, mode)
+        try:
+            os.write(descriptor, content.encode())
+        finally:
+            os.close(descriptor)
         os.replace(temp, file)
     except BaseException:
         with contextlib.suppress(OSError):
