@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { packageRoot } from './build.js';
 
 export type LayerArch = 'x86_64' | 'arm64';
 export const LAYER_ARCHES: readonly LayerArch[] = ['x86_64', 'arm64'];
@@ -115,12 +116,24 @@ export interface PythonDepsOptions {
   wheelsDir?: string | undefined;
   /** Download cache. Default `$XDG_CACHE_HOME/bulkhead/wheels` or `~/.cache/bulkhead/wheels`. */
   cacheDir?: string | undefined;
-  /** Interpreter used for `pip download` and for unpacking. Default `python3`. */
+  /**
+   * Interpreter used for `pip download` and for unpacking. Default `BULKHEAD_PYTHON`, else a checkout's
+   * project virtualenv (`.venv/py3.X`, which has pip), else `python3`.
+   */
   python?: string | undefined;
 }
 
 function sha256Of(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
+}
+
+function defaultPython(): string {
+  if (process.env.BULKHEAD_PYTHON) return process.env.BULKHEAD_PYTHON;
+  for (const minor of ['3.13', '3.12', '3.11', '3.10']) {
+    const venv = join(packageRoot(), '.venv', `py${minor}`, 'bin', 'python');
+    if (existsSync(venv)) return venv;
+  }
+  return 'python3';
 }
 
 export function defaultWheelCache(): string {
@@ -133,7 +146,7 @@ export function pinnedWheelFiles(arch: LayerArch, options: PythonDepsOptions = {
   const wheels = PINNED_WHEELS[arch];
   if (!wheels) throw new PythonDepsError(`unknown architecture ${JSON.stringify(arch)} (x86_64 or arm64)`);
   const cache = options.cacheDir ?? defaultWheelCache();
-  const python = options.python ?? 'python3';
+  const python = options.python ?? defaultPython();
   const files: string[] = [];
   for (const pinned of wheels) {
     const candidates = [options.wheelsDir, cache]
@@ -188,7 +201,7 @@ export function unpackPythonDeps(target: string, arch: LayerArch, options: Pytho
   mkdirSync(target, { recursive: true });
   for (const file of files) {
     // A wheel is a zip; Python's own zipfile unpacks it (no zip reader is shipped in this package).
-    execFileSync(options.python ?? 'python3', ['-m', 'zipfile', '-e', file, target], { stdio: 'pipe' });
+    execFileSync(options.python ?? defaultPython(), ['-m', 'zipfile', '-e', file, target], { stdio: 'pipe' });
   }
   // Modes independent of the builder's umask, so the zip is the same everywhere.
   const normalize = (folder: string): void => {
