@@ -182,6 +182,36 @@ describe.skipIf(!python.python)(
       expect(record?.seq).toEqual(expect.any(Number));
     });
 
+    it('sends what is left in the spool at SHUTDOWN', async () => {
+      const box = sandbox();
+      const result = await box.invoke({ track: ['127.0.0.8', 9] });
+      expect(result.json<Answer>().track?.outcome).toBe('denied');
+      await box.shutdown('spindown');
+      const denies = await control.denies('limit=100');
+      expect(denies.some((d) => (d.destination as { ip?: string }).ip === '127.0.0.8')).toBe(true);
+      expect(box.logText()).toMatch(/shutdown \(spindown\): forwarded \d+ records/);
+    });
+
+    it('fails closed, visibly, when no bundle can be had at a cold start', async () => {
+      const box = sandbox({ BULKHEAD_CONTROL_URL: 'http://127.0.0.1:9', BULKHEAD_FETCH_TIMEOUT_MS: '300' });
+      const result = await box.invoke({ allowed: allowed.url, status: true });
+      expect(result.status).toBe('success');
+      const answer = result.json<Answer>();
+      expect(answer.allowed).toMatchObject({ outcome: 'denied', code: 'ERR_BULKHEAD_DENIED' });
+      expect(answer.allowed?.message).toContain('fail-closed');
+      const status = JSON.parse(readFileSync(join(box.stateDir, 'extension-status.json'), 'utf8'));
+      expect(status).toMatchObject({ source: 'none', revision: 0 });
+      expect(box.logText()).toContain('no verified bundle: the shim applies fail mode closed');
+    });
+
+    it('refuses to start with an invalid configuration (Extension.ConfigInvalid)', async () => {
+      const box = sandbox({ BULKHEAD_FAIL_MODE: 'sometimes' });
+      await box.start();
+      const init = await box.init();
+      expect(init).toMatchObject({ ok: false, errorType: 'Extension.ConfigInvalid' });
+      expect(init.errorMessage).toContain('BULKHEAD_FAIL_MODE must be closed or observe');
+    });
+
     it('governs the first invocation after an apply by the new revision from its first connection', async () => {
       const box = sandbox();
       const first = await box.invoke({ forbidden: forbidden.url, status: true });
