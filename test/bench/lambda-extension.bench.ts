@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LambdaEmulator } from '../emulator/index.js';
-import { buildLayerDir, createSandbox, startControl } from '../lambda/harness.js';
+import { buildLayerDir, cardsPolicy, createSandbox, startControl } from '../lambda/harness.js';
 
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 12);
 const SANDBOXES = Number(process.env.BENCH_SANDBOXES ?? 50);
@@ -23,28 +23,9 @@ function summary(values: number[]): string {
   return `p50 ${percentile(values, 50).toFixed(1)} ms, p95 ${percentile(values, 95).toFixed(1)} ms, n=${values.length}`;
 }
 
-function policy(revisionMarker: number): string {
-  return `apiVersion: bulkhead.dev/v1
-kind: SmartGroup
-metadata: { name: cards }
-spec:
-  match: { cloud: aws, name: charge-card }
----
-apiVersion: bulkhead.dev/v1
-kind: EgressPolicy
-metadata: { name: cards-egress }
-spec:
-  appliesTo: [cards]
-  mode: enforce
-  owner: team-cards
-  allow:
-    - to: { host: localhost, port: ${20_000 + revisionMarker} }
-`;
-}
-
 async function main(): Promise<void> {
   const control = await startControl();
-  await control.apply(policy(0));
+  await control.apply(cardsPolicy([20_000]));
   const layer = buildLayerDir({ controlUrl: control.url, trustedKeys: [control.publicKeyPem] });
   const sandboxes: LambdaEmulator[] = [];
   try {
@@ -101,7 +82,7 @@ async function main(): Promise<void> {
     let afterOneSecond = 0;
     const phases: number[] = [];
     for (let round = 1; round <= PROPAGATION_ROUNDS; round++) {
-      const revision = await control.apply(policy(round));
+      const revision = await control.apply(cardsPolicy([20_000 + round]));
       const appliedAt = performance.now();
       for (const emulator of sandboxes) {
         const sinceApply = performance.now() - appliedAt;

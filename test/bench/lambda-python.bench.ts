@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot, zipLayerTree } from '../../layers/build.js';
 import { findPythonRuntime, type LambdaEmulator } from '../emulator/index.js';
-import { buildLayerDir, createSandbox, FIXTURES, startControl } from '../lambda/harness.js';
+import { buildLayerDir, cardsPolicy, createSandbox, FIXTURES, startControl } from '../lambda/harness.js';
 
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 9);
 const WARM_INVOKES = Number(process.env.BENCH_WARM_INVOKES ?? 200);
@@ -48,22 +48,7 @@ async function main(): Promise<void> {
   await new Promise<void>((resolve) => destination.listen(0, '127.0.0.1', resolve));
   const port = (destination.address() as AddressInfo).port;
   const control = await startControl();
-  await control.apply(`apiVersion: bulkhead.dev/v1
-kind: SmartGroup
-metadata: { name: cards }
-spec:
-  match: { cloud: aws, name: charge-card }
----
-apiVersion: bulkhead.dev/v1
-kind: EgressPolicy
-metadata: { name: cards-egress }
-spec:
-  appliesTo: [cards]
-  mode: enforce
-  owner: team-cards
-  allow:
-    - to: { host: localhost, port: ${port} }
-`);
+  await control.apply(cardsPolicy([port]));
   const layer = buildLayerDir({
     controlUrl: control.url,
     trustedKeys: [control.publicKeyPem],

@@ -2,15 +2,15 @@
 // (extension, exec wrapper, shim preload, handler redirect), and sample functions running in the
 // emulator under aws-lambda-ric, frozen between invocations.
 import { readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LambdaEmulator } from '../emulator/index.js';
 import {
   buildLayerDir,
   type ControlHarness,
+  cardsPolicy,
   createSandbox,
+  Destination,
   type LayerHarness,
   startControl,
   TamperingProxy,
@@ -28,48 +28,6 @@ interface NetResult {
   many?: CallOutcome[];
   readyRevision?: number | null;
   format?: string;
-}
-
-/** A destination that counts what reaches it. */
-class Destination {
-  server!: Server;
-  hits = 0;
-  port = 0;
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => {
-      this.hits++;
-      req.resume();
-      res.end('ok');
-    });
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.port = (this.server.address() as AddressInfo).port;
-  }
-  get url(): string {
-    return `http://localhost:${this.port}/`;
-  }
-  stop(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-function policy(allowedPorts: number[], mode: 'enforce' | 'observe' = 'enforce'): string {
-  return `apiVersion: bulkhead.dev/v1
-kind: SmartGroup
-metadata: { name: cards }
-spec:
-  match: { cloud: aws, name: charge-card }
----
-apiVersion: bulkhead.dev/v1
-kind: EgressPolicy
-metadata: { name: cards-egress }
-spec:
-  appliesTo: [cards]
-  mode: ${mode}
-  owner: team-cards
-  allow:
-${allowedPorts.map((port) => `    - to: { host: localhost, port: ${port} }`).join('\n')}
-`;
 }
 
 let control: ControlHarness;
@@ -105,7 +63,7 @@ beforeAll(async () => {
   control = await startControl();
   await allowed.start();
   await forbidden.start();
-  await control.apply(policy([allowed.port]));
+  await control.apply(cardsPolicy([allowed.port]));
 });
 
 afterAll(async () => {
@@ -152,13 +110,13 @@ describe('policy change between two invocations', () => {
     const emulator = sandbox(attached, 'net-cjs');
     const first = (await emulator.invoke({ forbidden: forbidden.url, revision: true })).json<NetResult>();
     expect(first.forbidden?.outcome).toBe('denied');
-    const revision = await control.apply(policy([allowed.port, forbidden.port]));
+    const revision = await control.apply(cardsPolicy([allowed.port, forbidden.port]));
     try {
       const second = (await emulator.invoke({ forbidden: forbidden.url, revision: true })).json<NetResult>();
       expect(second.readyRevision).toBe(revision);
       expect(second.forbidden).toMatchObject({ outcome: 'allowed', status: 200 });
     } finally {
-      await control.apply(policy([allowed.port]));
+      await control.apply(cardsPolicy([allowed.port]));
     }
   });
 });
@@ -243,7 +201,7 @@ describe('tampered bundle from the control API', () => {
       expect(first.json<NetResult>().forbidden?.outcome).toBe('denied');
 
       proxy.tamper = true;
-      await control.apply(policy([allowed.port, forbidden.port]));
+      await control.apply(cardsPolicy([allowed.port, forbidden.port]));
       try {
         const second = (
           await emulator.invoke({ forbidden: forbidden.url, revision: true })
@@ -255,7 +213,7 @@ describe('tampered bundle from the control API', () => {
           /refused bundle from the control API \(bad-signature\)/,
         );
       } finally {
-        await control.apply(policy([allowed.port]));
+        await control.apply(cardsPolicy([allowed.port]));
       }
     } finally {
       await proxy.stop();

@@ -12,6 +12,7 @@ import type { LambdaEmulator } from '../emulator/index.js';
 import {
   buildLayerDir,
   type ControlHarness,
+  cardsPolicy,
   createSandbox,
   FIXTURES,
   type LayerHarness,
@@ -24,25 +25,6 @@ interface WriterResult {
   ids: string[];
   revision: number | null;
   env: Record<string, string | null>;
-}
-
-function policy(port: number): string {
-  return `apiVersion: bulkhead.dev/v1
-kind: SmartGroup
-metadata: { name: cards }
-spec:
-  match: { cloud: aws, name: charge-card }
----
-apiVersion: bulkhead.dev/v1
-kind: EgressPolicy
-metadata: { name: cards-egress }
-spec:
-  appliesTo: [cards]
-  mode: enforce
-  owner: team-cards
-  allow:
-    - to: { host: api.example.com, port: ${port} }
-`;
 }
 
 let control: ControlHarness;
@@ -79,7 +61,7 @@ async function storedIds(requestId: string): Promise<string[]> {
 
 beforeAll(async () => {
   control = await startControl();
-  await control.apply(policy(443));
+  await control.apply(cardsPolicy([443], 'enforce', 'api.example.com'));
 });
 
 afterAll(async () => {
@@ -229,7 +211,7 @@ describe('invocations', () => {
   it('gives a policy applied between two invocations to the second one', async () => {
     const emulator = sandbox(layer({ controlUrl: control.url, trustedKeys: [control.publicKeyPem] }));
     const before = (await emulator.invoke({})).json<WriterResult>().revision;
-    const applied = await control.apply(policy(8443));
+    const applied = await control.apply(cardsPolicy([8443], 'enforce', 'api.example.com'));
     const after = (await emulator.invoke({})).json<WriterResult>().revision;
     expect(after).toBe(applied);
     expect(after).not.toBe(before);
@@ -240,7 +222,7 @@ describe('invocations', () => {
       BULKHEAD_REFRESH_INTERVAL_MS: '600000',
     });
     const before = (await emulator.invoke({})).json<WriterResult>().revision;
-    await control.apply(policy(7443));
+    await control.apply(cardsPolicy([7443], 'enforce', 'api.example.com'));
     expect((await emulator.invoke({})).json<WriterResult>().revision).toBe(before);
   });
 
@@ -252,7 +234,7 @@ describe('invocations', () => {
       const good = (await emulator.invoke({})).json<WriterResult>().revision;
       const goodBundle = stateFile(emulator, 'bundle.json');
       proxy.tamper = true;
-      await control.apply(policy(9443));
+      await control.apply(cardsPolicy([9443], 'enforce', 'api.example.com'));
       const after = (await emulator.invoke({})).json<WriterResult>().revision;
       expect(after).toBe(good);
       expect(stateFile(emulator, 'bundle.json')).toBe(goodBundle);

@@ -161,3 +161,53 @@ export class TamperingProxy {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }
+
+/**
+ * The policy the Lambda tests and benchmarks apply: SmartGroup `cards` selects the `charge-card` function,
+ * whose egress policy allows `port` on `host` for each of `ports` (every other destination is denied).
+ */
+export function cardsPolicy(
+  ports: number[],
+  mode: 'enforce' | 'observe' = 'enforce',
+  host = 'localhost',
+): string {
+  return `apiVersion: bulkhead.dev/v1
+kind: SmartGroup
+metadata: { name: cards }
+spec:
+  match: { cloud: aws, name: charge-card }
+---
+apiVersion: bulkhead.dev/v1
+kind: EgressPolicy
+metadata: { name: cards-egress }
+spec:
+  appliesTo: [cards]
+  mode: ${mode}
+  owner: team-cards
+  allow:
+${ports.map((port) => `    - to: { host: ${host}, port: ${port} }`).join('\n')}
+`;
+}
+
+/** An HTTP destination on 127.0.0.1 that counts what reaches it (`url` names it as `localhost`). */
+export class Destination {
+  server!: Server;
+  hits = 0;
+  port = 0;
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => {
+      this.hits++;
+      req.resume();
+      res.end('ok');
+    });
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+  get url(): string {
+    return `http://localhost:${this.port}/`;
+  }
+  stop(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}

@@ -4,8 +4,6 @@
 // frozen between invocations.
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +12,9 @@ import { findPythonRuntime, type LambdaEmulator } from '../emulator/index.js';
 import {
   buildLayerDir,
   type ControlHarness,
+  cardsPolicy,
   createSandbox,
+  Destination,
   FIXTURES,
   type LayerHarness,
   startControl,
@@ -22,47 +22,6 @@ import {
 
 const python = findPythonRuntime();
 const SITE = join(packageRoot(), 'runtime-shims', 'python', 'tests', 'fixtures', 'site-packages');
-
-class Destination {
-  server!: Server;
-  hits = 0;
-  port = 0;
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => {
-      this.hits++;
-      req.resume();
-      res.end('ok');
-    });
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.port = (this.server.address() as AddressInfo).port;
-  }
-  get url(): string {
-    return `http://localhost:${this.port}/`;
-  }
-  stop(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-function policy(allowedPorts: number[]): string {
-  return `apiVersion: bulkhead.dev/v1
-kind: SmartGroup
-metadata: { name: cards }
-spec:
-  match: { cloud: aws, name: charge-card }
----
-apiVersion: bulkhead.dev/v1
-kind: EgressPolicy
-metadata: { name: cards-egress }
-spec:
-  appliesTo: [cards]
-  mode: enforce
-  owner: team-cards
-  allow:
-${allowedPorts.map((port) => `    - to: { host: localhost, port: ${port} }`).join('\n')}
-`;
-}
 
 interface Outcome {
   outcome: 'allowed' | 'denied' | 'failed';
@@ -102,7 +61,7 @@ describe.skipIf(!python.python)(
     beforeAll(async () => {
       control = await startControl();
       await Promise.all([allowed.start(), forbidden.start()]);
-      await control.apply(policy([allowed.port]));
+      await control.apply(cardsPolicy([allowed.port]));
       layer = buildLayerDir({
         controlUrl: control.url,
         trustedKeys: [control.publicKeyPem],
@@ -216,7 +175,7 @@ describe.skipIf(!python.python)(
       const box = sandbox();
       const first = await box.invoke({ forbidden: forbidden.url, status: true });
       expect(first.json<Answer>().forbidden?.outcome).toBe('denied');
-      const revision = await control.apply(policy([allowed.port, forbidden.port]));
+      const revision = await control.apply(cardsPolicy([allowed.port, forbidden.port]));
       try {
         // The sandbox is frozen now. The control API answers its parked long-poll at once; at the thaw
         // the extension sees that answer waiting, makes the bundle on disk the newest and says so for
@@ -225,7 +184,7 @@ describe.skipIf(!python.python)(
         expect(answer.forbidden).toMatchObject({ outcome: 'allowed', status: 200 });
         expect(answer.shim?.revision).toBe(revision);
       } finally {
-        await control.apply(policy([allowed.port]));
+        await control.apply(cardsPolicy([allowed.port]));
       }
       // And back: the revision after that governs the next invocation just the same.
       const again = (await box.invoke({ forbidden: forbidden.url, status: true })).json<Answer>();
