@@ -41,31 +41,16 @@ from __future__ import annotations
 
 import os
 
-from .client.in_process import get_controller, is_governed, wrap_invocation
+from .client.in_process import configure, get_controller, is_governed, status, wrap_invocation
 from .kernel._typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeVar
 
-    from .client.in_process import InProcessController
-
     F = TypeVar('F', bound=Callable[..., Any])
 
 __all__ = ['configure', 'governed', 'invocation_tag', 'status']
-
-
-def configure(**options: Any) -> InProcessController:
-    """The process's controller (started on import already). Options change what governs the next
-    invocations: `refresh_timeout`, `max_staleness`, `idle_long_poll`, `flush_timeout` (seconds),
-    `long_poll`, `log`."""
-    return get_controller(**options)
-
-
-def status() -> dict[str, Any]:
-    """Revision enforced, whether a control API is configured, invocations running, long-poll state,
-    the last fetch outcome and how long the first fetch took."""
-    return get_controller().status()
 
 
 def invocation_tag(context: object) -> str | None:

@@ -529,6 +529,19 @@ def get_controller(**options: Any) -> InProcessController:
     return controller
 
 
+def configure(**options: Any) -> InProcessController:
+    """The process's controller (started on import already). Options change what governs the next
+    invocations: `refresh_timeout`, `max_staleness`, `idle_long_poll`, `flush_timeout` (seconds),
+    `long_poll`, `log`."""
+    return get_controller(**options)
+
+
+def status() -> dict[str, Any]:
+    """Revision enforced, whether a control API is configured, invocations running, long-poll state,
+    the last fetch outcome and how long the first fetch took."""
+    return get_controller().status()
+
+
 def wrap_invocation(function: F, controller: InProcessController, prepare: Prepare) -> F:
     """`function` governed per call: refreshed bundle before, tag around, records delivered before it
     returns (so before the platform sends the response). A coroutine function gets a coroutine
