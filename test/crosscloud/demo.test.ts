@@ -1,10 +1,16 @@
 // `npm run demo` end to end: dist/demo.mjs as a child process, as a new user runs it. Checks the
-// exit code, the lines a reader relies on, and that nothing it started is left behind.
+// exit code, the lines a reader relies on — the Node.js and the Python function on each cloud — and
+// that nothing it started is left behind.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { findPythonRuntime } from '../emulator/index.js';
 import { ROOT } from './harness.js';
+
+const CLOUDS = ['AWS Lambda', 'Google Cloud', 'Azure Functions'] as const;
+/** The Python functions' workload names in the DENY table (cloud → name). */
+const PYTHON_WORKLOADS = { aws: 'charge-card-py', gcp: 'charge-card-py', azure: 'charge-card-py-func' };
 
 function runDemo(): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -25,31 +31,69 @@ function runDemo(): Promise<{ code: number | null; stdout: string; stderr: strin
 }
 
 describe('npm run demo', () => {
-  it('runs all three clouds, shows the decisions, the policy change and the DENY records, and cleans up', async () => {
+  it('runs a Node.js and a Python function on all three clouds, shows the decisions, the policy change and the DENY records, and cleans up', async () => {
+    // A prepared machine (.venv/py3.12 or py3.13, as CI makes it) must show the Python functions;
+    // without one the demo may make it (scripts/python.mjs setup) or run the Node functions alone.
+    const pythonReady = findPythonRuntime().python !== undefined;
     const { code, stdout, stderr } = await runDemo();
     expect(code, `stdout:\n${stdout}\nstderr:\n${stderr}`).toBe(0);
+    const skipped = /▸ Python +skipped, Node\.js functions only: \S/.test(stdout);
+    if (pythonReady) expect(skipped, stdout).toBe(false);
+    const python = !skipped;
+    const languages = python ? ['Node\\.js \\d+', 'Python 3\\.1[23]'] : ['Node\\.js \\d+'];
 
-    for (const cloud of ['AWS Lambda', 'Google Cloud', 'Azure Functions']) {
-      expect(stdout).toMatch(new RegExp(`${cloud} +charge card +api\\.payments\\.test +ALLOW`));
+    for (const cloud of CLOUDS) {
+      for (const language of languages) {
+        const fn = `${cloud} · ${language}`;
+        expect(stdout).toMatch(new RegExp(`${fn} +charge card +api\\.payments\\.test +ALLOW +HTTP 200`));
+        expect(stdout).toMatch(
+          new RegExp(
+            `${fn} +compromised dependency +exfil\\.attacker\\.test +DENY +payments-egress/deny\\[0\\]`,
+          ),
+        );
+      }
+    }
+    // Round 1 denies the fraud service by default; after the change every function allows it.
+    const functions = CLOUDS.length * languages.length;
+    const [round1, round2] = stdout.split(/Round 2 — /);
+    expect(round1?.match(/api\.fraud\.test +DENY +default-deny/g)).toHaveLength(functions);
+    expect(round2?.match(/api\.fraud\.test +ALLOW/g)).toHaveLength(functions);
+    expect(round2?.match(/api\.fraud\.test +DENY/g) ?? []).toHaveLength(0);
+    for (const language of languages) {
       expect(stdout).toMatch(
-        new RegExp(
-          `${cloud} +compromised dependency +exfil\\.attacker\\.test +DENY +payments-egress/deny\\[0\\]`,
-        ),
+        new RegExp(`Azure Functions · ${language} +holds revision 2 [\\d.]+ ms after the apply`),
+      );
+      expect(stdout).toMatch(
+        new RegExp(`Google Cloud · ${language} +holds revision 2 [\\d.]+ ms after the apply`),
+      );
+      // A frozen sandbox takes the new revision at its next INVOKE, before the handler's first connection.
+      expect(stdout).toMatch(
+        new RegExp(`AWS Lambda · ${language} +enforced revision 2 on its next invocation`),
       );
     }
-    // Round 1 denies the fraud service by default; after the change every cloud allows it.
-    const [round1, round2] = stdout.split(/Round 2 — /);
-    expect(round1?.match(/api\.fraud\.test +DENY +default-deny/g)).toHaveLength(3);
-    expect(round2?.match(/api\.fraud\.test +ALLOW/g)).toHaveLength(3);
-    expect(stdout).toMatch(/Azure Functions +holds revision 2 [\d.]+ ms after the apply/);
-    expect(stdout).toMatch(/Google Cloud +holds revision 2 [\d.]+ ms after the apply/);
-    expect(stdout).toMatch(/AWS Lambda +enforced revision 2 on its next invocation/);
+    expect(stdout).not.toContain('did not report the new revision in time');
     expect(stdout).toContain("The attacker's server received 0 requests and 0 bytes");
     expect(stdout).toMatch(/DENY records at the control API \(GET \/v1\/denies\): \d+/);
-    for (const cloud of ['aws', 'gcp', 'azure']) {
+    for (const cloud of ['aws', 'gcp', 'azure'] as const) {
+      // The Node function's exfiltration in round 2, attributed to the compromised npm package.
       expect(stdout).toMatch(
         new RegExp(
-          `\\s${cloud}\\s+\\S+\\s+exfil\\.attacker\\.test:\\d+\\s+\\w+\\s+payments-egress/deny\\[0\\]\\s+r2`,
+          `\\s${cloud}\\s+charge-card(?:-func)?\\s+exfil\\.attacker\\.test:\\d+\\s+http\\s+payments-egress/deny\\[0\\]\\s+r2\\s+\\S+\\s+analytics-lite@2\\.4\\.1 index\\.js:\\d+`,
+        ),
+      );
+      if (!python) continue;
+      // The Python function's, in both rounds, attributed to the compromised PyPI distribution; its
+      // fraud call in round 1 to its own code (no package).
+      const name = PYTHON_WORKLOADS[cloud];
+      for (const revision of ['r1', 'r2'])
+        expect(stdout).toMatch(
+          new RegExp(
+            `\\s${cloud}\\s+${name}\\s+exfil\\.attacker\\.test:\\d+\\s+http\\s+payments-egress/deny\\[0\\]\\s+${revision}\\s+\\S+\\s+analytics-lite@2\\.4\\.1 __init__\\.py:\\d+`,
+          ),
+        );
+      expect(stdout).toMatch(
+        new RegExp(
+          `\\s${cloud}\\s+${name}\\s+api\\.fraud\\.test:\\d+\\s+http\\s+default-deny\\s+r1\\s+\\S+\\s+checkout\\.py:\\d+\\n`,
         ),
       );
     }
@@ -60,5 +104,5 @@ describe('npm run demo', () => {
     expect(existsSync(dir as string)).toBe(false);
     const processes = spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout;
     expect(processes.split('\n').filter((line) => line.includes(dir as string))).toEqual([]);
-  }, 120_000);
+  }, 300_000);
 });

@@ -3,7 +3,7 @@
 loopback.
 
 Stand-in: the Functions host (.NET) and its Python worker's gRPC channel cannot run here.
-`fixtures/azure_app/worker_standin.py` does, in a child process, what the worker does with the app
+`azure-local/worker_standin.py` does, in a child process, what the worker does with the app
 (indexing the `FunctionApp` through `get_functions()`, `inspect.signature`, `typing.get_type_hints`,
 `inspect.getfile` and `inspect.iscoroutinefunction` of each user function; per invocation a Context,
 the trigger argument decoded by the library's `httpTrigger` converter, sync functions on a thread pool
@@ -42,6 +42,7 @@ from harness import SRC, Control, policy_yaml
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / 'fixtures' / 'azure_app'
+STANDIN = HERE.parent / 'azure-local' / 'worker_standin.py'
 SITE = HERE / 'fixtures' / 'site-packages'
 TARGET_IP = '127.0.0.9'
 
@@ -88,7 +89,7 @@ class Azure:
         )
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, str(APP / 'worker_standin.py')],
+            [sys.executable, str(STANDIN), '--app', str(APP)],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -244,7 +245,7 @@ def test_added_latency_per_invocation_without_a_deny() -> None:
             WEBSITE_SITE_NAME='py-azure-app',
         )
         done = subprocess.run(
-            [sys.executable, str(APP / 'worker_standin.py'), '--bench', '5000'],
+            [sys.executable, str(STANDIN), '--app', str(APP), '--bench', '5000'],
             env=env,
             capture_output=True,
             text=True,
