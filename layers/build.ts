@@ -14,10 +14,12 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 import { loadTrustedKeys } from '../policy/keys.js';
+import { packageRoot } from './package-root.js';
 import { LAYER_ARCHES, type LayerArch, PYTHON_RUNTIMES, unpackPythonDeps } from './python-deps.js';
+
+export { packageRoot };
 
 /** Lambda runtimes the layer governs (`bulkhead attach` refuses the others). */
 export const NODE_RUNTIMES = ['nodejs20.x', 'nodejs22.x', 'nodejs24.x'] as const;
@@ -56,24 +58,6 @@ export interface AssembledFile {
   path: string;
   mode: number;
   size: number;
-}
-
-/** The package root: the nearest folder above this module with Bulkhead's package.json. */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const manifest = join(dir, 'package.json');
-    if (existsSync(manifest)) {
-      try {
-        if ((JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === 'bulkhead') return dir;
-      } catch {
-        // keep walking
-      }
-    }
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('cannot find the bulkhead package root');
-    dir = parent;
-  }
 }
 
 /** Base64 of the SPKI DER: one token per key, safe for a comma-separated env value. */

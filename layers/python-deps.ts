@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { packageRoot } from './build.js';
+import { packageRoot } from './package-root.js';
 
 export type LayerArch = 'x86_64' | 'arm64';
 export const LAYER_ARCHES: readonly LayerArch[] = ['x86_64', 'arm64'];
