@@ -94,8 +94,13 @@ async function main(): Promise<void> {
         await emulator.close();
       }
     }
-    console.log(line('extension launch → Register (python start-up, fetch, verify)', launchToRegister));
-    console.log(line('  of which ready inside the extension (fetch + verify + register)', ready));
+    console.log(line('extension launch → Register (python start-up, Register first)', launchToRegister));
+    console.log(
+      line(
+        'extension start → first bundle answer (Register, then fetch + verify, beside the runtime)',
+        ready,
+      ),
+    );
     console.log(line('cold start without layer (init + first invoke)', cold.without));
     console.log(line('cold start with layer    (init + first invoke)', cold.with));
     console.log(
