@@ -13,8 +13,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +249,21 @@ class Control:
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header('content-length', '5')
+        self.end_headers()
+        self.wfile.write(b'hello')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def hello_server(address: str) -> ThreadingHTTPServer:
+    """A destination on `address` (any port) that answers every GET with `hello`; `shutdown()` stops it."""
+    server = ThreadingHTTPServer((address, 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

@@ -25,37 +25,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bulkhead_shim.client.in_process import InProcessController, report_default, wrap_invocation
-from harness import SRC, Control, policy_yaml
+from harness import SRC, Control, hello_server, policy_yaml
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / 'fixtures' / 'azure_app'
 STANDIN = HERE.parent / 'azure-local' / 'worker_standin.py'
 SITE = HERE / 'fixtures' / 'site-packages'
 TARGET_IP = '127.0.0.9'
-
-
-class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header('content-length', '5')
-        self.end_headers()
-        self.wfile.write(b'hello')
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 class Azure:
@@ -66,8 +53,7 @@ class Azure:
         self.folder = Path(tempfile.mkdtemp(prefix='bulkhead-azure-'))
         self.control = Control(self.folder)
         self.revision = self.control.apply(policy_yaml(allow=[f'{{ to: {{ cidr: {TARGET_IP}/32 }} }}']))
-        self.target = ThreadingHTTPServer((TARGET_IP, 0), _Hello)
-        threading.Thread(target=self.target.serve_forever, daemon=True).start()
+        self.target = hello_server(TARGET_IP)
         self.target_url = f'http://{TARGET_IP}:{self.target.server_address[1]}/'
         keys = self.folder / 'control.pub'
         keys.write_text(self.control.public_key_pem())

@@ -15,17 +15,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from harness import SRC, Control, policy_yaml
+from harness import SRC, Control, hello_server, policy_yaml
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / 'fixtures' / 'gcp_app'
@@ -41,17 +39,6 @@ IDENTITY = {
     'GOOGLE_CLOUD_PROJECT': 'demo-project',
     'FUNCTION_REGION': 'europe-west1',
 }
-
-
-class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header('content-length', '5')
-        self.end_headers()
-        self.wfile.write(b'hello')
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def free_port() -> int:
@@ -135,8 +122,7 @@ class Gcp:
         self.revision = self.control.apply(
             policy_yaml(allow=[f'{{ to: {{ cidr: {TARGET_IP}/32 }} }}'], extra=CTYPES)
         )
-        self.target = ThreadingHTTPServer((TARGET_IP, 0), _Hello)
-        threading.Thread(target=self.target.serve_forever, daemon=True).start()
+        self.target = hello_server(TARGET_IP)
         self.target_url = f'http://{TARGET_IP}:{self.target.server_address[1]}/'
         self.keys = self.folder / 'control.pub'
         self.keys.write_text(self.control.public_key_pem())

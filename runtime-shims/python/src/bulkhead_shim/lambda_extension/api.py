@@ -4,15 +4,12 @@ without a timeout, as the platform requires: the connection stays open across fr
 from __future__ import annotations
 
 import json
-import re
 
 from ..kernel._typing import TYPE_CHECKING
 from .register import RawConnection
 
 if TYPE_CHECKING:
     from typing import Any
-
-_HOST_PORT = re.compile(r'([^:]+):(\d{1,5})')
 
 
 class ExtensionsApiError(Exception):
@@ -36,25 +33,20 @@ class Event:
 
 
 class ExtensionsApi:
-    def __init__(self, runtime_api: str) -> None:
-        match = _HOST_PORT.fullmatch(runtime_api)
-        if match is None:
-            raise ExtensionsApiError('AWS_LAMBDA_RUNTIME_API is not host:port', None)
-        self._host = match.group(1)
-        self._port = int(match.group(2))
-        self._next_connection: RawConnection | None = None
-        self.extension_id: str | None = None
+    def __init__(self, runtime_api: str, extension_id: str) -> None:
+        """After Register (register.py), with the id it returned. Raises RegisterError on a bad address."""
+        self._runtime_api = runtime_api
+        self.extension_id = extension_id
+        # Kept alive across freezes: the answer is parsed in tens of microseconds at a thaw.
+        self._next_connection = RawConnection(runtime_api, None)
+        self._next_request = (
+            f'GET /2020-01-01/extension/event/next HTTP/1.1\r\nHost: {runtime_api}\r\n'
+            f'Lambda-Extension-Identifier: {extension_id}\r\n\r\n'
+        ).encode('latin-1')
 
     def next(self) -> Event:
-        # The kept raw connection (register.py): the answer is parsed in tens of microseconds at a thaw.
-        if self._next_connection is None:
-            self._next_connection = RawConnection(f'{self._host}:{self._port}', None)
-        request = (
-            f'GET /2020-01-01/extension/event/next HTTP/1.1\r\nHost: {self._next_connection.host_header}\r\n'
-            f'Lambda-Extension-Identifier: {self._identified()["Lambda-Extension-Identifier"]}\r\n\r\n'
-        ).encode('latin-1')
         try:
-            status, _headers, body = self._next_connection.exchange(request)
+            status, _headers, body = self._next_connection.exchange(self._next_request)
         except OSError as error:
             raise ExtensionsApiError(f'event/next: {type(error).__name__}: {error}', None) from None
         if status != 200:
@@ -79,7 +71,7 @@ class ExtensionsApi:
 
     def _report(self, path: str, error_type: str, message: str) -> None:
         headers = {
-            **self._identified(),
+            'Lambda-Extension-Identifier': self.extension_id,
             'Lambda-Extension-Function-Error-Type': error_type,
             'Content-Type': 'application/json',
         }
@@ -87,11 +79,6 @@ class ExtensionsApi:
         status, _headers, answer = self._call('POST', path, headers, body)
         if status != 202:
             raise self._failure(path, status, answer)
-
-    def _identified(self) -> dict[str, str]:
-        if not self.extension_id:
-            raise ExtensionsApiError('not registered', None)
-        return {'Lambda-Extension-Identifier': self.extension_id}
 
     def _failure(self, what: str, status: int, body: bytes) -> ExtensionsApiError:
         answer = _object(body)
@@ -106,11 +93,11 @@ class ExtensionsApi:
         data = body.encode()
         lines = [
             f'{method} {path} HTTP/1.1',
-            f'Host: {self._host}:{self._port}',
+            f'Host: {self._runtime_api}',
             f'Content-Length: {len(data)}',
         ]
         lines += [f'{key}: {value}' for key, value in headers.items()] + ['Connection: close', '', '']
-        connection = RawConnection(f'{self._host}:{self._port}', 10.0)
+        connection = RawConnection(self._runtime_api, 10.0)
         try:
             return connection.exchange('\r\n'.join(lines).encode('latin-1') + data)
         except OSError as error:

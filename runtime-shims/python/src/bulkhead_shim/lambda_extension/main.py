@@ -254,8 +254,7 @@ class Session:
 def run(env: Mapping[str, str], layer_dir: str, started: float, extension_id: str, registered: bytes) -> int:
     """After Register (see __main__): prepare, then serve events until SHUTDOWN; returns the exit code.
     `started`: time.monotonic() at process start; `registered`: Register's answer body."""
-    api = ExtensionsApi(env.get('AWS_LAMBDA_RUNTIME_API', ''))
-    api.extension_id = extension_id
+    api = ExtensionsApi(env.get('AWS_LAMBDA_RUNTIME_API', ''), extension_id)
     try:
         answer = json.loads(registered)
         account = answer.get('accountId') if isinstance(answer, dict) else None
