@@ -7,6 +7,7 @@ import { closeSync, fstatSync, ftruncateSync, openSync, readSync, statSync } fro
 import http from 'node:http';
 import https from 'node:https';
 import type { DenyRecord } from '../policy/types.js';
+import { readBody } from '../runtime-shims/node/client/read-body.js';
 import { readCursor, type SpoolCursor, spoolPath, writeCursor } from './state-files.js';
 
 export interface ForwarderOptions {
@@ -33,6 +34,8 @@ export interface ForwardResult {
 }
 
 const MAX_READ_BYTES = 1024 * 1024;
+/** Largest answer kept: a few hundred bytes, plus at most 100 listed errors. */
+const MAX_ANSWER_BYTES = 1024 * 1024;
 const DEFAULT_BATCH = 200;
 
 export class ReportForwarder {
@@ -71,6 +74,16 @@ export class ReportForwarder {
 
   get sandboxId(): string {
     return this.cursor.sandboxId;
+  }
+
+  /** The spool holds records past the cursor (one stat; no read). */
+  hasPending(): boolean {
+    try {
+      const info = statSync(spoolPath(this.options.stateDir));
+      return info.ino === this.cursor.inode ? info.size > this.cursor.offset : info.size > 0;
+    } catch {
+      return false;
+    }
   }
 
   /**
@@ -236,18 +249,20 @@ export class ReportForwarder {
           },
         },
         (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (chunk: Buffer) => {
-            if (chunks.length < 64) chunks.push(chunk);
-          });
-          res.on('end', () => {
+          // Drained past the cap, so the keep-alive socket stays usable; only the counts are lost.
+          void readBody(res, MAX_ANSWER_BYTES, { overLimit: 'drain' }).then((read) => {
+            if (!read.ok && read.reason !== 'too-large') {
+              finish({ ok: false, permanent: false, message: 'report response interrupted' });
+              return;
+            }
             const status = res.statusCode ?? 0;
             if (status === 200 || status === 202) {
               let duplicate = 0;
               let rejected = 0;
               let firstReason: string | undefined;
+              // The records were accepted; the counts are informational (none from an oversized answer).
               try {
-                const answer = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+                const answer = (read.ok ? JSON.parse(read.body.toString('utf8')) : {}) as {
                   duplicate?: unknown;
                   rejected?: unknown;
                   errors?: { reason?: unknown }[];
@@ -257,7 +272,7 @@ export class ReportForwarder {
                 const reason = answer.errors?.[0]?.reason;
                 if (typeof reason === 'string') firstReason = reason.slice(0, 200);
               } catch {
-                // The records were accepted; the counts are informational.
+                // Not JSON: no counts.
               }
               finish({ ok: true, duplicate, rejected, firstReason });
               return;
@@ -268,9 +283,6 @@ export class ReportForwarder {
               status === 401 || status === 403 || status === 408 || status === 429 || status >= 500;
             finish({ ok: false, permanent: !retry, message: `control API answered ${status}` });
           });
-          res.on('error', () =>
-            finish({ ok: false, permanent: false, message: 'report response interrupted' }),
-          );
         },
       );
       const timer = setTimeout(() => {

@@ -2,6 +2,7 @@
 // `GET /v1/invocations/{requestId}/ready` answers once the extension has finished its INVOKE refresh,
 // so a policy applied before the INVOKE governs this invocation's connections.
 import { Agent, request } from 'node:http';
+import { readBody } from '../client/read-body.js';
 
 export interface ReadyAnswer {
   revision: number;
@@ -89,25 +90,21 @@ export function waitForExtensionReady(
         headers: { accept: 'application/json' },
       },
       (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > MAX_ANSWER_BYTES) {
-            req.destroy();
-            finish(new ExtensionSyncError(`extension answer larger than ${MAX_ANSWER_BYTES} bytes`));
+        void readBody(res, MAX_ANSWER_BYTES).then((read) => {
+          if (!read.ok) {
+            finish(
+              read.reason === 'too-large'
+                ? new ExtensionSyncError(`extension answer larger than ${MAX_ANSWER_BYTES} bytes`)
+                : read.error,
+            );
             return;
           }
-          chunks.push(chunk);
-        });
-        res.on('error', (error) => finish(error));
-        res.on('end', () => {
           if (res.statusCode !== 200) {
             finish(new ExtensionSyncError(`extension answered HTTP ${res.statusCode} for ${path}`));
             return;
           }
           try {
-            finish(undefined, parseReadyAnswer(Buffer.concat(chunks).toString('utf8')));
+            finish(undefined, parseReadyAnswer(read.body.toString('utf8')));
           } catch (error) {
             finish(error as Error);
           }

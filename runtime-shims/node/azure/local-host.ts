@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { readBody } from '../client/read-body.js';
 import { installLocalWorker, type LocalAzureWorker, type RpcTypedData } from './local-worker.js';
 
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -49,22 +50,13 @@ export async function startLocalHost(options: {
   };
 }
 
-function readBody(req: http.IncomingMessage): Promise<Buffer> {
-  return new Promise((resolveBody, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        reject(new Error(`request body larger than ${MAX_BODY_BYTES} bytes`));
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolveBody(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+/** The request body, up to MAX_BODY_BYTES; past it the connection is closed and the handler fails. */
+async function readRequestBody(req: http.IncomingMessage): Promise<Buffer> {
+  const read = await readBody(req, MAX_BODY_BYTES);
+  if (read.ok) return read.body;
+  throw read.reason === 'too-large'
+    ? new Error(`request body larger than ${MAX_BODY_BYTES} bytes`)
+    : read.error;
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
@@ -77,7 +69,7 @@ async function handle(
   res: http.ServerResponse,
 ): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-  const body = await readBody(req);
+  const body = await readRequestBody(req);
   const admin = /^\/admin\/functions\/([^/]+)$/.exec(url.pathname);
   if (admin && req.method === 'POST') {
     let name: string;

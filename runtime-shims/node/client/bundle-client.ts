@@ -7,6 +7,7 @@ import https from 'node:https';
 import { verifyBundle } from '../../../policy/bundle.js';
 import { formatIdentity } from '../../../policy/identity.js';
 import type { WorkloadIdentity } from '../../../policy/types.js';
+import { readBody } from './read-body.js';
 
 type VerifyOptions = Parameters<typeof verifyBundle>[1];
 type VerifyResult = ReturnType<typeof verifyBundle>;
@@ -260,38 +261,26 @@ export function createBundleClient(options: BundleClientOptions): BundleClient {
         finish({ kind: 'failure', outcome: { kind: 'error', cause, message, status } });
       const req = transport.request(url, { method: 'GET', headers, agent }, (res) => {
         const status = res.statusCode ?? 0;
-        const declared = Number(res.headers['content-length']);
-        if (Number.isFinite(declared) && declared > maxBytes) {
+        void readBody(res, maxBytes).then((read) => {
+          if (read.ok)
+            return finish({
+              kind: 'response',
+              status,
+              body: read.body,
+              etag: singleHeader(res.headers.etag),
+              revisionHeader: parseRevisionHeader(res.headers['x-bulkhead-revision']),
+            });
+          if (read.reason === 'aborted') return fail('network', 'bundle response aborted', status);
+          if (read.reason === 'error')
+            return fail('network', `bundle response interrupted: ${read.error.message}`, status);
           fail(
             'too-large',
-            `bundle response of ${declared} bytes exceeds the ${maxBytes}-byte limit`,
+            read.declared === undefined
+              ? `bundle response exceeds the ${maxBytes}-byte limit`
+              : `bundle response of ${read.declared} bytes exceeds the ${maxBytes}-byte limit`,
             status,
           );
-          res.destroy();
-          return;
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > maxBytes) {
-            fail('too-large', `bundle response exceeds the ${maxBytes}-byte limit`, status);
-            res.destroy();
-            return;
-          }
-          chunks.push(chunk);
         });
-        res.on('end', () =>
-          finish({
-            kind: 'response',
-            status,
-            body: Buffer.concat(chunks, size),
-            etag: singleHeader(res.headers.etag),
-            revisionHeader: parseRevisionHeader(res.headers['x-bulkhead-revision']),
-          }),
-        );
-        res.on('error', (error) => fail('network', `bundle response interrupted: ${error.message}`, status));
-        res.on('aborted', () => fail('network', 'bundle response aborted', status));
       });
       inFlight.add(req);
       const timer = setTimeout(() => {
