@@ -39,10 +39,10 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type RunningControlServer, startControlServer } from '../control/server.js';
 import { openSqliteStore } from '../control/store/index.js';
+import { findPythonRuntime, LambdaEmulator, type RuntimeName } from '../emulator/index.js';
 import { assembleLayer } from '../layers/build.js';
 import type { LayerArch } from '../layers/python-deps.js';
 import type { DenyRecord } from '../policy/types.js';
-import { findPythonRuntime, LambdaEmulator, type RuntimeName } from '../test/emulator/index.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SCRIPT = fileURLToPath(import.meta.url);

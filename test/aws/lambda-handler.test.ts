@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LambdaEmulator, type SandboxOptions } from '../emulator/index.js';
+import { LambdaEmulator, type SandboxOptions } from '../../emulator/index.js';
 import { type FakeExtension, startFakeExtension } from './helpers.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');

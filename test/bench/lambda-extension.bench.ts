@@ -6,7 +6,7 @@
 // Run with `npm run bench lambda` (after `npm run build`).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { LambdaEmulator } from '../emulator/index.js';
+import type { LambdaEmulator } from '../../emulator/index.js';
 import { buildLayerDir, cardsPolicy, createSandbox, startControl } from '../lambda/harness.js';
 
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 12);

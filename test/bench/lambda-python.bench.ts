@@ -10,8 +10,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { findPythonRuntime, type LambdaEmulator } from '../../emulator/index.js';
 import { packageRoot, zipLayerTree } from '../../layers/build.js';
-import { findPythonRuntime, type LambdaEmulator } from '../emulator/index.js';
 import { buildLayerDir, cardsPolicy, createSandbox, FIXTURES, startControl } from '../lambda/harness.js';
 
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 9);

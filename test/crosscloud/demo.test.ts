@@ -5,7 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { findPythonRuntime } from '../emulator/index.js';
+import { findPythonRuntime } from '../../emulator/index.js';
 import { ROOT } from './harness.js';
 
 const CLOUDS = ['AWS Lambda', 'Google Cloud', 'Azure Functions'] as const;

@@ -5,8 +5,8 @@
 // all three, and one apply changes all three. Needs `npm run build` first.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LambdaEmulator } from '../../emulator/index.js';
 import { assembleLayer } from '../../layers/build.js';
-import { LambdaEmulator } from '../emulator/index.js';
 import { CrossCloudHarness, freePort, paymentsPolicy, ROOT } from './harness.js';
 
 interface ProbeResult {

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LambdaEmulator } from '../emulator/index.js';
+import type { LambdaEmulator } from '../../emulator/index.js';
 import {
   buildLayerDir,
   type ControlHarness,

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { LambdaEmulator, SandboxInitError, type SandboxOptions, startSandbox } from '../emulator/index.js';
+import { LambdaEmulator, SandboxInitError, type SandboxOptions, startSandbox } from '../../emulator/index.js';
 import { FIXTURES } from './harness.js';
 
 const PROBE = join(FIXTURES, 'extensions', 'probe');

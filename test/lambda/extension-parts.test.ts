@@ -7,13 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parseSubscription } from '../../emulator/telemetry.js';
 import { ConfigError, loadExtensionConfig } from '../../extensions/config.js';
 import { LocalEndpoint } from '../../extensions/local-endpoint.js';
 import { ReportForwarder } from '../../extensions/report-forwarder.js';
 import { readCursor, spoolPath } from '../../extensions/state-files.js';
 import { generateKeyPair } from '../../policy/keys.js';
 import type { DenyRecord } from '../../policy/types.js';
-import { parseSubscription } from '../emulator/telemetry.js';
 
 const temps: string[] = [];
 function tempDir(): string {

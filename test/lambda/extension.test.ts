@@ -6,9 +6,9 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LambdaEmulator } from '../../emulator/index.js';
 import { verifyBundle } from '../../policy/bundle.js';
 import { loadTrustedKeys } from '../../policy/keys.js';
-import type { LambdaEmulator } from '../emulator/index.js';
 import {
   buildLayerDir,
   type ControlHarness,

@@ -7,8 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type RunningControlServer, startControlServer } from '../../control/server.js';
+import { LambdaEmulator, type SandboxOptions } from '../../emulator/index.js';
 import { type AssembleOptions, assembleLayer, packageRoot } from '../../layers/build.js';
-import { LambdaEmulator, type SandboxOptions } from '../emulator/index.js';
 
 // From the package root, so bundled benchmarks find them too.
 export const FIXTURES = join(packageRoot(), 'test', 'lambda', 'fixtures');

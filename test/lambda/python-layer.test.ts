@@ -7,8 +7,8 @@ import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findPythonRuntime, type LambdaEmulator } from '../../emulator/index.js';
 import { packageRoot } from '../../layers/build.js';
-import { findPythonRuntime, type LambdaEmulator } from '../emulator/index.js';
 import {
   buildLayerDir,
   type ControlHarness,

@@ -6,13 +6,13 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { packageRoot } from '../../layers/build.js';
 import {
   findPythonRuntime,
   LambdaEmulator,
   type PythonVersion,
   type SandboxOptions,
-} from '../emulator/index.js';
+} from '../../emulator/index.js';
+import { packageRoot } from '../../layers/build.js';
 import { FIXTURES } from './harness.js';
 
 const FUNCTION_DIR = join(FIXTURES, 'python');
@@ -210,7 +210,7 @@ describe.skipIf(found.python === undefined)(
       expect(echo.wrapped).toBe('yes');
       expect(echo.wrapperArgv?.split('\n')).toEqual([
         found.python,
-        join(packageRoot(), 'test', 'emulator', 'python-bootstrap.py'),
+        join(packageRoot(), 'emulator', 'python-bootstrap.py'),
       ]);
       expect(echo.executionEnv).toBe(`AWS_Lambda_python${found.version}`);
       // exec, not a child: the wrapper's process is the runtime.

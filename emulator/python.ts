@@ -8,7 +8,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { packageRoot } from '../../layers/build.js';
+import { packageRoot } from '../layers/package-root.js';
 
 /** CPython versions of Lambda's managed Python runtimes that the emulator runs. */
 export type PythonVersion = '3.12' | '3.13';
