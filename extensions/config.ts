@@ -17,8 +17,6 @@ export interface LayerConfig {
   /** File name (relative to the config) of a signed envelope used when the control API cannot be reached. */
   fallbackBundle?: string;
   fetchTimeoutMs?: number;
-  /** Minimum time between conditional refreshes on INVOKE; 0 checks on every invoke. */
-  refreshIntervalMs?: number;
   /** Extra identity attributes, `k=v,k=v` (like BULKHEAD_WORKLOAD). */
   workload?: string;
 }
@@ -32,12 +30,9 @@ export interface ExtensionConfig {
   /** The baked fallback envelope's text, if the layer has one. */
   fallbackEnvelope: string | undefined;
   fetchTimeoutMs: number;
-  refreshIntervalMs: number;
   stateDir: string;
-  extensionName: string;
-  /** Local endpoint port (0 = any free port; the URL is handed to the runtime through the state dir). */
-  port: number;
   workloadText: string | undefined;
+  /** Subscribe to the platform's `runtimeDone`: the backstop when the shim never says done (BULKHEAD_WAIT_RUNTIME_DONE=0 turns it off). */
   waitForRuntimeDone: boolean;
 }
 
@@ -145,15 +140,7 @@ export function loadExtensionConfig(env: NodeJS.ProcessEnv, layerDir: string): E
       DEFAULT_FETCH_TIMEOUT_MS,
       MAX_FETCH_TIMEOUT_MS,
     ),
-    refreshIntervalMs: positiveInteger(
-      env.BULKHEAD_REFRESH_INTERVAL_MS ?? layer.refreshIntervalMs,
-      'BULKHEAD_REFRESH_INTERVAL_MS',
-      0,
-      24 * 60 * 60 * 1000,
-    ),
     stateDir: env.BULKHEAD_STATE_DIR || '/tmp/bulkhead',
-    extensionName: env.BULKHEAD_EXTENSION_NAME || 'bulkhead',
-    port: positiveInteger(env.BULKHEAD_EXTENSION_PORT, 'BULKHEAD_EXTENSION_PORT', 0, 65_535),
     workloadText: env.BULKHEAD_WORKLOAD || layer.workload || undefined,
     waitForRuntimeDone: env.BULKHEAD_WAIT_RUNTIME_DONE !== '0',
   };

@@ -1,13 +1,19 @@
-// The Bulkhead Lambda external extension. Order matters:
-//  1. before Register: fetch + verify the workload's bundle (bounded), fall back to the last
-//     good one in /tmp, then to the bundle baked into the layer, then to the fail mode; write it
-//     atomically where the shim reads it, and publish the local endpoint's URL for the wrapper.
-//     The runtime only starts once every extension registered, so the bundle is on disk first.
-//  2. Register (file name, accountId feature), subscribe to platform telemetry, loop on next.
-//  3. INVOKE: conditional refresh bounded well inside deadlineMs, release the shim's ready
-//     check, forward spooled deny records, wait for platform.runtimeDone, forward again, next.
+// The Bulkhead Lambda external extension. Order matters, and every step is timed against the bill:
+//  1. Register first. The layer's launcher (bash) usually registered already and hands the identifier
+//     over (BULKHEAD_EXTENSION_ID); otherwise Register is this process's first call. The runtime's init
+//     starts once every extension registered, so nothing else may come before it.
+//  2. Beside the runtime's init: fetch + verify the workload's bundle (bounded), else the last good one
+//     in /tmp, else the layer's, else the fail mode; write it where the shim reads it, then
+//     `extension-status.json`. The shim's first decision waits (bounded) for that file, so nothing
+//     connects before the bundle is verified. Then keep a long-poll parked at the control API.
+//  3. INVOKE: refresh only when the long-poll is not parked (a parked one means nothing changed), write
+//     `invocation-ready` (`<requestId> <revision>`), which the shim waits for before the handler. When a
+//     shim is attached, wait for its `invocation-done` (`<requestId> <queued>`, written as the handler
+//     returns); forward the spool only if records were queued, then next. No deny, no wait.
 //  4. SHUTDOWN: flush within the budget and exit 0. No other exit: Lambda counts it a crash.
+// Files and formats: docs/contracts.md §6.
 
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { verifyBundle } from '../policy/bundle.js';
 import { formatIdentity } from '../policy/identity.js';
@@ -15,15 +21,17 @@ import type { WorkloadIdentity } from '../policy/types.js';
 import type { BundleClient } from '../runtime-shims/node/client/bundle-client.js';
 import { createBundleClient } from '../runtime-shims/node/client/bundle-client.js';
 import { ConfigError, type ExtensionConfig, loadExtensionConfig } from './config.js';
+import { DoneWatcher } from './done-watcher.js';
 import { type ExtensionEvent, ExtensionsApi } from './extensions-api.js';
 import { lambdaIdentity } from './identity.js';
-import { LocalEndpoint } from './local-endpoint.js';
 import { ReportForwarder } from './report-forwarder.js';
 import {
   bundlePath,
-  EXTENSION_URL_FILE,
+  DONE_FILE,
   ensureStateDir,
+  READY_FILE,
   readTextIfExists,
+  STATUS_FILE,
   writeFileAtomic,
 } from './state-files.js';
 import { TelemetryListener } from './telemetry-listener.js';
@@ -35,10 +43,12 @@ export interface ExtensionStatus {
   revision: number;
   failMode: 'closed' | 'observe';
   sandboxId: string;
-  /** Milliseconds from the start of this module's work to Register's answer. */
+  /** Milliseconds from this process's start to this status (Register, fetch, verify, files written). */
   readyMs: number;
-  /** Of which the bundle fetch before Register took this long. */
+  /** Of which the first bundle fetch (control API answer + verify) took this long. */
   fetchMs?: number;
+  /** True when the launcher registered before this process started (the fast path). */
+  registeredByLauncher: boolean;
   reason?: string;
 }
 
@@ -51,7 +61,8 @@ export interface RunOptions {
 
 /** Safety margin kept before a platform deadline. */
 const DEADLINE_MARGIN_MS = 150;
-const STATUS_FILE = 'extension-status.json';
+/** Lambda extension identifiers are UUIDs; the launcher checked the shape already. */
+const EXTENSION_ID = /^[A-Za-z0-9-]{1,128}$/;
 
 function defaultLog(message: string): void {
   process.stderr.write(`[bulkhead-extension] ${message}\n`);
@@ -59,7 +70,7 @@ function defaultLog(message: string): void {
 
 /** Runs until SHUTDOWN; resolves with the process exit code. */
 export async function runExtension(options: RunOptions): Promise<number> {
-  const startedAt = Date.now();
+  const startedAt = Date.now() - Math.round(process.uptime() * 1000);
   const log = options.log ?? defaultLog;
   const env = options.env;
   const runtimeApi = env.AWS_LAMBDA_RUNTIME_API;
@@ -67,48 +78,45 @@ export async function runExtension(options: RunOptions): Promise<number> {
     log('AWS_LAMBDA_RUNTIME_API is not set: not running inside Lambda');
     return 1;
   }
-  const api = new ExtensionsApi(runtimeApi);
 
-  let config: ExtensionConfig | undefined;
-  let initProblem: { type: string; message: string } | undefined;
-  try {
-    config = loadExtensionConfig(env, options.layerDir);
-    ensureStateDir(config.stateDir);
-  } catch (error) {
-    const message = error instanceof ConfigError ? error.message : `state dir: ${(error as Error).message}`;
-    initProblem = { type: 'Extension.ConfigInvalid', message };
-  }
-
-  let session: Session | undefined;
-  if (config && !initProblem) {
+  // 1. Register: done by the launcher (its identifier and the account id come in the environment), or now.
+  const handedOver = env.BULKHEAD_EXTENSION_ID;
+  let api: ExtensionsApi;
+  let accountId: string | undefined;
+  if (handedOver !== undefined && EXTENSION_ID.test(handedOver)) {
+    api = new ExtensionsApi(runtimeApi, handedOver);
+    accountId = /^\d{1,20}$/.test(env.BULKHEAD_ACCOUNT_ID ?? '') ? env.BULKHEAD_ACCOUNT_ID : undefined;
+  } else {
+    api = new ExtensionsApi(runtimeApi);
     try {
-      session = new Session(config, env, log);
-      await session.prepare();
+      const registered = await api.register(env.BULKHEAD_EXTENSION_NAME || 'bulkhead', [
+        'INVOKE',
+        'SHUTDOWN',
+      ]);
+      accountId = registered.accountId;
     } catch (error) {
-      const type = error instanceof ConfigError ? 'Extension.ConfigInvalid' : 'Extension.InitFailed';
-      initProblem = { type, message: (error as Error).message };
+      // Unregistered, nothing can be reported to the platform: exit, and init fails loudly.
+      log(`register failed: ${(error as Error).message}`);
+      return 1;
     }
   }
 
-  const registered = await api.register(config?.extensionName ?? env.BULKHEAD_EXTENSION_NAME ?? 'bulkhead', [
-    'INVOKE',
-    'SHUTDOWN',
-  ]);
-  if (initProblem || !session) {
-    const problem = initProblem ?? { type: 'Extension.InitFailed', message: 'not initialised' };
-    log(`init failed: ${problem.message}`);
-    await api.initError(problem.type, problem.message).catch(() => undefined);
+  // 2. Configuration, bundle and files, while the runtime initialises.
+  let session: Session;
+  try {
+    const config = loadExtensionConfig(env, options.layerDir);
+    ensureStateDir(config.stateDir);
+    session = new Session(config, env, accountId, log);
+    await session.prepare();
+  } catch (error) {
+    const type = error instanceof ConfigError ? 'Extension.ConfigInvalid' : 'Extension.InitFailed';
+    const message = (error as Error).message;
+    log(`init failed: ${message}`);
+    await api.initError(type, message).catch(() => undefined);
     // After init/error no API call succeeds; the platform tears the sandbox down.
     return 1;
   }
-  // Ready = fetched, verified and registered: the runtime may start from here on.
-  const readyMs = Date.now() - startedAt;
-  try {
-    await session.afterRegister(registered.accountId, readyMs);
-  } catch (error) {
-    // Registered now: exiting would be a crash. Keep serving what is held.
-    log(`after-register work failed: ${(error as Error).message}`);
-  }
+  session.start(Date.now() - startedAt, handedOver !== undefined);
   await session.subscribeTelemetry(api);
 
   let failures = 0;
@@ -139,40 +147,46 @@ export async function runExtension(options: RunOptions): Promise<number> {
 
 class Session {
   private client: BundleClient | undefined;
-  private identity: WorkloadIdentity;
+  private readonly identity: WorkloadIdentity;
   private readonly forwarder: ReportForwarder;
-  private readonly endpoint: LocalEndpoint;
   private readonly telemetry = new TelemetryListener();
+  private readonly done: DoneWatcher;
   private telemetryActive = false;
   private revision = 0;
   private source: BundleSource = 'none';
-  private lastCheckAt = 0;
   private reason: string | undefined;
-  /** Duration of the fetch before Register (the control API's answer time, mostly). */
+  /** Duration of the first fetch (the control API's answer time, mostly). */
   private fetchMs: number | undefined;
+  private readonly statusFile: string;
+  private readonly readyFile: string;
 
   constructor(
     private readonly config: ExtensionConfig,
-    private readonly env: NodeJS.ProcessEnv,
+    env: NodeJS.ProcessEnv,
+    accountId: string | undefined,
     private readonly log: (message: string) => void,
   ) {
-    this.identity = lambdaIdentity(env, { workloadText: config.workloadText });
+    this.identity = lambdaIdentity(env, { accountId, workloadText: config.workloadText });
     this.forwarder = new ReportForwarder({
       stateDir: config.stateDir,
       controlUrl: config.controlUrl,
       token: config.token,
       log,
     });
-    this.endpoint = new LocalEndpoint(() => ({ revision: this.revision, bundleFile: this.bundleFile }));
+    this.statusFile = join(config.stateDir, STATUS_FILE);
+    this.readyFile = join(config.stateDir, READY_FILE);
+    this.done = new DoneWatcher(join(config.stateDir, DONE_FILE));
   }
 
   private get bundleFile(): string {
     return bundlePath(this.config.stateDir);
   }
 
-  /** Everything that must be done before Register. The fetch runs while the local endpoint starts. */
+  /** Everything before the status file: the runtime is starting meanwhile, the shim waits for the file. */
   async prepare(): Promise<void> {
     const { config } = this;
+    // A status file from an earlier incarnation of this sandbox (a reset) must not release the shim.
+    rmSync(this.statusFile, { force: true });
     if (config.trustedKeys.length === 0) {
       const message =
         'no trusted keys (BULKHEAD_TRUSTED_KEYS or the layer config.json): no bundle can be verified';
@@ -180,7 +194,6 @@ class Session {
       this.log(`${message}; fail mode observe`);
     }
     const lastGood = this.pickLastGood();
-    let fetching: Promise<void> = Promise.resolve();
     if (config.controlUrl && config.token && config.trustedKeys.length > 0) {
       this.client = createBundleClient({
         controlUrl: config.controlUrl,
@@ -194,83 +207,82 @@ class Session {
         },
       });
       const fetchStartedAt = Date.now();
-      fetching = this.refresh(config.fetchTimeoutMs, lastGood?.source).then(() => {
-        this.fetchMs = Date.now() - fetchStartedAt;
-      });
+      await this.refresh(config.fetchTimeoutMs, lastGood?.source);
+      this.fetchMs = Date.now() - fetchStartedAt;
     } else if (lastGood) {
       this.hold(lastGood.text, lastGood.revision, lastGood.source);
       this.reason = 'no control API or token configured';
     } else {
       this.reason = 'no control API configured and no bundle in the layer';
     }
-    try {
-      this.forwarder.compact();
-      const url = await this.endpoint.listen(config.port);
-      writeFileAtomic(join(config.stateDir, EXTENSION_URL_FILE), url, 0o644);
-    } finally {
-      await fetching;
-    }
+    this.forwarder.compact();
     if (this.source === 'none')
       this.log(
         `no verified bundle: the shim applies fail mode ${config.failMode} (${this.reason ?? 'unknown'})`,
       );
   }
 
-  /** The account id arrives with Register; if it changes the identity, fetch for the full one. */
-  async afterRegister(accountId: string | undefined, readyMs: number): Promise<void> {
-    if (accountId && this.identity.account !== accountId) {
-      this.identity = lambdaIdentity(this.env, { accountId, workloadText: this.config.workloadText });
-      if (this.client && this.config.controlUrl && this.config.token) {
-        this.client.stop();
-        const current = this.client.current();
-        this.client = createBundleClient({
-          controlUrl: this.config.controlUrl,
-          token: this.config.token,
-          workload: this.identity,
-          trustedKeys: this.config.trustedKeys,
-          lastGood: current?.envelopeText,
-          timeoutMs: Math.max(1, this.config.fetchTimeoutMs),
-          log: (level, message) => {
-            if (level !== 'debug') this.log(message);
-          },
-        });
-        // Runs while the runtime initialises; the shim's ready check picks a change up.
-        await this.refresh(this.config.fetchTimeoutMs, this.source === 'none' ? undefined : this.source);
-      }
-    }
-    this.writeStatus(readyMs);
+  /** Publishes the first answer to the shim and parks a long-poll for every later revision. */
+  start(readyMs: number, registeredByLauncher: boolean): void {
+    const status: ExtensionStatus = {
+      source: this.source,
+      revision: this.revision,
+      failMode: this.config.failMode,
+      sandboxId: this.forwarder.sandboxId,
+      readyMs,
+      registeredByLauncher,
+      ...(this.fetchMs !== undefined ? { fetchMs: this.fetchMs } : {}),
+      ...(this.reason ? { reason: this.reason } : {}),
+    };
+    writeFileAtomic(this.statusFile, JSON.stringify(status), 0o644);
     this.log(
-      `ready: bundle revision ${this.revision} from ${this.source} for ${formatIdentity(this.identity)} in ${
-        readyMs
-      } ms`,
+      `ready: bundle revision ${this.revision} from ${this.source} for ${formatIdentity(this.identity)} in ${readyMs} ms`,
     );
+    // The control API answers a parked long-poll the moment a policy applies, even to a frozen sandbox:
+    // the answer waits in the socket, and the next INVOKE sees it (see `invoke`).
+    this.client?.startLongPoll((outcome) => this.hold(outcome.envelopeText, outcome.revision, 'control-api'));
+    this.done.start();
   }
 
+  /** The platform's `runtimeDone` is the backstop for a shim that never says done (a crashed runtime). */
   async subscribeTelemetry(api: ExtensionsApi): Promise<void> {
     if (!this.config.waitForRuntimeDone) return;
     try {
       const port = await this.telemetry.listen();
       this.telemetryActive = await api.subscribeTelemetry(port);
-      if (!this.telemetryActive)
-        this.log('telemetry API not supported here: records go out on the next event');
     } catch (error) {
       this.log(`telemetry subscription failed: ${(error as Error).message}`);
     }
   }
 
   async invoke(requestId: string, deadlineMs: number): Promise<void> {
-    const now = Date.now();
-    // Bounded well inside the deadline: at most a quarter of what is left.
-    const budget = Math.max(25, Math.min(this.config.fetchTimeoutMs, Math.floor((deadlineMs - now) / 4)));
-    if (this.client && now - this.lastCheckAt >= this.config.refreshIntervalMs) {
+    // Records spooled by an earlier invocation that a freeze interrupted go out beside this one.
+    const leftover = this.forwarder.hasPending() ? this.forward(deadlineMs) : undefined;
+    if (this.client && !(await this.client.parked())) {
+      // Bounded well inside the deadline: at most a quarter of what is left.
+      const budget = Math.max(
+        25,
+        Math.min(this.config.fetchTimeoutMs, Math.floor((deadlineMs - Date.now()) / 4)),
+      );
       await this.refresh(budget, undefined);
     }
-    this.endpoint.markReady(requestId);
-    await this.forward(deadlineMs);
-    if (this.telemetryActive) {
-      await this.telemetry.waitRuntimeDone(requestId, deadlineMs - DEADLINE_MARGIN_MS * 2);
-      await this.forward(deadlineMs);
+    try {
+      writeFileAtomic(this.readyFile, `${requestId} ${this.revision}\n`, 0o644);
+    } catch (error) {
+      this.log(
+        `cannot write the ready file (${(error as NodeJS.ErrnoException).code}); the shim waits its bound`,
+      );
     }
+    if (this.done.attached()) {
+      const runtimeDone = this.telemetryActive
+        ? this.telemetry.waitRuntimeDone(requestId, deadlineMs - DEADLINE_MARGIN_MS * 2).then(() => undefined)
+        : undefined;
+      const queued = await this.done.wait(requestId, deadlineMs - DEADLINE_MARGIN_MS * 2, runtimeDone);
+      // Whatever reached the spool during the invocation (the shim's count, or one stat when it said 0:
+      // records its background delivery wrote earlier); unknown (no done line): whatever is there.
+      if (queued !== 0 || this.forwarder.hasPending()) await this.forward(deadlineMs);
+    }
+    if (leftover) await leftover;
   }
 
   async shutdown(deadlineMs: number, reason: string): Promise<void> {
@@ -280,7 +292,7 @@ class Session {
     );
     this.client?.stop();
     this.forwarder.close();
-    this.endpoint.close();
+    this.done.close();
     this.telemetry.close();
   }
 
@@ -293,10 +305,7 @@ class Session {
   private async refresh(timeoutMs: number, fallbackSource: BundleSource | undefined): Promise<void> {
     const client = this.client;
     if (!client) return;
-    // When the question was asked, not answered: an apply during the request may not be in the answer.
-    const askedAt = Date.now();
     const outcome = await client.fetchOnce({ timeoutMs: Math.max(1, timeoutMs) });
-    if (outcome.kind === 'updated' || outcome.kind === 'not-modified') this.lastCheckAt = askedAt;
     if (outcome.kind === 'updated') {
       this.hold(outcome.envelopeText, outcome.revision, 'control-api');
       return;
@@ -317,6 +326,8 @@ class Session {
   }
 
   private hold(envelopeText: string, revision: number, source: BundleSource): void {
+    // The long-poll and an INVOKE refresh may both deliver a revision: never step back.
+    if (revision < this.revision) return;
     writeFileAtomic(this.bundleFile, envelopeText, 0o644);
     this.revision = revision;
     this.source = source;
@@ -339,19 +350,6 @@ class Session {
       this.log(`${candidate.source} bundle refused (${verified.reason}): ${verified.message}`);
     }
     return undefined;
-  }
-
-  private writeStatus(readyMs: number): void {
-    const status: ExtensionStatus = {
-      source: this.source,
-      revision: this.revision,
-      failMode: this.config.failMode,
-      sandboxId: this.forwarder.sandboxId,
-      readyMs,
-      ...(this.fetchMs !== undefined ? { fetchMs: this.fetchMs } : {}),
-      ...(this.reason ? { reason: this.reason } : {}),
-    };
-    writeFileAtomic(join(this.config.stateDir, STATUS_FILE), JSON.stringify(status), 0o644);
   }
 }
 

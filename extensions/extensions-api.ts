@@ -1,6 +1,7 @@
 // Client of the Lambda Extensions API (2020-01-01) and the Telemetry API subscription
 // (2022-07-01). `next` is a long-poll without a timeout, as the platform requires.
 import { Agent, request } from 'node:http';
+import { readBody } from '../runtime-shims/node/client/read-body.js';
 
 export interface RegisterAnswer {
   extensionId: string;
@@ -39,7 +40,9 @@ export class ExtensionsApi {
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 2 });
   private extensionId: string | undefined;
 
-  constructor(runtimeApi: string) {
+  /** `extensionId`: the identifier of a Register done before this process started (the layer's launcher). */
+  constructor(runtimeApi: string, extensionId?: string) {
+    this.extensionId = extensionId;
     const match = /^([^:]+):(\d{1,5})$/.exec(runtimeApi);
     if (!match) throw new ExtensionsApiError(`AWS_LAMBDA_RUNTIME_API is not host:port`, undefined);
     this.host = match[1] ?? '127.0.0.1';
@@ -167,24 +170,15 @@ export class ExtensionsApi {
           headers: body === undefined ? headers : { ...headers, 'Content-Length': Buffer.byteLength(body) },
         },
         (res) => {
-          const chunks: Buffer[] = [];
-          let size = 0;
-          res.on('data', (chunk: Buffer) => {
-            size += chunk.length;
-            if (size > MAX_ANSWER_BYTES) {
-              res.destroy(new Error('answer too large'));
-              return;
-            }
-            chunks.push(chunk);
+          void readBody(res, MAX_ANSWER_BYTES).then((read) => {
+            if (read.ok)
+              resolve({
+                status: res.statusCode ?? 0,
+                headers: res.headers,
+                body: read.body.toString('utf8'),
+              });
+            else reject(read.reason === 'too-large' ? new Error('answer too large') : read.error);
           });
-          res.on('end', () =>
-            resolve({
-              status: res.statusCode ?? 0,
-              headers: res.headers,
-              body: Buffer.concat(chunks).toString('utf8'),
-            }),
-          );
-          res.on('error', reject);
         },
       );
       req.on('error', reject);

@@ -1,6 +1,6 @@
 // Files the extension keeps in the sandbox's state dir (BULKHEAD_STATE_DIR, in Lambda's /tmp):
-// the verified bundle the shim reads, the extension URL the exec wrapper hands to the runtime,
-// and the spool cursor. Every write is atomic (temp file + rename) so a freeze or a kill never
+// the verified bundle the shim reads, the status and ready files the shim waits for, and the spool
+// cursor (docs/contracts.md §6). Every write is atomic (temp file + rename) so a freeze or a kill never
 // leaves a half-written file for the shim.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,7 +8,12 @@ import { join } from 'node:path';
 
 export const BUNDLE_FILE = 'bundle.json';
 export const SPOOL_FILE = 'spool.ndjson';
-export const EXTENSION_URL_FILE = 'extension-url';
+/** The extension's first bundle answer: the shim's first decision waits (bounded) until it exists. */
+export const STATUS_FILE = 'extension-status.json';
+/** `<requestId> <revision>`: written at each INVOKE once the bundle on disk is the newest. */
+export const READY_FILE = 'invocation-ready';
+/** `<requestId> <queued>`: written by the shim as each handler returns (see done-watcher.ts). */
+export const DONE_FILE = 'invocation-done';
 export const CURSOR_FILE = 'spool.cursor.json';
 
 export function ensureStateDir(stateDir: string): void {

@@ -1,7 +1,8 @@
 // Receives Telemetry API batches and tells the INVOKE loop when the runtime finished a request
-// (`platform.runtimeDone`), so records the function spooled go out before the sandbox freezes.
+// (`platform.runtimeDone`): the backstop for a shim that never wrote its done line (a crashed runtime).
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readBody } from '../runtime-shims/node/client/read-body.js';
 
 const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 const MAX_REMEMBERED = 64;
@@ -13,16 +14,9 @@ export class TelemetryListener {
 
   async listen(): Promise<number> {
     const server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size <= MAX_BATCH_BYTES) chunks.push(chunk);
-      });
-      req.on('end', () => {
-        res.writeHead(200).end();
-        if (size > MAX_BATCH_BYTES) return;
-        this.receive(Buffer.concat(chunks).toString('utf8'));
+      void readBody(req, MAX_BATCH_BYTES, { overLimit: 'drain' }).then((read) => {
+        if (read.ok || read.reason === 'too-large') res.writeHead(200).end();
+        if (read.ok) this.receive(read.body.toString('utf8'));
       });
     });
     await new Promise<void>((resolve, reject) => {

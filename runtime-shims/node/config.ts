@@ -1,6 +1,6 @@
 // The shim's configuration, read once from the environment (contract §2), and the endpoints that
-// are exempt from policy by construction: the Lambda Runtime API, the extension's local endpoint,
-// the report sink and the control API. Nothing else is ever exempt.
+// are exempt from policy by construction: the Lambda Runtime API, the report sink and the control
+// API. Nothing else is ever exempt.
 import { realpathSync } from 'node:fs';
 import { normalizeIp } from '../../policy/cidr.js';
 import { parseIdentity } from '../../policy/identity.js';
@@ -32,7 +32,17 @@ export interface ShimConfig {
    * (`rapid-client.node`) is exempt from the addon policy by construction (contract §2).
    */
   runtimeDir: string | undefined;
+  /**
+   * Lambda: the extension's status file (`BULKHEAD_EXTENSION_STATUS`). The extension registers first and
+   * fetches beside the runtime's init; the first decision waits until this file exists, at most
+   * `extensionWaitMs` (`BULKHEAD_EXTENSION_WAIT_MS`, default 3000), so the bundle is verified first.
+   */
+  extensionStatus: string | undefined;
+  extensionWaitMs: number;
 }
+
+const DEFAULT_EXTENSION_WAIT_MS = 3_000;
+const MAX_EXTENSION_WAIT_MS = 30_000;
 
 function endpointOfUrl(text: string, problems: string[], variable: string): Endpoint | undefined {
   let url: URL;
@@ -85,7 +95,8 @@ const PROPAGATED = [
   'BULKHEAD_FAIL_MODE',
   'BULKHEAD_CONTROL_URL',
   'BULKHEAD_TOKEN',
-  'BULKHEAD_EXTENSION_URL',
+  'BULKHEAD_EXTENSION_STATUS',
+  'BULKHEAD_EXTENSION_WAIT_MS',
   'BULKHEAD_TAGS',
   'BULKHEAD_STATE_DIR',
   'AWS_LAMBDA_RUNTIME_API',
@@ -111,8 +122,6 @@ export function readConfig(env: Readonly<Record<string, string | undefined>>): S
   };
   if (env.AWS_LAMBDA_RUNTIME_API)
     add(endpointOfHostPort(env.AWS_LAMBDA_RUNTIME_API, problems, 'AWS_LAMBDA_RUNTIME_API'));
-  if (env.BULKHEAD_EXTENSION_URL)
-    add(endpointOfUrl(env.BULKHEAD_EXTENSION_URL, problems, 'BULKHEAD_EXTENSION_URL'));
   if (env.BULKHEAD_CONTROL_URL)
     add(endpointOfUrl(env.BULKHEAD_CONTROL_URL, problems, 'BULKHEAD_CONTROL_URL'));
 
@@ -158,8 +167,20 @@ export function readConfig(env: Readonly<Record<string, string | undefined>>): S
       problems.push(`BULKHEAD_WORKLOAD: ${error instanceof Error ? error.message : String(error)}`);
     }
   }
+  let extensionWaitMs = DEFAULT_EXTENSION_WAIT_MS;
+  const waitText = env.BULKHEAD_EXTENSION_WAIT_MS?.trim();
+  if (waitText) {
+    const value = Number(waitText);
+    if (Number.isInteger(value) && value >= 0 && value <= MAX_EXTENSION_WAIT_MS) extensionWaitMs = value;
+    else
+      problems.push(
+        `BULKHEAD_EXTENSION_WAIT_MS must be an integer from 0 to ${MAX_EXTENSION_WAIT_MS}; using ${DEFAULT_EXTENSION_WAIT_MS}`,
+      );
+  }
   return {
     runtimeDir,
+    extensionStatus: env.BULKHEAD_EXTENSION_STATUS?.trim() || undefined,
+    extensionWaitMs,
     bundleFile: env.BULKHEAD_BUNDLE_FILE?.trim() || undefined,
     trustedKeys,
     workload: detectIdentity(env),

@@ -269,8 +269,31 @@ export class ShimCore implements ShimInstance {
     this.#pendingLoad = false;
     const file = this.config.bundleFile;
     if (!file) return;
+    this.#awaitExtension();
     this.reload();
     this.#watch(file);
+  }
+
+  /**
+   * On Lambda the extension registers first and fetches while the runtime starts: the first decision
+   * waits (bounded) for its first answer, so the bundle is verified before the function's first
+   * connection. A synchronous wait, because decisions are synchronous; it only ever happens for a
+   * connection made during init, in the first few dozen milliseconds of a cold start (an invocation's
+   * wrapper waits for the ready file, written after the status). Past the bound the fail mode governs
+   * until the bundle arrives (the watch picks it up).
+   */
+  #awaitExtension(): void {
+    const status = this.config.extensionStatus;
+    if (status === undefined || existsSync(status)) return;
+    const deadline = Date.now() + this.config.extensionWaitMs;
+    const slot = new Int32Array(new SharedArrayBuffer(4));
+    while (Date.now() < deadline) {
+      Atomics.wait(slot, 0, 0, 1);
+      if (existsSync(status)) return;
+    }
+    this.log(
+      `the extension gave no bundle answer within ${this.config.extensionWaitMs} ms; fail mode ${this.config.failMode} governs until it does`,
+    );
   }
 
   #watch(file: string): void {

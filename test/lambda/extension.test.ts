@@ -72,7 +72,7 @@ afterAll(async () => {
 });
 
 describe('cold start', () => {
-  it('writes the verified bundle and the endpoint URL before the runtime starts, and registers by file name', async () => {
+  it('registers first, by file name, then writes the verified bundle and its status for the shim', async () => {
     const attached = layer({ controlUrl: control.url, trustedKeys: [control.publicKeyPem] });
     const emulator = sandbox(attached);
     const result = await emulator.invoke({});
@@ -84,13 +84,17 @@ describe('cold start', () => {
     const revision = verified.ok ? verified.payload.revision : -1;
     expect(status(emulator)).toMatchObject({ source: 'control-api', revision, failMode: 'closed' });
     expect(body.revision).toBe(revision);
-    // The wrapper handed the runtime the extension's endpoint and the state files.
+    // The wrapper handed the runtime the state files.
     expect(body.env).toEqual({
-      BULKHEAD_EXTENSION_URL: stateFile(emulator, 'extension-url'),
+      BULKHEAD_EXTENSION_STATUS: join(emulator.stateDir, 'extension-status.json'),
+      BULKHEAD_READY_FILE: join(emulator.stateDir, 'invocation-ready'),
+      BULKHEAD_DONE_FILE: join(emulator.stateDir, 'invocation-done'),
       BULKHEAD_BUNDLE_FILE: join(emulator.stateDir, 'bundle.json'),
       BULKHEAD_REPORT: join(emulator.stateDir, 'spool.ndjson'),
     });
     expect(emulator.extensionTimings().map((t) => t.name)).toEqual(['bulkhead']);
+    // The launcher registered (bash), before node started.
+    expect(status(emulator)).toMatchObject({ registeredByLauncher: true });
     expect(emulator.logText('extension:bulkhead')).toMatch(/ready: bundle revision \d+ from control-api/);
     // The token never reaches the logs.
     expect(emulator.logText()).not.toContain(control.workloadToken);
@@ -217,13 +221,21 @@ describe('invocations', () => {
     expect(after).not.toBe(before);
   });
 
-  it('skips the check within BULKHEAD_REFRESH_INTERVAL_MS', async () => {
-    const emulator = sandbox(layer({ controlUrl: control.url, trustedKeys: [control.publicKeyPem] }), {
-      BULKHEAD_REFRESH_INTERVAL_MS: '600000',
-    });
-    const before = (await emulator.invoke({})).json<WriterResult>().revision;
-    await control.apply(cardsPolicy([7443], 'enforce', 'api.example.com'));
-    expect((await emulator.invoke({})).json<WriterResult>().revision).toBe(before);
+  it('asks the control API nothing at INVOKE while its long-poll is parked, and adopts an apply at once', async () => {
+    const proxy = new TamperingProxy(control.url);
+    await proxy.start();
+    try {
+      const emulator = sandbox(layer({ controlUrl: proxy.url, trustedKeys: [control.publicKeyPem] }));
+      await emulator.invoke({});
+      const afterColdStart = proxy.plainBundleRequests;
+      for (let i = 0; i < 5; i++) await emulator.invoke({});
+      expect(proxy.plainBundleRequests).toBe(afterColdStart);
+      // The control API answers the parked long-poll while the sandbox is frozen; the next INVOKE sees it.
+      const applied = await control.apply(cardsPolicy([6443], 'enforce', 'api.example.com'));
+      expect((await emulator.invoke({})).json<WriterResult>().revision).toBe(applied);
+    } finally {
+      await proxy.stop();
+    }
   });
 
   it('refuses a tampered bundle and keeps the last good one', async () => {

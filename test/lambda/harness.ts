@@ -116,6 +116,8 @@ export class TamperingProxy {
   tamper = false;
   down = false;
   hang = false;
+  /** Bundle requests that were not long-polls (a conditional check at INVOKE). */
+  plainBundleRequests = 0;
   constructor(private readonly target: string) {}
   async start(): Promise<void> {
     this.server = createServer((req, res) => {
@@ -123,6 +125,7 @@ export class TamperingProxy {
         req.socket.destroy();
         return;
       }
+      if (req.url?.startsWith('/v1/bundle') && !/[?&]wait=/.test(req.url)) this.plainBundleRequests++;
       // A black hole: the request is read and never answered.
       if (this.hang) return;
       const chunks: Buffer[] = [];

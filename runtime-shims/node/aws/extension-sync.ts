@@ -1,121 +1,102 @@
-// Client of the Bulkhead extension's local endpoint (docs/contracts.md §6):
-// `GET /v1/invocations/{requestId}/ready` answers once the extension has finished its INVOKE refresh,
-// so a policy applied before the INVOKE governs this invocation's connections.
-import { Agent, request } from 'node:http';
-import { readBody } from '../client/read-body.js';
+// The shim's side of the Bulkhead extension's per-invocation files (docs/contracts.md §6), in the
+// sandbox's state dir:
+//  - `invocation-ready` (`<requestId> <revision>`), written by the extension at each INVOKE once the
+//    bundle on disk is the newest: the wrapper waits for its request id before the handler runs, so a
+//    policy applied before the INVOKE governs the invocation's first connection;
+//  - `invocation-done` (`<requestId> <queued>`), written here as the handler returns, after its records
+//    reached the spool: the extension forwards them before the sandbox freezes, and waits for nothing
+//    when nothing was queued. The wrapper creates the file when it is set up: its existence tells the
+//    extension that a shim will answer.
+// Files, not a local HTTP endpoint: reading one costs microseconds, no port can collide, and nothing
+// is exempted from policy for it.
+import { existsSync, type FSWatcher, readFileSync, renameSync, rmSync, watch, writeFileSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 
-export interface ReadyAnswer {
-  revision: number;
-  bundleFile?: string | undefined;
-}
-
-/** Largest answer we read; the real one is a few dozen bytes. */
-const MAX_ANSWER_BYTES = 16 * 1024;
-/** Lambda request ids are UUIDs; anything far longer is not one and is not sent. */
-const MAX_REQUEST_ID_LENGTH = 200;
-
-// Keep-alive: the extension lives in the same sandbox, so the connection survives freezes (both ends
-// are frozen together) and saves a handshake per invocation. More than one socket only matters when
-// several invocations share the process (Managed Instances), where ready waits must not queue.
-const agent = new Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 1 });
+/** Lambda request ids are UUIDs; anything far longer, or with whitespace, is not one and is not written. */
+const SENDABLE_REQUEST_ID = /^[^\s]{1,200}$/;
+const READY_LINE = /^(\S{1,200}) (\d{1,15})\n?$/;
+/** Backup poll while inotify watches (a missed event costs at most this); without inotify, the poll. */
+const POLL_WITH_WATCH_MS = 50;
+const POLL_WITHOUT_WATCH_MS = 1;
 
 export class ExtensionSyncError extends Error {
   override readonly name = 'ExtensionSyncError';
 }
 
-/**
- * Parse and check an extension URL: http on a loopback address only (the extension binds 127.0.0.1,
- * and anything else would send request ids off the machine). Returns the origin, or an error message.
- */
-export function parseExtensionUrl(text: string): { ok: true; origin: URL } | { ok: false; message: string } {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    return { ok: false, message: `extension URL is not a URL: ${JSON.stringify(text.slice(0, 100))}` };
-  }
-  if (url.protocol !== 'http:')
-    return { ok: false, message: `extension URL must be http://, got ${url.protocol}` };
-  if (!['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname))
-    return { ok: false, message: `extension URL must be on loopback (127.0.0.1), got ${url.hostname}` };
-  if (url.username || url.password) return { ok: false, message: 'extension URL must not carry credentials' };
-  return { ok: true, origin: new URL(url.origin) };
-}
-
 export function isSendableRequestId(requestId: unknown): requestId is string {
-  return typeof requestId === 'string' && requestId.length > 0 && requestId.length <= MAX_REQUEST_ID_LENGTH;
+  return typeof requestId === 'string' && SENDABLE_REQUEST_ID.test(requestId);
 }
 
-/** Validate the body of a ready answer; throws ExtensionSyncError with a clear message. */
-export function parseReadyAnswer(body: string): ReadyAnswer {
-  let parsed: unknown;
+/** The revision the ready file names for `requestId`, or undefined when it names another request (or none). */
+export function readReady(file: string, requestId: string): number | undefined {
+  let text: string;
   try {
-    parsed = JSON.parse(body);
+    text = readFileSync(file, 'latin1');
   } catch {
-    throw new ExtensionSyncError('extension answered with a body that is not JSON');
+    return undefined;
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-    throw new ExtensionSyncError('extension answer is not a JSON object');
-  const { revision, bundleFile } = parsed as Record<string, unknown>;
-  if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision < 0)
-    throw new ExtensionSyncError('extension answer has no valid "revision" (non-negative integer)');
-  if (bundleFile !== undefined && typeof bundleFile !== 'string')
-    throw new ExtensionSyncError('extension answer "bundleFile" is not a string');
-  return { revision, bundleFile };
+  const match = READY_LINE.exec(text);
+  return match && match[1] === requestId ? Number(match[2]) : undefined;
 }
 
-/** Ask the extension whether it is ready for `requestId`; rejects after `timeoutMs`. */
-export function waitForExtensionReady(
-  origin: URL,
-  requestId: string,
-  timeoutMs: number,
-): Promise<ReadyAnswer> {
+/** Waits until the ready file names `requestId`; resolves its revision, rejects after `timeoutMs`. */
+export function waitForReady(file: string, requestId: string, timeoutMs: number): Promise<number> {
+  const now = readReady(file, requestId);
+  if (now !== undefined) return Promise.resolve(now);
   return new Promise((resolve, reject) => {
-    const path = `/v1/invocations/${encodeURIComponent(requestId)}/ready`;
-    let settled = false;
-    const finish = (error: Error | undefined, answer?: ReadyAnswer) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (error) reject(error);
-      else resolve(answer as ReadyAnswer);
+    const deadline = Date.now() + timeoutMs;
+    let watcher: FSWatcher | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (revision: number | undefined) => {
+      watcher?.close();
+      if (timer !== undefined) clearTimeout(timer);
+      if (revision !== undefined) resolve(revision);
+      else
+        reject(
+          new ExtensionSyncError(`the extension did not mark ${requestId} ready within ${timeoutMs} ms`),
+        );
     };
-    const req = request(
-      {
-        host: origin.hostname.replace(/^\[|\]$/g, ''),
-        port: origin.port || 80,
-        path,
-        method: 'GET',
-        agent,
-        headers: { accept: 'application/json' },
-      },
-      (res) => {
-        void readBody(res, MAX_ANSWER_BYTES).then((read) => {
-          if (!read.ok) {
-            finish(
-              read.reason === 'too-large'
-                ? new ExtensionSyncError(`extension answer larger than ${MAX_ANSWER_BYTES} bytes`)
-                : read.error,
-            );
-            return;
-          }
-          if (res.statusCode !== 200) {
-            finish(new ExtensionSyncError(`extension answered HTTP ${res.statusCode} for ${path}`));
-            return;
-          }
-          try {
-            finish(undefined, parseReadyAnswer(read.body.toString('utf8')));
-          } catch (error) {
-            finish(error as Error);
-          }
-        });
-      },
-    );
-    const timer = setTimeout(() => {
-      req.destroy();
-      finish(new ExtensionSyncError(`extension did not answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    req.on('error', (error) => finish(new ExtensionSyncError(`extension unreachable: ${error.message}`)));
-    req.end();
+    const check = () => {
+      const revision = readReady(file, requestId);
+      if (revision !== undefined) return finish(revision);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return finish(undefined);
+      if (timer !== undefined) clearTimeout(timer);
+      timer = setTimeout(check, Math.min(remaining, watcher ? POLL_WITH_WATCH_MS : POLL_WITHOUT_WATCH_MS));
+    };
+    const name = basename(file);
+    try {
+      watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
+        if (changed === null || changed === name) check();
+      });
+      watcher.on('error', () => {
+        watcher = undefined;
+      });
+    } catch {
+      watcher = undefined;
+    }
+    check();
   });
+}
+
+/** Atomic (temp file + rename): the extension never reads half a line. */
+function writeLine(file: string, line: string): void {
+  const temp = `${file}.${process.pid}.tmp`;
+  try {
+    writeFileSync(temp, line, { mode: 0o600 });
+    renameSync(temp, file);
+  } catch (error) {
+    rmSync(temp, { force: true });
+    throw error;
+  }
+}
+
+/** The handler of `requestId` returned with `queued` records in the spool. */
+export function writeDone(file: string, requestId: string, queued: number): void {
+  writeLine(file, `${requestId} ${queued}\n`);
+}
+
+/** A shim will say done for every invocation from now on (written once, when the wrapper is set up). */
+export function announceShim(file: string): void {
+  if (!existsSync(file)) writeLine(file, '- 0\n');
 }

@@ -1,18 +1,14 @@
 // The per-invocation work shared by `withBulkhead` and the middy middleware: sync with the extension
-// before the handler runs, flush deny records before the sandbox can freeze. Nothing here may throw
-// into the handler: every failure goes to `onError` and the invocation carries on.
-import { isSendableRequestId, parseExtensionUrl, waitForExtensionReady } from './extension-sync.js';
+// before the handler runs, flush deny records and tell the extension the handler is done before the
+// sandbox can freeze. Nothing here may throw into the handler: every failure goes to `onError` and the
+// invocation carries on.
+import { announceShim, isSendableRequestId, waitForReady, writeDone } from './extension-sync.js';
 import type { ShimPort } from './shim-port.js';
 
 export type TelemetryStage = 'install' | 'sync' | 'reload' | 'flush';
 
 export interface InvocationOptions {
-  /**
-   * Extension endpoint; default `BULKHEAD_EXTENSION_URL`. An empty string turns the sync off. The shim
-   * exempts only the endpoint named by `BULKHEAD_EXTENSION_URL`: another one here is governed by policy.
-   */
-  extensionUrl?: string | undefined;
-  /** Longest wait for the extension's ready answer (ms, default 1000). */
+  /** Longest wait for the extension's ready file (ms, default 1000). */
   readyTimeoutMs?: number | undefined;
   /** Longest wait for deny records to be delivered before the handler's result is returned (ms, default 2000). */
   flushTimeoutMs?: number | undefined;
@@ -23,14 +19,16 @@ export interface InvocationOptions {
 }
 
 export interface ResolvedInvocationOptions {
-  extensionOrigin: URL | undefined;
+  /** The extension's files (`BULKHEAD_READY_FILE`, `BULKHEAD_DONE_FILE`, set by the layer's exec wrapper). */
+  readyFile: string | undefined;
+  doneFile: string | undefined;
   readyTimeoutMs: number;
   flushTimeoutMs: number;
   install: boolean;
   onError: (error: Error, stage: TelemetryStage) => void;
 }
 
-const OPTION_NAMES = ['extensionUrl', 'readyTimeoutMs', 'flushTimeoutMs', 'install', 'onError'] as const;
+const OPTION_NAMES = ['readyTimeoutMs', 'flushTimeoutMs', 'install', 'onError'] as const;
 const MAX_TIMEOUT_MS = 60_000;
 /** Share of the remaining invocation time the ready wait may take: the handler needs the rest. */
 const READY_SHARE_OF_REMAINING = 0.25;
@@ -47,11 +45,7 @@ function checkTimeout(name: string, value: unknown, fallback: number): number {
   return value;
 }
 
-/**
- * Validate wrapper options. Explicit options that are wrong throw a TypeError (a programming error,
- * seen at init); a bad `BULKHEAD_EXTENSION_URL` in the environment is reported and the sync turned off,
- * so a misconfigured variable never stops the function.
- */
+/** Validate wrapper options. Explicit options that are wrong throw a TypeError (a programming error, seen at init). */
 export function resolveInvocationOptions(
   options: unknown,
   env: NodeJS.ProcessEnv,
@@ -68,8 +62,6 @@ export function resolveInvocationOptions(
     throw new TypeError(`${wrapperName}: option install must be a boolean`);
   if (given.onError !== undefined && typeof given.onError !== 'function')
     throw new TypeError(`${wrapperName}: option onError must be a function`);
-  if (given.extensionUrl !== undefined && typeof given.extensionUrl !== 'string')
-    throw new TypeError(`${wrapperName}: option extensionUrl must be a string`);
   const userOnError = given.onError as ResolvedInvocationOptions['onError'] | undefined;
   const onError: ResolvedInvocationOptions['onError'] = userOnError
     ? (error, stage) => {
@@ -81,23 +73,20 @@ export function resolveInvocationOptions(
       }
     : logToStderr;
 
-  let extensionOrigin: URL | undefined;
-  const explicitUrl = given.extensionUrl as string | undefined;
-  const urlText = explicitUrl ?? env.BULKHEAD_EXTENSION_URL ?? '';
-  if (urlText !== '') {
-    const parsed = parseExtensionUrl(urlText);
-    if (parsed.ok) extensionOrigin = parsed.origin;
-    else if (explicitUrl !== undefined)
-      throw new TypeError(`${wrapperName}: option extensionUrl: ${parsed.message}`);
-    else onError(new Error(`BULKHEAD_EXTENSION_URL ignored: ${parsed.message}`), 'sync');
-  }
   return {
-    extensionOrigin,
+    readyFile: env.BULKHEAD_READY_FILE || undefined,
+    doneFile: env.BULKHEAD_DONE_FILE || undefined,
     readyTimeoutMs: checkTimeout('readyTimeoutMs', given.readyTimeoutMs, 1000),
     flushTimeoutMs: checkTimeout('flushTimeoutMs', given.flushTimeoutMs, 2000),
     install: (given.install as boolean | undefined) ?? true,
     onError,
   };
+}
+
+/** Records a flush delivered (the core answers `{ delivered }`; a recording adapter may answer nothing). */
+function deliveredCount(outcome: unknown): number {
+  const delivered = (outcome as { delivered?: unknown } | null | undefined)?.delivered;
+  return typeof delivered === 'number' && Number.isSafeInteger(delivered) && delivered > 0 ? delivered : 0;
 }
 
 export function asError(value: unknown): Error {
@@ -161,6 +150,15 @@ export class InvocationSync {
     this.#shim = shim;
     this.#options = options;
     this.#singleConcurrency = isSingleConcurrency(env);
+    // One ready line and one done line at a time: with several invocations in one process (Managed
+    // Instances, no freeze) the wrapper does not sync; the long-poll keeps the bundle file current.
+    if (options.doneFile !== undefined && this.#singleConcurrency) {
+      try {
+        announceShim(options.doneFile);
+      } catch (error) {
+        options.onError(asError(error), 'sync');
+      }
+    }
   }
 
   /** Install enforcement once (the core makes a second install a no-op as well). */
@@ -178,8 +176,8 @@ export class InvocationSync {
   async beforeHandler(requestId: string | undefined, context: unknown): Promise<void> {
     this.ensureInstalled();
     if (requestId !== undefined && this.#singleConcurrency) this.#safeSetInvocationId(requestId);
-    const origin = this.#options.extensionOrigin;
-    if (origin === undefined || requestId === undefined) return;
+    const readyFile = this.#options.readyFile;
+    if (readyFile === undefined || requestId === undefined || !this.#singleConcurrency) return;
     const remaining = remainingMillis(context);
     const budget =
       remaining === undefined
@@ -188,7 +186,7 @@ export class InvocationSync {
     if (budget < 1) return;
     let revision: number;
     try {
-      revision = (await waitForExtensionReady(origin, requestId, budget)).revision;
+      revision = await waitForReady(readyFile, requestId, budget);
     } catch (error) {
       this.#options.onError(asError(error), 'sync');
       return;
@@ -225,7 +223,10 @@ export class InvocationSync {
     }
   }
 
-  /** After the handler (result or error): deliver queued deny records, bounded, never throwing. */
+  /**
+   * After the handler (result or error): deliver queued deny records (to the spool on Lambda), bounded,
+   * then tell the extension the handler is done and how many records it delivered. Never throws.
+   */
   async afterHandler(context: unknown): Promise<void> {
     const remaining = remainingMillis(context);
     const budget =
@@ -233,6 +234,7 @@ export class InvocationSync {
         ? this.#options.flushTimeoutMs
         : Math.min(this.#options.flushTimeoutMs, remaining);
     let timer: NodeJS.Timeout | undefined;
+    let delivered = 0;
     try {
       const flushing = Promise.resolve().then(() => this.#shim.flush());
       const timedOut = new Promise<'timeout'>((resolve) => {
@@ -243,12 +245,25 @@ export class InvocationSync {
         // Records stay queued in the core and go out with the next flush.
         flushing.catch(() => undefined);
         this.#options.onError(new Error(`flush did not finish within ${budget} ms`), 'flush');
-      }
+      } else delivered = deliveredCount(outcome);
     } catch (error) {
       this.#options.onError(asError(error), 'flush');
     } finally {
       if (timer !== undefined) clearTimeout(timer);
-      if (this.#singleConcurrency) this.#safeSetInvocationId(undefined);
+      if (this.#singleConcurrency) {
+        this.#safeSetInvocationId(undefined);
+        this.#sayDone(requestIdOf(context), delivered);
+      }
+    }
+  }
+
+  #sayDone(requestId: string | undefined, delivered: number): void {
+    const file = this.#options.doneFile;
+    if (file === undefined || requestId === undefined) return;
+    try {
+      writeDone(file, requestId, delivered);
+    } catch (error) {
+      this.#options.onError(asError(error), 'flush');
     }
   }
 

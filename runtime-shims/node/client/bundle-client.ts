@@ -96,6 +96,12 @@ export interface BundleClient {
   startLongPoll(
     onUpdate: (outcome: Extract<FetchOutcome, { kind: 'updated' }>) => void | Promise<void>,
   ): void;
+  /**
+   * True when a long-poll is parked at the control API with no answer: nothing changed since it was
+   * asked, so a conditional fetch would only say 304. Resolves after one event-loop turn, so an answer
+   * that arrived while the sandbox was frozen (it waits in the socket) is read first.
+   */
+  parked(): Promise<boolean>;
   /** Stops the long-poll loop and aborts requests in flight. */
   stop(): void;
 }
@@ -143,6 +149,8 @@ export function createBundleClient(options: BundleClientOptions): BundleClient {
   let plainFetch: Promise<FetchOutcome> | undefined;
   let pollGeneration = 0;
   let pollTimer: NodeJS.Timeout | undefined;
+  /** The long-poll in flight; `answered` once its response headers arrived. */
+  let openPoll: { answered: boolean } | undefined;
 
   if (options.lastGood !== undefined) {
     const verified = verifyBundle(options.lastGood, {
@@ -255,12 +263,16 @@ export function createBundleClient(options: BundleClientOptions): BundleClient {
         settled = true;
         clearTimeout(timer);
         inFlight.delete(req);
+        if (poll && openPoll === poll) openPoll = undefined;
         resolve(answer);
       };
       const fail = (cause: FetchErrorCause, message: string, status?: number) =>
         finish({ kind: 'failure', outcome: { kind: 'error', cause, message, status } });
+      const poll = url.searchParams.has('wait') ? { answered: false } : undefined;
+      if (poll) openPoll = poll;
       const req = transport.request(url, { method: 'GET', headers, agent }, (res) => {
         const status = res.statusCode ?? 0;
+        if (poll) poll.answered = true;
         void readBody(res, maxBytes).then((read) => {
           if (read.ok)
             return finish({
@@ -364,11 +376,17 @@ export function createBundleClient(options: BundleClientOptions): BundleClient {
     agent.destroy();
   }
 
+  async function parked(): Promise<boolean> {
+    await new Promise((resolve) => setImmediate(resolve));
+    return state.longPolling && openPoll !== undefined && !openPoll.answered;
+  }
+
   return {
     fetchOnce,
     current: () => held,
     state: () => ({ ...state }),
     startLongPoll,
+    parked,
     stop,
   };
 }

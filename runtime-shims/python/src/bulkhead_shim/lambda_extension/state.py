@@ -1,6 +1,6 @@
 """The extension's files in the sandbox's state dir (BULKHEAD_STATE_DIR, in /tmp), shared with the Node
-extension (extensions/state-files.ts): the bundle the shim reads, the extension URL the exec wrapper
-hands to the runtime, the spool the shim appends to and the forwarder's cursor. Every write is atomic
+extension (extensions/state-files.ts): the bundle the shim reads, the status and ready files it waits
+for, the spool the shim appends to and the forwarder's cursor. Every write is atomic
 (temp file + rename), so a freeze or a kill never leaves a half-written file for the shim."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import re
 
 BUNDLE_FILE = 'bundle.json'
 SPOOL_FILE = 'spool.ndjson'
-EXTENSION_URL_FILE = 'extension-url'
 CURSOR_FILE = 'spool.cursor.json'
 STATUS_FILE = 'extension-status.json'
 #: `<request id> <revision>`: written at each INVOKE once the bundle on disk is the newest.
