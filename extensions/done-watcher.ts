@@ -7,7 +7,8 @@ import { existsSync, type FSWatcher, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { readTextIfExists } from './state-files.js';
 
-const DONE_LINE = /^(\S{1,200}) (\d{1,9})\n?$/;
+/** A whole line only: the shim writes in place, so a read may catch it half written (and waits on). */
+const DONE_LINE = /^(\S{1,200}) (\d{1,9})\n$/;
 /** Backup poll while inotify watches (a missed event costs at most this); without inotify, the poll. */
 const POLL_WITH_WATCH_MS = 50;
 const POLL_WITHOUT_WATCH_MS = 2;

@@ -13,7 +13,7 @@
 //  4. SHUTDOWN: flush within the budget and exit 0. No other exit: Lambda counts it a crash.
 // Files and formats: docs/contracts.md §6.
 
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { verifyBundle } from '../policy/bundle.js';
 import { formatIdentity } from '../policy/identity.js';
@@ -267,7 +267,9 @@ class Session {
       await this.refresh(budget, undefined);
     }
     try {
-      writeFileAtomic(this.readyFile, `${requestId} ${this.revision}\n`, 0o644);
+      // Written in place (one write, no temp file and rename): the shim takes only a whole line ending in
+      // a newline, and re-reads at every change, so a torn read just waits for the next event.
+      writeFileSync(this.readyFile, `${requestId} ${this.revision}\n`, { mode: 0o644 });
     } catch (error) {
       this.log(
         `cannot write the ready file (${(error as NodeJS.ErrnoException).code}); the shim waits its bound`,

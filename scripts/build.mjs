@@ -21,11 +21,31 @@ const entries = [
   { name: 'register', src: 'runtime-shims/node/register.ts', kind: 'standalone' },
   { name: 'register', src: 'runtime-shims/node/register-esm.ts', kind: 'esm-preload' },
   { name: 'extension', src: 'extensions/main.ts', kind: 'standalone' },
-  { name: 'lambda-handler', src: 'runtime-shims/node/aws/lambda-handler.ts', kind: 'standalone' },
+  {
+    name: 'lambda-handler',
+    src: 'runtime-shims/node/aws/lambda-handler.ts',
+    kind: 'standalone',
+    // The core comes from register.cjs beside it (already loaded by the preload: a module-cache hit).
+    plugins: [coreFromRegister()],
+  },
   { name: 'cli', src: 'control/cli/main.ts', kind: 'cli' },
   { name: 'demo', src: 'scripts/demo.ts', kind: 'cli' },
   { name: 'azure-local', src: 'runtime-shims/node/azure/local-host.ts', kind: 'cli' },
 ];
+
+/** Resolves the shim core's entry (runtime-shims/node/index.ts) to `./register.cjs`, left external. */
+function coreFromRegister() {
+  const core = join(root, 'runtime-shims', 'node', 'index.ts');
+  return {
+    name: 'core-from-register',
+    setup(pluginBuild) {
+      pluginBuild.onResolve({ filter: /\/index\.js$/ }, (args) => {
+        const target = join(args.resolveDir, args.path.replace(/\.js$/, '.ts'));
+        return target === core ? { path: './register.cjs', external: true } : undefined;
+      });
+    },
+  };
+}
 
 // dist/ is overwritten, not wiped: tests running elsewhere may be reading it.
 mkdirSync(dist, { recursive: true });
@@ -78,6 +98,7 @@ for (const entry of entries) {
         minifySyntax: true,
         define: cjsImportMetaShim,
         banner: cjsBanner,
+        plugins: entry.plugins ?? [],
       }),
     );
   } else if (entry.kind === 'esm-preload') {

@@ -9,12 +9,13 @@
 //    extension that a shim will answer.
 // Files, not a local HTTP endpoint: reading one costs microseconds, no port can collide, and nothing
 // is exempted from policy for it.
-import { existsSync, type FSWatcher, readFileSync, renameSync, rmSync, watch, writeFileSync } from 'node:fs';
+import { type FSWatcher, readFileSync, watch, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 
 /** Lambda request ids are UUIDs; anything far longer, or with whitespace, is not one and is not written. */
 const SENDABLE_REQUEST_ID = /^[^\s]{1,200}$/;
-const READY_LINE = /^(\S{1,200}) (\d{1,15})\n?$/;
+/** A whole line only: the extension writes in place, so a read may catch it half written (and waits on). */
+const READY_LINE = /^(\S{1,200}) (\d{1,15})\n$/;
 /** Backup poll while inotify watches (a missed event costs at most this); without inotify, the poll. */
 const POLL_WITH_WATCH_MS = 50;
 const POLL_WITHOUT_WATCH_MS = 1;
@@ -79,24 +80,19 @@ export function waitForReady(file: string, requestId: string, timeoutMs: number)
   });
 }
 
-/** Atomic (temp file + rename): the extension never reads half a line. */
-function writeLine(file: string, line: string): void {
-  const temp = `${file}.${process.pid}.tmp`;
-  try {
-    writeFileSync(temp, line, { mode: 0o600 });
-    renameSync(temp, file);
-  } catch (error) {
-    rmSync(temp, { force: true });
-    throw error;
-  }
-}
-
-/** The handler of `requestId` returned with `queued` records in the spool. */
+/**
+ * The handler of `requestId` returned with `queued` records in the spool. In place, one write (no temp
+ * file and rename: this runs on every invocation's path); the extension takes only a whole line.
+ */
 export function writeDone(file: string, requestId: string, queued: number): void {
-  writeLine(file, `${requestId} ${queued}\n`);
+  writeFileSync(file, `${requestId} ${queued}\n`, { mode: 0o600 });
 }
 
 /** A shim will say done for every invocation from now on (written once, when the wrapper is set up). */
 export function announceShim(file: string): void {
-  if (!existsSync(file)) writeLine(file, '- 0\n');
+  try {
+    writeFileSync(file, '- 0\n', { mode: 0o600, flag: 'wx' });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
 }
