@@ -185,20 +185,46 @@ function installCore(options: InstallOptions): void {
   );
 }
 
-let l7Installed = false;
+let httpInstalled = false;
+let http2Installed = false;
+/** How much of `process.moduleLoadList` was searched for http2 already. */
+let modulesSeen = 0;
+
+/**
+ * L7 hooks, at the first connection rather than at start. http2's is installed once the process has
+ * loaded `node:http2` (loading it costs ~5 ms, and most functions never do): a session connects
+ * before it can send a request, so its first connection comes here, after the module loaded, and the
+ * prototype hook is in place before the first `session.request`. Where the runtime does not list its
+ * loaded modules, http2 is hooked at the first connection as before.
+ */
 function installL7(core: ShimCore, log: (line: string) => void): void {
-  if (l7Installed) return;
-  l7Installed = true;
-  for (const [name, installer] of [
-    ['http', installHttp],
-    ['http2', installHttp2],
-  ] as const) {
-    try {
-      installer(core);
-    } catch (error) {
-      core.hooks[name] = false;
-      log(`hook ${name} failed to install: ${error instanceof Error ? error.message : String(error)}`);
-    }
+  if (!httpInstalled) {
+    httpInstalled = true;
+    installL7Hook(core, log, 'http', installHttp);
+  }
+  if (http2Installed) return;
+  const loaded = (process as { moduleLoadList?: unknown }).moduleLoadList;
+  if (Array.isArray(loaded)) {
+    let found = false;
+    for (let i = modulesSeen; i < loaded.length && !found; i++) found = loaded[i] === 'NativeModule http2';
+    modulesSeen = loaded.length;
+    if (!found) return;
+  }
+  http2Installed = true;
+  installL7Hook(core, log, 'http2', installHttp2);
+}
+
+function installL7Hook(
+  core: ShimCore,
+  log: (line: string) => void,
+  name: 'http' | 'http2',
+  installer: (core: ShimCore) => void,
+): void {
+  try {
+    installer(core);
+  } catch (error) {
+    core.hooks[name] = false;
+    log(`hook ${name} failed to install: ${error instanceof Error ? error.message : String(error)}`);
   }
 }
 
