@@ -1,14 +1,13 @@
-// The shim's end-of-invocation signal (docs/contracts.md §6): `invocation-done` holds
-// `<requestId> <queued>`, written by the shim as the handler returns, after its records reached the
+// The shim's end-of-invocation signal (docs/contracts.md §6): `invocation-done` holds the record
+// `<requestId> <queued>` (runtime-shims/node/aws/extension-sync.ts), written by the shim as the handler returns, after its records reached the
 // spool. The extension waits for it instead of the platform's `runtimeDone` (buffered ≥ 25 ms): with
 // nothing queued it calls next at once, so an invocation without a deny costs no billed time here.
 // The shim creates the file when it is set up, so its existence says a shim will answer.
 import { existsSync, type FSWatcher, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { parseLine } from '../runtime-shims/node/aws/extension-sync.js';
 import { readTextIfExists } from './state-files.js';
 
-/** A whole line only: the shim writes in place, so a read may catch it half written (and waits on). */
-const DONE_LINE = /^(\S{1,200}) (\d{1,9})\n$/;
 /** Backup poll while inotify watches (a missed event costs at most this); without inotify, the poll. */
 const POLL_WITH_WATCH_MS = 50;
 const POLL_WITHOUT_WATCH_MS = 2;
@@ -75,7 +74,7 @@ export class DoneWatcher {
   }
 
   #read(requestId: string): number | undefined {
-    const match = DONE_LINE.exec(readTextIfExists(this.file) ?? '');
-    return match && match[1] === requestId ? Number(match[2]) : undefined;
+    const line = parseLine(readTextIfExists(this.file) ?? '');
+    return line?.id === requestId ? line.value : undefined;
   }
 }

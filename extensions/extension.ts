@@ -13,11 +13,12 @@
 //  4. SHUTDOWN: flush within the budget and exit 0. No other exit: Lambda counts it a crash.
 // Files and formats: docs/contracts.md §6.
 
-import { rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { verifyBundle } from '../policy/bundle.js';
 import { formatIdentity } from '../policy/identity.js';
 import type { WorkloadIdentity } from '../policy/types.js';
+import { LineFile } from '../runtime-shims/node/aws/extension-sync.js';
 import type { BundleClient } from '../runtime-shims/node/client/bundle-client.js';
 import { createBundleClient } from '../runtime-shims/node/client/bundle-client.js';
 import { ConfigError, type ExtensionConfig, loadExtensionConfig } from './config.js';
@@ -158,7 +159,8 @@ class Session {
   /** Duration of the first fetch (the control API's answer time, mostly). */
   private fetchMs: number | undefined;
   private readonly statusFile: string;
-  private readonly readyFile: string;
+  /** `invocation-ready`, kept open: one write per INVOKE. */
+  private readonly ready: LineFile;
 
   constructor(
     private readonly config: ExtensionConfig,
@@ -174,7 +176,7 @@ class Session {
       log,
     });
     this.statusFile = join(config.stateDir, STATUS_FILE);
-    this.readyFile = join(config.stateDir, READY_FILE);
+    this.ready = new LineFile(join(config.stateDir, READY_FILE), 0o644);
     this.done = new DoneWatcher(join(config.stateDir, DONE_FILE));
   }
 
@@ -256,8 +258,7 @@ class Session {
   }
 
   async invoke(requestId: string, deadlineMs: number): Promise<void> {
-    // Records spooled by an earlier invocation that a freeze interrupted go out beside this one.
-    const leftover = this.forwarder.hasPending() ? this.forward(deadlineMs) : undefined;
+    // The shim waits for the ready line: nothing comes before it but the check that the bundle is current.
     if (this.client && !(await this.client.parked())) {
       // Bounded well inside the deadline: at most a quarter of what is left.
       const budget = Math.max(
@@ -267,24 +268,24 @@ class Session {
       await this.refresh(budget, undefined);
     }
     try {
-      // Written in place (one write, no temp file and rename): the shim takes only a whole line ending in
-      // a newline, and re-reads at every change, so a torn read just waits for the next event.
-      writeFileSync(this.readyFile, `${requestId} ${this.revision}\n`, { mode: 0o644 });
+      this.ready.write(requestId, this.revision);
     } catch (error) {
       this.log(
         `cannot write the ready file (${(error as NodeJS.ErrnoException).code}); the shim waits its bound`,
       );
     }
+    // Records spooled by an earlier invocation that a freeze interrupted go out beside this one.
+    const leftover = this.forwarder.hasPending() ? this.forward(deadlineMs) : undefined;
     if (this.done.attached()) {
       const runtimeDone = this.telemetryActive
         ? this.telemetry.waitRuntimeDone(requestId, deadlineMs - DEADLINE_MARGIN_MS * 2).then(() => undefined)
         : undefined;
       const queued = await this.done.wait(requestId, deadlineMs - DEADLINE_MARGIN_MS * 2, runtimeDone);
+      if (leftover) await leftover;
       // Whatever reached the spool during the invocation (the shim's count, or one stat when it said 0:
       // records its background delivery wrote earlier); unknown (no done line): whatever is there.
       if (queued !== 0 || this.forwarder.hasPending()) await this.forward(deadlineMs);
-    }
-    if (leftover) await leftover;
+    } else if (leftover) await leftover;
   }
 
   async shutdown(deadlineMs: number, reason: string): Promise<void> {
@@ -294,6 +295,7 @@ class Session {
     );
     this.client?.stop();
     this.forwarder.close();
+    this.ready.close();
     this.done.close();
     this.telemetry.close();
   }

@@ -3,7 +3,7 @@
 // process (per worker isolate), kept on a `Symbol.for` global so a second copy of this code (the
 // ESM wrapper next to the CJS preload) finds and uses the first.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { existsSync, type FSWatcher, readFileSync, realpathSync, watch, watchFile } from 'node:fs';
+import { existsSync, type FSWatcher, readFileSync, realpathSync, statSync, watch, watchFile } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { verifyBundle } from '../../policy/bundle.js';
 import { normalizeIp } from '../../policy/cidr.js';
@@ -72,6 +72,8 @@ export interface ShimInstance {
   readonly apiVersion: number;
   status(): ShimStatus;
   reload(envelopeText?: string): ReloadResult;
+  /** Reload only when the bundle file changed since it was last read (one stat). Optional: older copies lack it. */
+  refresh?(): ReloadResult;
   flush(): Promise<FlushResult>;
   coverage(): CoverageManifest;
   runInInvocation<T>(invocationId: string, fn: () => T): T;
@@ -167,6 +169,16 @@ function scopeProblem(
     if (matches(selector, false))
       return `bundle scope ${scope.id} was compiled without a SmartGroup that selects this workload`;
   return undefined;
+}
+
+/** The file's identity for `refresh`: a replaced (renamed-in) or rewritten file has another. */
+function fileStamp(file: string): string | undefined {
+  try {
+    const info = statSync(file, { bigint: true });
+    return `${info.ino}:${info.mtimeNs}:${info.size}`;
+  } catch {
+    return undefined;
+  }
 }
 
 export class ShimCore implements ShimInstance {
@@ -331,6 +343,19 @@ export class ShimCore implements ShimInstance {
     return result;
   }
 
+  /** Identity of the bundle file as last read (inode, mtime, size): `refresh` compares it with one stat. */
+  #fileStamp: string | undefined;
+
+  refresh(): ReloadResult {
+    if (this.#pendingLoad) {
+      this.ensureLoaded();
+      return this.#lastResult;
+    }
+    const file = this.config.bundleFile;
+    if (file && fileStamp(file) === this.#fileStamp) return this.#lastResult;
+    return this.reload();
+  }
+
   #lastResult: ReloadResult = {
     ok: false,
     reason: 'unconfigured',
@@ -378,6 +403,8 @@ export class ShimCore implements ShimInstance {
       if (text === undefined) {
         if (!this.config.bundleFile) return refuse('unconfigured', 'BULKHEAD_BUNDLE_FILE is not set');
         try {
+          // Stamped before the read: a file replaced meanwhile differs from the stamp, so it is read again.
+          this.#fileStamp = fileStamp(this.config.bundleFile);
           text = readFileSync(this.config.bundleFile, 'utf8');
         } catch (error) {
           return refuse('unreadable', (error as NodeJS.ErrnoException).code ?? String(error));

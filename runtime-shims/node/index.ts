@@ -235,6 +235,14 @@ export function reload(envelopeText?: string): ReloadResult {
   return (current() as ShimInstance).reload(envelopeText);
 }
 
+/** Reload only when the bundle file changed since it was last read: one stat when it did not. */
+export function refresh(): ReloadResult {
+  const instance = current();
+  if (!instance) install();
+  const shim = current() as ShimInstance;
+  return typeof shim.refresh === 'function' ? shim.refresh() : shim.reload();
+}
+
 /** Deliver queued deny records; never rejects. */
 export function flush(): Promise<FlushResult> {
   const instance = current();

@@ -2,7 +2,7 @@
 // before the handler runs, flush deny records and tell the extension the handler is done before the
 // sandbox can freeze. Nothing here may throw into the handler: every failure goes to `onError` and the
 // invocation carries on.
-import { announceShim, isSendableRequestId, waitForReady, writeDone } from './extension-sync.js';
+import { isSendableRequestId, LineFile, waitForReady } from './extension-sync.js';
 import type { ShimPort } from './shim-port.js';
 
 export type TelemetryStage = 'install' | 'sync' | 'reload' | 'flush';
@@ -144,6 +144,8 @@ export class InvocationSync {
   readonly #shim: ShimPort;
   readonly #options: ResolvedInvocationOptions;
   readonly #singleConcurrency: boolean;
+  /** `invocation-done`, kept open: one write per invocation. */
+  readonly #done: LineFile | undefined;
   #installed = false;
 
   constructor(shim: ShimPort, options: ResolvedInvocationOptions, env: NodeJS.ProcessEnv) {
@@ -153,8 +155,10 @@ export class InvocationSync {
     // One ready line and one done line at a time: with several invocations in one process (Managed
     // Instances, no freeze) the wrapper does not sync; the long-poll keeps the bundle file current.
     if (options.doneFile !== undefined && this.#singleConcurrency) {
+      this.#done = new LineFile(options.doneFile, 0o600);
       try {
-        announceShim(options.doneFile);
+        // The file's existence tells the extension a shim will say done; `- 0` until the first invocation.
+        if (this.#done.open()) this.#done.write('-', 0);
       } catch (error) {
         options.onError(asError(error), 'sync');
       }
@@ -184,24 +188,16 @@ export class InvocationSync {
         ? this.#options.readyTimeoutMs
         : Math.min(this.#options.readyTimeoutMs, Math.floor(remaining * READY_SHARE_OF_REMAINING));
     if (budget < 1) return;
-    let revision: number;
     try {
-      revision = await waitForReady(readyFile, requestId, budget);
+      await waitForReady(readyFile, requestId, budget);
     } catch (error) {
       this.#options.onError(asError(error), 'sync');
       return;
     }
-    let held: number | undefined;
+    // The ready line says the extension's check is over; whether the bundle changed is the file's to say
+    // (one stat), not the line's advisory revision.
     try {
-      held = this.#shim.status().revision;
-    } catch (error) {
-      this.#options.onError(asError(error), 'reload');
-    }
-    // Revision 0: the extension holds no verified bundle (the shim applies the fail mode). A revision not
-    // above ours would be refused as a rollback. Neither is worth re-reading the file for.
-    if (revision === 0 || (held !== undefined && held >= revision)) return;
-    try {
-      await this.#shim.reload();
+      await this.#shim.refresh();
     } catch (error) {
       this.#options.onError(asError(error), 'reload');
     }
@@ -258,10 +254,9 @@ export class InvocationSync {
   }
 
   #sayDone(requestId: string | undefined, delivered: number): void {
-    const file = this.#options.doneFile;
-    if (file === undefined || requestId === undefined) return;
+    if (this.#done === undefined || requestId === undefined) return;
     try {
-      writeDone(file, requestId, delivered);
+      this.#done.write(requestId, delivered);
     } catch (error) {
       this.#options.onError(asError(error), 'flush');
     }

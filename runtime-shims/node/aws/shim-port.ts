@@ -12,6 +12,8 @@ export interface ShimPort {
   install(): unknown;
   /** Re-read and verify the bundle file; the core keeps the last good bundle on failure. */
   reload(): unknown;
+  /** Reload only when the bundle file changed since it was last read (one stat otherwise). */
+  refresh(): unknown;
   /** Deliver queued deny records; resolves when they reached the sink (or were given up on). */
   flush(): Promise<unknown> | unknown;
   /** Run `fn` with deny records tagged with `invocationId` (AsyncLocalStorage in the core). */
