@@ -1,20 +1,26 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { expect } from 'vitest';
+import { LineFile } from '../../runtime-shims/node/aws/extension-sync.js';
 import type { ShimPort } from '../../runtime-shims/node/aws/shim-port.js';
 
 /**
  * A shim port that records what the wrappers ask of the core, with the core's semantics where the
- * wrappers depend on them (invocation id visible through AsyncLocalStorage, revision moved by reload).
+ * wrappers depend on them (invocation id visible through AsyncLocalStorage, revision moved by reload,
+ * refresh re-reading only a bundle file that changed).
  * Used to check call order; the real core is exercised in the integration tests.
  */
 export class RecordingShim implements ShimPort {
   readonly calls: string[] = [];
   readonly storage = new AsyncLocalStorage<string>();
   revision = 1;
-  /** Revision the next reload() adopts (what the extension wrote to disk). */
+  /** Revision of the bundle file on disk (what the extension wrote): reload() adopts it. */
   revisionOnDisk = 1;
-  flushImpl: () => Promise<void> = async () => undefined;
+  /** What flush() resolves: the core answers `{ delivered, pending, dropped }`. */
+  flushImpl: () => Promise<unknown> = async () => undefined;
   installImpl: () => void = () => undefined;
   currentInvocationId: string | undefined;
 
@@ -22,14 +28,23 @@ export class RecordingShim implements ShimPort {
     this.calls.push('install');
     this.installImpl();
   }
+  refreshImpl: () => void = () => undefined;
+
   reload(): void {
     this.calls.push(`reload:${this.revisionOnDisk}`);
     this.revision = this.revisionOnDisk;
   }
-  async flush(): Promise<void> {
+  /** As the core: one stat, and a reload only when the file is not the one last read. */
+  refresh(): void {
+    this.calls.push('refresh');
+    this.refreshImpl();
+    if (this.revisionOnDisk !== this.revision) this.reload();
+  }
+  async flush(): Promise<unknown> {
     this.calls.push('flush:start');
-    await this.flushImpl();
+    const outcome = await this.flushImpl();
     this.calls.push('flush:end');
+    return outcome;
   }
   runInInvocation<T>(invocationId: string, fn: () => T): T {
     this.calls.push(`run:${invocationId}`);
@@ -59,45 +74,123 @@ export function fakeContext(requestId: string, remainingMs = 30_000) {
   };
 }
 
-export interface FakeExtension {
-  url: string;
-  /** Request ids asked for, in order. */
-  asked: string[];
-  /** How to answer: a revision, or a custom responder. */
-  respond: (req: IncomingMessage, res: ServerResponse, requestId: string) => void;
-  close(): Promise<void>;
+export interface DoneLine {
+  requestId: string;
+  queued: number;
 }
 
-/** A loopback HTTP server speaking the extension's local endpoint (docs/contracts.md §6). */
-export async function startFakeExtension(revision = 1): Promise<FakeExtension> {
-  const hanging = new Set<ServerResponse>();
-  const state: FakeExtension = {
-    url: '',
-    asked: [],
-    respond: (_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ revision, bundleFile: '/tmp/bulkhead/bundle.json' }));
-    },
-    close: async () => undefined,
+/**
+ * The extension's side of the per-invocation files (docs/contracts.md §6) in a temp state dir: it
+ * writes `invocation-ready` records (`<requestId> <revision>`) as the extension does at each INVOKE (a
+ * LineFile kept open, rewritten in place), and reads the `invocation-done` record
+ * (`<requestId> <queued>`) the wrapper writes after the flush.
+ */
+export interface FakeExtension {
+  dir: string;
+  readyFile: string;
+  doneFile: string;
+  /** What the layer's exec wrapper sets for the runtime process. */
+  env: { BULKHEAD_READY_FILE: string; BULKHEAD_DONE_FILE: string };
+  /** Writes the ready record now. */
+  ready(requestId: string, revision: number): void;
+  /** Writes the ready record after `delayMs` (while the wrapper waits); resolves once it is written. */
+  readyLater(requestId: string, revision: number, delayMs: number): Promise<void>;
+  /** The done file's text, or undefined while it does not exist. */
+  doneText(): string | undefined;
+  /** The done record read as the extension reads it: a whole line, then only padding. */
+  done(): DoneLine | undefined;
+  /** Removes the done file (to see whether the next invocation writes one). */
+  clearDone(): void;
+  /** Cancels pending writes and removes the state dir. */
+  close(): void;
+}
+
+/**
+ * @param trace receives `ready:<requestId>` the moment each ready record is on disk (a RecordingShim's
+ *   `calls`, to check the handler ran after it).
+ */
+export function fakeExtension(trace?: string[]): FakeExtension {
+  const dir = mkdtempSync(join(tmpdir(), 'bulkhead-ext-files-'));
+  const readyFile = join(dir, 'invocation-ready');
+  const doneFile = join(dir, 'invocation-done');
+  const readyRecord = new LineFile(readyFile, 0o644);
+  const timers = new Set<NodeJS.Timeout>();
+  const ready = (requestId: string, revision: number) => {
+    readyRecord.write(requestId, revision);
+    trace?.push(`ready:${requestId}`);
   };
-  const server: Server = createServer((req, res) => {
-    const match = /^\/v1\/invocations\/([^/]+)\/ready$/.exec(req.url ?? '');
-    if (!match || req.method !== 'GET') {
-      res.writeHead(404).end();
-      return;
+  const doneText = () => {
+    try {
+      return readFileSync(doneFile, 'utf8');
+    } catch {
+      return undefined;
     }
-    const requestId = decodeURIComponent(match[1] ?? '');
-    state.asked.push(requestId);
-    hanging.add(res);
-    res.on('close', () => hanging.delete(res));
-    state.respond(req, res, requestId);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  state.close = async () => {
-    for (const res of hanging) res.destroy();
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
   };
-  return state;
+  return {
+    dir,
+    readyFile,
+    doneFile,
+    env: { BULKHEAD_READY_FILE: readyFile, BULKHEAD_DONE_FILE: doneFile },
+    ready,
+    readyLater: (requestId, revision, delayMs) =>
+      new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          timers.delete(timer);
+          ready(requestId, revision);
+          resolve();
+        }, delayMs);
+        timers.add(timer);
+      }),
+    doneText,
+    done: () => {
+      const match = /^(\S+) (\d+)\n *$/.exec(doneText() ?? '');
+      return match ? { requestId: match[1] ?? '', queued: Number(match[2]) } : undefined;
+    },
+    clearDone: () => rmSync(doneFile, { force: true }),
+    close: () => {
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      readyRecord.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Request ids for the one-record state files: Lambda's UUIDs, and the short and longest ones. */
+export const lineIds = fc.oneof(fc.uuid(), fc.constantFrom('req-1', 'a', '-', 'x'.repeat(200)));
+
+/**
+ * What may be in a one-record state file (`invocation-ready`, `invocation-done`: `<id> <number>\n` and
+ * space padding): the record, near misses of it (other gaps, too many digits, no or a second line, other
+ * padding) and garbage text or bytes.
+ */
+export function stateFileContents(maxDigits: number): fc.Arbitrary<string | Uint8Array> {
+  const line = fc
+    .tuple(
+      fc.oneof(lineIds, fc.string({ maxLength: 12 })),
+      fc.constantFrom(' ', '  ', '\t', ''),
+      fc.oneof(fc.stringMatching(new RegExp(`^\\d{1,${maxDigits + 1}}$`)), fc.string({ maxLength: 5 })),
+      fc.constantFrom('\n', '', '\n\n', '\r\n', ' ', '\nreq-1 1\n', `\n${' '.repeat(40)}`, '\n \t', '\n x'),
+    )
+    .map(([who, gap, number, end]) => `${who}${gap}${number}${end}`);
+  return fc.oneof(
+    line,
+    fc.string({ maxLength: 300 }),
+    fc.string({ unit: 'binary', maxLength: 60 }),
+    fc.uint8Array({ maxLength: 80 }),
+  );
+}
+
+/** A reader took `taken` for `asked` from `text`: only from the whole line `<asked> <digits>\n` (then padding). */
+export function expectTakenFromWholeLine(
+  text: string,
+  asked: string,
+  taken: number,
+  maxDigits: number,
+): void {
+  expect(text.startsWith(`${asked} `)).toBe(true);
+  const rest = text.slice(asked.length + 1);
+  expect(rest).toMatch(new RegExp(`^\\d{1,${maxDigits}}\\n *$`));
+  expect(taken).toBe(Number(rest.trim()));
+  expect(Number.isSafeInteger(taken) && taken >= 0).toBe(true);
 }

@@ -9,10 +9,9 @@ import {
   createBulkheadMiddleware,
   type MiddyLikeRequest,
 } from '../../runtime-shims/node/middy/middleware.js';
-import { type FakeExtension, fakeContext, RecordingShim, startFakeExtension } from './helpers.js';
+import { type FakeExtension, fakeContext, fakeExtension, RecordingShim } from './helpers.js';
 
-function setup(env: NodeJS.ProcessEnv = {}) {
-  const shim = new RecordingShim();
+function setup(env: NodeJS.ProcessEnv = {}, shim = new RecordingShim()) {
   const errors: { message: string; stage: TelemetryStage }[] = [];
   const onError = (error: Error, stage: TelemetryStage) => errors.push({ message: error.message, stage });
   return { shim, errors, onError, bulkheadMiddleware: createBulkheadMiddleware(shim, env) };
@@ -21,8 +20,8 @@ function setup(env: NodeJS.ProcessEnv = {}) {
 const flushCount = (shim: RecordingShim) => shim.calls.filter((c) => c === 'flush:start').length;
 
 let extension: FakeExtension | undefined;
-afterEach(async () => {
-  await extension?.close();
+afterEach(() => {
+  extension?.close();
   extension = undefined;
 });
 
@@ -140,18 +139,74 @@ describe('bulkheadMiddleware with @middy/core 6', () => {
     expect(errors).toEqual([{ message: 'sink down', stage: 'flush' }]);
   });
 
-  it('syncs with the extension in before and reloads a moved revision before the handler', async () => {
-    extension = await startFakeExtension(5);
-    const { shim, bulkheadMiddleware, onError } = setup({ BULKHEAD_EXTENSION_URL: extension.url });
+  it('syncs with the extension in before: the refresh re-reads a changed bundle before the handler', async () => {
+    const shim = new RecordingShim();
+    extension = fakeExtension(shim.calls);
+    const { bulkheadMiddleware, errors, onError } = setup(extension.env, shim);
     shim.revisionOnDisk = 5;
     const handler = middy()
-      .use(bulkheadMiddleware({ onError }))
+      .use(bulkheadMiddleware({ onError, readyTimeoutMs: 5000 }))
       .handler(async () => {
         shim.calls.push(`handler@${shim.revision}`);
       });
+    const written = extension.readyLater('m-7', 5, 30);
     await handler({}, fakeContext('m-7') as never);
-    expect(extension.asked).toEqual(['m-7']);
-    expect(shim.calls.indexOf('reload:5')).toBeLessThan(shim.calls.indexOf('handler@5'));
+    await written;
+    const order = shim.calls.slice(shim.calls.indexOf('set:m-7'));
+    expect(order.slice(0, 5)).toEqual(['set:m-7', 'ready:m-7', 'refresh', 'reload:5', 'handler@5']);
+    expect(errors).toEqual([]);
+  });
+
+  it('announces itself, then says done after the flush in after and in onError', async () => {
+    const shim = new RecordingShim();
+    extension = fakeExtension();
+    const { bulkheadMiddleware, errors, onError } = setup(extension.env, shim);
+    const middleware = bulkheadMiddleware({ onError });
+    expect(extension.done()).toEqual({ requestId: '-', queued: 0 });
+    shim.flushImpl = async () => ({ delivered: 2, pending: 0, dropped: 0 });
+    extension.ready('m-11', 1);
+    await middy()
+      .use(middleware)
+      .handler(async () => 'ok')({}, fakeContext('m-11') as never);
+    expect(extension.done()).toEqual({ requestId: 'm-11', queued: 2 });
+    const failure = new Error('handler failed');
+    shim.flushImpl = async () => ({ delivered: 1, pending: 0, dropped: 0 });
+    extension.ready('m-12', 1);
+    const failing = middy()
+      .use(middleware)
+      .handler(async () => {
+        throw failure;
+      });
+    await expect(failing({}, fakeContext('m-12') as never)).rejects.toBe(failure);
+    expect(extension.done()).toEqual({ requestId: 'm-12', queued: 1 });
+    expect(errors).toEqual([]);
+  });
+
+  it('carries on when the ready line does not come, and does not sync with several invocations per process', async () => {
+    extension = fakeExtension();
+    const single = setup(extension.env);
+    const handler = middy()
+      .use(single.bulkheadMiddleware({ onError: single.onError, readyTimeoutMs: 30 }))
+      .handler(async () => 'ran');
+    await expect(handler({}, fakeContext('m-13') as never)).resolves.toBe('ran');
+    expect(single.errors.map((e) => e.stage)).toEqual(['sync']);
+    expect(extension.done()).toEqual({ requestId: 'm-13', queued: 0 });
+
+    extension.clearDone();
+    const several = setup({ ...extension.env, AWS_LAMBDA_MAX_CONCURRENCY: '3' });
+    const concurrent = middy()
+      .use(several.bulkheadMiddleware({ onError: several.onError, readyTimeoutMs: 5000 }))
+      .handler(async () => 'ran');
+    const start = performance.now();
+    await expect(
+      Promise.all([
+        concurrent({}, fakeContext('m-14') as never),
+        concurrent({}, fakeContext('m-15') as never),
+      ]),
+    ).resolves.toEqual(['ran', 'ran']);
+    expect(performance.now() - start).toBeLessThan(1000);
+    expect(several.errors).toEqual([]);
+    expect(extension.doneText()).toBeUndefined();
   });
 
   it('tolerates hostile request objects', async () => {
@@ -170,21 +225,30 @@ describe('bulkheadMiddleware with @middy/core 6', () => {
   });
 
   it('inside withBulkhead (the layer redirect wraps every handler) it leaves sync and flush to the wrapper', async () => {
-    extension = await startFakeExtension(1);
-    const env = { BULKHEAD_EXTENSION_URL: extension.url };
-    const { shim, bulkheadMiddleware, onError } = setup(env);
+    const shim = new RecordingShim();
+    extension = fakeExtension(shim.calls);
+    const env = extension.env;
+    const { bulkheadMiddleware, errors, onError } = setup(env, shim);
     const withBulkhead = createWithBulkhead(shim, env);
+    shim.flushImpl = async () => ({ delivered: 1, pending: 0, dropped: 0 });
     const inner = middy()
-      .use(bulkheadMiddleware({ onError }))
+      // After the wrapper's wait, the ready file names another request: a second wait would fail.
+      .use({ before: async () => extension?.ready('someone-else', 1) })
+      .use(bulkheadMiddleware({ onError, readyTimeoutMs: 30 }))
       .handler(async () => {
         shim.calls.push('handler');
         return 'ok';
       });
-    const handler = withBulkhead(inner, { onError });
+    const handler = withBulkhead(inner, { onError, readyTimeoutMs: 5000 });
     const context = fakeContext('m-10');
+    const written = extension.readyLater('m-10', 1, 20);
     await expect(handler({}, context)).resolves.toBe('ok');
-    expect(extension.asked).toEqual(['m-10']);
+    await written;
+    // One wait (the wrapper's), one flush, one done line with what that flush delivered.
+    expect(shim.calls.indexOf('ready:m-10')).toBeLessThan(shim.calls.indexOf('handler'));
+    expect(errors).toEqual([]);
     expect(flushCount(shim)).toBe(1);
+    expect(extension.done()).toEqual({ requestId: 'm-10', queued: 1 });
     expect(Object.keys(context)).not.toContain('bulkhead');
     expect(JSON.stringify(context)).not.toContain('invocationHandled');
   });
@@ -193,6 +257,9 @@ describe('bulkheadMiddleware with @middy/core 6', () => {
     const { bulkheadMiddleware } = setup();
     expect(() => bulkheadMiddleware({ readyTimeout: 3 } as never)).toThrow(
       /bulkheadMiddleware: unknown option/,
+    );
+    expect(() => bulkheadMiddleware({ extensionUrl: 'http://127.0.0.1:2772' } as never)).toThrow(
+      /bulkheadMiddleware: unknown option 'extensionUrl'/,
     );
   });
 });

@@ -1,10 +1,9 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
-import { afterEach, describe, expect, expectTypeOf, it } from 'vitest';
-import {
-  ExtensionSyncError,
-  parseExtensionUrl,
-  parseReadyAnswer,
-} from '../../runtime-shims/node/aws/extension-sync.js';
+import { afterAll, afterEach, describe, expect, expectTypeOf, it } from 'vitest';
+import { isSendableRequestId, LineFile, readReady } from '../../runtime-shims/node/aws/extension-sync.js';
 import type { TelemetryStage } from '../../runtime-shims/node/aws/invocation.js';
 import {
   createWithBulkhead,
@@ -12,18 +11,41 @@ import {
   HANDLER_STREAMING,
   isBulkheadWrapped,
 } from '../../runtime-shims/node/aws/with-bulkhead.js';
-import { type FakeExtension, fakeContext, RecordingShim, startFakeExtension } from './helpers.js';
+import {
+  type DoneLine,
+  expectTakenFromWholeLine,
+  type FakeExtension,
+  fakeContext,
+  fakeExtension,
+  lineIds,
+  RecordingShim,
+  stateFileContents,
+} from './helpers.js';
 
-function setup(env: NodeJS.ProcessEnv = {}) {
-  const shim = new RecordingShim();
+function setup(env: NodeJS.ProcessEnv = {}, shim = new RecordingShim()) {
   const errors: { message: string; stage: TelemetryStage }[] = [];
   const onError = (error: Error, stage: TelemetryStage) => errors.push({ message: error.message, stage });
   return { shim, errors, onError, withBulkhead: createWithBulkhead(shim, env) };
 }
 
+/** A wrapper syncing through a fresh fake extension's files; its ready lines go into `shim.calls`. */
+function setupWithExtension(env: NodeJS.ProcessEnv = {}) {
+  const shim = new RecordingShim();
+  extension = fakeExtension(shim.calls);
+  return { extension, ...setup({ ...extension.env, ...env }, shim) };
+}
+
+const reloads = (shim: RecordingShim) => shim.calls.filter((c) => c.startsWith('reload'));
+
+async function timed<T>(work: Promise<T>): Promise<{ value: T; ms: number }> {
+  const start = performance.now();
+  const value = await work;
+  return { value, ms: performance.now() - start };
+}
+
 let extension: FakeExtension | undefined;
-afterEach(async () => {
-  await extension?.close();
+afterEach(() => {
+  extension?.close();
   extension = undefined;
 });
 
@@ -222,115 +244,268 @@ describe('withBulkhead: per invocation', () => {
 });
 
 describe('withBulkhead: sync with the extension', () => {
-  it('asks the extension for each request and reloads only when the revision moved', async () => {
-    extension = await startFakeExtension(1);
-    const { withBulkhead, shim, onError } = setup({ BULKHEAD_EXTENSION_URL: extension.url });
+  it('waits for the ready record of its request id, then refreshes before the handler: a changed bundle is re-read', async () => {
+    const { extension, withBulkhead, shim, errors, onError } = setupWithExtension();
     const wrapped = withBulkhead(
       async () => {
         shim.calls.push(`handler@${shim.revision}`);
       },
+      { onError, readyTimeoutMs: 5000 },
+    );
+    // Written while the wrapper waits: the refresh and the handler come only after it.
+    const written = extension.readyLater('r-1', 1, 30);
+    await wrapped({}, fakeContext('r-1'));
+    await written;
+    expect(shim.calls.slice(shim.calls.indexOf('set:r-1'))).toEqual([
+      'set:r-1',
+      'ready:r-1',
+      'refresh',
+      'run:r-1',
+      'handler@1',
+      'flush:start',
+      'flush:end',
+      'set:-',
+    ]);
+
+    // The extension wrote a new bundle before its ready record: the refresh re-reads it first.
+    shim.revisionOnDisk = 2;
+    extension.ready('r-2', 2);
+    await wrapped({}, fakeContext('r-2'));
+    const order = shim.calls.slice(shim.calls.indexOf('set:r-2'));
+    expect(order.slice(0, 5)).toEqual(['set:r-2', 'refresh', 'reload:2', 'run:r-2', 'handler@2']);
+    expect(reloads(shim)).toEqual(['reload:2']);
+    expect(errors).toEqual([]);
+  });
+
+  it("the record's revision is advisory: the wrapper refreshes whatever it says, and only a changed file is re-read", async () => {
+    const { extension, withBulkhead, shim, errors, onError } = setupWithExtension();
+    shim.revision = 3;
+    shim.revisionOnDisk = 3;
+    const wrapped = withBulkhead(async () => 1, { onError });
+    // No bundle (0), older, the same, newer than the file: the file has not changed, nothing is re-read.
+    for (const [requestId, revision] of [
+      ['zero', 0],
+      ['older', 2],
+      ['same', 3],
+      ['ahead', 99],
+    ] as const) {
+      extension.ready(requestId, revision);
+      await expect(wrapped({}, fakeContext(requestId))).resolves.toBe(1);
+      expect(extension.done()?.requestId).toBe(requestId);
+    }
+    expect(shim.calls.filter((c) => c === 'refresh')).toHaveLength(4);
+    expect(reloads(shim)).toEqual([]);
+    // The file changed but the record says 0 (a torn read of the number): the new bundle is still read.
+    shim.revisionOnDisk = 4;
+    extension.ready('torn', 0);
+    await wrapped({}, fakeContext('torn'));
+    expect(reloads(shim)).toEqual(['reload:4']);
+    expect(errors).toEqual([]);
+  });
+
+  it('a failing refresh goes to onError (reload) and never breaks the handler', async () => {
+    const { extension, withBulkhead, shim, errors, onError } = setupWithExtension();
+    shim.refreshImpl = () => {
+      throw new Error('bundle unreadable');
+    };
+    extension.ready('f-1', 2);
+    await expect(withBulkhead(async () => 'ran', { onError })({}, fakeContext('f-1'))).resolves.toBe('ran');
+    expect(errors).toEqual([{ message: 'bundle unreadable', stage: 'reload' }]);
+    expect(extension.done()).toEqual({ requestId: 'f-1', queued: 0 });
+  });
+
+  it('does not take a ready record naming another request', async () => {
+    const { extension, withBulkhead, shim, errors, onError } = setupWithExtension();
+    shim.revisionOnDisk = 7;
+    const wrapped = withBulkhead(async () => 'ran', { onError, readyTimeoutMs: 60 });
+    // The previous invocation's record (and a look-alike id) stay unread: no refresh either.
+    for (const other of ['previous', 'mine-2', 'min', 'MINE']) {
+      extension.ready(other, 7);
+      await expect(wrapped({}, fakeContext('mine'))).resolves.toBe('ran');
+    }
+    expect(shim.calls).not.toContain('refresh');
+    expect(reloads(shim)).toEqual([]);
+    expect(errors.map((e) => e.stage)).toEqual(['sync', 'sync', 'sync', 'sync']);
+
+    // Then the record for this request replaces the other one while it waits: that one is taken.
+    errors.length = 0;
+    extension.ready('previous', 7);
+    const patient = withBulkhead(async () => 'ran', { onError, readyTimeoutMs: 5000 });
+    const written = extension.readyLater('mine', 7, 30);
+    await expect(patient({}, fakeContext('mine'))).resolves.toBe('ran');
+    await written;
+    expect(reloads(shim)).toEqual(['reload:7']);
+    expect(errors).toEqual([]);
+  });
+
+  it('carries on (onError sync) when the ready record never comes within the bound', async () => {
+    const { extension, withBulkhead, shim, errors, onError } = setupWithExtension();
+    const wrapped = withBulkhead(
+      async () => {
+        shim.calls.push('handler');
+        return 'ran';
+      },
+      { onError, readyTimeoutMs: 30 },
+    );
+    const { value, ms } = await timed(wrapped({}, fakeContext('slow')));
+    expect(value).toBe('ran');
+    expect(ms).toBeGreaterThanOrEqual(25);
+    expect(ms).toBeLessThan(1000);
+    expect(errors).toEqual([{ stage: 'sync', message: expect.stringMatching(/slow.*within 30 ms/) }]);
+    expect(shim.calls).toContain('handler');
+    expect(shim.calls).not.toContain('refresh');
+    // The handler still says done, so the extension does not wait for its backstop.
+    expect(extension.done()).toEqual({ requestId: 'slow', queued: 0 });
+  });
+
+  it('bounds the wait by a quarter of the remaining time, and skips it when almost none is left', async () => {
+    const { withBulkhead, errors, onError } = setupWithExtension();
+    const wrapped = withBulkhead(async () => 'ran', { onError, readyTimeoutMs: 5000 });
+    const short = await timed(wrapped({}, fakeContext('short', 200)));
+    expect(short.value).toBe('ran');
+    expect(short.ms).toBeLessThan(1000);
+    expect(errors).toEqual([{ stage: 'sync', message: expect.stringMatching(/within (4\d|50) ms/) }]);
+    errors.length = 0;
+    await expect(wrapped({}, fakeContext('nearly-out', 3))).resolves.toBe('ran');
+    expect(errors.filter((e) => e.stage === 'sync')).toEqual([]);
+  });
+
+  it('concurrent invocations (several per process) do not sync: no wait, no done file', async () => {
+    const { extension, withBulkhead, shim, errors, onError } = setupWithExtension({
+      AWS_LAMBDA_MAX_CONCURRENCY: '4',
+    });
+    const wrapped = withBulkhead(async () => shim.storage.getStore(), { onError, readyTimeoutMs: 5000 });
+    expect(extension.doneText()).toBeUndefined();
+    const { value, ms } = await timed(
+      Promise.all([wrapped({}, fakeContext('c1')), wrapped({}, fakeContext('c2'))]),
+    );
+    expect(value).toEqual(['c1', 'c2']);
+    expect(ms).toBeLessThan(1000);
+    expect(errors).toEqual([]);
+    expect(extension.doneText()).toBeUndefined();
+    expect(reloads(shim)).toEqual([]);
+  });
+
+  it('never waits for nor writes a request id that is not sendable (whitespace, over 200 characters)', async () => {
+    const { extension, withBulkhead, shim, errors, onError } = setupWithExtension();
+    const wrapped = withBulkhead(async () => 'ran', { onError, readyTimeoutMs: 5000 });
+    for (const id of ['has space', 'tab\tid', 'line\nbreak', 'x'.repeat(201), '', '\u00a0nbsp']) {
+      expect(isSendableRequestId(id)).toBe(false);
+      const { value, ms } = await timed(wrapped({}, fakeContext(id)));
+      expect(value).toBe('ran');
+      expect(ms).toBeLessThan(1000);
+      expect(extension.done()).toEqual({ requestId: '-', queued: 0 });
+    }
+    expect(shim.calls.filter((c) => /^(set|run):/.test(c) && c !== 'set:-')).toEqual([]);
+    expect(errors).toEqual([]);
+    // 200 characters is still an id; a shorter one after it leaves no tail of it in the record.
+    const longest = 'x'.repeat(200);
+    extension.ready(longest, 1);
+    await expect(wrapped({}, fakeContext(longest))).resolves.toBe('ran');
+    expect(extension.done()).toEqual({ requestId: longest, queued: 0 });
+    extension.ready('short', 1);
+    await expect(wrapped({}, fakeContext('short'))).resolves.toBe('ran');
+    expect(extension.done()).toEqual({ requestId: 'short', queued: 0 });
+  });
+
+  it('after the handler (result or error), the done line names the request and the records the flush delivered', async () => {
+    const { extension, withBulkhead, shim, errors, onError } = setupWithExtension();
+    let doneDuringFlush: DoneLine | undefined;
+    shim.flushImpl = async () => {
+      doneDuringFlush = extension.done();
+      return { delivered: 3, pending: 0, dropped: 0 };
+    };
+    extension.ready('d-1', 1);
+    await expect(withBulkhead(async () => 'ok', { onError })({}, fakeContext('d-1'))).resolves.toBe('ok');
+    // Written after the flush, never before it.
+    expect(doneDuringFlush).toEqual({ requestId: '-', queued: 0 });
+    expect(extension.done()).toEqual({ requestId: 'd-1', queued: 3 });
+
+    const failure = new Error('handler failed');
+    shim.flushImpl = async () => {
+      doneDuringFlush = extension.done();
+      return { delivered: 2, pending: 0, dropped: 0 };
+    };
+    extension.ready('d-2', 1);
+    const failing = withBulkhead(
+      async () => {
+        throw failure;
+      },
       { onError },
     );
-    await wrapped({}, fakeContext('r-1'));
-    expect(shim.calls.filter((c) => c.startsWith('reload'))).toEqual([]);
-
-    let current = 1;
-    extension.respond = (_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ revision: current }));
-    };
-    current = 2;
-    shim.revisionOnDisk = 2;
-    await wrapped({}, fakeContext('r-2'));
-    expect(extension.asked).toEqual(['r-1', 'r-2']);
-    const order = shim.calls.slice(shim.calls.indexOf('set:r-2'));
-    expect(order.indexOf('reload:2')).toBeLessThan(order.indexOf('handler@2'));
-    expect(order).toContain('handler@2');
-  });
-
-  it('does not reload when the extension holds no bundle (revision 0) or an older one', async () => {
-    extension = await startFakeExtension(0);
-    const { withBulkhead, shim, onError } = setup({ BULKHEAD_EXTENSION_URL: extension.url });
-    shim.revision = 3;
-    const wrapped = withBulkhead(async () => 1, { onError });
-    await wrapped({}, fakeContext('zero'));
-    extension.respond = (_req, res) => res.writeHead(200).end('{"revision":2}');
-    await wrapped({}, fakeContext('older'));
-    expect(extension.asked).toEqual(['zero', 'older']);
-    expect(shim.calls.filter((c) => c.startsWith('reload'))).toEqual([]);
-  });
-
-  it('concurrent invocations wait for the extension side by side, not one behind the other', async () => {
-    extension = await startFakeExtension(1);
-    const held: (() => void)[] = [];
-    // Answer nobody until both requests are in: a single shared socket would never get there.
-    extension.respond = (_req, res) => {
-      held.push(() => res.writeHead(200).end('{"revision":1}'));
-      if (held.length === 2) for (const release of held) release();
-    };
-    const { withBulkhead, errors, onError } = setup({ AWS_LAMBDA_MAX_CONCURRENCY: '4' });
-    const wrapped = withBulkhead(async () => 'ok', {
-      onError,
-      extensionUrl: extension.url,
-      readyTimeoutMs: 5000,
-    });
-    await expect(
-      Promise.all([wrapped({}, fakeContext('c1')), wrapped({}, fakeContext('c2'))]),
-    ).resolves.toEqual(['ok', 'ok']);
+    await expect(failing({}, fakeContext('d-2'))).rejects.toBe(failure);
+    expect(doneDuringFlush).toEqual({ requestId: 'd-1', queued: 3 });
+    expect(extension.done()).toEqual({ requestId: 'd-2', queued: 2 });
     expect(errors).toEqual([]);
-    expect(extension.asked.sort()).toEqual(['c1', 'c2']);
   });
 
-  it('encodes the request id into the path', async () => {
-    extension = await startFakeExtension(1);
-    const { withBulkhead, onError } = setup({ BULKHEAD_EXTENSION_URL: extension.url });
-    await withBulkhead(async () => 1, { onError })({}, fakeContext('a/b?c#d'));
-    expect(extension.asked).toEqual(['a/b?c#d']);
-  });
-
-  it('carries on when the extension does not answer in time', async () => {
-    extension = await startFakeExtension(1);
-    extension.respond = () => undefined; // never answers
-    const { withBulkhead, errors, onError } = setup();
-    const wrapped = withBulkhead(async () => 'ran', {
-      onError,
-      extensionUrl: extension.url,
-      readyTimeoutMs: 30,
-    });
-    await expect(wrapped({}, fakeContext('slow'))).resolves.toBe('ran');
-    expect(errors.map((e) => e.stage)).toEqual(['sync']);
-  });
-
-  it('carries on when the extension answers an error or nonsense', async () => {
-    extension = await startFakeExtension(1);
-    const answers: [number, string][] = [
-      [500, '{"error":"x"}'],
-      [200, 'not json'],
-      [200, '{"revision":-1}'],
-      [200, '[]'],
-      [200, 'x'.repeat(20_000)],
+  it('says done with 0 when the flush fails, hangs or answers nonsense', async () => {
+    const { extension, withBulkhead, shim, errors, onError } = setupWithExtension();
+    const wrapped = withBulkhead(async () => 'ok', { onError, flushTimeoutMs: 20 });
+    const flushes: (() => Promise<unknown>)[] = [
+      async () => {
+        throw new Error('sink down');
+      },
+      () => new Promise(() => undefined),
+      async () => ({ delivered: -1 }),
+      async () => ({ delivered: 1.5 }),
+      async () => ({ delivered: '4' }),
+      async () => null,
     ];
-    let index = 0;
-    extension.respond = (_req, res) => {
-      const [status, body] = answers[index++] ?? [200, '{}'];
-      res.writeHead(status).end(body);
-    };
-    const { withBulkhead, errors, onError } = setup({ BULKHEAD_EXTENSION_URL: extension.url });
-    const wrapped = withBulkhead(async () => 'ran', { onError });
-    for (let i = 0; i < answers.length; i++)
-      await expect(wrapped({}, fakeContext(`bad-${i}`))).resolves.toBe('ran');
-    expect(errors).toHaveLength(answers.length);
-    expect(errors.every((e) => e.stage === 'sync')).toBe(true);
+    for (const [index, flush] of flushes.entries()) {
+      shim.flushImpl = flush;
+      extension.ready(`n-${index}`, 1);
+      await expect(wrapped({}, fakeContext(`n-${index}`))).resolves.toBe('ok');
+      expect(extension.done()).toEqual({ requestId: `n-${index}`, queued: 0 });
+    }
+    expect(errors.map((e) => e.stage)).toEqual(['flush', 'flush']);
   });
 
-  it('carries on when the extension is not listening at all', async () => {
-    extension = await startFakeExtension(1);
-    const url = extension.url;
-    await extension.close();
-    extension = undefined;
-    const { withBulkhead, errors, onError } = setup({ BULKHEAD_EXTENSION_URL: url });
-    await expect(withBulkhead(async () => 'ran', { onError })({}, fakeContext('down'))).resolves.toBe('ran');
-    expect(errors[0]?.message).toMatch(/unreachable/);
+  it('announces itself (`- 0`) at construction, only in single concurrency, and keeps a line already there', () => {
+    const { extension, withBulkhead, onError } = setupWithExtension();
+    expect(extension.doneText()).toBeUndefined();
+    withBulkhead(async () => 1, { onError });
+    expect(extension.done()).toEqual({ requestId: '-', queued: 0 });
+    // A second wrapper in the same sandbox (or a warm start) does not erase a done record.
+    writeFileSync(extension.doneFile, 'r-9 4\n');
+    withBulkhead(async () => 2, { onError });
+    expect(extension.doneText()).toBe('r-9 4\n');
+
+    const several = fakeExtension();
+    try {
+      createWithBulkhead(new RecordingShim(), { ...several.env, AWS_LAMBDA_MAX_CONCURRENCY: '2' })(
+        async () => 1,
+        { onError },
+      );
+      expect(several.doneText()).toBeUndefined();
+    } finally {
+      several.close();
+    }
+  });
+
+  it('a failing done write goes to onError and never breaks the handler', async () => {
+    const { extension, errors, onError } = setupWithExtension();
+    const unwritable = join(extension.dir, 'missing-dir', 'invocation-done');
+    const withBrokenDone = createWithBulkhead(new RecordingShim(), {
+      ...extension.env,
+      BULKHEAD_DONE_FILE: unwritable,
+    });
+    const failure = new Error('handler failed');
+    const working = withBrokenDone(async () => 'still works', { onError });
+    const failing = withBrokenDone(
+      async () => {
+        throw failure;
+      },
+      { onError },
+    );
+    // Each announcement failed already, without throwing.
+    expect(errors.map((e) => e.stage)).toEqual(['sync', 'sync']);
+    extension.ready('w-1', 1);
+    await expect(working({}, fakeContext('w-1'))).resolves.toBe('still works');
+    extension.ready('w-2', 1);
+    await expect(failing({}, fakeContext('w-2'))).rejects.toBe(failure);
+    expect(errors.map((e) => e.stage)).toEqual(['sync', 'sync', 'flush', 'flush']);
+    expect(errors.every((e) => e.message.includes('ENOENT'))).toBe(true);
   });
 });
 
@@ -342,17 +517,36 @@ describe('withBulkhead: options', () => {
       /unknown option 'flushTimeOutMs'/,
     );
     expect(() => withBulkhead(handler, { readyTimeoutMs: 0 })).toThrow(/readyTimeoutMs/);
+    expect(() => withBulkhead(handler, { readyTimeoutMs: 60_001 })).toThrow(/readyTimeoutMs/);
     expect(() => withBulkhead(handler, { flushTimeoutMs: 1.5 })).toThrow(/flushTimeoutMs/);
     expect(() => withBulkhead(handler, { install: 'yes' } as never)).toThrow(/install/);
-    expect(() => withBulkhead(handler, { extensionUrl: 'http://example.com:80' })).toThrow(/loopback/);
+    expect(() => withBulkhead(handler, { onError: 'log' } as never)).toThrow(/onError/);
+    // The extension is reached through files now: the old endpoint option is unknown.
+    expect(() => withBulkhead(handler, { extensionUrl: 'http://127.0.0.1:2772' } as never)).toThrow(
+      /unknown option 'extensionUrl'/,
+    );
+    expect(() => withBulkhead(handler, { extensionUrl: 'http://127.0.0.1:2772' } as never)).toThrow(
+      TypeError,
+    );
     expect(() => withBulkhead(handler, 'x' as never)).toThrow(/options must be an object/);
     expect(() => withBulkhead('nope' as never)).toThrow(/handler must be a function/);
   });
 
-  it('reports a bad BULKHEAD_EXTENSION_URL instead of failing the function', async () => {
-    const { withBulkhead, errors, onError } = setup({ BULKHEAD_EXTENSION_URL: 'ftp://127.0.0.1:1' });
-    await expect(withBulkhead(async () => 'ok', { onError })({}, fakeContext('e'))).resolves.toBe('ok');
-    expect(errors[0]?.message).toMatch(/BULKHEAD_EXTENSION_URL ignored/);
+  it('without BULKHEAD_READY_FILE and BULKHEAD_DONE_FILE (or with them empty) it neither waits nor writes', async () => {
+    for (const env of [
+      {},
+      { BULKHEAD_READY_FILE: '', BULKHEAD_DONE_FILE: '' },
+      // A leftover variable from the local endpoint means nothing now.
+      { BULKHEAD_EXTENSION_URL: 'http://127.0.0.1:1' },
+    ]) {
+      const { withBulkhead, errors, onError } = setup(env);
+      const { value, ms } = await timed(
+        withBulkhead(async () => 'ok', { onError, readyTimeoutMs: 5000 })({}, fakeContext('e')),
+      );
+      expect(value).toBe('ok');
+      expect(ms).toBeLessThan(1000);
+      expect(errors).toEqual([]);
+    }
   });
 
   it('install: false leaves enforcement to the preload', () => {
@@ -363,67 +557,110 @@ describe('withBulkhead: options', () => {
 });
 
 describe('withBulkhead: hostile contexts', () => {
-  it('returns the handler result for any context shape, and never asks the extension with a bad id', async () => {
-    extension = await startFakeExtension(1);
-    const { withBulkhead, onError } = setup({ BULKHEAD_EXTENSION_URL: extension.url });
-    const wrapped = withBulkhead(async (event: number) => event * 2, { onError, readyTimeoutMs: 200 });
+  it('returns the handler result for any context shape, and writes only sendable request ids', async () => {
+    const { extension, withBulkhead, onError } = setupWithExtension();
+    const wrapped = withBulkhead(async (event: number) => event * 2, { onError, readyTimeoutMs: 50 });
+    const requestId = fc.oneof(
+      fc.uuid(),
+      fc.string({ maxLength: 300 }),
+      fc.string({ unit: 'binary', maxLength: 20 }),
+      fc.constantFrom('has space', 'x'.repeat(200), 'x'.repeat(201), '', 'a\nb'),
+      fc.integer(),
+      fc.constant({}),
+    );
     const hostileContext = fc.oneof(
       fc.constant(undefined),
       fc.constant(null),
       fc.anything(),
       fc.record({
-        awsRequestId: fc.oneof(fc.string({ maxLength: 300 }), fc.integer(), fc.constant({})),
+        awsRequestId: requestId,
         getRemainingTimeInMillis: fc.oneof(
           fc.constant(() => {
             throw new Error('broken clock');
           }),
           fc.constant(() => Number.NaN),
           fc.constant(() => -5),
+          fc.constant(() => 30_000),
           fc.constant('not a function'),
         ),
       }),
     );
     await fc.assert(
       fc.asyncProperty(fc.integer(), hostileContext, async (n, context) => {
+        // Rewritten, not removed: the wrapper keeps the file open.
+        writeFileSync(extension.doneFile, 'before 1\n');
+        const id = (context as { awsRequestId?: unknown } | null | undefined)?.awsRequestId;
+        // What the extension would write for this INVOKE (a sendable id is then found at once).
+        if (typeof id === 'string' && isSendableRequestId(id)) extension.ready(id, 1);
         expect(await wrapped(n, context)).toBe(n * 2);
+        if (!isSendableRequestId(id)) expect(extension.doneText()).toBe('before 1\n');
+        // Records are latin1: an id beyond ASCII (never a Lambda one) is written, but not as itself.
+        else if (/^[\x21-\x7e]+$/.test(id)) expect(extension.done()).toEqual({ requestId: id, queued: 0 });
       }),
       { numRuns: 150 },
     );
-    for (const id of extension.asked) expect(id.length).toBeLessThanOrEqual(200);
   });
 });
 
-describe('extension answers and URLs from outside input', () => {
-  it('parseReadyAnswer accepts only a revision object and fails only with ExtensionSyncError', () => {
+describe('the ready file is outside input', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bulkhead-ready-'));
+  const file = join(dir, 'invocation-ready');
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('readReady never throws and yields a revision only for exactly `<id> <digits>\\n` (then padding) with the same id', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.json()), (body) => {
-        try {
-          const answer = parseReadyAnswer(body);
-          expect(Number.isSafeInteger(answer.revision) && answer.revision >= 0).toBe(true);
-        } catch (error) {
-          expect(error).toBeInstanceOf(ExtensionSyncError);
-        }
+      fc.property(stateFileContents(15), lineIds, (written, asked) => {
+        writeFileSync(file, written);
+        const revision = readReady(file, asked);
+        // The shim reads the file as latin1 (ids are ASCII).
+        if (revision !== undefined)
+          expectTakenFromWholeLine(Buffer.from(written).toString('latin1'), asked, revision, 15);
       }),
       { numRuns: 2000 },
     );
-    expect(parseReadyAnswer('{"revision":3,"bundleFile":"/tmp/b.json"}')).toEqual({
-      revision: 3,
-      bundleFile: '/tmp/b.json',
-    });
   });
 
-  it('parseExtensionUrl never throws and only accepts loopback http', () => {
-    fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.webUrl()), (text) => {
-        const parsed = parseExtensionUrl(text);
-        if (parsed.ok) {
-          expect(parsed.origin.protocol).toBe('http:');
-          expect(['127.0.0.1', 'localhost', '[::1]']).toContain(parsed.origin.hostname);
-        }
-      }),
-      { numRuns: 2000 },
-    );
-    expect(parseExtensionUrl('http://127.0.0.1:4000').ok).toBe(true);
-    expect(parseExtensionUrl('http://user:pw@127.0.0.1:4000').ok).toBe(false);
+  it("readReady takes the extension's record of its own id, and no other record nor a half-written one", () => {
+    const record = new LineFile(file, 0o644);
+    try {
+      fc.assert(
+        fc.property(
+          fc.uuid(),
+          fc.uuid(),
+          // The record carries at most 15 digits.
+          fc.integer({ min: 0, max: 999_999_999_999_999 }),
+          (mine, other, revision) => {
+            record.write(mine, revision);
+            expect(readReady(file, mine)).toBe(revision);
+            if (other !== mine) expect(readReady(file, other)).toBeUndefined();
+            // Rewritten in place: a read that catches the line before its newline takes nothing.
+            const whole = `${mine} ${revision}\n`;
+            for (let end = 0; end < whole.length; end++) {
+              writeFileSync(file, whole.slice(0, end));
+              expect(readReady(file, mine)).toBeUndefined();
+            }
+          },
+        ),
+        { numRuns: 100 },
+      );
+    } finally {
+      record.close();
+    }
+    rmSync(file, { force: true });
+    expect(readReady(file, 'req-1')).toBeUndefined();
+    expect(readReady(dir, 'req-1')).toBeUndefined();
+  });
+
+  it('a record is never written for an id that is not sendable', () => {
+    const record = new LineFile(join(dir, 'refused'), 0o644);
+    try {
+      for (const id of ['has space', 'tab\tid', 'line\nbreak', 'x'.repeat(201)]) {
+        expect(() => record.write(id, 1)).toThrow(RangeError);
+      }
+      record.write('x'.repeat(200), 999_999_999_999_999);
+      expect(readReady(join(dir, 'refused'), 'x'.repeat(200))).toBe(999_999_999_999_999);
+    } finally {
+      record.close();
+    }
   });
 });

@@ -1,7 +1,7 @@
 // The extension's parts on their own: spool forwarding against a real HTTP server, the
-// configuration rules, the local ready endpoint, and the emulator's telemetry validation.
+// configuration rules, the watcher of the shim's done file, and the emulator's telemetry validation.
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, request, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,11 +9,13 @@ import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseSubscription } from '../../emulator/telemetry.js';
 import { ConfigError, loadExtensionConfig } from '../../extensions/config.js';
-import { LocalEndpoint } from '../../extensions/local-endpoint.js';
+import { DoneWatcher } from '../../extensions/done-watcher.js';
 import { ReportForwarder } from '../../extensions/report-forwarder.js';
-import { readCursor, spoolPath } from '../../extensions/state-files.js';
+import { DONE_FILE, readCursor, spoolPath } from '../../extensions/state-files.js';
 import { generateKeyPair } from '../../policy/keys.js';
 import type { DenyRecord } from '../../policy/types.js';
+import { LineFile } from '../../runtime-shims/node/aws/extension-sync.js';
+import { expectTakenFromWholeLine, lineIds, stateFileContents } from '../aws/helpers.js';
 
 const temps: string[] = [];
 function tempDir(): string {
@@ -162,6 +164,28 @@ describe('report forwarder', () => {
     expect(sink.received.map((r) => r.seq)).toEqual([1, 2]);
   });
 
+  it('hasPending: false with no spool, true once a line is appended, false once forwarded', async () => {
+    const dir = tempDir();
+    const f = forwarder(dir);
+    expect(f.hasPending()).toBe(false);
+    writeFileSync(spoolPath(dir), '');
+    expect(f.hasPending()).toBe(false);
+    appendFileSync(spoolPath(dir), `${JSON.stringify(record(1))}\n`);
+    expect(f.hasPending()).toBe(true);
+    // Not acknowledged: still pending.
+    sink.status = 503;
+    await f.forward(Date.now() + 5_000);
+    expect(f.hasPending()).toBe(true);
+    sink.status = 202;
+    await f.forward(Date.now() + 5_000);
+    expect(f.hasPending()).toBe(false);
+    appendFileSync(spoolPath(dir), `${JSON.stringify(record(2))}\n`);
+    expect(f.hasPending()).toBe(true);
+    await f.forward(Date.now() + 5_000);
+    expect(f.hasPending()).toBe(false);
+    expect(sink.received.map((r) => r.seq)).toEqual([1, 2]);
+  });
+
   it('delivers every record exactly once in order however the writes are split (property)', async () => {
     await fc.assert(
       fc.asyncProperty(
@@ -214,18 +238,27 @@ describe('extension configuration', () => {
       failMode: 'observe',
       fallbackEnvelope: '{"payloadType":"x"}',
       stateDir: '/tmp/bulkhead',
-      extensionName: 'bulkhead',
-      refreshIntervalMs: 0,
+      fetchTimeoutMs: 2_000,
+      waitForRuntimeDone: true,
     });
+    // No local endpoint (port) and no refresh interval any more: the ready and done files replaced them.
+    expect(Object.keys(baked)).not.toContain('port');
+    expect(Object.keys(baked)).not.toContain('refreshIntervalMs');
     expect(baked.trustedKeys.map((k) => k.keyId)).toEqual([keys.keyId]);
     const overridden = loadExtensionConfig(
-      { BULKHEAD_CONTROL_URL: 'https://env.example', BULKHEAD_FAIL_MODE: 'closed', BULKHEAD_STATE_DIR: dir },
+      {
+        BULKHEAD_CONTROL_URL: 'https://env.example',
+        BULKHEAD_FAIL_MODE: 'closed',
+        BULKHEAD_STATE_DIR: dir,
+        BULKHEAD_WAIT_RUNTIME_DONE: '0',
+      },
       dir,
     );
     expect(overridden).toMatchObject({
       controlUrl: 'https://env.example',
       failMode: 'closed',
       stateDir: dir,
+      waitForRuntimeDone: false,
     });
   });
 
@@ -251,84 +284,134 @@ describe('extension configuration', () => {
   });
 });
 
-describe('local ready endpoint', () => {
-  it('holds a ready check until the INVOKE refresh for that request is done', async () => {
-    let revision = 3;
-    const endpoint = new LocalEndpoint(() => ({ revision, bundleFile: '/tmp/x/bundle.json' }), 5_000);
-    const url = await endpoint.listen(0);
+describe('done watcher (the shim says done through a file)', () => {
+  /** In place, one write, as the shim writes it. */
+  function say(file: string, text: string): void {
+    writeFileSync(file, text, { mode: 0o600 });
+  }
+  function watcher(): { file: string; done: DoneWatcher } {
+    const file = join(tempDir(), DONE_FILE);
+    const done = new DoneWatcher(file);
+    done.start();
+    watchers.push(done);
+    return { file, done };
+  }
+  const watchers: DoneWatcher[] = [];
+  afterEach(() => {
+    for (const done of watchers.splice(0)) done.close();
+  });
+
+  it('attached() is false until the shim announces itself, then stays true', () => {
+    const { file, done } = watcher();
+    expect(done.attached()).toBe(false);
+    expect(done.attached()).toBe(false);
+    say(file, '- 0\n');
+    expect(done.attached()).toBe(true);
+    rmSync(file);
+    expect(done.attached()).toBe(true);
+  });
+
+  it('wait resolves the queued count as soon as the line for its request is written', async () => {
+    const { file, done } = watcher();
+    say(file, '- 0\n');
+    const start = performance.now();
+    setTimeout(() => say(file, 'req-1 3\n'), 20);
+    expect(await done.wait('req-1', Date.now() + 10_000)).toBe(3);
+    // inotify wakes it at once (well under its 50 ms backup poll); a noisy machine gets slack.
+    expect(performance.now() - start).toBeLessThan(1000);
+    // Already there: at once, and 0 is a count like any other.
+    say(file, 'req-2 0\n');
+    expect(await done.wait('req-2', Date.now() + 10_000)).toBe(0);
+  });
+
+  it("reads the shim's records (fixed size, rewritten in place on a kept descriptor)", async () => {
+    const { file, done } = watcher();
+    const shim = new LineFile(file, 0o600);
     try {
-      const pending = fetch(`${url}/v1/invocations/req-1/ready`).then((r) => r.json());
-      let settled = false;
-      void pending.then(() => {
-        settled = true;
-      });
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      expect(settled).toBe(false);
-      revision = 4;
-      endpoint.markReady('req-1');
-      expect(await pending).toEqual({ revision: 4, bundleFile: '/tmp/x/bundle.json' });
-      // Already done: answered at once.
-      expect(await (await fetch(`${url}/v1/invocations/req-1/ready`)).json()).toEqual({
-        revision: 4,
-        bundleFile: '/tmp/x/bundle.json',
-      });
-      expect((await fetch(`${url}/v1/other`)).status).toBe(404);
+      expect(shim.open()).toBe(true);
+      expect(done.attached()).toBe(true);
+      shim.write('-', 0);
+      expect(await done.wait('-', Date.now() - 1)).toBe(0);
+      shim.write('x'.repeat(200), 12);
+      expect(await done.wait('x'.repeat(200), Date.now() - 1)).toBe(12);
+      // A shorter record over a longer one: no tail of the old one is left to misread.
+      setTimeout(() => shim.write('req-1', 3), 20);
+      expect(await done.wait('req-1', Date.now() + 10_000)).toBe(3);
+      expect(await done.wait('x'.repeat(200), Date.now() - 1)).toBeUndefined();
     } finally {
-      endpoint.close();
+      shim.close();
     }
   });
 
-  it('answers with what it holds once the bound passes', async () => {
-    const endpoint = new LocalEndpoint(() => ({ revision: 1, bundleFile: 'b' }), 100);
-    const url = await endpoint.listen(0);
-    try {
-      const answer = await fetch(`${url}/v1/invocations/never-invoked/ready`);
-      expect(answer.status).toBe(200);
-      expect(await answer.json()).toEqual({ revision: 1, bundleFile: 'b' });
-    } finally {
-      endpoint.close();
-    }
+  it('ignores a line for another request and returns undefined at the deadline', async () => {
+    const { file, done } = watcher();
+    say(file, 'req-0 5\n');
+    const start = performance.now();
+    setTimeout(() => say(file, 'req-10 7\n'), 10);
+    expect(await done.wait('req-1', Date.now() + 120)).toBeUndefined();
+    const waited = performance.now() - start;
+    expect(waited).toBeGreaterThanOrEqual(100);
+    expect(waited).toBeLessThan(1000);
+    // A deadline already past: one look, no wait.
+    expect(await done.wait('req-1', Date.now() - 1)).toBeUndefined();
+    expect(await done.wait('req-10', Date.now() - 1)).toBe(7);
   });
-});
 
-describe('local endpoint under hostile requests', () => {
-  it('answers any request target with 200, 400 or 404 and keeps serving (property)', async () => {
-    const endpoint = new LocalEndpoint(() => ({ revision: 2, bundleFile: 'b' }), 20);
-    const url = await endpoint.listen(0);
-    const { port } = new URL(url);
-    const send = (path: string, method: string) =>
-      new Promise<number>((resolve, reject) => {
-        const req = request({ host: '127.0.0.1', port: Number(port), path, method, agent: false }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-        });
-        req.on('error', reject);
-        req.end();
-      });
-    try {
-      await fc.assert(
-        fc.asyncProperty(
-          fc.oneof(
-            fc.webPath(),
-            fc.string({ maxLength: 300 }).map((id) => `/v1/invocations/${encodeURIComponent(id)}/ready`),
-            fc.constantFrom(
-              '/v1/invocations/%E0%A4%A/ready',
-              '/v1/invocations//ready',
-              `/v1/invocations/${'x'.repeat(300)}/ready`,
-            ),
-          ),
-          fc.constantFrom('GET', 'POST', 'DELETE'),
-          async (path, method) => {
-            const status = await send(path.startsWith('/') ? path : `/${path}`, method);
-            expect([200, 400, 404]).toContain(status);
-          },
-        ),
-        { numRuns: 120 },
-      );
-      expect(await send('/healthz', 'GET')).toBe(200);
-    } finally {
-      endpoint.close();
-    }
+  it('returns at once when the backstop (runtimeDone) settles first', async () => {
+    const { file, done } = watcher();
+    say(file, '- 0\n');
+    let settle!: () => void;
+    const backstop = new Promise<void>((resolve) => {
+      settle = resolve;
+    });
+    const start = performance.now();
+    setTimeout(settle, 20);
+    expect(await done.wait('req-1', Date.now() + 10_000, backstop)).toBeUndefined();
+    expect(performance.now() - start).toBeLessThan(1000);
+    // The line already there wins over a settled backstop.
+    say(file, 'req-2 4\n');
+    expect(await done.wait('req-2', Date.now() + 10_000, Promise.resolve())).toBe(4);
+  });
+
+  it('without a watch (never started) it still finds the line by polling', async () => {
+    const file = join(tempDir(), DONE_FILE);
+    const done = new DoneWatcher(file);
+    setTimeout(() => say(file, 'req-1 2\n'), 20);
+    expect(await done.wait('req-1', Date.now() + 10_000)).toBe(2);
+    expect(await done.wait('req-9', Date.now() + 30)).toBeUndefined();
+  });
+
+  it('never throws on any file content, never takes a line of another request nor half a line (property)', async () => {
+    const { file, done } = watcher();
+    await fc.assert(
+      fc.asyncProperty(stateFileContents(15), lineIds, async (written, asked) => {
+        writeFileSync(file, written);
+        const queued = await done.wait(asked, Date.now() - 1);
+        if (queued !== undefined)
+          expectTakenFromWholeLine(Buffer.from(written).toString('utf8'), asked, queued, 15);
+      }),
+      { numRuns: 1000 },
+    );
+    // And the well-formed line of the request asked is always taken.
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uuid(),
+        fc.uuid(),
+        fc.integer({ min: 0, max: 999_999_999 }),
+        async (mine, other, n) => {
+          const whole = `${mine} ${n}\n`;
+          say(file, whole);
+          expect(await done.wait(mine, Date.now() - 1)).toBe(n);
+          if (other !== mine) expect(await done.wait(other, Date.now() - 1)).toBeUndefined();
+          // Written in place: a read that catches the line half written takes nothing.
+          for (let end = 0; end < whole.length; end++) {
+            say(file, whole.slice(0, end));
+            expect(await done.wait(mine, Date.now() - 1)).toBeUndefined();
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
   });
 });
 

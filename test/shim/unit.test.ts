@@ -1,12 +1,15 @@
-// In-process units of the shim: identity detection, configuration, the record queue, origin
-// attribution, and the authority parser (property-tested: it reads outside input).
+// In-process units of the shim: identity detection, configuration, the first decision's wait for the
+// Lambda extension, the record queue, origin attribution, and the authority parser (property-tested:
+// it reads outside input).
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { DenyRecord } from '../../policy/types.js';
 import { readConfig } from '../../runtime-shims/node/config.js';
+import { ShimCore } from '../../runtime-shims/node/core.js';
 import { reverseName } from '../../runtime-shims/node/hooks/dns.js';
 import { parseAuthority } from '../../runtime-shims/node/hooks/http.js';
 import { detectIdentity } from '../../runtime-shims/node/identity.js';
@@ -90,20 +93,57 @@ describe('detectIdentity', { timeout: 120_000 }, () => {
 });
 
 describe('readConfig', { timeout: 120_000 }, () => {
-  it('exempts exactly the Runtime API, the extension, the report URL and the control API', () => {
+  it('exempts exactly the Runtime API, the report URL and the control API (the extension serves no endpoint)', () => {
     const config = readConfig({
       AWS_LAMBDA_RUNTIME_API: '127.0.0.1:9001',
+      // A leftover from the local endpoint: no longer an exemption.
       BULKHEAD_EXTENSION_URL: 'http://127.0.0.1:2772',
       BULKHEAD_REPORT: 'https://reports.example.com/v1/reports',
       BULKHEAD_CONTROL_URL: 'https://Control.Example.com:8443/base',
     });
     expect(config.exempt).toEqual([
       { host: '127.0.0.1', port: 9001 },
-      { host: '127.0.0.1', port: 2772 },
       { host: 'control.example.com', port: 8443 },
       { host: 'reports.example.com', port: 443 },
     ]);
     expect(config.failMode).toBe('closed');
+  });
+
+  it('propagates the extension status file and its wait to children, not the old endpoint', () => {
+    const config = readConfig({
+      BULKHEAD_EXTENSION_STATUS: '/tmp/bulkhead/extension-status.json',
+      BULKHEAD_EXTENSION_WAIT_MS: '250',
+      BULKHEAD_EXTENSION_URL: 'http://127.0.0.1:2772',
+      BULKHEAD_STATE_DIR: '/tmp/bulkhead',
+    });
+    expect(config.propagate).toEqual({
+      BULKHEAD_EXTENSION_STATUS: '/tmp/bulkhead/extension-status.json',
+      BULKHEAD_EXTENSION_WAIT_MS: '250',
+      BULKHEAD_STATE_DIR: '/tmp/bulkhead',
+    });
+    expect(config.extensionStatus).toBe('/tmp/bulkhead/extension-status.json');
+    expect(config.extensionWaitMs).toBe(250);
+    expect(config.problems).toEqual([]);
+  });
+
+  it('reads the extension wait: 3000 ms by default, whole milliseconds from 0 accepted, anything else a problem', () => {
+    expect(readConfig({}).extensionStatus).toBeUndefined();
+    expect(readConfig({}).extensionWaitMs).toBe(3000);
+    expect(readConfig({ BULKHEAD_EXTENSION_STATUS: '  ' }).extensionStatus).toBeUndefined();
+    for (const [text, wait] of [
+      ['0', 0],
+      [' 40 ', 40],
+      ['5000', 5000],
+    ] as const) {
+      const config = readConfig({ BULKHEAD_EXTENSION_WAIT_MS: text });
+      expect(config.extensionWaitMs).toBe(wait);
+      expect(config.problems).toEqual([]);
+    }
+    for (const text of ['-1', '1.5', 'soon', '1e3x', '86400000']) {
+      const config = readConfig({ BULKHEAD_EXTENSION_WAIT_MS: text });
+      expect(config.extensionWaitMs).toBe(3000);
+      expect(config.problems).toEqual([expect.stringContaining('BULKHEAD_EXTENSION_WAIT_MS')]);
+    }
   });
 
   it('reports bad values as problems and stays closed', () => {
@@ -123,7 +163,8 @@ describe('readConfig', { timeout: 120_000 }, () => {
         fc.dictionary(
           fc.constantFrom(
             'AWS_LAMBDA_RUNTIME_API',
-            'BULKHEAD_EXTENSION_URL',
+            'BULKHEAD_EXTENSION_STATUS',
+            'BULKHEAD_EXTENSION_WAIT_MS',
             'BULKHEAD_REPORT',
             'BULKHEAD_CONTROL_URL',
             'BULKHEAD_FAIL_MODE',
@@ -134,9 +175,122 @@ describe('readConfig', { timeout: 120_000 }, () => {
         (env) => {
           const config = readConfig(env);
           expect(Array.isArray(config.exempt)).toBe(true);
+          expect(Number.isInteger(config.extensionWaitMs)).toBe(true);
+          expect(config.extensionWaitMs >= 0 && config.extensionWaitMs <= 30_000).toBe(true);
         },
       ),
     );
+  });
+});
+
+/** A started core (not installed: no hooks), its log lines collected. */
+function core(env: Record<string, string>) {
+  const logs: string[] = [];
+  const shim = new ShimCore({
+    env,
+    log: (line) => logs.push(line),
+    registerPath: undefined,
+    isOwnFile: () => false,
+    post: async () => 202,
+  });
+  shim.start();
+  return { shim, logs };
+}
+
+describe('ShimCore: the first decision waits for the extension status file', { timeout: 120_000 }, () => {
+  const decide = (shim: ShimCore) => {
+    const start = performance.now();
+    const decision = shim.decideConnect('10.0.0.1', 443, 'tcp', undefined, undefined);
+    return { decision, ms: performance.now() - start };
+  };
+  const noAnswer = (logs: string[]) => logs.filter((l) => l.includes('gave no bundle answer'));
+
+  it('waits its bound when the status file never comes, then the fail mode governs (once)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bulkhead-status-'));
+    dirs.push(dir);
+    const { shim, logs } = core({
+      BULKHEAD_BUNDLE_FILE: join(dir, 'bundle.json'),
+      BULKHEAD_EXTENSION_STATUS: join(dir, 'extension-status.json'),
+      BULKHEAD_EXTENSION_WAIT_MS: '50',
+      BULKHEAD_FAIL_MODE: 'closed',
+    });
+    const first = decide(shim);
+    expect(first.ms).toBeGreaterThanOrEqual(49);
+    expect(first.decision).toMatchObject({ decision: 'deny', blocked: true, rule: 'fail-closed' });
+    expect(noAnswer(logs)).toEqual([
+      'the extension gave no bundle answer within 50 ms; fail mode closed governs until it does',
+    ]);
+    // Only the first decision waits.
+    expect(decide(shim).decision.rule).toBe('fail-closed');
+    expect(noAnswer(logs)).toHaveLength(1);
+  });
+
+  it('does not wait when the status file is there, nor without BULKHEAD_EXTENSION_STATUS', () => {
+    const fx = makeFixture({ allow: [] });
+    fixtures.push(fx);
+    const status = join(fx.dir, 'extension-status.json');
+    writeFileSync(status, '{}');
+    for (const env of [
+      fx.env({ BULKHEAD_EXTENSION_STATUS: status, BULKHEAD_EXTENSION_WAIT_MS: '5000' }),
+      fx.env({ BULKHEAD_EXTENSION_WAIT_MS: '5000' }),
+    ]) {
+      const { shim, logs } = core(env);
+      const { decision, ms } = decide(shim);
+      expect(ms).toBeLessThan(1000);
+      expect(decision.rule).not.toMatch(/^fail-/);
+      expect(shim.status().revision).toBe(1);
+      expect(noAnswer(logs)).toEqual([]);
+    }
+  });
+
+  it('returns as soon as the extension writes the status file, with the bundle verified', async () => {
+    const fx = makeFixture({ allow: [] });
+    fixtures.push(fx);
+    const status = join(fx.dir, 'extension-status.json');
+    // The extension, writing from another thread while this one is held in the synchronous wait.
+    const extension = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       const { writeFileSync } = require('node:fs');
+       parentPort.once('message', () => setTimeout(() => writeFileSync(workerData, '{}'), 100));
+       parentPort.postMessage('up');`,
+      { eval: true, workerData: status },
+    );
+    try {
+      await new Promise((resolve) => extension.once('message', resolve));
+      const { shim, logs } = core(
+        fx.env({ BULKHEAD_EXTENSION_STATUS: status, BULKHEAD_EXTENSION_WAIT_MS: '10000' }),
+      );
+      extension.postMessage('go');
+      const { decision, ms } = decide(shim);
+      expect(ms).toBeGreaterThanOrEqual(90);
+      expect(ms).toBeLessThan(5000);
+      expect(decision.rule).not.toMatch(/^fail-/);
+      expect(shim.status().revision).toBe(1);
+      expect(noAnswer(logs)).toEqual([]);
+    } finally {
+      await extension.terminate();
+    }
+  });
+});
+
+describe('ShimCore.refresh (the wrapper after each ready record)', { timeout: 120_000 }, () => {
+  it('re-reads the bundle only when the file is not the one last read', () => {
+    const fx = makeFixture({ allow: [] });
+    fixtures.push(fx);
+    const { shim, logs } = core(fx.env());
+    const loads = () => logs.filter((l) => l.startsWith('enforcing bundle revision')).length;
+    // Before first use: the first refresh is the first load.
+    expect(shim.refresh().revision).toBe(1);
+    expect(loads()).toBe(1);
+    for (let i = 0; i < 3; i++) expect(shim.refresh()).toMatchObject({ ok: true, revision: 1 });
+    expect(loads()).toBe(1);
+    // The extension replaced the file (rename): read at once, whatever revision a ready record named.
+    fx.write({ allow: [] }, 2);
+    expect(shim.refresh()).toMatchObject({ ok: true, revision: 2 });
+    expect(shim.status().revision).toBe(2);
+    expect(loads()).toBe(2);
+    expect(shim.refresh()).toMatchObject({ ok: true, revision: 2 });
+    expect(loads()).toBe(2);
   });
 });
 
