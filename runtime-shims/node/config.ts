@@ -42,7 +42,7 @@ export interface ShimConfig {
 }
 
 const DEFAULT_EXTENSION_WAIT_MS = 3_000;
-const MAX_EXTENSION_WAIT_MS = 30_000;
+const MAX_EXTENSION_WAIT_MS = 10_000;
 
 function endpointOfUrl(text: string, problems: string[], variable: string): Endpoint | undefined {
   let url: URL;

@@ -352,7 +352,7 @@ export class ShimCore implements ShimInstance {
       return this.#lastResult;
     }
     const file = this.config.bundleFile;
-    if (file && fileStamp(file) === this.#fileStamp) return this.#lastResult;
+    if (!file || fileStamp(file) === this.#fileStamp) return this.#lastResult;
     return this.reload();
   }
 

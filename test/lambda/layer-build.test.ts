@@ -188,7 +188,6 @@ describe('layer', () => {
     writeFileSync(join(dir, 'bulkhead/register.cjs'), '');
     writeFileSync(join(dir, 'bulkhead/lambda-handler.cjs'), '');
     const state = tempDir();
-    writeFileSync(join(state, 'extension-url'), 'http://127.0.0.1:4321');
     const run = spawnSync(
       join(dir, 'bulkhead-wrapper'),
       [process.execPath, '-e', 'process.stdout.write(JSON.stringify(process.env))'],
@@ -206,7 +205,11 @@ describe('layer', () => {
     expect(run.status, run.stderr).toBe(0);
     const env = JSON.parse(run.stdout) as Record<string, string>;
     expect(env.NODE_OPTIONS).toBe(`--enable-source-maps --require "${dir}/bulkhead/register.cjs"`);
-    expect(env.BULKHEAD_EXTENSION_URL).toBe('http://127.0.0.1:4321');
+    // The files the extension and the shim exchange (docs/contracts.md §6); no local endpoint.
+    expect(env.BULKHEAD_EXTENSION_URL).toBeUndefined();
+    expect(env.BULKHEAD_EXTENSION_STATUS).toBe(join(state, 'extension-status.json'));
+    expect(env.BULKHEAD_READY_FILE).toBe(join(state, 'invocation-ready'));
+    expect(env.BULKHEAD_DONE_FILE).toBe(join(state, 'invocation-done'));
     expect(env.BULKHEAD_BUNDLE_FILE).toBe(join(state, 'bundle.json'));
     expect(env.BULKHEAD_REPORT).toBe(join(state, 'spool.ndjson'));
     expect(env.BULKHEAD_FAIL_MODE).toBe('observe');

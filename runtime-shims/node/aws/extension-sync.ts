@@ -26,11 +26,12 @@ import {
 } from 'node:fs';
 import { basename, dirname } from 'node:path';
 
-/** Longest request id written (Lambda's are 36-character UUIDs). */
-const MAX_ID_LENGTH = 200;
-/** One record: the longest line (id, space, 15 digits, newline) fits. */
+/** Lambda request ids are UUIDs: printable ASCII up to 200 characters is written, anything else is not one. */
+const SENDABLE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
+/** One record: the longest line (a 200-character id, a space, 16 digits, a newline) fits. */
 const RECORD_BYTES = 256;
-const LINE = /^(\S{1,200}) (\d{1,15})\n *$/;
+/** Ids are printable ASCII (Lambda's are UUIDs): one byte a character, no whitespace in the record. */
+const LINE = /^([\x21-\x7e]{1,200}) (\d{1,16})\n *$/;
 
 /** `<id> <number>` from a record, or undefined when the text is not one whole record line. */
 export function parseLine(text: string): { id: string; value: number } | undefined {
@@ -56,7 +57,9 @@ export class LineFile {
   }
 
   write(id: string, value: number): void {
-    if (id.length > MAX_ID_LENGTH || /\s/.test(id)) throw new RangeError('not a request id');
+    if (!SENDABLE_REQUEST_ID.test(id))
+      throw new RangeError('not a request id (printable ASCII, at most 200)');
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError('not a record number');
     this.open();
     this.#record.fill(0x20);
     this.#record.write(`${id} ${value}\n`, 0, 'latin1');
@@ -69,8 +72,6 @@ export class LineFile {
   }
 }
 
-/** Lambda request ids are UUIDs; anything far longer, or with whitespace, is not one and is not written. */
-const SENDABLE_REQUEST_ID = /^[^\s]{1,200}$/;
 /** Backup poll while inotify watches (a missed event costs at most this); without inotify, the poll. */
 const POLL_WITH_WATCH_MS = 50;
 const POLL_WITHOUT_WATCH_MS = 1;

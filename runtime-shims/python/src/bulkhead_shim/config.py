@@ -138,8 +138,6 @@ def read_config(env: Mapping[str, str] | None = None) -> ShimConfig:
 
     if source.get('AWS_LAMBDA_RUNTIME_API'):
         add(_endpoint_of_host_port(source['AWS_LAMBDA_RUNTIME_API'], problems, 'AWS_LAMBDA_RUNTIME_API'))
-    if source.get('BULKHEAD_EXTENSION_URL'):
-        add(_endpoint_of_url(source['BULKHEAD_EXTENSION_URL'], problems, 'BULKHEAD_EXTENSION_URL'))
     if source.get('BULKHEAD_CONTROL_URL'):
         add(_endpoint_of_url(source['BULKHEAD_CONTROL_URL'], problems, 'BULKHEAD_CONTROL_URL'))
 
