@@ -13,26 +13,10 @@ import { join } from 'node:path';
 import { findPythonRuntime, type LambdaEmulator } from '../../emulator/index.js';
 import { packageRoot, zipLayerTree } from '../../layers/build.js';
 import { buildLayerDir, cardsPolicy, createSandbox, FIXTURES, startControl } from '../lambda/harness.js';
+import { added, line } from './stats.js';
 
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 9);
 const WARM_INVOKES = Number(process.env.BENCH_WARM_INVOKES ?? 200);
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-}
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
-}
-
-function line(label: string, values: number[]): string {
-  return `${label}: p50 ${median(values).toFixed(2)} ms, p95 ${percentile(values, 95).toFixed(2)} ms, n=${values.length}`;
-}
 
 async function main(): Promise<void> {
   const python = findPythonRuntime();
@@ -103,9 +87,7 @@ async function main(): Promise<void> {
     );
     console.log(line('cold start without layer (init + first invoke)', cold.without));
     console.log(line('cold start with layer    (init + first invoke)', cold.with));
-    console.log(
-      `cold start added (p50): ${(median(cold.with) - median(cold.without)).toFixed(1)} ms, ratio ${(median(cold.with) / median(cold.without)).toFixed(2)} (goal: ≤ 50 ms added)`,
-    );
+    console.log(added('cold start', cold.with, cold.without, '≤ 50 ms added'));
 
     // 2. Warm invocations: one sandbox each, invoked in turns so both see the same load.
     const warm = { with: sandbox(true), without: sandbox(false) };
@@ -128,9 +110,7 @@ async function main(): Promise<void> {
     }
     console.log(line('warm invoke phase without layer (one allowed request)', phases.without));
     console.log(line('warm invoke phase with layer    (one allowed request)', phases.with));
-    console.log(
-      `warm billed time added, no deny (p50): ${(median(phases.with) - median(phases.without)).toFixed(2)} ms (goal: ≤ 1 ms)`,
-    );
+    console.log(added('warm billed time, no deny,', phases.with, phases.without, '≤ 1 ms'));
     console.log(line('warm invoke phase with a deny', phases.deny));
     console.log(line('  and the clean invocation right after it', after));
     const denies = await control.denies('limit=1000');
