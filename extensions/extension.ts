@@ -82,9 +82,10 @@ export async function runExtension(options: RunOptions): Promise<number> {
 
   // 1. Register: done by the launcher (its identifier and the account id come in the environment), or now.
   const handedOver = env.BULKHEAD_EXTENSION_ID;
+  const registeredByLauncher = handedOver !== undefined && EXTENSION_ID.test(handedOver);
   let api: ExtensionsApi;
   let accountId: string | undefined;
-  if (handedOver !== undefined && EXTENSION_ID.test(handedOver)) {
+  if (registeredByLauncher) {
     api = new ExtensionsApi(runtimeApi, handedOver);
     accountId = /^\d{1,20}$/.test(env.BULKHEAD_ACCOUNT_ID ?? '') ? env.BULKHEAD_ACCOUNT_ID : undefined;
   } else {
@@ -109,6 +110,7 @@ export async function runExtension(options: RunOptions): Promise<number> {
     ensureStateDir(config.stateDir);
     session = new Session(config, env, accountId, log);
     await session.prepare();
+    session.start(Date.now() - startedAt, registeredByLauncher);
   } catch (error) {
     const type = error instanceof ConfigError ? 'Extension.ConfigInvalid' : 'Extension.InitFailed';
     const message = (error as Error).message;
@@ -117,7 +119,6 @@ export async function runExtension(options: RunOptions): Promise<number> {
     // After init/error no API call succeeds; the platform tears the sandbox down.
     return 1;
   }
-  session.start(Date.now() - startedAt, handedOver !== undefined);
   await session.subscribeTelemetry(api);
 
   let failures = 0;
@@ -217,7 +218,6 @@ class Session {
     } else {
       this.reason = 'no control API configured and no bundle in the layer';
     }
-    this.forwarder.compact();
     if (this.source === 'none')
       this.log(
         `no verified bundle: the shim applies fail mode ${config.failMode} (${this.reason ?? 'unknown'})`,

@@ -3,7 +3,7 @@
 // batches to /v1/reports and advances the cursor only on acceptance, so delivery is
 // at least once and the control API deduplicates by record id.
 import { randomUUID } from 'node:crypto';
-import { closeSync, fstatSync, ftruncateSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { DenyRecord } from '../policy/types.js';
@@ -83,30 +83,6 @@ export class ReportForwarder {
       return info.ino === this.cursor.inode ? info.size > this.cursor.offset : info.size > 0;
     } catch {
       return false;
-    }
-  }
-
-  /**
-   * Called at extension start, when no runtime (no writer) exists yet: a fully forwarded spool
-   * is truncated so /tmp does not fill up over a long-lived sandbox.
-   */
-  compact(): void {
-    const file = spoolPath(this.options.stateDir);
-    let fd: number;
-    try {
-      fd = openSync(file, 'r+');
-    } catch {
-      return;
-    }
-    try {
-      const info = fstatSync(fd);
-      if (info.ino === this.cursor.inode && info.size === this.cursor.offset && info.size > 0) {
-        ftruncateSync(fd, 0);
-        this.cursor = { ...this.cursor, offset: 0 };
-        writeCursor(this.options.stateDir, this.cursor);
-      }
-    } finally {
-      closeSync(fd);
     }
   }
 

@@ -152,18 +152,6 @@ describe('report forwarder', () => {
     expect(sink.received.map((r) => r.id)).toEqual([record(2).id]);
   });
 
-  it('compacts a fully forwarded spool at start', async () => {
-    const dir = tempDir();
-    appendFileSync(spoolPath(dir), `${JSON.stringify(record(1))}\n`);
-    await forwarder(dir).forward(Date.now() + 5_000);
-    const restarted = forwarder(dir);
-    restarted.compact();
-    expect(statSync(spoolPath(dir)).size).toBe(0);
-    appendFileSync(spoolPath(dir), `${JSON.stringify(record(2))}\n`);
-    await restarted.forward(Date.now() + 5_000);
-    expect(sink.received.map((r) => r.seq)).toEqual([1, 2]);
-  });
-
   it('hasPending: false with no spool, true once a line is appended, false once forwarded', async () => {
     const dir = tempDir();
     const f = forwarder(dir);

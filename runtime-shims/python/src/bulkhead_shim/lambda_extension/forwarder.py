@@ -67,22 +67,6 @@ class Forwarder:
 
             self._target = parse_control_url(control_url)
 
-    def compact(self) -> None:
-        """At extension start (no writer yet): a fully forwarded spool is truncated so /tmp does not
-        fill up over a long-lived sandbox."""
-        try:
-            descriptor = os.open(self._spool, os.O_RDWR)
-        except OSError:
-            return
-        try:
-            info = os.fstat(descriptor)
-            if info.st_ino == self.cursor.inode and info.st_size == self.cursor.offset and info.st_size > 0:
-                os.ftruncate(descriptor, 0)
-                self.cursor.offset = 0
-                write_cursor(self._state_dir, self.cursor)
-        finally:
-            os.close(descriptor)
-
     def backlog(self) -> int:
         """Bytes in the spool not yet acknowledged (0 when the spool is missing)."""
         try:

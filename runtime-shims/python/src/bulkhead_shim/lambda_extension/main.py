@@ -85,7 +85,6 @@ class Session:
             if config.fail_mode == 'closed':
                 raise ConfigError(message)
             self.log(f'{message}; fail mode observe')
-        self.forwarder.compact()
         last_good = self._pick_last_good()
         if config.control_url and config.token and config.trusted_keys:
             self.client = self._new_client(last_good[0] if last_good else None)
