@@ -1,6 +1,6 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, expectTypeOf, it } from 'vitest';
 import { isSendableRequestId, LineFile, readReady } from '../../runtime-shims/node/aws/extension-sync.js';
@@ -483,9 +483,25 @@ describe('withBulkhead: sync with the extension', () => {
     }
   });
 
+  it('announces itself when the state dir does not exist yet (the runtime can start before the extension made it)', () => {
+    const { extension, onError, errors } = setupWithExtension();
+    const doneFile = join(extension.dir, 'not-yet', 'bulkhead', 'invocation-done');
+    createWithBulkhead(new RecordingShim(), { ...extension.env, BULKHEAD_DONE_FILE: doneFile })(
+      async () => 1,
+      {
+        onError,
+      },
+    );
+    expect(readFileSync(doneFile, 'latin1').trimEnd()).toBe('- 0');
+    expect(statSync(dirname(doneFile)).mode & 0o777).toBe(0o700);
+    expect(errors).toEqual([]);
+  });
+
   it('a failing done write goes to onError and never breaks the handler', async () => {
     const { extension, errors, onError } = setupWithExtension();
-    const unwritable = join(extension.dir, 'missing-dir', 'invocation-done');
+    // Its folder is a regular file: neither the folder nor the record can be created.
+    writeFileSync(join(extension.dir, 'not-a-dir'), '');
+    const unwritable = join(extension.dir, 'not-a-dir', 'invocation-done');
     const withBrokenDone = createWithBulkhead(new RecordingShim(), {
       ...extension.env,
       BULKHEAD_DONE_FILE: unwritable,
@@ -505,7 +521,7 @@ describe('withBulkhead: sync with the extension', () => {
     extension.ready('w-2', 1);
     await expect(failing({}, fakeContext('w-2'))).rejects.toBe(failure);
     expect(errors.map((e) => e.stage)).toEqual(['sync', 'sync', 'flush', 'flush']);
-    expect(errors.every((e) => e.message.includes('ENOENT'))).toBe(true);
+    expect(errors.every((e) => /ENOTDIR|EEXIST/.test(e.message))).toBe(true);
   });
 });
 

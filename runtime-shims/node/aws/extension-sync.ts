@@ -19,6 +19,7 @@ import {
   constants,
   type FSWatcher,
   fstatSync,
+  mkdirSync,
   openSync,
   readFileSync,
   watch,
@@ -49,10 +50,15 @@ export class LineFile {
     private readonly mode: number,
   ) {}
 
-  /** Creates the file when missing; true when it was empty (nobody wrote a record yet). */
+  /**
+   * Creates the file (and its folder: the runtime may set up its wrapper before the extension made the
+   * state dir, as both start together) when missing; true when it was empty (no record written yet).
+   */
   open(): boolean {
-    if (this.#fd === undefined)
+    if (this.#fd === undefined) {
+      mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
       this.#fd = openSync(this.path, constants.O_WRONLY | constants.O_CREAT, this.mode);
+    }
     return fstatSync(this.#fd).size === 0;
   }
 
