@@ -10,23 +10,23 @@
 // Sandboxes alternate with and without the layer so both see the same machine load; medians.
 // Run with `npm run bench -- lambda-cost` (after `npm run build`).
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { LambdaEmulator } from '../../emulator/index.js';
-import { buildLayerDir, cardsPolicy, createSandbox, startControl } from '../lambda/harness.js';
+import {
+  buildLayerDir,
+  cardsPolicy,
+  createSandbox,
+  startControl,
+  startDestination,
+} from '../lambda/harness.js';
 import { added, line } from './stats.js';
 
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 9);
 const WARM_INVOKES = Number(process.env.BENCH_WARM_INVOKES ?? 200);
 
 async function main(): Promise<void> {
-  const destination = createServer((req, res) => {
-    req.resume();
-    res.end('ok');
-  });
-  await new Promise<void>((resolve) => destination.listen(0, '127.0.0.1', resolve));
-  const port = (destination.address() as AddressInfo).port;
+  const destination = await startDestination();
+  const port = destination.port;
   const control = await startControl();
   await control.apply(cardsPolicy([port]));
   const layer = buildLayerDir({ controlUrl: control.url, trustedKeys: [control.publicKeyPem] });

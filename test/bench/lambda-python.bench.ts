@@ -6,13 +6,18 @@
 //  3. the layer's size, zipped, for each architecture (goal: ≤ 10 MB).
 // Run with `npm run bench -- lambda-python` (after `npm run build`).
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findPythonRuntime, type LambdaEmulator } from '../../emulator/index.js';
 import { packageRoot, zipLayerTree } from '../../layers/build.js';
-import { buildLayerDir, cardsPolicy, createSandbox, FIXTURES, startControl } from '../lambda/harness.js';
+import {
+  buildLayerDir,
+  cardsPolicy,
+  createSandbox,
+  FIXTURES,
+  startControl,
+  startDestination,
+} from '../lambda/harness.js';
 import { added, line } from './stats.js';
 
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 9);
@@ -25,12 +30,8 @@ async function main(): Promise<void> {
     return;
   }
   console.log(`python${python.version}, awslambdaric ${python.awslambdaric}`);
-  const destination = createServer((req, res) => {
-    req.resume();
-    res.end('ok');
-  });
-  await new Promise<void>((resolve) => destination.listen(0, '127.0.0.1', resolve));
-  const port = (destination.address() as AddressInfo).port;
+  const destination = await startDestination();
+  const port = destination.port;
   const control = await startControl();
   await control.apply(cardsPolicy([port]));
   const layer = buildLayerDir({

@@ -61,6 +61,16 @@ export async function startControl(): Promise<ControlHarness> {
   };
 }
 
+/** A destination on 127.0.0.1 that answers `ok` to every request: the function's one allowed call. */
+export async function startDestination(): Promise<{ port: number; close(): void }> {
+  const server = createServer((req, res) => {
+    req.resume();
+    res.end('ok');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as AddressInfo).port, close: () => server.close() };
+}
+
 export interface LayerHarness {
   dir: string;
   cleanup(): void;
