@@ -90,7 +90,7 @@ export function isSendableRequestId(requestId: unknown): requestId is string {
   return typeof requestId === 'string' && SENDABLE_REQUEST_ID.test(requestId);
 }
 
-/** The revision the ready file names for `requestId`, or undefined when it names another request (or none). */
+/** The number the record file holds for `requestId`, or undefined when it names another request (or none). */
 export function readReady(file: string, requestId: string): number | undefined {
   let text: string;
   try {
@@ -102,42 +102,79 @@ export function readReady(file: string, requestId: string): number | undefined {
   return line?.id === requestId ? line.value : undefined;
 }
 
-/** Waits until the ready file names `requestId`; resolves its revision, rejects after `timeoutMs`. */
-export function waitForReady(file: string, requestId: string, timeoutMs: number): Promise<number> {
-  const now = readReady(file, requestId);
-  if (now !== undefined) return Promise.resolve(now);
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + timeoutMs;
-    let watcher: FSWatcher | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    const finish = (revision: number | undefined) => {
-      watcher?.close();
-      if (timer !== undefined) clearTimeout(timer);
-      if (revision !== undefined) resolve(revision);
-      else
-        reject(
-          new ExtensionSyncError(`the extension did not mark ${requestId} ready within ${timeoutMs} ms`),
-        );
-    };
-    const check = () => {
-      const revision = readReady(file, requestId);
-      if (revision !== undefined) return finish(revision);
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) return finish(undefined);
-      if (timer !== undefined) clearTimeout(timer);
-      timer = setTimeout(check, Math.min(remaining, watcher ? POLL_WITH_WATCH_MS : POLL_WITHOUT_WATCH_MS));
-    };
-    const name = basename(file);
+/**
+ * The reading side of a record file, for both directions (the wrapper waits for the ready record, the
+ * extension for the done record): `wait` re-reads at every change inotify reports on the folder once
+ * `watch()` was called, and polls as a backup (or alone, without a watch).
+ */
+export class RecordWatcher {
+  #watcher: FSWatcher | undefined;
+  #wake: (() => void) | undefined;
+
+  constructor(readonly path: string) {}
+
+  watch(): void {
+    if (this.#watcher !== undefined) return;
+    const name = basename(this.path);
     try {
-      watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
-        if (changed === null || changed === name) check();
+      this.#watcher = watch(dirname(this.path), { persistent: false }, (_event, changed) => {
+        if (changed === null || changed === name) this.#wake?.();
       });
-      watcher.on('error', () => {
-        watcher = undefined;
+      this.#watcher.on('error', () => {
+        this.#watcher = undefined;
       });
     } catch {
-      watcher = undefined;
+      this.#watcher = undefined;
     }
-    check();
-  });
+  }
+
+  /**
+   * The number in the record for `requestId`; undefined when none came by `deadline` (epoch ms) or the
+   * `backstop` settled first.
+   */
+  async wait(requestId: string, deadline: number, backstop?: Promise<void>): Promise<number | undefined> {
+    let backstopped = false;
+    void backstop?.then(() => {
+      backstopped = true;
+      this.#wake?.();
+    });
+    for (;;) {
+      const value = readReady(this.path, requestId);
+      if (value !== undefined || backstopped) return value;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return undefined;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(
+          resolve,
+          Math.min(remaining, this.#watcher ? POLL_WITH_WATCH_MS : POLL_WITHOUT_WATCH_MS),
+        );
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = undefined;
+    }
+  }
+
+  close(): void {
+    this.#watcher?.close();
+    this.#watcher = undefined;
+  }
+}
+
+/** Waits until the ready file names `requestId`; resolves its revision, rejects after `timeoutMs`. */
+export async function waitForReady(file: string, requestId: string, timeoutMs: number): Promise<number> {
+  const now = readReady(file, requestId);
+  if (now !== undefined) return now;
+  const records = new RecordWatcher(file);
+  records.watch();
+  try {
+    const revision = await records.wait(requestId, Date.now() + timeoutMs);
+    if (revision === undefined)
+      throw new ExtensionSyncError(`the extension did not mark ${requestId} ready within ${timeoutMs} ms`);
+    return revision;
+  } finally {
+    records.close();
+  }
 }
