@@ -59,6 +59,30 @@ def test_repeats_are_aggregated_and_delivered_in_the_background() -> None:
     assert queue.delivered == 2 and queue.queued == 0
 
 
+class SlowSink(FakeSink):
+    """Holds each delivery long enough for a second flush to start meanwhile."""
+
+    def deliver(self, records: list[dict[str, Any]], timeout: float) -> None:
+        time.sleep(0.05)
+        super().deliver(records, timeout)
+
+
+def test_concurrent_flushes_deliver_each_record_once() -> None:
+    # The delivery thread and an explicit (or exit) flush at the same moment: one of them waits.
+    sink = SlowSink()
+    queue = RecordQueue(sink, lambda: WORKLOAD, lambda line: None, delay=60.0)
+    for port in range(1, 6):
+        queue.add(_input(port=port))
+    flushers = [threading.Thread(target=queue.flush) for _ in range(4)]
+    for flusher in flushers:
+        flusher.start()
+    for flusher in flushers:
+        flusher.join(5)
+    ports = [r['destination']['port'] for batch in sink.batches for r in batch]
+    assert sorted(ports) == [1, 2, 3, 4, 5]
+    assert queue.delivered == 5 and queue.queued == 0
+
+
 def test_a_flood_is_bounded_and_counted_never_silent() -> None:
     lines: list[str] = []
     queue = RecordQueue(

@@ -154,6 +154,9 @@ class RecordQueue:
         self._number = number_records
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        #: One flush at a time: a batch stays in `_pending` until delivered, so two flushes (the delivery
+        #: thread and an explicit or exit flush) would otherwise send the same records twice.
+        self._flushing = threading.Lock()
         self._pending: list[_Pending] = []
         self._by_key: dict[tuple[object, ...], _Pending] = {}
         self._seq = 0
@@ -265,6 +268,15 @@ class RecordQueue:
         if sink is None:
             return len(self._pending)
         deadline = time.monotonic() + timeout
+        if not self._flushing.acquire(timeout=max(0.0, timeout)):
+            return len(self._pending)
+        try:
+            return self._flush_until(sink, deadline)
+        finally:
+            self._flushing.release()
+
+    def _flush_until(self, sink: Sink, deadline: float) -> int:
+        """`flush` holding the flush lock."""
         while True:
             with self._lock:
                 if not self._pending:
@@ -334,6 +346,7 @@ class RecordQueue:
         """The delivery thread does not survive fork; the child keeps the queue and starts its own."""
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        self._flushing = threading.Lock()
         self._thread = None
         self._due = 0.0
         self.thread_ident = None
