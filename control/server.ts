@@ -9,35 +9,21 @@ import Fastify, {
 } from 'fastify';
 import { generateKeyPair } from '../policy/index.js';
 import { type IssuedToken, issueToken, TokenVerifier } from './auth.js';
+import type { ControlContext, ControlLimits } from './context.js';
 import { LongPollHub } from './long-poll.js';
 import { ControlMetrics, gauge } from './metrics.js';
 import { PolicyState, type SigningKey } from './policy-state.js';
-import { type RateLimit, RateLimiter } from './rate-limit.js';
+import { RateLimiter } from './rate-limit.js';
 import { registerBundleRoutes } from './routes/bundle.js';
 import { registerPolicyRoutes } from './routes/policy.js';
 import { registerQueryRoutes } from './routes/query.js';
 import { registerReportRoutes } from './routes/reports.js';
 import { signingKeyFromPem } from './signing-key.js';
+import { isStoreUnavailable } from './store/errors.js';
 import { openSqliteStore } from './store/sqlite.js';
 import type { ControlStore, TokenScope, WorkloadSighting } from './store/types.js';
 
-export interface ControlLimits {
-  /** Largest `PUT /v1/policy` body, bytes. */
-  policyBodyBytes: number;
-  /** Largest `POST /v1/reports` body, bytes. */
-  reportBodyBytes: number;
-  /** Most records in one report batch. */
-  reportRecords: number;
-  /** Largest body of any other route, bytes. */
-  bodyBytes: number;
-  /** Concurrent long-polls held by this replica; beyond it `wait` is refused with 429. */
-  longPolls: number;
-  /** Longest `?wait=` in seconds. */
-  maxWaitSeconds: number;
-  rateLimit: Record<TokenScope, RateLimit>;
-  /** Validity of a signed bundle. */
-  bundleTtlSeconds: number;
-}
+export type { ControlContext, ControlLimits } from './context.js';
 
 export const DEFAULT_LIMITS: ControlLimits = {
   policyBodyBytes: 2 * 1024 * 1024,
@@ -71,21 +57,6 @@ declare module 'fastify' {
     tokenId?: string;
     tokenScope?: TokenScope;
   }
-}
-
-/** Everything the route modules share. */
-export interface ControlContext {
-  store: ControlStore;
-  state: PolicyState;
-  key: SigningKey;
-  limits: ControlLimits;
-  metrics: ControlMetrics;
-  longPolls: LongPollHub;
-  /** Records that a workload was answered with / holds a revision; written in batches. */
-  sawWorkload(sighting: WorkloadSighting): void;
-  flushSightings(): Promise<void>;
-  /** When the current revision was first known to this replica (for propagation figures). */
-  revisionSeenAtMs(): number;
 }
 
 export const REDACTED_LOG_PATHS = [
@@ -222,6 +193,15 @@ export async function createControlServer(options: ControlServerOptions): Promis
     const status = failure.statusCode ?? 500;
     if (failure.validation) {
       return reply.code(400).send({ error: 'bad-request', message: failure.message ?? 'invalid request' });
+    }
+    if (isStoreUnavailable(error)) {
+      // Expected while the database is away or the disk is full: a warning, not a stack per request.
+      request.log.warn({ failure: error.failure, reason: error.message }, 'store unavailable');
+      reply.header('retry-after', String(error.retryAfterSeconds));
+      return reply.code(error.statusCode).send({
+        error: error.failure === 'disk-full' ? 'disk-full' : 'unavailable',
+        message: error.message,
+      });
     }
     if (status >= 500) {
       request.log.error({ err: error }, 'request failed');

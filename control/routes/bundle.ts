@@ -1,7 +1,7 @@
 // GET /v1/bundle: the signed envelope for the caller's workload scope, with ETag and long-poll.
 import type { FastifyInstance } from 'fastify';
 import type { WorkloadIdentity } from '../../policy/types.js';
-import type { ControlContext } from '../server.js';
+import type { ControlContext } from '../context.js';
 
 interface BundleQuery {
   workload: string;

@@ -10,8 +10,8 @@ import {
   type PolicySet,
   parsePolicy,
 } from '../../policy/index.js';
+import type { ControlContext } from '../context.js';
 import type { PolicyState } from '../policy-state.js';
-import type { ControlContext } from '../server.js';
 import type { PolicySource, WorkloadRow } from '../store/types.js';
 
 const FILE_NAME = /^[A-Za-z0-9._/@+-]{1,200}$/;

@@ -2,7 +2,7 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { formatIdentity, parseIdentity } from '../../policy/index.js';
-import type { ControlContext } from '../server.js';
+import type { ControlContext } from '../context.js';
 import type { DenyFilter } from '../store/types.js';
 
 interface DenyQuery {

@@ -1,8 +1,8 @@
 // POST /v1/reports: batches of deny records, idempotent by record id.
 import type { FastifyInstance } from 'fastify';
 import { formatIdentity } from '../../policy/index.js';
+import type { ControlContext } from '../context.js';
 import { RecordError, validateDenyRecord } from '../reports.js';
-import type { ControlContext } from '../server.js';
 import type { DenyRow } from '../store/types.js';
 
 const MAX_ERRORS_LISTED = 100;
