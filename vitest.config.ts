@@ -8,6 +8,7 @@ export default defineConfig({
       'runtime-shims/**/*.test.ts',
       'extensions/**/*.test.ts',
       'control/**/*.test.ts',
+      'cli/**/*.test.ts',
       'layers/**/*.test.ts',
     ],
     testTimeout: 30_000,

@@ -28,7 +28,7 @@ const entries = [
     // The core comes from register.cjs beside it (already loaded by the preload: a module-cache hit).
     plugins: [coreFromRegister()],
   },
-  { name: 'cli', src: 'control/cli/main.ts', kind: 'cli' },
+  { name: 'cli', src: 'cli/main.ts', kind: 'cli' },
   { name: 'demo', src: 'scripts/demo.ts', kind: 'cli' },
   { name: 'azure-local', src: 'runtime-shims/node/azure/local-host.ts', kind: 'cli' },
 ];

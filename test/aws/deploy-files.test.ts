@@ -101,7 +101,7 @@ describe('localstack/', () => {
   });
 
   it('every bulkhead command the deploy script runs exists, with the options it passes', async () => {
-    const { commands } = await import('../../control/cli/commands/index.js');
+    const { commands } = await import('../../cli/commands/index.js');
     const deploy = readFileSync(at('localstack/scripts/deploy.sh'), 'utf8').replace(/\\\n\s*/g, ' ');
     const invocations = [...deploy.matchAll(/"\$\{cli\[@\]\}" ([^\n)]+)/g)].map((m) =>
       (m[1] ?? '').split(/\s+/),

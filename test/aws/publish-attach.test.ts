@@ -13,9 +13,9 @@ import {
 import { mockClient } from 'aws-sdk-client-mock';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type CliIO, parseCommandArgs } from '../../control/cli/command.js';
-import { attachCommand } from '../../control/cli/commands/attach.js';
-import { layerPublishCommand } from '../../control/cli/commands/layer-publish.js';
+import { type CliIO, parseCommandArgs } from '../../cli/command.js';
+import { attachCommand } from '../../cli/commands/attach.js';
+import { layerPublishCommand } from '../../cli/commands/layer-publish.js';
 import {
   AttachError,
   attachLayer,

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { commands } from '../../control/cli/commands/index.js';
+import { commands } from '../../cli/commands/index.js';
 
 const cli = join(import.meta.dirname, '../../dist/cli.mjs');
 

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import zlib from 'node:zlib';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CliIO } from '../../control/cli/command.js';
-import { layerBuildCommand } from '../../control/cli/commands/layer-build.js';
+import type { CliIO } from '../../cli/command.js';
+import { layerBuildCommand } from '../../cli/commands/layer-build.js';
 import {
   assembleLayer,
   deterministicZip,

@@ -1,7 +1,7 @@
 // bulkhead shim path: where the in-process shims live, for a preload or PYTHONPATH outside Lambda.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from '../../../layers/build.js';
+import { packageRoot } from '../../layers/build.js';
 import { type Command, EXIT_FAILURE, EXIT_OK, UsageError } from '../command.js';
 
 const usage = `Usage: bulkhead shim path --python | --node

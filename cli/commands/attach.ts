@@ -1,5 +1,5 @@
 import { LambdaClient } from '@aws-sdk/client-lambda';
-import { type AttachResult, attachLayer, describeChange } from '../../../layers/attach.js';
+import { type AttachResult, attachLayer, describeChange } from '../../layers/attach.js';
 import { type Command, EXIT_OK, requireOption, stringOption, UsageError } from '../command.js';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;

@@ -1,7 +1,7 @@
 // bulkhead keys generate / keys id: Ed25519 signing keys for bundles.
 import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { generateKeyPair, keyIdOf } from '../../../policy/keys.js';
+import { generateKeyPair, keyIdOf } from '../../policy/keys.js';
 import { type Command, EXIT_FAILURE, EXIT_OK, requireOption, UsageError } from '../command.js';
 
 const generateUsage = `Usage: bulkhead keys generate --out DIR [--force] [--json]

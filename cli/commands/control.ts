@@ -1,8 +1,8 @@
 // bulkhead control serve: run the control API.
 import { resolve } from 'node:path';
-import { startControlServer } from '../../server.js';
-import { loadOrCreateSigningKey } from '../../signing-key.js';
-import { openStore } from '../../store/index.js';
+import { startControlServer } from '../../control/server.js';
+import { loadOrCreateSigningKey } from '../../control/signing-key.js';
+import { openStore } from '../../control/store/index.js';
 import { type Command, EXIT_OK, stringOption, UsageError } from '../command.js';
 
 const usage = `Usage: bulkhead control serve [--db FILE | --database-url URL] [--port N] [--host ADDR] [--key FILE]

@@ -1,6 +1,6 @@
 // bulkhead token create: mint an API token straight into the store.
-import { issueToken, isTokenScope } from '../../auth.js';
-import { openStore } from '../../store/index.js';
+import { issueToken, isTokenScope } from '../../control/auth.js';
+import { openStore } from '../../control/store/index.js';
 import { type Command, EXIT_OK, requireOption, stringOption, UsageError } from '../command.js';
 
 const usage = `Usage: bulkhead token create --scope admin|workload [--name TEXT] [--db FILE | --database-url URL] [--json]

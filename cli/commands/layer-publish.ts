@@ -1,6 +1,6 @@
 import { LambdaClient } from '@aws-sdk/client-lambda';
-import { COMPATIBLE_RUNTIMES, DEFAULT_LAYER_NAME, publishLayer } from '../../../layers/publish.js';
-import { LAYER_ARCHES, type LayerArch } from '../../../layers/python-deps.js';
+import { COMPATIBLE_RUNTIMES, DEFAULT_LAYER_NAME, publishLayer } from '../../layers/publish.js';
+import { LAYER_ARCHES, type LayerArch } from '../../layers/python-deps.js';
 import { type Command, EXIT_FAILURE, EXIT_OK, requireOption, stringOption, UsageError } from '../command.js';
 
 export const DEFAULT_LAYER_ZIP = 'dist/bulkhead-layer.zip';

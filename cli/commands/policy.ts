@@ -21,7 +21,7 @@ import {
   policyJsonSchema,
   scopeOf,
   type WorkloadIdentity,
-} from '../../../policy/index.js';
+} from '../../policy/index.js';
 import {
   type CliIO,
   type Command,

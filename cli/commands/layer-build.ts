@@ -1,8 +1,8 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { buildLayer, LAYER_RUNTIMES } from '../../../layers/build.js';
-import { LAYER_ARCHES, type LayerArch } from '../../../layers/python-deps.js';
+import { buildLayer, LAYER_RUNTIMES } from '../../layers/build.js';
+import { LAYER_ARCHES, type LayerArch } from '../../layers/python-deps.js';
 import { type Command, EXIT_OK, stringOption, UsageError } from '../command.js';
 
 const DEFAULT_OUT = 'dist/bulkhead-layer.zip';

@@ -1,8 +1,8 @@
 // bulkhead bundle build / bundle verify.
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { serializeEnvelope, signBundle, verifyBundle } from '../../../policy/bundle.js';
-import { compilePolicy, type UnselectedDefault } from '../../../policy/compile.js';
-import { loadTrustedKeys } from '../../../policy/keys.js';
+import { serializeEnvelope, signBundle, verifyBundle } from '../../policy/bundle.js';
+import { compilePolicy, type UnselectedDefault } from '../../policy/compile.js';
+import { loadTrustedKeys } from '../../policy/keys.js';
 import { type Command, EXIT_FAILURE, EXIT_OK, requireOption, stringOption, UsageError } from '../command.js';
 import { identityOption, loadPolicySet } from './policy.js';
 
