@@ -1,6 +1,7 @@
 // Bearer tokens: `bhk_<id>_<secret>`. The id is public and finds the row; only the sha256
 // of the secret is stored, and it is compared in constant time.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { isStoreUnavailable } from './store/errors.js';
 import type { ControlStore, TokenRow, TokenScope } from './store/types.js';
 
 const TOKEN_PATTERN = /^bhk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
@@ -81,7 +82,15 @@ export class TokenVerifier {
     const now = Date.now();
     const cached = this.cache.get(id);
     if (cached && cached.until > now) return cached.entry;
-    const row = await this.store.findToken(id);
+    let row: TokenRow | undefined;
+    try {
+      row = await this.store.findToken(id);
+    } catch (error) {
+      // The database is away: a token verified before keeps working (stale-if-error) so that
+      // bundles are still served from memory; one never seen cannot be checked (503).
+      if (cached && isStoreUnavailable(error)) return cached.entry;
+      throw error;
+    }
     const entry: CachedToken | null = row ? { hash: Buffer.from(row.hash, 'hex'), scope: row.scope } : null;
     if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
     this.cache.set(id, { entry, until: now + CACHE_MILLISECONDS });

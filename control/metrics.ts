@@ -67,11 +67,15 @@ export class ControlMetrics {
     'bulkhead_rate_limited_total',
     'Requests refused by the per-token rate limit',
   );
+  readonly storeUnavailable = new Counter(
+    'bulkhead_store_unavailable_total',
+    'Requests answered 503/507 because the store could not serve them, by failure (unavailable, disk-full)',
+  );
   /** Milliseconds from a revision's announcement to each workload receiving it, as a sum and count. */
   propagationSumMs = 0;
   propagationCount = 0;
 
   counters(): Counter[] {
-    return [this.requests, this.reports, this.bundles, this.applies, this.rateLimited];
+    return [this.requests, this.reports, this.bundles, this.applies, this.rateLimited, this.storeUnavailable];
   }
 }

@@ -22,6 +22,7 @@ import { signingKeyFromPem } from './signing-key.js';
 import { isStoreUnavailable } from './store/errors.js';
 import { openSqliteStore } from './store/sqlite.js';
 import type { ControlStore, TokenScope, WorkloadSighting } from './store/types.js';
+import { StoreWatch } from './store-watch.js';
 
 export type { ControlContext, ControlLimits } from './context.js';
 
@@ -85,6 +86,8 @@ function loggerOption(logger: ControlServerOptions['logger']): Record<string, un
 }
 
 const SIGHTING_FLUSH_MS = 200;
+/** Sightings held while the store is away; beyond it the oldest wait for the workload's next fetch. */
+const MAX_PENDING_SIGHTINGS = 50_000;
 /** How stale a workload's stored last-seen time may get while nothing else about it changes. */
 const LAST_SEEN_REFRESH_MS = 30_000;
 
@@ -118,15 +121,21 @@ export async function createControlServer(options: ControlServerOptions): Promis
     },
     (error, revision) => app.log.error({ err: error, revision }, 'could not load revision'),
   );
-  await store.rememberSigningKey({
-    keyId: key.keyId,
-    publicKeyPem: key.publicKeyPem,
-    firstUsed: new Date().toISOString(),
-  });
-  await state.init();
   const unsubscribe = store.onRevision((revision) => {
     void state.advance(revision);
   });
+  // Start-up needs the database; when it is away the server listens anyway, answers 503
+  // (/healthz included) and finishes start-up when the database arrives.
+  const watch = new StoreWatch(store, state, app.log, async () => {
+    await store.migrate();
+    await store.rememberSigningKey({
+      keyId: key.keyId,
+      publicKeyPem: key.publicKeyPem,
+      firstUsed: new Date().toISOString(),
+    });
+    await state.init();
+  });
+  await watch.start();
 
   const sightings = new Map<string, WorkloadSighting>();
   const recorded = new Map<string, { revision: number; scope: string; atMs: number }>();
@@ -139,7 +148,16 @@ export async function createControlServer(options: ControlServerOptions): Promis
       try {
         await store.recordSightings(batch);
       } catch (error) {
-        app.log.error({ err: error }, 'could not record workload sightings');
+        if (!isStoreUnavailable(error)) {
+          app.log.error({ err: error }, 'could not record workload sightings');
+          return;
+        }
+        watch.failed(error);
+        // Kept for the next flush unless a newer sighting of the same workload replaced it.
+        for (const sighting of batch) {
+          if (sightings.size >= MAX_PENDING_SIGHTINGS) break;
+          if (!sightings.has(sighting.key)) sightings.set(sighting.key, sighting);
+        }
       }
     });
     return flushing;
@@ -188,6 +206,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
     },
   });
 
+  let diskFullLoggedMs = 0;
   app.setErrorHandler((error, request, reply) => {
     const failure = error as { statusCode?: number; validation?: unknown; message?: string };
     const status = failure.statusCode ?? 500;
@@ -195,8 +214,13 @@ export async function createControlServer(options: ControlServerOptions): Promis
       return reply.code(400).send({ error: 'bad-request', message: failure.message ?? 'invalid request' });
     }
     if (isStoreUnavailable(error)) {
-      // Expected while the database is away or the disk is full: a warning, not a stack per request.
-      request.log.warn({ failure: error.failure, reason: error.message }, 'store unavailable');
+      // Expected while the database is away or the disk is full: counted, logged once per outage.
+      metrics.storeUnavailable.inc({ failure: error.failure });
+      if (error.failure === 'unavailable') watch.failed(error);
+      else if (Date.now() - diskFullLoggedMs > 10_000) {
+        diskFullLoggedMs = Date.now();
+        request.log.warn({ reason: error.message }, 'store refused a write');
+      }
       reply.header('retry-after', String(error.retryAfterSeconds));
       return reply.code(error.statusCode).send({
         error: error.failure === 'disk-full' ? 'disk-full' : 'unavailable',
@@ -218,6 +242,13 @@ export async function createControlServer(options: ControlServerOptions): Promis
   app.addHook('onRequest', async (request, reply) => {
     const access = request.routeOptions.config.access ?? 'admin';
     if (access === 'none') return;
+    if (!watch.ready) {
+      reply.header('retry-after', '1');
+      return reply.code(503).send({
+        error: 'starting',
+        message: `the control API is starting: waiting for the database (${watch.health().reason ?? 'connecting'})`,
+      });
+    }
     const result = await verifier.verify(request.headers.authorization);
     if (!result.ok) {
       reply.header('www-authenticate', 'Bearer realm="bulkhead"');
@@ -247,6 +278,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
     longPolls.shutdown();
   });
   app.addHook('onClose', async () => {
+    watch.stop();
     clearInterval(flushTimer);
     unsubscribe();
     await flushSightings();
@@ -257,28 +289,68 @@ export async function createControlServer(options: ControlServerOptions): Promis
     {
       config: { access: 'none' },
       schema: {
-        summary: 'Readiness: the store answers',
+        summary: 'Readiness: 200 while bundles can be served, 503 until start-up has reached the database',
+        description:
+          'status is ok, or degraded while the database is unreachable: bundles are then served from the ' +
+          'revision held in memory (signed, so still verifiable), revisionConfirmedSecondsAgo says how long ' +
+          'ago it was last confirmed as the newest, and reports and applies are answered 503.',
         security: [],
         response: {
           200: {
             type: 'object',
             properties: {
-              status: { type: 'string' },
+              status: { type: 'string', enum: ['ok', 'degraded'] },
               revision: { type: 'integer' },
               engine: { type: 'string' },
+              store: { type: 'string', enum: ['ok', 'unreachable'] },
+              revisionConfirmedSecondsAgo: { type: 'number' },
+              storeDownSeconds: { type: 'number' },
+              message: { type: 'string' },
             },
           },
-          503: { type: 'object', properties: { error: { type: 'string' }, message: { type: 'string' } } },
+          503: {
+            type: 'object',
+            properties: {
+              status: { type: 'string' },
+              error: { type: 'string' },
+              message: { type: 'string' },
+            },
+          },
         },
       },
     },
     async (_request, reply) => {
-      try {
-        await store.schemaVersion();
-      } catch {
-        return reply.code(503).send({ error: 'unavailable', message: 'store unreachable' });
+      // Answered from memory: a health probe never waits on (or adds load to) the database.
+      const health = watch.health();
+      if (!health.ready) {
+        reply.header('retry-after', '1');
+        return reply.code(503).send({
+          status: 'starting',
+          error: 'unavailable',
+          message: `waiting for the database: ${health.reason ?? 'connecting'}`,
+        });
       }
-      return { status: 'ok', revision: state.revision, engine: store.engine };
+      const nowMs = Date.now();
+      const confirmedAgo = Math.round((nowMs - health.headConfirmedMs) / 100) / 10;
+      if (health.reachable) {
+        return {
+          status: 'ok',
+          revision: state.revision,
+          engine: store.engine,
+          store: 'ok',
+          revisionConfirmedSecondsAgo: confirmedAgo,
+        };
+      }
+      const downSeconds = Math.round((nowMs - (health.downSinceMs ?? nowMs)) / 100) / 10;
+      return {
+        status: 'degraded',
+        revision: state.revision,
+        engine: store.engine,
+        store: 'unreachable',
+        revisionConfirmedSecondsAgo: confirmedAgo,
+        storeDownSeconds: downSeconds,
+        message: `database unreachable for ${downSeconds} s (${health.reason ?? 'unknown'}); serving revision ${state.revision} from memory, reports and applies answer 503`,
+      };
     },
   );
 

@@ -15,6 +15,7 @@ Runs the control API: policy apply, signed bundles per workload, deny-record ing
   --host ADDR          listen address (default 0.0.0.0)
   --key FILE           Ed25519 signing key, mode 0600 (default ./bulkhead-signing.pem); generated when absent
 
+With PostgreSQL it starts while the database is down: /healthz answers 503 until it arrives.
 Logs are JSON lines on stdout (BULKHEAD_LOG_LEVEL, default info). SIGINT/SIGTERM stop it cleanly.`;
 
 export function parsePort(text: string | undefined, fallback: number): number {
@@ -42,10 +43,17 @@ export const controlServeCommand: Command = {
     const host = stringOption(args, 'host') ?? '0.0.0.0';
     const keyFile = resolve(stringOption(args, 'key') ?? './bulkhead-signing.pem');
     const key = loadOrCreateSigningKey(keyFile);
+    // Connection errors are logged by the server once per outage; this only sees the pool's.
+    let lastPoolErrorMs = 0;
     const store = await openStore({
       databaseUrl,
       db: db ?? './bulkhead.db',
-      onError: (error) => io.err(`bulkhead control: database error: ${error.message}`),
+      lazy: true,
+      onError: (error) => {
+        if (Date.now() - lastPoolErrorMs < 10_000) return;
+        lastPoolErrorMs = Date.now();
+        io.err(`bulkhead control: database connection: ${error.message}`);
+      },
     });
     let server: Awaited<ReturnType<typeof startControlServer>>;
     try {

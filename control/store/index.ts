@@ -1,4 +1,4 @@
-import { openPostgresStore } from './postgres.js';
+import { openPostgresStore, PostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
 import type { ControlStore } from './types.js';
 
@@ -12,14 +12,20 @@ export interface StoreLocation {
   /** PostgreSQL connection string; wins over `db`. */
   databaseUrl?: string | undefined;
   onError?: (error: Error) => void;
+  /**
+   * PostgreSQL only: return at once without connecting. The control server finishes start-up
+   * (migrations, LISTEN) when the database arrives; one-shot commands want the error instead.
+   */
+  lazy?: boolean | undefined;
 }
 
 export async function openStore(location: StoreLocation): Promise<ControlStore> {
   if (location.databaseUrl) {
-    return openPostgresStore({
+    const options = {
       connectionString: location.databaseUrl,
       ...(location.onError ? { onError: location.onError } : {}),
-    });
+    };
+    return location.lazy ? new PostgresStore(options) : openPostgresStore(options);
   }
   return openSqliteStore(location.db ?? './bulkhead.db');
 }

@@ -1,6 +1,14 @@
 // PostgreSQL engine: any number of control API replicas share one database. A revision
 // stored by any replica is announced to all of them with NOTIFY on one channel.
+//
+// The database may go away at any moment (killed, restarted, fast-stopped, a backend
+// OOM-killed). Nothing here may then take the process down: every connection carries an error
+// listener, every failure to reach the database becomes a StoreUnavailableError (answered 503
+// with Retry-After), and the LISTEN connection is re-established for as long as the store is
+// open, each time followed by a read of the head revision so that nothing stored meanwhile is
+// missed. The server's periodic head check (`headRevision`) is the backstop.
 import pg from 'pg';
+import { StoreUnavailableError } from './errors.js';
 import { postgresMigrations } from './migrations.js';
 import { buildDenyQuery, postgresDialect, sandboxProgress } from './sql.js';
 import type {
@@ -47,64 +55,153 @@ export interface PostgresStoreOptions {
   connectionString: string;
   /** Pool size per replica. */
   maxConnections?: number;
+  /** Called with connection-level errors (logged by the caller; none of them is fatal). */
   onError?: (error: Error) => void;
+}
+
+/** Longest wait for a pooled connection: a request must not hang on a database that is away. */
+const CONNECT_TIMEOUT_MS = 2000;
+/** Re-LISTEN backoff after the connection is lost: first try, then doubling up to the cap. */
+const LISTEN_RETRY_FIRST_MS = 100;
+const LISTEN_RETRY_MAX_MS = 1000;
+
+/**
+ * SQLSTATE classes and codes that mean "the database is not there right now", as opposed to a
+ * bug in a statement: connection exceptions (08), operator intervention (57: admin or crash
+ * shutdown, cannot connect now), insufficient resources (53), and a lock timeout / deadlock /
+ * serialization failure that a retry resolves (40001, 40P01, 55P03).
+ */
+function isTransient(error: unknown): boolean {
+  if (error instanceof StoreUnavailableError) return true;
+  const failure = error as { code?: unknown; message?: unknown };
+  const code = typeof failure.code === 'string' ? failure.code : '';
+  if (/^(08|53|57)/.test(code) || code === '40001' || code === '40P01' || code === '55P03') return true;
+  // Socket-level errors from node (ECONNREFUSED, ECONNRESET, EPIPE, ETIMEDOUT, EHOSTUNREACH, ...).
+  if (/^E[A-Z]+$/.test(code)) return true;
+  const message = typeof failure.message === 'string' ? failure.message : '';
+  return /Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect|Client was closed|Cannot use a pool after calling end/i.test(
+    message,
+  );
+}
+
+/** Rethrows a database outage as StoreUnavailableError; anything else unchanged. */
+function unavailable(error: unknown): never {
+  if (error instanceof StoreUnavailableError) throw error;
+  if (isTransient(error)) {
+    const reason = (error as Error).message || String(error);
+    throw new StoreUnavailableError(
+      'unavailable',
+      `the database is unreachable (${reason}); retry shortly`,
+      1,
+      {
+        cause: error,
+      },
+    );
+  }
+  throw error;
 }
 
 export class PostgresStore implements ControlStore {
   readonly engine = 'postgres' as const;
   private readonly pool: pg.Pool;
   private listener: pg.Client | undefined;
+  private listening: Promise<void> | undefined;
   private readonly revisionListeners = new Set<(revision: number) => void>();
   private highestAnnounced = 0;
   private closed = false;
-  private reconnectTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelayMs = LISTEN_RETRY_FIRST_MS;
 
   constructor(private readonly options: PostgresStoreOptions) {
     this.pool = new pg.Pool({
       connectionString: options.connectionString,
       max: options.maxConnections ?? 10,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     });
+    // Idle pooled clients report a lost connection here; checked-out ones in `transaction`.
     this.pool.on('error', (error) => options.onError?.(error));
   }
 
-  /** Connects the LISTEN client; `openPostgresStore` calls it. */
+  /** Migrates and connects the LISTEN client; `openPostgresStore` calls it and fails if the database is away. */
   async start(): Promise<void> {
     await this.migrate();
-    await this.listen();
+    this.keepListening();
+    await this.listening;
+  }
+
+  /**
+   * Keeps one LISTEN connection for as long as the store is open: started by `start` or the
+   * first `onRevision`, re-established after every loss with backoff.
+   */
+  private keepListening(): void {
+    if (this.closed || this.listener || this.listening) return;
+    const attempt = this.listen();
+    this.listening = attempt;
+    attempt.then(
+      () => {
+        this.listening = undefined;
+        this.retryDelayMs = LISTEN_RETRY_FIRST_MS;
+      },
+      (error: Error) => {
+        this.listening = undefined;
+        this.options.onError?.(error);
+        this.retryListen();
+      },
+    );
+  }
+
+  private retryListen(): void {
+    if (this.closed || this.retryTimer) return;
+    const delay = this.retryDelayMs;
+    this.retryDelayMs = Math.min(LISTEN_RETRY_MAX_MS, this.retryDelayMs * 2);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.keepListening();
+    }, delay);
+    this.retryTimer.unref();
   }
 
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.options.connectionString });
+    const client = new pg.Client({
+      connectionString: this.options.connectionString,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      keepAlive: true,
+    });
+    let lost = false;
+    const onLost = (error?: Error) => {
+      if (lost) return;
+      lost = true;
+      if (error) this.options.onError?.(error);
+      if (this.listener === client) this.listener = undefined;
+      client.end().catch(() => {});
+      this.retryListen();
+    };
     client.on('notification', (message) => {
       if (message.channel !== REVISION_CHANNEL || message.payload === undefined) return;
       const revision = Number(message.payload);
       if (Number.isSafeInteger(revision)) this.announce(revision);
     });
-    client.on('error', (error) => {
-      this.options.onError?.(error);
-      this.scheduleReconnect(client);
-    });
-    client.on('end', () => this.scheduleReconnect(client));
-    await client.connect();
-    await client.query(`LISTEN ${REVISION_CHANNEL}`);
-    this.listener = client;
-    // A revision stored while we were not listening would otherwise go unannounced.
-    const latest = await this.latestRevisionNumber();
-    if (latest > 0) this.announce(latest);
-  }
-
-  private scheduleReconnect(client: pg.Client): void {
-    if (this.closed || this.listener !== client || this.reconnectTimer) return;
-    this.listener = undefined;
-    client.end().catch(() => {});
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
-      if (this.closed) return;
-      this.listen().catch((error: Error) => {
-        this.options.onError?.(error);
-        this.reconnectTimer = setTimeout(() => this.listen().catch(() => {}), 1000);
-      });
-    }, 500);
+    client.on('error', (error) => onLost(error));
+    client.on('end', () => onLost());
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${REVISION_CHANNEL}`);
+      if (this.closed) {
+        await client.end();
+        return;
+      }
+      if (lost) throw new Error('LISTEN connection lost while connecting');
+      this.listener = client;
+      // A revision stored while we were not listening would otherwise go unannounced.
+      const latest = await this.headRevision();
+      if (latest > 0) this.announce(latest);
+    } catch (error) {
+      // onLost has already scheduled the retry when the connection dropped; make sure it is closed.
+      lost = true;
+      if (this.listener === client) this.listener = undefined;
+      client.end().catch(() => {});
+      throw error;
+    }
   }
 
   private announce(revision: number): void {
@@ -113,10 +210,52 @@ export class PostgresStore implements ControlStore {
     for (const listener of this.revisionListeners) listener(revision);
   }
 
-  async migrate(): Promise<void> {
-    const client = await this.pool.connect();
+  /** `pool.query`, with a database outage turned into StoreUnavailableError. */
+  private async query<R extends pg.QueryResultRow>(
+    sql: string,
+    params?: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(sql, params);
+    } catch (error) {
+      return unavailable(error);
+    }
+  }
+
+  /**
+   * Runs `work` in a transaction on one pooled client. A checked-out client has no pool error
+   * listener: without ours, a connection lost between two statements is an unhandled 'error'
+   * event, which ends the process. A client that failed is destroyed, not returned to the pool.
+   */
+  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (error) {
+      return unavailable(error);
+    }
+    let broken: Error | undefined;
+    const onError = (error: Error) => {
+      broken = error;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
+      const result = await work(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      if (!broken) await client.query('ROLLBACK').catch(() => {});
+      broken ??= isTransient(error) ? (error as Error) : undefined;
+      return unavailable(error);
+    } finally {
+      client.removeListener('error', onError);
+      client.release(broken);
+    }
+  }
+
+  async migrate(): Promise<void> {
+    await this.transaction(async (client) => {
       await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
       await client.query(
         'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)',
@@ -132,31 +271,28 @@ export class PostgresStore implements ControlStore {
           new Date().toISOString(),
         ]);
       }
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async schemaVersion(): Promise<number> {
-    const { rows } = await this.pool.query<{ v: number | null }>(
+    const { rows } = await this.query<{ v: number | null }>(
       'SELECT max(version) AS v FROM schema_migrations',
     );
     return rows[0]?.v ?? 0;
   }
 
   async createToken(token: TokenRow): Promise<void> {
-    await this.pool.query(
-      'INSERT INTO tokens (id, hash, scope, name, created_at) VALUES ($1, $2, $3, $4, $5)',
-      [token.id, token.hash, token.scope, token.name, token.createdAt],
-    );
+    await this.query('INSERT INTO tokens (id, hash, scope, name, created_at) VALUES ($1, $2, $3, $4, $5)', [
+      token.id,
+      token.hash,
+      token.scope,
+      token.name,
+      token.createdAt,
+    ]);
   }
 
   async findToken(id: string): Promise<TokenRow | undefined> {
-    const { rows } = await this.pool.query<{
+    const { rows } = await this.query<{
       id: string;
       hash: string;
       scope: TokenScope;
@@ -167,27 +303,27 @@ export class PostgresStore implements ControlStore {
     return row && { id: row.id, hash: row.hash, scope: row.scope, name: row.name, createdAt: row.created_at };
   }
 
-  private async latestRevisionNumber(): Promise<number> {
-    const { rows } = await this.pool.query<{ n: string | null }>('SELECT max(revision) AS n FROM revisions');
+  async headRevision(): Promise<number> {
+    const { rows } = await this.query<{ n: string | null }>('SELECT max(revision) AS n FROM revisions');
     return Number(rows[0]?.n ?? 0);
   }
 
   async latestRevision(): Promise<RevisionRow | undefined> {
-    const { rows } = await this.pool.query<RevisionRecord>(
+    const { rows } = await this.query<RevisionRecord>(
       'SELECT * FROM revisions ORDER BY revision DESC LIMIT 1',
     );
     return rows[0] && toRevision(rows[0]);
   }
 
   async getRevision(revision: number): Promise<RevisionRow | undefined> {
-    const { rows } = await this.pool.query<RevisionRecord>('SELECT * FROM revisions WHERE revision = $1', [
+    const { rows } = await this.query<RevisionRecord>('SELECT * FROM revisions WHERE revision = $1', [
       revision,
     ]);
     return rows[0] && toRevision(rows[0]);
   }
 
   async listRevisions(limit: number): Promise<Omit<RevisionRow, 'sources'>[]> {
-    const { rows } = await this.pool.query<Omit<RevisionRecord, 'sources'>>(
+    const { rows } = await this.query<Omit<RevisionRecord, 'sources'>>(
       'SELECT revision, created_at, restored_from, summary FROM revisions ORDER BY revision DESC LIMIT $1',
       [limit],
     );
@@ -200,17 +336,14 @@ export class PostgresStore implements ControlStore {
   }
 
   async appendRevision(revision: NewRevision): Promise<number> {
-    const client = await this.pool.connect();
-    let number: number;
-    try {
-      await client.query('BEGIN');
+    const number = await this.transaction(async (client) => {
       await client.query('SELECT pg_advisory_xact_lock($1)', [REVISION_LOCK]);
       const { rows } = await client.query<{ n: string | null }>('SELECT max(revision) AS n FROM revisions');
-      number = Number(rows[0]?.n ?? 0) + 1;
+      const next = Number(rows[0]?.n ?? 0) + 1;
       await client.query(
         'INSERT INTO revisions (revision, created_at, sources, restored_from, summary) VALUES ($1, $2, $3, $4, $5)',
         [
-          number,
+          next,
           revision.createdAt,
           JSON.stringify(revision.sources),
           revision.restoredFrom,
@@ -218,26 +351,22 @@ export class PostgresStore implements ControlStore {
         ],
       );
       // Delivered to every listening replica when (and only if) the transaction commits.
-      await client.query('SELECT pg_notify($1, $2)', [REVISION_CHANNEL, String(number)]);
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
+      await client.query('SELECT pg_notify($1, $2)', [REVISION_CHANNEL, String(next)]);
+      return next;
+    });
     this.announce(number);
     return number;
   }
 
   onRevision(listener: (revision: number) => void): Unsubscribe {
     this.revisionListeners.add(listener);
+    this.keepListening();
     return () => this.revisionListeners.delete(listener);
   }
 
   async recordSightings(sightings: WorkloadSighting[]): Promise<void> {
     if (sightings.length === 0) return;
-    await this.pool.query(
+    await this.query(
       `INSERT INTO workloads (key, identity, first_seen, last_seen, revision, scope)
        SELECT k, i, t, t, r, s FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS u(k, i, t, r, s)
        ON CONFLICT (key) DO UPDATE SET last_seen = excluded.last_seen, revision = excluded.revision,
@@ -253,7 +382,7 @@ export class PostgresStore implements ControlStore {
   }
 
   async listWorkloads(): Promise<WorkloadRow[]> {
-    const { rows } = await this.pool.query<{
+    const { rows } = await this.query<{
       key: string;
       identity: string;
       first_seen: string;
@@ -282,9 +411,7 @@ export class PostgresStore implements ControlStore {
 
   async insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult> {
     if (rows.length === 0) return { stored: 0, duplicate: 0 };
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return this.transaction(async (client) => {
       const inserted = await client.query<{ id: string }>(
         `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision, mode, rule,
            revision, sandbox_id, seq, received_at, record)
@@ -334,38 +461,32 @@ export class PostgresStore implements ControlStore {
           ],
         );
       }
-      await client.query('COMMIT');
       return { stored: storedRows.length, duplicate: rows.length - storedRows.length };
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async queryDenies(filter: DenyFilter): Promise<StoredDeny[]> {
     const { sql, params } = buildDenyQuery(filter, postgresDialect);
-    const { rows } = await this.pool.query<{ position: string; record: string }>(sql, params);
+    const { rows } = await this.query<{ position: string; record: string }>(sql, params);
     return rows.map((row) => ({ position: Number(row.position), record: row.record }));
   }
 
   async rememberSigningKey(key: SigningKeyRow): Promise<void> {
-    await this.pool.query(
+    await this.query(
       'INSERT INTO signing_keys (key_id, public_key, first_used) VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING',
       [key.keyId, key.publicKeyPem, key.firstUsed],
     );
   }
 
   async listSigningKeys(): Promise<SigningKeyRow[]> {
-    const { rows } = await this.pool.query<{ key_id: string; public_key: string; first_used: string }>(
+    const { rows } = await this.query<{ key_id: string; public_key: string; first_used: string }>(
       'SELECT key_id, public_key, first_used FROM signing_keys ORDER BY first_used',
     );
     return rows.map((r) => ({ keyId: r.key_id, publicKeyPem: r.public_key, firstUsed: r.first_used }));
   }
 
   async metrics(currentRevision = 0): Promise<MetricsSnapshot> {
-    const { rows } = await this.pool.query<{
+    const { rows } = await this.query<{
       workloads: string;
       current: string;
       missing: string;
@@ -388,12 +509,12 @@ export class PostgresStore implements ControlStore {
 
   async close(): Promise<void> {
     this.closed = true;
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     this.revisionListeners.clear();
     const listener = this.listener;
     this.listener = undefined;
     await listener?.end().catch(() => {});
-    await this.pool.end();
+    await this.pool.end().catch(() => {});
   }
 }
 

@@ -1,5 +1,7 @@
 // The storage interface of the control API. Two engines implement it (SQLite embedded,
-// PostgreSQL shared by several replicas); the server never talks SQL itself.
+// PostgreSQL shared by several replicas); the server never talks SQL itself. A store that
+// cannot do something right now (database away, disk full) throws StoreUnavailableError
+// (./errors.ts); any other error is a bug.
 
 export type TokenScope = 'admin' | 'workload';
 
@@ -134,6 +136,11 @@ export interface ControlStore {
   latestRevision(): Promise<RevisionRow | undefined>;
   getRevision(revision: number): Promise<RevisionRow | undefined>;
   listRevisions(limit: number): Promise<Omit<RevisionRow, 'sources'>[]>;
+  /**
+   * The newest revision number, cheaply. Engines shared by several processes implement it: the
+   * server polls it as a backstop for lost announcements (a LISTEN connection that was down).
+   */
+  headRevision?(): Promise<number>;
   /** Stores revision N+1 atomically (N = current latest, 0 when none) and announces it. */
   appendRevision(revision: NewRevision): Promise<number>;
   /**
