@@ -270,6 +270,21 @@ export async function createControlServer(options: ControlServerOptions): Promis
     request.tokenScope = result.scope;
   });
 
+  // Ajv coerces "Infinity" and "1e400" in a query string to Infinity and then skips its range
+  // checks (they only apply to finite numbers), so a coerced number is checked here once for all routes.
+  app.addHook('preHandler', async (request, reply) => {
+    const query = request.query as Record<string, unknown> | undefined;
+    if (!query || typeof query !== 'object') return;
+    for (const name in query) {
+      const value = query[name];
+      if (typeof value === 'number' && !Number.isFinite(value)) {
+        return reply
+          .code(400)
+          .send({ error: 'bad-request', message: `querystring/${name} must be a finite integer` });
+      }
+    }
+  });
+
   app.addHook('onResponse', async (request, reply) => {
     metrics.requests.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });

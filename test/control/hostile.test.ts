@@ -107,6 +107,8 @@ const queryString = fc
         fc.integer().map(String),
         fc.constant('%'),
         fc.constant('c0'),
+        // Ajv coerces these to non-finite numbers and then skips its range checks.
+        fc.constantFrom('Infinity', '-Infinity', '1e400', '-1e400', 'NaN', '1e3', '0x10'),
       ),
     ),
     { maxLength: 4 },
@@ -170,6 +172,17 @@ describe.each(ENGINES)('hostile requests on %s', (engine) => {
     );
     const health = await fetch(`${api.server.url}/healthz`);
     expect(health.status).toBe(200);
+  });
+
+  it('answers 400 to a non-finite number in a query string', async () => {
+    for (const path of ['/v1/denies', '/v1/revisions']) {
+      for (const limit of ['Infinity', '1e400', '-Infinity']) {
+        const response = await api.call(`${path}?limit=${limit}`);
+        expect(response.status, `${path}?limit=${limit}`).toBe(400);
+        expect(await response.json()).toMatchObject({ error: 'bad-request' });
+      }
+    }
+    expect((await api.call('/v1/revisions?limit=1e3')).status).toBe(200);
   });
 
   it('rate-limits one token without starving the others', async () => {
