@@ -28,6 +28,19 @@ const entries = [
     // The core comes from register.cjs beside it (already loaded by the preload: a module-cache hit).
     plugins: [coreFromRegister()],
   },
+  {
+    // The SQLite store's deny writer thread, loaded by path beside cli.mjs and demo.mjs.
+    // better-sqlite3 is native: external (the thread requires it by the path the store resolved).
+    name: 'sqlite-deny-writer',
+    src: 'control/store/sqlite-deny-writer.ts',
+    kind: 'standalone',
+    plugins: [
+      {
+        name: 'external-sqlite',
+        setup: (b) => b.onResolve({ filter: /^better-sqlite3$/ }, (a) => ({ path: a.path, external: true })),
+      },
+    ],
+  },
   { name: 'cli', src: 'cli/main.ts', kind: 'cli' },
   { name: 'demo', src: 'scripts/demo.ts', kind: 'cli' },
   { name: 'azure-local', src: 'runtime-shims/node/azure/local-host.ts', kind: 'cli' },

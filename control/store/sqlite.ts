@@ -1,10 +1,13 @@
 // SQLite engine (better-sqlite3, WAL): the embedded default. One process owns the file;
 // revision announcements are in-process only.
-import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
+import { closeSync, openSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { sqliteMigrations } from './migrations.js';
 import { buildDenyQuery, type Dialect, sandboxProgress, sqliteDialect } from './sql.js';
+import { denyValues, INSERT_DENY_SQL, UPSERT_SANDBOX_SQL } from './sqlite-columns.js';
+import { classifySqliteCode, storeUnavailable, translateSqliteError } from './sqlite-errors.js';
+import { WalSpaceGuard } from './sqlite-wal.js';
+import { DenyWriter } from './sqlite-writer-thread.js';
 import type {
   ControlStore,
   DenyFilter,
@@ -55,234 +58,41 @@ const CHECKPOINT_INTERVAL_MS = 200;
 const WRITER_AUTOCHECKPOINT_PAGES = 50_000;
 /**
  * Under sustained ingestion the writer thread also checkpoints after every this many rows (~12 MiB
- * of WAL), between slices and outside the gate below, so main-connection writes never wait for a
- * checkpoint's fsync. It is the only checkpointer: a second one makes PASSIVE checkpoints give up,
+ * of WAL), between slices and outside the gate (sqlite-writer-thread.ts), so main-connection
+ * writes never wait for a checkpoint's fsync. It is the only checkpointer: a second one makes PASSIVE checkpoints give up,
  * and a WAL restarts from its beginning only after a complete checkpoint.
  */
 const DENY_WRITER_CHECKPOINT_ROWS = 16_000;
 /** A WAL that grew in a burst is truncated back to this many bytes when it restarts. */
 const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
 
-const INSERT_DENY_SQL = `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision,
-    mode, rule, revision, sandbox_id, seq, received_at, record)
-  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-  ON CONFLICT (id) DO NOTHING`;
-const UPSERT_SANDBOX_SQL = `INSERT INTO sandboxes (id, workload, max_seq, received, last_seen) VALUES (?, ?, ?, ?, ?)
-  ON CONFLICT (id) DO UPDATE SET max_seq = max(max_seq, excluded.max_seq),
-    received = received + excluded.received, last_seen = excluded.last_seen`;
+/** After a space error, how often a checkpoint is tried before deny writes resume (sqlite-wal.ts). */
+const SPACE_RECOVERY_INTERVAL_MS = 1000;
 
-/** Column values of a deny row in INSERT_DENY_SQL's order. */
-function denyValues(row: DenyRow): (string | number | null)[] {
-  return [
-    row.id,
-    row.time,
-    row.timeMs,
-    row.workloadKey,
-    row.groups,
-    row.host,
-    row.ip,
-    row.port,
-    row.kind,
-    row.decision,
-    row.mode,
-    row.rule,
-    row.revision,
-    row.sandboxId,
-    row.seq,
-    row.receivedAt,
-    row.record,
-  ];
-}
-const DENY_COLUMNS = 17;
-
-// Runs in a worker thread on its own connection, and owns WAL checkpoints: deny batches are inserted there, so the event
-// loop keeps parsing and validating the next batches (and answering long-polls) meanwhile. Same
-// statements and transaction shape as the in-thread path below; the 202 is sent only after the
-// worker has committed. Slices of INSERT_SLICE rows are separate transactions so the main
-// connection's writes (revisions, sightings) can get in between.
-const DENY_WRITER_WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.driver);
-const db = new Database(workerData.file, { fileMustExist: true });
-db.pragma('busy_timeout = 5000');
-db.pragma('synchronous = NORMAL');
-db.pragma('cache_size = -65536');
-db.pragma('wal_autocheckpoint = ' + workerData.autocheckpointPages);
-db.pragma('journal_size_limit = ' + workerData.walSizeLimit);
-const insertDeny = db.prepare(workerData.insertDenySql);
-const upsertSandbox = db.prepare(workerData.upsertSandboxSql);
-const COLUMNS = workerData.columns;
-// gate[0] = 1 while the main connection wants to write; gate[1] = 1 while this thread is in a slice.
-const gate = new Int32Array(workerData.gate);
-function enterSlice() {
-  for (;;) {
-    while (Atomics.load(gate, 0) === 1) Atomics.wait(gate, 0, 1, 100);
-    Atomics.store(gate, 1, 1);
-    if (Atomics.load(gate, 0) === 0) return;
-    Atomics.store(gate, 1, 0);
-    Atomics.notify(gate, 1);
-  }
-}
-let rowsSinceCheckpoint = 0;
-function leaveSlice() {
-  Atomics.store(gate, 1, 0);
-  Atomics.notify(gate, 1);
-}
-const insertSlice = db.transaction((values, from, to) => {
-  const sandboxes = new Map();
-  let stored = 0;
-  for (let at = from; at < to; at += COLUMNS) {
-    const changes = insertDeny.run(values.slice(at, at + COLUMNS)).changes;
-    if (changes !== 1) continue;
-    stored++;
-    const workload = values[at + 3];
-    const sandboxId = values[at + 13];
-    const seq = values[at + 14];
-    if (sandboxId === null || seq === null) continue;
-    const progress = sandboxes.get(sandboxId);
-    if (progress) {
-      progress.received++;
-      if (seq > progress.maxSeq) progress.maxSeq = seq;
-    } else {
-      sandboxes.set(sandboxId, { id: sandboxId, workload, maxSeq: seq, received: 1 });
-    }
-  }
-  const now = new Date().toISOString();
-  for (const p of sandboxes.values()) upsertSandbox.run(p.id, p.workload, p.maxSeq, p.received, now);
-  return stored;
-});
-const checkpoint = () => {
-  rowsSinceCheckpoint = 0;
+/**
+ * The database holds token hashes and forensic records: a new file is created 0600 before SQLite
+ * opens it (SQLite gives its -wal and -shm files the database file's mode). An existing file keeps
+ * the mode it has: the operator may have chosen one (say 0640 for a backup group), so it is not
+ * changed behind their back, but a world-readable one is reported.
+ */
+function createPrivately(file: string): void {
+  if (file === '' || file === ':memory:' || file.startsWith('file:')) return;
   try {
-    db.pragma('wal_checkpoint(PASSIVE)');
-  } catch (error) {
-    parentPort.postMessage({ warning: String((error && error.message) || error) });
-  }
-};
-const timer = setInterval(checkpoint, workerData.checkpointIntervalMs);
-parentPort.on('message', (message) => {
-  if (message === 'close') {
-    clearInterval(timer);
-    db.close();
-    parentPort.close();
+    closeSync(openSync(file, 'wx', 0o600));
     return;
-  }
-  const { id, values } = message;
-  try {
-    let stored = 0;
-    const step = workerData.slice * COLUMNS;
-    for (let start = 0; start < values.length; start += step) {
-      enterSlice();
-      try {
-        stored += insertSlice.immediate(values, start, Math.min(values.length, start + step));
-      } finally {
-        leaveSlice();
-      }
-      rowsSinceCheckpoint += workerData.slice;
-      if (rowsSinceCheckpoint >= workerData.checkpointRows) checkpoint();
-    }
-    parentPort.postMessage({ id, stored, duplicate: values.length / COLUMNS - stored });
   } catch (error) {
-    parentPort.postMessage({ id, error: String((error && error.message) || error) });
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') return; // SQLite reports it as it always has
   }
-});
-`;
-
-/** Inserts deny batches on a worker thread; `alive` turns false for good if the thread fails. */
-class DenyWriter {
-  alive = true;
-  private closing = false;
-  private readonly worker: Worker;
-  private readonly exited: Promise<void>;
-  private readonly pending = new Map<
-    number,
-    { resolve: (result: InsertDeniesResult) => void; reject: (error: Error) => void }
-  >();
-  private nextId = 1;
-
-  /**
-   * Shared with the thread. Slices follow each other back to back, so a writer on the main
-   * connection sleeping in SQLite's busy handler could miss every gap between them; instead it
-   * raises gate[0], waits (at most one slice) for gate[1] to drop, and the thread holds off
-   * until it lowers gate[0] again.
-   */
-  private readonly gate = new Int32Array(new SharedArrayBuffer(8));
-
-  constructor(file: string, onError: (message: string) => void) {
-    this.worker = new Worker(DENY_WRITER_WORKER, {
-      eval: true,
-      workerData: {
-        driver: createRequire(import.meta.url).resolve('better-sqlite3'),
-        file,
-        autocheckpointPages: WRITER_AUTOCHECKPOINT_PAGES,
-        checkpointRows: DENY_WRITER_CHECKPOINT_ROWS,
-        checkpointIntervalMs: CHECKPOINT_INTERVAL_MS,
-        walSizeLimit: WAL_SIZE_LIMIT_BYTES,
-        insertDenySql: INSERT_DENY_SQL,
-        upsertSandboxSql: UPSERT_SANDBOX_SQL,
-        slice: INSERT_SLICE,
-        columns: DENY_COLUMNS,
-        gate: this.gate.buffer,
-      },
-    });
-    this.worker.on(
-      'message',
-      (message: { id: number; stored: number; duplicate: number; error?: string }) => {
-        const waiter = this.pending.get(message.id);
-        if (!waiter) return;
-        this.pending.delete(message.id);
-        if (message.error !== undefined) waiter.reject(new Error(`deny insert failed: ${message.error}`));
-        else waiter.resolve({ stored: message.stored, duplicate: message.duplicate });
-      },
-    );
-    const fail = (reason: string) => {
-      const wasAlive = this.alive;
-      this.alive = false;
-      if (wasAlive && !this.closing) onError(reason);
-      for (const waiter of this.pending.values()) waiter.reject(new Error(`deny writer thread: ${reason}`));
-      this.pending.clear();
-    };
-    this.worker.on('error', (error) => fail(error.message));
-    this.exited = new Promise((resolve) =>
-      this.worker.once('exit', (code) => {
-        fail(`exited with code ${code}`);
-        resolve();
-      }),
-    );
-    this.worker.unref();
-  }
-
-  /** Runs `write` on the main connection while the thread is between slices. */
-  exclusive<T>(write: () => T): T {
-    Atomics.store(this.gate, 0, 1);
-    try {
-      // Bounded waits: a thread that died mid-slice must not hang the event loop.
-      for (let waited = 0; Atomics.load(this.gate, 1) === 1 && this.alive && waited < 50; waited++) {
-        Atomics.wait(this.gate, 1, 1, 100);
-      }
-      return write();
-    } finally {
-      Atomics.store(this.gate, 0, 0);
-      Atomics.notify(this.gate, 0);
+  try {
+    const mode = statSync(file).mode & 0o777;
+    if ((mode & 0o007) !== 0) {
+      process.emitWarning(
+        `bulkhead: the database ${file} is readable by every user (mode ${mode.toString(8).padStart(4, '0')}); ` +
+          'it holds token hashes and deny records: chmod 600 it (and its -wal, -shm files)',
+      );
     }
-  }
-
-  insert(rows: DenyRow[]): Promise<InsertDeniesResult> {
-    return new Promise((resolve, reject) => {
-      const id = this.nextId++;
-      this.pending.set(id, { resolve, reject });
-      // One flat array of column values: cloning it to the thread costs a fraction of cloning row objects.
-      const values: (string | number | null)[] = [];
-      for (const row of rows) values.push(...denyValues(row));
-      this.worker.postMessage({ id, values });
-    });
-  }
-
-  async close(): Promise<void> {
-    // Queued after every batch already sent, so those are committed first.
-    this.closing = true;
-    this.worker.postMessage('close');
-    await this.exited;
+  } catch {
+    // Raced with a removal: SQLite creates it.
   }
 }
 
@@ -296,8 +106,11 @@ export class SqliteStore implements ControlStore {
   private readonly upsertWorkload: Database.Statement;
   private readonly insertDenyBatch: Database.Transaction<(rows: DenyRow[]) => InsertDeniesResult>;
   private readonly denyWriter: DenyWriter | undefined;
+  /** Disk-full recovery of the in-thread deny path (the writer thread has its own). */
+  private readonly space: WalSpaceGuard;
 
   constructor(file: string) {
+    createPrivately(file);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     // NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the last commits.
@@ -307,18 +120,10 @@ export class SqliteStore implements ControlStore {
     this.db.pragma('cache_size = -65536');
     this.db.pragma('foreign_keys = ON');
     this.runMigrations();
-    if (this.db.memory) {
-      this.denyWriter = undefined;
-    } else {
-      // Checkpoints (the only fsync with synchronous=NORMAL) run on the writer thread, off the event loop.
-      this.db.pragma(`wal_autocheckpoint = ${WRITER_AUTOCHECKPOINT_PAGES}`);
-      this.db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
-      this.denyWriter = new DenyWriter(this.db.name, (message) => {
-        process.emitWarning(`bulkhead: deny writer thread: ${message}`);
-        // Without the thread, batches go through the in-thread path and this connection checkpoints.
-        if (this.denyWriter?.alive === false && this.db.open) this.db.pragma('wal_autocheckpoint = 4000');
-      });
-    }
+    this.space = new WalSpaceGuard(this.db, this.db.name, SPACE_RECOVERY_INTERVAL_MS, (message) =>
+      process.emitWarning(`bulkhead: ${message}`),
+    );
+    this.denyWriter = this.db.memory ? undefined : this.startDenyWriter();
     this.insertDeny = this.db.prepare(INSERT_DENY_SQL);
     this.upsertSandbox = this.db.prepare(UPSERT_SANDBOX_SQL);
     this.upsertWorkload = this.db.prepare(
@@ -341,9 +146,54 @@ export class SqliteStore implements ControlStore {
     });
   }
 
-  /** Write transactions on this connection go through here, so the deny writer thread lets them in. */
+  private startDenyWriter(): DenyWriter | undefined {
+    // Checkpoints (the only fsync with synchronous=NORMAL) run on the writer thread, off the event loop.
+    this.db.pragma(`wal_autocheckpoint = ${WRITER_AUTOCHECKPOINT_PAGES}`);
+    this.db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
+    const inThread = () => {
+      // Without the thread, batches go through the in-thread path and this connection checkpoints.
+      if (this.db.open) this.db.pragma('wal_autocheckpoint = 4000');
+    };
+    try {
+      return new DenyWriter(
+        this.db.name,
+        {
+          autocheckpointPages: WRITER_AUTOCHECKPOINT_PAGES,
+          walSizeLimit: WAL_SIZE_LIMIT_BYTES,
+          checkpointRows: DENY_WRITER_CHECKPOINT_ROWS,
+          checkpointIntervalMs: CHECKPOINT_INTERVAL_MS,
+          recoveryIntervalMs: SPACE_RECOVERY_INTERVAL_MS,
+          slice: INSERT_SLICE,
+        },
+        (message) => {
+          process.emitWarning(`bulkhead: deny writer thread: ${message}`);
+          inThread();
+        },
+        (notice) => process.emitWarning(`bulkhead: deny writer thread: ${notice}`),
+      );
+    } catch (error) {
+      process.emitWarning(`bulkhead: deny writer thread not started: ${(error as Error).message}`);
+      inThread();
+      return undefined;
+    }
+  }
+
+  /** True while deny batches are written by the writer thread (false: on this connection). */
+  get writerThreadAlive(): boolean {
+    return this.denyWriter?.alive ?? false;
+  }
+
+  /**
+   * Write transactions on this connection go through here, so the deny writer thread lets them
+   * in; a full disk or a held lock comes out as a StoreUnavailableError (507 / 503).
+   */
   private write<T>(transaction: () => T): T {
-    return this.denyWriter?.alive ? this.denyWriter.exclusive(transaction) : transaction();
+    try {
+      return this.denyWriter?.alive ? this.denyWriter.exclusive(transaction) : transaction();
+    } catch (error) {
+      if (!this.denyWriter?.alive) this.space.noteError(error);
+      throw translateSqliteError(error, this.db.name);
+    }
   }
 
   private runMigrations(): void {
@@ -496,15 +346,32 @@ export class SqliteStore implements ControlStore {
   async insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult> {
     if (rows.length === 0) return { stored: 0, duplicate: 0 };
     if (this.denyWriter?.alive) return this.denyWriter.insert(rows);
+    // After a space error nothing is written until a checkpoint has made room (sqlite-wal.ts).
+    const paused = this.space.ready();
+    if (paused) {
+      const failure = classifySqliteCode(paused.code, this.db.name);
+      if (failure === undefined) throw Object.assign(new Error(paused.message), { code: paused.code });
+      throw storeUnavailable(failure, paused.code ?? 'SQLITE_FULL');
+    }
     const total: InsertDeniesResult = { stored: 0, duplicate: 0 };
     // better-sqlite3 is synchronous: big batches go in slices of 1000, yielding between them, so parked
     // long-polls are answered promptly while reports stream in. Each slice is its own transaction;
     // idempotency by id makes a partly stored batch safe to resend.
     for (let start = 0; start < rows.length; start += INSERT_SLICE) {
       if (start > 0) await new Promise((resolve) => setImmediate(resolve));
-      const result = this.insertDenyBatch.immediate(rows.slice(start, start + INSERT_SLICE));
-      total.stored += result.stored;
-      total.duplicate += result.duplicate;
+      try {
+        const result = this.insertDenyBatch.immediate(rows.slice(start, start + INSERT_SLICE));
+        total.stored += result.stored;
+        total.duplicate += result.duplicate;
+      } catch (error) {
+        this.space.noteError(error);
+        // Nothing of the batch is acknowledged; what earlier slices committed counts as duplicate on resend.
+        const detail =
+          total.stored > 0
+            ? ` (${total.stored} of the batch's ${rows.length} records were stored before the failure; resend the batch)`
+            : '';
+        throw translateSqliteError(error, this.db.name, detail);
+      }
     }
     return total;
   }
