@@ -15,8 +15,15 @@ export interface ControlLimits {
   reportRecords: number;
   /** Largest body of any other route, bytes. */
   bodyBytes: number;
-  /** Concurrent long-polls held by this replica; beyond it `wait` is refused with 429. */
+  /**
+   * Concurrent long-polls held by this replica; beyond it `wait` is refused with 429. Lowered to
+   * what the file-descriptor limit allows (control/connection-guard.ts).
+   */
   longPolls: number;
+  /** Open connections; default (and upper bound): derived from the file-descriptor limit. */
+  connections?: number | undefined;
+  /** A connection must finish sending its request headers within this time (else 408). */
+  headersTimeoutMs: number;
   /** Longest `?wait=` in seconds. */
   maxWaitSeconds: number;
   rateLimit: Record<TokenScope, RateLimit>;

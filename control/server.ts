@@ -9,6 +9,7 @@ import Fastify, {
 } from 'fastify';
 import { generateKeyPair } from '../policy/index.js';
 import { type IssuedToken, issueToken, TokenVerifier } from './auth.js';
+import { ConnectionGuard, connectionBudget, readOpenFileLimit } from './connection-guard.js';
 import type { ControlContext, ControlLimits } from './context.js';
 import { LongPollHub } from './long-poll.js';
 import { ControlMetrics, gauge } from './metrics.js';
@@ -32,6 +33,7 @@ export const DEFAULT_LIMITS: ControlLimits = {
   reportRecords: 5000,
   bodyBytes: 64 * 1024,
   longPolls: 20_000,
+  headersTimeoutMs: 10_000,
   maxWaitSeconds: 60,
   // A fleet usually shares one workload token, so its bucket is sized for the fleet.
   rateLimit: { admin: { perSecond: 50, burst: 200 }, workload: { perSecond: 5000, burst: 20_000 } },
@@ -45,6 +47,8 @@ export interface ControlServerOptions {
   /** A pino logger, `true` for JSON logs on stdout, `false`/absent for none. */
   logger?: boolean | FastifyBaseLogger | undefined;
   limits?: Partial<ControlLimits> | undefined;
+  /** The open-files limit to size connection caps from (default: this process's RLIMIT_NOFILE). */
+  fdLimit?: number | undefined;
 }
 
 /** Route access: `none` (public), `any` (any valid token), or the scope it needs. Admin tokens pass everywhere. */
@@ -92,7 +96,13 @@ const MAX_PENDING_SIGHTINGS = 50_000;
 const LAST_SEEN_REFRESH_MS = 30_000;
 
 export async function createControlServer(options: ControlServerOptions): Promise<FastifyInstance> {
-  const limits: ControlLimits = { ...DEFAULT_LIMITS, ...(options.limits ?? {}) };
+  const configured: ControlLimits = { ...DEFAULT_LIMITS, ...(options.limits ?? {}) };
+  const budget = connectionBudget(options.fdLimit ?? readOpenFileLimit(), configured);
+  const limits: ControlLimits = {
+    ...configured,
+    connections: budget.connections,
+    longPolls: budget.longPolls,
+  };
   const key =
     typeof options.signingKey === 'string' ? signingKeyFromPem(options.signingKey) : options.signingKey;
   const { store } = options;
@@ -107,8 +117,20 @@ export async function createControlServer(options: ControlServerOptions): Promis
     // Per-request lines would drown the log at fleet scale; errors are still logged.
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
+    http: {
+      headersTimeout: limits.headersTimeoutMs,
+      // Node checks header and request timeouts on this period (default 30 s: a slowloris's friend).
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+    },
+    requestTimeout: 60_000,
     ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
   });
+
+  const connections = new ConnectionGuard(
+    budget.connections,
+    Math.floor((budget.fdLimit - budget.connections) / 2),
+  );
+  connections.attach(app.server);
 
   let revisionSeenAtMs = Date.now();
   const state = new PolicyState(
@@ -240,6 +262,12 @@ export async function createControlServer(options: ControlServerOptions): Promis
   );
 
   app.addHook('onRequest', async (request, reply) => {
+    if (connections.refuses(request.raw.socket)) {
+      reply.header('retry-after', '1').header('connection', 'close');
+      return reply
+        .code(503)
+        .send({ error: 'overloaded', message: 'this replica is at its connection limit; retry shortly' });
+    }
     const access = request.routeOptions.config.access ?? 'admin';
     if (access === 'none') return;
     if (!watch.ready) {
@@ -381,6 +409,16 @@ export async function createControlServer(options: ControlServerOptions): Promis
       const text = [
         ...metrics.counters().map((c) => c.render()),
         gauge('bulkhead_longpolls_open', 'Bundle long-polls currently parked', [{ value: longPolls.open }]),
+        gauge('bulkhead_connections_open', 'Open client connections', [{ value: connections.stats().open }]),
+        gauge('bulkhead_connections_limit', 'Connections accepted before shedding or refusing', [
+          { value: budget.connections },
+        ]),
+        gauge('bulkhead_connections_shed', 'Slow or idle connections closed to make room (since start)', [
+          { value: connections.shed },
+        ]),
+        gauge('bulkhead_connections_refused', 'Connections refused with 503 at the limit (since start)', [
+          { value: connections.refused },
+        ]),
         gauge('bulkhead_policy_revision', 'Current policy revision', [{ value: state.revision }]),
         gauge('bulkhead_workloads', 'Workloads in the inventory', [{ value: snapshot.workloads }]),
         gauge('bulkhead_workloads_current', 'Workloads whose last fetched revision is the current one', [
