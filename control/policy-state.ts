@@ -1,20 +1,16 @@
-// What one replica knows about the current revision: the parsed policy set, and caches of
-// scopes, compiled policies and signed envelopes per revision. All revision changes come
-// through `advance`, fed by the store's announcements.
-import { createHash, createPrivateKey, type KeyObject } from 'node:crypto';
-import {
-  type CompiledPolicy,
-  canonicalJson,
-  compilePolicy,
-  formatIdentity,
-  type PolicySet,
-  parseIdentity,
-  parsePolicy,
-  scopeOf,
-  serializeEnvelope,
-  signBundle,
-} from '../policy/index.js';
+// What one replica's event loop knows about the current revision: answers, not policy sets.
+// The parsed set lives in the policy thread (control/policy-thread.ts); this side keeps what
+// every request needs at map-lookup cost — each `?workload=` text resolved to its scope and
+// SmartGroups, the signed envelope per (scope, epoch) — and asks the thread only on a miss.
+//
+// A new revision (an apply here, an announcement from another replica, the head check) is
+// prepared by the thread in full — parsed, every known workload text resolved, the bundles of
+// the parked long-polls signed — and then swapped in at once, so waking 10,000 parked polls is
+// 10,000 cache hits and nothing on this thread grows with the size of the policy.
+import { createHash } from 'node:crypto';
+import { formatIdentity, parseIdentity } from '../policy/index.js';
 import type { WorkloadIdentity } from '../policy/types.js';
+import { type IdentityItem, PolicyWorker, type ResolvedText, type SignedScope } from './policy-worker.js';
 import type { ControlStore, PolicySource, RevisionRow } from './store/types.js';
 
 export interface SigningKey {
@@ -28,14 +24,9 @@ export interface LoadedRevision {
   createdAt: string;
   createdMs: number;
   sources: PolicySource[];
-  set: PolicySet;
 }
 
-export interface ResolvedWorkload {
-  key: string;
-  scope: string;
-  groups: string[];
-}
+export type ResolvedWorkload = ResolvedText;
 
 export interface SignedBundle {
   revision: number;
@@ -45,34 +36,31 @@ export interface SignedBundle {
   body: Buffer;
 }
 
-interface ScopeEntry {
-  compiled: CompiledPolicy;
-  groups: string[];
+interface TextEntry {
+  identity: WorkloadIdentity;
+  resolved: ResolvedWorkload;
 }
 
 const IDENTITY_CACHE_LIMIT = 50_000;
 const BUNDLE_CACHE_LIMIT = 10_000;
-
-export function parseSources(sources: PolicySource[]): ReturnType<typeof parsePolicy> {
-  return parsePolicy(sources);
-}
+/** Most scopes the thread signs while preparing a revision; the rest on first request. */
+const SIGN_AT_INSTALL = 512;
 
 export class PolicyState {
   private loaded: LoadedRevision | undefined;
   /** Resolved workloads by the raw `?workload=` text, for the current revision. */
-  private byText = new Map<string, { identity: WorkloadIdentity; resolved: ResolvedWorkload }>();
-  /**
-   * Scope ids depend only on the SmartGroup definitions, so they survive revisions that keep
-   * the groups: one map per groups fingerprint (the current and the previous are kept).
-   */
-  private scopeIds = new Map<string, Map<string, string>>();
-  private readonly fingerprints = new WeakMap<PolicySet, string>();
-  private scopes = new Map<string, ScopeEntry>();
+  private byText = new Map<string, TextEntry>();
   private bundles = new Map<string, SignedBundle>();
   private etags = new Map<string, string>();
+  /** `?workload=` texts of parked long-polls, with counts: their bundles are signed before a swap. */
+  private readonly parkedTexts = new Map<string, number>();
+  private readonly signing = new Map<string, Promise<SignedBundle | undefined>>();
+  private resolveQueue: { item: IdentityItem; done: (entry: TextEntry | undefined) => void }[] = [];
+  private readonly resolving = new Map<string, Promise<TextEntry | undefined>>();
   private pending: Promise<void> | undefined;
   private wanted = 0;
-  private readonly privateKey: KeyObject;
+  private installs: Promise<unknown> = Promise.resolve();
+  readonly worker: PolicyWorker;
 
   constructor(
     private readonly store: ControlStore,
@@ -82,7 +70,15 @@ export class PolicyState {
     private readonly onAdvance: (revision: number) => void,
     private readonly onError: (error: Error, revision: number) => void,
   ) {
-    this.privateKey = createPrivateKey(key.privateKeyPem);
+    this.worker = new PolicyWorker(
+      { privateKeyPem: key.privateKeyPem, bundleTtlMs, signAtInstall: SIGN_AT_INSTALL },
+      (reason) => {
+        // The new thread holds nothing: install the current revision into it again.
+        const current = this.loaded;
+        this.onError(new Error(`policy thread restarted (${reason})`), current?.revision ?? 0);
+        if (current) void this.prepare({ ...current, restoredFrom: null, summary: null }, undefined, true);
+      },
+    );
   }
 
   get current(): LoadedRevision | undefined {
@@ -96,7 +92,7 @@ export class PolicyState {
   /** Loads the latest revision at start. */
   async init(): Promise<void> {
     const latest = await this.store.latestRevision();
-    if (latest) this.install(latest);
+    if (latest) await this.prepare(latest);
   }
 
   /** Moves to `revision` (or later) when it is newer than what is loaded; announcements may race, so only forward. */
@@ -111,111 +107,155 @@ export class PolicyState {
   }
 
   private async catchUp(): Promise<void> {
-    // Give a local apply (which installs the set it already parsed) the chance to go first.
+    // Give a local apply (which installs the set it already checked) the chance to go first.
     await new Promise((resolve) => setImmediate(resolve));
+    await this.installs;
     while (this.wanted > this.revision) {
       const target = this.wanted;
       try {
         const row = (await this.store.latestRevision()) ?? (await this.store.getRevision(target));
         if (!row || row.revision <= this.revision) return;
-        this.install(row);
+        await this.prepare(row);
       } catch (error) {
         this.onError(error as Error, target);
         return;
       }
+      if (this.revision < target) return;
     }
   }
 
-  /** Makes `row` current if it is newer; used by the apply path with the set it already parsed. */
-  install(row: RevisionRow, parsedSet?: PolicySet): void {
-    if (row.revision <= this.revision) return;
-    let set = parsedSet;
-    if (!set) {
-      const parsed = parsePolicy(row.sources);
-      if (!parsed.ok) {
-        this.onError(new Error(`stored revision ${row.revision} no longer parses`), row.revision);
-        return;
-      }
-      set = parsed.set;
+  /**
+   * Makes `row` current, one install at a time; `candidate` is the policy thread's token for the
+   * set an apply just checked (else the thread parses `row.sources`).
+   */
+  prepare(row: RevisionRow, candidate?: number, again = false): Promise<void> {
+    const run = this.installs.then(() => this.install(row, candidate, again));
+    this.installs = run.catch(() => {});
+    return run;
+  }
+
+  private async install(row: RevisionRow, candidate: number | undefined, again: boolean): Promise<void> {
+    if (row.revision < this.revision || (row.revision === this.revision && !again)) return;
+    const known: IdentityItem[] = [];
+    const wanted: number[] = [];
+    for (const [text, entry] of this.byText) {
+      if (this.parkedTexts.has(text)) wanted.push(known.length);
+      known.push({ text, key: entry.resolved.key, identity: entry.identity });
     }
-    const previousFingerprint = this.loaded ? this.fingerprintOf(this.loaded.set) : undefined;
-    this.loaded = {
+    const createdMs = Date.parse(row.createdAt);
+    const epoch = this.epochOf(Date.now());
+    const reply = await this.worker.ask({
+      op: 'install',
       revision: row.revision,
-      createdAt: row.createdAt,
-      createdMs: Date.parse(row.createdAt),
+      createdMs,
+      ...(candidate === undefined ? {} : { candidate }),
       sources: row.sources,
-      set,
-    };
-    const fingerprint = this.fingerprintOf(set);
-    // Same SmartGroups: every workload keeps its scope and groups, so the parsed texts stay valid.
-    if (fingerprint !== previousFingerprint) this.byText = new Map();
-    for (const key of this.scopeIds.keys()) {
-      if (key !== fingerprint && this.scopeIds.size > 1) this.scopeIds.delete(key);
+      known,
+      wanted,
+      epoch,
+    });
+    const installed = reply.installed;
+    if (!installed) throw new Error('policy thread: install answered without a result');
+    const byText = new Map<string, TextEntry>();
+    for (let i = 0; i < installed.resolved.length; i++) {
+      const item = known[i];
+      const resolved = installed.resolved[i]?.[1];
+      if (item && resolved) byText.set(item.text, { identity: item.identity, resolved });
     }
-    this.scopes = new Map();
+    this.loaded = { revision: row.revision, createdAt: row.createdAt, createdMs, sources: row.sources };
+    this.byText = byText;
     this.bundles = new Map();
     this.etags = new Map();
-    this.onAdvance(row.revision);
+    this.signing.clear();
+    this.resolving.clear();
+    for (const signed of installed.signed) this.keep(signed);
+    if (!again) this.onAdvance(row.revision);
   }
 
-  private fingerprintOf(set: PolicySet): string {
-    let fingerprint = this.fingerprints.get(set);
-    if (fingerprint === undefined) {
-      fingerprint = canonicalJson(set.groups.map((g) => [g.metadata.name, g.spec.match]));
-      this.fingerprints.set(set, fingerprint);
-    }
-    return fingerprint;
+  private keep(signed: SignedScope): SignedBundle {
+    const bundle: SignedBundle = {
+      revision: this.revision,
+      scope: signed.scope,
+      etag: this.etag(this.revision, signed.scope, signed.epoch),
+      body: Buffer.from(signed.body.buffer, signed.body.byteOffset, signed.body.byteLength),
+    };
+    if (this.bundles.size >= BUNDLE_CACHE_LIMIT) this.bundles.clear();
+    this.bundles.set(`${signed.scope}\u0000${signed.epoch}`, bundle);
+    return bundle;
   }
 
-  /** `scopeOf`, remembered per SmartGroup definitions; `key` is the canonical identity text. */
-  scopeIn(set: PolicySet, identity: WorkloadIdentity, key = formatIdentity(identity)): string {
-    const fingerprint = this.fingerprintOf(set);
-    let scopes = this.scopeIds.get(fingerprint);
-    if (!scopes) {
-      scopes = new Map();
-      this.scopeIds.set(fingerprint, scopes);
-    }
-    let scope = scopes.get(key);
-    if (scope === undefined) {
-      scope = scopeOf(set, identity);
-      if (scopes.size >= IDENTITY_CACHE_LIMIT) scopes.clear();
-      scopes.set(key, scope);
-    }
-    return scope;
+  /** A long-poll on `text` parks (its bundle is signed before the next swap) or leaves. */
+  park(text: string): void {
+    this.parkedTexts.set(text, (this.parkedTexts.get(text) ?? 0) + 1);
   }
 
-  /** Scope and SmartGroups of a workload under the current revision. */
-  resolve(identity: WorkloadIdentity, key = formatIdentity(identity)): ResolvedWorkload | undefined {
-    const loaded = this.loaded;
-    if (!loaded) return undefined;
-    const scope = this.scopeIn(loaded.set, identity, key);
-    return { key, scope, groups: this.scopeEntry(loaded, scope, identity).groups };
+  unpark(text: string): void {
+    const count = this.parkedTexts.get(text) ?? 0;
+    if (count <= 1) this.parkedTexts.delete(text);
+    else this.parkedTexts.set(text, count - 1);
   }
 
   /**
    * Parses and resolves the `?workload=` text, remembered per text for the current revision so a
-   * fleet waking on a new revision costs a map lookup each. Throws TypeError on a malformed identity.
+   * fleet waking on a new revision costs a map lookup each. Throws TypeError on a malformed identity;
+   * `resolved` is undefined while no revision exists.
    */
-  resolveText(text: string): { identity: WorkloadIdentity; resolved: ResolvedWorkload | undefined } {
+  resolveText(
+    text: string,
+  ): TextEntry | Promise<{ identity: WorkloadIdentity; resolved: ResolvedWorkload | undefined }> {
     const cached = this.byText.get(text);
     if (cached) return cached;
     const identity = parseIdentity(text);
-    const resolved = this.resolve(identity);
-    if (resolved) {
-      if (this.byText.size >= IDENTITY_CACHE_LIMIT) this.byText.clear();
-      this.byText.set(text, { identity, resolved });
+    if (!this.loaded) return Promise.resolve({ identity, resolved: undefined });
+    let resolving = this.resolving.get(text);
+    if (!resolving) {
+      const revision = this.revision;
+      resolving = new Promise<TextEntry | undefined>((done) => {
+        this.resolveQueue.push({ item: { text, key: formatIdentity(identity), identity }, done });
+        if (this.resolveQueue.length === 1) setImmediate(() => void this.flushResolves(revision));
+      });
+      this.resolving.set(text, resolving);
+      void resolving.finally(() => {
+        if (this.resolving.get(text) === resolving) this.resolving.delete(text);
+      });
     }
-    return { identity, resolved };
+    return resolving.then((entry) => ({ identity, resolved: entry?.resolved }));
   }
 
-  private scopeEntry(loaded: LoadedRevision, scope: string, identity: WorkloadIdentity): ScopeEntry {
-    let entry = this.scopes.get(scope);
-    if (!entry) {
-      const compiled = compilePolicy(loaded.set, identity);
-      entry = { compiled, groups: compiled.scope.groups.map((g) => g.name) };
-      this.scopes.set(scope, entry);
+  /** One thread request for every text that missed in this turn of the event loop. */
+  private async flushResolves(revision: number): Promise<void> {
+    const batch = this.resolveQueue;
+    this.resolveQueue = [];
+    let reply: Awaited<ReturnType<PolicyWorker['ask']>> | undefined;
+    try {
+      reply = await this.worker.ask({
+        op: 'resolve',
+        revision,
+        items: batch.map(({ item }) => ({ key: item.key, identity: item.identity })),
+      });
+    } catch (error) {
+      this.onError(error as Error, revision);
     }
-    return entry;
+    const results = reply?.resolvedMany;
+    for (let i = 0; i < batch.length; i++) {
+      const waiting = batch[i];
+      if (!waiting) continue;
+      const resolved = results?.[i];
+      if (!resolved || revision !== this.revision) {
+        // Stale (a swap happened meanwhile) or failed: the caller asks again.
+        waiting.done(undefined);
+        continue;
+      }
+      const entry: TextEntry = { identity: waiting.item.identity, resolved };
+      if (this.byText.size >= IDENTITY_CACHE_LIMIT) this.byText.clear();
+      this.byText.set(waiting.item.text, entry);
+      waiting.done(entry);
+    }
+  }
+
+  /** Scope and SmartGroups of a workload under the current revision (undefined before the first). */
+  async resolve(identity: WorkloadIdentity): Promise<ResolvedWorkload | undefined> {
+    return (await this.resolveText(formatIdentity(identity))).resolved;
   }
 
   /** ETag of the envelope a workload would get now, without signing anything. */
@@ -239,37 +279,39 @@ export class PolicyState {
     return etag;
   }
 
-  /** The signed envelope for this workload's scope; signed once per (revision, scope, epoch). */
+  /**
+   * The signed envelope for this workload's scope, signed once per (revision, scope, epoch): the
+   * cached one, or a promise of it from the thread (undefined when the revision moved meanwhile).
+   */
   bundleFor(
     identity: WorkloadIdentity,
     resolved: ResolvedWorkload,
     nowMs = Date.now(),
-  ): SignedBundle | undefined {
-    const loaded = this.loaded;
-    if (!loaded) return undefined;
+  ): SignedBundle | Promise<SignedBundle | undefined> | undefined {
+    if (!this.loaded) return undefined;
     const epoch = this.epochOf(nowMs);
     const cacheKey = `${resolved.scope}\u0000${epoch}`;
     const cached = this.bundles.get(cacheKey);
     if (cached) return cached;
-    const entry = this.scopeEntry(loaded, resolved.scope, identity);
-    // Deterministic times: every replica signs byte-identical envelopes for the same epoch.
-    const epochStartMs = epoch * (this.bundleTtlMs / 4);
-    const issuedAt = new Date(
-      Math.max(epochStartMs, Number.isFinite(loaded.createdMs) ? loaded.createdMs : 0),
-    );
-    const expiresAt = new Date(epochStartMs + this.bundleTtlMs);
-    const envelope = signBundle(
-      { policy: entry.compiled, revision: loaded.revision, issuedAt, expiresAt },
-      this.privateKey,
-    );
-    const bundle: SignedBundle = {
-      revision: loaded.revision,
-      scope: resolved.scope,
-      etag: this.etag(loaded.revision, resolved.scope, epoch),
-      body: Buffer.from(serializeEnvelope(envelope), 'utf8'),
-    };
-    if (this.bundles.size >= BUNDLE_CACHE_LIMIT) this.bundles.clear();
-    this.bundles.set(cacheKey, bundle);
-    return bundle;
+    let signing = this.signing.get(cacheKey);
+    if (!signing) {
+      const revision = this.revision;
+      signing = this.worker.ask({ op: 'sign', revision, scope: resolved.scope, identity, epoch }).then(
+        (reply) => (reply.signedOne && revision === this.revision ? this.keep(reply.signedOne) : undefined),
+        (error: Error) => {
+          this.onError(error, revision);
+          return undefined;
+        },
+      );
+      this.signing.set(cacheKey, signing);
+      void signing.finally(() => {
+        if (this.signing.get(cacheKey) === signing) this.signing.delete(cacheKey);
+      });
+    }
+    return signing;
+  }
+
+  close(): Promise<void> {
+    return this.worker.close();
   }
 }

@@ -139,7 +139,8 @@ export async function createControlServer(options: ControlServerOptions): Promis
     limits.bundleTtlSeconds * 1000,
     () => {
       revisionSeenAtMs = Date.now();
-      longPolls.wakeAll('revision');
+      // After the current turn: an apply that installed this revision answers before 10,000 polls do.
+      setImmediate(() => longPolls.wakeAll('revision'));
     },
     (error, revision) => app.log.error({ err: error, revision }, 'could not load revision'),
   );
@@ -322,6 +323,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
   });
   app.addHook('onClose', async () => {
     watch.stop();
+    await state.close();
     clearInterval(flushTimer);
     unsubscribe();
     await flushSightings();

@@ -41,6 +41,8 @@ const entries = [
       },
     ],
   },
+  // The control API's policy thread (parse, check, diff, sign), loaded by path beside cli.mjs and demo.mjs.
+  { name: 'policy-thread', src: 'control/policy-thread.ts', kind: 'standalone' },
   { name: 'cli', src: 'cli/main.ts', kind: 'cli' },
   { name: 'demo', src: 'scripts/demo.ts', kind: 'cli' },
   { name: 'azure-local', src: 'runtime-shims/node/azure/local-host.ts', kind: 'cli' },

@@ -1,5 +1,5 @@
 // GET /v1/bundle: the signed envelope for the caller's workload scope, with ETag and long-poll.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { WorkloadIdentity } from '../../policy/types.js';
 import type { ControlContext } from '../context.js';
 
@@ -14,6 +14,14 @@ function etagMatches(header: string | undefined, etag: string): boolean {
   return header.split(',').some((candidate) => {
     const trimmed = candidate.trim();
     return (trimmed.startsWith('W/') ? trimmed.slice(2) : trimmed) === etag;
+  });
+}
+
+function unavailable(reply: FastifyReply) {
+  reply.header('retry-after', '1');
+  return reply.code(503).send({
+    error: 'unavailable',
+    message: 'the policy thread could not prepare this bundle; retry shortly',
   });
 }
 
@@ -68,67 +76,80 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
       },
     },
     async (request, reply) => {
+      const text = request.query.workload;
       let identity: WorkloadIdentity;
       try {
-        identity = state.resolveText(request.query.workload).identity;
+        identity = (await state.resolveText(text)).identity;
       } catch (error) {
         return reply.code(400).send({ error: 'bad-request', message: (error as Error).message });
       }
       const ifNoneMatch = request.headers['if-none-match'];
       let deadline = Date.now() + Math.min(request.query.wait ?? 0, limits.maxWaitSeconds) * 1000;
       let parked = false;
-      for (;;) {
-        const resolved = state.resolveText(request.query.workload).resolved;
-        const answerNow = Date.now() >= deadline;
-        if (resolved) {
-          const etag = state.etagFor(resolved);
-          const notModified = etagMatches(ifNoneMatch, etag);
-          if (!notModified || answerNow) {
-            const revision = state.revision;
-            context.sawWorkload({
-              key: resolved.key,
-              identity,
-              seenAt: new Date().toISOString(),
-              revision,
-              scope: resolved.scope,
-            });
-            reply.header('etag', etag).header('x-bulkhead-revision', String(revision));
-            reply.header('cache-control', 'no-cache');
-            if (notModified) {
-              metrics.bundles.inc({ result: 'not_modified' });
-              return reply.code(304).send();
-            }
-            const bundle = state.bundleFor(identity, resolved);
-            if (bundle) {
-              metrics.bundles.inc({ result: 'sent' });
-              if (parked) {
-                metrics.propagationSumMs += Date.now() - context.revisionSeenAtMs();
-                metrics.propagationCount++;
+      // Answers from the policy thread that came back stale (a new revision was swapped in meanwhile).
+      let misses = 0;
+      try {
+        for (;;) {
+          const resolved = (await state.resolveText(text)).resolved;
+          const answerNow = Date.now() >= deadline;
+          if (resolved) {
+            const etag = state.etagFor(resolved);
+            const notModified = etagMatches(ifNoneMatch, etag);
+            if (!notModified || answerNow) {
+              const bundle = notModified ? undefined : await state.bundleFor(identity, resolved);
+              if (notModified || bundle) {
+                const revision = bundle?.revision ?? state.revision;
+                context.sawWorkload({
+                  key: resolved.key,
+                  identity,
+                  seenAt: new Date().toISOString(),
+                  revision,
+                  scope: resolved.scope,
+                });
+                reply.header('etag', bundle?.etag ?? etag).header('x-bulkhead-revision', String(revision));
+                reply.header('cache-control', 'no-cache');
+                if (!bundle) {
+                  metrics.bundles.inc({ result: 'not_modified' });
+                  return reply.code(304).send();
+                }
+                metrics.bundles.inc({ result: 'sent' });
+                if (parked) {
+                  metrics.propagationSumMs += Date.now() - context.revisionSeenAtMs();
+                  metrics.propagationCount++;
+                }
+                return reply.code(200).type('application/json').send(bundle.body);
               }
-              return reply.code(200).type('application/json').send(bundle.body);
+              if (++misses > 3) return unavailable(reply);
+              continue;
             }
+          } else if (state.current) {
+            if (++misses > 3) return unavailable(reply);
+            continue;
+          } else if (answerNow) {
+            return reply.code(404).send({
+              error: 'no-policy',
+              message: 'no policy has been applied yet; apply one with PUT /v1/policy',
+            });
           }
-        } else if (answerNow) {
-          return reply.code(404).send({
-            error: 'no-policy',
-            message: 'no policy has been applied yet; apply one with PUT /v1/policy',
+          if (!parked && !longPolls.hasRoom()) {
+            metrics.bundles.inc({ result: 'capped' });
+            reply.header('retry-after', '1');
+            return reply.code(429).send({
+              error: 'long-poll-capacity',
+              message: 'too many parked long-polls on this replica; retry shortly',
+            });
+          }
+          if (!parked) state.park(text);
+          parked = true;
+          const reason = await longPolls.wait(Math.max(0, deadline - Date.now()), (abort) => {
+            // The response's close fires when the client goes away before we answer.
+            reply.raw.once('close', abort);
           });
+          // Anything but a new revision ends the wait: answer with what is current (304 when unchanged).
+          if (reason !== 'revision') deadline = 0;
         }
-        if (!parked && !longPolls.hasRoom()) {
-          metrics.bundles.inc({ result: 'capped' });
-          reply.header('retry-after', '1');
-          return reply.code(429).send({
-            error: 'long-poll-capacity',
-            message: 'too many parked long-polls on this replica; retry shortly',
-          });
-        }
-        parked = true;
-        const reason = await longPolls.wait(Math.max(0, deadline - Date.now()), (abort) => {
-          // The response's close fires when the client goes away before we answer.
-          reply.raw.once('close', abort);
-        });
-        // Anything but a new revision ends the wait: answer with what is current (304 when unchanged).
-        if (reason !== 'revision') deadline = 0;
+      } finally {
+        if (parked) state.unpark(text);
       }
     },
   );

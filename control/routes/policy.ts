@@ -1,22 +1,12 @@
 // PUT /v1/policy, GET /v1/policy, GET /v1/revisions, POST /v1/revisions/{n}/restore.
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import {
-  canonicalJson,
-  checkGuardrails,
-  compilePolicy,
-  diffPolicies,
-  formatPolicyError,
-  type PolicyError,
-  type PolicySet,
-  parsePolicy,
-} from '../../policy/index.js';
+import { formatPolicyError, type PolicyError } from '../../policy/index.js';
+import { type ApplyOptions, PolicyApplier } from '../apply.js';
 import type { ControlContext } from '../context.js';
-import type { PolicyState } from '../policy-state.js';
-import type { PolicySource, WorkloadRow } from '../store/types.js';
+import type { PolicySource } from '../store/types.js';
 
 const FILE_NAME = /^[A-Za-z0-9._/@+-]{1,200}$/;
 const MAX_SOURCES = 500;
-const MAX_AFFECTED_LISTED = 1000;
 const POLICY_MEDIA_TYPES = [
   'application/json',
   'application/yaml',
@@ -63,61 +53,6 @@ export function sourcesFromBody(
     }
   }
   return [{ file: fileName, text: body }];
-}
-
-function sameSources(a: PolicySource[], b: PolicySource[]): boolean {
-  return canonicalJson(a) === canonicalJson(b);
-}
-
-export interface ApplyOutcome {
-  revision: number;
-  previousRevision: number;
-  dryRun: boolean;
-  unchanged: boolean;
-  restoredFrom?: number;
-  diff: unknown;
-  affectedWorkloads: { count: number; workloads: { key: string; identity: Record<string, string> }[] };
-}
-
-function emptySet(): PolicySet {
-  const parsed = parsePolicy([]);
-  if (!parsed.ok) throw new Error('the kernel refuses an empty policy set');
-  return parsed.set;
-}
-
-/** Workloads in the inventory whose compiled policy differs between the two sets. */
-function affectedWorkloads(
-  state: PolicyState,
-  oldSet: PolicySet | undefined,
-  newSet: PolicySet,
-  inventory: WorkloadRow[],
-) {
-  const compiledBy = new Map<string, string>();
-  const compiled = (
-    set: PolicySet,
-    tag: string,
-    identity: Record<string, string>,
-    workloadKey: string,
-  ): string => {
-    const key = `${tag}\u0000${state.scopeIn(set, identity, workloadKey)}`;
-    let text: string | undefined = compiledBy.get(key);
-    if (text === undefined) {
-      text = canonicalJson(compilePolicy(set, identity));
-      compiledBy.set(key, text);
-    }
-    return text;
-  };
-  const affected: { key: string; identity: Record<string, string> }[] = [];
-  let count = 0;
-  for (const workload of inventory) {
-    const before = oldSet ? compiled(oldSet, 'old', workload.identity, workload.key) : undefined;
-    if (before !== compiled(newSet, 'new', workload.identity, workload.key)) {
-      count++;
-      if (affected.length < MAX_AFFECTED_LISTED)
-        affected.push({ key: workload.key, identity: workload.identity });
-    }
-  }
-  return { count, workloads: affected };
 }
 
 function invalid(reply: FastifyReply, error: string, errors: PolicyError[]) {
@@ -179,7 +114,7 @@ const policyErrorResponse = {
 
 /** Registered inside its own plugin scope: its body parsers keep the raw text (for line numbers). */
 export function registerPolicyRoutes(app: FastifyInstance, context: ControlContext): void {
-  const { store, state, metrics, limits } = context;
+  const { store, limits } = context;
 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(
@@ -188,67 +123,12 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
     (_request, body, done) => done(null, body),
   );
 
-  /** Validates, diffs and (unless dryRun) stores `sources` as the next revision. */
-  async function apply(
-    reply: FastifyReply,
-    sources: PolicySource[],
-    options: { dryRun: boolean; restoredFrom?: number; tokenId?: string | undefined },
-  ) {
-    const parsed = parsePolicy(sources);
-    if (!parsed.ok) {
-      metrics.applies.inc({ result: 'invalid' });
-      return invalid(reply, 'invalid-policy', parsed.errors);
-    }
-    // The applied set lets `requireObserveFirst` tell new policies from existing ones.
-    const guardrailErrors = checkGuardrails(parsed.set, { previous: state.current?.set });
-    if (guardrailErrors.length > 0) {
-      metrics.applies.inc({ result: 'guardrail' });
-      return invalid(reply, 'guardrail-violation', guardrailErrors);
-    }
-    const current = state.current;
-    // Per SmartGroup only: the per-workload view is `affectedWorkloads`, bounded for large inventories.
-    const { changed, groups } = diffPolicies(current?.set ?? emptySet(), parsed.set);
-    const diff = { changed, groups };
-    const previousRevision = current?.revision ?? 0;
-    const outcome: ApplyOutcome = {
-      revision: previousRevision,
-      previousRevision,
-      dryRun: options.dryRun,
-      unchanged: current !== undefined && sameSources(current.sources, sources),
-      diff,
-      affectedWorkloads: { count: 0, workloads: [] },
-    };
-    if (options.restoredFrom !== undefined) outcome.restoredFrom = options.restoredFrom;
-    const inventory = async () => {
-      await context.flushSightings();
-      return affectedWorkloads(state, current?.set, parsed.set, await store.listWorkloads());
-    };
-    if (options.dryRun || outcome.unchanged) {
-      metrics.applies.inc({ result: options.dryRun ? 'dry-run' : 'unchanged' });
-      if (options.dryRun) outcome.affectedWorkloads = await inventory();
-      return reply.code(200).send(outcome);
-    }
-    const createdAt = new Date().toISOString();
-    const summary = { diff, files: sources.map((s) => s.file), appliedBy: options.tokenId ?? null };
-    const revision = await store.appendRevision({
-      createdAt,
-      sources,
-      restoredFrom: options.restoredFrom ?? null,
-      summary,
-    });
-    // Install (and so wake every parked long-poll) before the inventory work for the answer.
-    state.install(
-      { revision, createdAt, sources, restoredFrom: options.restoredFrom ?? null, summary },
-      parsed.set,
-    );
-    metrics.applies.inc({ result: 'stored' });
-    outcome.affectedWorkloads = await inventory();
-    reply.log.info(
-      { revision, files: summary.files, affected: outcome.affectedWorkloads.count },
-      'policy revision stored',
-    );
-    outcome.revision = revision;
-    return reply.code(200).send(outcome);
+  const applier = new PolicyApplier({ ...context, log: app.log });
+
+  async function apply(reply: FastifyReply, sources: PolicySource[], options: ApplyOptions) {
+    const result = await applier.apply(sources, options);
+    if (!result.ok) return invalid(reply, result.error, result.errors);
+    return reply.code(200).send(result.outcome);
   }
 
   app.put<{ Body: unknown; Querystring: { dryRun?: boolean; file?: string } }>(

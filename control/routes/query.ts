@@ -214,8 +214,10 @@ export function registerQueryRoutes(app: FastifyInstance, context: ControlContex
       const rows = await store.listWorkloads();
       const revision = state.revision;
       const groups = new Map<string, { name: string; workloads: number; current: number; behind: number }>();
-      const workloads = rows.map((row) => {
-        const names = state.resolve(row.identity)?.groups ?? [];
+      // One batch to the policy thread for every workload it has not resolved yet.
+      const resolved = await Promise.all(rows.map((row) => state.resolve(row.identity)));
+      const workloads = rows.map((row, index) => {
+        const names = resolved[index]?.groups ?? [];
         const current = row.revision >= revision;
         for (const name of names) {
           let group = groups.get(name);

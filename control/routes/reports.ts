@@ -18,10 +18,10 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
   const { store, state, metrics, limits } = context;
   const groupsByWorkload = new Map<string, { revision: number; groups: string }>();
 
-  function groupsOf(key: string, identity: Record<string, string>): string {
+  async function groupsOf(key: string, identity: Record<string, string>): Promise<string> {
     const cached = groupsByWorkload.get(key);
     if (cached && cached.revision === state.revision) return cached.groups;
-    const resolved = state.resolve(identity);
+    const resolved = await state.resolve(identity);
     const groups = resolved && resolved.groups.length > 0 ? `,${resolved.groups.join(',')},` : '';
     if (groupsByWorkload.size >= 50_000) groupsByWorkload.clear();
     groupsByWorkload.set(key, { revision: state.revision, groups });
@@ -69,6 +69,8 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
       let rejected = 0;
       const receivedAt = new Date().toISOString();
       const { records } = request.body;
+      // SmartGroups per workload (a batch mostly has one): cached per revision, else asked of the policy thread.
+      const groupsByKey = new Map<string, Promise<string>>();
       let lastWorkload: Readonly<Record<string, string>> | undefined;
       let lastKey = '';
       for (let index = 0; index < records.length; index++) {
@@ -82,13 +84,19 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
             workloadKey = formatIdentity(record.workload);
             lastWorkload = record.workload;
             lastKey = workloadKey;
+            if (!groupsByKey.has(workloadKey)) {
+              groupsByKey.set(
+                workloadKey,
+                groupsOf(workloadKey, record.workload).catch(() => ''),
+              );
+            }
           }
           rows.push({
             id: record.id,
             time: record.time,
             timeMs,
             workloadKey,
-            groups: groupsOf(workloadKey, record.workload),
+            groups: '',
             host: record.destination.host ?? null,
             ip: record.destination.ip ?? null,
             port: record.destination.port ?? null,
@@ -108,6 +116,7 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
           if (errors.length < MAX_ERRORS_LISTED) errors.push({ index, reason: error.message });
         }
       }
+      for (const row of rows) row.groups = await (groupsByKey.get(row.workloadKey) ?? '');
       const { stored, duplicate } = await store.insertDenies(rows);
       metrics.reports.inc({ result: 'stored' }, stored);
       metrics.reports.inc({ result: 'duplicate' }, duplicate);

@@ -1,0 +1,124 @@
+// The apply use case: check a policy set (parse and guardrails), diff it against the current
+// revision, work out which workloads it changes, store it as the next revision and install it.
+// The routes (PUT /v1/policy, POST /v1/revisions/{n}/restore) call it and only translate HTTP.
+// Everything that grows with the size of the set runs on the policy thread, so an apply of
+// 60,000 rules does not hold up bundle fetches or /healthz; applies on one replica run one at a time.
+import type { FastifyBaseLogger } from 'fastify';
+import { canonicalJson, type PolicyError } from '../policy/index.js';
+import type { ControlMetrics } from './metrics.js';
+import type { PolicyState } from './policy-state.js';
+import { PolicyThreadError } from './policy-worker.js';
+import type { ControlStore, PolicySource } from './store/types.js';
+
+const MAX_AFFECTED_LISTED = 1000;
+
+export interface ApplyOutcome {
+  revision: number;
+  previousRevision: number;
+  dryRun: boolean;
+  unchanged: boolean;
+  restoredFrom?: number;
+  diff: unknown;
+  affectedWorkloads: { count: number; workloads: { key: string; identity: Record<string, string> }[] };
+}
+
+export type ApplyResult =
+  | { ok: true; outcome: ApplyOutcome }
+  | { ok: false; error: 'invalid-policy' | 'guardrail-violation'; errors: PolicyError[] };
+
+export interface ApplyOptions {
+  dryRun: boolean;
+  restoredFrom?: number | undefined;
+  tokenId?: string | undefined;
+}
+
+export interface ApplyContext {
+  store: ControlStore;
+  state: PolicyState;
+  metrics: ControlMetrics;
+  flushSightings(): Promise<void>;
+  log: FastifyBaseLogger;
+}
+
+export class PolicyApplier {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly context: ApplyContext) {}
+
+  /** Checks, diffs and (unless dryRun or unchanged) stores `sources` as the next revision. */
+  apply(sources: PolicySource[], options: ApplyOptions): Promise<ApplyResult> {
+    const run = this.queue.then(() => this.applyNow(sources, options));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async applyNow(sources: PolicySource[], options: ApplyOptions): Promise<ApplyResult> {
+    const { store, state, metrics } = this.context;
+    const checked = await state.worker.request({ op: 'check', sources });
+    if (!checked.ok) {
+      if (checked.error === 'internal') throw new PolicyThreadError(checked.message);
+      metrics.applies.inc({ result: checked.error === 'invalid-policy' ? 'invalid' : 'guardrail' });
+      return checked;
+    }
+    const token = checked.token;
+    if (token === undefined) throw new PolicyThreadError('check answered without a token');
+    let installed = false;
+    try {
+      const current = state.current;
+      const previousRevision = current?.revision ?? 0;
+      const outcome: ApplyOutcome = {
+        revision: previousRevision,
+        previousRevision,
+        dryRun: options.dryRun,
+        unchanged: current !== undefined && canonicalJson(current.sources) === canonicalJson(sources),
+        diff: checked.diff,
+        affectedWorkloads: { count: 0, workloads: [] },
+      };
+      if (options.restoredFrom !== undefined) outcome.restoredFrom = options.restoredFrom;
+      if (outcome.unchanged && !options.dryRun) {
+        metrics.applies.inc({ result: 'unchanged' });
+        return { ok: true, outcome };
+      }
+      // Worked out before storing, so that the answer is ready when the revision is installed
+      // (installing wakes every parked long-poll).
+      await this.context.flushSightings();
+      const inventory = await store.listWorkloads();
+      const affected = await state.worker.ask({
+        op: 'affected',
+        token,
+        inventory: inventory.map((w) => ({ key: w.key, identity: w.identity })),
+        limit: MAX_AFFECTED_LISTED,
+      });
+      outcome.affectedWorkloads = affected.affected ?? { count: 0, workloads: [] };
+      if (options.dryRun) {
+        metrics.applies.inc({ result: 'dry-run' });
+        return { ok: true, outcome };
+      }
+      const createdAt = new Date().toISOString();
+      const summary = {
+        diff: checked.diff,
+        files: sources.map((s) => s.file),
+        appliedBy: options.tokenId ?? null,
+      };
+      const restoredFrom = options.restoredFrom ?? null;
+      const revision = await store.appendRevision({ createdAt, sources, restoredFrom, summary });
+      installed = true;
+      await state
+        .prepare({ revision, createdAt, sources, restoredFrom, summary }, token)
+        .catch((error: Error) => {
+          // Stored but not installed here: the revision is reloaded from the store like any announced one.
+          this.context.log.error({ err: error, revision }, 'could not install the revision just stored');
+          void state.advance(revision);
+        });
+      metrics.applies.inc({ result: 'stored' });
+      this.context.log.info(
+        { revision, files: summary.files, affected: outcome.affectedWorkloads.count },
+        'policy revision stored',
+      );
+      outcome.revision = revision;
+      return { ok: true, outcome };
+    } finally {
+      if (!installed) void state.worker.request({ op: 'discard', token }).catch(() => {});
+    }
+  }
+}

@@ -1,0 +1,226 @@
+// The policy thread: everything that costs time in proportion to the size of a policy set runs
+// here, off the event loop that answers bundle fetches, reports and /healthz. It parses and
+// checks applies (YAML of 60,000 rules takes seconds), diffs them, works out affected
+// workloads, and for an installed revision resolves workload identities to scopes and signs
+// their bundles. It holds the parsed sets; the main thread holds only answers (control/policy-state.ts).
+// Built as its own entry: dist/policy-thread.cjs (control/worker-program.ts).
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { parentPort, workerData } from 'node:worker_threads';
+import {
+  type CompiledPolicy,
+  canonicalJson,
+  checkGuardrails,
+  compilePolicy,
+  diffPolicies,
+  groupsSelecting,
+  type PolicySet,
+  parsePolicy,
+  scopeOf,
+  serializeEnvelope,
+  signBundle,
+} from '../policy/index.js';
+import type { WorkloadIdentity } from '../policy/types.js';
+import type {
+  PolicyThreadData,
+  PolicyThreadReply,
+  PolicyThreadRequest,
+  ResolvedText,
+  SignedScope,
+} from './policy-worker.js';
+
+const data = workerData as PolicyThreadData;
+const privateKey: KeyObject = createPrivateKey(data.privateKeyPem);
+const IDENTITY_CACHE_LIMIT = 50_000;
+
+interface Installed {
+  revision: number;
+  createdMs: number;
+  set: PolicySet;
+  fingerprint: string;
+  /** Compiled policy and SmartGroup names per scope id. */
+  scopes: Map<string, { compiled: CompiledPolicy; groups: string[] }>;
+}
+
+let installed: Installed | undefined;
+/** Sets of applies checked and not yet installed or discarded, by token (a few at most). */
+const candidates = new Map<number, PolicySet>();
+const MAX_CANDIDATES = 8;
+let nextToken = 1;
+/** Scope ids per identity key, one map per SmartGroup fingerprint (the current and the previous). */
+const scopeIds = new Map<string, Map<string, string>>();
+
+let emptySet: PolicySet | undefined;
+function empty(): PolicySet {
+  if (!emptySet) {
+    const parsed = parsePolicy([]);
+    if (!parsed.ok) throw new Error('the kernel refuses an empty policy set');
+    emptySet = parsed.set;
+  }
+  return emptySet;
+}
+
+function fingerprintOf(set: PolicySet): string {
+  return canonicalJson(set.groups.map((g) => [g.metadata.name, g.spec.match]));
+}
+
+function scopeIn(set: PolicySet, fingerprint: string, identity: WorkloadIdentity, key: string): string {
+  let scopes = scopeIds.get(fingerprint);
+  if (!scopes) {
+    scopes = new Map();
+    scopeIds.set(fingerprint, scopes);
+  }
+  let scope = scopes.get(key);
+  if (scope === undefined) {
+    scope = scopeOf(set, identity);
+    if (scopes.size >= IDENTITY_CACHE_LIMIT) scopes.clear();
+    scopes.set(key, scope);
+  }
+  return scope;
+}
+
+function scopeEntry(target: Installed, scope: string, identity: WorkloadIdentity) {
+  let entry = target.scopes.get(scope);
+  if (!entry) {
+    const compiled = compilePolicy(target.set, identity);
+    entry = { compiled, groups: compiled.scope.groups.map((g) => g.name) };
+    target.scopes.set(scope, entry);
+  }
+  return entry;
+}
+
+function resolveIn(target: Installed, identity: WorkloadIdentity, key: string): ResolvedText {
+  const scope = scopeIn(target.set, target.fingerprint, identity, key);
+  const entry = target.scopes.get(scope);
+  const groups = entry ? entry.groups : groupsSelecting(target.set, identity).map((g) => g.metadata.name);
+  return { key, scope, groups };
+}
+
+function sign(target: Installed, scope: string, identity: WorkloadIdentity, epoch: number): SignedScope {
+  const entry = scopeEntry(target, scope, identity);
+  const quarterMs = data.bundleTtlMs / 4;
+  const epochStartMs = epoch * quarterMs;
+  // Deterministic times: every replica signs byte-identical envelopes for the same epoch.
+  const issuedAt = new Date(Math.max(epochStartMs, Number.isFinite(target.createdMs) ? target.createdMs : 0));
+  const expiresAt = new Date(epochStartMs + data.bundleTtlMs);
+  const envelope = signBundle(
+    { policy: entry.compiled, revision: target.revision, issuedAt, expiresAt },
+    privateKey,
+  );
+  return { scope, epoch, groups: entry.groups, body: Buffer.from(serializeEnvelope(envelope), 'utf8') };
+}
+
+/** Workloads whose compiled policy differs between the installed set and the candidate. */
+function affected(token: number, inventory: { key: string; identity: WorkloadIdentity }[], limit: number) {
+  const next = candidates.get(token);
+  if (!next) throw new Error('no such checked policy set');
+  const before = installed?.set;
+  const beforePrint = before ? fingerprintOf(before) : '';
+  const afterPrint = fingerprintOf(next);
+  const compiledBy = new Map<string, string>();
+  const compiled = (set: PolicySet, print: string, tag: string, identity: WorkloadIdentity, key: string) => {
+    const cacheKey = `${tag}\u0000${scopeIn(set, print, identity, key)}`;
+    let text = compiledBy.get(cacheKey);
+    if (text === undefined) {
+      text = canonicalJson(compilePolicy(set, identity));
+      compiledBy.set(cacheKey, text);
+    }
+    return text;
+  };
+  const workloads: { key: string; identity: WorkloadIdentity }[] = [];
+  let count = 0;
+  for (const workload of inventory) {
+    const was = before ? compiled(before, beforePrint, 'old', workload.identity, workload.key) : undefined;
+    if (was !== compiled(next, afterPrint, 'new', workload.identity, workload.key)) {
+      count++;
+      if (workloads.length < limit) workloads.push({ key: workload.key, identity: workload.identity });
+    }
+  }
+  return { count, workloads };
+}
+
+function handle(request: PolicyThreadRequest): PolicyThreadReply {
+  switch (request.op) {
+    case 'check': {
+      const parsed = parsePolicy(request.sources);
+      if (!parsed.ok) return { ok: false, error: 'invalid-policy', errors: parsed.errors };
+      // The installed set lets `requireObserveFirst` tell new policies from existing ones.
+      const guardrailErrors = checkGuardrails(parsed.set, { previous: installed?.set });
+      if (guardrailErrors.length > 0)
+        return { ok: false, error: 'guardrail-violation', errors: guardrailErrors };
+      // Per SmartGroup only: the per-workload view is `affected`, bounded for large inventories.
+      const { changed, groups } = diffPolicies(installed?.set ?? empty(), parsed.set);
+      const token = nextToken++;
+      candidates.set(token, parsed.set);
+      for (const old of candidates.keys()) if (candidates.size > MAX_CANDIDATES) candidates.delete(old);
+      return { ok: true, diff: { changed, groups }, token };
+    }
+    case 'affected':
+      return { ok: true, affected: affected(request.token, request.inventory, request.limit) };
+    case 'discard':
+      candidates.delete(request.token);
+      return { ok: true };
+    case 'install': {
+      let set: PolicySet;
+      const checked = request.candidate === undefined ? undefined : candidates.get(request.candidate);
+      if (request.candidate !== undefined) candidates.delete(request.candidate);
+      if (checked) set = checked;
+      else {
+        const parsed = parsePolicy(request.sources ?? []);
+        if (!parsed.ok) throw new Error(`stored revision ${request.revision} no longer parses`);
+        set = parsed.set;
+      }
+      const fingerprint = fingerprintOf(set);
+      for (const key of scopeIds.keys()) if (key !== fingerprint && scopeIds.size > 1) scopeIds.delete(key);
+      const target: Installed = {
+        revision: request.revision,
+        createdMs: request.createdMs,
+        set,
+        fingerprint,
+        scopes: new Map(),
+      };
+      installed = target;
+      const resolved: [string, ResolvedText][] = [];
+      const signed: SignedScope[] = [];
+      const signedScopes = new Set<string>();
+      for (const { text, key, identity } of request.known)
+        resolved.push([text, resolveIn(target, identity, key)]);
+      // Bundles of the scopes waiting now (parked long-polls) are signed before the swap.
+      for (const index of request.wanted) {
+        const item = request.known[index];
+        const entry = resolved[index]?.[1];
+        if (!item || !entry || signedScopes.has(entry.scope)) continue;
+        if (signedScopes.size >= data.signAtInstall) break;
+        signedScopes.add(entry.scope);
+        signed.push(sign(target, entry.scope, item.identity, request.epoch));
+      }
+      for (const [, entry] of resolved) {
+        const groups = target.scopes.get(entry.scope)?.groups;
+        if (groups) entry.groups = groups;
+      }
+      return { ok: true, installed: { revision: request.revision, resolved, signed } };
+    }
+    case 'resolve': {
+      const target = installed;
+      if (!target || target.revision !== request.revision) return { ok: true, stale: true };
+      return {
+        ok: true,
+        resolvedMany: request.items.map((item) => resolveIn(target, item.identity, item.key)),
+      };
+    }
+    case 'sign': {
+      const target = installed;
+      if (!target || target.revision !== request.revision) return { ok: true, stale: true };
+      return { ok: true, signedOne: sign(target, request.scope, request.identity, request.epoch) };
+    }
+  }
+}
+
+parentPort?.on('message', (message: { id: number; request: PolicyThreadRequest }) => {
+  let reply: PolicyThreadReply;
+  try {
+    reply = handle(message.request);
+  } catch (error) {
+    reply = { ok: false, error: 'internal', message: (error as Error).message ?? String(error) };
+  }
+  parentPort?.postMessage({ id: message.id, reply });
+});
