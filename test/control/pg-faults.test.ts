@@ -29,9 +29,13 @@ const PROPAGATION_BOUND_MS = 2000;
 /** How long the database stays away (at least): long enough for the LISTEN backoff to reach its cap. */
 const OUTAGE_MS = 3000;
 const REQUEST_TIMEOUT_MS = 15_000;
-const BATCH_RECORDS = 25;
-const FORWARDER_WORKERS = 2;
-const FORWARDER_PACE_MS = 40;
+// The ingestion load (overridable through the environment). Heavy enough that faults land inside
+// transactions and connection set-ups: with 4 workers of 25 records 20 ms apart, five runs never
+// hit the race of a pool connection set up just as a fast shutdown terminates it (seen with this
+// load in the stopFast that follows killBackend's crash recovery).
+const BATCH_RECORDS = Number(process.env.BULKHEAD_FAULTS_BATCH ?? 100);
+const FORWARDER_WORKERS = Number(process.env.BULKHEAD_FAULTS_WORKERS ?? 8);
+const FORWARDER_PACE_MS = Number(process.env.BULKHEAD_FAULTS_PACE_MS ?? 5);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const BUNDLE_PATH = `/v1/bundle?workload=${encodeURIComponent(CHARGE_CARD)}`;
