@@ -66,8 +66,11 @@ export function denyValues(row: DenyRow): DenyValue[] {
   return values;
 }
 
-/** Appends the column values of `rows` to one flat array (cheaper to clone to a thread than objects). */
-export function flattenDenyRows(rows: readonly DenyRow[], into: DenyValue[] = []): DenyValue[] {
-  for (const row of rows) for (let i = 0; i < DENY_COLUMN_COUNT; i++) into.push(row[FIELDS[i]!]);
-  return into;
+/** The column values of `rows` in one flat array (cheaper to clone to a thread than row objects). */
+export function flattenDenyRows(rows: readonly DenyRow[]): DenyValue[] {
+  // Preallocated and filled by index: as fast as a literal array per row (push is twice as slow).
+  const values: DenyValue[] = new Array(rows.length * DENY_COLUMN_COUNT);
+  let at = 0;
+  for (const row of rows) for (let i = 0; i < DENY_COLUMN_COUNT; i++) values[at++] = row[FIELDS[i]!];
+  return values;
 }

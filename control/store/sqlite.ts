@@ -96,6 +96,14 @@ function createPrivately(file: string): void {
   }
 }
 
+export interface SqliteStoreOptions {
+  /**
+   * false: deny batches are written on the store's own connection, as when the writer thread
+   * cannot start or has died (tests run both paths). Default true (ignored for `:memory:`).
+   */
+  writerThread?: boolean;
+}
+
 export class SqliteStore implements ControlStore {
   readonly engine = 'sqlite' as const;
   private readonly db: Database.Database;
@@ -109,7 +117,7 @@ export class SqliteStore implements ControlStore {
   /** Disk-full recovery of the in-thread deny path (the writer thread has its own). */
   private readonly space: WalSpaceGuard;
 
-  constructor(file: string) {
+  constructor(file: string, options: SqliteStoreOptions = {}) {
     createPrivately(file);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
@@ -123,7 +131,7 @@ export class SqliteStore implements ControlStore {
     this.space = new WalSpaceGuard(this.db, this.db.name, SPACE_RECOVERY_INTERVAL_MS, (message) =>
       process.emitWarning(`bulkhead: ${message}`),
     );
-    this.denyWriter = this.db.memory ? undefined : this.startDenyWriter();
+    this.denyWriter = this.db.memory || options.writerThread === false ? undefined : this.startDenyWriter();
     this.insertDeny = this.db.prepare(INSERT_DENY_SQL);
     this.upsertSandbox = this.db.prepare(UPSERT_SANDBOX_SQL);
     this.upsertWorkload = this.db.prepare(
@@ -428,6 +436,6 @@ export class SqliteStore implements ControlStore {
   }
 }
 
-export function openSqliteStore(file: string): SqliteStore {
-  return new SqliteStore(file);
+export function openSqliteStore(file: string, options?: SqliteStoreOptions): SqliteStore {
+  return new SqliteStore(file, options);
 }
