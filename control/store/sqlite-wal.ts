@@ -8,7 +8,11 @@
 // swallowing whatever space is freed and the checkpoint that would release it never gets the room
 // it needs: ingestion then failed until the file system grew. So after any space error, deny
 // batches are refused (507) until a complete checkpoint succeeds (TRUNCATE: the WAL file is also
-// cut to zero bytes, returning its space), tried at most once per `retryMs`.
+// cut to zero bytes, returning its space), tried at most once per `retryMs`. Recovery needs as
+// much free space as the WAL holds uncheckpointed at the failure (a few batches: the writer
+// thread checkpoints every 200 ms and every 16,000 rows). Only deny batches pause: the main
+// connection's few small writes (sightings, revisions, tokens) go ahead and answer 507 themselves
+// when they do not fit.
 import type Database from 'better-sqlite3';
 import { classifySqliteCode, sqliteCodeOf } from './sqlite-errors.js';
 
