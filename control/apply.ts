@@ -82,11 +82,10 @@ export class PolicyApplier {
       // Worked out before storing, so that the answer is ready when the revision is installed
       // (installing wakes every parked long-poll).
       await this.context.flushSightings();
-      const inventory = await store.listWorkloads();
       const affected = await state.worker.ask({
         op: 'affected',
         token,
-        inventory: inventory.map((w) => ({ key: w.key, identity: w.identity })),
+        keys: await store.listWorkloadKeys(),
         limit: MAX_AFFECTED_LISTED,
       });
       outcome.affectedWorkloads = affected.affected ?? { count: 0, workloads: [] };

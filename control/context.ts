@@ -40,7 +40,7 @@ export interface ControlContext {
   metrics: ControlMetrics;
   longPolls: LongPollHub;
   /** Records that a workload was answered with / holds a revision; written in batches. */
-  sawWorkload(sighting: WorkloadSighting): void;
+  sawWorkload(key: string, identity: WorkloadSighting['identity'], revision: number, scope: string): void;
   flushSightings(): Promise<void>;
   /** When the current revision was first known to this replica (for propagation figures). */
   revisionSeenAtMs(): number;

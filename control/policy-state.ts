@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { formatIdentity, parseIdentity } from '../policy/index.js';
 import type { WorkloadIdentity } from '../policy/types.js';
-import { type IdentityItem, PolicyWorker, type ResolvedText, type SignedScope } from './policy-worker.js';
+import { PolicyWorker, type ResolvedText, type SignedScope } from './policy-worker.js';
 import type { ControlStore, PolicySource, RevisionRow } from './store/types.js';
 
 export interface SigningKey {
@@ -55,8 +55,12 @@ export class PolicyState {
   /** `?workload=` texts of parked long-polls, with counts: their bundles are signed before a swap. */
   private readonly parkedTexts = new Map<string, number>();
   private readonly signing = new Map<string, Promise<SignedBundle | undefined>>();
-  private resolveQueue: { item: IdentityItem; done: (entry: TextEntry | undefined) => void }[] = [];
+  private resolveQueue: {
+    item: { text: string; key: string; identity: WorkloadIdentity };
+    done: (entry: TextEntry | undefined) => void;
+  }[] = [];
   private readonly resolving = new Map<string, Promise<TextEntry | undefined>>();
+  private resolveInFlight = false;
   private pending: Promise<void> | undefined;
   private wanted = 0;
   private installs: Promise<unknown> = Promise.resolve();
@@ -136,31 +140,43 @@ export class PolicyState {
 
   private async install(row: RevisionRow, candidate: number | undefined, again: boolean): Promise<void> {
     if (row.revision < this.revision || (row.revision === this.revision && !again)) return;
-    const known: IdentityItem[] = [];
-    const wanted: number[] = [];
+    const texts: string[] = [];
+    const keys: string[] = [];
+    const parked: number[] = [];
     for (const [text, entry] of this.byText) {
-      if (this.parkedTexts.has(text)) wanted.push(known.length);
-      known.push({ text, key: entry.resolved.key, identity: entry.identity });
+      if (this.parkedTexts.has(text)) parked.push(keys.length);
+      texts.push(text);
+      keys.push(entry.resolved.key);
     }
     const createdMs = Date.parse(row.createdAt);
-    const epoch = this.epochOf(Date.now());
     const reply = await this.worker.ask({
       op: 'install',
       revision: row.revision,
       createdMs,
       ...(candidate === undefined ? {} : { candidate }),
       sources: row.sources,
-      known,
-      wanted,
-      epoch,
+      keys,
+      parked,
+      epoch: this.epochOf(Date.now()),
     });
     const installed = reply.installed;
     if (!installed) throw new Error('policy thread: install answered without a result');
-    const byText = new Map<string, TextEntry>();
-    for (let i = 0; i < installed.resolved.length; i++) {
-      const item = known[i];
-      const resolved = installed.resolved[i]?.[1];
-      if (item && resolved) byText.set(item.text, { identity: item.identity, resolved });
+    let byText = this.byText;
+    // Changed SmartGroups: every text gets its new scope; texts resolved meanwhile are asked again.
+    if (!installed.sameScopes) {
+      byText = new Map();
+      const scopeOfKey = installed.scopeOfKey ?? new Int32Array(0);
+      const table = installed.scopes ?? [];
+      for (let i = 0; i < texts.length; i++) {
+        const text = texts[i];
+        const previous = text === undefined ? undefined : this.byText.get(text);
+        const scope = table[scopeOfKey[i] ?? -1];
+        if (text === undefined || !previous || !scope) continue;
+        byText.set(text, {
+          identity: previous.identity,
+          resolved: { key: previous.resolved.key, scope: scope.scope, groups: scope.groups },
+        });
+      }
     }
     this.loaded = { revision: row.revision, createdAt: row.createdAt, createdMs, sources: row.sources };
     this.byText = byText;
@@ -195,6 +211,11 @@ export class PolicyState {
     else this.parkedTexts.set(text, count - 1);
   }
 
+  /** The resolved entry for a `?workload=` text when this revision already has it (no allocation, no await). */
+  cachedText(text: string): TextEntry | undefined {
+    return this.byText.get(text);
+  }
+
   /**
    * Parses and resolves the `?workload=` text, remembered per text for the current revision so a
    * fleet waking on a new revision costs a map lookup each. Throws TypeError on a malformed identity;
@@ -209,10 +230,11 @@ export class PolicyState {
     if (!this.loaded) return Promise.resolve({ identity, resolved: undefined });
     let resolving = this.resolving.get(text);
     if (!resolving) {
-      const revision = this.revision;
       resolving = new Promise<TextEntry | undefined>((done) => {
         this.resolveQueue.push({ item: { text, key: formatIdentity(identity), identity }, done });
-        if (this.resolveQueue.length === 1) setImmediate(() => void this.flushResolves(revision));
+        // One request in flight at a time: misses arriving meanwhile go together in the next.
+        if (this.resolveQueue.length === 1 && !this.resolveInFlight)
+          setImmediate(() => void this.flushResolves());
       });
       this.resolving.set(text, resolving);
       void resolving.finally(() => {
@@ -222,10 +244,22 @@ export class PolicyState {
     return resolving.then((entry) => ({ identity, resolved: entry?.resolved }));
   }
 
-  /** One thread request for every text that missed in this turn of the event loop. */
-  private async flushResolves(revision: number): Promise<void> {
+  /** One thread request for every text that missed since the last one. */
+  private async flushResolves(): Promise<void> {
     const batch = this.resolveQueue;
     this.resolveQueue = [];
+    if (batch.length === 0) return;
+    const revision = this.revision;
+    this.resolveInFlight = true;
+    try {
+      await this.resolveBatch(batch, revision);
+    } finally {
+      this.resolveInFlight = false;
+      if (this.resolveQueue.length > 0) setImmediate(() => void this.flushResolves());
+    }
+  }
+
+  private async resolveBatch(batch: PolicyState['resolveQueue'], revision: number): Promise<void> {
     let reply: Awaited<ReturnType<PolicyWorker['ask']>> | undefined;
     try {
       reply = await this.worker.ask({

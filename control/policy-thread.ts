@@ -14,6 +14,7 @@ import {
   diffPolicies,
   groupsSelecting,
   type PolicySet,
+  parseIdentity,
   parsePolicy,
   scopeOf,
   serializeEnvelope,
@@ -21,6 +22,7 @@ import {
 } from '../policy/index.js';
 import type { WorkloadIdentity } from '../policy/types.js';
 import type {
+  InstallResult,
   PolicyThreadData,
   PolicyThreadReply,
   PolicyThreadRequest,
@@ -48,6 +50,23 @@ const MAX_CANDIDATES = 8;
 let nextToken = 1;
 /** Scope ids per identity key, one map per SmartGroup fingerprint (the current and the previous). */
 const scopeIds = new Map<string, Map<string, string>>();
+
+/** Parsed identities by canonical key: an apply and an install each walk the whole inventory. */
+const identities = new Map<string, WorkloadIdentity | null>();
+
+function identityOf(key: string): WorkloadIdentity | undefined {
+  let identity = identities.get(key);
+  if (identity === undefined) {
+    try {
+      identity = parseIdentity(key);
+    } catch {
+      identity = null;
+    }
+    if (identities.size >= IDENTITY_CACHE_LIMIT) identities.clear();
+    identities.set(key, identity);
+  }
+  return identity ?? undefined;
+}
 
 let emptySet: PolicySet | undefined;
 function empty(): PolicySet {
@@ -110,32 +129,94 @@ function sign(target: Installed, scope: string, identity: WorkloadIdentity, epoc
 }
 
 /** Workloads whose compiled policy differs between the installed set and the candidate. */
-function affected(token: number, inventory: { key: string; identity: WorkloadIdentity }[], limit: number) {
+function affected(token: number, keys: string[], limit: number) {
   const next = candidates.get(token);
   if (!next) throw new Error('no such checked policy set');
-  const before = installed?.set;
-  const beforePrint = before ? fingerprintOf(before) : '';
+  const before = installed;
   const afterPrint = fingerprintOf(next);
-  const compiledBy = new Map<string, string>();
-  const compiled = (set: PolicySet, print: string, tag: string, identity: WorkloadIdentity, key: string) => {
-    const cacheKey = `${tag}\u0000${scopeIn(set, print, identity, key)}`;
-    let text = compiledBy.get(cacheKey);
-    if (text === undefined) {
-      text = canonicalJson(compilePolicy(set, identity));
-      compiledBy.set(cacheKey, text);
-    }
-    return text;
-  };
+  // Compiled policies depend on the scope only: compared once per (old scope, new scope) pair.
+  const verdicts = new Map<string, Map<string, boolean>>();
   const workloads: { key: string; identity: WorkloadIdentity }[] = [];
   let count = 0;
-  for (const workload of inventory) {
-    const was = before ? compiled(before, beforePrint, 'old', workload.identity, workload.key) : undefined;
-    if (was !== compiled(next, afterPrint, 'new', workload.identity, workload.key)) {
+  for (const key of keys) {
+    const identity = identityOf(key);
+    if (!identity) continue;
+    const oldScope = before ? scopeIn(before.set, before.fingerprint, identity, key) : '';
+    const newScope = scopeIn(next, afterPrint, identity, key);
+    let byNew = verdicts.get(oldScope);
+    if (!byNew) {
+      byNew = new Map();
+      verdicts.set(oldScope, byNew);
+    }
+    let changed = byNew.get(newScope);
+    if (changed === undefined) {
+      const was = before ? canonicalJson(compilePolicy(before.set, identity)) : undefined;
+      changed = was !== canonicalJson(compilePolicy(next, identity));
+      byNew.set(newScope, changed);
+    }
+    if (changed) {
       count++;
-      if (workloads.length < limit) workloads.push({ key: workload.key, identity: workload.identity });
+      if (workloads.length < limit) workloads.push({ key, identity });
     }
   }
   return { count, workloads };
+}
+
+/** Installs `set`: resolves the main thread's keys again when the SmartGroups changed, and signs the parked scopes. */
+function install(request: Extract<PolicyThreadRequest, { op: 'install' }>, set: PolicySet): InstallResult {
+  const previous = installed;
+  const fingerprint = fingerprintOf(set);
+  for (const key of scopeIds.keys()) if (key !== fingerprint && scopeIds.size > 1) scopeIds.delete(key);
+  const target: Installed = {
+    revision: request.revision,
+    createdMs: request.createdMs,
+    set,
+    fingerprint,
+    scopes: new Map(),
+  };
+  installed = target;
+  const sameScopes = previous !== undefined && previous.fingerprint === fingerprint;
+  const identityAt = (index: number): WorkloadIdentity | undefined => {
+    const key = request.keys[index];
+    return key === undefined ? undefined : identityOf(key);
+  };
+  const result: InstallResult = { revision: request.revision, sameScopes, signed: [] };
+  if (!sameScopes) {
+    const scopeOfKey = new Int32Array(request.keys.length);
+    const tableIndex = new Map<string, number>();
+    const scopes: { scope: string; groups: string[] }[] = [];
+    for (let i = 0; i < request.keys.length; i++) {
+      const identity = identityAt(i);
+      const key = request.keys[i];
+      if (!identity || key === undefined) {
+        scopeOfKey[i] = -1;
+        continue;
+      }
+      const scope = scopeIn(set, fingerprint, identity, key);
+      let index = tableIndex.get(scope);
+      if (index === undefined) {
+        index = scopes.length;
+        tableIndex.set(scope, index);
+        scopes.push({ scope, groups: groupsSelecting(set, identity).map((g) => g.metadata.name) });
+      }
+      scopeOfKey[i] = index;
+    }
+    result.scopeOfKey = scopeOfKey;
+    result.scopes = scopes;
+  }
+  // Bundles of the scopes waiting now (parked long-polls) are signed before the swap.
+  const signedScopes = new Set<string>();
+  for (const index of request.parked) {
+    if (signedScopes.size >= data.signAtInstall) break;
+    const identity = identityAt(index);
+    const key = request.keys[index];
+    if (!identity || key === undefined) continue;
+    const scope = scopeIn(set, fingerprint, identity, key);
+    if (signedScopes.has(scope)) continue;
+    signedScopes.add(scope);
+    result.signed.push(sign(target, scope, identity, request.epoch));
+  }
+  return result;
 }
 
 function handle(request: PolicyThreadRequest): PolicyThreadReply {
@@ -155,7 +236,7 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
       return { ok: true, diff: { changed, groups }, token };
     }
     case 'affected':
-      return { ok: true, affected: affected(request.token, request.inventory, request.limit) };
+      return { ok: true, affected: affected(request.token, request.keys, request.limit) };
     case 'discard':
       candidates.delete(request.token);
       return { ok: true };
@@ -165,39 +246,11 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
       if (request.candidate !== undefined) candidates.delete(request.candidate);
       if (checked) set = checked;
       else {
-        const parsed = parsePolicy(request.sources ?? []);
+        const parsed = parsePolicy(request.sources);
         if (!parsed.ok) throw new Error(`stored revision ${request.revision} no longer parses`);
         set = parsed.set;
       }
-      const fingerprint = fingerprintOf(set);
-      for (const key of scopeIds.keys()) if (key !== fingerprint && scopeIds.size > 1) scopeIds.delete(key);
-      const target: Installed = {
-        revision: request.revision,
-        createdMs: request.createdMs,
-        set,
-        fingerprint,
-        scopes: new Map(),
-      };
-      installed = target;
-      const resolved: [string, ResolvedText][] = [];
-      const signed: SignedScope[] = [];
-      const signedScopes = new Set<string>();
-      for (const { text, key, identity } of request.known)
-        resolved.push([text, resolveIn(target, identity, key)]);
-      // Bundles of the scopes waiting now (parked long-polls) are signed before the swap.
-      for (const index of request.wanted) {
-        const item = request.known[index];
-        const entry = resolved[index]?.[1];
-        if (!item || !entry || signedScopes.has(entry.scope)) continue;
-        if (signedScopes.size >= data.signAtInstall) break;
-        signedScopes.add(entry.scope);
-        signed.push(sign(target, entry.scope, item.identity, request.epoch));
-      }
-      for (const [, entry] of resolved) {
-        const groups = target.scopes.get(entry.scope)?.groups;
-        if (groups) entry.groups = groups;
-      }
-      return { ok: true, installed: { revision: request.revision, resolved, signed } };
+      return { ok: true, installed: install(request, set) };
     }
     case 'resolve': {
       const target = installed;

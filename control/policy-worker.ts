@@ -29,19 +29,13 @@ export interface SignedScope {
   body: Uint8Array;
 }
 
-export interface IdentityItem {
-  /** The `?workload=` text as received (the cache key of the main thread). */
-  text: string;
-  key: string;
-  identity: WorkloadIdentity;
-}
-
 export type PolicyThreadRequest =
   | { op: 'check'; sources: PolicySource[] }
   | {
       op: 'affected';
       token: number;
-      inventory: { key: string; identity: WorkloadIdentity }[];
+      /** Canonical identity texts of the inventory (the thread parses them: cheaper than cloning objects). */
+      keys: string[];
       limit: number;
     }
   | { op: 'discard'; token: number }
@@ -52,13 +46,26 @@ export type PolicyThreadRequest =
       /** The token of a successful `check` (an apply): its set is installed; else `sources` are parsed. */
       candidate?: number;
       sources: PolicySource[];
-      known: IdentityItem[];
-      /** Indexes into `known` whose bundles are wanted now. */
-      wanted: number[];
+      /** Canonical identity texts the main thread has resolved for the current revision. */
+      keys: string[];
+      /** Indexes into `keys` of parked long-polls: their scopes' bundles are signed before the swap. */
+      parked: number[];
       epoch: number;
     }
   | { op: 'resolve'; revision: number; items: { key: string; identity: WorkloadIdentity }[] }
   | { op: 'sign'; revision: number; scope: string; identity: WorkloadIdentity; epoch: number };
+
+export interface InstallResult {
+  revision: number;
+  /**
+   * True when the SmartGroups are those of the previous revision: every key keeps its scope and
+   * groups. Otherwise `scopeOfKey[i]` indexes `scopes` for `keys[i]` (-1: the key no longer parses).
+   */
+  sameScopes: boolean;
+  scopeOfKey?: Int32Array;
+  scopes?: { scope: string; groups: string[] }[];
+  signed: SignedScope[];
+}
 
 export type PolicyThreadReply =
   | {
@@ -67,7 +74,7 @@ export type PolicyThreadReply =
       /** Names the checked set for `affected`, `install` and `discard`. */
       token?: number;
       affected?: { count: number; workloads: { key: string; identity: WorkloadIdentity }[] };
-      installed?: { revision: number; resolved: [string, ResolvedText][]; signed: SignedScope[] };
+      installed?: InstallResult;
       resolvedMany?: ResolvedText[];
       signedOne?: SignedScope;
       /** The thread has moved to another revision: ask again. */

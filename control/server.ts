@@ -162,6 +162,8 @@ export async function createControlServer(options: ControlServerOptions): Promis
 
   const sightings = new Map<string, WorkloadSighting>();
   const recorded = new Map<string, { revision: number; scope: string; atMs: number }>();
+  let seenAtMs = 0;
+  let seenAtText = '';
   let flushing: Promise<void> = Promise.resolve();
   const flushSightings = (): Promise<void> => {
     flushing = flushing.then(async () => {
@@ -195,21 +197,30 @@ export async function createControlServer(options: ControlServerOptions): Promis
     limits,
     metrics,
     longPolls,
-    sawWorkload(sighting) {
+    sawWorkload(key, identity, revision, scope) {
       // Only changes and a periodic last-seen refresh reach the store: a parked fleet re-polls constantly.
-      const previous = recorded.get(sighting.key);
+      const previous = recorded.get(key);
       const nowMs = Date.now();
       if (
         previous &&
-        previous.revision === sighting.revision &&
-        previous.scope === sighting.scope &&
+        previous.revision === revision &&
+        previous.scope === scope &&
         nowMs - previous.atMs < LAST_SEEN_REFRESH_MS
       ) {
         return;
       }
       if (recorded.size >= 100_000) recorded.clear();
-      recorded.set(sighting.key, { revision: sighting.revision, scope: sighting.scope, atMs: nowMs });
-      sightings.set(sighting.key, sighting);
+      if (previous) {
+        previous.revision = revision;
+        previous.scope = scope;
+        previous.atMs = nowMs;
+      } else recorded.set(key, { revision, scope, atMs: nowMs });
+      // A woken fleet records thousands in the same millisecond: one timestamp text for all of them.
+      if (nowMs !== seenAtMs) {
+        seenAtMs = nowMs;
+        seenAtText = new Date(nowMs).toISOString();
+      }
+      sightings.set(key, { key, identity, seenAt: seenAtText, revision, scope });
       if (sightings.size >= 10_000) void flushSightings();
     },
     flushSightings,

@@ -90,22 +90,18 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
       let misses = 0;
       try {
         for (;;) {
-          const resolved = (await state.resolveText(text)).resolved;
+          // A woken poll of a known workload takes the synchronous path: no await until the answer.
+          const resolved = (state.cachedText(text) ?? (await state.resolveText(text))).resolved;
           const answerNow = Date.now() >= deadline;
           if (resolved) {
             const etag = state.etagFor(resolved);
             const notModified = etagMatches(ifNoneMatch, etag);
             if (!notModified || answerNow) {
-              const bundle = notModified ? undefined : await state.bundleFor(identity, resolved);
+              const signed = notModified ? undefined : state.bundleFor(identity, resolved);
+              const bundle = signed instanceof Promise ? await signed : signed;
               if (notModified || bundle) {
                 const revision = bundle?.revision ?? state.revision;
-                context.sawWorkload({
-                  key: resolved.key,
-                  identity,
-                  seenAt: new Date().toISOString(),
-                  revision,
-                  scope: resolved.scope,
-                });
+                context.sawWorkload(resolved.key, identity, revision, resolved.scope);
                 reply.header('etag', bundle?.etag ?? etag).header('x-bulkhead-revision', String(revision));
                 reply.header('cache-control', 'no-cache');
                 if (!bundle) {

@@ -381,6 +381,11 @@ export class PostgresStore implements ControlStore {
     );
   }
 
+  async listWorkloadKeys(): Promise<string[]> {
+    const { rows } = await this.query<{ key: string }>('SELECT key FROM workloads');
+    return rows.map((row) => row.key);
+  }
+
   async listWorkloads(): Promise<WorkloadRow[]> {
     const { rows } = await this.query<{
       key: string;

@@ -321,6 +321,10 @@ export class SqliteStore implements ControlStore {
     }
   }
 
+  async listWorkloadKeys(): Promise<string[]> {
+    return this.db.prepare('SELECT key FROM workloads').pluck().all() as string[];
+  }
+
   async listWorkloads(): Promise<WorkloadRow[]> {
     const rows = this.db
       .prepare(

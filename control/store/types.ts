@@ -151,6 +151,8 @@ export interface ControlStore {
 
   recordSightings(sightings: WorkloadSighting[]): Promise<void>;
   listWorkloads(): Promise<WorkloadRow[]>;
+  /** Inventory keys only (canonical identity texts): what an apply needs to find affected workloads. */
+  listWorkloadKeys(): Promise<string[]>;
 
   insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult>;
   queryDenies(filter: DenyFilter): Promise<StoredDeny[]>;
