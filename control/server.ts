@@ -325,8 +325,21 @@ export async function createControlServer(options: ControlServerOptions): Promis
     }
   });
 
+  // Series keys by route and status, rendered once: every response counts itself.
+  const requestSeries = new Map<string, Map<number, string>>();
   app.addHook('onResponse', async (request, reply) => {
-    metrics.requests.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+    const route = request.routeOptions.url ?? 'unknown';
+    let byStatus = requestSeries.get(route);
+    if (!byStatus) {
+      byStatus = new Map();
+      requestSeries.set(route, byStatus);
+    }
+    let series = byStatus.get(reply.statusCode);
+    if (series === undefined) {
+      series = metrics.requests.series({ route, status: String(reply.statusCode) });
+      if (byStatus.size < 100) byStatus.set(reply.statusCode, series);
+    }
+    metrics.requests.add(series);
   });
 
   app.addHook('preClose', async () => {

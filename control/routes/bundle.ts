@@ -10,6 +10,7 @@ interface BundleQuery {
 
 function etagMatches(header: string | undefined, etag: string): boolean {
   if (!header) return false;
+  if (header === etag) return true;
   if (header.trim() === '*') return true;
   return header.split(',').some((candidate) => {
     const trimmed = candidate.trim();
@@ -27,6 +28,8 @@ function unavailable(reply: FastifyReply) {
 
 export function registerBundleRoutes(app: FastifyInstance, context: ControlContext): void {
   const { state, longPolls, metrics, limits } = context;
+  const SENT = metrics.bundles.series({ result: 'sent' });
+  const NOT_MODIFIED = metrics.bundles.series({ result: 'not_modified' });
   app.get<{ Querystring: BundleQuery }>(
     '/v1/bundle',
     {
@@ -102,18 +105,23 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
               if (notModified || bundle) {
                 const revision = bundle?.revision ?? state.revision;
                 context.sawWorkload(resolved.key, identity, revision, resolved.scope);
-                reply.header('etag', bundle?.etag ?? etag).header('x-bulkhead-revision', String(revision));
-                reply.header('cache-control', 'no-cache');
                 if (!bundle) {
-                  metrics.bundles.inc({ result: 'not_modified' });
+                  reply.header('etag', etag).header('x-bulkhead-revision', String(revision));
+                  reply.header('cache-control', 'no-cache');
+                  metrics.bundles.add(NOT_MODIFIED);
                   return reply.code(304).send();
                 }
-                metrics.bundles.inc({ result: 'sent' });
+                metrics.bundles.add(SENT);
                 if (parked) {
                   metrics.propagationSumMs += Date.now() - context.revisionSeenAtMs();
                   metrics.propagationCount++;
                 }
-                return reply.code(200).type('application/json').send(bundle.body);
+                // The same bytes for every workload of the scope, headers included: written directly
+                // (onResponse hooks still run on 'finish'); Fastify's send path would rebuild them each time.
+                reply.hijack();
+                reply.raw.writeHead(200, bundle.headers);
+                reply.raw.end(bundle.body);
+                return reply;
               }
               if (++misses > 3) return unavailable(reply);
               continue;

@@ -1,51 +1,14 @@
 // The store's side of the deny writer thread (control/store/sqlite-deny-writer.ts): starts it,
 // sends it batches, and turns its answers back into results or StoreUnavailableErrors.
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { workerProgram } from '../worker-program.js';
 import { flattenDenyRows } from './sqlite-columns.js';
 import type { DenyWriterData, DenyWriterReply } from './sqlite-deny-writer.js';
 import { classifySqliteCode, storeUnavailable } from './sqlite-errors.js';
 import type { DenyRow, InsertDeniesResult } from './types.js';
 
 export type DenyWriterSettings = Omit<DenyWriterData, 'role' | 'driver' | 'file' | 'gate'>;
-
-let compiledFromSource: string | undefined;
-
-/**
- * The thread's program. Bundled (dist/cli.mjs, dist/demo.mjs, or a chunk under dist/chunks/), it is
- * dist/sqlite-deny-writer.cjs, built as its own entry. From TypeScript sources (vitest: this file
- * is control/store/sqlite-writer-thread.ts) there is no .cjs: the .ts is compiled with esbuild
- * (a devDependency, loaded only then) and the thread runs the code as a string.
- */
-function writerProgram(): { filename: URL | string; eval: boolean } {
-  for (const relative of ['./sqlite-deny-writer.cjs', '../sqlite-deny-writer.cjs']) {
-    const built = new URL(relative, import.meta.url);
-    if (built.protocol === 'file:' && existsSync(fileURLToPath(built)))
-      return { filename: built, eval: false };
-  }
-  if (compiledFromSource === undefined) {
-    const source = fileURLToPath(new URL('./sqlite-deny-writer.ts', import.meta.url));
-    if (!existsSync(source)) throw new Error(`neither sqlite-deny-writer.cjs nor ${source} found`);
-    // Synchronous (the store opens synchronously), so required rather than import()ed.
-    const esbuild = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
-    const result = esbuild.buildSync({
-      entryPoints: [source],
-      bundle: true,
-      format: 'cjs',
-      platform: 'node',
-      target: 'node20',
-      external: ['better-sqlite3'],
-      write: false,
-      logLevel: 'silent',
-    });
-    const output = result.outputFiles[0];
-    if (!output) throw new Error('esbuild produced no output for the deny writer');
-    compiledFromSource = output.text;
-  }
-  return { filename: compiledFromSource, eval: true };
-}
 
 /** Inserts deny batches on a worker thread; `alive` turns false for good if the thread fails. */
 export class DenyWriter {
@@ -74,7 +37,13 @@ export class DenyWriter {
     onError: (message: string) => void,
     onNotice: (message: string) => void,
   ) {
-    const program = writerProgram();
+    // dist/sqlite-deny-writer.cjs beside the bundle, or compiled from sources (control/worker-program.ts).
+    const program = workerProgram(
+      import.meta.url,
+      'sqlite-deny-writer',
+      'control/store/sqlite-deny-writer.ts',
+      ['better-sqlite3'],
+    );
     const workerData: DenyWriterData = {
       ...settings,
       role: 'bulkhead-deny-writer',
