@@ -4,7 +4,7 @@
 // Everything that grows with the size of the set runs on the policy thread, so an apply of
 // 60,000 rules does not hold up bundle fetches or /healthz; applies on one replica run one at a time.
 import type { FastifyBaseLogger } from 'fastify';
-import { canonicalJson, type PolicyError } from '../policy/index.js';
+import type { PolicyError } from '../policy/index.js';
 import type { ControlMetrics } from './metrics.js';
 import type { PolicyState } from './policy-state.js';
 import { PolicyThreadError } from './policy-worker.js';
@@ -18,12 +18,12 @@ export interface ApplyOutcome {
   dryRun: boolean;
   unchanged: boolean;
   restoredFrom?: number;
-  diff: unknown;
   affectedWorkloads: { count: number; workloads: { key: string; identity: Record<string, string> }[] };
 }
 
 export type ApplyResult =
-  | { ok: true; outcome: ApplyOutcome }
+  /** `diffJson`: the diff against the previous revision as JSON text (never parsed on this thread). */
+  | { ok: true; outcome: ApplyOutcome; diffJson: string }
   | { ok: false; error: 'invalid-policy' | 'guardrail-violation'; errors: PolicyError[] };
 
 export interface ApplyOptions {
@@ -38,6 +38,15 @@ export interface ApplyContext {
   metrics: ControlMetrics;
   flushSightings(): Promise<void>;
   log: FastifyBaseLogger;
+}
+
+/** Same files with the same texts, in order (plain comparison: a set can be megabytes). */
+function sameSources(a: PolicySource[], b: PolicySource[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i]?.file !== b[i]?.file || a[i]?.text !== b[i]?.text) return false;
+  }
+  return true;
 }
 
 export class PolicyApplier {
@@ -60,8 +69,10 @@ export class PolicyApplier {
       metrics.applies.inc({ result: checked.error === 'invalid-policy' ? 'invalid' : 'guardrail' });
       return checked;
     }
-    const token = checked.token;
-    if (token === undefined) throw new PolicyThreadError('check answered without a token');
+    const { token, diffJson } = checked;
+    if (token === undefined || diffJson === undefined) {
+      throw new PolicyThreadError('check answered without a token or diff');
+    }
     let installed = false;
     try {
       const current = state.current;
@@ -70,14 +81,13 @@ export class PolicyApplier {
         revision: previousRevision,
         previousRevision,
         dryRun: options.dryRun,
-        unchanged: current !== undefined && canonicalJson(current.sources) === canonicalJson(sources),
-        diff: checked.diff,
+        unchanged: current !== undefined && sameSources(current.sources, sources),
         affectedWorkloads: { count: 0, workloads: [] },
       };
       if (options.restoredFrom !== undefined) outcome.restoredFrom = options.restoredFrom;
       if (outcome.unchanged && !options.dryRun) {
         metrics.applies.inc({ result: 'unchanged' });
-        return { ok: true, outcome };
+        return { ok: true, outcome, diffJson };
       }
       // Worked out before storing, so that the answer is ready when the revision is installed
       // (installing wakes every parked long-poll).
@@ -91,31 +101,28 @@ export class PolicyApplier {
       outcome.affectedWorkloads = affected.affected ?? { count: 0, workloads: [] };
       if (options.dryRun) {
         metrics.applies.inc({ result: 'dry-run' });
-        return { ok: true, outcome };
+        return { ok: true, outcome, diffJson };
       }
       const createdAt = new Date().toISOString();
-      const summary = {
-        diff: checked.diff,
-        files: sources.map((s) => s.file),
-        appliedBy: options.tokenId ?? null,
-      };
+      const files = sources.map((s) => s.file);
+      const appliedBy = JSON.stringify(options.tokenId ?? null);
+      const summaryJson = `{"diff":${diffJson},"files":${JSON.stringify(files)},"appliedBy":${appliedBy}}`;
       const restoredFrom = options.restoredFrom ?? null;
-      const revision = await store.appendRevision({ createdAt, sources, restoredFrom, summary });
+      const row = { createdAt, sources, restoredFrom, summary: null };
+      const revision = await store.appendRevision({ ...row, summaryJson });
       installed = true;
-      await state
-        .prepare({ revision, createdAt, sources, restoredFrom, summary }, token)
-        .catch((error: Error) => {
-          // Stored but not installed here: the revision is reloaded from the store like any announced one.
-          this.context.log.error({ err: error, revision }, 'could not install the revision just stored');
-          void state.advance(revision);
-        });
+      await state.prepare({ ...row, revision }, token).catch((error: Error) => {
+        // Stored but not installed here: the revision is reloaded from the store like any announced one.
+        this.context.log.error({ err: error, revision }, 'could not install the revision just stored');
+        void state.advance(revision);
+      });
       metrics.applies.inc({ result: 'stored' });
       this.context.log.info(
-        { revision, files: summary.files, affected: outcome.affectedWorkloads.count },
+        { revision, files, affected: outcome.affectedWorkloads.count },
         'policy revision stored',
       );
       outcome.revision = revision;
-      return { ok: true, outcome };
+      return { ok: true, outcome, diffJson };
     } finally {
       if (!installed) void state.worker.request({ op: 'discard', token }).catch(() => {});
     }

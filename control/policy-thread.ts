@@ -233,7 +233,8 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
       const token = nextToken++;
       candidates.set(token, parsed.set);
       for (const old of candidates.keys()) if (candidates.size > MAX_CANDIDATES) candidates.delete(old);
-      return { ok: true, diff: { changed, groups }, token };
+      // Serialised here: the diff of a large set is megabytes, and it is only ever sent and stored as JSON.
+      return { ok: true, diffJson: JSON.stringify({ changed, groups }), token };
     }
     case 'affected':
       return { ok: true, affected: affected(request.token, request.keys, request.limit) };

@@ -70,7 +70,8 @@ export interface InstallResult {
 export type PolicyThreadReply =
   | {
       ok: true;
-      diff?: unknown;
+      /** The diff against the installed set, as JSON text. */
+      diffJson?: string;
       /** Names the checked set for `affected`, `install` and `discard`. */
       token?: number;
       affected?: { count: number; workloads: { key: string; identity: WorkloadIdentity }[] };

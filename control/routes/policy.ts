@@ -128,7 +128,12 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
   async function apply(reply: FastifyReply, sources: PolicySource[], options: ApplyOptions) {
     const result = await applier.apply(sources, options);
     if (!result.ok) return invalid(reply, result.error, result.errors);
-    return reply.code(200).send(result.outcome);
+    // The diff arrives as JSON text from the policy thread: spliced in, not parsed and serialised again.
+    const head = JSON.stringify(result.outcome);
+    return reply
+      .code(200)
+      .type('application/json; charset=utf-8')
+      .send(`${head.slice(0, -1)},"diff":${result.diffJson}}`);
   }
 
   app.put<{ Body: unknown; Querystring: { dryRun?: boolean; file?: string } }>(

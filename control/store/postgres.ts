@@ -347,7 +347,7 @@ export class PostgresStore implements ControlStore {
           revision.createdAt,
           JSON.stringify(revision.sources),
           revision.restoredFrom,
-          JSON.stringify(revision.summary ?? null),
+          revision.summaryJson ?? JSON.stringify(revision.summary ?? null),
         ],
       );
       // Delivered to every listening replica when (and only if) the transaction commits.

@@ -295,7 +295,7 @@ export class SqliteStore implements ControlStore {
           revision.createdAt,
           JSON.stringify(revision.sources),
           revision.restoredFrom,
-          JSON.stringify(revision.summary ?? null),
+          revision.summaryJson ?? JSON.stringify(revision.summary ?? null),
         );
       return number;
     });

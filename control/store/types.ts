@@ -34,6 +34,8 @@ export interface NewRevision {
   sources: PolicySource[];
   restoredFrom: number | null;
   summary: unknown;
+  /** `summary` already serialised (an apply's diff can be megabytes): stored as given when present. */
+  summaryJson?: string;
 }
 
 export interface WorkloadSighting {

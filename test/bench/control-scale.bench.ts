@@ -526,9 +526,14 @@ try {
   for (const [name, text] of Object.entries(texts)) {
     await settle(1000);
     const loop = loopBlock();
-    const started = clock();
-    await applyPolicy(server.url, adminB, text);
-    const ended = clock();
+    // From the applier process: reading a multi-megabyte answer here would block the server's loop too.
+    const applied = await applier.ask<{ ev: string; startedAt: number; answeredAt: number }>(
+      { url: server.url, token: adminB, text },
+      'applied',
+      300_000,
+    );
+    const started = applied.startedAt;
+    const ended = applied.answeredAt;
     await sleep(TAIL_MS);
     windows.push({ name, bytes: Buffer.byteLength(text), started, ended, loopMaxMs: loop.stop() });
     await applyPolicy(server.url, adminB, base); // back to the small set: each measured apply diffs against it
