@@ -12,7 +12,7 @@ import type { ControlStore } from './store/types.js';
 export const HEAD_CHECK_INTERVAL_MS = 1000;
 /** Start-up retry backoff while the database is away. */
 const STARTUP_RETRY_FIRST_MS = 250;
-const STARTUP_RETRY_MAX_MS = 5000;
+const STARTUP_RETRY_MAX_MS = 1000;
 
 export interface StoreHealth {
   /** Start-up (migrations, signing key, first revision) has completed. */

@@ -120,6 +120,13 @@ export class PostgresStore implements ControlStore {
     });
     // Idle pooled clients report a lost connection here; checked-out ones in `transaction`.
     this.pool.on('error', (error) => options.onError?.(error));
+    // And every client has a listener of its own from birth: a connection's "ready" and a 57P01
+    // can arrive in one read, so pg-pool hands the client out and emits 'error' before the
+    // taker could attach anything (an unhandled 'error' ends the process). The failed client's
+    // next query rejects, and `transaction` destroys it.
+    this.pool.on('connect', (client) => {
+      client.on('error', () => {});
+    });
   }
 
   /** Migrates and connects the LISTEN client; `openPostgresStore` calls it and fails if the database is away. */
