@@ -4,6 +4,7 @@ import { loadTrustedKeys, verifyBundle } from '../../policy/index.js';
 import {
   BAD_PORT,
   CHARGE_CARD,
+  denyRecord,
   LEDGER_GROUP,
   LEDGER_WRITER,
   PAYMENTS_V1,
@@ -27,21 +28,7 @@ function putPolicy(api: Api, text: string, query = '') {
   });
 }
 
-function record(id: string, overrides: Record<string, unknown> = {}) {
-  return {
-    id,
-    time: '2026-11-28T03:00:00.000Z',
-    count: 1,
-    workload: { cloud: 'aws', name: 'charge-card', 'tag.app': 'payments', 'tag.env': 'prod' },
-    kind: 'connect',
-    destination: { host: 'exfil.attacker.test', port: 443, protocol: 'tcp' },
-    decision: 'deny',
-    mode: 'enforce',
-    rule: 'default-deny',
-    revision: 1,
-    ...overrides,
-  };
-}
+const record = denyRecord;
 
 describe.each(ENGINES)('control API on %s', (engine) => {
   let factory: StoreFactory;

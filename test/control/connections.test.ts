@@ -2,10 +2,9 @@
 // limit (`ulimit -n`): slow clients that never finish their headers, and more parked long-polls
 // than the limit allows. Legitimate requests (health, bundle fetches, applies) must be served
 // throughout, and nothing may be reset wholesale.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -13,93 +12,47 @@ import { issueToken } from '../../control/auth.js';
 import { connectionBudget } from '../../control/connection-guard.js';
 import { openSqliteStore } from '../../control/store/sqlite.js';
 import { CHARGE_CARD, PAYMENTS_V1, PAYMENTS_V2 } from './fixtures.js';
-
-const CLI = join(import.meta.dirname, '../../dist/cli.mjs');
+import { cliUnavailableReason, type ReplicaProcess, startReplica } from './replica-process.js';
 
 interface Replica {
   url: string;
   port: number;
   admin: string;
   workload: string;
-  child: ChildProcess;
-  output: () => string;
-  exited: () => boolean;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
+  process: ReplicaProcess;
 }
 
 const started: { replica: Replica; dir: string }[] = [];
 
-async function startReplica(fdLimit: number): Promise<Replica> {
+/** `control serve` on a fresh SQLite file under `ulimit -n fdLimit`, healthy, with an admin and a workload token. */
+async function startServer(fdLimit: number): Promise<Replica> {
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-conn-'));
   const db = join(dir, 'bulkhead.db');
   const store = openSqliteStore(db);
   const admin = (await issueToken(store, 'admin')).token;
   const workload = (await issueToken(store, 'workload')).token;
   await store.close();
-  const port = await freePort();
-  const child = spawn(
-    'sh',
-    [
-      '-c',
-      `ulimit -n ${fdLimit} && exec "$0" "$@"`,
-      process.execPath,
-      CLI,
-      'control',
-      'serve',
-      '--db',
-      db,
-      '--key',
-      join(dir, 'key.pem'),
-      '--host',
-      '127.0.0.1',
-      '--port',
-      String(port),
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BULKHEAD_LOG_LEVEL: 'warn' } },
-  );
-  let output = '';
-  let exited = false;
-  child.stdout?.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
+  const process = await startReplica({
+    name: `fd-${fdLimit}`,
+    db,
+    keyFile: join(dir, 'key.pem'),
+    fdLimit,
+    env: { BULKHEAD_LOG_LEVEL: 'warn' },
   });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  child.once('exit', () => {
-    exited = true;
-  });
-  const replica: Replica = {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    admin,
-    workload,
-    child,
-    output: () => output,
-    exited: () => exited,
-  };
+  const replica: Replica = { url: process.url, port: process.port, admin, workload, process };
   started.push({ replica, dir });
   for (let i = 0; i < 200; i++) {
-    if (exited) throw new Error(`control serve exited: ${output}`);
+    if (!process.alive()) throw new Error(`control serve exited: ${process.output()}`);
     const health = await get(replica, '/healthz', null).catch(() => undefined);
     if (health?.status === 200) return replica;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`control serve did not become healthy: ${output}`);
+  throw new Error(`control serve did not become healthy: ${process.output()}`);
 }
 
 afterEach(async () => {
   for (const { replica, dir } of started.splice(0)) {
-    replica.child.kill('SIGKILL');
+    await replica.process.stop(1000);
     rmSync(dir, { recursive: true, force: true });
   }
 });
@@ -194,69 +147,70 @@ function openSlowClient(replica: Replica, sockets: Socket[]): void {
   sockets.push(socket);
 }
 
-const haveCli = existsSync(CLI);
+describe.skipIf(cliUnavailableReason() !== undefined)(
+  'connection floods against an fd-limited control API (dist/cli.mjs)',
+  () => {
+    it('sizes its caps from the fd limit', () => {
+      expect(connectionBudget(1024)).toEqual({ fdLimit: 1024, connections: 960, longPolls: 864 });
+      expect(connectionBudget(2048)).toEqual({ fdLimit: 2048, connections: 1945, longPolls: 1750 });
+      expect(connectionBudget(20_000, { longPolls: 20_000 }).longPolls).toBe(17_100);
+      expect(connectionBudget(20_000, { longPolls: 500 }).longPolls).toBe(500);
+    });
 
-describe.skipIf(!haveCli)('connection floods against an fd-limited control API (dist/cli.mjs)', () => {
-  it('sizes its caps from the fd limit', () => {
-    expect(connectionBudget(1024)).toEqual({ fdLimit: 1024, connections: 960, longPolls: 864 });
-    expect(connectionBudget(2048)).toEqual({ fdLimit: 2048, connections: 1945, longPolls: 1750 });
-    expect(connectionBudget(20_000, { longPolls: 20_000 }).longPolls).toBe(17_100);
-    expect(connectionBudget(20_000, { longPolls: 500 }).longPolls).toBe(500);
-  });
+    it('keeps serving under 1,200 slowloris connections at an fd limit of 1024', async () => {
+      const replica = await startServer(1024);
+      expect((await send(replica, 'PUT', '/v1/policy', replica.admin, PAYMENTS_V1)).status).toBe(200);
+      const slow: Socket[] = [];
+      for (let i = 0; i < 1200; i++) openSlowClient(replica, slow);
+      // A header line every second keeps each one alive until the header timeout (10 s) ends it.
+      const drip = setInterval(() => {
+        for (const socket of slow) if (!socket.destroyed) socket.write(`x-slow-${Date.now()}: 1\r\n`);
+      }, 1000);
+      try {
+        const traffic = await legitimateTraffic(replica, 12_000);
+        expect(traffic.failures, traffic.failures.slice(0, 10).join('\n')).toEqual([]);
+        expect(traffic.ok).toBeGreaterThan(50);
+      } finally {
+        clearInterval(drip);
+        for (const socket of slow) socket.destroy();
+      }
+      // Every slow connection was closed by the server (shed at the cap or timed out), none survives 10 s.
+      const stillOpen = slow.filter((s) => !s.destroyed && s.readyState === 'open').length;
+      expect(stillOpen).toBe(0);
+      expect(replica.process.alive(), replica.process.output()).toBe(true);
+    }, 60_000);
 
-  it('keeps serving under 1,200 slowloris connections at an fd limit of 1024', async () => {
-    const replica = await startReplica(1024);
-    expect((await send(replica, 'PUT', '/v1/policy', replica.admin, PAYMENTS_V1)).status).toBe(200);
-    const slow: Socket[] = [];
-    for (let i = 0; i < 1200; i++) openSlowClient(replica, slow);
-    // A header line every second keeps each one alive until the header timeout (10 s) ends it.
-    const drip = setInterval(() => {
-      for (const socket of slow) if (!socket.destroyed) socket.write(`x-slow-${Date.now()}: 1\r\n`);
-    }, 1000);
-    try {
-      const traffic = await legitimateTraffic(replica, 12_000);
+    it('caps parked long-polls below the fd limit and keeps room for everything else', async () => {
+      const replica = await startServer(2048);
+      expect((await send(replica, 'PUT', '/v1/policy', replica.admin, PAYMENTS_V1)).status).toBe(200);
+      const first = await get(replica, bundlePath, replica.workload);
+      const etag = String(first.headers.etag);
+      const polls = Array.from({ length: 2600 }, () =>
+        send(replica, 'GET', `${bundlePath}&wait=30`, replica.workload, undefined, {
+          'if-none-match': etag,
+        }).catch((error: Error) => ({ status: -1, headers: {}, body: error.message }) as Answer),
+      );
+      // Until the cap is reached, and beyond: applies of the same policy keep the revision (nothing wakes).
+      for (let i = 0; i < 200; i++) {
+        const metrics = await get(replica, '/metrics', replica.admin);
+        const open = Number(/^bulkhead_longpolls_open (\d+)/m.exec(metrics.body)?.[1] ?? 0);
+        if (open >= connectionBudget(2048).longPolls) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const traffic = await legitimateTraffic(replica, 5000, [PAYMENTS_V1]);
       expect(traffic.failures, traffic.failures.slice(0, 10).join('\n')).toEqual([]);
-      expect(traffic.ok).toBeGreaterThan(50);
-    } finally {
-      clearInterval(drip);
-      for (const socket of slow) socket.destroy();
-    }
-    // Every slow connection was closed by the server (shed at the cap or timed out), none survives 10 s.
-    const stillOpen = slow.filter((s) => !s.destroyed && s.readyState === 'open').length;
-    expect(stillOpen).toBe(0);
-    expect(replica.exited(), replica.output()).toBe(false);
-  }, 60_000);
-
-  it('caps parked long-polls below the fd limit and keeps room for everything else', async () => {
-    const replica = await startReplica(2048);
-    expect((await send(replica, 'PUT', '/v1/policy', replica.admin, PAYMENTS_V1)).status).toBe(200);
-    const first = await get(replica, bundlePath, replica.workload);
-    const etag = String(first.headers.etag);
-    const polls = Array.from({ length: 2600 }, () =>
-      send(replica, 'GET', `${bundlePath}&wait=30`, replica.workload, undefined, {
-        'if-none-match': etag,
-      }).catch((error: Error) => ({ status: -1, headers: {}, body: error.message }) as Answer),
-    );
-    // Until the cap is reached, and beyond: applies of the same policy keep the revision (nothing wakes).
-    for (let i = 0; i < 200; i++) {
-      const metrics = await get(replica, '/metrics', replica.admin);
-      const open = Number(/^bulkhead_longpolls_open (\d+)/m.exec(metrics.body)?.[1] ?? 0);
-      if (open >= connectionBudget(2048).longPolls) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const traffic = await legitimateTraffic(replica, 5000, [PAYMENTS_V1]);
-    expect(traffic.failures, traffic.failures.slice(0, 10).join('\n')).toEqual([]);
-    // A new revision answers every parked poll.
-    expect((await send(replica, 'PUT', '/v1/policy', replica.admin, PAYMENTS_V2)).status).toBe(200);
-    const answers = await Promise.all(polls);
-    const byStatus = new Map<number, number>();
-    for (const answer of answers) byStatus.set(answer.status, (byStatus.get(answer.status) ?? 0) + 1);
-    const capped = answers.filter((a) => a.status === 429 || a.status === 503);
-    for (const answer of capped) expect(answer.headers['retry-after']).toBeDefined();
-    // Resets would show as -1: none; the cap answered the excess with 429/503 and Retry-After.
-    expect(byStatus.get(-1) ?? 0, JSON.stringify([...byStatus])).toBe(0);
-    expect(capped.length).toBeGreaterThanOrEqual(2600 - connectionBudget(2048).longPolls);
-    expect(answers.filter((a) => a.status === 200).length).toBeGreaterThan(1500);
-    expect(replica.exited(), replica.output()).toBe(false);
-  }, 90_000);
-});
+      // A new revision answers every parked poll.
+      expect((await send(replica, 'PUT', '/v1/policy', replica.admin, PAYMENTS_V2)).status).toBe(200);
+      const answers = await Promise.all(polls);
+      const byStatus = new Map<number, number>();
+      for (const answer of answers) byStatus.set(answer.status, (byStatus.get(answer.status) ?? 0) + 1);
+      const capped = answers.filter((a) => a.status === 429 || a.status === 503);
+      for (const answer of capped) expect(answer.headers['retry-after']).toBeDefined();
+      // Resets would show as -1: none; the cap answered the excess with 429/503 and Retry-After.
+      expect(byStatus.get(-1) ?? 0, JSON.stringify([...byStatus])).toBe(0);
+      expect(capped.length).toBeGreaterThanOrEqual(2600 - connectionBudget(2048).longPolls);
+      expect(answers.filter((a) => a.status === 200).length).toBeGreaterThan(1500);
+      expect(replica.process.alive(), replica.process.output()).toBe(true);
+    }, 90_000);
+  },
+);

@@ -44,3 +44,20 @@ export const BAD_PORT = PAYMENTS_V1.replace('port: 443 }', 'port: 70000 }');
 export const CHARGE_CARD = 'cloud=aws,name=charge-card,tag.app=payments,tag.env=prod';
 export const REFUND = 'cloud=aws,name=refund,tag.app=payments,tag.env=prod';
 export const LEDGER_WRITER = 'cloud=aws,name=ledger-writer';
+
+/** A valid deny record (as a shim sends it) with `id`; `overrides` replace top-level fields. */
+export function denyRecord(id: string, overrides: Record<string, unknown> = {}) {
+  return {
+    id,
+    time: '2026-11-28T03:00:00.000Z',
+    count: 1,
+    workload: { cloud: 'aws', name: 'charge-card', 'tag.app': 'payments', 'tag.env': 'prod' },
+    kind: 'connect',
+    destination: { host: 'exfil.attacker.test', port: 443, protocol: 'tcp' },
+    decision: 'deny',
+    mode: 'enforce',
+    rule: 'default-deny',
+    revision: 1,
+    ...overrides,
+  };
+}

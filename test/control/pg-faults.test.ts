@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import { issueToken } from '../../control/auth.js';
 import { loadOrCreateSigningKey } from '../../control/signing-key.js';
 import { openPostgresStore } from '../../control/store/postgres.js';
-import { CHARGE_CARD, PAYMENTS_V1, PAYMENTS_V2 } from './fixtures.js';
+import { CHARGE_CARD, denyRecord, PAYMENTS_V1, PAYMENTS_V2 } from './fixtures.js';
 import { type PostgresCluster, postgresUnavailableReason, startPostgresCluster } from './pg-cluster.js';
 import { cliUnavailableReason, type ReplicaProcess, startReplica } from './replica-process.js';
 
@@ -41,21 +41,6 @@ const FORWARDER_PACE_MS = Number(process.env.BULKHEAD_FAULTS_PACE_MS ?? 5);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const BUNDLE_PATH = `/v1/bundle?workload=${encodeURIComponent(CHARGE_CARD)}`;
-
-function denyRecord(id: string) {
-  return {
-    id,
-    time: new Date().toISOString(),
-    count: 1,
-    workload: { cloud: 'aws', name: 'charge-card', 'tag.app': 'payments', 'tag.env': 'prod' },
-    kind: 'connect',
-    destination: { host: 'exfil.attacker.test', port: 443, protocol: 'tcp' },
-    decision: 'deny',
-    mode: 'enforce',
-    rule: 'default-deny',
-    revision: 1,
-  };
-}
 
 interface Answer {
   status: number;
@@ -132,7 +117,9 @@ class Forwarder {
     for (let batch = 0; !this.stopping; batch++) {
       const ids = Array.from({ length: BATCH_RECORDS }, (_, i) => `fw${worker}-b${batch}-r${i}`);
       for (const id of ids) this.sent.add(id);
-      const body = JSON.stringify({ records: ids.map(denyRecord) });
+      const body = JSON.stringify({
+        records: ids.map((id) => denyRecord(id, { time: new Date().toISOString() })),
+      });
       const giveUpAt = () => (this.stopping ? Date.now() + 60_000 : Number.POSITIVE_INFINITY);
       let deadline = Number.POSITIVE_INFINITY;
       for (;;) {
@@ -533,7 +520,7 @@ describe.skipIf(SKIP_REASON !== undefined)(
             probeIds.add(probe);
             const report = await call(replica, '/v1/reports', {
               method: 'POST',
-              body: JSON.stringify({ records: [denyRecord(probe)] }),
+              body: JSON.stringify({ records: [denyRecord(probe, { time: new Date().toISOString() })] }),
               headers: { ...auth(workload), 'content-type': 'application/json' },
             });
             expect(report.status, `${replica.name} report while the database is down: ${report.text}`).toBe(

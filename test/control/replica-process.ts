@@ -38,8 +38,12 @@ export interface ReplicaProcess {
 
 export interface ReplicaOptions {
   name: string;
-  databaseUrl: string;
+  /** PostgreSQL, or `db`: a SQLite file. */
+  databaseUrl?: string;
+  db?: string;
   keyFile: string;
+  /** Started under `ulimit -n` this low (the server sizes its caps from it). */
+  fdLimit?: number;
   port?: number;
   env?: Record<string, string>;
 }
@@ -48,14 +52,18 @@ const MAX_OUTPUT_CHARS = 2_000_000;
 
 export async function startReplica(options: ReplicaOptions): Promise<ReplicaProcess> {
   const port = options.port ?? (await freePort());
+  const store = options.databaseUrl ? ['--database-url', options.databaseUrl] : ['--db', options.db ?? ''];
+  const node = options.fdLimit
+    ? { command: 'sh', prefix: ['-c', `ulimit -n ${options.fdLimit} && exec "$0" "$@"`, process.execPath] }
+    : { command: process.execPath, prefix: [] };
   const child = spawn(
-    process.execPath,
+    node.command,
     [
+      ...node.prefix,
       CLI,
       'control',
       'serve',
-      '--database-url',
-      options.databaseUrl,
+      ...store,
       '--port',
       String(port),
       '--host',

@@ -11,25 +11,19 @@ import { type RunningControlServer, startControlServer } from '../../control/ser
 import { isStoreUnavailable } from '../../control/store/errors.js';
 import { openSqliteStore, type SqliteStore } from '../../control/store/sqlite.js';
 import { generateKeyPair } from '../../policy/index.js';
+import { denyRecord } from './fixtures.js';
 
 const RULE = `payments-egress/deny[0]-${'x'.repeat(400)}`;
 const PATH = `/${'p'.repeat(800)}`;
 
 function record(id: string) {
-  const seq = Number(id.split('-')[1]);
+  const base = denyRecord(id);
   return {
-    id,
-    time: '2026-11-28T03:00:00.000Z',
-    count: 1,
-    workload: { cloud: 'aws', name: 'charge-card', 'tag.app': 'payments', 'tag.env': 'prod' },
-    kind: 'connect',
-    destination: { host: 'exfil.attacker.test', port: 443, protocol: 'tcp', path: PATH },
-    decision: 'deny',
-    mode: 'enforce',
+    ...base,
+    destination: { ...base.destination, path: PATH },
     rule: RULE,
-    revision: 1,
     sandboxId: 'sandbox-full',
-    seq,
+    seq: Number(id.split('-')[1]),
   };
 }
 
