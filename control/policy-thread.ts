@@ -33,6 +33,8 @@ import type {
 const data = workerData as PolicyThreadData;
 const privateKey: KeyObject = createPrivateKey(data.privateKeyPem);
 const IDENTITY_CACHE_LIMIT = 50_000;
+/** Time an install may spend signing the scopes of workloads that are not parked right now. */
+const PRESIGN_BUDGET_MS = 50;
 
 interface Installed {
   revision: number;
@@ -204,17 +206,27 @@ function install(request: Extract<PolicyThreadRequest, { op: 'install' }>, set: 
     result.scopeOfKey = scopeOfKey;
     result.scopes = scopes;
   }
-  // Bundles of the scopes waiting now (parked long-polls) are signed before the swap.
+  // Bundles of the scopes waiting now (parked long-polls) are signed before the swap; then, for
+  // at most PRESIGN_BUDGET_MS, those of the other workloads seen, so that their next fetch does
+  // not wait on this thread either (a scope of a large set takes tens of milliseconds to compile).
   const signedScopes = new Set<string>();
-  for (const index of request.parked) {
-    if (signedScopes.size >= data.signAtInstall) break;
+  const signFor = (index: number) => {
     const identity = identityAt(index);
     const key = request.keys[index];
-    if (!identity || key === undefined) continue;
+    if (!identity || key === undefined) return;
     const scope = scopeIn(set, fingerprint, identity, key);
-    if (signedScopes.has(scope)) continue;
+    if (signedScopes.has(scope)) return;
     signedScopes.add(scope);
     result.signed.push(sign(target, scope, identity, request.epoch));
+  };
+  for (const index of request.parked) {
+    if (signedScopes.size >= data.signAtInstall) break;
+    signFor(index);
+  }
+  const until = performance.now() + PRESIGN_BUDGET_MS;
+  for (let index = request.keys.length - 1; index >= 0; index--) {
+    if (signedScopes.size >= data.signAtInstall || performance.now() > until) break;
+    signFor(index);
   }
   return result;
 }
