@@ -10,7 +10,7 @@
 // room; when every connection is busy the newcomer's request gets a 503 with Retry-After and
 // the connection is closed (from a slack taken out of the reserve; beyond it, closed unanswered).
 // Connections that have not finished their headers within `headersTimeoutMs` get 408 from Node.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 
@@ -37,6 +37,15 @@ export function readOpenFileLimit(): number {
     // Not Linux: fall through.
   }
   return FALLBACK_FD_LIMIT;
+}
+
+/** Descriptors this process has open now (/proc/self/fd); 64 when that cannot be read. */
+export function countOpenFiles(): number {
+  try {
+    return readdirSync('/proc/self/fd').length;
+  } catch {
+    return 64;
+  }
 }
 
 /** Derives the caps from the fd limit; `configured` values only ever lower them. */

@@ -9,7 +9,7 @@ import Fastify, {
 } from 'fastify';
 import { generateKeyPair } from '../policy/index.js';
 import { type IssuedToken, issueToken, TokenVerifier } from './auth.js';
-import { ConnectionGuard, connectionBudget, readOpenFileLimit } from './connection-guard.js';
+import { ConnectionGuard, connectionBudget, countOpenFiles, readOpenFileLimit } from './connection-guard.js';
 import type { ControlContext, ControlLimits } from './context.js';
 import { LongPollHub } from './long-poll.js';
 import { ControlMetrics, gauge } from './metrics.js';
@@ -126,10 +126,10 @@ export async function createControlServer(options: ControlServerOptions): Promis
     ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
   });
 
-  const connections = new ConnectionGuard(
-    budget.connections,
-    Math.floor((budget.fdLimit - budget.connections) / 2),
-  );
+  // Refusals are answered out of what the reserve leaves after the descriptors open now (store,
+  // threads, logs: ~35) and a margin for the database pool.
+  const refusalSlack = Math.max(0, budget.fdLimit - budget.connections - countOpenFiles() - 24);
+  const connections = new ConnectionGuard(budget.connections, refusalSlack);
   connections.attach(app.server);
 
   let revisionSeenAtMs = Date.now();
