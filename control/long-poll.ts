@@ -37,6 +37,15 @@ export class LongPollHub {
     for (const finish of [...this.waiters]) finish(reason);
   }
 
+  /** Wakes the `count` longest-parked waiters (a Set keeps insertion order). */
+  wakeOldest(count: number, reason: WakeReason = 'revision'): void {
+    let woken = 0;
+    for (const finish of this.waiters) {
+      if (woken++ >= count) break;
+      finish(reason);
+    }
+  }
+
   shutdown(): void {
     this.shuttingDown = true;
     this.wakeAll('shutdown');

@@ -52,8 +52,10 @@ export class PolicyState {
   private loaded: LoadedRevision | undefined;
   /** Resolved workloads by the raw `?workload=` text, for the current revision. */
   private byText = new Map<string, TextEntry>();
-  private bundles = new Map<string, SignedBundle>();
-  private etags = new Map<string, string>();
+  /** Per scope (this revision): the newest epoch's signed envelope. */
+  private bundles = new Map<string, { epoch: number; bundle: SignedBundle }>();
+  /** Per scope (this revision): the current epoch's ETag. Looked up by scope alone: no key to build per request. */
+  private etags = new Map<string, { epoch: number; etag: string }>();
   /** `?workload=` texts of parked long-polls, with counts: their bundles are signed before a swap. */
   private readonly parkedTexts = new Map<string, number>();
   private readonly signing = new Map<string, Promise<SignedBundle | undefined>>();
@@ -212,7 +214,9 @@ export class PolicyState {
       ],
     };
     if (this.bundles.size >= BUNDLE_CACHE_LIMIT) this.bundles.clear();
-    this.bundles.set(`${signed.scope}\u0000${signed.epoch}`, bundle);
+    const current = this.bundles.get(signed.scope);
+    if (!current || current.epoch <= signed.epoch)
+      this.bundles.set(signed.scope, { epoch: signed.epoch, bundle });
     return bundle;
   }
 
@@ -318,13 +322,13 @@ export class PolicyState {
   }
 
   private etag(revision: number, scope: string, epoch: number): string {
-    const cacheKey = `${revision}\u0000${scope}\u0000${epoch}`;
-    let etag = this.etags.get(cacheKey);
-    if (etag === undefined) {
-      const scopeHash = createHash('sha256').update(scope).digest('base64url').slice(0, 16);
-      etag = `"r${revision}-${scopeHash}-e${epoch}"`;
+    const cached = revision === this.revision ? this.etags.get(scope) : undefined;
+    if (cached && cached.epoch === epoch) return cached.etag;
+    const scopeHash = createHash('sha256').update(scope).digest('base64url').slice(0, 16);
+    const etag = `"r${revision}-${scopeHash}-e${epoch}"`;
+    if (revision === this.revision) {
       if (this.etags.size >= BUNDLE_CACHE_LIMIT) this.etags.clear();
-      this.etags.set(cacheKey, etag);
+      this.etags.set(scope, { epoch, etag });
     }
     return etag;
   }
@@ -340,9 +344,9 @@ export class PolicyState {
   ): SignedBundle | Promise<SignedBundle | undefined> | undefined {
     if (!this.loaded) return undefined;
     const epoch = this.epochOf(nowMs);
+    const cached = this.bundles.get(resolved.scope);
+    if (cached && cached.epoch === epoch) return cached.bundle;
     const cacheKey = `${resolved.scope}\u0000${epoch}`;
-    const cached = this.bundles.get(cacheKey);
-    if (cached) return cached;
     let signing = this.signing.get(cacheKey);
     if (!signing) {
       const revision = this.revision;

@@ -90,6 +90,8 @@ function loggerOption(logger: ControlServerOptions['logger']): Record<string, un
 }
 
 const SIGHTING_FLUSH_MS = 200;
+/** Parked long-polls answered in the same turn a new revision is installed (~20 µs each). */
+const WAKE_BEFORE_ANSWER = 256;
 /** Sightings held while the store is away; beyond it the oldest wait for the workload's next fetch. */
 const MAX_PENDING_SIGHTINGS = 50_000;
 /** How stale a workload's stored last-seen time may get while nothing else about it changes. */
@@ -139,8 +141,11 @@ export async function createControlServer(options: ControlServerOptions): Promis
     limits.bundleTtlSeconds * 1000,
     () => {
       revisionSeenAtMs = Date.now();
-      // After the current turn: an apply that installed this revision answers before 10,000 polls do.
-      setImmediate(() => longPolls.wakeAll('revision'));
+      // The first WAKE_BEFORE_ANSWER parked polls are answered before anything else (an apply's own
+      // answer included: up to that many per replica, a workload has its answer when the apply
+      // returns); the rest right after, so that an apply never waits on 10,000 deliveries.
+      longPolls.wakeOldest(WAKE_BEFORE_ANSWER, 'revision');
+      if (longPolls.open > 0) setImmediate(() => longPolls.wakeAll('revision'));
     },
     (error, revision) => app.log.error({ err: error, revision }, 'could not load revision'),
   );

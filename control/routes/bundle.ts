@@ -11,6 +11,11 @@ interface BundleQuery {
 function etagMatches(header: string | undefined, etag: string): boolean {
   if (!header) return false;
   if (header === etag) return true;
+  // One tag (what every client sends): compared without splitting.
+  if (!header.includes(',')) {
+    const trimmed = header.trim();
+    return trimmed === '*' || (trimmed.startsWith('W/') ? trimmed.slice(2) : trimmed) === etag;
+  }
   if (header.trim() === '*') return true;
   return header.split(',').some((candidate) => {
     const trimmed = candidate.trim();
