@@ -169,6 +169,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
   const recorded = new Map<string, { revision: number; scope: string; atMs: number }>();
   let seenAtMs = 0;
   let seenAtText = '';
+  let earlyFlush = false;
   let flushing: Promise<void> = Promise.resolve();
   const flushSightings = (): Promise<void> => {
     flushing = flushing.then(async () => {
@@ -226,7 +227,14 @@ export async function createControlServer(options: ControlServerOptions): Promis
         seenAtText = new Date(nowMs).toISOString();
       }
       sightings.set(key, { key, identity, seenAt: seenAtText, revision, scope });
-      if (sightings.size >= 10_000) void flushSightings();
+      // One early flush at a time: while the store is away the pending set stays large, and every
+      // further sighting must not queue another attempt.
+      if (sightings.size >= 10_000 && !earlyFlush) {
+        earlyFlush = true;
+        void flushSightings().finally(() => {
+          earlyFlush = false;
+        });
+      }
     },
     flushSightings,
     revisionSeenAtMs: () => revisionSeenAtMs,

@@ -248,12 +248,7 @@ describe.skipIf(SKIP_REASON !== undefined)(
         const fresh = await startReplica({ name, databaseUrl, keyFile, port: replica.port });
         if (name === 'A') a = fresh;
         else b = fresh;
-        await pollHealth(
-          fresh,
-          (body, status) => status === 200 && body.status === 'ok',
-          20_000,
-          'status ok',
-        );
+        await waitOk(fresh, 20_000);
         // A replica verifies a token against the database once, then keeps honouring it while the
         // database is away (one never seen answers 503): the new process sees both tokens now,
         // as its predecessor had.
@@ -269,6 +264,16 @@ describe.skipIf(SKIP_REASON !== undefined)(
     }
 
     /** Polls /healthz until `accept` says yes; every answer must be a 200 once the replica has started. */
+    /** Until /healthz answers 200 `status: ok`. */
+    function waitOk(replica: ReplicaProcess, timeoutMs: number) {
+      return pollHealth(
+        replica,
+        (body, status) => status === 200 && body.status === 'ok',
+        timeoutMs,
+        'status ok',
+      );
+    }
+
     async function pollHealth(
       replica: ReplicaProcess,
       accept: (body: Record<string, unknown>, status: number) => boolean,
@@ -394,12 +399,7 @@ describe.skipIf(SKIP_REASON !== undefined)(
         startReplica({ name: 'B', databaseUrl, keyFile }),
       ]);
       for (const replica of [a, b]) {
-        await pollHealth(
-          replica,
-          (body, status) => status === 200 && body.status === 'ok',
-          20_000,
-          'status ok',
-        );
+        await waitOk(replica, 20_000);
       }
       const first = await applyPolicy(a, PAYMENTS_V1);
       await waitForRevision(b, first.revision, 5000);
@@ -550,12 +550,7 @@ describe.skipIf(SKIP_REASON !== undefined)(
         const firstAck = forwarder.firstAckAfter(backAtMs);
         expect(firstAck, 'ingestion resumed after the database came back').toBeDefined();
         for (const replica of [a, b]) {
-          await pollHealth(
-            replica,
-            (body, status) => status === 200 && body.status === 'ok',
-            5000,
-            'status ok',
-          );
+          await waitOk(replica, 5000);
         }
 
         const figure: Figures = {
@@ -625,12 +620,7 @@ describe.skipIf(SKIP_REASON !== undefined)(
         `connection churn: ${CHURN_ROUNDS} rounds, database back -> first 202: ${rounds.join(', ')}`,
       );
       for (const replica of [a, b]) {
-        await pollHealth(
-          replica,
-          (body, status) => status === 200 && body.status === 'ok',
-          5000,
-          'status ok',
-        );
+        await waitOk(replica, 5000);
         const bundle = await bundleRevision(replica);
         expect(bundle.status).toBe(200);
         expect(bundle.revision).toBe(revisionHeld);
