@@ -7,7 +7,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { PolicyError } from '../policy/index.js';
 import type { ControlMetrics } from './metrics.js';
 import type { PolicyState } from './policy-state.js';
-import { PolicyThreadError } from './policy-worker.js';
+import { PolicyThreadError, type PolicyThreadReply } from './policy-worker.js';
 import type { ControlStore, PolicySource } from './store/types.js';
 
 const MAX_AFFECTED_LISTED = 1000;
@@ -63,18 +63,35 @@ export class PolicyApplier {
 
   private async applyNow(sources: PolicySource[], options: ApplyOptions): Promise<ApplyResult> {
     const { store, state, metrics } = this.context;
-    const checked = await state.worker.request({ op: 'check', sources });
-    if (!checked.ok) {
-      if (checked.error === 'internal') throw new PolicyThreadError(checked.message);
-      metrics.applies.inc({ result: checked.error === 'invalid-policy' ? 'invalid' : 'guardrail' });
-      return checked;
-    }
-    const { token, diffJson } = checked;
-    if (token === undefined || diffJson === undefined) {
-      throw new PolicyThreadError('check answered without a token or diff');
-    }
+    const token = state.worker.newToken();
     let installed = false;
     try {
+      const checking = state.worker.request({ op: 'check', sources, token });
+      // Which workloads the set changes is asked right behind the check (the thread answers in
+      // order), from the inventory listed while the thread parses: an apply of a small set at
+      // 10,000 workloads waits for one parse and one walk, not a round trip and a listing between.
+      let affecting: Promise<Extract<PolicyThreadReply, { ok: true }>> | undefined;
+      try {
+        await this.context.flushSightings();
+        affecting = state.worker.ask({
+          op: 'affected',
+          token,
+          keys: await store.listWorkloadKeys(),
+          limit: MAX_AFFECTED_LISTED,
+        });
+      } finally {
+        // When the check fails, so does this; the check's answer is the one reported.
+        void affecting?.catch(() => {});
+        void checking.catch(() => {});
+      }
+      const checked = await checking;
+      if (!checked.ok) {
+        if (checked.error === 'internal') throw new PolicyThreadError(checked.message);
+        metrics.applies.inc({ result: checked.error === 'invalid-policy' ? 'invalid' : 'guardrail' });
+        return checked;
+      }
+      const { diffJson } = checked;
+      if (diffJson === undefined) throw new PolicyThreadError('check answered without a diff');
       const current = state.current;
       const previousRevision = current?.revision ?? 0;
       const outcome: ApplyOutcome = {
@@ -91,13 +108,7 @@ export class PolicyApplier {
       }
       // Worked out before storing, so that the answer is ready when the revision is installed
       // (installing wakes every parked long-poll).
-      await this.context.flushSightings();
-      const affected = await state.worker.ask({
-        op: 'affected',
-        token,
-        keys: await store.listWorkloadKeys(),
-        limit: MAX_AFFECTED_LISTED,
-      });
+      const affected = await affecting;
       outcome.affectedWorkloads = affected.affected ?? { count: 0, workloads: [] };
       if (options.dryRun) {
         metrics.applies.inc({ result: 'dry-run' });

@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { formatIdentity, parseIdentity } from '../policy/index.js';
 import type { WorkloadIdentity } from '../policy/types.js';
 import { PolicyWorker, type ResolvedText, type SignedScope } from './policy-worker.js';
+import { PrebuiltAnswer } from './prebuilt-answer.js';
 import type { ControlStore, PolicySource, RevisionRow } from './store/types.js';
 
 export interface SigningKey {
@@ -32,10 +33,8 @@ export interface SignedBundle {
   revision: number;
   scope: string;
   etag: string;
-  /** The canonical envelope JSON, encoded once: every response sends these same bytes. */
-  body: Buffer;
-  /** The 200 answer's headers as a flat [name, value, …] list, built once (a woken fleet sends thousands). */
-  headers: string[];
+  /** The 200 answer (headers and the canonical envelope JSON), built once: every workload of the scope gets these bytes. */
+  answer: PrebuiltAnswer;
 }
 
 interface TextEntry {
@@ -144,27 +143,32 @@ export class PolicyState {
 
   private async install(row: RevisionRow, candidate: number | undefined, again: boolean): Promise<void> {
     if (row.revision < this.revision || (row.revision === this.revision && !again)) return;
-    const texts: string[] = [];
-    const keys: string[] = [];
-    const parked: number[] = [];
-    for (const [text, entry] of this.byText) {
-      if (this.parkedTexts.has(text)) parked.push(keys.length);
-      texts.push(text);
-      keys.push(entry.resolved.key);
-    }
     const createdMs = Date.parse(row.createdAt);
-    const reply = await this.worker.ask({
-      op: 'install',
+    const request = {
+      op: 'install' as const,
       revision: row.revision,
       createdMs,
       ...(candidate === undefined ? {} : { candidate }),
       sources: row.sources,
-      keys,
-      parked,
       epoch: this.epochOf(Date.now()),
-    });
+    };
+    // One text per scope is enough while the SmartGroups stay the same (the policy thread says
+    // when they do not): 4 texts to clone and look at instead of 10,000.
+    let reply = await this.worker.ask({ ...request, ...this.oneTextPerScope(), everyKey: false });
+    const texts: string[] = [];
+    if (reply.installed?.needsEveryKey) {
+      const keys: string[] = [];
+      const parked: number[] = [];
+      for (const [text, entry] of this.byText) {
+        if (this.parkedTexts.has(text)) parked.push(keys.length);
+        texts.push(text);
+        keys.push(entry.resolved.key);
+      }
+      reply = await this.worker.ask({ ...request, keys, parked, everyKey: true });
+    }
     const installed = reply.installed;
-    if (!installed) throw new Error('policy thread: install answered without a result');
+    if (!installed || installed.needsEveryKey)
+      throw new Error('policy thread: install answered without a result');
     let byText = this.byText;
     // Changed SmartGroups: every text gets its new scope; texts resolved meanwhile are asked again.
     if (!installed.sameScopes) {
@@ -192,6 +196,22 @@ export class PolicyState {
     if (!again) this.onAdvance(row.revision);
   }
 
+  /** A text of each scope resolved now, the scopes of parked long-polls first (`parked` indexes them). */
+  private oneTextPerScope(): { keys: string[]; parked: number[] } {
+    const parkedScopes = new Map<string, string>();
+    const otherScopes = new Map<string, string>();
+    for (const [text, entry] of this.byText) {
+      const { scope, key } = entry.resolved;
+      if (this.parkedTexts.has(text)) {
+        if (!parkedScopes.has(scope)) parkedScopes.set(scope, key);
+      } else if (!otherScopes.has(scope)) otherScopes.set(scope, key);
+    }
+    const keys = [...parkedScopes.values()];
+    const parked = keys.map((_, index) => index);
+    for (const [scope, key] of otherScopes) if (!parkedScopes.has(scope)) keys.push(key);
+    return { keys, parked };
+  }
+
   private keep(signed: SignedScope): SignedBundle {
     const etag = this.etag(this.revision, signed.scope, signed.epoch);
     const body = Buffer.from(signed.body.buffer, signed.body.byteOffset, signed.body.byteLength);
@@ -199,19 +219,21 @@ export class PolicyState {
       revision: this.revision,
       scope: signed.scope,
       etag,
-      body,
-      headers: [
-        'content-type',
-        'application/json',
-        'content-length',
-        String(body.byteLength),
-        'etag',
-        etag,
-        'x-bulkhead-revision',
-        String(this.revision),
-        'cache-control',
-        'no-cache',
-      ],
+      answer: new PrebuiltAnswer(
+        [
+          'content-type',
+          'application/json',
+          'content-length',
+          String(body.byteLength),
+          'etag',
+          etag,
+          'x-bulkhead-revision',
+          String(this.revision),
+          'cache-control',
+          'no-cache',
+        ],
+        body,
+      ),
     };
     if (this.bundles.size >= BUNDLE_CACHE_LIMIT) this.bundles.clear();
     const current = this.bundles.get(signed.scope);

@@ -36,25 +36,42 @@ const IDENTITY_CACHE_LIMIT = 50_000;
 /** Time an install may spend signing the scopes of workloads that are not parked right now. */
 const PRESIGN_BUDGET_MS = 50;
 
-interface Installed {
-  revision: number;
-  createdMs: number;
+interface ScopeEntry {
+  compiled: CompiledPolicy;
+  groups: string[];
+  /** canonicalJson(compiled), made when an apply compares it with another set's. */
+  canonical?: string;
+}
+
+/** A parsed set and what has been compiled from it so far: an apply's checks fill what its install signs. */
+interface PreparedSet {
   set: PolicySet;
   fingerprint: string;
   /** Compiled policy and SmartGroup names per scope id. */
-  scopes: Map<string, { compiled: CompiledPolicy; groups: string[] }>;
+  scopes: Map<string, ScopeEntry>;
+}
+
+interface Installed extends PreparedSet {
+  revision: number;
+  createdMs: number;
 }
 
 let installed: Installed | undefined;
 /** Sets of applies checked and not yet installed or discarded, by token (a few at most). */
-const candidates = new Map<number, PolicySet>();
+const candidates = new Map<number, PreparedSet>();
 const MAX_CANDIDATES = 8;
-let nextToken = 1;
 /** Scope ids per identity key, one map per SmartGroup fingerprint (the current and the previous). */
 const scopeIds = new Map<string, Map<string, string>>();
 
 /** Parsed identities by canonical key: an apply and an install each walk the whole inventory. */
 const identities = new Map<string, WorkloadIdentity | null>();
+
+/** Keeps an identity the main thread parsed already, so that the next apply's walk of the inventory need not. */
+function rememberIdentity(key: string, identity: WorkloadIdentity): void {
+  if (identities.has(key)) return;
+  if (identities.size >= IDENTITY_CACHE_LIMIT) identities.clear();
+  identities.set(key, identity);
+}
 
 function identityOf(key: string): WorkloadIdentity | undefined {
   let identity = identities.get(key);
@@ -99,7 +116,11 @@ function scopeIn(set: PolicySet, fingerprint: string, identity: WorkloadIdentity
   return scope;
 }
 
-function scopeEntry(target: Installed, scope: string, identity: WorkloadIdentity) {
+function prepared(set: PolicySet): PreparedSet {
+  return { set, fingerprint: fingerprintOf(set), scopes: new Map() };
+}
+
+function scopeEntry(target: PreparedSet, scope: string, identity: WorkloadIdentity): ScopeEntry {
   let entry = target.scopes.get(scope);
   if (!entry) {
     const compiled = compilePolicy(target.set, identity);
@@ -107,6 +128,12 @@ function scopeEntry(target: Installed, scope: string, identity: WorkloadIdentity
     target.scopes.set(scope, entry);
   }
   return entry;
+}
+
+function canonicalOf(target: PreparedSet, scope: string, identity: WorkloadIdentity): string {
+  const entry = scopeEntry(target, scope, identity);
+  entry.canonical ??= canonicalJson(entry.compiled);
+  return entry.canonical;
 }
 
 function resolveIn(target: Installed, identity: WorkloadIdentity, key: string): ResolvedText {
@@ -135,7 +162,7 @@ function affected(token: number, keys: string[], limit: number) {
   const next = candidates.get(token);
   if (!next) throw new Error('no such checked policy set');
   const before = installed;
-  const afterPrint = fingerprintOf(next);
+  if (before && before.fingerprint === next.fingerprint) return affectedInScopes(before, next, keys, limit);
   // Compiled policies depend on the scope only: compared once per (old scope, new scope) pair.
   const verdicts = new Map<string, Map<string, boolean>>();
   const workloads: { key: string; identity: WorkloadIdentity }[] = [];
@@ -144,7 +171,7 @@ function affected(token: number, keys: string[], limit: number) {
     const identity = identityOf(key);
     if (!identity) continue;
     const oldScope = before ? scopeIn(before.set, before.fingerprint, identity, key) : '';
-    const newScope = scopeIn(next, afterPrint, identity, key);
+    const newScope = scopeIn(next.set, next.fingerprint, identity, key);
     let byNew = verdicts.get(oldScope);
     if (!byNew) {
       byNew = new Map();
@@ -152,8 +179,8 @@ function affected(token: number, keys: string[], limit: number) {
     }
     let changed = byNew.get(newScope);
     if (changed === undefined) {
-      const was = before ? canonicalJson(compilePolicy(before.set, identity)) : undefined;
-      changed = was !== canonicalJson(compilePolicy(next, identity));
+      const was = before ? canonicalOf(before, oldScope, identity) : undefined;
+      changed = was !== canonicalOf(next, newScope, identity);
       byNew.set(newScope, changed);
     }
     if (changed) {
@@ -164,20 +191,57 @@ function affected(token: number, keys: string[], limit: number) {
   return { count, workloads };
 }
 
+/**
+ * `affected` when the SmartGroups stay the same: every workload keeps its scope, so whether it
+ * changed is one question per scope, and a known workload costs two lookups.
+ */
+function affectedInScopes(before: PreparedSet, next: PreparedSet, keys: string[], limit: number) {
+  const known = scopeIds.get(next.fingerprint);
+  const changedByScope = new Map<string, boolean>();
+  const workloads: { key: string; identity: WorkloadIdentity }[] = [];
+  let count = 0;
+  for (const key of keys) {
+    let identity: WorkloadIdentity | undefined;
+    let scope = known?.get(key);
+    if (scope === undefined) {
+      identity = identityOf(key);
+      if (!identity) continue;
+      scope = scopeIn(next.set, next.fingerprint, identity, key);
+    }
+    let changed = changedByScope.get(scope);
+    if (changed === undefined) {
+      identity ??= identityOf(key);
+      if (!identity) continue;
+      changed = canonicalOf(before, scope, identity) !== canonicalOf(next, scope, identity);
+      changedByScope.set(scope, changed);
+    }
+    if (!changed) continue;
+    count++;
+    if (workloads.length >= limit) continue;
+    identity ??= identityOf(key);
+    if (identity) workloads.push({ key, identity });
+  }
+  return { count, workloads };
+}
+
 /** Installs `set`: resolves the main thread's keys again when the SmartGroups changed, and signs the parked scopes. */
-function install(request: Extract<PolicyThreadRequest, { op: 'install' }>, set: PolicySet): InstallResult {
+function install(request: Extract<PolicyThreadRequest, { op: 'install' }>, from: PreparedSet): InstallResult {
   const previous = installed;
-  const fingerprint = fingerprintOf(set);
+  const { set, fingerprint } = from;
+  const sameScopes = previous !== undefined && previous.fingerprint === fingerprint;
+  // Every text must be resolved again: ask for all of them (nothing changes until then).
+  if (!sameScopes && !request.everyKey)
+    return { revision: request.revision, sameScopes, needsEveryKey: true, signed: [] };
   for (const key of scopeIds.keys()) if (key !== fingerprint && scopeIds.size > 1) scopeIds.delete(key);
   const target: Installed = {
     revision: request.revision,
     createdMs: request.createdMs,
     set,
     fingerprint,
-    scopes: new Map(),
+    // What the apply's checks compiled already (the same set object).
+    scopes: from.scopes,
   };
   installed = target;
-  const sameScopes = previous !== undefined && previous.fingerprint === fingerprint;
   const identityAt = (index: number): WorkloadIdentity | undefined => {
     const key = request.keys[index];
     return key === undefined ? undefined : identityOf(key);
@@ -209,6 +273,7 @@ function install(request: Extract<PolicyThreadRequest, { op: 'install' }>, set: 
   // Bundles of the scopes waiting now (parked long-polls) are signed before the swap; then, for
   // at most PRESIGN_BUDGET_MS, those of the other workloads seen, so that their next fetch does
   // not wait on this thread either (a scope of a large set takes tens of milliseconds to compile).
+  // With the same SmartGroups, `keys` holds one text per scope: parked scopes first, then the rest.
   const signedScopes = new Set<string>();
   const signFor = (index: number) => {
     const identity = identityAt(index);
@@ -242,8 +307,8 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
         return { ok: false, error: 'guardrail-violation', errors: guardrailErrors };
       // Per SmartGroup only: the per-workload view is `affected`, bounded for large inventories.
       const { changed, groups } = diffPolicies(installed?.set ?? empty(), parsed.set);
-      const token = nextToken++;
-      candidates.set(token, parsed.set);
+      const token = request.token;
+      candidates.set(token, prepared(parsed.set));
       for (const old of candidates.keys()) if (candidates.size > MAX_CANDIDATES) candidates.delete(old);
       // Serialised here: the diff of a large set is megabytes, and it is only ever sent and stored as JSON.
       return { ok: true, diffJson: JSON.stringify({ changed, groups }), token };
@@ -254,23 +319,25 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
       candidates.delete(request.token);
       return { ok: true };
     case 'install': {
-      let set: PolicySet;
-      const checked = request.candidate === undefined ? undefined : candidates.get(request.candidate);
-      if (request.candidate !== undefined) candidates.delete(request.candidate);
-      if (checked) set = checked;
-      else {
+      let from = request.candidate === undefined ? undefined : candidates.get(request.candidate);
+      if (!from) {
         const parsed = parsePolicy(request.sources);
         if (!parsed.ok) throw new Error(`stored revision ${request.revision} no longer parses`);
-        set = parsed.set;
+        from = prepared(parsed.set);
       }
-      return { ok: true, installed: install(request, set) };
+      const result = install(request, from);
+      if (request.candidate !== undefined && !result.needsEveryKey) candidates.delete(request.candidate);
+      return { ok: true, installed: result };
     }
     case 'resolve': {
       const target = installed;
       if (!target || target.revision !== request.revision) return { ok: true, stale: true };
       return {
         ok: true,
-        resolvedMany: request.items.map((item) => resolveIn(target, item.identity, item.key)),
+        resolvedMany: request.items.map((item) => {
+          rememberIdentity(item.key, item.identity);
+          return resolveIn(target, item.identity, item.key);
+        }),
       };
     }
     case 'sign': {

@@ -30,7 +30,8 @@ export interface SignedScope {
 }
 
 export type PolicyThreadRequest =
-  | { op: 'check'; sources: PolicySource[] }
+  /** `token` (from `newToken()`) names the checked set for the requests that follow, which may be sent before the answer. */
+  | { op: 'check'; sources: PolicySource[]; token: number }
   | {
       op: 'affected';
       token: number;
@@ -46,8 +47,12 @@ export type PolicyThreadRequest =
       /** The token of a successful `check` (an apply): its set is installed; else `sources` are parsed. */
       candidate?: number;
       sources: PolicySource[];
-      /** Canonical identity texts the main thread has resolved for the current revision. */
+      /**
+       * Canonical identity texts the main thread has resolved for the current revision: every one
+       * when `everyKey`, else one per scope (enough while the SmartGroups stay the same).
+       */
       keys: string[];
+      everyKey: boolean;
       /** Indexes into `keys` of parked long-polls: their scopes' bundles are signed before the swap. */
       parked: number[];
       epoch: number;
@@ -62,6 +67,8 @@ export interface InstallResult {
    * groups. Otherwise `scopeOfKey[i]` indexes `scopes` for `keys[i]` (-1: the key no longer parses).
    */
   sameScopes: boolean;
+  /** The SmartGroups changed and `keys` held one text per scope: nothing was installed; send every key. */
+  needsEveryKey?: boolean;
   scopeOfKey?: Int32Array;
   scopes?: { scope: string; groups: string[] }[];
   signed: SignedScope[];
@@ -93,6 +100,7 @@ export class PolicyWorker {
     { resolve: (reply: PolicyThreadReply) => void; reject: (error: Error) => void }
   >();
   private nextId = 1;
+  private nextToken = 1;
   private closed = false;
 
   constructor(
@@ -126,6 +134,11 @@ export class PolicyWorker {
     worker.on('error', (error) => failed(error.message));
     worker.on('exit', (code) => failed(`exited with code ${code}`));
     return worker;
+  }
+
+  /** A name for the set of the next `check`. */
+  newToken(): number {
+    return this.nextToken++;
   }
 
   request(request: PolicyThreadRequest): Promise<PolicyThreadReply> {

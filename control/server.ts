@@ -143,9 +143,8 @@ export async function createControlServer(options: ControlServerOptions): Promis
       revisionSeenAtMs = Date.now();
       // The first WAKE_BEFORE_ANSWER parked polls are answered before anything else (an apply's own
       // answer included: up to that many per replica, a workload has its answer when the apply
-      // returns); the rest right after, so that an apply never waits on 10,000 deliveries.
-      longPolls.wakeOldest(WAKE_BEFORE_ANSWER, 'revision');
-      if (longPolls.open > 0) setImmediate(() => longPolls.wakeAll('revision'));
+      // returns); the rest right behind the apply's answer, so that it never waits on 10,000 deliveries.
+      longPolls.wakeForRevision(WAKE_BEFORE_ANSWER);
     },
     (error, revision) => app.log.error({ err: error, revision }, 'could not load revision'),
   );

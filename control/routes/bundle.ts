@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { WorkloadIdentity } from '../../policy/types.js';
 import type { ControlContext } from '../context.js';
+import type { ResolvedWorkload, SignedBundle } from '../policy-state.js';
 
 interface BundleQuery {
   workload: string;
@@ -96,49 +97,65 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
       let parked = false;
       // Answers from the policy thread that came back stale (a new revision was swapped in meanwhile).
       let misses = 0;
+      let sent: { bundle: SignedBundle; resolved: ResolvedWorkload } | undefined;
+      const send = (bundle: SignedBundle, resolved: ResolvedWorkload) => {
+        // The same bytes for every workload of the scope, headers included: written directly
+        // (onResponse hooks still run on 'finish'); Fastify's send path would rebuild them each time.
+        reply.hijack();
+        bundle.answer.write(reply.raw);
+        sent = { bundle, resolved };
+      };
+      // Run by the long-poll hub in the turn a new revision is installed: a known workload's answer
+      // is written there, so a woken fleet's answers go out back to back; the rest wait for the loop.
+      const answerAtWake = () => {
+        const resolved = state.cachedText(text)?.resolved;
+        if (!resolved || etagMatches(ifNoneMatch, state.etagFor(resolved))) return;
+        const bundle = state.bundleFor(identity, resolved);
+        if (bundle && !(bundle instanceof Promise)) send(bundle, resolved);
+      };
       try {
         for (;;) {
-          // A woken poll of a known workload takes the synchronous path: no await until the answer.
-          const resolved = (state.cachedText(text) ?? (await state.resolveText(text))).resolved;
-          const answerNow = Date.now() >= deadline;
-          if (resolved) {
-            const etag = state.etagFor(resolved);
-            const notModified = etagMatches(ifNoneMatch, etag);
-            if (!notModified || answerNow) {
-              const signed = notModified ? undefined : state.bundleFor(identity, resolved);
-              const bundle = signed instanceof Promise ? await signed : signed;
-              if (notModified || bundle) {
-                const revision = bundle?.revision ?? state.revision;
-                context.sawWorkload(resolved.key, identity, revision, resolved.scope);
-                if (!bundle) {
-                  reply.header('etag', etag).header('x-bulkhead-revision', String(revision));
+          if (!sent) {
+            // A woken poll of a known workload takes the synchronous path: no await until the answer.
+            const resolved = (state.cachedText(text) ?? (await state.resolveText(text))).resolved;
+            const answerNow = Date.now() >= deadline;
+            if (resolved) {
+              const etag = state.etagFor(resolved);
+              const notModified = etagMatches(ifNoneMatch, etag);
+              if (!notModified || answerNow) {
+                const signed = notModified ? undefined : state.bundleFor(identity, resolved);
+                const bundle = signed instanceof Promise ? await signed : signed;
+                if (bundle) send(bundle, resolved);
+                else if (notModified) {
+                  context.sawWorkload(resolved.key, identity, state.revision, resolved.scope);
+                  reply.header('etag', etag).header('x-bulkhead-revision', String(state.revision));
                   reply.header('cache-control', 'no-cache');
                   metrics.bundles.add(NOT_MODIFIED);
                   return reply.code(304).send();
+                } else {
+                  if (++misses > 3) return unavailable(reply);
+                  continue;
                 }
-                metrics.bundles.add(SENT);
-                if (parked) {
-                  metrics.propagationSumMs += Date.now() - context.revisionSeenAtMs();
-                  metrics.propagationCount++;
-                }
-                // The same bytes for every workload of the scope, headers included: written directly
-                // (onResponse hooks still run on 'finish'); Fastify's send path would rebuild them each time.
-                reply.hijack();
-                reply.raw.writeHead(200, bundle.headers);
-                reply.raw.end(bundle.body);
-                return reply;
               }
+            } else if (state.current) {
               if (++misses > 3) return unavailable(reply);
               continue;
+            } else if (answerNow) {
+              return reply.code(404).send({
+                error: 'no-policy',
+                message: 'no policy has been applied yet; apply one with PUT /v1/policy',
+              });
             }
-          } else if (state.current) {
-            if (++misses > 3) return unavailable(reply);
-            continue;
-          } else if (answerNow) {
-            return reply.code(404).send({
-              error: 'no-policy',
-              message: 'no policy has been applied yet; apply one with PUT /v1/policy',
-            });
+          }
+          if (sent) {
+            const { bundle, resolved } = sent;
+            context.sawWorkload(resolved.key, identity, bundle.revision, resolved.scope);
+            metrics.bundles.add(SENT);
+            if (parked) {
+              metrics.propagationSumMs += Date.now() - context.revisionSeenAtMs();
+              metrics.propagationCount++;
+            }
+            return reply;
           }
           if (!parked && !longPolls.hasRoom()) {
             metrics.bundles.inc({ result: 'capped' });
@@ -150,10 +167,12 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
           }
           if (!parked) state.park(text);
           parked = true;
-          const reason = await longPolls.wait(Math.max(0, deadline - Date.now()), (abort) => {
+          const reason = await longPolls.wait(
+            Math.max(0, deadline - Date.now()),
             // The response's close fires when the client goes away before we answer.
-            reply.raw.once('close', abort);
-          });
+            (abort) => reply.raw.once('close', abort),
+            answerAtWake,
+          );
           // Anything but a new revision ends the wait: answer with what is current (304 when unchanged).
           if (reason !== 'revision') deadline = 0;
         }

@@ -130,10 +130,14 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
     if (!result.ok) return invalid(reply, result.error, result.errors);
     // The diff arrives as JSON text from the policy thread: spliced in, not parsed and serialised again.
     const head = JSON.stringify(result.outcome);
-    return reply
+    reply
       .code(200)
       .type('application/json; charset=utf-8')
       .send(`${head.slice(0, -1)},"diff":${result.diffJson}}`);
+    // The rest of this replica's parked long-polls, right behind the answer (before the requests
+    // that arrived meanwhile are read: the first woken workloads are already polling again).
+    context.longPolls.flushDeferredWake();
+    return reply;
   }
 
   app.put<{ Body: unknown; Querystring: { dryRun?: boolean; file?: string } }>(

@@ -230,6 +230,37 @@ describe.each(ENGINES)('control API on %s', (engine) => {
       );
     });
 
+    it('answers a parked long-poll with its new scope when an apply changes the SmartGroups', async () => {
+      await putPolicy(api, PAYMENTS_V2, '?file=payments.yaml');
+      const first = await api.call(bundlePath(CHARGE_CARD), { token: api.workload });
+      const parked = api.call(bundlePath(CHARGE_CARD, '&wait=30'), {
+        token: api.workload,
+        headers: { 'if-none-match': first.headers.get('etag') ?? '' },
+      });
+      await waitForParkedLongPolls(api, 1);
+      // A second SmartGroup selects charge-card too: its scope becomes both groups.
+      const cards = LEDGER_GROUP.replaceAll('ledger', 'cards').replace('"cards-*"', '"charge-*"');
+      const applied = await putPolicy(api, `${PAYMENTS_V2}---\n${cards}`, '?file=payments.yaml');
+      expect(applied.status).toBe(200);
+      const { affectedWorkloads } = (await applied.json()) as {
+        affectedWorkloads: { workloads: { key: string }[] };
+      };
+      expect(affectedWorkloads.workloads.map((w) => w.key)).toContain(CHARGE_CARD);
+      expect(affectedWorkloads.workloads.map((w) => w.key)).not.toContain(REFUND);
+      const woken = await parked;
+      expect(woken.status).toBe(200);
+      const trustedKeys = loadTrustedKeys([api.server.key.publicKeyPem]);
+      const identity = { cloud: 'aws', name: 'charge-card', 'tag.app': 'payments', 'tag.env': 'prod' };
+      const verified = verifyBundle(await woken.text(), { trustedKeys, workload: identity });
+      expect(verified.ok).toBe(true);
+      if (verified.ok) {
+        expect(verified.payload.policy.scope.groups.map((g) => g.name).sort()).toEqual([
+          'cards',
+          'payments-prod',
+        ]);
+      }
+    });
+
     it('answers a long-poll with 304 when nothing changes before the wait ends', async () => {
       const first = await api.call(bundlePath(REFUND), { token: api.workload });
       const etag = first.headers.get('etag') ?? '';
