@@ -26,7 +26,7 @@ export class LongPollHub {
   wait(
     timeoutMs: number,
     registerAbort: (abort: () => void) => void,
-    atRevision?: () => void,
+    atRevision?: () => unknown,
   ): Promise<WakeReason> {
     if (this.shuttingDown) return Promise.resolve('shutdown');
     return new Promise((resolve) => {

@@ -355,6 +355,12 @@ export class PolicyState {
     return etag;
   }
 
+  /** The envelope for this scope if it is signed for the current revision and epoch (a woken fleet asks 10,000 times). */
+  signedBundle(resolved: ResolvedWorkload): SignedBundle | undefined {
+    const cached = this.bundles.get(resolved.scope);
+    return cached && cached.epoch === this.epochOf(Date.now()) ? cached.bundle : undefined;
+  }
+
   /**
    * The signed envelope for this workload's scope, signed once per (revision, scope, epoch): the
    * cached one, or a promise of it from the thread (undefined when the revision moved meanwhile).

@@ -105,18 +105,20 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
         bundle.answer.write(reply.raw);
         sent = { bundle, resolved };
       };
-      // Run by the long-poll hub in the turn a new revision is installed: a known workload's answer
-      // is written there, so a woken fleet's answers go out back to back; the rest wait for the loop.
-      const answerAtWake = () => {
+      // A known workload whose scope's bundle is signed for this revision and epoch: answered from
+      // memory, synchronously. Every request tries it first, and the long-poll hub runs it in the
+      // turn a new revision is installed, so a woken fleet's answers go out back to back on a path
+      // that ordinary fetches keep warm.
+      const answerFromMemory = (): boolean => {
         const resolved = state.cachedText(text)?.resolved;
-        if (!resolved || etagMatches(ifNoneMatch, state.etagFor(resolved))) return;
-        const bundle = state.bundleFor(identity, resolved);
-        if (bundle && !(bundle instanceof Promise)) send(bundle, resolved);
+        const bundle = resolved && state.signedBundle(resolved);
+        if (!bundle || etagMatches(ifNoneMatch, bundle.etag)) return false;
+        send(bundle, resolved);
+        return true;
       };
       try {
         for (;;) {
-          if (!sent) {
-            // A woken poll of a known workload takes the synchronous path: no await until the answer.
+          if (!sent && !answerFromMemory()) {
             const resolved = (state.cachedText(text) ?? (await state.resolveText(text))).resolved;
             const answerNow = Date.now() >= deadline;
             if (resolved) {
@@ -171,7 +173,7 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
             Math.max(0, deadline - Date.now()),
             // The response's close fires when the client goes away before we answer.
             (abort) => reply.raw.once('close', abort),
-            answerAtWake,
+            answerFromMemory,
           );
           // Anything but a new revision ends the wait: answer with what is current (304 when unchanged).
           if (reason !== 'revision') deadline = 0;
