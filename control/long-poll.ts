@@ -1,10 +1,21 @@
 // Parked bundle requests waiting for a newer revision. Waking is a plain callback, so an
 // apply on this replica (or a NOTIFY from another) answers every waiter in the same tick.
+//
+// Cost model: a new revision wakes 10,000 waiters in one loop, each answered there (atRevision)
+// before any continuation runs. Waking the whole set swaps it for an empty one instead of
+// deleting waiters one by one; a waiter is a plain record, flagged when it is settled.
 
 export type WakeReason = 'revision' | 'timeout' | 'closed' | 'shutdown';
 
+interface Waiter {
+  settled: boolean;
+  timer: NodeJS.Timeout | undefined;
+  atRevision: (() => unknown) | undefined;
+  resolve: (reason: WakeReason) => void;
+}
+
 export class LongPollHub {
-  private readonly waiters = new Set<(reason: WakeReason) => void>();
+  private waiters = new Set<Waiter>();
   private shuttingDown = false;
   private deferredWake = false;
 
@@ -30,35 +41,25 @@ export class LongPollHub {
   ): Promise<WakeReason> {
     if (this.shuttingDown) return Promise.resolve('shutdown');
     return new Promise((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
-      const finish = (reason: WakeReason) => {
-        if (!this.waiters.delete(finish)) return;
-        if (timer) clearTimeout(timer);
-        if (reason === 'revision' && atRevision) {
-          try {
-            atRevision();
-          } catch {
-            // The waiter's continuation answers instead.
-          }
-        }
-        resolve(reason);
-      };
-      this.waiters.add(finish);
-      timer = setTimeout(() => finish('timeout'), timeoutMs);
-      registerAbort(() => finish('closed'));
+      const waiter: Waiter = { settled: false, timer: undefined, atRevision, resolve };
+      this.waiters.add(waiter);
+      waiter.timer = setTimeout(() => this.leave(waiter, 'timeout'), timeoutMs);
+      registerAbort(() => this.leave(waiter, 'closed'));
     });
   }
 
   wakeAll(reason: WakeReason = 'revision'): void {
-    for (const finish of [...this.waiters]) finish(reason);
+    const all = this.waiters;
+    this.waiters = new Set();
+    for (const waiter of all) settle(waiter, reason);
   }
 
   /** Wakes the `count` longest-parked waiters (a Set keeps insertion order). */
   wakeOldest(count: number, reason: WakeReason = 'revision'): void {
     let woken = 0;
-    for (const finish of this.waiters) {
+    for (const waiter of this.waiters) {
       if (woken++ >= count) break;
-      finish(reason);
+      this.leave(waiter, reason);
     }
   }
 
@@ -83,4 +84,24 @@ export class LongPollHub {
     this.shuttingDown = true;
     this.wakeAll('shutdown');
   }
+
+  private leave(waiter: Waiter, reason: WakeReason): void {
+    if (waiter.settled) return;
+    this.waiters.delete(waiter);
+    settle(waiter, reason);
+  }
+}
+
+function settle(waiter: Waiter, reason: WakeReason): void {
+  if (waiter.settled) return;
+  waiter.settled = true;
+  if (waiter.timer) clearTimeout(waiter.timer);
+  if (reason === 'revision' && waiter.atRevision) {
+    try {
+      waiter.atRevision();
+    } catch {
+      // The waiter's continuation answers instead.
+    }
+  }
+  waiter.resolve(reason);
 }

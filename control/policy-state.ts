@@ -37,7 +37,7 @@ export interface SignedBundle {
   answer: PrebuiltAnswer;
 }
 
-interface TextEntry {
+export interface TextEntry {
   identity: WorkloadIdentity;
   resolved: ResolvedWorkload;
 }
@@ -51,6 +51,8 @@ export class PolicyState {
   private loaded: LoadedRevision | undefined;
   /** Resolved workloads by the raw `?workload=` text, for the current revision. */
   private byText = new Map<string, TextEntry>();
+  /** Changes whenever an entry of byText may have been replaced or dropped: an entry read at the same version is current. */
+  textsVersion = 0;
   /** Per scope (this revision): the newest epoch's signed envelope. */
   private bundles = new Map<string, { epoch: number; bundle: SignedBundle }>();
   /** Per scope (this revision): the current epoch's ETag. Looked up by scope alone: no key to build per request. */
@@ -187,6 +189,7 @@ export class PolicyState {
       }
     }
     this.loaded = { revision: row.revision, createdAt: row.createdAt, createdMs, sources: row.sources };
+    if (byText !== this.byText) this.textsVersion++;
     this.byText = byText;
     this.bundles = new Map();
     this.etags = new Map();
@@ -323,7 +326,10 @@ export class PolicyState {
         continue;
       }
       const entry: TextEntry = { identity: waiting.item.identity, resolved };
-      if (this.byText.size >= IDENTITY_CACHE_LIMIT) this.byText.clear();
+      if (this.byText.size >= IDENTITY_CACHE_LIMIT) {
+        this.byText.clear();
+        this.textsVersion++;
+      }
       this.byText.set(waiting.item.text, entry);
       waiting.done(entry);
     }
