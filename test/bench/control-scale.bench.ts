@@ -7,6 +7,10 @@
 //     holds the fleet), then parks with its ETag; on the new revision it parks again at once, as a
 //     real workload does, so the apply's answer competes with 10,000 re-parks (BENCH_REPARK=after:
 //     the fleet re-parks only once the round is measured, isolating the apply's own work).
+//  A′. The floor beside it, in the same run: the same client opens 10,000 plain sockets to a plain
+//     `net` server (no HTTP server, no policy, no apply) that writes answers of the same size to all of
+//     them in one loop, BENCH_ROUNDS times; the client reads and re-parks exactly as in A. Delivery in
+//     A is reported as a ratio to this.
 //  B. An apply must not stall other clients: on a fresh server, a probe loop (GET /healthz and
 //     GET /v1/bundle, each sent every 10 ms, pipelined on its keep-alive connection so a stall
 //     delays every request made during it) while a ~60,000-rule (BENCH_STALL_RULES) and a
@@ -17,6 +21,7 @@
 // A table on stdout and bench-results/control-scale.json. Run: npm run bench -- control-scale
 import { execFileSync, fork } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { type ControlLimits, type RunningControlServer, startControlServer } from '../../control/server.js';
@@ -274,6 +279,27 @@ function collect(revision, timeoutMs) {
   });
 }
 
+// The floor: plain sockets to a plain net server that writes the same bytes to all of them (no HTTP
+// server, no policy), read and answered by this same client code (re-park included).
+let raw = [];
+class RawConnection {
+  async open() {
+    this.socket = await connect();
+    this.at = 0;
+    read(this.socket, () => {
+      this.at = clock();
+      if (reparkAtOnce) {
+        if (toRepark.length === 0) setImmediate(reparkNow);
+        toRepark.push(this);
+      }
+    });
+    this.send();
+  }
+  send() {
+    this.socket.write('GET /floor HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+  }
+}
+
 // Sends every tick whether or not the previous answer came (HTTP/1.1 pipelining: the server answers
 // in order), so a stall delays every request made during it, not just the one in flight.
 class Probe {
@@ -307,6 +333,27 @@ process.on('message', async (m) => {
     else if (m.cmd === 'repark') {
       if (!reparkAtOnce) for (const w of fleet) w.send(true);
       process.send({ ev: 'reparked' });
+    } else if (m.cmd === 'raw-open') {
+      port = m.port;
+      stopping = false;
+      raw = Array.from({ length: m.count }, () => new RawConnection());
+      let next = 0;
+      const opener = async () => {
+        while (next < raw.length) await raw[next++].open();
+      };
+      await Promise.all(Array.from({ length: 128 }, opener));
+      process.send({ ev: 'raw-open' });
+    } else if (m.cmd === 'raw-collect') {
+      const deadline = Date.now() + m.timeoutMs;
+      while (raw.some((c) => c.at === 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      const times = raw.filter((c) => c.at > 0).map((c) => c.at);
+      for (const c of raw) c.at = 0;
+      process.send({ ev: 'raw-times', times, missing: raw.length - times.length });
+    } else if (m.cmd === 'raw-close') {
+      stopping = true;
+      for (const c of raw) c.socket?.destroy();
+      raw = [];
+      process.send({ ev: 'raw-closed' });
     } else if (m.cmd === 'close-fleet') {
       stopping = true;
       for (const w of fleet) w.socket?.destroy();
@@ -413,6 +460,42 @@ const spread = (sorted: number[]) => ({
   n: sorted.length,
 });
 
+/** A′: 10,000 plain sockets written the same `bodyBytes`-byte answer in one loop; receipt times from each write loop's start. */
+async function plainSocketFloor(bodyBytes: number): Promise<number[]> {
+  const sockets: Socket[] = [];
+  const plain = createServer((socket) => {
+    socket.setNoDelay(true);
+    socket.on('error', () => {});
+    socket.once('data', () => sockets.push(socket));
+    socket.resume();
+  });
+  await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', 511, resolve));
+  const { port } = plain.address() as AddressInfo;
+  await client.ask({ cmd: 'raw-open', port, count: LONGPOLLS }, 'raw-open');
+  await waitUntil(async () => sockets.length >= LONGPOLLS, 60_000, `${LONGPOLLS} plain sockets`);
+  const head =
+    'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n' +
+    `content-length: ${bodyBytes}\r\netag: "r9-0123456789abcdef-e1"\r\nx-bulkhead-revision: 9\r\n` +
+    `cache-control: no-cache\r\nDate: ${new Date().toUTCString()}\r\nConnection: keep-alive\r\n` +
+    'Keep-Alive: timeout=72\r\n\r\n';
+  const answer = `${head}${'x'.repeat(bodyBytes)}`;
+  const times: number[] = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    await settle(500);
+    const started = clock();
+    for (const socket of sockets) socket.write(answer, 'latin1');
+    const got = await client.ask<{ ev: string; times: number[]; missing: number }>(
+      { cmd: 'raw-collect', timeoutMs: 30_000 },
+      'raw-times',
+    );
+    if (got.missing) throw new Error(`plain-socket floor: ${got.missing} answers never arrived`);
+    times.push(...got.times.map((t) => t - started));
+  }
+  await client.ask({ cmd: 'raw-close' }, 'raw-closed');
+  await new Promise((resolve) => plain.close(resolve));
+  return times.sort((a, b) => a - b);
+}
+
 const temp = tempDir();
 const client = startClient(temp.dir);
 const applier = startClient(temp.dir, 'applier.mjs', APPLIER);
@@ -497,6 +580,9 @@ try {
   server = undefined;
   delivery.sort((a, b) => a - b);
   const sortedApply = [...applyMs].sort((a, b) => a - b);
+
+  // A′. The floor, with the same client.
+  const floor = spread(await plainSocketFloor(opened.bundleBytes));
 
   // B. Big applies while a probe loop runs (a fresh server: these figures do not depend on A).
   // Documents: a SmartGroup and an EgressPolicy of two rules per pair, beside the probe's two.
@@ -599,6 +685,9 @@ try {
       `${g.what.padEnd(width)}  ${g.figure.padEnd(figureWidth)}  ${g.goal.padEnd(17)}  ${g.met ? 'met' : 'MISSED'}`,
     );
   }
+  console.log(
+    `delivery beside its floor: p99 ${ms(deliverySpread.p99)} = ${(deliverySpread.p99 / floor.p99).toFixed(2)} × the p99 of ${LONGPOLLS} plain sockets written the same bytes in one loop (p50 ${ms(floor.p50)}, p99 ${ms(floor.p99)}, max ${ms(floor.max)}; no HTTP server, no apply)`,
+  );
   for (const s of stalls) {
     console.log(
       `${s.name}: ${(s.bytes / 1024 / 1024).toFixed(1)} MB of YAML; slowest /healthz ${ms(s.healthzMax)}, /v1/bundle ${ms(s.bundleMax)}; the server's event loop blocked up to ${ms(s.serverLoopMaxMs)}`,
@@ -635,7 +724,7 @@ try {
       clientErrors: closed.errors + probed.errors,
       nonOkProbes: badProbes,
     },
-    longPolls: { applyMs, perRound, delivery: deliverySpread, missing },
+    longPolls: { applyMs, perRound, delivery: deliverySpread, missing, plainSocketFloor: floor },
     stalls,
     idleProbes: spread(idle),
     goals,
