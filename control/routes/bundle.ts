@@ -105,13 +105,13 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
         bundle.answer.write(reply.raw);
         sent = { bundle, resolved };
       };
+      // The entry read last, kept while the state says it is current (a woken fleet skips 10,000 lookups).
+      let entry: TextEntry | undefined;
+      let entryVersion = -1;
       // A known workload whose scope's bundle is signed for this revision and epoch: answered from
       // memory, synchronously. Every request tries it first, and the long-poll hub runs it in the
       // turn a new revision is installed, so a woken fleet's answers go out back to back on a path
       // that ordinary fetches keep warm.
-      // The entry read last, kept while the state says it is current (a woken fleet skips 10,000 lookups).
-      let entry: TextEntry | undefined;
-      let entryVersion = -1;
       const answerFromMemory = (): boolean => {
         if (entryVersion !== state.textsVersion || !entry) {
           entry = state.cachedText(text);
