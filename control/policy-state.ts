@@ -362,9 +362,9 @@ export class PolicyState {
   }
 
   /** The envelope for this scope if it is signed for the current revision and epoch (a woken fleet asks 10,000 times). */
-  signedBundle(resolved: ResolvedWorkload): SignedBundle | undefined {
+  signedBundle(resolved: ResolvedWorkload, nowMs = Date.now()): SignedBundle | undefined {
     const cached = this.bundles.get(resolved.scope);
-    return cached && cached.epoch === this.epochOf(Date.now()) ? cached.bundle : undefined;
+    return cached && cached.epoch === this.epochOf(nowMs) ? cached.bundle : undefined;
   }
 
   /**
@@ -377,9 +377,9 @@ export class PolicyState {
     nowMs = Date.now(),
   ): SignedBundle | Promise<SignedBundle | undefined> | undefined {
     if (!this.loaded) return undefined;
+    const ready = this.signedBundle(resolved, nowMs);
+    if (ready) return ready;
     const epoch = this.epochOf(nowMs);
-    const cached = this.bundles.get(resolved.scope);
-    if (cached && cached.epoch === epoch) return cached.bundle;
     const cacheKey = `${resolved.scope}\u0000${epoch}`;
     let signing = this.signing.get(cacheKey);
     if (!signing) {

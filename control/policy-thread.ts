@@ -307,11 +307,10 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
         return { ok: false, error: 'guardrail-violation', errors: guardrailErrors };
       // Per SmartGroup only: the per-workload view is `affected`, bounded for large inventories.
       const { changed, groups } = diffPolicies(installed?.set ?? empty(), parsed.set);
-      const token = request.token;
-      candidates.set(token, prepared(parsed.set));
+      candidates.set(request.token, prepared(parsed.set));
       for (const old of candidates.keys()) if (candidates.size > MAX_CANDIDATES) candidates.delete(old);
       // Serialised here: the diff of a large set is megabytes, and it is only ever sent and stored as JSON.
-      return { ok: true, diffJson: JSON.stringify({ changed, groups }), token };
+      return { ok: true, diffJson: JSON.stringify({ changed, groups }) };
     }
     case 'affected':
       return { ok: true, affected: affected(request.token, request.keys, request.limit) };

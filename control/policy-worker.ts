@@ -79,8 +79,6 @@ export type PolicyThreadReply =
       ok: true;
       /** The diff against the installed set, as JSON text. */
       diffJson?: string;
-      /** Names the checked set for `affected`, `install` and `discard`. */
-      token?: number;
       affected?: { count: number; workloads: { key: string; identity: WorkloadIdentity }[] };
       installed?: InstallResult;
       resolvedMany?: ResolvedText[];
