@@ -217,6 +217,12 @@ export class ShimCore implements ShimInstance {
     path: undefined,
   };
   #unknowable: ReadonlySet<string>;
+  #allowsUnixSockets = false;
+
+  /** Does the bundle in force allow any Unix socket? (HTTP over one is decided at its connect.) */
+  get allowsUnixSockets(): boolean {
+    return this.#allowsUnixSockets;
+  }
 
   constructor(options: CoreOptions) {
     this.log = options.log;
@@ -427,6 +433,7 @@ export class ShimCore implements ShimInstance {
       if (payload.revision === this.#revision) return { ok: true, revision: this.#revision, changed: false };
       const decider = createDecider(payload);
       this.decider = decider;
+      this.#allowsUnixSockets = payload.policy.unix?.rules.some((rule) => rule.action === 'allow') === true;
       const previous = this.#revision;
       this.#revision = payload.revision;
       this.#expiresAt = payload.expiresAt;
@@ -661,7 +668,8 @@ export class ShimCore implements ShimInstance {
       if (severity || decision.rule === 'fail-closed') input.severity = 'high';
       if (!this.queue.sinkDescription) {
         const d = destination;
-        const where = d.command ?? `${d.host ?? d.ip ?? '?'}${d.port ? `:${d.port}` : ''}${d.path ?? ''}`;
+        const where =
+          d.command ?? d.socket ?? `${d.host ?? d.ip ?? '?'}${d.port ? `:${d.port}` : ''}${d.path ?? ''}`;
         this.log(`${decision.blocked ? 'DENY' : 'would deny'} ${kind} ${where} (rule ${decision.rule})`);
       }
       this.queue.add(input);
@@ -686,6 +694,13 @@ export class ShimCore implements ShimInstance {
     this.ensureLoaded();
     if (prototypePolluted()) return this.#polluted();
     return this.decider.decideExec(file);
+  }
+
+  /** A Unix-domain socket connect: the address as `socketAddressText` wrote it. */
+  decideUnix(socket: string): Decision {
+    this.ensureLoaded();
+    if (prototypePolluted()) return this.#polluted();
+    return this.decider.decideUnix(socket);
   }
 
   /** process.dlopen: may this addon load? */
@@ -766,8 +781,8 @@ export const NOT_GOVERNED: readonly { path: string; closedBy: string }[] = [
     closedBy: 'exec.allow in the policy: executables not listed are denied (Node children keep the shim)',
   },
   {
-    path: 'Unix domain sockets and named pipes (local IPC, not network egress)',
-    closedBy: 'none (no network egress; deny exec/addons that could relay)',
+    path: 'FIFOs (named pipes) and files opened through fs: file I/O, not sockets',
+    closedBy: 'none (no socket is connected; deny exec/addons that could relay)',
   },
   {
     path: 'non-HTTP protocols over TCP/TLS are decided at host, address, port and SNI, not by content',

@@ -25,6 +25,7 @@ import { bindingLoader } from './hooks/lock.js';
 import { installConnectOrigin, installTcp, installTlsSni } from './hooks/net.js';
 import { installProcess } from './hooks/process.js';
 import { installUdp } from './hooks/udp.js';
+import { installUnix } from './hooks/unix.js';
 import { installWorker } from './hooks/worker.js';
 import type { FlushResult } from './records.js';
 
@@ -150,6 +151,7 @@ function installCore(options: InstallOptions): void {
     ['tlsSni', () => binding && installTlsSni(core, binding)],
     ['dns', () => binding && installDns(core, binding)],
     ['udp', () => binding && installUdp(core, binding)],
+    ['unix', () => binding && installUnix(core, binding)],
     ['childProcess', () => binding && installProcess(core, binding)],
     ['dlopen', () => installAddon(core)],
     ['inspector', () => binding && installInspector(core, binding)],
@@ -181,7 +183,7 @@ function installCore(options: InstallOptions): void {
         .filter(([, ok]) => ok)
         .map(([name]) => name)
         .join(',')}${down.length ? `; NOT live: ${down.join(',')}` : ''}; ` +
-      `not governed: native addons (addons.allow), non-Node children (exec.allow), local IPC sockets`,
+      `not governed: native addons (addons.allow), non-Node children (exec.allow)`,
   );
 }
 

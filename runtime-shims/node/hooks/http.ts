@@ -143,8 +143,13 @@ function gateL7(
  * denied the names outright (the fallback decided) and the policy allows some addresses. Then the
  * request waits for its address; otherwise it is refused at once, with the caller's stack.
  */
+/**
+ * Could the connection a request gets allow what its names do not? An address a CIDR rule allows,
+ * or a Unix socket (undici's connect.socketPath: the request's names mean nothing there, the socket
+ * was decided at its connect). Then the request is decided once connected, with the connection.
+ */
 function addressMayAllow(core: ShimCore, decision: Decision): boolean {
-  return decision.rule === 'default-deny' && core.decider.allowsAddresses;
+  return decision.rule === 'default-deny' && (core.decider.allowsAddresses || core.allowsUnixSockets);
 }
 
 /** The caller's stack, kept unformatted for a record filed later (V8 formats it only if read). */

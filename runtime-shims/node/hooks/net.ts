@@ -10,7 +10,8 @@ import { type BindingLoader, callOriginal, lockHook, ownerOf } from './lock.js';
 type Handle = object;
 type ConnectFn = (this: Handle, req: { oncomplete?: Function }, address: string, port: number) => number;
 
-function destroyWith(owner: Record<string, unknown>, error: Error): void {
+/** Fail a socket with `error`, as a refused connect would (after the caller's connect returned). */
+export function destroyWith(owner: Record<string, unknown>, error: Error): void {
   try {
     callOriginal(owner.destroy as (e: Error) => void, owner, [error]);
   } catch {
