@@ -21,6 +21,8 @@ const entries = [
   { name: 'register', src: 'runtime-shims/node/register.ts', kind: 'standalone' },
   { name: 'register', src: 'runtime-shims/node/register-esm.ts', kind: 'esm-preload' },
   { name: 'extension', src: 'extensions/main.ts', kind: 'standalone' },
+  // The preload's control link thread (bundle fetch and long-poll, exit delivery), loaded by path beside register.cjs.
+  { name: 'control-link', src: 'runtime-shims/node/link/link-thread.ts', kind: 'standalone' },
   {
     name: 'lambda-handler',
     src: 'runtime-shims/node/aws/lambda-handler.ts',

@@ -2,6 +2,8 @@
 // are exempt from policy by construction: the Lambda Runtime API, the report sink and the control
 // API. Nothing else is ever exempt.
 import { realpathSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { normalizeIp } from '../../policy/cidr.js';
 import { parseIdentity } from '../../policy/identity.js';
 import type { WorkloadIdentity } from '../../policy/types.js';
@@ -39,10 +41,43 @@ export interface ShimConfig {
    */
   extensionStatus: string | undefined;
   extensionWaitMs: number;
+  /**
+   * The control API the process fetches its bundle from itself (the control link), when no bundle
+   * file and no extension is configured but BULKHEAD_CONTROL_URL and BULKHEAD_TOKEN are.
+   */
+  control: ControlConfig | undefined;
+}
+
+export interface ControlConfig {
+  url: URL;
+  token: string;
+  /** Longest wait of the first decision for the first bundle (`BULKHEAD_CONTROL_WAIT_MS`, default 3000). */
+  waitMs: number;
+  /** Longest wait at exit for the delivery of queued records (`BULKHEAD_EXIT_FLUSH_MS`, default 1000). */
+  exitFlushMs: number;
+  /** Where records not delivered at exit go (`BULKHEAD_SPOOL`; default a private folder in the temp dir). */
+  spool: string;
+  defaultSpool: boolean;
 }
 
 const DEFAULT_EXTENSION_WAIT_MS = 3_000;
 const MAX_EXTENSION_WAIT_MS = 10_000;
+const DEFAULT_EXIT_FLUSH_MS = 1_000;
+
+/** A bounded number of milliseconds from the environment, or the default (with a problem line). */
+function millisecondsOf(
+  env: Readonly<Record<string, string | undefined>>,
+  variable: string,
+  fallback: number,
+  problems: string[],
+): number {
+  const text = env[variable]?.trim();
+  if (!text) return fallback;
+  const value = Number(text);
+  if (Number.isInteger(value) && value >= 0 && value <= MAX_EXTENSION_WAIT_MS) return value;
+  problems.push(`${variable} must be an integer from 0 to ${MAX_EXTENSION_WAIT_MS}; using ${fallback}`);
+  return fallback;
+}
 
 function endpointOfUrl(text: string, problems: string[], variable: string): Endpoint | undefined {
   let url: URL;
@@ -82,6 +117,14 @@ export function isControlledVariable(name: string): boolean {
   );
 }
 
+function withSlash(url: URL): URL {
+  const copy = new URL(url.href);
+  if (!copy.pathname.endsWith('/')) copy.pathname = `${copy.pathname}/`;
+  copy.search = '';
+  copy.hash = '';
+  return copy;
+}
+
 export function hostKey(host: string): string {
   const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
   return normalizeIp(bare) ?? bare.toLowerCase().replace(/\.$/, '');
@@ -95,6 +138,9 @@ const PROPAGATED = [
   'BULKHEAD_FAIL_MODE',
   'BULKHEAD_CONTROL_URL',
   'BULKHEAD_TOKEN',
+  'BULKHEAD_SPOOL',
+  'BULKHEAD_CONTROL_WAIT_MS',
+  'BULKHEAD_EXIT_FLUSH_MS',
   'BULKHEAD_EXTENSION_STATUS',
   'BULKHEAD_EXTENSION_WAIT_MS',
   'BULKHEAD_TAGS',
@@ -122,11 +168,37 @@ export function readConfig(env: Readonly<Record<string, string | undefined>>): S
   };
   if (env.AWS_LAMBDA_RUNTIME_API)
     add(endpointOfHostPort(env.AWS_LAMBDA_RUNTIME_API, problems, 'AWS_LAMBDA_RUNTIME_API'));
-  if (env.BULKHEAD_CONTROL_URL)
-    add(endpointOfUrl(env.BULKHEAD_CONTROL_URL, problems, 'BULKHEAD_CONTROL_URL'));
+  const controlEndpoint = env.BULKHEAD_CONTROL_URL
+    ? endpointOfUrl(env.BULKHEAD_CONTROL_URL, problems, 'BULKHEAD_CONTROL_URL')
+    : undefined;
+  add(controlEndpoint);
+
+  const bundleFile = env.BULKHEAD_BUNDLE_FILE?.trim() || undefined;
+  const extensionStatus = env.BULKHEAD_EXTENSION_STATUS?.trim() || undefined;
+  const token = env.BULKHEAD_TOKEN || undefined;
+  let control: ControlConfig | undefined;
+  const controlText = env.BULKHEAD_CONTROL_URL?.trim();
+  if (controlText && controlEndpoint && !bundleFile && !extensionStatus) {
+    if (!token)
+      problems.push('BULKHEAD_CONTROL_URL is set but BULKHEAD_TOKEN is not: no bundle can be fetched');
+    else if (/[\r\n]/.test(token)) problems.push('BULKHEAD_TOKEN must be a single line');
+    else {
+      const spoolText = env.BULKHEAD_SPOOL?.trim();
+      control = {
+        url: new URL(controlText),
+        token,
+        waitMs: millisecondsOf(env, 'BULKHEAD_CONTROL_WAIT_MS', DEFAULT_EXTENSION_WAIT_MS, problems),
+        exitFlushMs: millisecondsOf(env, 'BULKHEAD_EXIT_FLUSH_MS', DEFAULT_EXIT_FLUSH_MS, problems),
+        spool: spoolText || join(tmpdir(), `bulkhead-${process.getuid?.() ?? 'user'}`, 'spool.ndjson'),
+        defaultSpool: !spoolText,
+      };
+    }
+  }
 
   let report: ShimConfig['report'];
-  const reportText = env.BULKHEAD_REPORT?.trim();
+  // Governed through the control API: records go there too unless BULKHEAD_REPORT says otherwise.
+  const reportText =
+    env.BULKHEAD_REPORT?.trim() || (control ? new URL('v1/reports', withSlash(control.url)).href : undefined);
   if (reportText) {
     if (/^https?:\/\//i.test(reportText)) {
       const endpoint = endpointOfUrl(reportText, problems, 'BULKHEAD_REPORT');
@@ -167,25 +239,22 @@ export function readConfig(env: Readonly<Record<string, string | undefined>>): S
       problems.push(`BULKHEAD_WORKLOAD: ${error instanceof Error ? error.message : String(error)}`);
     }
   }
-  let extensionWaitMs = DEFAULT_EXTENSION_WAIT_MS;
-  const waitText = env.BULKHEAD_EXTENSION_WAIT_MS?.trim();
-  if (waitText) {
-    const value = Number(waitText);
-    if (Number.isInteger(value) && value >= 0 && value <= MAX_EXTENSION_WAIT_MS) extensionWaitMs = value;
-    else
-      problems.push(
-        `BULKHEAD_EXTENSION_WAIT_MS must be an integer from 0 to ${MAX_EXTENSION_WAIT_MS}; using ${DEFAULT_EXTENSION_WAIT_MS}`,
-      );
-  }
+  const extensionWaitMs = millisecondsOf(
+    env,
+    'BULKHEAD_EXTENSION_WAIT_MS',
+    DEFAULT_EXTENSION_WAIT_MS,
+    problems,
+  );
   return {
     runtimeDir,
-    extensionStatus: env.BULKHEAD_EXTENSION_STATUS?.trim() || undefined,
+    extensionStatus,
     extensionWaitMs,
-    bundleFile: env.BULKHEAD_BUNDLE_FILE?.trim() || undefined,
+    bundleFile,
     trustedKeys,
     workload: detectIdentity(env),
     report,
-    token: env.BULKHEAD_TOKEN || undefined,
+    control,
+    token,
     failMode,
     exempt,
     problems,

@@ -20,8 +20,17 @@ import type {
   Protocol,
   WorkloadIdentity,
 } from '../../policy/types.js';
-import { type Endpoint, type FailMode, hostKey, readConfig, type ShimConfig } from './config.js';
+import {
+  type ControlConfig,
+  type Endpoint,
+  type FailMode,
+  hostKey,
+  readConfig,
+  type ShimConfig,
+} from './config.js';
 import { prototypePolluted } from './harden.js';
+import { ControlLink } from './link/control-link.js';
+import { ControlSink } from './link/control-sink.js';
 import { captureOrigin, originFromStack } from './origin.js';
 import {
   type FlushResult,
@@ -50,6 +59,8 @@ export interface ShimStatus {
   /** True when no valid bundle is held and the fail mode decides. */
   failing: boolean;
   bundleFile: string | undefined;
+  /** Where bundles come from: the bundle file, or the control API through the control link. */
+  bundleSource: 'file' | 'control-api' | undefined;
   expiresAt: string | undefined;
   workload: WorkloadIdentity;
   /** Records dropped because the queue was full or delivery kept failing. */
@@ -235,8 +246,21 @@ export class ShimCore implements ShimInstance {
     this.decider = failDecider(this.config.failMode);
     let sink: Sink | undefined;
     const report = this.config.report;
+    const control = this.config.control;
     if (report?.kind === 'spool') sink = new SpoolSink(report.path);
-    else if (report?.kind === 'http') sink = new HttpSink(report.url, this.config.token, options.post);
+    else if (report?.kind === 'http') {
+      const http = new HttpSink(report.url, this.config.token, options.post);
+      sink = control
+        ? new ControlSink({
+            http,
+            link: () => this.#link,
+            spool: control.spool,
+            defaultSpool: control.defaultSpool,
+            exitFlushMs: control.exitFlushMs,
+            log: (line) => this.log(line),
+          })
+        : http;
+    }
     this.queue = new RecordQueue(sink, () => this.config.workload, {
       log: (line) => this.log(line),
       // Straight to the control API: number the records so it can count the ones that never arrive.
@@ -266,10 +290,19 @@ export class ShimCore implements ShimInstance {
         void this.flush();
       }
     });
+    if (this.config.control) {
+      // Fetched by the control link from now on, beside the application's start-up; the first
+      // decision waits (bounded) for its first answer.
+      this.#startLink(this.config.control);
+      this.#pendingLoad = this.#link !== undefined;
+      return;
+    }
     const file = this.config.bundleFile;
     if (!file) {
       this.#lastReloadError = 'BULKHEAD_BUNDLE_FILE is not set';
-      this.log(`no bundle configured (BULKHEAD_BUNDLE_FILE); fail mode ${this.config.failMode} governs`);
+      this.log(
+        `no bundle configured (BULKHEAD_BUNDLE_FILE, or BULKHEAD_CONTROL_URL with BULKHEAD_TOKEN); fail mode ${this.config.failMode} governs`,
+      );
       return;
     }
     // Read, verified and watched at first use (the first hooked operation or API call), not here:
@@ -285,6 +318,14 @@ export class ShimCore implements ShimInstance {
     // restored (every decision meanwhile is refused as tampering).
     if (prototypePolluted()) return;
     this.#pendingLoad = false;
+    if (this.#link && this.config.control) {
+      const waitMs = this.config.control.waitMs;
+      if (!this.#link.awaitFirstAnswer(waitMs))
+        this.log(
+          `no answer from the control API within ${waitMs} ms; fail mode ${this.config.failMode} governs until the bundle arrives`,
+        );
+      return;
+    }
     const file = this.config.bundleFile;
     if (!file) return;
     this.#awaitExtension();
@@ -312,6 +353,52 @@ export class ShimCore implements ShimInstance {
     this.log(
       `the extension gave no bundle answer within ${this.config.extensionWaitMs} ms; fail mode ${this.config.failMode} governs until it does`,
     );
+  }
+
+  #link: ControlLink | undefined;
+
+  #startLink(control: ControlConfig): void {
+    const file = this.registerPath ? join(dirname(this.registerPath), 'control-link.cjs') : undefined;
+    if (!file || !existsSync(file)) {
+      this.#lastReloadError = 'control-link.cjs not found beside the preload';
+      this.log(
+        `cannot fetch bundles from ${control.url.origin}: control-link.cjs is not beside the preload; fail mode ${this.config.failMode} governs`,
+      );
+      return;
+    }
+    try {
+      this.#link = new ControlLink({
+        file,
+        data: {
+          controlUrl: control.url.href,
+          token: control.token,
+          workload: this.config.workload,
+          trustedKeys: this.config.trustedKeys,
+          spool: control.spool,
+          timeoutMs: Math.max(1000, control.waitMs),
+          longPollSeconds: 25,
+        },
+        log: (line) => this.log(line),
+        onBundle: (envelopeText) => {
+          this.#lastResult = this.#reload(envelopeText, `the control API (${control.url.origin})`);
+        },
+        onKeys: (keys) => {
+          if (this.config.trustedKeys.length > 0) return;
+          try {
+            this.#trustedKeys = loadTrustedKeys(keys);
+            this.#keysLoaded = true;
+          } catch (error) {
+            this.log(
+              `the control API's signing keys: ${error instanceof Error ? error.message : String(error)}`,
+            );
+          }
+        },
+      });
+    } catch (error) {
+      this.log(
+        `cannot start the control link: ${error instanceof Error ? error.message : String(error)}; fail mode ${this.config.failMode} governs`,
+      );
+    }
   }
 
   #watch(file: string): void {
@@ -383,7 +470,7 @@ export class ShimCore implements ShimInstance {
     }
   }
 
-  #reload(envelopeText?: string): ReloadResult {
+  #reload(envelopeText?: string, from?: string): ReloadResult {
     if (prototypePolluted()) {
       this.tamper('builtins replaced before a bundle reload');
       return {
@@ -394,7 +481,7 @@ export class ShimCore implements ShimInstance {
       };
     }
     this.#loadKeys();
-    const source = envelopeText === undefined ? this.config.bundleFile : 'the given envelope';
+    const source = from ?? (envelopeText === undefined ? this.config.bundleFile : 'the given envelope');
     const refuse = (reason: string, message: string): ReloadResult => {
       this.#lastReloadError = `${reason}: ${message}`;
       const keeping =
@@ -719,6 +806,7 @@ export class ShimCore implements ShimInstance {
       failMode: this.config.failMode,
       failing: this.#revision < 0,
       bundleFile: this.config.bundleFile,
+      bundleSource: this.config.bundleFile ? 'file' : this.#link ? 'control-api' : undefined,
       expiresAt: this.#expiresAt,
       workload: this.config.workload,
       dropped: this.queue.dropped,

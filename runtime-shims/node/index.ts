@@ -2,9 +2,9 @@
 // (`dist/register.cjs`, `dist/register.mjs`) calls `install()`; platform wrappers call the rest.
 // One installation per process: it lives on a `Symbol.for` global, so every copy of this code
 // (the CJS preload, an ESM wrapper bundle) drives the same hooks, bundle and record queue.
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { DenyRecord } from '../../policy/types.js';
+import { postJson } from './client/post-json.js';
 import {
   API_VERSION,
   type CoverageManifest,
@@ -71,37 +71,6 @@ function defaultLog(env: Readonly<Record<string, string | undefined>>): (line: s
       // No stderr: nothing to do.
     }
   };
-}
-
-const requireBuiltin = createRequire(import.meta.url);
-
-/** POST used by the HTTP report sink; its origin is exempt from policy by construction. */
-function postJson(url: URL, body: string, headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    try {
-      const client = requireBuiltin(
-        url.protocol === 'https:' ? 'node:https' : 'node:http',
-      ) as typeof import('node:http');
-      const request = client.request(
-        url,
-        {
-          method: 'POST',
-          headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
-          timeout: 5000,
-        },
-        (response) => {
-          response.resume();
-          response.on('end', () => resolve(response.statusCode ?? 0));
-          response.on('error', reject);
-        },
-      );
-      request.on('timeout', () => request.destroy(new Error('timed out')));
-      request.on('error', reject);
-      request.end(body);
-    } catch (error) {
-      reject(error);
-    }
-  });
 }
 
 /**
@@ -174,9 +143,12 @@ function installCore(options: InstallOptions): void {
   const manifest = core.coverage();
   const live = Object.entries(manifest.hooks);
   const down = live.filter(([, ok]) => !ok).map(([name]) => name);
+  const control = core.config.control;
   const bundle = core.config.bundleFile
     ? `bundle ${core.config.bundleFile} (verified at first use)`
-    : `no bundle configured, fail mode ${core.config.failMode}`;
+    : control
+      ? `bundles from the control API ${control.url.origin} (verified before the first decision), fail mode ${core.config.failMode} until then`
+      : `no bundle configured, fail mode ${core.config.failMode}`;
   log(
     `installed: ${bundle}; ` +
       `hooks ${live
@@ -278,6 +250,7 @@ export function status(): ShimStatus {
     failMode: 'closed',
     failing: true,
     bundleFile: undefined,
+    bundleSource: undefined,
     expiresAt: undefined,
     workload: {},
     dropped: 0,

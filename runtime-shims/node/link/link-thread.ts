@@ -1,0 +1,251 @@
+// The control link (dist/control-link.cjs): a worker thread the preload starts when a process is
+// configured with a control API instead of a bundle file. It fetches and verifies the workload's
+// bundle with the one bundle client (the wrappers' and the extension's), long-polls for new
+// revisions, sends what an earlier process spooled, and delivers deny records at exit while the
+// main thread waits. A thread rather than the main event loop: decisions are synchronous, so the
+// first one can wait (bounded) for the first answer only if someone else is fetching it.
+// It runs without the shim's hooks (a worker is its own JavaScript world, started without the
+// preload): it talks to the control API only, which is exempt by construction anyway.
+import { appendFileSync, readdirSync, readFileSync, renameSync, unlinkSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import { basename, dirname, join } from 'node:path';
+import { type MessagePort, workerData } from 'node:worker_threads';
+import { normalizeIp } from '../../../policy/cidr.js';
+import { loadTrustedKeys } from '../../../policy/keys.js';
+import type { DenyRecord } from '../../../policy/types.js';
+import { createBundleClient } from '../client/bundle-client.js';
+import { postJson } from '../client/post-json.js';
+import { readBody } from '../client/read-body.js';
+import { isPermanentRejection } from '../records.js';
+import { type LinkData, SLOT_DELIVERED, SLOT_FIRST_ANSWER, type ToLink, type ToMain } from './protocol.js';
+
+const data = workerData as LinkData;
+const port = data.port as unknown as MessagePort;
+const state = new Int32Array(data.state);
+const base = new URL(data.controlUrl.endsWith('/') ? data.controlUrl : `${data.controlUrl}/`);
+const reportsUrl = new URL('v1/reports', base);
+const authorization = `Bearer ${data.token}`;
+const BATCH = 200;
+
+function send(message: ToMain): void {
+  port.postMessage(message);
+}
+function log(line: string): void {
+  send({ type: 'log', line });
+}
+
+function answered(outcome: string): void {
+  send({ type: 'answer', outcome });
+  Atomics.store(state, SLOT_FIRST_ANSWER, 1);
+  Atomics.notify(state, SLOT_FIRST_ANSWER);
+}
+
+/** Keys may be taken from the control API itself only over a channel that authenticates it. */
+function keysDiscoverable(url: URL): boolean {
+  if (url.protocol === 'https:') return true;
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const ip = normalizeIp(host);
+  return host === 'localhost' || (ip !== undefined && (ip.startsWith('127.') || ip === '::1'));
+}
+
+/** The public keys `GET /v1/keys` lists (PEM), or a reason. */
+function listedKeys(): Promise<{ keys: string[] } | { problem: string }> {
+  return new Promise((resolve) => {
+    const url = new URL('v1/keys', base);
+    const transport = url.protocol === 'https:' ? https : http;
+    const request = transport.get(
+      url,
+      { headers: { authorization, accept: 'application/json' }, timeout: data.timeoutMs },
+      (response) => {
+        void readBody(response, 1024 * 1024).then((read) => {
+          if (!read.ok) return resolve({ problem: `GET /v1/keys: ${read.reason}` });
+          if (response.statusCode !== 200)
+            return resolve({ problem: `GET /v1/keys answered ${response.statusCode}` });
+          try {
+            const body = JSON.parse(read.body.toString('utf8')) as { keys?: { publicKey?: unknown }[] };
+            const keys = (body.keys ?? [])
+              .map((k) => k.publicKey)
+              .filter((k): k is string => typeof k === 'string');
+            resolve(keys.length > 0 ? { keys } : { problem: 'GET /v1/keys listed no key' });
+          } catch {
+            resolve({ problem: 'GET /v1/keys: not JSON' });
+          }
+        });
+      },
+    );
+    request.on('timeout', () => request.destroy(new Error(`no answer within ${data.timeoutMs} ms`)));
+    request.on('error', (error) => resolve({ problem: `GET /v1/keys: ${error.message}` }));
+  });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function trustedKeys(): Promise<string[] | undefined> {
+  if (data.trustedKeys.length > 0) return data.trustedKeys;
+  if (!keysDiscoverable(base)) {
+    log(
+      'BULKHEAD_TRUSTED_KEYS is not set and the control API is neither https nor loopback: its keys cannot be trusted from it; set BULKHEAD_TRUSTED_KEYS (bulkhead keys public)',
+    );
+    return undefined;
+  }
+  let delay = 500;
+  for (let first = true; ; first = false) {
+    const listed = await listedKeys();
+    if ('keys' in listed) {
+      log(
+        `BULKHEAD_TRUSTED_KEYS is not set: trusting the ${listed.keys.length} signing key(s) the control API lists; pin them with BULKHEAD_TRUSTED_KEYS`,
+      );
+      send({ type: 'keys', keys: listed.keys });
+      return listed.keys;
+    }
+    if (first) {
+      // The first decision is waiting: say now that no bundle can come yet, then keep trying.
+      log(`cannot list the control API's signing keys (${listed.problem}); retrying`);
+      answered('error');
+    }
+    await sleep(delay);
+    delay = Math.min(delay * 2, 30_000);
+  }
+}
+
+async function fetchBundles(): Promise<void> {
+  const keys = await trustedKeys();
+  if (!keys) {
+    answered('error');
+    return;
+  }
+  let client: ReturnType<typeof createBundleClient>;
+  try {
+    client = createBundleClient({
+      controlUrl: data.controlUrl,
+      token: data.token,
+      workload: data.workload,
+      trustedKeys: loadTrustedKeys(keys),
+      timeoutMs: data.timeoutMs,
+      longPollSeconds: data.longPollSeconds,
+      log: (level, message) => {
+        if (level !== 'debug') log(message);
+      },
+    });
+  } catch (error) {
+    log(`bundle client not started: ${(error as Error).message}`);
+    answered('error');
+    return;
+  }
+  const outcome = await client.fetchOnce();
+  if (outcome.kind === 'updated')
+    send({ type: 'bundle', envelopeText: outcome.envelopeText, revision: outcome.revision });
+  else if (outcome.kind === 'error') log(`first bundle fetch failed (${outcome.cause}): ${outcome.message}`);
+  if (Atomics.load(state, SLOT_FIRST_ANSWER) === 0) answered(outcome.kind);
+  client.startLongPoll((update) => {
+    send({ type: 'bundle', envelopeText: update.envelopeText, revision: update.revision });
+  });
+}
+
+/** POST records in batches; true when every batch was taken (or refused for good: counted in the log). */
+async function post(records: readonly DenyRecord[]): Promise<boolean> {
+  for (let i = 0; i < records.length; i += BATCH) {
+    const batch = records.slice(i, i + BATCH);
+    let status: number;
+    try {
+      status = await postJson(reportsUrl, JSON.stringify({ records: batch }), {
+        'content-type': 'application/json',
+        authorization,
+      });
+    } catch {
+      return false;
+    }
+    if (status >= 200 && status < 300) continue;
+    if (isPermanentRejection(status)) {
+      log(`the control API refused ${batch.length} spooled deny records (${status}); they are dropped`);
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Records an earlier process spooled at exit: claimed by renaming the spool (two processes starting
+ * together cannot both send it), sent, and appended back when the control API does not take them.
+ * A claim left by a process that died mid-send is taken over. Record ids make a resend harmless.
+ */
+async function sendSpooled(): Promise<void> {
+  const spool = data.spool;
+  const claims: string[] = [];
+  const own = `${spool}.${process.pid}.sending`;
+  try {
+    renameSync(spool, own);
+    claims.push(own);
+  } catch {
+    // No spool (the common case), or another process claimed it first.
+  }
+  try {
+    const prefix = `${basename(spool)}.`;
+    for (const name of readdirSync(dirname(spool))) {
+      const match = name.startsWith(prefix) ? /^(\d+)\.sending$/.exec(name.slice(prefix.length)) : null;
+      if (!match || Number(match[1]) === process.pid || processAlive(Number(match[1]))) continue;
+      const taken = `${own}.${claims.length}`;
+      try {
+        renameSync(join(dirname(spool), name), taken);
+        claims.push(taken);
+      } catch {
+        // Another process took it over first.
+      }
+    }
+  } catch {
+    // The spool folder does not exist yet.
+  }
+  for (const claim of claims) {
+    let text: string;
+    try {
+      text = readFileSync(claim, 'utf8');
+    } catch {
+      continue;
+    }
+    const records: DenyRecord[] = [];
+    for (const line of text.split('\n')) {
+      if (line.trim() === '') continue;
+      try {
+        records.push(JSON.parse(line) as DenyRecord);
+      } catch {
+        log(`a spooled line in ${spool} is not a record; skipped`);
+      }
+    }
+    if (await post(records)) {
+      unlinkSync(claim);
+      if (records.length > 0) log(`sent ${records.length} deny records an earlier process spooled`);
+    } else {
+      // Back where the next process looks (one write: O_APPEND keeps lines whole).
+      appendFileSync(spool, text, { mode: 0o600 });
+      unlinkSync(claim);
+      log(`the control API did not take ${records.length} spooled deny records; they stay in ${spool}`);
+    }
+  }
+}
+
+port.on('message', (message: ToLink) => {
+  if (message?.type !== 'deliver') return;
+  void post(message.records).then((ok) => {
+    Atomics.store(state, SLOT_DELIVERED, ok ? message.id : -message.id);
+    Atomics.notify(state, SLOT_DELIVERED);
+  });
+});
+
+void fetchBundles().catch((error: unknown) => {
+  log(`control link failed: ${error instanceof Error ? error.message : String(error)}`);
+  if (Atomics.load(state, SLOT_FIRST_ANSWER) === 0) answered('error');
+});
+void sendSpooled().catch((error: unknown) => {
+  log(`spooled records not sent: ${error instanceof Error ? error.message : String(error)}`);
+});
