@@ -16,6 +16,7 @@ export const commands: CommandEntry[] = [
   { path: ['policy', 'schema'], load: async () => (await import('./policy.js')).policySchemaCommand },
   { path: ['bundle', 'build'], load: async () => (await import('./bundle.js')).bundleBuildCommand },
   { path: ['bundle', 'verify'], load: async () => (await import('./bundle.js')).bundleVerifyCommand },
+  { path: ['bundle', 'fetch'], load: async () => (await import('./bundle-fetch.js')).bundleFetchCommand },
   { path: ['shim', 'path'], load: async () => (await import('./shim.js')).shimPathCommand },
   // control API
   { path: ['control', 'serve'], load: async () => (await import('./control.js')).controlServeCommand },

@@ -371,6 +371,10 @@ export class ShimCore implements ShimInstance {
         file,
         data: {
           controlUrl: control.url.href,
+          reportsUrl:
+            this.config.report?.kind === 'http'
+              ? this.config.report.url.href
+              : new URL('v1/reports', `${control.url.href.replace(/\/+$/, '')}/`).href,
           token: control.token,
           workload: this.config.workload,
           trustedKeys: this.config.trustedKeys,

@@ -15,7 +15,8 @@ export interface InProcessShim {
   reload(envelopeText: string): unknown;
   flush(): Promise<unknown> | unknown;
   runInInvocation<T>(invocationId: string, fn: () => T): T;
-  status(): { revision?: number | undefined };
+  /** `bundleSource: 'control-api'`: the preload's control link already fetches and long-polls the bundle. */
+  status(): { revision?: number | undefined; bundleSource?: string | undefined };
 }
 
 export interface InProcessOptions {
@@ -44,7 +45,7 @@ export interface InProcessOptions {
 export interface InProcessStatus {
   /** Revision the shim enforces. */
   revision: number | undefined;
-  /** Whether a control API is configured (BULKHEAD_CONTROL_URL + BULKHEAD_TOKEN + trusted keys). */
+  /** Whether bundles come from a control API (this controller's client, or the preload's control link). */
   controlled: boolean;
   running: number;
   longPolling: boolean;
@@ -141,6 +142,8 @@ export function createInProcessController(
           return;
         }
       }
+      // The preload's control link fetches and long-polls already: one client per process.
+      if (shim.status().bundleSource === 'control-api') return;
       client = createClientFromEnv(env, workload, Math.max(refreshTimeoutMs, 1), log);
       if (client) await refresh(startupTimeoutMs);
     })();
@@ -214,7 +217,7 @@ export function createInProcessController(
     shutdown,
     status: () => ({
       revision: shim.status().revision,
-      controlled: client !== undefined,
+      controlled: client !== undefined || shim.status().bundleSource === 'control-api',
       running,
       longPolling: client?.state().longPolling ?? false,
       lastOutcome: client?.state().lastOutcome,

@@ -22,8 +22,8 @@ export function platformShim(env: NodeJS.ProcessEnv = process.env): InProcessShi
     flush: () => flush(),
     runInInvocation: (invocationId, fn) => runInInvocation(invocationId, fn),
     status: () => {
-      const revision = status().revision;
-      return { revision: revision >= 0 ? revision : undefined };
+      const now = status();
+      return { revision: now.revision >= 0 ? now.revision : undefined, bundleSource: now.bundleSource };
     },
   };
 }

@@ -7,16 +7,13 @@
 // It runs without the shim's hooks (a worker is its own JavaScript world, started without the
 // preload): it talks to the control API only, which is exempt by construction anyway.
 import { appendFileSync, readdirSync, readFileSync, renameSync, unlinkSync } from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
 import { basename, dirname, join } from 'node:path';
 import { type MessagePort, workerData } from 'node:worker_threads';
-import { normalizeIp } from '../../../policy/cidr.js';
 import { loadTrustedKeys } from '../../../policy/keys.js';
 import type { DenyRecord } from '../../../policy/types.js';
 import { createBundleClient } from '../client/bundle-client.js';
 import { postJson } from '../client/post-json.js';
-import { readBody } from '../client/read-body.js';
+import { keysDiscoverable, listSigningKeys } from '../client/signing-keys.js';
 import { isPermanentRejection } from '../records.js';
 import { type LinkData, SLOT_DELIVERED, SLOT_FIRST_ANSWER, type ToLink, type ToMain } from './protocol.js';
 
@@ -24,7 +21,7 @@ const data = workerData as LinkData;
 const port = data.port as unknown as MessagePort;
 const state = new Int32Array(data.state);
 const base = new URL(data.controlUrl.endsWith('/') ? data.controlUrl : `${data.controlUrl}/`);
-const reportsUrl = new URL('v1/reports', base);
+const reportsUrl = new URL(data.reportsUrl);
 const authorization = `Bearer ${data.token}`;
 const BATCH = 200;
 
@@ -41,44 +38,6 @@ function answered(outcome: string): void {
   Atomics.notify(state, SLOT_FIRST_ANSWER);
 }
 
-/** Keys may be taken from the control API itself only over a channel that authenticates it. */
-function keysDiscoverable(url: URL): boolean {
-  if (url.protocol === 'https:') return true;
-  const host = url.hostname.replace(/^\[|\]$/g, '');
-  const ip = normalizeIp(host);
-  return host === 'localhost' || (ip !== undefined && (ip.startsWith('127.') || ip === '::1'));
-}
-
-/** The public keys `GET /v1/keys` lists (PEM), or a reason. */
-function listedKeys(): Promise<{ keys: string[] } | { problem: string }> {
-  return new Promise((resolve) => {
-    const url = new URL('v1/keys', base);
-    const transport = url.protocol === 'https:' ? https : http;
-    const request = transport.get(
-      url,
-      { headers: { authorization, accept: 'application/json' }, timeout: data.timeoutMs },
-      (response) => {
-        void readBody(response, 1024 * 1024).then((read) => {
-          if (!read.ok) return resolve({ problem: `GET /v1/keys: ${read.reason}` });
-          if (response.statusCode !== 200)
-            return resolve({ problem: `GET /v1/keys answered ${response.statusCode}` });
-          try {
-            const body = JSON.parse(read.body.toString('utf8')) as { keys?: { publicKey?: unknown }[] };
-            const keys = (body.keys ?? [])
-              .map((k) => k.publicKey)
-              .filter((k): k is string => typeof k === 'string');
-            resolve(keys.length > 0 ? { keys } : { problem: 'GET /v1/keys listed no key' });
-          } catch {
-            resolve({ problem: 'GET /v1/keys: not JSON' });
-          }
-        });
-      },
-    );
-    request.on('timeout', () => request.destroy(new Error(`no answer within ${data.timeoutMs} ms`)));
-    request.on('error', (error) => resolve({ problem: `GET /v1/keys: ${error.message}` }));
-  });
-}
-
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function trustedKeys(): Promise<string[] | undefined> {
@@ -91,7 +50,7 @@ async function trustedKeys(): Promise<string[] | undefined> {
   }
   let delay = 500;
   for (let first = true; ; first = false) {
-    const listed = await listedKeys();
+    const listed = await listSigningKeys(data.controlUrl, data.token, data.timeoutMs);
     if ('keys' in listed) {
       log(
         `BULKHEAD_TRUSTED_KEYS is not set: trusting the ${listed.keys.length} signing key(s) the control API lists; pin them with BULKHEAD_TRUSTED_KEYS`,

@@ -5,6 +5,8 @@ import type { DenyRecord, WorkloadIdentity } from '../../../policy/types.js';
 /** What the thread is started with (`workerData`; `port` and `state` are shared with the main thread). */
 export interface LinkData {
   controlUrl: string;
+  /** Where deny records go (`BULKHEAD_REPORT`, by default the control API's `/v1/reports`). */
+  reportsUrl: string;
   token: string;
   workload: WorkloadIdentity;
   /** BULKHEAD_TRUSTED_KEYS entries; empty: the control API's listed keys are trusted (https or loopback only). */
