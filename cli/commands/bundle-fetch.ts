@@ -23,7 +23,7 @@ written again (the control API re-signs bundles before they expire).
   --control    control API URL (default BULKHEAD_CONTROL_URL)
   --token      workload token (default BULKHEAD_TOKEN; never printed)
   --trusted    signing public keys (default BULKHEAD_TRUSTED_KEYS). Without any, the keys the control
-               API lists are trusted, over https or loopback only (pin them: bulkhead keys public)
+               API lists are trusted, over https or loopback only (pin them: bulkhead.pub)
   --wait       long-poll: wait up to SECONDS (max 60) for a revision newer than FILE's
   --timeout    bound on the request in milliseconds (default 10000; the wait is added)
 

@@ -1,7 +1,7 @@
 // The control API's signing keys (`GET /v1/keys`), for a workload given no BULKHEAD_TRUSTED_KEYS.
 // Keys taken from the same server as the bundles only prove what the channel to it proves, so they
 // are taken only over a channel that authenticates the server: https, or loopback (no network to
-// cross). Anywhere else the keys must be pinned (`bulkhead keys public`).
+// cross). Anywhere else the keys must be pinned (BULKHEAD_TRUSTED_KEYS).
 import http from 'node:http';
 import https from 'node:https';
 import { normalizeIp } from '../../../policy/cidr.js';

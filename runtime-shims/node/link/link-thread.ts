@@ -44,7 +44,7 @@ async function trustedKeys(): Promise<string[] | undefined> {
   if (data.trustedKeys.length > 0) return data.trustedKeys;
   if (!keysDiscoverable(base)) {
     log(
-      'BULKHEAD_TRUSTED_KEYS is not set and the control API is neither https nor loopback: its keys cannot be trusted from it; set BULKHEAD_TRUSTED_KEYS (bulkhead keys public)',
+      'BULKHEAD_TRUSTED_KEYS is not set and the control API is neither https nor loopback: its keys cannot be trusted from it; set BULKHEAD_TRUSTED_KEYS to the signing public key (bulkhead.pub)',
     );
     return undefined;
   }
