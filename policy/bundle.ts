@@ -242,10 +242,18 @@ function checkPayload(value: unknown): string | undefined {
   return undefined;
 }
 
-/** Why `identity` does not hold a bundle of `scope`, or undefined when it does. */
-export function scopeMismatch(scope: BundleScope, identity: WorkloadIdentity): string | undefined {
+/**
+ * Why `identity` does not hold a bundle of `scope`, or undefined when it does. `unknowable`: identity
+ * keys the workload cannot tell (selectorMatches); a group's selector on one of them is not held
+ * against it, and an exclusion on one never applies.
+ */
+export function scopeMismatch(
+  scope: BundleScope,
+  identity: WorkloadIdentity,
+  unknowable?: ReadonlySet<string>,
+): string | undefined {
   for (const group of scope.groups)
-    if (!selectorMatches(group.match, identity))
+    if (!selectorMatches(group.match, identity, unknowable))
       return `bundle scope ${scope.id} is for SmartGroup ${group.name}, which does not select this workload`;
   for (const selector of scope.excludes)
     if (selectorMatches(selector, identity))

@@ -77,9 +77,21 @@ export function identityGlobMatches(glob: string, value: string): boolean {
   return wildcardMatch(glob, value, true);
 }
 
-export function selectorMatches(selector: Selector, identity: WorkloadIdentity): boolean {
+/**
+ * Does `identity` satisfy every key of `selector`? A key the identity lacks fails, unless it is one
+ * of `unknowable`: facts the workload cannot know about itself (the AWS account inside Lambda), which
+ * the control API checked when it compiled the scope.
+ */
+export function selectorMatches(
+  selector: Selector,
+  identity: WorkloadIdentity,
+  unknowable?: ReadonlySet<string>,
+): boolean {
   for (const key of Object.keys(selector)) {
-    if (!Object.hasOwn(identity, key)) return false;
+    if (!Object.hasOwn(identity, key)) {
+      if (unknowable?.has(key)) continue;
+      return false;
+    }
     const value = identity[key] as string;
     const globs = selector[key] as readonly string[];
     if (!globs.some((glob) => identityGlobMatches(glob, value))) return false;

@@ -5,11 +5,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { existsSync, type FSWatcher, readFileSync, realpathSync, statSync, watch, watchFile } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { verifyBundle } from '../../policy/bundle.js';
+import { scopeMismatch, verifyBundle } from '../../policy/bundle.js';
 import { normalizeIp } from '../../policy/cidr.js';
 import { createDecider } from '../../policy/decide.js';
 import { classifyHost } from '../../policy/host.js';
-import { identityGlobMatches } from '../../policy/identity.js';
 import { loadTrustedKeys, type TrustedKey } from '../../policy/keys.js';
 import type {
   Decider,
@@ -150,36 +149,6 @@ function failDecider(failMode: FailMode): Decider {
     decideAddon: () => deny,
     decideUnix: () => deny,
   };
-}
-
-/** Selector match that does not hold against the workload what the platform cannot tell it (the AWS account). */
-function scopeProblem(
-  scope: {
-    id: string;
-    groups: { name: string; match: Record<string, readonly string[]> }[];
-    excludes: Record<string, readonly string[]>[];
-  },
-  identity: WorkloadIdentity,
-  unknowable: ReadonlySet<string>,
-): string | undefined {
-  const matches = (selector: Record<string, readonly string[]>, lenient: boolean) => {
-    for (const key of Object.keys(selector)) {
-      if (!Object.hasOwn(identity, key)) {
-        if (lenient && unknowable.has(key)) continue;
-        return false;
-      }
-      const globs = selector[key] ?? [];
-      if (!globs.some((glob) => identityGlobMatches(glob, identity[key] as string))) return false;
-    }
-    return true;
-  };
-  for (const group of scope.groups)
-    if (!matches(group.match, true))
-      return `bundle scope ${scope.id} is for SmartGroup ${group.name}, which does not select this workload`;
-  for (const selector of scope.excludes)
-    if (matches(selector, false))
-      return `bundle scope ${scope.id} was compiled without a SmartGroup that selects this workload`;
-  return undefined;
 }
 
 /** The file's identity for `refresh`: a replaced (renamed-in) or rewritten file has another. */
@@ -519,7 +488,7 @@ export class ShimCore implements ShimInstance {
       });
       if (!verified.ok) return refuse(verified.reason, verified.message);
       const payload = verified.payload;
-      const scope = scopeProblem(payload.scope, this.config.workload, this.#unknowable);
+      const scope = scopeMismatch(payload.scope, this.config.workload, this.#unknowable);
       if (scope) return refuse('wrong-scope', scope);
       if (payload.revision === this.#revision) return { ok: true, revision: this.#revision, changed: false };
       const decider = createDecider(payload);

@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { preAuthEncoding, serializeEnvelope, signBundle, verifyBundle } from '../../policy/bundle.js';
+import {
+  preAuthEncoding,
+  scopeMismatch,
+  serializeEnvelope,
+  signBundle,
+  verifyBundle,
+} from '../../policy/bundle.js';
 import { canonicalJson } from '../../policy/canonical.js';
 import { compilePolicy } from '../../policy/compile.js';
 import { parseIdentity } from '../../policy/identity.js';
@@ -128,6 +134,30 @@ spec: { match: { tags: { env: prod } } }
     expect(verifyBundle(plain, { trustedKeys, now, workload: prodWorkload })).toMatchObject({
       reason: 'wrong-scope',
     });
+  });
+
+  it('scopeMismatch: a group selector on a key the workload cannot know is not held against it; an exclusion on one never applies', () => {
+    const scope = {
+      id: 's1',
+      groups: [{ name: 'prod-acct', match: { account: ['111'], 'tag.app': ['demo'] } }],
+      excludes: [{ account: ['222'] }],
+    };
+    const inLambda = parseIdentity('cloud=aws,name=fn,tag.app=demo');
+    expect(scopeMismatch(scope, inLambda)).toMatch(/SmartGroup prod-acct, which does not select/);
+    expect(scopeMismatch(scope, inLambda, new Set(['account']))).toBeUndefined();
+    // What the workload does know still decides.
+    expect(
+      scopeMismatch(scope, parseIdentity('cloud=aws,name=fn,tag.app=other'), new Set(['account'])),
+    ).toMatch(/does not select/);
+    // A known account is checked as usual, and an exclusion on it applies.
+    expect(scopeMismatch(scope, parseIdentity('account=222,tag.app=demo'), new Set(['account']))).toMatch(
+      /does not select/,
+    );
+    const excluded = { ...scope, groups: [] };
+    expect(scopeMismatch(excluded, parseIdentity('account=222,tag.app=demo'), new Set(['account']))).toMatch(
+      /compiled without a SmartGroup/,
+    );
+    expect(scopeMismatch(excluded, inLambda, new Set(['account']))).toBeUndefined();
   });
 
   it.each([
