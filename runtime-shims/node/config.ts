@@ -196,9 +196,12 @@ export function readConfig(env: Readonly<Record<string, string | undefined>>): S
   }
 
   let report: ShimConfig['report'];
-  // Governed through the control API: records go there too unless BULKHEAD_REPORT says otherwise.
+  // Without an extension to forward them, records go to the control API unless BULKHEAD_REPORT says otherwise.
   const reportText =
-    env.BULKHEAD_REPORT?.trim() || (control ? new URL('v1/reports', withSlash(control.url)).href : undefined);
+    env.BULKHEAD_REPORT?.trim() ||
+    (controlText && controlEndpoint && !extensionStatus
+      ? new URL('v1/reports', withSlash(new URL(controlText))).href
+      : undefined);
   if (reportText) {
     if (/^https?:\/\//i.test(reportText)) {
       const endpoint = endpointOfUrl(reportText, problems, 'BULKHEAD_REPORT');

@@ -85,6 +85,8 @@ export interface ShimInstance {
   /** Reload only when the bundle file changed since it was last read (one stat). Optional: older copies lack it. */
   refresh?(): ReloadResult;
   flush(): Promise<FlushResult>;
+  /** Stop the control link's fetching (a wrapper's own client takes over). Optional: older copies lack it. */
+  handOverFetching?(): void;
   coverage(): CoverageManifest;
   runInInvocation<T>(invocationId: string, fn: () => T): T;
   setInvocationId(invocationId: string | undefined): void;
@@ -248,7 +250,7 @@ export class ShimCore implements ShimInstance {
   }
 
   /** Load the configured bundle file (at install) and watch it for changes. */
-  start(): void {
+  start(options: { controlLink: boolean } = { controlLink: true }): void {
     // Short-lived processes exit before the delivery timer: spool what is left, and give an HTTP
     // sink one flush when the event loop runs dry.
     process.on('exit', () => this.queue.drainSync());
@@ -259,11 +261,16 @@ export class ShimCore implements ShimInstance {
         void this.flush();
       }
     });
-    if (this.config.control) {
+    if (this.config.control && options.controlLink) {
       // Fetched by the control link from now on, beside the application's start-up; the first
       // decision waits (bounded) for its first answer.
       this.#startLink(this.config.control);
       this.#pendingLoad = this.#link !== undefined;
+      return;
+    }
+    if (this.config.control && !this.config.bundleFile) {
+      // A platform wrapper with its own bundle client installed enforcement: it delivers the bundle.
+      this.#lastReloadError = 'no bundle yet: the platform wrapper fetches it';
       return;
     }
     const file = this.config.bundleFile;
@@ -779,7 +786,7 @@ export class ShimCore implements ShimInstance {
       failMode: this.config.failMode,
       failing: this.#revision < 0,
       bundleFile: this.config.bundleFile,
-      bundleSource: this.config.bundleFile ? 'file' : this.#link ? 'control-api' : undefined,
+      bundleSource: this.bundleSource,
       expiresAt: this.#expiresAt,
       workload: this.config.workload,
       dropped: this.queue.dropped,
@@ -789,6 +796,16 @@ export class ShimCore implements ShimInstance {
       lastReloadError: this.#lastReloadError,
       lastDeliveryError: this.queue.lastError,
     };
+  }
+
+  /** Where bundles come from (read without loading anything). */
+  get bundleSource(): ShimStatus['bundleSource'] {
+    return this.config.bundleFile ? 'file' : this.#link ? 'control-api' : undefined;
+  }
+
+  /** A platform wrapper fetches bundles itself from now on: the control link stops (records still go through it). */
+  handOverFetching(): void {
+    this.#link?.stopFetching();
   }
 
   flush(): Promise<FlushResult> {

@@ -37,6 +37,11 @@ export type { FlushResult } from './records.js';
 export interface InstallOptions {
   /** Configuration source (default `process.env`). */
   env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * Start the control link when the environment names a control API and no bundle file (default
+   * true). A wrapper with its own bundle client passes false: no thread, no second fetch.
+   */
+  controlLink?: boolean;
   /** Where the shim's own log lines go (default: stderr, prefixed `bulkhead: `). */
   log?: (line: string) => void;
   /** The standalone preload to inject into Node children and workers (default: found next to this file). */
@@ -139,14 +144,14 @@ function installCore(options: InstallOptions): void {
   // them here would cost every cold start. coverage() reports them armed until then.
   core.hooks.http = true;
   core.hooks.http2 = true;
-  core.start();
+  core.start({ controlLink: options.controlLink !== false });
   const manifest = core.coverage();
   const live = Object.entries(manifest.hooks);
   const down = live.filter(([, ok]) => !ok).map(([name]) => name);
   const control = core.config.control;
   const bundle = core.config.bundleFile
     ? `bundle ${core.config.bundleFile} (verified at first use)`
-    : control
+    : control && core.bundleSource === 'control-api'
       ? `bundles from the control API ${control.url.origin} (verified before the first decision), fail mode ${core.config.failMode} until then`
       : `no bundle configured, fail mode ${core.config.failMode}`;
   log(
@@ -236,6 +241,11 @@ export function runInInvocation<T>(invocationId: string, fn: () => T): T {
 }
 
 /** Single-concurrency runtimes: the invocation records are tagged with when no async context says. */
+/** A wrapper with its own bundle client takes over fetching from the preload's control link. */
+export function handOverFetching(): void {
+  current()?.handOverFetching?.();
+}
+
 export function setInvocationId(invocationId: string | undefined): void {
   current()?.setInvocationId(invocationId);
 }

@@ -4,6 +4,15 @@
 // file instead of carrying a second copy of the core, so a preloaded process loads the core once.
 import { preload } from './index.js';
 
-export { flush, install, refresh, reload, runInInvocation, setInvocationId, status } from './index.js';
+export {
+  flush,
+  handOverFetching,
+  install,
+  refresh,
+  reload,
+  runInInvocation,
+  setInvocationId,
+  status,
+} from './index.js';
 
 preload();

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { expect } from 'vitest';
 import { LineFile } from '../../runtime-shims/node/aws/extension-sync.js';
-import type { ShimPort } from '../../runtime-shims/node/aws/shim-port.js';
+import type { ShimPort } from '../../runtime-shims/node/shim-port.js';
 
 /**
  * A shim port that records what the wrappers ask of the core, with the core's semantics where the
@@ -29,6 +29,10 @@ export class RecordingShim implements ShimPort {
     this.installImpl();
   }
   refreshImpl: () => void = () => undefined;
+
+  handOverFetching(): void {
+    this.calls.push('handOverFetching');
+  }
 
   reload(): void {
     this.calls.push(`reload:${this.revisionOnDisk}`);

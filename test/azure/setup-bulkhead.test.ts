@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { invocationTag, setupBulkhead } from '../../runtime-shims/node/azure/index.js';
 import { installLocalWorker } from '../../runtime-shims/node/azure/local-worker.js';
-import type { InProcessShim } from '../../runtime-shims/node/client/in-process.js';
+import type { ShimPort } from '../../runtime-shims/node/shim-port.js';
 
 const worker = installLocalWorker();
 const { app } = createRequire(import.meta.url)('@azure/functions') as typeof import('@azure/functions');
@@ -15,7 +15,10 @@ let currentTag: string | undefined;
 const { AsyncLocalStorage } = await import('node:async_hooks');
 const tags = new AsyncLocalStorage<string>();
 
-const recordingShim: InProcessShim = {
+const recordingShim: ShimPort = {
+  refresh: () => undefined,
+  setInvocationId: () => undefined,
+  handOverFetching: () => undefined,
   install: () => events.push('install'),
   reload: () => events.push('reload'),
   flush: async () => {

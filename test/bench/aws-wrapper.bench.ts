@@ -10,7 +10,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DONE_FILE, READY_FILE } from '../../extensions/state-files.js';
-import { coreShim } from '../../runtime-shims/node/aws/core-binding.js';
+import { corePort } from '../../runtime-shims/node/core-port.js';
+
+const coreShim = corePort();
+
 import { LineFile } from '../../runtime-shims/node/aws/extension-sync.js';
 import { createWithBulkhead } from '../../runtime-shims/node/aws/with-bulkhead.js';
 

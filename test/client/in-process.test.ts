@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningControlServer, startControlServer } from '../../control/server.js';
 import { verifyBundle } from '../../policy/bundle.js';
 import { loadTrustedKeys } from '../../policy/keys.js';
-import { createInProcessController, type InProcessShim } from '../../runtime-shims/node/client/in-process.js';
+import { createInProcessController } from '../../runtime-shims/node/client/in-process.js';
+import type { ShimPort } from '../../runtime-shims/node/shim-port.js';
 import { freePort, paymentsPolicy } from '../crosscloud/harness.js';
 
 const WORKLOAD = { cloud: 'azure', name: 'settle', 'tag.app': 'payments' };
@@ -13,9 +14,16 @@ const WORKLOAD = { cloud: 'azure', name: 'settle', 'tag.app': 'payments' };
 function recordingShim(options: { hangFlush?: boolean } = {}) {
   const loaded: number[] = [];
   let flushes = 0;
-  const shim: InProcessShim = {
+  let handOvers = 0;
+  const shim: ShimPort = {
+    refresh: () => undefined,
+    setInvocationId: () => undefined,
+    handOverFetching: () => {
+      handOvers++;
+    },
     install: () => undefined,
     reload: (envelopeText) => {
+      if (envelopeText === undefined) throw new Error('the controller reloads envelopes, not a file');
       const result = verifyBundle(envelopeText, { trustedKeys: keys });
       if (!result.ok) throw new Error(result.message);
       loaded.push(result.payload.revision);
@@ -27,7 +35,7 @@ function recordingShim(options: { hangFlush?: boolean } = {}) {
     runInInvocation: (_tag, fn) => fn(),
     status: () => ({ revision: loaded.at(-1) }),
   };
-  return { shim, loaded, flushes: () => flushes };
+  return { shim, loaded, flushes: () => flushes, handOvers: () => handOvers };
 }
 
 let control: RunningControlServer;
@@ -59,10 +67,12 @@ describe('in-process controller', () => {
 
   it('loads the bundle at start and receives an apply through the long-poll while busy', async () => {
     const first = await apply(paymentsPolicy([4000]));
-    const { shim, loaded } = recordingShim();
+    const { shim, loaded, handOvers } = recordingShim();
     const controller = createInProcessController(shim, { env, workload: WORKLOAD, log: () => {} });
     await controller.start();
     expect(loaded).toEqual([first]);
+    // Its own client fetches: the preload's control link (when there is one) is told to stop.
+    expect(handOvers()).toBe(1);
 
     await controller.beforeInvocation(); // busy: long-poll starts
     expect(controller.status()).toMatchObject({ running: 1, longPolling: true, controlled: true });

@@ -4,15 +4,18 @@
 import { EventEmitter } from 'node:events';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { InProcessShim } from '../../runtime-shims/node/client/in-process.js';
 import { cloudEvent, configure, http } from '../../runtime-shims/node/gcp/index.js';
+import type { ShimPort } from '../../runtime-shims/node/shim-port.js';
 
 const events: string[] = [];
 let currentTag: string | undefined;
 let releaseFlush: (() => void) | undefined;
 let holdFlush = false;
 
-const recordingShim: InProcessShim = {
+const recordingShim: ShimPort = {
+  refresh: () => undefined,
+  setInvocationId: () => undefined,
+  handOverFetching: () => undefined,
   install: () => events.push('install'),
   reload: () => events.push('reload'),
   flush: () => {

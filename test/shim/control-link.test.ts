@@ -201,6 +201,25 @@ Promise.all([attempt(${allowed.port}), attempt(${later.port})]).then(async (resu
     expect(child.stderr()).toMatch(/trusting the 1 signing key\(s\) the control API lists/);
   });
 
+  it('stops fetching when a platform wrapper takes over with its own client', async () => {
+    const first = await apply([allowed.port]);
+    const child = governed(
+      `${CONNECT}
+attempt(${allowed.port}).then(() => {
+  require(process.env.SHIM_API).handOverFetching();
+  console.log('handed over ' + shim.status().revision);
+  process.stdin.once('data', () => setTimeout(() => { console.log('after ' + shim.status().revision); process.exit(0); }, 1500));
+});`,
+      threeVariables(),
+    );
+    expect(await child.line('handed over ')).toBe(`handed over ${first}`);
+    child.send('go\n');
+    await apply([allowed.port, later.port]);
+    // Nothing fetched the new revision: the wrapper's own client would have.
+    expect(await child.line('after ')).toBe(`after ${first}`);
+    expect(await child.exited).toBe(0);
+  });
+
   it('delivers the records still queued when the program calls process.exit', async () => {
     await apply([allowed.port]);
     const port = later.port;

@@ -3,7 +3,7 @@
 //
 //   import { withBulkhead } from 'bulkhead/aws';
 //   export const handler = withBulkhead(async (event, context) => { … });
-import { coreShim } from './core-binding.js';
+import { corePort } from '../core-port.js';
 import { createWithBulkhead } from './with-bulkhead.js';
 
 export type { TelemetryStage } from './invocation.js';
@@ -18,4 +18,4 @@ export {
   WRAPPED_MARKER,
 } from './with-bulkhead.js';
 
-export const withBulkhead = createWithBulkhead(coreShim);
+export const withBulkhead = createWithBulkhead(corePort());

@@ -2,8 +2,9 @@
 // before the handler runs, flush deny records and tell the extension the handler is done before the
 // sandbox can freeze. Nothing here may throw into the handler: every failure goes to `onError` and the
 // invocation carries on.
+
+import type { ShimPort } from '../shim-port.js';
 import { isSendableRequestId, LineFile, waitForReady } from './extension-sync.js';
-import type { ShimPort } from './shim-port.js';
 
 export type TelemetryStage = 'install' | 'sync' | 'reload' | 'flush';
 

@@ -1,5 +1,7 @@
 // `withBulkhead(handler)`: the Lambda handler wrapper, built over any ShimPort so the public entry
 // (`index.ts`) binds it to the real shim core.
+
+import type { ShimPort } from '../shim-port.js';
 import {
   type InvocationOptions,
   InvocationSync,
@@ -7,7 +9,6 @@ import {
   requestIdOf,
   resolveInvocationOptions,
 } from './invocation.js';
-import type { ShimPort } from './shim-port.js';
 
 /** Set on every wrapper: wrapping a wrapped handler returns it unchanged. */
 export const WRAPPED_MARKER: unique symbol = Symbol.for('bulkhead.aws.withBulkhead') as never;

@@ -13,9 +13,10 @@ import {
   createInProcessController,
   type InProcessController,
   type InProcessOptions,
-  type InProcessShim,
 } from '../client/in-process.js';
-import { platformShim, platformWorkload } from '../client/shim-binding.js';
+import { platformWorkload } from '../client/shim-binding.js';
+import { corePort } from '../core-port.js';
+import type { ShimPort } from '../shim-port.js';
 
 /** The part of `@azure/functions`' `app` this uses (structural, so the package stays an optional peer). */
 export interface AzureAppLike {
@@ -49,7 +50,7 @@ export interface AzureBulkheadOptions
   /** Identity to fetch bundles for (default: from WEBSITE_SITE_NAME, REGION_NAME, WEBSITE_OWNER_NAME, BULKHEAD_TAGS …). */
   workload?: WorkloadIdentity | undefined;
   /** For tests: the shim to drive (default: the process-wide shim). */
-  shim?: InProcessShim | undefined;
+  shim?: ShimPort | undefined;
 }
 
 const SETUP_KEY = Symbol.for('bulkhead.azure.setup');
@@ -68,7 +69,7 @@ export function setupBulkhead(app: AzureAppLike, options: AzureBulkheadOptions =
   if (existing) return existing;
 
   const env = options.env ?? process.env;
-  const controller = createInProcessController(options.shim ?? platformShim(env), {
+  const controller = createInProcessController(options.shim ?? corePort(env, { ownClient: true }), {
     ...options,
     env,
     workload: options.workload ?? platformWorkload(env),

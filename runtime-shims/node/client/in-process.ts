@@ -6,18 +6,8 @@
 // last good bundle (or the shim's fail mode when it never had one).
 import { loadTrustedKeys } from '../../../policy/keys.js';
 import type { WorkloadIdentity } from '../../../policy/types.js';
+import type { ShimPort } from '../shim-port.js';
 import { type BundleClient, createBundleClient, type FetchOutcome } from './bundle-client.js';
-
-/** What the in-process controller needs from the shim core (`runtime-shims/index.ts`). */
-export interface InProcessShim {
-  install(): unknown;
-  /** Verify and enforce this envelope (the shim keeps its last good bundle when it refuses one). */
-  reload(envelopeText: string): unknown;
-  flush(): Promise<unknown> | unknown;
-  runInInvocation<T>(invocationId: string, fn: () => T): T;
-  /** `bundleSource: 'control-api'`: the preload's control link already fetches and long-polls the bundle. */
-  status(): { revision?: number | undefined; bundleSource?: string | undefined };
-}
 
 export interface InProcessOptions {
   /** Environment to configure from (default `process.env`). */
@@ -45,7 +35,7 @@ export interface InProcessOptions {
 export interface InProcessStatus {
   /** Revision the shim enforces. */
   revision: number | undefined;
-  /** Whether bundles come from a control API (this controller's client, or the preload's control link). */
+  /** Whether a control API is configured (BULKHEAD_CONTROL_URL + BULKHEAD_TOKEN + trusted keys). */
   controlled: boolean;
   running: number;
   longPolling: boolean;
@@ -91,10 +81,7 @@ async function within<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
   }
 }
 
-export function createInProcessController(
-  shim: InProcessShim,
-  options: InProcessOptions,
-): InProcessController {
+export function createInProcessController(shim: ShimPort, options: InProcessOptions): InProcessController {
   const env = options.env ?? process.env;
   const startupTimeoutMs = positive('startupTimeoutMs', options.startupTimeoutMs, 3000);
   const refreshTimeoutMs = positive('refreshTimeoutMs', options.refreshTimeoutMs, 1000);
@@ -142,9 +129,10 @@ export function createInProcessController(
           return;
         }
       }
-      // The preload's control link fetches and long-polls already: one client per process.
-      if (shim.status().bundleSource === 'control-api') return;
       client = createClientFromEnv(env, workload, Math.max(refreshTimeoutMs, 1), log);
+      // This controller refreshes before invocations and long-polls while they run (tuned to the
+      // platform's throttling): the preload's control link, if any, stops fetching.
+      if (client) shim.handOverFetching();
       if (client) await refresh(startupTimeoutMs);
     })();
     return started;
@@ -217,7 +205,7 @@ export function createInProcessController(
     shutdown,
     status: () => ({
       revision: shim.status().revision,
-      controlled: client !== undefined || shim.status().bundleSource === 'control-api',
+      controlled: client !== undefined,
       running,
       longPolling: client?.state().longPolling ?? false,
       lastOutcome: client?.state().lastOutcome,

@@ -16,9 +16,10 @@ import {
   createInProcessController,
   type InProcessController,
   type InProcessOptions,
-  type InProcessShim,
 } from '../client/in-process.js';
-import { platformShim, platformWorkload, shimInstalled } from '../client/shim-binding.js';
+import { platformWorkload, shimInstalled } from '../client/shim-binding.js';
+import { corePort } from '../core-port.js';
+import type { ShimPort } from '../shim-port.js';
 
 export interface GcpBulkheadOptions
   extends Omit<InProcessOptions, 'workload' | 'env'>,
@@ -32,7 +33,7 @@ export interface GcpBulkheadOptions
    */
   projectFromMetadata?: boolean | undefined;
   /** For tests: the shim to drive (default: the process-wide shim). */
-  shim?: InProcessShim | undefined;
+  shim?: ShimPort | undefined;
 }
 
 interface RequestLike {
@@ -64,7 +65,7 @@ export function configure(options: GcpBulkheadOptions = {}): InProcessController
   if (!options.workload && useMetadata && !platformWorkload(env).account) {
     env = withMetadataProject(env, options.shim === undefined && shimInstalled(), log);
   }
-  const controller = createInProcessController(options.shim ?? platformShim(env), {
+  const controller = createInProcessController(options.shim ?? corePort(env, { ownClient: true }), {
     ...options,
     env,
     workload: options.workload ?? platformWorkload(env),

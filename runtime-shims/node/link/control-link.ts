@@ -109,6 +109,16 @@ export class ControlLink {
     }
   }
 
+  /** A platform wrapper fetches from now on: the thread stops fetching and keeps delivering records. */
+  stopFetching(): void {
+    if (!this.#alive) return;
+    try {
+      this.#port.postMessage({ type: 'stop-fetching' });
+    } catch {
+      // The thread is gone: nothing to stop.
+    }
+  }
+
   #handle(message: ToMain): void {
     if (message.type === 'bundle') this.#onBundle(message.envelopeText);
     else if (message.type === 'keys') this.#onKeys(message.keys);

@@ -29,8 +29,9 @@ export class ControlSink implements Sink {
   }
 
   deliverSync(records: readonly DenyRecord[]): void {
-    const { link, spool, exitFlushMs, log } = this.options;
-    if (link()?.deliverSync(records, exitFlushMs)) return;
+    const { spool, exitFlushMs, log } = this.options;
+    const link = this.options.link();
+    if (link?.deliverSync(records, exitFlushMs)) return;
     try {
       this.#prepareFolder();
       const sink = new SpoolSink(spool);
@@ -40,7 +41,7 @@ export class ControlSink implements Sink {
         sink.close();
       }
       log(
-        `${records.length} deny records not delivered before exit (${exitFlushMs} ms): spooled to ${spool}; the next process started with BULKHEAD_SPOOL=${spool} sends them`,
+        `${records.length} deny records not delivered before exit${link ? ` (${exitFlushMs} ms)` : ''}: spooled to ${spool}; the next process started with the preload and BULKHEAD_SPOOL=${spool} sends them`,
       );
     } catch (error) {
       log(

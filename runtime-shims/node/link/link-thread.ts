@@ -68,13 +68,16 @@ async function trustedKeys(): Promise<string[] | undefined> {
   }
 }
 
+let fetching = true;
+let client: ReturnType<typeof createBundleClient> | undefined;
+
 async function fetchBundles(): Promise<void> {
   const keys = await trustedKeys();
   if (!keys) {
     answered('error');
     return;
   }
-  let client: ReturnType<typeof createBundleClient>;
+  if (!fetching) return;
   try {
     client = createBundleClient({
       controlUrl: data.controlUrl,
@@ -93,6 +96,7 @@ async function fetchBundles(): Promise<void> {
     return;
   }
   const outcome = await client.fetchOnce();
+  if (!fetching) return;
   if (outcome.kind === 'updated')
     send({ type: 'bundle', envelopeText: outcome.envelopeText, revision: outcome.revision });
   else if (outcome.kind === 'error') log(`first bundle fetch failed (${outcome.cause}): ${outcome.message}`);
@@ -194,6 +198,11 @@ async function sendSpooled(): Promise<void> {
 }
 
 port.on('message', (message: ToLink) => {
+  if (message?.type === 'stop-fetching') {
+    fetching = false;
+    client?.stop();
+    return;
+  }
   if (message?.type !== 'deliver') return;
   void post(message.records).then((ok) => {
     Atomics.store(state, SLOT_DELIVERED, ok ? message.id : -message.id);

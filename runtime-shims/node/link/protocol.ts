@@ -39,4 +39,7 @@ export type ToMain =
   | { type: 'answer'; outcome: string }
   | { type: 'log'; line: string };
 
-export type ToLink = { type: 'deliver'; id: number; records: DenyRecord[] };
+export type ToLink =
+  | { type: 'deliver'; id: number; records: DenyRecord[] }
+  /** A platform wrapper fetches bundles itself from now on: stop fetching, keep delivering records. */
+  | { type: 'stop-fetching' };

@@ -7,7 +7,7 @@
 // A middleware that ends requests early (cache, warmup, CORS preflight) makes middy skip every
 // `after`: create the handler with `middy({ requestEnd: bulkheadRequestEnd })`, or call
 // `bulkheadCleanup(request)` from that middleware; otherwise the records go out with the next flush.
-import { coreShim } from '../aws/core-binding.js';
+import { corePort } from '../core-port.js';
 import { createBulkheadMiddleware } from './middleware.js';
 
 export type { TelemetryStage } from '../aws/invocation.js';
@@ -20,4 +20,4 @@ export {
   type MiddyLikeRequest,
 } from './middleware.js';
 
-export const bulkheadMiddleware = createBulkheadMiddleware(coreShim);
+export const bulkheadMiddleware = createBulkheadMiddleware(corePort());

@@ -7,7 +7,7 @@ import {
   requestIdOf,
   resolveInvocationOptions,
 } from '../aws/invocation.js';
-import type { ShimPort } from '../aws/shim-port.js';
+import type { ShimPort } from '../shim-port.js';
 
 /** Key under `request.internal` holding our cleanup, for middlewares that return early (Powertools pattern). */
 export const BULKHEAD_CLEANUP_KEY = 'bulkhead.cleanup';
