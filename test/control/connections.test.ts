@@ -13,7 +13,7 @@ import { issueToken } from '../../control/auth.js';
 import { connectionBudget } from '../../control/connection-guard.js';
 import { openSqliteStore } from '../../control/store/sqlite.js';
 import { CHARGE_CARD, PAYMENTS_V1, PAYMENTS_V2 } from './fixtures.js';
-import { cliUnavailableReason, type ReplicaProcess, startReplica } from './replica-process.js';
+import { cliUnavailableReason, type ReplicaProcess, startReplica, waitForHealth } from './replica-process.js';
 
 interface Replica {
   url: string;
@@ -42,13 +42,8 @@ async function startServer(fdLimit: number): Promise<Replica> {
   });
   const replica: Replica = { url: process.url, port: process.port, admin, workload, process };
   started.push({ replica, dir });
-  for (let i = 0; i < 200; i++) {
-    if (!process.alive()) throw new Error(`control serve exited: ${process.output()}`);
-    const health = await get(replica, '/healthz', null).catch(() => undefined);
-    if (health?.status === 200) return replica;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`control serve did not become healthy: ${process.output()}`);
+  await waitForHealth(process, (_body, status) => status === 200, 10_000, 'a healthy start');
+  return replica;
 }
 
 afterEach(async () => {

@@ -16,7 +16,7 @@ import { loadOrCreateSigningKey } from '../../control/signing-key.js';
 import { openPostgresStore } from '../../control/store/postgres.js';
 import { CHARGE_CARD, denyRecord, PAYMENTS_V1, PAYMENTS_V2 } from './fixtures.js';
 import { type PostgresCluster, postgresUnavailableReason, startPostgresCluster } from './pg-cluster.js';
-import { cliUnavailableReason, type ReplicaProcess, startReplica } from './replica-process.js';
+import { cliUnavailableReason, type ReplicaProcess, startReplica, waitForHealth } from './replica-process.js';
 
 const SKIP_REASON = cliUnavailableReason() ?? postgresUnavailableReason();
 if (SKIP_REASON) console.warn(`pg-faults suite skipped: ${SKIP_REASON}`);
@@ -263,7 +263,16 @@ describe.skipIf(SKIP_REASON !== undefined)(
       return { ...answer, body: JSON.parse(answer.text) as Record<string, unknown> };
     }
 
-    /** Polls /healthz until `accept` says yes; every answer must be a 200 once the replica has started. */
+    /** Polls /healthz (each answer checked by `call`) until `accept` says yes. */
+    function pollHealth(
+      replica: ReplicaProcess,
+      accept: (body: Record<string, unknown>, status: number) => boolean,
+      timeoutMs: number,
+      what: string,
+    ) {
+      return waitForHealth(replica, accept, timeoutMs, what, healthz);
+    }
+
     /** Until /healthz answers 200 `status: ok`. */
     function waitOk(replica: ReplicaProcess, timeoutMs: number) {
       return pollHealth(
@@ -272,31 +281,6 @@ describe.skipIf(SKIP_REASON !== undefined)(
         timeoutMs,
         'status ok',
       );
-    }
-
-    async function pollHealth(
-      replica: ReplicaProcess,
-      accept: (body: Record<string, unknown>, status: number) => boolean,
-      timeoutMs: number,
-      what: string,
-    ): Promise<{ atMs: number; body: Record<string, unknown>; status: number }> {
-      const deadline = Date.now() + timeoutMs;
-      let last = '';
-      for (;;) {
-        let answer: Awaited<ReturnType<typeof healthz>> | undefined;
-        try {
-          answer = await healthz(replica);
-          last = `${answer.status} ${answer.text}`;
-        } catch (error) {
-          last = errorText(error);
-        }
-        if (answer && accept(answer.body, answer.status)) {
-          return { atMs: answer.atMs, body: answer.body, status: answer.status };
-        }
-        if (Date.now() > deadline)
-          throw new Error(`${replica.name}: ${what} not seen within ${timeoutMs} ms; last: ${last}`);
-        await sleep(50);
-      }
     }
 
     async function bundleRevision(

@@ -110,3 +110,56 @@ export async function startReplica(options: ReplicaOptions): Promise<ReplicaProc
     },
   };
 }
+
+export interface HealthAnswer {
+  status: number;
+  body: Record<string, unknown>;
+  /** When the answer arrived (epoch ms). */
+  atMs: number;
+}
+
+/** One GET /healthz (2 s bound). */
+export async function healthOf(replica: ReplicaProcess): Promise<HealthAnswer> {
+  const response = await fetch(`${replica.url}/healthz`, { signal: AbortSignal.timeout(2000) });
+  const atMs = Date.now();
+  const text = await response.text();
+  let body: Record<string, unknown>;
+  try {
+    body = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    body = { text };
+  }
+  return { status: response.status, body, atMs };
+}
+
+/**
+ * Poll /healthz every 50 ms until `accept` says yes (the answer that did), failing with the last
+ * answer after `timeoutMs`, or at once when the replica exited (a fault must never end one).
+ * `probe` replaces the plain GET (a test that also checks every answer it gets).
+ */
+export async function waitForHealth(
+  replica: ReplicaProcess,
+  accept: (body: Record<string, unknown>, status: number) => boolean,
+  timeoutMs: number,
+  what: string,
+  probe: (replica: ReplicaProcess) => Promise<HealthAnswer> = healthOf,
+): Promise<HealthAnswer> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    if (!replica.alive())
+      throw new Error(`${replica.name} exited while waiting for ${what}: ${replica.output()}`);
+    let answer: HealthAnswer | undefined;
+    try {
+      answer = await probe(replica);
+      last = `${answer.status} ${JSON.stringify(answer.body)}`;
+    } catch (error) {
+      const failure = error as { message?: string; cause?: { code?: string } };
+      last = failure.cause?.code ?? failure.message ?? String(error);
+    }
+    if (answer && accept(answer.body, answer.status)) return answer;
+    if (Date.now() > deadline)
+      throw new Error(`${replica.name}: ${what} not seen within ${timeoutMs} ms; last: ${last}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
