@@ -220,6 +220,23 @@ attempt(${allowed.port}).then(() => {
     expect(await child.exited).toBe(0);
   });
 
+  it('lets a program that is done exit as it would without the shim, its records delivered', async () => {
+    await apply([allowed.port]);
+    const port = later.port;
+    const before = (await storedDenies()).filter((r) => r.destination.port === port).length;
+    const started = Date.now();
+    // No process.exit: the program ends when its event loop is empty.
+    const child = governed(
+      `${CONNECT}\nattempt(${port}).then((result) => console.log('result ' + result));`,
+      threeVariables(),
+    );
+    expect(await child.line('result ')).toBe('result ERR_BULKHEAD_DENIED');
+    expect(await child.exited).toBe(0);
+    expect(Date.now() - started).toBeLessThan(5000);
+    const after = (await storedDenies()).filter((r) => r.destination.port === port).length;
+    expect(after).toBe(before + 1);
+  });
+
   it('delivers the records still queued when the program calls process.exit', async () => {
     await apply([allowed.port]);
     const port = later.port;

@@ -48,10 +48,11 @@ export class ControlLink {
       stdin: false,
       env: workerThreads.SHARE_ENV,
     });
+    port1.on('message', (message: ToMain) => this.#handle(message));
     // Neither keeps the process alive: a script that is done exits as it would without the shim.
+    // (After the listener: adding a 'message' listener refs the port again.)
     this.#worker.unref();
     port1.unref();
-    port1.on('message', (message: ToMain) => this.#handle(message));
     this.#worker.on('error', (error) => {
       this.#alive = false;
       this.#log(`control link stopped: ${error.message}`);
