@@ -119,7 +119,7 @@ export function patternText(
   maxPort: number | undefined,
 ): string {
   const where = onlyIp ?? base;
-  if (minPort === undefined || maxPort === undefined) return where;
+  if (minPort === undefined || maxPort === undefined) return clip(where);
   const v6 = where.includes(':');
   const head = v6 && onlyIp !== undefined ? `[${where}]` : where;
   return clip(minPort === maxPort ? `${head}:${minPort}` : `${head}:${minPort}-${maxPort}`);
