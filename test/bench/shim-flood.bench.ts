@@ -5,11 +5,13 @@
 // number of connects to a closed local port (refused by the kernel: the cost a denied connect is
 // held to). The application issues its operations in waves of WAVE and awaits each wave, so its own
 // longest synchronous stretch is small and measured; the longest event-loop block beyond it is the
-// shim's. Per variant: µs per operation (wall, first issue to last callback), RSS growth (peak over
-// the run minus before), the longest event-loop block (a 5 ms timer's drift, and perf_hooks'
-// monitorEventLoopDelay max), the application's own longest wave, and what reached the sink:
-// records, the sum of their counts (plus the aggregates' and the dropped), which must be N exactly.
-// BENCH_FLOOD_N (default 100,000), BENCH_FLOOD_WAVE (default 100). Printed, not asserted.
+// shim's. Per variant: µs per operation (wall, first issue to last callback); RSS growth (peak over
+// the run minus before); the heap the flood left once garbage is collected; the longest event-loop
+// block (a 5 ms timer's drift, and perf_hooks' monitorEventLoopDelay max); the application's own
+// longest wave; what reached the sink: records, the sum of their counts plus the dropped (must be N
+// exactly), and how many are aggregates. Without a sink: the deny lines written to stderr.
+// BENCH_FLOOD_N (default 100,000), BENCH_FLOOD_WAVE (default 100), BENCH_ROUNDS (default 1).
+// Printed, not asserted.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
@@ -96,6 +98,8 @@ const result = { kind: KIND };
 (async () => {
   // A quiet start: the sampler running, nothing else.
   await new Promise((r) => setTimeout(r, 50));
+  global.gc();
+  const heap0 = process.memoryUsage().heapUsed;
   const rss0 = process.memoryUsage.rss();
   peakRss = rss0;
   histogram.enable();
@@ -131,6 +135,9 @@ const result = { kind: KIND };
     await new Promise((r) => setTimeout(r, 300));
     await shim.flush();
   }
+  // What the flood left behind once garbage is collected (records delivered, tables bounded).
+  global.gc();
+  result.keptMB = (process.memoryUsage().heapUsed - heap0) / 1048576;
   process.on('exit', () => {
     if (shim) {
       const s = shim.status();
@@ -166,6 +173,7 @@ if (BASELINE)
 interface Outcome {
   usPerOp: number;
   rssGrowthMB: number;
+  keptMB: number;
   maxGapMs: number;
   loopDelayMaxMs: number;
   appWaveMaxMs: number;
@@ -196,7 +204,7 @@ for (let round = 0; round < ROUNDS; round++) {
     httpRecords = 0;
     httpCount = 0;
     httpAggregates = 0;
-    const profile = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] : [];
+    const profile = ['--expose-gc', ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] : [])];
     const args = v.shim ? [...profile, '--require', v.register ?? REGISTER_CJS, child] : [...profile, child];
     const run = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
       const p = spawn(process.execPath, args, { env });
@@ -246,7 +254,7 @@ console.log(
   `flood of ${N.toLocaleString('en-US')} distinct denies per child, waves of ${WAVE}, ${ROUNDS} round(s), medians`,
 );
 console.log(
-  'variant                              µs/op   RSS +MB  max block ms (drift / eld)  app wave ms  records  counted+dropped  aggregates  stderr lines',
+  'variant                              µs/op   RSS +MB  heap kept MB  max block ms (drift / eld)  app wave ms  records  counted+dropped  aggregates  stderr lines',
 );
 const summary: Record<string, unknown> = { n: N, wave: WAVE, rounds: ROUNDS };
 for (const v of VARIANTS) {
@@ -254,6 +262,7 @@ for (const v of VARIANTS) {
   const row = {
     usPerOp: pick(v.name, 'usPerOp'),
     rssGrowthMB: pick(v.name, 'rssGrowthMB'),
+    keptMB: pick(v.name, 'keptMB'),
     maxGapMs: pick(v.name, 'maxGapMs'),
     loopDelayMaxMs: pick(v.name, 'loopDelayMaxMs'),
     appWaveMaxMs: pick(v.name, 'appWaveMaxMs'),
@@ -266,7 +275,7 @@ for (const v of VARIANTS) {
   summary[v.name] = row;
   const accounted = v.shim && v.sink !== 'none' ? `${row.counted}+${row.dropped}` : '-';
   console.log(
-    `${v.name.padEnd(34)} ${row.usPerOp.toFixed(1).padStart(7)}  ${row.rssGrowthMB.toFixed(1).padStart(8)}  ${row.maxGapMs.toFixed(1).padStart(8)} / ${row.loopDelayMaxMs.toFixed(1).padEnd(14)} ${row.appWaveMaxMs.toFixed(1).padStart(10)}  ${String(Number.isNaN(row.records) ? '-' : row.records).padStart(7)}  ${accounted.padStart(15)}  ${String(Number.isNaN(row.aggregates) ? '-' : row.aggregates).padStart(10)}  ${Number.isNaN(row.stderrLines) ? '-' : row.stderrLines}`,
+    `${v.name.padEnd(34)} ${row.usPerOp.toFixed(1).padStart(7)}  ${row.rssGrowthMB.toFixed(1).padStart(8)}  ${row.keptMB.toFixed(1).padStart(12)}  ${row.maxGapMs.toFixed(1).padStart(8)} / ${row.loopDelayMaxMs.toFixed(1).padEnd(14)} ${row.appWaveMaxMs.toFixed(1).padStart(10)}  ${String(Number.isNaN(row.records) ? '-' : row.records).padStart(7)}  ${accounted.padStart(15)}  ${String(Number.isNaN(row.aggregates) ? '-' : row.aggregates).padStart(10)}  ${Number.isNaN(row.stderrLines) ? '-' : row.stderrLines}`,
   );
 }
 const refused = pick('refused connect, no shim', 'usPerOp');
