@@ -310,6 +310,14 @@ describe('destination patterns', () => {
     );
   });
 
+  it('groups other spellings of an IPv4 address like the canonical one', () => {
+    expect(addressPrefix('127.1')).toBe('127.0.0.0/24');
+    expect(addressPrefix('010.1.2.3')).toBe(addressPrefix('8.1.2.3'));
+    expect(addressPrefix('::ffff:10.1.2.3')).toBe('10.1.2.0/24');
+    expect(addressPrefix('256.1.2.3')).toBeUndefined();
+    expect(addressPrefix('1.2.3')).toBe('1.2.0.0/24');
+  });
+
   it('property: an address is inside the prefix it is grouped under', () => {
     fc.assert(
       fc.property(fc.ipV4(), (ip) => {
