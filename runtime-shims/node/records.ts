@@ -166,6 +166,8 @@ export class RecordQueue {
   #byKey = new Map<string, Pending>();
   #aggregates = new Map<string, Aggregate>();
   #tracked = 0;
+  /** Aggregates with a deny counted since their window opened (each becomes a record when delivered). */
+  #openAggregates = 0;
   /** The record (or aggregate) the last `add` counted into, for `setOrigin`. */
   #target: { origin?: DenyRecord['origin'] } | undefined;
   #dropped = 0;
@@ -202,8 +204,9 @@ export class RecordQueue {
   get dropped(): number {
     return this.#dropped;
   }
+  /** Records waiting: queued ones, and aggregates with denies counted since their last delivery. */
   get queued(): number {
-    return this.#pending.length;
+    return this.#pending.length + this.#openAggregates;
   }
   get delivered(): number {
     return this.#delivered;
@@ -331,7 +334,8 @@ export class RecordQueue {
       }
     }
     if (aggregate.count === 0) {
-      // A window reopened after a delivery: it starts from this deny.
+      // A window (re)opened: it starts from this deny.
+      this.#openAggregates++;
       aggregate.first = input;
       aggregate.origin = input.origin;
       aggregate.severity = input.severity;
@@ -418,6 +422,7 @@ export class RecordQueue {
         aggregate.minPort = undefined;
         aggregate.maxPort = undefined;
         aggregate.origin = undefined;
+        this.#openAggregates--;
       } else if (now - aggregate.lastMs >= this.#hotMs) {
         callOriginal(mapDelete, this.#aggregates, [aggregate.key]);
       }
@@ -487,7 +492,7 @@ export class RecordQueue {
         }
       }
     }
-    return { delivered, pending: this.#pending.length, dropped: this.#dropped };
+    return { delivered, pending: this.queued, dropped: this.#dropped };
   }
 
   #scheduleRetry(): void {

@@ -197,6 +197,21 @@ describe('aggregation of a flood of distinct denies', () => {
     expect(total(sink.records)).toBe(17);
   });
 
+  it('counts open aggregates as queued, so the exit flush of a sink without synchronous delivery sends them', async () => {
+    const sink = memorySink();
+    const queue = new RecordQueue(sink, () => ({}), { maxPending: 1, log: () => undefined, delayMs: 60_000 });
+    queue.add(dnsDeny('a.attacker.test'));
+    queue.add(dnsDeny('b.attacker.test'));
+    await queue.flush();
+    expect(queue.queued).toBe(0);
+    // The pattern is still flooding: these only go into its aggregate, nothing is queued one by one.
+    queue.add(dnsDeny('c.attacker.test'));
+    queue.add(dnsDeny('d.attacker.test'));
+    expect(queue.queued).toBe(1);
+    expect(await queue.flush()).toEqual({ delivered: 1, pending: 0, dropped: 0 });
+    expect(total(sink.records)).toBe(4);
+  });
+
   it('numbers aggregate records too, so the API counts gaps across them', async () => {
     const sink = memorySink();
     const queue = new RecordQueue(sink, () => ({}), {
