@@ -51,6 +51,12 @@ export interface DeciderOptions {
   execPath?: string;
   /** Cached decisions per revision before the cache is cleared (default 100 000). */
   maxCacheEntries?: number;
+  /**
+   * Denied connections and names are cached apart, in tables of this many before they start over
+   * (default 4096): a flood of distinct denies (a port scan, a DNS exfiltration) cannot fill the
+   * main cache with answers nobody asks for twice, and a repeated deny is still a cache hit.
+   */
+  maxDenyCacheEntries?: number;
 }
 
 function freezeDecision(decision: Decision): Decision {
@@ -169,7 +175,11 @@ class PolicyDecider implements Decider {
   // 100,000 distinct denied connects kept ~45 MB of method/path maps).
   private plainCache: PlainCache = new Map();
   private cacheEntries = 0;
+  private readonly maxDenyCacheEntries: number;
+  private plainDenyCache: PlainCache = new Map();
+  private plainDenyEntries = 0;
   private readonly nameCache = new Map<string, Decision>();
+  private readonly denyNameCache = new Map<string, Decision>();
   private readonly execCache = new Map<string, Decision>();
   private readonly addonCache = new Map<string, Decision>();
   private readonly unixCache = new Map<string, Decision>();
@@ -178,6 +188,7 @@ class PolicyDecider implements Decider {
     this.revision = options.revision ?? 0;
     this.mode = policy.mode;
     this.maxCacheEntries = options.maxCacheEntries ?? 100_000;
+    this.maxDenyCacheEntries = options.maxDenyCacheEntries ?? 4096;
     this.fallbackDecision = freezeDecision(
       policy.fallback === 'allow'
         ? { decision: 'allow', mode: policy.mode, blocked: false, rule: 'default-allow' }
@@ -255,12 +266,23 @@ class PolicyDecider implements Decider {
     const method = request.method ?? '';
     const path = request.path ?? '';
     if (method === '' && path === '') {
-      const hit = this.plainCache.get(host)?.get(ip)?.get(portKey);
+      const hit =
+        this.plainCache.get(host)?.get(ip)?.get(portKey) ??
+        this.plainDenyCache.get(host)?.get(ip)?.get(portKey);
       if (hit !== undefined) return hit;
       const decision = this.decideUncached(request);
-      this.makeRoom();
-      getOrCreate(getOrCreate(this.plainCache, host), ip).set(portKey, decision);
-      this.cacheEntries++;
+      if (decision.decision === 'allow') {
+        this.makeRoom();
+        getOrCreate(getOrCreate(this.plainCache, host), ip).set(portKey, decision);
+        this.cacheEntries++;
+      } else {
+        if (this.plainDenyEntries >= this.maxDenyCacheEntries) {
+          this.plainDenyCache = new Map();
+          this.plainDenyEntries = 0;
+        }
+        getOrCreate(getOrCreate(this.plainDenyCache, host), ip).set(portKey, decision);
+        this.plainDenyEntries++;
+      }
       return decision;
     }
     const l2 = this.cache.get(host);
@@ -383,11 +405,13 @@ class PolicyDecider implements Decider {
   }
 
   decideName(host: string): Decision {
-    const hit = this.nameCache.get(host);
+    const hit = this.nameCache.get(host) ?? this.denyNameCache.get(host);
     if (hit !== undefined) return hit;
     const decision = this.decideNameUncached(host);
-    if (this.nameCache.size >= this.maxCacheEntries) this.nameCache.clear();
-    this.nameCache.set(host, decision);
+    const cache = decision.decision === 'allow' ? this.nameCache : this.denyNameCache;
+    const max = decision.decision === 'allow' ? this.maxCacheEntries : this.maxDenyCacheEntries;
+    if (cache.size >= max) cache.clear();
+    cache.set(host, decision);
     return decision;
   }
 
