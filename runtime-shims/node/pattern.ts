@@ -63,7 +63,7 @@ export interface PatternOf {
   base: string;
   /** The address, when `base` is a prefix of addresses (an aggregate names it if it is the only one). */
   ip: string | undefined;
-  /** The distinct value within the group: the name, `address:port`, `name:port`, the socket, the command. */
+  /** The distinct value within the group: the name, `address:port`, `name:port[/path]`, the socket, the command. */
   value: string;
 }
 
@@ -114,7 +114,8 @@ function nameBase(host: string): string {
 
 /** The group and the distinct value of a destination. Never throws. */
 export function patternOf(d: Destination): PatternOf {
-  const port = d.port === undefined ? '' : `:${d.port}`;
+  // An HTTP deny's path tells requests to one host apart (data can travel in it): part of the value.
+  const port = d.port === undefined ? '' : d.path === undefined ? `:${d.port}` : `:${d.port}${d.path}`;
   if (d.command !== undefined) return { base: clip(d.command), ip: undefined, value: clip(d.command) };
   if (d.socket !== undefined) {
     const slash = d.socket.lastIndexOf('/');

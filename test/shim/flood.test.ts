@@ -257,6 +257,12 @@ describe('destination patterns', () => {
       value: 'x1.exfil.attacker.test',
     });
     expect(patternOf({ host: 'wpad' }).base).toBe('*');
+    // HTTP: requests to one host told apart by their paths.
+    expect(patternOf({ host: 'api.attacker.test', port: 443, path: '/c2/abc', protocol: 'https' })).toEqual({
+      base: '*.attacker.test',
+      ip: undefined,
+      value: 'api.attacker.test:443/c2/abc',
+    });
   });
 
   it('groups addresses under /24 or /64 with their port range; sockets by directory; commands as is', () => {
