@@ -185,7 +185,9 @@ function fileStamp(file: string): string | undefined {
 const LOG_BURST = 20;
 
 function describeDestination(d: DenyRecord['destination']): string {
-  return d.command ?? `${d.host ?? d.ip ?? '?'}${d.port ? `:${d.port}` : ''}${d.path ?? ''}`;
+  if (d.command !== undefined) return d.command;
+  if (d.socket !== undefined) return `unix:${d.socket}`;
+  return `${d.host ?? d.ip ?? '?'}${d.port ? `:${d.port}` : ''}${d.path ?? ''}`;
 }
 
 export class ShimCore implements ShimInstance {
