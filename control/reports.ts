@@ -9,6 +9,9 @@ const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 // ISO-8601 date-time with a zone, the only form shims produce.
 const TIME_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})$/;
 const MAX_WORKLOAD_ATTRIBUTES = 128;
+/** Aggregate records (contract §3): the shim sends up to 8 sample values of at most 300 characters. */
+export const MAX_AGGREGATE_SAMPLE = 16;
+export const MAX_AGGREGATE_TEXT = 512;
 
 export class RecordError extends Error {}
 
@@ -140,5 +143,49 @@ export function validateDenyRecord(input: unknown): ValidatedRecord {
   }
   if (sandboxId !== undefined) record.sandboxId = sandboxId;
   if (seq !== undefined) record.seq = seq;
+  if (input.aggregate !== undefined && input.aggregate !== null)
+    record.aggregate = aggregateOf(input.aggregate, record.count);
   return { record, timeMs: first.ms };
+}
+
+/**
+ * The first record of a batch whose aggregate summary is out of bounds (more than
+ * MAX_AGGREGATE_SAMPLE sample values, or a value or pattern longer than MAX_AGGREGATE_TEXT), as a
+ * reason; undefined when none is. Only sizes: everything else is judged per record.
+ */
+export function oversizedAggregate(records: readonly unknown[]): string | undefined {
+  for (let index = 0; index < records.length; index++) {
+    const record = records[index];
+    if (!isObject(record) || !isObject(record.aggregate)) continue;
+    const { pattern, sample } = record.aggregate;
+    if (typeof pattern === 'string' && pattern.length > MAX_AGGREGATE_TEXT)
+      return `records[${index}].aggregate.pattern: longer than ${MAX_AGGREGATE_TEXT} characters`;
+    if (!Array.isArray(sample)) continue;
+    if (sample.length > MAX_AGGREGATE_SAMPLE)
+      return `records[${index}].aggregate.sample: more than ${MAX_AGGREGATE_SAMPLE} values`;
+    for (const value of sample)
+      if (typeof value === 'string' && value.length > MAX_AGGREGATE_TEXT)
+        return `records[${index}].aggregate.sample: a value longer than ${MAX_AGGREGATE_TEXT} characters`;
+  }
+  return undefined;
+}
+
+/** The summary of an aggregate record: bounded, and consistent with its count. */
+function aggregateOf(input: unknown, count: number): NonNullable<DenyRecord['aggregate']> {
+  if (!isObject(input)) throw new RecordError('aggregate: expected an object');
+  const pattern = text(input.pattern, 'aggregate.pattern', MAX_AGGREGATE_TEXT);
+  const distinct = integer(input.distinct, 'aggregate.distinct', 0, count);
+  const sampleInput = input.sample;
+  if (!Array.isArray(sampleInput) || sampleInput.length > MAX_AGGREGATE_SAMPLE)
+    throw new RecordError(`aggregate.sample: expected an array of at most ${MAX_AGGREGATE_SAMPLE} strings`);
+  const sample = sampleInput.map((value, i) => text(value, `aggregate.sample[${i}]`, MAX_AGGREGATE_TEXT));
+  if (sample.length > distinct)
+    throw new RecordError('aggregate.sample: more values than aggregate.distinct counts');
+  const aggregate: NonNullable<DenyRecord['aggregate']> = { pattern, distinct, sample };
+  if (input.distinctCapped !== undefined && input.distinctCapped !== null) {
+    if (typeof input.distinctCapped !== 'boolean')
+      throw new RecordError('aggregate.distinctCapped: expected a boolean');
+    if (input.distinctCapped) aggregate.distinctCapped = true;
+  }
+  return aggregate;
 }

@@ -51,6 +51,12 @@ export interface DeciderOptions {
   execPath?: string;
   /** Cached decisions per revision before the cache is cleared (default 100 000). */
   maxCacheEntries?: number;
+  /**
+   * Denied connections and names are cached apart, in tables of this many before they start over
+   * (default 4096): a flood of distinct denies (a port scan, a DNS exfiltration) cannot fill the
+   * main cache with answers nobody asks for twice, and a repeated deny is still a cache hit.
+   */
+  maxDenyCacheEntries?: number;
 }
 
 function freezeDecision(decision: Decision): Decision {
@@ -141,6 +147,8 @@ type CacheL4 = Map<string, CacheL5>;
 type CacheL3 = Map<number, CacheL4>;
 type CacheL2 = Map<string, CacheL3>;
 type CacheL1 = Map<string, CacheL2>;
+/** Connection decisions (no method, no path), the common case: host → ip → port key, no maps below. */
+type PlainCache = Map<string, Map<string, Map<number, Decision>>>;
 
 class PolicyDecider implements Decider {
   readonly revision: number;
@@ -163,8 +171,15 @@ class PolicyDecider implements Decider {
   private readonly literalDecision: Decision;
   private readonly maxCacheEntries: number;
   private cache: CacheL1 = new Map();
+  // Apart from `cache` so that a connection's entry costs one Map slot, not two Maps (a flood of
+  // 100,000 distinct denied connects kept ~45 MB of method/path maps).
+  private plainCache: PlainCache = new Map();
   private cacheEntries = 0;
+  private readonly maxDenyCacheEntries: number;
+  private plainDenyCache: PlainCache = new Map();
+  private plainDenyEntries = 0;
   private readonly nameCache = new Map<string, Decision>();
+  private readonly denyNameCache = new Map<string, Decision>();
   private readonly execCache = new Map<string, Decision>();
   private readonly addonCache = new Map<string, Decision>();
   private readonly unixCache = new Map<string, Decision>();
@@ -173,6 +188,7 @@ class PolicyDecider implements Decider {
     this.revision = options.revision ?? 0;
     this.mode = policy.mode;
     this.maxCacheEntries = options.maxCacheEntries ?? 100_000;
+    this.maxDenyCacheEntries = options.maxDenyCacheEntries ?? 4096;
     this.fallbackDecision = freezeDecision(
       policy.fallback === 'allow'
         ? { decision: 'allow', mode: policy.mode, blocked: false, rule: 'default-allow' }
@@ -249,6 +265,26 @@ class PolicyDecider implements Decider {
     const portKey = request.port * 8 + (protocolIndex ?? 7);
     const method = request.method ?? '';
     const path = request.path ?? '';
+    if (method === '' && path === '') {
+      const hit =
+        this.plainCache.get(host)?.get(ip)?.get(portKey) ??
+        this.plainDenyCache.get(host)?.get(ip)?.get(portKey);
+      if (hit !== undefined) return hit;
+      const decision = this.decideUncached(request);
+      if (decision.decision === 'allow') {
+        this.makeRoom();
+        getOrCreate(getOrCreate(this.plainCache, host), ip).set(portKey, decision);
+        this.cacheEntries++;
+      } else {
+        if (this.plainDenyEntries >= this.maxDenyCacheEntries) {
+          this.plainDenyCache = new Map();
+          this.plainDenyEntries = 0;
+        }
+        getOrCreate(getOrCreate(this.plainDenyCache, host), ip).set(portKey, decision);
+        this.plainDenyEntries++;
+      }
+      return decision;
+    }
     const l2 = this.cache.get(host);
     const l3 = l2?.get(ip);
     const l4 = l3?.get(portKey);
@@ -268,16 +304,22 @@ class PolicyDecider implements Decider {
     path: string,
     decision: Decision,
   ) {
-    if (this.cacheEntries >= this.maxCacheEntries) {
-      this.cache = new Map();
-      this.cacheEntries = 0;
-    }
+    this.makeRoom();
     const l2 = getOrCreate(this.cache, host);
     const l3 = getOrCreate(l2, ip);
     const l4 = getOrCreate(l3, portKey);
     const l5 = getOrCreate(l4, method);
     l5.set(path, decision);
     this.cacheEntries++;
+  }
+
+  /** Both caches start over once they hold maxCacheEntries decisions between them. */
+  private makeRoom(): void {
+    if (this.cacheEntries >= this.maxCacheEntries) {
+      this.cache = new Map();
+      this.plainCache = new Map();
+      this.cacheEntries = 0;
+    }
   }
 
   /** The full evaluation (the cache-miss path). Exposed for benchmarks and explain. */
@@ -363,11 +405,13 @@ class PolicyDecider implements Decider {
   }
 
   decideName(host: string): Decision {
-    const hit = this.nameCache.get(host);
+    const hit = this.nameCache.get(host) ?? this.denyNameCache.get(host);
     if (hit !== undefined) return hit;
     const decision = this.decideNameUncached(host);
-    if (this.nameCache.size >= this.maxCacheEntries) this.nameCache.clear();
-    this.nameCache.set(host, decision);
+    const cache = decision.decision === 'allow' ? this.nameCache : this.denyNameCache;
+    const max = decision.decision === 'allow' ? this.maxCacheEntries : this.maxDenyCacheEntries;
+    if (cache.size >= max) cache.clear();
+    cache.set(host, decision);
     return decision;
   }
 

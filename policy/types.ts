@@ -86,6 +86,24 @@ export interface DenyRecord {
   /** Per-sandbox sequence number assigned by the forwarder (extension / in-process client), for gap counting. */
   sandboxId?: string | undefined;
   seq?: number | undefined;
+  /**
+   * Present when this record counts a flood of distinct denies under one destination pattern (the
+   * shim's queue overflowed): `count` denies from `time` to `lastTime`, `destination` is the first.
+   * Contract §3, "Aggregates". Readers that ignore it still see a correct count.
+   */
+  aggregate?: DenyAggregate | undefined;
+}
+
+/** The summary of an aggregate deny record (contract §3). */
+export interface DenyAggregate {
+  /** `*.attacker.test`, `203.0.113.7:1024-65535`, `10.1.2.0/24:443`, `/var/run/*`, a command, or `*`. */
+  pattern: string;
+  /** Distinct destinations among the `count` denies (a lower bound when `distinctCapped`). */
+  distinct: number;
+  /** The shim stopped remembering values (a bound on its memory): `distinct` is at least this. */
+  distinctCapped?: boolean | undefined;
+  /** Up to 8 distinct destinations, first seen first (`name`, `name:port`, `address:port`, …). */
+  sample: string[];
 }
 
 /** Body of POST /v1/reports. */

@@ -40,17 +40,51 @@ interface DenyView {
   rule: string;
   revision: number;
   count: number;
+  kind?: string;
   origin?: { package?: string; file?: string; line?: number };
+  aggregate?: { pattern: string; distinct: number; distinctCapped?: boolean; sample: string[] };
 }
 
-/** One table row; exported for tests. A socket reads `unix:/var/run/docker.sock` (or `unix:@name`). */
+const AGGREGATE_WORDING: Record<string, string> = {
+  dns: 'names under',
+  connect: 'connects to',
+  udp: 'datagrams to',
+  http: 'requests to',
+  unix: 'socket connects to',
+  exec: 'execs of',
+  addon: 'addon loads of',
+};
+
+/**
+ * An aggregate record (a flood counted per pattern, contract §3) in one line:
+ * `99,000 more names under *.attacker.test (99,000 distinct, e.g. a.attacker.test, b.attacker.test)`.
+ */
+export function aggregateSummary(record: Pick<DenyView, 'count' | 'kind' | 'aggregate'>): string {
+  const a = record.aggregate;
+  if (!a) return '';
+  const n = (value: number) => value.toLocaleString('en-US');
+  const wording = AGGREGATE_WORDING[record.kind ?? ''] ?? 'denies of';
+  const examples = a.sample.slice(0, 2).join(', ');
+  const more = a.sample.length > 2 ? ', …' : '';
+  const distinct = `${n(a.distinct)}${a.distinctCapped ? '+' : ''} distinct`;
+  return `${n(record.count)} more ${wording} ${a.pattern} (${distinct}${examples ? `, e.g. ${examples}${more}` : ''})`;
+}
+
+/** Where a record went: `host:port/path`, the command, or `unix:/var/run/docker.sock` (or `unix:@name`). */
+function describeTarget(d: DenyView['destination']): string {
+  if (d.command !== undefined) return d.command;
+  if (d.socket !== undefined) return `unix:${d.socket}${d.path !== undefined ? ` ${d.path}` : ''}`;
+  return `${d.host ?? d.ip ?? '?'}${d.port !== undefined ? `:${d.port}` : ''}${d.path ?? ''}`;
+}
+
+/**
+ * One table row; exported for tests. A repeated deny reads `host:443 (×3)`; an aggregate record reads
+ * as its summary (`aggregateSummary`).
+ */
 export function denyRow(record: DenyView): string[] {
-  const d = record.destination;
-  const target =
-    d.command ??
-    (d.socket !== undefined
-      ? `unix:${d.socket}${d.path !== undefined ? ` ${d.path}` : ''}`
-      : `${d.host ?? d.ip ?? '?'}${d.port !== undefined ? `:${d.port}` : ''}${d.path ?? ''}`);
+  const target = record.aggregate
+    ? aggregateSummary(record)
+    : `${describeTarget(record.destination)}${record.count > 1 ? ` (×${record.count.toLocaleString('en-US')})` : ''}`;
   const who =
     record.workload.name ??
     Object.entries(record.workload)

@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import { formatIdentity } from '../../policy/index.js';
 import type { ControlContext } from '../context.js';
-import { RecordError, validateDenyRecord } from '../reports.js';
+import { oversizedAggregate, RecordError, validateDenyRecord } from '../reports.js';
 import type { DenyRow } from '../store/types.js';
 
 const MAX_ERRORS_LISTED = 100;
@@ -38,7 +38,9 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
         description:
           'Idempotent by record id: a replayed batch stores nothing twice. Each record is validated alone; ' +
           'bad ones are counted as rejected (with their index and reason) and the rest are stored. ' +
-          'Records with sandboxId and seq (from 1, per sandbox) let the API count records that never arrived.',
+          'Records with sandboxId and seq (from 1, per sandbox) let the API count records that never arrived. ' +
+          'An aggregate record (a flood counted per destination pattern) carries aggregate {pattern, distinct, ' +
+          'sample ≤ 16 values of ≤ 512 characters}: a batch with a larger one is refused whole with 400.',
         body: {
           type: 'object',
           required: ['records'],
@@ -69,6 +71,10 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
       let rejected = 0;
       const receivedAt = new Date().toISOString();
       const { records } = request.body;
+      // Records are judged one by one below; an aggregate summary beyond its bounds is a hostile
+      // client's, so the whole batch is refused before any of it is read further.
+      const oversized = oversizedAggregate(records);
+      if (oversized !== undefined) return reply.code(400).send({ error: 'bad-request', message: oversized });
       // SmartGroups per workload (a batch mostly has one): cached per revision, else asked of the policy thread.
       const groupsByKey = new Map<string, Promise<string>>();
       let lastWorkload: Readonly<Record<string, string>> | undefined;

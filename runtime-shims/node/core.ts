@@ -163,6 +163,15 @@ function fileStamp(file: string): string | undefined {
   }
 }
 
+/** Deny lines logged per second without a sink; the rest go into one summary line a second. */
+const LOG_BURST = 20;
+
+function describeDestination(d: DenyRecord['destination']): string {
+  if (d.command !== undefined) return d.command;
+  if (d.socket !== undefined) return `unix:${d.socket}`;
+  return `${d.host ?? d.ip ?? '?'}${d.port ? `:${d.port}` : ''}${d.path ?? ''}`;
+}
+
 export class ShimCore implements ShimInstance {
   readonly apiVersion = API_VERSION;
   readonly config: ShimConfig;
@@ -711,7 +720,11 @@ export class ShimCore implements ShimInstance {
     return this.#als?.getStore() ?? this.#invocationId;
   }
 
-  /** Record a deny / would-deny. Stack is captured here, on the deny path only. Never throws. */
+  /**
+   * Record a deny / would-deny. Never throws. The stack walk that finds the origin runs only when the
+   * record this deny goes to has none yet (once per record or aggregate, not once per deny of a flood);
+   * without a sink, deny lines are logged at most LOG_BURST a second and the rest summarised.
+   */
   report(
     kind: DenyRecord['kind'],
     decision: Decision,
@@ -727,22 +740,63 @@ export class ShimCore implements ShimInstance {
         mode: decision.mode,
         rule: decision.rule,
         revision: Math.max(this.#revision, 0),
-        origin:
-          captureOrigin(this.isOwnFile) ??
-          (startedAt ? originFromStack(startedAt.stack, this.isOwnFile) : undefined),
         invocationId: this.currentInvocation(),
       };
       if (severity || decision.rule === 'fail-closed') input.severity = 'high';
-      if (!this.queue.sinkDescription) {
-        const d = destination;
-        const where =
-          d.command ?? d.socket ?? `${d.host ?? d.ip ?? '?'}${d.port ? `:${d.port}` : ''}${d.path ?? ''}`;
-        this.log(`${decision.blocked ? 'DENY' : 'would deny'} ${kind} ${where} (rule ${decision.rule})`);
-      }
-      this.queue.add(input);
+      if (!this.queue.sinkDescription) this.#logDeny(kind, decision, destination);
+      if (this.queue.add(input))
+        this.queue.setOrigin(
+          captureOrigin(this.isOwnFile) ??
+            (startedAt ? originFromStack(startedAt.stack, this.isOwnFile) : undefined),
+        );
     } catch {
       // A record that cannot be built must not turn a denial into an application crash.
     }
+  }
+
+  #logWindowMs = 0;
+  #logLines = 0;
+  #logHeld = 0;
+  #logLast = '';
+  #logTimer: NodeJS.Timeout | undefined;
+  #logAtExit = false;
+
+  /** One line per deny, LOG_BURST a second at most; the rest are counted into one summary line. */
+  #logDeny(kind: DenyRecord['kind'], decision: Decision, d: DenyRecord['destination']): void {
+    const now = Date.now();
+    if (now - this.#logWindowMs >= 1000) {
+      this.#logWindowMs = now;
+      this.#logLines = 0;
+    }
+    if (this.#logLines < LOG_BURST) {
+      this.#logLines++;
+      this.log(
+        `${decision.blocked ? 'DENY' : 'would deny'} ${kind} ${describeDestination(d)} (rule ${decision.rule})`,
+      );
+      return;
+    }
+    this.#logHeld++;
+    if (this.#logHeld === 1 || (this.#logHeld & 1023) === 0)
+      this.#logLast = `${decision.blocked ? 'DENY' : 'would deny'} ${kind} ${describeDestination(d)} (rule ${decision.rule})`;
+    if (!this.#logAtExit) {
+      this.#logAtExit = true;
+      process.once('exit', () => this.#logSummary());
+    }
+    if (this.#logTimer === undefined) {
+      this.#logTimer = setTimeout(() => this.#logSummary(), 1000);
+      this.#logTimer.unref?.();
+    }
+  }
+
+  #logSummary(): void {
+    if (this.#logTimer !== undefined) clearTimeout(this.#logTimer);
+    this.#logTimer = undefined;
+    const held = this.#logHeld;
+    if (held === 0) return;
+    this.#logHeld = 0;
+    this.log(
+      `${held.toLocaleString('en-US')} more denies not logged one by one (over ${LOG_BURST} a second; e.g. ${this.#logLast}); records count every one (status: queued, dropped)`,
+    );
   }
 
   tamper(what: string): void {

@@ -1,9 +1,12 @@
-// Deny records: aggregated, queued without blocking, bounded, delivered by a pluggable sink.
+// Deny records: merged, queued without blocking, bounded, delivered by a pluggable sink. A flood
+// of distinct denies that overflows the queue is counted per destination pattern (aggregate
+// records, contract §3) instead of being dropped.
 // Nothing here throws into application code: every failure becomes a count or a log line.
 import { randomUUID } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync, writeSync } from 'node:fs';
 import type { DenyRecord } from '../../policy/types.js';
 import { callOriginal } from './hooks/lock.js';
+import { patternOf, patternText } from './pattern.js';
 
 export interface Sink {
   readonly description: string;
@@ -82,7 +85,7 @@ export function isPermanentRejection(status: number): boolean {
 }
 
 /** What a hook knows about a deny; the queue adds id, times, count, identity and invocation. */
-export type RecordInput = Omit<DenyRecord, 'id' | 'time' | 'lastTime' | 'count' | 'workload'>;
+export type RecordInput = Omit<DenyRecord, 'id' | 'time' | 'lastTime' | 'count' | 'workload' | 'aggregate'>;
 
 export interface QueueOptions {
   maxPending?: number;
@@ -91,6 +94,12 @@ export interface QueueOptions {
   delayMs?: number;
   /** Longest wait between retries while the sink is unreachable (the wait doubles from 2 s up to this). */
   maxRetryDelayMs?: number;
+  /** Patterns counted at once while flooding (beyond: one catch-all per rule; beyond that, dropped). */
+  maxAggregates?: number;
+  /** Distinct values remembered across all aggregates, to count them (beyond: `distinctCapped`). */
+  maxDistinctTracked?: number;
+  /** A pattern that overflowed stays aggregated until it has been quiet this long. */
+  hotMs?: number;
   /**
    * Number records per process (`sandboxId`, `seq` from 1) so the control API can count records that never
    * arrived. For sinks that reach the control API directly; the Lambda extension numbers spooled records.
@@ -103,7 +112,33 @@ export interface QueueOptions {
 interface Pending {
   record: DenyRecord;
   key: string;
+  /** Time of the last merged deny (epoch ms); `record.lastTime` is written from it when the record leaves. */
+  lastMs: number;
 }
+
+/** Distinct denies of one (kind, decision, mode, rule, revision, protocol, invocation, pattern) while flooding. */
+interface Aggregate {
+  key: string;
+  base: string;
+  /** The deny that opened this window: its destination, origin, invocation, … */
+  first: RecordInput;
+  origin: DenyRecord['origin'];
+  severity: DenyRecord['severity'];
+  count: number;
+  firstMs: number;
+  lastMs: number;
+  /** The one address seen, or null once a second one was (then the pattern is the prefix). */
+  ip: string | null | undefined;
+  minPort: number | undefined;
+  maxPort: number | undefined;
+  seen: Set<string>;
+  distinct: number;
+  capped: boolean;
+  sample: string[];
+}
+
+/** Distinct destinations an aggregate record lists. */
+export const AGGREGATE_SAMPLE = 8;
 
 export interface FlushResult {
   delivered: number;
@@ -111,19 +146,33 @@ export interface FlushResult {
   dropped: number;
 }
 
-// The aggregation table's methods, captured at load: a replaced Map method (which the shim refuses
+// The aggregation tables' methods, captured at load: a replaced Map method (which the shim refuses
 // to decide through) must not also swallow the tamper record that reports it.
 const mapGet = Map.prototype.get;
 const mapSet = Map.prototype.set;
 const mapHas = Map.prototype.has;
 const mapDelete = Map.prototype.delete;
 const mapClear = Map.prototype.clear;
+const setHas = Set.prototype.has;
+const setAdd = Set.prototype.add;
+const setClear = Set.prototype.clear;
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
 
 export class RecordQueue {
   #pending: Pending[] = [];
   #byKey = new Map<string, Pending>();
+  #aggregates = new Map<string, Aggregate>();
+  #tracked = 0;
+  /** Aggregates with a deny counted since their window opened (each becomes a record when delivered). */
+  #openAggregates = 0;
+  /** The record (or aggregate) the last `add` counted into, for `setOrigin`. */
+  #target: { origin?: DenyRecord['origin'] } | undefined;
   #dropped = 0;
   #delivered = 0;
+  #aggregated = 0;
   #timer: NodeJS.Timeout | undefined;
   #inFlight: Promise<FlushResult> | undefined;
   #lastError: string | undefined;
@@ -134,6 +183,9 @@ export class RecordQueue {
   readonly #maxBatch: number;
   readonly #delayMs: number;
   readonly #maxRetryDelayMs: number;
+  readonly #maxAggregates: number;
+  readonly #maxTracked: number;
+  readonly #hotMs: number;
 
   constructor(
     private sink: Sink | undefined,
@@ -144,16 +196,24 @@ export class RecordQueue {
     this.#maxBatch = options.maxBatch ?? 200;
     this.#delayMs = options.delayMs ?? 200;
     this.#maxRetryDelayMs = options.maxRetryDelayMs ?? 60_000;
+    this.#maxAggregates = options.maxAggregates ?? 256;
+    this.#maxTracked = options.maxDistinctTracked ?? 50_000;
+    this.#hotMs = options.hotMs ?? 5000;
   }
 
   get dropped(): number {
     return this.#dropped;
   }
+  /** Records waiting: queued ones, and aggregates with denies counted since their last delivery. */
   get queued(): number {
-    return this.#pending.length;
+    return this.#pending.length + this.#openAggregates;
   }
   get delivered(): number {
     return this.#delivered;
+  }
+  /** Denies counted into aggregates so far (each also in an aggregate record's `count`). */
+  get aggregated(): number {
+    return this.#aggregated;
   }
   get lastError(): string | undefined {
     return this.#lastError;
@@ -162,42 +222,217 @@ export class RecordQueue {
     return this.sink?.description;
   }
 
-  /** O(1), never blocks, never throws: a repeat of a pending record only bumps its count. */
-  add(input: RecordInput): void {
+  /**
+   * O(1), never blocks, never throws: a repeat of a pending record only bumps its count; a distinct deny
+   * that finds the queue full (or its pattern still flooding) is counted into its pattern's aggregate.
+   * Returns true when the record it went to has no origin yet: the caller then finds one (a stack walk,
+   * once per record rather than once per deny) and hands it to `setOrigin`.
+   */
+  add(input: RecordInput): boolean {
+    this.#target = undefined;
     try {
       const d = input.destination;
       const key = `${input.kind}|${input.decision}|${input.mode}|${input.rule}|${input.revision}|${d.host}|${d.ip}|${d.port}|${d.protocol}|${d.sni}|${d.method}|${d.path}|${d.command}|${d.socket}|${input.invocationId}`;
-      const now = new Date().toISOString();
+      const now = Date.now();
       const existing = callOriginal(mapGet, this.#byKey, [key]) as Pending | undefined;
       if (existing) {
         existing.record.count++;
-        existing.record.lastTime = now;
-        return;
+        existing.lastMs = now;
+        if (input.severity === 'high') existing.record.severity = 'high';
+        return this.#wantsOrigin(existing.record, input);
       }
-      const seq = this.options.numberRecords ? ++this.#seq : undefined;
-      if (this.#pending.length >= this.#maxPending) {
-        this.#dropped++;
-        return;
+      if (this.#pending.length >= this.#maxPending || this.#aggregates.size > 0) {
+        // Flooding: a full queue, or a pattern that overflowed and has not calmed down.
+        if (this.#aggregate(input, now, this.#pending.length >= this.#maxPending)) {
+          this.#schedule();
+          return this.#target !== undefined;
+        }
+        if (this.#pending.length >= this.#maxPending) {
+          if (this.options.numberRecords) ++this.#seq;
+          this.#dropped++;
+          return false;
+        }
       }
       const record: DenyRecord = {
         id: randomUUID(),
-        time: now,
+        time: iso(now),
         count: 1,
         workload: this.workload(),
         ...input,
       };
-      if (seq !== undefined) {
+      if (this.options.numberRecords) {
         this.#sandboxId ??= randomUUID();
         record.sandboxId = this.#sandboxId;
-        record.seq = seq;
+        record.seq = ++this.#seq;
       }
-      const pending = { record, key };
+      const pending = { record, key, lastMs: now };
       this.#pending.push(pending);
       callOriginal(mapSet, this.#byKey, [key, pending]);
       this.#schedule();
+      return this.#wantsOrigin(record, input);
     } catch {
       this.#dropped++;
+      return false;
     }
+  }
+
+  #wantsOrigin(record: { origin?: DenyRecord['origin'] }, input: RecordInput): boolean {
+    if (record.origin !== undefined) return false;
+    if (input.origin !== undefined) {
+      record.origin = input.origin;
+      return false;
+    }
+    this.#target = record;
+    return true;
+  }
+
+  /** The origin of the deny just added, for a record that had none (merged records keep the first found). */
+  setOrigin(origin: DenyRecord['origin']): void {
+    const target = this.#target;
+    this.#target = undefined;
+    if (target && target.origin === undefined && origin !== undefined) target.origin = origin;
+  }
+
+  /**
+   * Count a deny into its pattern's aggregate. `open`: may open a new aggregate (the queue is full);
+   * otherwise only an aggregate still open takes it. false: not aggregated (the caller queues or drops it).
+   */
+  #aggregate(input: RecordInput, now: number, open: boolean): boolean {
+    const d = input.destination;
+    const where = patternOf(d);
+    const head = `${input.kind}|${input.decision}|${input.mode}|${input.rule}|${input.revision}|${d.protocol}|${input.invocationId}|`;
+    let key = head + where.base;
+    let aggregate = callOriginal(mapGet, this.#aggregates, [key]) as Aggregate | undefined;
+    if (aggregate === undefined) {
+      if (!open) return false;
+      if (this.#aggregates.size >= this.#maxAggregates) {
+        // Too many patterns at once: one catch-all per rule (and kind, …) takes the rest.
+        key = `${head}*`;
+        aggregate = callOriginal(mapGet, this.#aggregates, [key]) as Aggregate | undefined;
+        if (aggregate === undefined && this.#aggregates.size >= this.#maxAggregates * 2) return false;
+      }
+      if (aggregate === undefined) {
+        const base = key.endsWith('|*') && where.base !== '*' ? '*' : where.base;
+        aggregate = {
+          key,
+          base,
+          first: input,
+          origin: input.origin,
+          severity: input.severity,
+          count: 0,
+          firstMs: now,
+          lastMs: now,
+          ip: undefined,
+          minPort: undefined,
+          maxPort: undefined,
+          seen: new Set(),
+          distinct: 0,
+          capped: false,
+          sample: [],
+        };
+        callOriginal(mapSet, this.#aggregates, [key, aggregate]);
+      }
+    }
+    if (aggregate.count === 0) {
+      // A window (re)opened: it starts from this deny.
+      this.#openAggregates++;
+      aggregate.first = input;
+      aggregate.origin = input.origin;
+      aggregate.severity = input.severity;
+      aggregate.firstMs = now;
+    }
+    aggregate.count++;
+    this.#aggregated++;
+    aggregate.lastMs = now;
+    if (input.severity === 'high') aggregate.severity = 'high';
+    if (aggregate.base !== '*' && where.ip !== undefined) {
+      if (aggregate.ip === undefined) aggregate.ip = where.ip;
+      else if (aggregate.ip !== null && aggregate.ip !== where.ip) aggregate.ip = null;
+    }
+    const port = d.port;
+    if (port !== undefined) {
+      if (aggregate.minPort === undefined || port < aggregate.minPort) aggregate.minPort = port;
+      if (aggregate.maxPort === undefined || port > aggregate.maxPort) aggregate.maxPort = port;
+    }
+    if (!aggregate.capped) {
+      const value = where.value;
+      if (!callOriginal(setHas, aggregate.seen, [value])) {
+        if (this.#tracked >= this.#maxTracked) aggregate.capped = true;
+        else {
+          callOriginal(setAdd, aggregate.seen, [value]);
+          this.#tracked++;
+          aggregate.distinct++;
+          if (aggregate.sample.length < AGGREGATE_SAMPLE) aggregate.sample.push(value);
+        }
+      }
+    }
+    if (aggregate.origin === undefined) {
+      if (input.origin !== undefined) aggregate.origin = input.origin;
+      else this.#target = aggregate;
+    }
+    return true;
+  }
+
+  /** The record an aggregate reports now (its window so far). */
+  #aggregateRecord(aggregate: Aggregate): DenyRecord {
+    const record: DenyRecord = {
+      id: randomUUID(),
+      time: iso(aggregate.firstMs),
+      count: aggregate.count,
+      workload: this.workload(),
+      ...aggregate.first,
+      aggregate: {
+        pattern: patternText(aggregate.base, aggregate.ip ?? undefined, aggregate.minPort, aggregate.maxPort),
+        distinct: aggregate.distinct,
+        sample: [...aggregate.sample],
+      },
+    };
+    if (aggregate.capped && record.aggregate) record.aggregate.distinctCapped = true;
+    if (aggregate.count > 1) record.lastTime = iso(aggregate.lastMs);
+    if (aggregate.origin !== undefined) record.origin = aggregate.origin;
+    else delete record.origin;
+    if (aggregate.severity !== undefined) record.severity = aggregate.severity;
+    return record;
+  }
+
+  /**
+   * Close every aggregate's window into a pending record (they go after the records queued before
+   * them). An aggregate stays open, empty, while its pattern is still flooding (its last deny within
+   * `hotMs`), so the flood's next denies keep being counted rather than each queued.
+   */
+  #closeAggregates(now: number): void {
+    if (this.#aggregates.size === 0) return;
+    for (const aggregate of [...this.#aggregates.values()]) {
+      if (aggregate.count > 0) {
+        const record = this.#aggregateRecord(aggregate);
+        if (this.options.numberRecords) {
+          this.#sandboxId ??= randomUUID();
+          record.sandboxId = this.#sandboxId;
+          record.seq = ++this.#seq;
+        }
+        // Its own key: a later deny never merges into a closed aggregate.
+        this.#pending.push({ record, key: `aggregate|${record.id}`, lastMs: aggregate.lastMs });
+        this.#tracked -= aggregate.seen.size;
+        callOriginal(setClear, aggregate.seen, []);
+        aggregate.count = 0;
+        aggregate.distinct = 0;
+        aggregate.capped = false;
+        aggregate.sample = [];
+        aggregate.ip = undefined;
+        aggregate.minPort = undefined;
+        aggregate.maxPort = undefined;
+        aggregate.origin = undefined;
+        this.#openAggregates--;
+      } else if (now - aggregate.lastMs >= this.#hotMs) {
+        callOriginal(mapDelete, this.#aggregates, [aggregate.key]);
+      }
+    }
+  }
+
+  /** A pending record as it leaves: its last time written from the last merged deny. */
+  static #out(p: Pending): DenyRecord {
+    if (p.record.count > 1) p.record.lastTime = iso(p.lastMs);
+    return p.record;
   }
 
   #schedule(): void {
@@ -223,12 +458,14 @@ export class RecordQueue {
     let delivered = 0;
     const sink = this.sink;
     if (sink) {
+      // Aggregates go after the records queued before them; a flood that goes on opens new windows.
+      this.#closeAggregates(Date.now());
       while (this.#pending.length > 0) {
         const batch = this.#pending.slice(0, this.#maxBatch);
         // Records in flight are not aggregated into any more: a repeat starts a new record.
         for (const p of batch) callOriginal(mapDelete, this.#byKey, [p.key]);
         try {
-          await sink.deliver(batch.map((p) => p.record));
+          await sink.deliver(batch.map(RecordQueue.#out));
           this.#pending.splice(0, batch.length);
           delivered += batch.length;
           this.#delivered += batch.length;
@@ -255,7 +492,7 @@ export class RecordQueue {
         }
       }
     }
-    return { delivered, pending: this.#pending.length, dropped: this.#dropped };
+    return { delivered, pending: this.queued, dropped: this.#dropped };
   }
 
   #scheduleRetry(): void {
@@ -274,9 +511,11 @@ export class RecordQueue {
   /** At process exit: hand what is pending to a sink that can take it synchronously. Never throws. */
   drainSync(): void {
     const sink = this.sink;
-    if (!sink?.deliverSync || this.#pending.length === 0) return;
+    if (!sink?.deliverSync) return;
+    this.#closeAggregates(Date.now());
+    if (this.#pending.length === 0) return;
     try {
-      sink.deliverSync(this.#pending.map((p) => p.record));
+      sink.deliverSync(this.#pending.map(RecordQueue.#out));
       this.#delivered += this.#pending.length;
       this.#pending = [];
       callOriginal(mapClear, this.#byKey, []);
@@ -286,13 +525,16 @@ export class RecordQueue {
     }
   }
 
-  /** Records waiting for delivery (copies), for tests and for wrappers without a sink. */
+  /** Records waiting for delivery (copies), open aggregates' windows last, for tests and wrappers without a sink. */
   peek(): DenyRecord[] {
-    return this.#pending.map((p) => ({ ...p.record }));
+    const records = this.#pending.map((p) => ({ ...RecordQueue.#out(p) }));
+    for (const aggregate of this.#aggregates.values())
+      if (aggregate.count > 0) records.push(this.#aggregateRecord(aggregate));
+    return records;
   }
 
   setSink(sink: Sink | undefined): void {
     this.sink = sink;
-    if (this.#pending.length > 0) this.#schedule();
+    if (this.#pending.length > 0 || this.#aggregates.size > 0) this.#schedule();
   }
 }

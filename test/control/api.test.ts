@@ -336,6 +336,82 @@ describe.each(ENGINES)('control API on %s', (engine) => {
       expect((await post(huge)).status).toBe(413);
     });
 
+    it('stores aggregate records (a flood counted per pattern) verbatim; bounds and checks their summary', async () => {
+      const aggregate = {
+        pattern: '*.attacker.test',
+        distinct: 99_000,
+        sample: ['x1.exfil.attacker.test', 'x2.exfil.attacker.test'],
+      };
+      const flood = record('agg-1', {
+        kind: 'dns',
+        count: 99_000,
+        rule: 'flood',
+        lastTime: '2026-11-28T03:00:02.500Z',
+        destination: { host: 'x1.exfil.attacker.test', protocol: 'dns' },
+        origin: { file: '/var/task/exfil.js', line: 12 },
+        aggregate,
+      });
+      const capped = record('agg-2', {
+        rule: 'flood',
+        count: 70_000,
+        destination: { ip: '203.0.113.7', port: 1024, protocol: 'tcp' },
+        aggregate: { pattern: '203.0.113.7:1024-65535', distinct: 50_000, distinctCapped: true, sample: [] },
+      });
+      const bad = [
+        record('agg-bad-1', { aggregate: { ...aggregate, distinct: 5 } }), // more than count
+        record('agg-bad-2', { count: 10, aggregate: { pattern: '*', distinct: 1, sample: ['a', 'b'] } }),
+        record('agg-bad-3', { aggregate: { pattern: '', distinct: 0, sample: [] } }),
+        record('agg-bad-4', { aggregate: 'everything' }),
+        record('agg-bad-5', { count: 3, aggregate: { pattern: '*', distinct: 1, sample: 'a' } }),
+      ];
+      const response = await post({ records: [flood, capped, ...bad] });
+      expect(response.status).toBe(202);
+      const body = (await response.json()) as {
+        stored: number;
+        rejected: number;
+        errors: { index: number; reason: string }[];
+      };
+      expect(body).toMatchObject({ stored: 2, rejected: 5 });
+      expect(body.errors.map((e) => e.index)).toEqual([2, 3, 4, 5, 6]);
+      expect(body.errors[0]?.reason).toMatch(/aggregate\.distinct/);
+      const stored = (await (await api.call('/v1/denies?rule=flood')).json()) as {
+        records: Record<string, unknown>[];
+      };
+      const byId = new Map(stored.records.map((r) => [r.id, r]));
+      expect(byId.get('agg-1')).toMatchObject({
+        count: 99_000,
+        aggregate,
+        origin: { file: '/var/task/exfil.js', line: 12 },
+      });
+      expect(byId.get('agg-2')).toMatchObject({ aggregate: { distinctCapped: true, sample: [] } });
+      // Found by the destination filter like any record of the domain.
+      const found = (await (await api.call('/v1/denies?rule=flood&destination=*.attacker.test')).json()) as {
+        records: { id: string }[];
+      };
+      expect(found.records.map((r) => r.id)).toEqual(['agg-1']);
+    });
+
+    it('refuses a batch with an oversized aggregate sample with 400 (a hostile client, before any record is read)', async () => {
+      const many = record('agg-many', {
+        count: 1000,
+        aggregate: { pattern: '*', distinct: 1000, sample: Array.from({ length: 17 }, (_, i) => `v${i}`) },
+      });
+      expect((await post({ records: [many] })).status).toBe(400);
+      const long = record('agg-long', {
+        count: 10,
+        aggregate: { pattern: '*', distinct: 1, sample: ['x'.repeat(513)] },
+      });
+      expect((await post({ records: [long] })).status).toBe(400);
+      const longPattern = record('agg-long-pattern', {
+        aggregate: { pattern: 'p'.repeat(513), distinct: 1, sample: [] },
+      });
+      expect((await post({ records: [longPattern] })).status).toBe(400);
+      const denies = (await (await api.call('/v1/denies?rule=default-deny&limit=1000')).json()) as {
+        records: { id: string }[];
+      };
+      expect(denies.records.some((r) => r.id.startsWith('agg-'))).toBe(false);
+    });
+
     it('counts records that never arrived from sequence numbers', async () => {
       const bySeq = (seq: number) => record(`seq-${seq}`, { sandboxId: 'sandbox-a', seq });
       await post({ records: [bySeq(1), bySeq(2), bySeq(5)] });

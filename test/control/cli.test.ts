@@ -198,6 +198,31 @@ describe('bulkhead control CLI', () => {
     expect(unixTable.stdout).toMatch(
       /charge-card\s+unix:\/var\/run\/docker\.sock\s+deny\/enforce\s+sockets\/deny\[0\]\s+r1/,
     );
+
+    // A flood the shim counted per pattern reads as one line saying how many more, under what.
+    const flood = {
+      ...report('cli-4', 'x1.exfil.attacker.test'),
+      kind: 'dns',
+      count: 99_000,
+      destination: { host: 'x1.exfil.attacker.test', protocol: 'dns' },
+      rule: 'flood/deny[0]',
+      aggregate: {
+        pattern: '*.attacker.test',
+        distinct: 50_000,
+        distinctCapped: true,
+        sample: ['x1.exfil.attacker.test', 'x2.exfil.attacker.test', 'x3.exfil.attacker.test'],
+      },
+    };
+    const repeated = { ...report('cli-5', 'again.attacker.test'), count: 3, rule: 'flood/deny[0]' };
+    expect((await post([flood, repeated])).status).toBe(202);
+    const floodTable = await runCli(['denies', '--control', url, '--rule', 'flood/deny[0]'], {
+      BULKHEAD_TOKEN: admin,
+    });
+    expect(floodTable.code, floodTable.stderr).toBe(0);
+    expect(floodTable.stdout).toContain(
+      '99,000 more names under *.attacker.test (50,000+ distinct, e.g. x1.exfil.attacker.test, x2.exfil.attacker.test, …)',
+    );
+    expect(floodTable.stdout).toMatch(/again\.attacker\.test:443 \(×3\)\s+deny\/enforce/);
   });
 
   it('stops cleanly on SIGTERM', async () => {

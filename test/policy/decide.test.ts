@@ -395,22 +395,20 @@ describe('workloads no policy selects, and exec / addons', () => {
 
 describe('cache', () => {
   it('gives the same answers as the uncached path for any request sequence, across cache resets', () => {
-    const d = createDecider(
-      compilePolicy(
-        mustParse(
-          policyYaml({
-            allow: [
-              'to: { host: "*.a.com", port: 443 }',
-              'to: { cidr: 10.0.0.0/8 }',
-              'to: { host: b.com, paths: ["/x/**"] }',
-            ],
-            deny: ['to: { host: bad.a.com }'],
-          }),
-        ),
-        APP,
+    const compiled = compilePolicy(
+      mustParse(
+        policyYaml({
+          allow: [
+            'to: { host: "*.a.com", port: 443 }',
+            'to: { cidr: 10.0.0.0/8 }',
+            'to: { host: b.com, paths: ["/x/**"] }',
+          ],
+          deny: ['to: { host: bad.a.com }'],
+        }),
       ),
-      { maxCacheEntries: 7 },
+      APP,
     );
+    const d = createDecider(compiled, { maxCacheEntries: 7, maxDenyCacheEntries: 3 });
     const request = fc.record({
       host: fc.option(fc.constantFrom('x.a.com', 'bad.a.com', 'b.com', 'B.COM.', 'c.com', '10.1.1.1', ''), {
         nil: undefined,
@@ -424,6 +422,23 @@ describe('cache', () => {
     fc.assert(
       fc.property(fc.array(request, { maxLength: 40 }), (requests) => {
         for (const r of requests) expect(d.decide(r)).toBe(d.decideUncached(r));
+      }),
+    );
+    // Names: allowed and denied ones cached apart, each table starting over when full.
+    const uncached = () => createDecider(compiled, {});
+    const names = fc.constantFrom(
+      'x.a.com',
+      'bad.a.com',
+      'b.com',
+      'B.COM.',
+      'c.com',
+      'd.c.com',
+      '10.1.1.1',
+      '',
+    );
+    fc.assert(
+      fc.property(fc.array(names, { maxLength: 40 }), (hosts) => {
+        for (const h of hosts) expect(d.decideName(h)).toEqual(uncached().decideName(h));
       }),
     );
   });

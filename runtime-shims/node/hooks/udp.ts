@@ -45,7 +45,10 @@ export function installUdp(core: ShimCore, binding: BindingLoader): void {
         if (error) {
           const callback = (args[0] as { callback?: unknown } | undefined)?.callback;
           // Node drops a failed send without a callback silently; so do we (the record is made).
-          if (typeof callback === 'function') process.nextTick(callback as (e: Error) => void, error);
+          // The callback runs on a later turn of the event loop, as a sent datagram's would: a loop
+          // awaiting denied sends still lets timers, I/O and record delivery run.
+          // (A closure: setImmediate's own arguments are spread, which a replaced array iterator empties.)
+          if (typeof callback === 'function') setImmediate(() => (callback as (e: Error) => void)(error));
           return 0;
         }
       }

@@ -104,7 +104,8 @@ export function installUnix(core: ShimCore, binding: BindingLoader): void {
       if (decision.blocked) {
         const error = deniedError('connect', socket, decision.rule, core.status().revision, socket);
         if (owner && typeof owner.destroy === 'function') {
-          process.nextTick(destroyWith, owner, error);
+          // A later loop turn, as for a denied TCP connect (net.ts).
+          setImmediate(() => destroyWith(owner, error));
           return 0;
         }
         // The binding used directly: its own error number, as for TCP.
