@@ -1,6 +1,6 @@
 // Compatibility harness: runs a scenario script (scenarios/<library>.mjs) as a Node child, plainly or
 // with the built preload (dist/register.cjs) under a signed bundle, and reads the spool it filed.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Fixture, makeFixture, type RunResult, runNode, selfSignedCert } from '../shim/harness.js';
@@ -8,10 +8,15 @@ import { type Servers, startServers } from './servers.js';
 
 export const SCENARIOS = join(import.meta.dirname, 'scenarios');
 
-/** Everything local: loopback on any port, localhost, any executable, any addon. */
+/** Everything local: loopback on any port, localhost, Unix sockets in the temp folder, any executable, any addon. */
 export function allowLocalFixture(): Fixture {
   return makeFixture({
-    allow: ['{ to: { cidr: 127.0.0.0/8 } }', '{ to: { cidr: "::1/128" } }', '{ to: { host: localhost } }'],
+    allow: [
+      '{ to: { cidr: 127.0.0.0/8 } }',
+      '{ to: { cidr: "::1/128" } }',
+      '{ to: { host: localhost } }',
+      `{ to: { unix: "${realpathSync(tmpdir())}/**" } }`,
+    ],
     extra: ['  exec: { allow: ["*"] }', '  addons: { allow: ["*"] }'],
   });
 }

@@ -2,8 +2,8 @@
 // `require('x.node')`) is governed by the policy's addon list.
 import { realpathSync } from 'node:fs';
 import { sep } from 'node:path';
-import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
+import type { HookPort } from '../hook-port.js';
 import { callOriginal, lockHook } from './lock.js';
 
 /** Is `file` (resolved through symlinks) inside `dir` (already a real path)? */
@@ -15,7 +15,7 @@ function isInside(dir: string, file: string): boolean {
   }
 }
 
-export function installAddon(core: ShimCore): void {
+export function installAddon(core: HookPort): void {
   const dlopen = process.dlopen;
   if (typeof dlopen !== 'function') {
     core.hooks.dlopen = false;
@@ -29,7 +29,7 @@ export function installAddon(core: ShimCore): void {
     const decision = core.decideAddon(path);
     if (decision.decision !== 'allow') {
       core.report('addon', decision, { command: path });
-      if (decision.blocked) throw deniedError('dlopen', path, decision.rule, core.status().revision);
+      if (decision.blocked) throw deniedError('dlopen', path, decision.rule, core.revision);
     }
     return callOriginal(dlopen as Function, this, [module, filename, ...rest]);
   };

@@ -2,8 +2,8 @@
 // c-ares query (dns.resolve*, Resolver, dns.promises). A name no rule could allow is refused
 // before a query leaves the process; answers bind addresses to the name for later connects.
 import { parseIp } from '../../../policy/cidr.js';
-import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
+import type { HookPort } from '../hook-port.js';
 import { type BindingLoader, callOriginal, lockHook } from './lock.js';
 
 interface Req {
@@ -66,7 +66,7 @@ export function reverseName(ip: string): string | undefined {
   return `${nibbles.join('.')}.ip6.arpa`;
 }
 
-export function installDns(core: ShimCore, binding: BindingLoader): void {
+export function installDns(core: HookPort, binding: BindingLoader): void {
   const cares = binding('cares_wrap') as
     | (Record<string, unknown> & { ChannelWrap?: { prototype: Record<string, Function> } })
     | undefined;
@@ -83,7 +83,7 @@ export function installDns(core: ShimCore, binding: BindingLoader): void {
     if (decision.decision === 'allow') return undefined;
     core.report('dns', decision, { host: name.toLowerCase(), protocol: 'dns' });
     if (!decision.blocked) return undefined;
-    return refuse(req, deniedError(syscall, name, decision.rule, core.status().revision));
+    return refuse(req, deniedError(syscall, name, decision.rule, core.revision));
   };
 
   const bindAnswers = (req: Req, name: string) => {
@@ -195,7 +195,7 @@ export function installDns(core: ShimCore, binding: BindingLoader): void {
           if (decision.decision === 'allow') continue;
           core.report('dns', decision, { ip, port, protocol: 'dns' });
           if (decision.blocked)
-            throw deniedError('setServers', `${ip}:${port}`, decision.rule, core.status().revision, ip, port);
+            throw deniedError('setServers', `${ip}:${port}`, decision.rule, core.revision, ip, port);
         }
       }
       return callOriginal(setServers, this, [servers, ...rest]);

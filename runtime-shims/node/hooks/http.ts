@@ -6,8 +6,8 @@ import * as diagnosticsChannel from 'node:diagnostics_channel';
 import { createRequire } from 'node:module';
 import { classifyHost } from '../../../policy/host.js';
 import type { Decision, DecisionRequest, Protocol } from '../../../policy/types.js';
-import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
+import type { HookPort } from '../hook-port.js';
 import { decideAtConnect, intendedPort, isUnixSocket, markTunnel, type Peer, peerOf } from './connections.js';
 import { callOriginal, lockHook } from './lock.js';
 
@@ -54,7 +54,7 @@ interface L7Facts {
 }
 
 /** Decide every name the request carries (the Host header and the connection's host when they differ). */
-function decideL7(core: ShimCore, facts: L7Facts, otherHost: string | undefined): Decision {
+function decideL7(core: HookPort, facts: L7Facts, otherHost: string | undefined): Decision {
   // One request object reused: deciding is synchronous and runs no outside code (the engine keeps
   // only the fields it copies into its cache keys), so nothing can observe it between decisions.
   const request = scratch;
@@ -104,7 +104,7 @@ function tunnelTarget(facts: L7Facts): boolean {
 
 /** Record a denial and answer the error to fail the request with (undefined: observe mode, let it go). */
 function refuseL7(
-  core: ShimCore,
+  core: HookPort,
   facts: L7Facts,
   decision: Decision,
   startedAt?: { stack?: unknown },
@@ -124,12 +124,12 @@ function refuseL7(
     startedAt,
   );
   if (!decision.blocked) return undefined;
-  return deniedError('request', describe(facts), decision.rule, core.status().revision, facts.ip, facts.port);
+  return deniedError('request', describe(facts), decision.rule, core.revision, facts.ip, facts.port);
 }
 
 /** Decide, record, and answer the error to fail the request with (undefined: let it go). */
 function gateL7(
-  core: ShimCore,
+  core: HookPort,
   facts: L7Facts,
   otherHost: string | undefined,
   startedAt?: { stack?: unknown },
@@ -148,8 +148,8 @@ function gateL7(
  * or a Unix socket (undici's connect.socketPath: the request's names mean nothing there, the socket
  * was decided at its connect). Then the request is decided once connected, with the connection.
  */
-function addressMayAllow(core: ShimCore, decision: Decision): boolean {
-  return decision.rule === 'default-deny' && (core.decider.allowsAddresses || core.allowsUnixSockets);
+function addressMayAllow(core: HookPort, decision: Decision): boolean {
+  return decision.rule === 'default-deny' && (core.allowsAddresses || core.allowsUnixSockets);
 }
 
 /** The caller's stack, kept unformatted for a record filed later (V8 formats it only if read). */
@@ -215,7 +215,7 @@ function httpFacts(
   };
 }
 
-export function installHttp(core: ShimCore): void {
+export function installHttp(core: HookPort): void {
   const http = requireBuiltin('node:http') as typeof import('node:http');
   const proto = (http.ClientRequest as unknown as { prototype: Record<string, Function> }).prototype;
   const onSocket = proto.onSocket;
@@ -279,7 +279,7 @@ class OriginPeers {
   }
 }
 
-export function installUndici(core: ShimCore): void {
+export function installUndici(core: HookPort): void {
   interface UndiciRequest {
     origin?: unknown;
     path?: unknown;
@@ -429,7 +429,7 @@ export function installUndici(core: ShimCore): void {
  * there keeps our subscriber (others may still come and go), and the channel object cannot change
  * prototype.
  */
-function pinSubscriber(core: ShimCore, channel: Record<string, unknown>, subscriber: Function): void {
+function pinSubscriber(core: HookPort, channel: Record<string, unknown>, subscriber: Function): void {
   let current = channel._subscribers;
   if (!Array.isArray(current)) return;
   Object.defineProperty(channel, '_subscribers', {
@@ -457,7 +457,7 @@ function pinSubscriber(core: ShimCore, channel: Record<string, unknown>, subscri
  * in-memory stream (no socket, no byte leaves). Its authority and scheme come from the session's own
  * fields, so sessions created before or after, by any code path, are decided the same way.
  */
-export function installHttp2(core: ShimCore): void {
+export function installHttp2(core: HookPort): void {
   const http2 = requireBuiltin('node:http2') as typeof import('node:http2');
   const { Duplex } = requireBuiltin('node:stream') as typeof import('node:stream');
   const probe = http2.connect('http://bulkhead.invalid', {

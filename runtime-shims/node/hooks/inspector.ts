@@ -3,11 +3,12 @@
 // Sessions (Session#connect, connectToMainThread) and opening the inspector port from code are
 // refused and reported as tampering. The inspector module destructures its binding when first
 // loaded, after the preload, so replacing the binding's constructors here covers it.
-import type { ShimCore } from '../core.js';
+
 import { deniedError } from '../errors.js';
+import type { HookPort } from '../hook-port.js';
 import { type BindingLoader, lockHook } from './lock.js';
 
-export function installInspector(core: ShimCore, binding: BindingLoader): void {
+export function installInspector(core: HookPort, binding: BindingLoader): void {
   const inspector = binding('inspector') as Record<string, unknown> | undefined;
   if (!inspector) {
     core.hooks.inspector = false;
@@ -15,7 +16,7 @@ export function installInspector(core: ShimCore, binding: BindingLoader): void {
   }
   const refuse = (what: string) => {
     core.tamper(what);
-    return deniedError('inspector', what, 'inspector', core.status().revision);
+    return deniedError('inspector', what, 'inspector', core.revision);
   };
   let ok = true;
   for (const key of ['Connection', 'MainThreadConnection', 'open']) {

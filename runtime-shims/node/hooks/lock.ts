@@ -8,7 +8,7 @@
 //   wrap): then a function is accepted above the hook. It can only spawn by calling what it read
 //   there before, the hook, so the policy still decides every child.
 // `defineProperty` over the hook throws (non-configurable).
-import type { ShimCore } from '../core.js';
+import type { HookPort } from '../hook-port.js';
 
 const defineProperty = Object.defineProperty;
 
@@ -18,7 +18,7 @@ export interface HookOptions {
 }
 
 export function lockHook(
-  core: ShimCore,
+  core: HookPort,
   target: object,
   key: string,
   hook: Function,

@@ -2,8 +2,8 @@
 // net, tls, http, https, http2, fetch and every client library. TLS server names are checked
 // against the connection (tls_wrap setServername / start), before the ClientHello leaves.
 import * as net from 'node:net';
-import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
+import type { HookPort } from '../hook-port.js';
 import { connected, markTcpConnect, markUnixConnect } from './connections.js';
 import { type BindingLoader, callOriginal, lockHook, ownerOf } from './lock.js';
 
@@ -28,7 +28,7 @@ export const STARTED_AT = Symbol('bulkhead.startedAt');
  * Keep an unformatted stack of each Socket#connect call (V8 formats it only if a deny reads it), so a
  * record can name the application frame that started a connection decided later.
  */
-export function installConnectOrigin(core: ShimCore, beforeFirstConnect: () => void): void {
+export function installConnectOrigin(core: HookPort, beforeFirstConnect: () => void): void {
   const proto = net.Socket.prototype as unknown as Record<string | symbol, unknown>;
   const connect = proto.connect as (...args: unknown[]) => unknown;
   if (typeof connect !== 'function') {
@@ -82,7 +82,7 @@ export function installConnectOrigin(core: ShimCore, beforeFirstConnect: () => v
   );
 }
 
-export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstConnect: () => void): void {
+export function installTcp(core: HookPort, binding: BindingLoader, beforeFirstConnect: () => void): void {
   const tcpWrap = binding('tcp_wrap') as { TCP?: { prototype: Record<string, ConnectFn> } } | undefined;
   const proto = tcpWrap?.TCP?.prototype;
   if (!proto || typeof proto.connect !== 'function') {
@@ -153,7 +153,7 @@ export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstCo
     return refuse(
       owner,
       req,
-      deniedError('connect', destination, decision.rule, core.status().revision, address, port),
+      deniedError('connect', destination, decision.rule, core.revision, address, port),
     );
   };
 
@@ -174,7 +174,7 @@ export function installTcp(core: ShimCore, binding: BindingLoader, beforeFirstCo
   core.hooks.tcp = ok;
 }
 
-export function installTlsSni(core: ShimCore, binding: BindingLoader): void {
+export function installTlsSni(core: HookPort, binding: BindingLoader): void {
   const tlsWrap = binding('tls_wrap') as { TLSWrap?: { prototype: Record<string, Function> } } | undefined;
   const proto = tlsWrap?.TLSWrap?.prototype;
   if (!proto || typeof proto.setServername !== 'function' || typeof proto.start !== 'function') {
@@ -195,11 +195,7 @@ export function installTlsSni(core: ShimCore, binding: BindingLoader): void {
     if (tampered) {
       const owner = ownerOf(this);
       if (owner && typeof owner.destroy === 'function')
-        process.nextTick(
-          destroyWith,
-          owner,
-          deniedError('tls', 'a TLS peer', tampered.rule, core.status().revision),
-        );
+        process.nextTick(destroyWith, owner, deniedError('tls', 'a TLS peer', tampered.rule, core.revision));
       return 0;
     }
     const sni = sniByWrap.get(this);
@@ -238,7 +234,7 @@ export function installTlsSni(core: ShimCore, binding: BindingLoader): void {
             'tls',
             `${sni} (${String(address)}:${String(port)})`,
             decision.rule,
-            core.status().revision,
+            core.revision,
           );
           if (typeof owner.destroy === 'function') process.nextTick(destroyWith, owner, error);
           return 0;

@@ -5,8 +5,8 @@
 import { accessSync, constants as fsConstants, realpathSync } from 'node:fs';
 import { basename, delimiter, isAbsolute, join, resolve } from 'node:path';
 import { isControlledVariable } from '../config.js';
-import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO } from '../errors.js';
+import type { HookPort } from '../hook-port.js';
 import { type BindingLoader, callOriginal, lockHook } from './lock.js';
 
 interface SpawnOptions {
@@ -59,7 +59,7 @@ function nodeOptionsWith(existing: string | undefined, registerPath: string): st
  * Decide an exec and rewrite its options in place for enforcement. Returns the deny decision to
  * act on, or undefined when it may start.
  */
-export function governSpawn(core: ShimCore, options: SpawnOptions): { blocked: boolean } | undefined {
+export function governSpawn(core: HookPort, options: SpawnOptions): { blocked: boolean } | undefined {
   if (typeof options !== 'object' || options === null || typeof options.file !== 'string') return undefined;
   const file = options.file;
   const env = Array.isArray(options.envPairs) ? (options.envPairs as string[]) : [];
@@ -96,7 +96,7 @@ export function governSpawn(core: ShimCore, options: SpawnOptions): { blocked: b
   return undefined;
 }
 
-export function installProcess(core: ShimCore, binding: BindingLoader): void {
+export function installProcess(core: HookPort, binding: BindingLoader): void {
   const processWrap = binding('process_wrap') as
     | { Process?: { prototype: Record<string, Function> } }
     | undefined;

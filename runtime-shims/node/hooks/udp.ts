@@ -1,12 +1,13 @@
 // UDP through the udp_wrap binding under dgram: connect/connect6 and send/send6 to an address.
 // A send on a connected socket carries no address; its connect was decided.
-import type { ShimCore } from '../core.js';
+
 import { DENIED_ERRNO, deniedError } from '../errors.js';
+import type { HookPort } from '../hook-port.js';
 import { type BindingLoader, callOriginal, lockHook } from './lock.js';
 
 type Fn = (this: object, ...args: unknown[]) => unknown;
 
-export function installUdp(core: ShimCore, binding: BindingLoader): void {
+export function installUdp(core: HookPort, binding: BindingLoader): void {
   const udpWrap = binding('udp_wrap') as { UDP?: { prototype: Record<string, Fn> } } | undefined;
   const proto = udpWrap?.UDP?.prototype;
   if (!proto || typeof proto.send !== 'function') {
@@ -19,7 +20,7 @@ export function installUdp(core: ShimCore, binding: BindingLoader): void {
     if (decision.decision === 'allow') return undefined;
     core.report('udp', decision, { host: core.namesOf(address)?.[0], ip: address, port, protocol: 'udp' });
     if (!decision.blocked) return undefined;
-    return deniedError(syscall, `${address}:${port}`, decision.rule, core.status().revision, address, port);
+    return deniedError(syscall, `${address}:${port}`, decision.rule, core.revision, address, port);
   };
 
   let ok = true;

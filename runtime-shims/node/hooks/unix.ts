@@ -4,8 +4,8 @@
 // (contracts §1b): the path as named (a relative one resolved against the working directory),
 // and, when that is allowed, the path its links lead to as well.
 import { realpathSync } from 'node:fs';
-import type { ShimCore } from '../core.js';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
+import type { HookPort } from '../hook-port.js';
 import { markUnixConnect } from './connections.js';
 import { type BindingLoader, callOriginal, lockHook, ownerOf } from './lock.js';
 import { destroyWith } from './net.js';
@@ -74,7 +74,7 @@ function linkTarget(path: string): string | undefined {
   }
 }
 
-export function installUnix(core: ShimCore, binding: BindingLoader): void {
+export function installUnix(core: HookPort, binding: BindingLoader): void {
   const pipeWrap = binding('pipe_wrap') as { Pipe?: { prototype: Record<string, PipeConnect> } } | undefined;
   const proto = pipeWrap?.Pipe?.prototype;
   if (!proto || typeof proto.connect !== 'function') {
@@ -102,7 +102,7 @@ export function installUnix(core: ShimCore, binding: BindingLoader): void {
     if (decision.decision !== 'allow') {
       core.report('unix', decision, { socket });
       if (decision.blocked) {
-        const error = deniedError('connect', socket, decision.rule, core.status().revision, socket);
+        const error = deniedError('connect', socket, decision.rule, core.revision, socket);
         if (owner && typeof owner.destroy === 'function') {
           // A later loop turn, as for a denied TCP connect (net.ts).
           setImmediate(() => destroyWith(owner, error));

@@ -3,13 +3,13 @@
 // whatever execArgv, env or eval the caller passes.
 import * as workerThreads from 'node:worker_threads';
 import { isControlledVariable } from '../config.js';
-import type { ShimCore } from '../core.js';
 import { deniedError } from '../errors.js';
+import type { HookPort } from '../hook-port.js';
 import { lockHook } from './lock.js';
 
 type WorkerOptions = { execArgv?: unknown; env?: unknown; [key: string]: unknown };
 
-export function installWorker(core: ShimCore): void {
+export function installWorker(core: HookPort): void {
   const module = workerThreads as unknown as Record<string, unknown>;
   // The namespace object of an ES import is frozen; the CommonJS exports object is what both share.
   const exportsObject = (module.default ?? module) as Record<string, unknown>;
@@ -34,7 +34,7 @@ export function installWorker(core: ShimCore): void {
         rule: 'worker-without-preload',
       } as const;
       core.report('worker', decision, { command: 'worker_threads.Worker' });
-      throw deniedError('worker', 'a worker thread', decision.rule, core.status().revision);
+      throw deniedError('worker', 'a worker thread', decision.rule, core.revision);
     }
     const execArgv = Array.isArray(given.execArgv) ? (given.execArgv as string[]) : process.execArgv;
     let env: unknown = given.env;
