@@ -150,11 +150,14 @@ export function installTcp(core: HookPort, binding: BindingLoader, beforeFirstCo
     );
     if (!decision.blocked) return undefined;
     const destination = `${typeof claimed === 'string' ? `${claimed} (${address})` : address}:${port}`;
-    return refuse(
-      owner,
-      req,
-      deniedError('connect', destination, decision.rule, core.revision, address, port),
-    );
+    // Without a stack: the connect runs after the caller's frames are gone (a tick, a lookup), so it
+    // would only list Node's internals, and the socket's destroy formats it for every denial of a
+    // flood. Where the program connected is in the record's origin.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    const error = deniedError('connect', destination, decision.rule, core.revision, address, port);
+    Error.stackTraceLimit = limit;
+    return refuse(owner, req, error);
   };
 
   const connect4 = proto.connect;
