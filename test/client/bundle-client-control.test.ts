@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningControlServer, startControlServer } from '../../control/server.js';
 import { loadTrustedKeys } from '../../policy/keys.js';
 import { createBundleClient, type FetchOutcome } from '../../runtime-shims/node/client/bundle-client.js';
+import { applyPolicy } from '../control/clients.js';
 
 const root = join(import.meta.dirname, '../..');
 const policyV1 = readFileSync(join(root, 'examples/policy/demo/payments-v1.yaml'), 'utf8');
@@ -16,16 +17,7 @@ describe('bundle client with the control API', () => {
   let admin: string;
   let workloadToken: string;
 
-  async function apply(text: string): Promise<number> {
-    const response = await fetch(`${control.url}/v1/policy?file=payments.yaml`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/yaml' },
-      body: text,
-    });
-    const body = (await response.json()) as { revision: number };
-    expect(response.status).toBe(200);
-    return body.revision;
-  }
+  const apply = (text: string) => applyPolicy(control.url, admin, text, 'payments.yaml');
 
   beforeAll(async () => {
     control = await startControlServer();

@@ -1,7 +1,6 @@
 // `bulkhead bundle fetch` (dist/cli.mjs, a child process) against the real control API on loopback:
 // writes the verified bundle, is conditional once the file holds one, long-polls with --wait,
 // refuses a bundle signed by a key it was not told to trust, and never prints the token.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,37 +8,23 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningControlServer, startControlServer } from '../../control/server.js';
 import { generateKeyPair } from '../../policy/keys.js';
 import { policyYaml, WORKLOAD } from '../shim/harness.js';
+import { applyPolicy, runCli } from './clients.js';
 
-const CLI = join(import.meta.dirname, '../../dist/cli.mjs');
-
-function runCli(args: string[], env: Record<string, string> = {}) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+/** Only what is given: no BULKHEAD_* of the test's own environment. */
+const runCliClean = (args: string[], env: Record<string, string>) => runCli(args, env, { clean: true });
 
 let control: RunningControlServer;
 let admin: string;
 let token: string;
 let dir: string;
 
-async function apply(port: number): Promise<number> {
-  const response = await fetch(`${control.url}/v1/policy?file=shim.yaml`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/yaml' },
-    body: policyYaml({ allow: [`{ to: { cidr: 127.0.0.1/32, port: ${port} } }`] }),
-  });
-  expect(response.status).toBe(200);
-  return ((await response.json()) as { revision: number }).revision;
+function apply(port: number): Promise<number> {
+  return applyPolicy(
+    control.url,
+    admin,
+    policyYaml({ allow: [`{ to: { cidr: 127.0.0.1/32, port: ${port} } }`] }),
+    'shim.yaml',
+  );
 }
 
 beforeAll(async () => {
@@ -60,14 +45,14 @@ describe('bulkhead bundle fetch', { timeout: 60_000 }, () => {
     const env = { BULKHEAD_CONTROL_URL: control.url, BULKHEAD_TOKEN: token, BULKHEAD_WORKLOAD: WORKLOAD };
     const trusted = join(dir, 'signing.pub');
     writeFileSync(trusted, control.key.publicKeyPem);
-    const written = await runCli(['bundle', 'fetch', '--out', out, '--trusted', trusted, '--json'], env);
+    const written = await runCliClean(['bundle', 'fetch', '--out', out, '--trusted', trusted, '--json'], env);
     expect(written.code).toBe(0);
     expect(JSON.parse(written.stdout)).toMatchObject({ outcome: 'written', revision: first, file: out });
     expect(JSON.parse(readFileSync(out, 'utf8')).payloadType).toBeDefined();
     expect(statSync(out).mode & 0o777).toBe(0o644);
 
     // The same revision again: written again (a re-signed bundle carries a later expiry).
-    const again = await runCli(['bundle', 'fetch', '--out', out, '--trusted', trusted, '--json'], env);
+    const again = await runCliClean(['bundle', 'fetch', '--out', out, '--trusted', trusted, '--json'], env);
     expect(again.code).toBe(0);
     expect(JSON.parse(again.stdout)).toMatchObject({ outcome: 'refreshed', revision: first });
 
@@ -86,13 +71,13 @@ describe('bulkhead bundle fetch', { timeout: 60_000 }, () => {
   it('trusts the listed keys on loopback only when none is given, and says so', async () => {
     await apply(1003);
     const out = join(dir, 'listed.json');
-    const run = await runCli(['bundle', 'fetch', '--out', out, '--workload', WORKLOAD], {
+    const run = await runCliClean(['bundle', 'fetch', '--out', out, '--workload', WORKLOAD], {
       BULKHEAD_CONTROL_URL: control.url,
       BULKHEAD_TOKEN: token,
     });
     expect(run.code).toBe(0);
     expect(run.stderr).toContain('trusting the 1 signing key(s) the control API lists');
-    const offLoopback = await runCli(['bundle', 'fetch', '--out', out, '--workload', WORKLOAD], {
+    const offLoopback = await runCliClean(['bundle', 'fetch', '--out', out, '--workload', WORKLOAD], {
       BULKHEAD_CONTROL_URL: 'http://192.0.2.1:9',
       BULKHEAD_TOKEN: token,
     });

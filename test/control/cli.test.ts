@@ -5,31 +5,8 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, runCli } from './clients.js';
 import { BAD_PORT, LEDGER_GROUP, PAYMENTS_V1 } from './fixtures.js';
-
-const CLI = join(import.meta.dirname, '../../dist/cli.mjs');
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runCli(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...process.env, ...env },
-      cwd,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe('bulkhead control CLI', () => {
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-cli-'));
@@ -88,7 +65,7 @@ describe('bulkhead control CLI', () => {
     const run = await runCli(
       ['apply', 'payments.yaml', 'ledger.yaml', '--control', url],
       { BULKHEAD_TOKEN: admin },
-      dir,
+      { cwd: dir },
     );
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/applied revision 1 \(was 0\)/);
@@ -101,7 +78,7 @@ describe('bulkhead control CLI', () => {
     const run = await runCli(
       ['apply', 'bad.yaml', '--control', url, '--dry-run'],
       { BULKHEAD_TOKEN: admin },
-      dir,
+      { cwd: dir },
     );
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/^bad\.yaml:15:\d+ /m);

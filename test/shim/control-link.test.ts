@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningControlServer, startControlServer } from '../../control/server.js';
 import { openSqliteStore } from '../../control/store/sqlite.js';
 import { generateKeyPair } from '../../policy/keys.js';
+import { applyPolicy } from '../control/clients.js';
 import {
   type CountingServer,
   countingTcpServer,
@@ -30,18 +31,9 @@ const store = openSqliteStore(':memory:');
 const signingKey = generateKeyPair().privateKeyPem;
 const children = new Set<ChildProcess>();
 
-async function apply(allowPorts: number[]): Promise<number> {
-  const text = policyYaml({
-    allow: allowPorts.map((port) => `{ to: { cidr: 127.0.0.1/32, port: ${port} } }`),
-  });
-  const response = await fetch(`${control.url}/v1/policy?file=shim.yaml`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/yaml' },
-    body: text,
-  });
-  const body = (await response.json()) as { revision: number };
-  expect(response.status).toBe(200);
-  return body.revision;
+function apply(allowPorts: number[]): Promise<number> {
+  const allow = allowPorts.map((port) => `{ to: { cidr: 127.0.0.1/32, port: ${port} } }`);
+  return applyPolicy(control.url, admin, policyYaml({ allow }), 'shim.yaml');
 }
 
 async function storedDenies(): Promise<{ id: string; destination: { port?: number }; rule: string }[]> {
