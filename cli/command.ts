@@ -55,6 +55,27 @@ export function stringOption(args: ParsedArgs, name: string): string | undefined
   return typeof value === 'string' ? value : undefined;
 }
 
+/**
+ * An integer option's value (`text` as given), or undefined when absent. Without `range`, any
+ * non-negative integer of up to 15 digits; with it, one from `min` to `max`.
+ */
+export function integerOption(
+  text: string | undefined,
+  name: string,
+  range?: { min: number; max: number },
+): number | undefined {
+  if (text === undefined) return undefined;
+  const value = /^\d{1,15}$/.test(text) ? Number(text) : Number.NaN;
+  if (range === undefined) {
+    if (Number.isNaN(value))
+      throw new UsageError(`--${name}: expected a non-negative integer, got ${JSON.stringify(text)}`);
+  } else if (!(value >= range.min && value <= range.max))
+    throw new UsageError(
+      `--${name}: expected an integer from ${range.min} to ${range.max}, got ${JSON.stringify(text)}`,
+    );
+  return value;
+}
+
 export function requireOption(args: ParsedArgs, name: string): string {
   const value = stringOption(args, name);
   if (value === undefined || value === '') throw new UsageError(`--${name} is required`);

@@ -9,7 +9,15 @@ import type { WorkloadIdentity } from '../../policy/types.js';
 import { createBundleClient, type FetchOutcome } from '../../runtime-shims/node/client/bundle-client.js';
 import { keysDiscoverable, listSigningKeys } from '../../runtime-shims/node/client/signing-keys.js';
 import { detectIdentity } from '../../runtime-shims/node/identity.js';
-import { type Command, EXIT_FAILURE, EXIT_OK, requireOption, stringOption, UsageError } from '../command.js';
+import {
+  type Command,
+  EXIT_FAILURE,
+  EXIT_OK,
+  integerOption,
+  requireOption,
+  stringOption,
+  UsageError,
+} from '../command.js';
 
 const usage = `Usage: bulkhead bundle fetch --out FILE [--workload k=v,...] [--control URL] [--token TOKEN]
                              [--trusted PUB[,PUB...]] [--wait SECONDS] [--timeout MS] [--json]
@@ -29,13 +37,6 @@ written again (the control API re-signs bundles before they expire).
 
 Exit 0 when FILE holds the newest bundle (written or already current); 1 when the control API could
 not be reached or its bundle was refused (FILE unchanged).`;
-
-function integerIn(text: string | undefined, name: string, min: number, max: number): number | undefined {
-  if (text === undefined) return undefined;
-  if (!/^\d{1,9}$/.test(text) || Number(text) < min || Number(text) > max)
-    throw new UsageError(`--${name}: expected an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
-  return Number(text);
-}
 
 export const bundleFetchCommand: Command = {
   path: ['bundle', 'fetch'],
@@ -58,8 +59,9 @@ export const bundleFetchCommand: Command = {
     if (!controlUrl) throw new UsageError('--control URL (or BULKHEAD_CONTROL_URL) is required');
     const token = stringOption(args, 'token') ?? process.env.BULKHEAD_TOKEN;
     if (!token) throw new UsageError('--token (or BULKHEAD_TOKEN) is required');
-    const waitSeconds = integerIn(stringOption(args, 'wait'), 'wait', 0, 60);
-    const timeoutMs = integerIn(stringOption(args, 'timeout'), 'timeout', 1, 600_000) ?? 10_000;
+    const waitSeconds = integerOption(stringOption(args, 'wait'), 'wait', { min: 0, max: 60 });
+    const timeoutMs =
+      integerOption(stringOption(args, 'timeout'), 'timeout', { min: 1, max: 600_000 }) ?? 10_000;
     const workloadText = stringOption(args, 'workload') ?? process.env.BULKHEAD_WORKLOAD;
     let workload: WorkloadIdentity;
     try {

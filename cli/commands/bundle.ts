@@ -3,7 +3,15 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { serializeEnvelope, signBundle, verifyBundle } from '../../policy/bundle.js';
 import { compilePolicy, type UnselectedDefault } from '../../policy/compile.js';
 import { loadTrustedKeys } from '../../policy/keys.js';
-import { type Command, EXIT_FAILURE, EXIT_OK, requireOption, stringOption, UsageError } from '../command.js';
+import {
+  type Command,
+  EXIT_FAILURE,
+  EXIT_OK,
+  integerOption,
+  requireOption,
+  stringOption,
+  UsageError,
+} from '../command.js';
 import { identityOption, loadPolicySet } from './policy.js';
 
 const DURATION = /^(\d{1,9})(s|m|h|d)$/;
@@ -17,13 +25,6 @@ export function parseDuration(text: string): number {
   const ms = Number(m[1]) * (UNIT_MS[m[2] as string] as number);
   if (ms <= 0 || ms > 366 * 86_400_000) throw new UsageError('--expires: between 1s and 366d');
   return ms;
-}
-
-function integerOption(text: string | undefined, name: string): number | undefined {
-  if (text === undefined) return undefined;
-  if (!/^\d{1,15}$/.test(text))
-    throw new UsageError(`--${name}: expected a non-negative integer, got ${JSON.stringify(text)}`);
-  return Number(text);
 }
 
 const buildUsage = `Usage: bulkhead bundle build FILES_OR_DIRS... --key KEY --workload k=v,... --revision N --out FILE [--expires 24h] [--unselected observe|enforce|allow] [--json]

@@ -203,10 +203,7 @@ export class BundleHolder {
         file,
         data: {
           controlUrl: control.url.href,
-          reportsUrl:
-            this.#config.report?.kind === 'http'
-              ? this.#config.report.url.href
-              : new URL('v1/reports', `${control.url.href.replace(/\/+$/, '')}/`).href,
+          reportsUrl: control.reportsUrl.href,
           token: control.token,
           workload: this.#config.workload,
           trustedKeys: this.#config.trustedKeys,

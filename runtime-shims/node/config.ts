@@ -50,6 +50,8 @@ export interface ShimConfig {
 
 export interface ControlConfig {
   url: URL;
+  /** Where records go: `BULKHEAD_REPORT` when it is a URL, else the control API's `/v1/reports`. */
+  reportsUrl: URL;
   token: string;
   /** Longest wait of the first decision for the first bundle (`BULKHEAD_CONTROL_WAIT_MS`, default 3000). */
   waitMs: number;
@@ -61,7 +63,7 @@ export interface ControlConfig {
 }
 
 const DEFAULT_EXTENSION_WAIT_MS = 3_000;
-const MAX_EXTENSION_WAIT_MS = 10_000;
+const MAX_WAIT_MS = 10_000;
 const DEFAULT_EXIT_FLUSH_MS = 1_000;
 
 /** A bounded number of milliseconds from the environment, or the default (with a problem line). */
@@ -74,8 +76,8 @@ function millisecondsOf(
   const text = env[variable]?.trim();
   if (!text) return fallback;
   const value = Number(text);
-  if (Number.isInteger(value) && value >= 0 && value <= MAX_EXTENSION_WAIT_MS) return value;
-  problems.push(`${variable} must be an integer from 0 to ${MAX_EXTENSION_WAIT_MS}; using ${fallback}`);
+  if (Number.isInteger(value) && value >= 0 && value <= MAX_WAIT_MS) return value;
+  problems.push(`${variable} must be an integer from 0 to ${MAX_WAIT_MS}; using ${fallback}`);
   return fallback;
 }
 
@@ -176,32 +178,12 @@ export function readConfig(env: Readonly<Record<string, string | undefined>>): S
   const bundleFile = env.BULKHEAD_BUNDLE_FILE?.trim() || undefined;
   const extensionStatus = env.BULKHEAD_EXTENSION_STATUS?.trim() || undefined;
   const token = env.BULKHEAD_TOKEN || undefined;
-  let control: ControlConfig | undefined;
   const controlText = env.BULKHEAD_CONTROL_URL?.trim();
-  if (controlText && controlEndpoint && !bundleFile && !extensionStatus) {
-    if (!token)
-      problems.push('BULKHEAD_CONTROL_URL is set but BULKHEAD_TOKEN is not: no bundle can be fetched');
-    else if (/[\r\n]/.test(token)) problems.push('BULKHEAD_TOKEN must be a single line');
-    else {
-      const spoolText = env.BULKHEAD_SPOOL?.trim();
-      control = {
-        url: new URL(controlText),
-        token,
-        waitMs: millisecondsOf(env, 'BULKHEAD_CONTROL_WAIT_MS', DEFAULT_EXTENSION_WAIT_MS, problems),
-        exitFlushMs: millisecondsOf(env, 'BULKHEAD_EXIT_FLUSH_MS', DEFAULT_EXIT_FLUSH_MS, problems),
-        spool: spoolText || join(tmpdir(), `bulkhead-${process.getuid?.() ?? 'user'}`, 'spool.ndjson'),
-        defaultSpool: !spoolText,
-      };
-    }
-  }
-
+  const controlReports =
+    controlText && controlEndpoint ? new URL('v1/reports', withSlash(new URL(controlText))) : undefined;
   let report: ShimConfig['report'];
   // Without an extension to forward them, records go to the control API unless BULKHEAD_REPORT says otherwise.
-  const reportText =
-    env.BULKHEAD_REPORT?.trim() ||
-    (controlText && controlEndpoint && !extensionStatus
-      ? new URL('v1/reports', withSlash(new URL(controlText))).href
-      : undefined);
+  const reportText = env.BULKHEAD_REPORT?.trim() || (extensionStatus ? undefined : controlReports?.href);
   if (reportText) {
     if (/^https?:\/\//i.test(reportText)) {
       const endpoint = endpointOfUrl(reportText, problems, 'BULKHEAD_REPORT');
@@ -210,6 +192,25 @@ export function readConfig(env: Readonly<Record<string, string | undefined>>): S
         report = { kind: 'http', url: new URL(reportText) };
       }
     } else report = { kind: 'spool', path: reportText };
+  }
+
+  let control: ControlConfig | undefined;
+  if (controlText && controlReports && !bundleFile && !extensionStatus) {
+    if (!token)
+      problems.push('BULKHEAD_CONTROL_URL is set but BULKHEAD_TOKEN is not: no bundle can be fetched');
+    else if (/[\r\n]/.test(token)) problems.push('BULKHEAD_TOKEN must be a single line');
+    else {
+      const spoolText = env.BULKHEAD_SPOOL?.trim();
+      control = {
+        url: new URL(controlText),
+        reportsUrl: report?.kind === 'http' ? report.url : controlReports,
+        token,
+        waitMs: millisecondsOf(env, 'BULKHEAD_CONTROL_WAIT_MS', DEFAULT_EXTENSION_WAIT_MS, problems),
+        exitFlushMs: millisecondsOf(env, 'BULKHEAD_EXIT_FLUSH_MS', DEFAULT_EXIT_FLUSH_MS, problems),
+        spool: spoolText || join(tmpdir(), `bulkhead-${process.getuid?.() ?? 'user'}`, 'spool.ndjson'),
+        defaultSpool: !spoolText,
+      };
+    }
   }
 
   let failMode: FailMode = 'closed';

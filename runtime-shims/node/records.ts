@@ -78,7 +78,7 @@ export class DeliveryError extends Error {
 
 /** 4xx but timeouts and throttling: the receiver read the batch and refused it. 401/403 are a
  *  configuration error that an operator fixes, so those batches are kept and retried. */
-export function isPermanentRejection(status: number): boolean {
+function isPermanentRejection(status: number): boolean {
   return (
     status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 408 && status !== 429
   );

@@ -6,7 +6,6 @@
 import { realpathSync } from 'node:fs';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
 import type { HookPort } from '../hook-port.js';
-import { markUnixConnect } from './connections.js';
 import { type BindingLoader, callOriginal, lockHook, ownerOf } from './lock.js';
 import { destroyWith } from './net.js';
 
@@ -83,10 +82,9 @@ export function installUnix(core: HookPort, binding: BindingLoader): void {
   }
   const connect = proto.connect;
   const hook: PipeConnect = function pipeConnectHook(req, address, ...rest) {
-    const owner = ownerOf(this);
     let socket = socketAddressText(address);
     let decision = core.decideUnix(socket);
-    if (decision.decision === 'allow' && decision.rule !== 'exempt' && socket.charCodeAt(0) === 47) {
+    if (decision.decision === 'allow' && socket.charCodeAt(0) === 47) {
       // A link made under an allowed folder must not reach another socket: where it leads is
       // decided too, and either refusal blocks (the path that refused is the one recorded).
       const target = linkTarget(socket);
@@ -98,10 +96,10 @@ export function installUnix(core: HookPort, binding: BindingLoader): void {
         }
       }
     }
-    if (owner) markUnixConnect(owner);
     if (decision.decision !== 'allow') {
       core.report('unix', decision, { socket });
       if (decision.blocked) {
+        const owner = ownerOf(this);
         const error = deniedError('connect', socket, decision.rule, core.revision, socket);
         if (owner && typeof owner.destroy === 'function') {
           // A later loop turn, as for a denied TCP connect (net.ts).

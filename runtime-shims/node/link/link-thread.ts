@@ -14,15 +14,15 @@ import type { DenyRecord } from '../../../policy/types.js';
 import { createBundleClient } from '../client/bundle-client.js';
 import { postJson } from '../client/post-json.js';
 import { keysDiscoverable, listSigningKeys } from '../client/signing-keys.js';
-import { isPermanentRejection } from '../records.js';
+import { DeliveryError, HttpSink } from '../records.js';
 import { type LinkData, SLOT_DELIVERED, SLOT_FIRST_ANSWER, type ToLink, type ToMain } from './protocol.js';
 
 const data = workerData as LinkData;
 const port = data.port as unknown as MessagePort;
 const state = new Int32Array(data.state);
 const base = new URL(data.controlUrl.endsWith('/') ? data.controlUrl : `${data.controlUrl}/`);
-const reportsUrl = new URL(data.reportsUrl);
-const authorization = `Bearer ${data.token}`;
+// The shim's own HTTP sink: the same request, headers and reading of the answer as the main thread's.
+const reports = new HttpSink(new URL(data.reportsUrl), data.token, postJson);
 const BATCH = 200;
 
 function send(message: ToMain): void {
@@ -110,21 +110,12 @@ async function fetchBundles(): Promise<void> {
 async function post(records: readonly DenyRecord[]): Promise<boolean> {
   for (let i = 0; i < records.length; i += BATCH) {
     const batch = records.slice(i, i + BATCH);
-    let status: number;
     try {
-      status = await postJson(reportsUrl, JSON.stringify({ records: batch }), {
-        'content-type': 'application/json',
-        authorization,
-      });
-    } catch {
-      return false;
+      await reports.deliver(batch);
+    } catch (error) {
+      if (!(error instanceof DeliveryError && error.permanent)) return false;
+      log(`${error.message}: ${batch.length} deny records dropped`);
     }
-    if (status >= 200 && status < 300) continue;
-    if (isPermanentRejection(status)) {
-      log(`the control API refused ${batch.length} spooled deny records (${status}); they are dropped`);
-      continue;
-    }
-    return false;
   }
   return true;
 }
