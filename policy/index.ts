@@ -15,5 +15,7 @@ export * from './identity.js';
 export * from './keys.js';
 export * from './parse.js';
 export * from './path.js';
+export * from './suggest.js';
+export * from './suggest-render.js';
 export * from './types.js';
 export * from './unix.js';

@@ -1,5 +1,6 @@
 // The parser: multi-document YAML (or JSON) → a validated PolicySet, or every error at once with
-// file:line:column and field path. The only kernel module that uses the yaml package.
+// file:line:column and field path. One of two kernel modules that use the yaml package (the other,
+// suggest-render.ts, writes YAML).
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseAllDocuments } from 'yaml';
 import {
   API_VERSION,
