@@ -86,7 +86,7 @@ export class PolicyApplier {
       }
       const checked = await checking;
       if (!checked.ok) {
-        if (checked.error === 'internal') throw new PolicyThreadError(checked.message);
+        if (!('errors' in checked)) throw new PolicyThreadError(checked.message);
         metrics.applies.inc({ result: checked.error === 'invalid-policy' ? 'invalid' : 'guardrail' });
         return checked;
       }

@@ -13,14 +13,17 @@ import {
   compilePolicy,
   diffPolicies,
   groupsSelecting,
+  mergeSuggestion,
   type PolicySet,
   parseIdentity,
   parsePolicy,
+  renderSuggestion,
   scopeOf,
   serializeEnvelope,
   signBundle,
+  suggestPolicy,
 } from '../policy/index.js';
-import type { WorkloadIdentity } from '../policy/types.js';
+import type { DenyRecord, WorkloadIdentity } from '../policy/types.js';
 import type {
   InstallResult,
   PolicyThreadData,
@@ -296,6 +299,48 @@ function install(request: Extract<PolicyThreadRequest, { op: 'install' }>, from:
   return result;
 }
 
+function suggest(request: Extract<PolicyThreadRequest, { op: 'suggest' }>): PolicyThreadReply {
+  let set = installed?.revision === request.revision ? installed.set : undefined;
+  if (!set) {
+    const parsed = parsePolicy(request.sources);
+    if (!parsed.ok) throw new Error(`stored revision ${request.revision} no longer parses`);
+    set = parsed.set;
+  }
+  if (!set.groups.some((g) => g.metadata.name === request.group))
+    return {
+      ok: false,
+      error: 'not-found',
+      message: `revision ${request.revision} has no SmartGroup ${request.group} (it has: ${set.groups.map((g) => g.metadata.name).join(', ') || 'none'})`,
+    };
+  function* records(): Generator<DenyRecord> {
+    for (const text of request.records) {
+      try {
+        yield JSON.parse(text) as DenyRecord;
+      } catch {
+        // Stored records were validated on the way in; a row that no longer reads is skipped.
+      }
+    }
+  }
+  const suggestion = suggestPolicy(records(), set, request.group);
+  const options = { mode: request.mode, owner: request.owner, window: request.window };
+  return {
+    ok: true,
+    suggested: {
+      suggestion,
+      policy: renderSuggestion(suggestion, set, options),
+      ...(request.mode
+        ? {
+            set: mergeSuggestion(request.sources, set, suggestion, {
+              ...options,
+              mode: request.mode,
+              merge: request.merge,
+            }),
+          }
+        : {}),
+    },
+  };
+}
+
 function handle(request: PolicyThreadRequest): PolicyThreadReply {
   switch (request.op) {
     case 'check': {
@@ -344,6 +389,8 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
       if (!target || target.revision !== request.revision) return { ok: true, stale: true };
       return { ok: true, signedOne: sign(target, request.scope, request.identity, request.epoch) };
     }
+    case 'suggest':
+      return suggest(request);
   }
 }
 

@@ -2,8 +2,8 @@
 // answer each, in order. If the thread dies it is started again; whatever was in flight fails
 // (the caller answers 503, or retries the revision on the next head check).
 import { Worker } from 'node:worker_threads';
-import type { PolicyError } from '../policy/index.js';
-import type { WorkloadIdentity } from '../policy/types.js';
+import type { MergedSet, PolicyError, Suggestion } from '../policy/index.js';
+import type { Mode, WorkloadIdentity } from '../policy/types.js';
 import type { PolicySource } from './store/types.js';
 import { workerProgram } from './worker-program.js';
 
@@ -58,7 +58,28 @@ export type PolicyThreadRequest =
       epoch: number;
     }
   | { op: 'resolve'; revision: number; items: { key: string; identity: WorkloadIdentity }[] }
-  | { op: 'sign'; revision: number; scope: string; identity: WorkloadIdentity; epoch: number };
+  | { op: 'sign'; revision: number; scope: string; identity: WorkloadIdentity; epoch: number }
+  | {
+      op: 'suggest';
+      /** The installed revision when it is this one; else `sources` are parsed. */
+      revision: number;
+      sources: PolicySource[];
+      group: string;
+      /** Stored deny records as JSON texts (the store's own form: no cloning of objects). */
+      records: string[];
+      /** Given: the whole set with the group's rules replaced (or merged) in this mode, as well. */
+      mode?: Mode | undefined;
+      merge?: boolean | undefined;
+      owner?: string | undefined;
+      window?: string | undefined;
+    };
+
+/** A suggestion for one SmartGroup: the rules, the policy alone, and (with a mode) the whole set. */
+export interface SuggestAnswer {
+  suggestion: Suggestion;
+  policy: string;
+  set?: MergedSet | undefined;
+}
 
 export interface InstallResult {
   revision: number;
@@ -83,10 +104,13 @@ export type PolicyThreadReply =
       installed?: InstallResult;
       resolvedMany?: ResolvedText[];
       signedOne?: SignedScope;
+      suggested?: SuggestAnswer;
       /** The thread has moved to another revision: ask again. */
       stale?: boolean;
     }
   | { ok: false; error: 'invalid-policy' | 'guardrail-violation'; errors: PolicyError[] }
+  /** The request names something the set does not have (a SmartGroup). */
+  | { ok: false; error: 'not-found'; message: string }
   | { ok: false; error: 'internal'; message: string };
 
 export class PolicyThreadError extends Error {}
@@ -154,7 +178,7 @@ export class PolicyWorker {
     const reply = await this.request(request);
     if (!reply.ok) {
       throw new PolicyThreadError(
-        reply.error === 'internal' ? reply.message : `${reply.error}: ${reply.errors.length} errors`,
+        'message' in reply ? reply.message : `${reply.error}: ${reply.errors.length} errors`,
       );
     }
     return reply;

@@ -13,6 +13,10 @@ export const commands: CommandEntry[] = [
   { path: ['policy', 'check'], load: async () => (await import('./policy.js')).policyCheckCommand },
   { path: ['policy', 'explain'], load: async () => (await import('./policy.js')).policyExplainCommand },
   { path: ['policy', 'diff'], load: async () => (await import('./policy.js')).policyDiffCommand },
+  {
+    path: ['policy', 'suggest'],
+    load: async () => (await import('./policy-suggest.js')).policySuggestCommand,
+  },
   { path: ['policy', 'schema'], load: async () => (await import('./policy.js')).policySchemaCommand },
   { path: ['bundle', 'build'], load: async () => (await import('./bundle.js')).bundleBuildCommand },
   { path: ['bundle', 'verify'], load: async () => (await import('./bundle.js')).bundleVerifyCommand },

@@ -32,9 +32,9 @@ export function decodeCursor(cursor: string): number | undefined {
   return Number.isSafeInteger(position) ? position : undefined;
 }
 
-class BadQuery extends Error {}
+export class BadQuery extends Error {}
 
-function timeParam(value: string | undefined, name: string): number | undefined {
+export function timeParam(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;
   const ms = /^\d{1,16}$/.test(value) ? Number(value) : Date.parse(value);
   if (!Number.isFinite(ms)) throw new BadQuery(`${name}: expected an ISO-8601 time or epoch milliseconds`);
