@@ -1,12 +1,14 @@
 // `npm run demo`: one policy, three clouds, on this machine, no cloud account.
 //
-// Starts the control API (SQLite in a temporary folder), applies examples/policy/demo/payments-v1.yaml,
+// Starts the control API (SQLite in a temporary folder), applies examples/policy/demo/payments-observe.yaml,
 // and runs the same payments function, in Node.js and in Python, as AWS Lambda sandboxes (emulator +
 // layer), Google Cloud functions (the real functions-framework servers, Node's and Python's) and Azure
 // Functions apps (the real @azure/functions and azure-functions libraries through worker stand-ins).
 // One SmartGroup (tag app=payments) selects all six. Each calls three destinations; Bulkhead's shim
-// inside each function process decides every connection. Then the policy changes and every function
-// picks it up; the DENY records come back from the control API.
+// inside each function process decides every connection. The rollout loop: in observe mode the shims
+// record what default-deny would block; `bulkhead policy suggest` turns those records into allow rules;
+// the suggestion is applied in enforce mode, every function picks it up, and the blast radius goes
+// from unbounded to what the rules name. The DENY records come back from the control API.
 //
 // The Python functions need a virtualenv with CPython 3.12 or 3.13 (Lambda's Python runtimes) holding
 // awslambdaric, functions-framework and azure-functions: .venv/py3.13 or .venv/py3.12, made by
@@ -47,8 +49,10 @@ import type { DenyRecord } from '../policy/types.js';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SCRIPT = fileURLToPath(import.meta.url);
 const INNER_FLAG = 'BULKHEAD_DEMO_INNER';
-const POLICY_V1 = join(ROOT, 'examples/policy/demo/payments-v1.yaml');
-const POLICY_V2 = join(ROOT, 'examples/policy/demo/payments-v2.yaml');
+const POLICY_OBSERVE = join(ROOT, 'examples/policy/demo/payments-observe.yaml');
+const CLI = join(ROOT, 'dist/cli.mjs');
+/** How long the demo waits for each function's observe-mode records before it suggests without them. */
+const RECORDS_TIMEOUT_MS = 5_000;
 const PYTHON_EXAMPLES = join(ROOT, 'examples/functions/python');
 const PYTHON_SHIM = join(ROOT, 'runtime-shims/python/src');
 const PYTHON_AZURE_STANDIN = join(ROOT, 'runtime-shims/python/azure-local/worker_standin.py');
@@ -461,7 +465,9 @@ class ControlApi {
   }
 
   async denies(): Promise<DenyRecord[]> {
-    const answer = (await this.request('GET', '/v1/denies?limit=100&order=asc')) as { records: DenyRecord[] };
+    const answer = (await this.request('GET', '/v1/denies?limit=1000&order=asc')) as {
+      records: DenyRecord[];
+    };
     return answer.records;
   }
 }
@@ -514,8 +520,115 @@ async function runRound(
   printAttempts(rows, labelWidth(functions));
 }
 
-function fraudAllowed(attempts: Attempt[]): boolean {
-  return attempts.some((a) => a.host === 'api.fraud.test' && a.outcome === 'allowed');
+/** The inventory entry of a function: its cloud, name, and language (runtime nodejs… or python3.X). */
+function workloadOf<T extends { identity: Record<string, string> }>(
+  workloads: T[],
+  fn: FunctionUnderTest,
+): T | undefined {
+  return workloads.find(
+    (w) =>
+      w.identity.cloud === fn.cloud &&
+      w.identity.name === fn.name &&
+      (w.identity.runtime ?? '').startsWith('python') === (fn.language === 'python'),
+  );
+}
+
+/** `bulkhead ARGS` (the built CLI) as a child process: a user's command, not a function call. */
+function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** The group's EgressPolicy in a policy file from its `allow:` on (allow, deny, exec, addons), as written. */
+function rulesBlock(text: string): string[] {
+  const lines = text.split('\n');
+  const start = lines.indexOf('  allow:');
+  if (start < 0) return [];
+  const block: string[] = [];
+  for (const line of lines.slice(start)) {
+    if (line.startsWith('---') || line.startsWith('# ──')) break;
+    if (line.trim() !== '') block.push(line);
+  }
+  return block;
+}
+
+/**
+ * Observe → suggest: wait for every function's would-deny records of the observe round, then run
+ * `bulkhead policy suggest --mode enforce --out FILE` as a user would. Returns the file.
+ */
+async function suggestFromRecords(
+  control: ControlApi,
+  dir: string,
+  functions: FunctionUnderTest[],
+  revision: number,
+): Promise<string> {
+  const observedBy = (records: DenyRecord[], fn: FunctionUnderTest) =>
+    records.some(
+      (r) =>
+        r.mode === 'observe' &&
+        r.revision === revision &&
+        r.workload.cloud === fn.cloud &&
+        r.workload.name === fn.name,
+    );
+  let records: DenyRecord[] = [];
+  const deadline = Date.now() + RECORDS_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    records = await control.denies();
+    if (functions.every((fn) => observedBy(records, fn))) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const observed = records.filter((r) => r.mode === 'observe');
+  const file = join(dir, 'payments-enforce.yaml');
+  const args = [
+    'policy',
+    'suggest',
+    '--group',
+    'payments',
+    '--since',
+    '1h',
+    '--mode',
+    'enforce',
+    '--out',
+    file,
+  ];
+  say(bold(`Suggest — ${observed.length} would-deny records at the control API become allow rules`));
+  say(dim(`  $ bulkhead ${args.join(' ').replace(file, basename(file))}`));
+  for (const fn of functions.filter((f) => !observedBy(records, f)))
+    say(
+      dim(
+        `  (${fn.label}: no records yet, its sandbox forwards them later; the others' show the same calls)`,
+      ),
+    );
+  const env = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    BULKHEAD_CONTROL_URL: control.running.url,
+    BULKHEAD_TOKEN: control.adminToken,
+  };
+  const suggested = await runCli(args, env);
+  if (suggested.code !== 0) throw new Error(`bulkhead policy suggest failed:\n${suggested.stderr}`);
+  for (const line of rulesBlock(readFileSync(file, 'utf8')))
+    say(line.trimStart().startsWith('#') ? dim(`  ${line}`) : `  ${line}`);
+  for (const line of suggested.stderr.split('\n').filter((l) => l.startsWith('warning: ')))
+    say(`  ${yellow(line)}`);
+  const check = await runCli(['policy', 'check', file], env);
+  if (check.code !== 0) throw new Error(`bulkhead policy check refused the suggestion:\n${check.stderr}`);
+  say(dim(`  $ bulkhead policy check ${basename(file)}  →  ${check.stdout.trim()}`));
+  return file;
 }
 
 function pythonChoice(): PythonChoice {
@@ -563,10 +676,10 @@ async function runInner(dir: string): Promise<void> {
   writeFileSync(publicKeyFile, running.key.publicKeyPem);
   step('control API', `${running.url}  ${dim(`(SQLite ${join(dir, 'bulkhead.db')})`)}`);
 
-  const revision1 = await control.apply(POLICY_V1);
+  const revision1 = await control.apply(POLICY_OBSERVE);
   step(
     'policy',
-    `revision ${revision1} applied: ${basename(POLICY_V1)} ${dim('(SmartGroup payments = tags app=payments)')}`,
+    `revision ${revision1} applied: ${basename(POLICY_OBSERVE)} ${dim('(SmartGroup payments = tags app=payments; observe mode)')}`,
   );
 
   const commonEnv: NodeJS.ProcessEnv = {
@@ -631,15 +744,23 @@ async function runInner(dir: string): Promise<void> {
   say();
   const width = labelWidth(functions);
 
-  say(bold(`Round 1 — policy revision ${revision1}`));
+  say(bold(`Round 1 — observe (policy revision ${revision1})`));
+  say(
+    dim(
+      '  (observe mode blocks nothing and records what default-deny would block; the known exfiltration endpoint is denied from day one)',
+    ),
+  );
   await runRound(functions);
+  say();
+
+  const suggestion = await suggestFromRecords(control, dir, functions, revision1);
   say();
 
   const changeStarted = performance.now();
   const since = () => ms(performance.now() - changeStarted);
-  const revision2 = await control.apply(POLICY_V2);
+  const revision2 = await control.apply(suggestion);
   const applyMs = performance.now() - changeStarted;
-  say(bold(`Policy change — ${basename(POLICY_V2)} allows api.fraud.test → revision ${revision2}`));
+  say(bold(`Enforce — the suggestion applied in enforce mode → revision ${revision2}`));
   say(dim(`  (the apply itself answered in ${ms(applyMs)}; times below count from sending it)`));
   // Azure and GCP instances keep a long-poll open while they are warm: the new bundle is pushed. Each
   // reports the revision it holds under its own identity (name, runtime nodejs… or python3.X).
@@ -648,12 +769,7 @@ async function runInner(dir: string): Promise<void> {
   while (pending.size > 0 && Date.now() < deadline) {
     const workloads = await control.workloads();
     for (const fn of [...pending]) {
-      const workload = workloads.find(
-        (w) =>
-          w.identity.cloud === fn.cloud &&
-          w.identity.name === fn.name &&
-          (w.identity.runtime ?? '').startsWith('python') === (fn.language === 'python'),
-      );
+      const workload = workloadOf(workloads, fn);
       if (workload && (workload.revision ?? 0) >= revision2) {
         pending.delete(fn);
         say(
@@ -667,9 +783,11 @@ async function runInner(dir: string): Promise<void> {
     say(`  ${fn.label.padEnd(width)} ${yellow('did not report the new revision in time')}`);
   // A Lambda sandbox is frozen between invocations: it learns of the new revision when it is thawed.
   const lambdaRounds = new Map<FunctionUnderTest, Attempt[]>();
+  const heldRevision = async (fn: FunctionUnderTest) =>
+    workloadOf(await control.workloads(), fn)?.revision ?? 0;
   for (const fn of functions.filter((f) => f.cloud === 'aws')) {
     let attempts = await fn.invoke();
-    const enforced = fraudAllowed(attempts);
+    const enforced = (await heldRevision(fn)) >= revision2;
     const how =
       fn.language === 'node'
         ? '(frozen between invocations; refreshed at INVOKE, before the handler ran)'
@@ -684,9 +802,9 @@ async function runInner(dir: string): Promise<void> {
       say(
         `  ${fn.label.padEnd(width)} ${yellow(`still on revision ${revision1}`)} on its next invocation, ${since()} after the apply ${dim(how)}`,
       );
-      for (let invocation = 2; invocation <= 3 && !fraudAllowed(attempts); invocation++) {
+      for (let invocation = 2; invocation <= 3 && (await heldRevision(fn)) < revision2; invocation++) {
         attempts = await fn.invoke();
-        if (fraudAllowed(attempts))
+        if ((await heldRevision(fn)) >= revision2)
           say(
             `  ${''.padEnd(width)} enforced revision ${revision2} from invocation ${invocation} after the apply, ${since()} after it`,
           );
@@ -696,7 +814,7 @@ async function runInner(dir: string): Promise<void> {
   }
   say();
 
-  say(bold(`Round 2 — policy revision ${revision2}`));
+  say(bold(`Round 2 — enforce (policy revision ${revision2}, the suggestion)`));
   await runRound(functions, lambdaRounds);
   say();
 
@@ -726,11 +844,12 @@ async function runInner(dir: string): Promise<void> {
       (r) => r.workload.cloud === fn.cloud && r.workload.name === fn.name && r.revision === revision2,
     );
   for (let i = 0; i < 40; i++) {
-    denies = (await control.denies()).filter((r) => r.decision === 'deny');
+    // Blocked ones: the would-deny records of the observe round were the suggestion's input.
+    denies = (await control.denies()).filter((r) => r.decision === 'deny' && r.mode === 'enforce');
     if (functions.every(reported)) break;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  say(bold(`DENY records at the control API (GET /v1/denies): ${denies.length}`));
+  say(bold(`DENY records at the control API (GET /v1/denies, blocked): ${denies.length}`));
   // In the order they were made (a Lambda sandbox's may arrive later than others': see above).
   printDenies([...denies].sort((a, b) => a.time.localeCompare(b.time)));
   say();

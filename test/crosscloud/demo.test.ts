@@ -31,7 +31,7 @@ function runDemo(): Promise<{ code: number | null; stdout: string; stderr: strin
 }
 
 describe('npm run demo', () => {
-  it('runs a Node.js and a Python function on all three clouds, shows the decisions, the policy change and the DENY records, and cleans up', async () => {
+  it('runs a Node.js and a Python function on all three clouds through the rollout loop (observe, suggest, enforce), shows the decisions, the propagation and the DENY records, and cleans up', async () => {
     // A prepared machine (.venv/py3.12 or py3.13, as CI makes it) must show the Python functions;
     // without one the demo may make it (scripts/python.mjs setup) or run the Node functions alone.
     const pythonReady = findPythonRuntime().python !== undefined;
@@ -53,11 +53,33 @@ describe('npm run demo', () => {
         );
       }
     }
-    // Round 1 denies the fraud service by default; after the change every function allows it.
+    // Round 1 observes: the fraud service goes through (a would-deny record); the suggestion made
+    // from those records allows it, and round 2 enforces it.
     const functions = CLOUDS.length * languages.length;
-    const [round1, round2] = stdout.split(/Round 2 — /);
-    expect(round1?.match(/api\.fraud\.test +DENY +default-deny/g)).toHaveLength(functions);
+    const [round1, rest] = stdout.split(/Suggest — /);
+    const [suggest, round2] = (rest ?? '').split(/Round 2 — /);
+    expect(round1).toMatch(/Round 1 — observe \(policy revision 1\)/);
+    expect(round1?.match(/api\.fraud\.test +ALLOW/g)).toHaveLength(functions);
+    expect(suggest).toMatch(/^\d+ would-deny records at the control API become allow rules/);
+    expect(suggest).toMatch(
+      /- to: \{ host: api\.fraud\.test, port: \d+, methods: \[ POST \], paths: \[ \/v1\/score \] \}/,
+    );
+    expect(suggest).toMatch(
+      /- to: \{ host: api\.payments\.test, port: \d+, methods: \[ POST \], paths: \[ \/v1\/charges \] \}/,
+    );
+    expect(suggest).not.toMatch(/- to: \{ host: exfil/);
+    expect(suggest).toMatch(
+      /warning: not suggested: exfil\.attacker\.test:\d+ \(\d+×\): denied by the rule payments-egress\/deny\[0\]/,
+    );
+    expect(suggest).toMatch(/policy check payments-enforce\.yaml +→ +ok: 1 SmartGroup/);
+    expect(suggest).toMatch(/Enforce — the suggestion applied in enforce mode → revision 2/);
+    if (python)
+      expect(suggest).toMatch(
+        /addons:\n +allow:\n +# functions-framework@[\d.]+ \(1×\)[^\n]*\n +- \S*_ctypes\S*\.so/,
+      );
+    expect(round2).toMatch(/^enforce \(policy revision 2, the suggestion\)/);
     expect(round2?.match(/api\.fraud\.test +ALLOW/g)).toHaveLength(functions);
+    expect(round2?.match(/api\.payments\.test +ALLOW/g)).toHaveLength(functions);
     expect(round2?.match(/api\.fraud\.test +DENY/g) ?? []).toHaveLength(0);
     for (const language of languages) {
       expect(stdout).toMatch(
@@ -73,7 +95,7 @@ describe('npm run demo', () => {
     }
     expect(stdout).not.toContain('did not report the new revision in time');
     expect(stdout).toContain("The attacker's server received 0 requests and 0 bytes");
-    expect(stdout).toMatch(/DENY records at the control API \(GET \/v1\/denies\): \d+/);
+    expect(stdout).toMatch(/DENY records at the control API \(GET \/v1\/denies, blocked\): \d+/);
     for (const cloud of ['aws', 'gcp', 'azure'] as const) {
       // The Node function's exfiltration in round 2, attributed to the compromised npm package.
       expect(stdout).toMatch(
@@ -82,8 +104,7 @@ describe('npm run demo', () => {
         ),
       );
       if (!python) continue;
-      // The Python function's, in both rounds, attributed to the compromised PyPI distribution; its
-      // fraud call in round 1 to its own code (no package).
+      // The Python function's, in both rounds, attributed to the compromised PyPI distribution.
       const name = PYTHON_WORKLOADS[cloud];
       for (const revision of ['r1', 'r2'])
         expect(stdout).toMatch(
@@ -91,11 +112,6 @@ describe('npm run demo', () => {
             `\\s${cloud}\\s+${name}\\s+exfil\\.attacker\\.test:\\d+\\s+http\\s+payments-egress/deny\\[0\\]\\s+${revision}\\s+\\S+\\s+analytics-lite@2\\.4\\.1 __init__\\.py:\\d+`,
           ),
         );
-      expect(stdout).toMatch(
-        new RegExp(
-          `\\s${cloud}\\s+${name}\\s+api\\.fraud\\.test:\\d+\\s+http\\s+default-deny\\s+r1\\s+\\S+\\s+checkout\\.py:\\d+\\n`,
-        ),
-      );
     }
 
     // Nothing left: the temporary folder is gone and no process mentions it.
