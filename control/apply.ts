@@ -4,13 +4,24 @@
 // Everything that grows with the size of the set runs on the policy thread, so an apply of
 // 60,000 rules does not hold up bundle fetches or /healthz; applies on one replica run one at a time.
 import type { FastifyBaseLogger } from 'fastify';
-import type { PolicyError } from '../policy/index.js';
+import type { PolicyError, WouldBreak } from '../policy/index.js';
 import type { ControlMetrics } from './metrics.js';
 import type { PolicyState } from './policy-state.js';
 import { PolicyThreadError, type PolicyThreadReply } from './policy-worker.js';
 import type { ControlStore, PolicySource } from './store/types.js';
 
 const MAX_AFFECTED_LISTED = 1000;
+/** Most observe-mode records a dry run decides again (the newest); beyond, the answer says it was truncated. */
+export const MAX_WOULD_BREAK_RECORDS = 100_000;
+const RECORD_PAGE = 1000;
+const DAY_MS = 86_400_000;
+
+/** What a dry run would block of the traffic that went through when it was recorded (policy/would-break.ts). */
+export interface WouldBreakOutcome extends WouldBreak {
+  /** The window: records of the last `days` days. */
+  days: number;
+  truncated: boolean;
+}
 
 export interface ApplyOutcome {
   revision: number;
@@ -18,6 +29,8 @@ export interface ApplyOutcome {
   dryRun: boolean;
   unchanged: boolean;
   restoredFrom?: number;
+  /** Dry runs only. */
+  wouldBreak?: WouldBreakOutcome;
   affectedWorkloads: { count: number; workloads: { key: string; identity: Record<string, string> }[] };
 }
 
@@ -30,6 +43,8 @@ export interface ApplyOptions {
   dryRun: boolean;
   restoredFrom?: number | undefined;
   tokenId?: string | undefined;
+  /** Dry runs: the window of observe-mode records decided again under the new set (default 7 days). */
+  breakDays?: number | undefined;
 }
 
 export interface ApplyContext {
@@ -53,6 +68,31 @@ export class PolicyApplier {
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly context: ApplyContext) {}
+
+  /** The recorded would-deny traffic of the last `days` days that the checked set (`token`) blocks. */
+  private async wouldBreak(token: number, days: number): Promise<WouldBreakOutcome> {
+    const { store, state } = this.context;
+    const records: string[] = [];
+    const filter = {
+      decision: 'deny',
+      sinceMs: Date.now() - days * DAY_MS,
+      order: 'desc' as const,
+      limit: RECORD_PAGE,
+      before: undefined as number | undefined,
+    };
+    for (;;) {
+      const page = await store.queryDenies(filter);
+      for (const row of page) records.push(row.record);
+      const last = page[page.length - 1];
+      if (page.length < RECORD_PAGE || last === undefined || records.length >= MAX_WOULD_BREAK_RECORDS) break;
+      filter.before = last.position;
+    }
+    const truncated = records.length >= MAX_WOULD_BREAK_RECORDS;
+    if (truncated) records.length = MAX_WOULD_BREAK_RECORDS;
+    const reply = await state.worker.ask({ op: 'would-break', token, records });
+    if (!reply.wouldBreak) throw new PolicyThreadError('the policy thread answered without a result');
+    return { days, truncated, ...reply.wouldBreak };
+  }
 
   /** Checks, diffs and (unless dryRun or unchanged) stores `sources` as the next revision. */
   apply(sources: PolicySource[], options: ApplyOptions): Promise<ApplyResult> {
@@ -111,6 +151,7 @@ export class PolicyApplier {
       const affected = await affecting;
       outcome.affectedWorkloads = affected.affected ?? { count: 0, workloads: [] };
       if (options.dryRun) {
+        outcome.wouldBreak = await this.wouldBreak(token, options.breakDays ?? 7);
         metrics.applies.inc({ result: 'dry-run' });
         return { ok: true, outcome, diffJson };
       }

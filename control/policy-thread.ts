@@ -22,6 +22,7 @@ import {
   serializeEnvelope,
   signBundle,
   suggestPolicy,
+  wouldBreak,
 } from '../policy/index.js';
 import type { DenyRecord, WorkloadIdentity } from '../policy/types.js';
 import type {
@@ -299,6 +300,17 @@ function install(request: Extract<PolicyThreadRequest, { op: 'install' }>, from:
   return result;
 }
 
+/** Stored records as objects, skipping any row that no longer reads (they were validated on the way in). */
+function* parsedRecords(texts: readonly string[]): Generator<DenyRecord> {
+  for (const text of texts) {
+    try {
+      yield JSON.parse(text) as DenyRecord;
+    } catch {
+      // skipped
+    }
+  }
+}
+
 function suggest(request: Extract<PolicyThreadRequest, { op: 'suggest' }>): PolicyThreadReply {
   let set = installed?.revision === request.revision ? installed.set : undefined;
   if (!set) {
@@ -312,16 +324,7 @@ function suggest(request: Extract<PolicyThreadRequest, { op: 'suggest' }>): Poli
       error: 'not-found',
       message: `revision ${request.revision} has no SmartGroup ${request.group} (it has: ${set.groups.map((g) => g.metadata.name).join(', ') || 'none'})`,
     };
-  function* records(): Generator<DenyRecord> {
-    for (const text of request.records) {
-      try {
-        yield JSON.parse(text) as DenyRecord;
-      } catch {
-        // Stored records were validated on the way in; a row that no longer reads is skipped.
-      }
-    }
-  }
-  const suggestion = suggestPolicy(records(), set, request.group);
+  const suggestion = suggestPolicy(parsedRecords(request.records), set, request.group);
   const options = { mode: request.mode, owner: request.owner, window: request.window };
   return {
     ok: true,
@@ -391,6 +394,11 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
     }
     case 'suggest':
       return suggest(request);
+    case 'would-break': {
+      const candidate = candidates.get(request.token);
+      if (!candidate) throw new Error('would-break: no checked set under this token');
+      return { ok: true, wouldBreak: wouldBreak(parsedRecords(request.records), candidate.set) };
+    }
   }
 }
 

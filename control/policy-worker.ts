@@ -2,7 +2,7 @@
 // answer each, in order. If the thread dies it is started again; whatever was in flight fails
 // (the caller answers 503, or retries the revision on the next head check).
 import { Worker } from 'node:worker_threads';
-import type { MergedSet, PolicyError, Suggestion } from '../policy/index.js';
+import type { MergedSet, PolicyError, Suggestion, WouldBreak } from '../policy/index.js';
 import type { Mode, WorkloadIdentity } from '../policy/types.js';
 import type { PolicySource } from './store/types.js';
 import { workerProgram } from './worker-program.js';
@@ -59,6 +59,8 @@ export type PolicyThreadRequest =
     }
   | { op: 'resolve'; revision: number; items: { key: string; identity: WorkloadIdentity }[] }
   | { op: 'sign'; revision: number; scope: string; identity: WorkloadIdentity; epoch: number }
+  /** Stored deny records (JSON texts) decided again under the checked set `token`. */
+  | { op: 'would-break'; token: number; records: string[] }
   | {
       op: 'suggest';
       /** The installed revision when it is this one; else `sources` are parsed. */
@@ -105,6 +107,7 @@ export type PolicyThreadReply =
       resolvedMany?: ResolvedText[];
       signedOne?: SignedScope;
       suggested?: SuggestAnswer;
+      wouldBreak?: WouldBreak;
       /** The thread has moved to another revision: ask again. */
       stale?: boolean;
     }

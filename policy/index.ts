@@ -19,3 +19,4 @@ export * from './suggest.js';
 export * from './suggest-render.js';
 export * from './types.js';
 export * from './unix.js';
+export * from './would-break.js';

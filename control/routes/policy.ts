@@ -72,6 +72,12 @@ const applyResponse = {
     unchanged: { type: 'boolean' },
     restoredFrom: { type: 'integer' },
     diff: {},
+    wouldBreak: {
+      type: 'object',
+      description:
+        'dry runs: recorded observe-mode traffic of the last `days` days that the new set would block, per SmartGroup',
+      additionalProperties: true,
+    },
     affectedWorkloads: {
       type: 'object',
       properties: {
@@ -140,7 +146,7 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
     return reply;
   }
 
-  app.put<{ Body: unknown; Querystring: { dryRun?: boolean; file?: string } }>(
+  app.put<{ Body: unknown; Querystring: { dryRun?: boolean; file?: string; breakDays?: number } }>(
     '/v1/policy',
     {
       config: { access: 'admin' },
@@ -156,6 +162,14 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
           type: 'object',
           properties: {
             dryRun: { type: 'boolean', default: false },
+            breakDays: {
+              type: 'integer',
+              minimum: 1,
+              maximum: 90,
+              default: 7,
+              description:
+                'dry runs: observe-mode records of this many days are decided again under the new set; those it would block are listed in wouldBreak',
+            },
             file: {
               type: 'string',
               pattern: FILE_NAME.source,
@@ -181,7 +195,11 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
         }
         throw error;
       }
-      return apply(reply, sources, { dryRun: request.query.dryRun === true, tokenId: request.tokenId });
+      return apply(reply, sources, {
+        dryRun: request.query.dryRun === true,
+        tokenId: request.tokenId,
+        breakDays: request.query.breakDays,
+      });
     },
   );
 

@@ -157,6 +157,44 @@ describe('observe → suggest → enforce', () => {
     expect(text).toContain(`{ cidr: 127.0.0.1/32, port: ${health}, methods: [ GET ], paths: [ /health ] }`);
     expect(text).toMatch(/# \(unknown\) \(2×\)|# [^\n]*2 requests/);
 
+    // What would break: enforcing without the suggestion blocks all of it; with it, nothing.
+    const dryRun = async (text: string) => {
+      const response = await fetch(`${control.url}/v1/policy?dryRun=true&breakDays=1`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/yaml' },
+        body: text,
+      });
+      expect(response.status).toBe(200);
+      return (
+        (await response.json()) as {
+          wouldBreak: {
+            days: number;
+            breaking: number;
+            groups: {
+              group: string;
+              requests: number;
+              destinations: { destination: string; requests: number }[];
+            }[];
+          };
+        }
+      ).wouldBreak;
+    };
+    const bare = await dryRun(OBSERVE.replace('mode: observe', 'mode: enforce'));
+    expect(bare.days).toBe(1);
+    expect(bare.groups.map((g) => g.group)).toEqual(['demo']);
+    expect(bare.groups[0]?.destinations.map((d) => d.destination)).toEqual(
+      expect.arrayContaining([
+        `127.0.0.1:${api} POST /v1/charges/*`,
+        `127.0.0.1:${api} GET /v1/charges/*/refunds`,
+        `127.0.0.1:${health} GET /health`,
+      ]),
+    );
+    expect(
+      bare.groups[0]?.destinations.find((d) => d.destination === `127.0.0.1:${api} POST /v1/charges/*`)
+        ?.requests,
+    ).toBe(2);
+    expect((await dryRun(text)).breaking).toBe(0);
+
     const check = await runCli(['policy', 'check', file]);
     expect(check.code, check.stderr).toBe(0);
     const applied = await runCli(['apply', file], env);
