@@ -2,6 +2,7 @@
 // and reported back by index, the rest of the batch is stored. What is stored is rebuilt
 // from the known fields only, so nothing unvalidated reaches the forensic log.
 import type { DenyRecord, Protocol, WorkloadIdentity } from '../policy/types.js';
+import type { HitRow } from './store/types.js';
 
 const KINDS = new Set(['connect', 'http', 'dns', 'udp', 'exec', 'addon', 'worker', 'tamper', 'unix']);
 const PROTOCOLS = new Set(['tcp', 'udp', 'http', 'https', 'dns']);
@@ -188,4 +189,43 @@ function aggregateOf(input: unknown, count: number): NonNullable<DenyRecord['agg
     if (input.distinctCapped) aggregate.distinctCapped = true;
   }
   return aggregate;
+}
+
+export const MAX_HIT_COUNTS = 100;
+export const MAX_HIT_RULES = 10_000;
+const MAX_RULE_ID = 512;
+
+/**
+ * The hit counts of a report batch (contract §3, "Rule hit counts") as rows of `day` (the day they
+ * arrived: statistics, not forensic records, so the server's clock dates them), or the first
+ * problem as a reason (the batch is then refused whole: a sender that writes malformed counts is broken).
+ */
+export function hitRowsOf(hits: unknown, day: string): HitRow[] | string {
+  if (hits === undefined) return [];
+  if (!Array.isArray(hits)) return 'hits: expected an array';
+  if (hits.length > MAX_HIT_COUNTS) return `hits: more than ${MAX_HIT_COUNTS} entries`;
+  const rows = new Map<string, HitRow>();
+  for (let index = 0; index < hits.length; index++) {
+    const entry = hits[index];
+    if (!isObject(entry)) return `hits[${index}]: expected an object`;
+    const { revision, rules } = entry;
+    if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision < 0)
+      return `hits[${index}].revision: expected a non-negative integer`;
+    if (!isObject(rules)) return `hits[${index}].rules: expected an object of rule id → count`;
+    const ids = Object.keys(rules);
+    if (ids.length > MAX_HIT_RULES) return `hits[${index}].rules: more than ${MAX_HIT_RULES} rules`;
+    for (const rule of ids) {
+      const count = rules[rule];
+      if (rule.length === 0 || rule.length > MAX_RULE_ID)
+        return `hits[${index}].rules: a rule id of 1-${MAX_RULE_ID} characters expected`;
+      if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0)
+        return `hits[${index}].rules[${JSON.stringify(rule.slice(0, 60))}]: expected a non-negative integer`;
+      if (count === 0) continue;
+      const key = `${revision}\n${rule}`;
+      const row = rows.get(key);
+      if (row) row.hits = Math.min(Number.MAX_SAFE_INTEGER, row.hits + count);
+      else rows.set(key, { day, revision, rule, hits: count });
+    }
+  }
+  return [...rows.values()];
 }

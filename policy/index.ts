@@ -15,6 +15,7 @@ export * from './identity.js';
 export * from './keys.js';
 export * from './parse.js';
 export * from './path.js';
+export * from './rule-usage.js';
 export * from './suggest.js';
 export * from './suggest-render.js';
 export * from './types.js';

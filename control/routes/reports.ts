@@ -2,7 +2,13 @@
 import type { FastifyInstance } from 'fastify';
 import { formatIdentity } from '../../policy/index.js';
 import type { ControlContext } from '../context.js';
-import { oversizedAggregate, RecordError, validateDenyRecord } from '../reports.js';
+import {
+  hitRowsOf,
+  MAX_HIT_COUNTS,
+  oversizedAggregate,
+  RecordError,
+  validateDenyRecord,
+} from '../reports.js';
 import type { DenyRow } from '../store/types.js';
 
 const MAX_ERRORS_LISTED = 100;
@@ -28,7 +34,7 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
     return groups;
   }
 
-  app.post<{ Body: { records: unknown[] } }>(
+  app.post<{ Body: { records: unknown[]; hits?: unknown } }>(
     '/v1/reports',
     {
       config: { access: 'workload' },
@@ -40,11 +46,16 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
           'bad ones are counted as rejected (with their index and reason) and the rest are stored. ' +
           'Records with sandboxId and seq (from 1, per sandbox) let the API count records that never arrived. ' +
           'An aggregate record (a flood counted per destination pattern) carries aggregate {pattern, distinct, ' +
-          'sample ≤ 16 values of ≤ 512 characters}: a batch with a larger one is refused whole with 400.',
+          'sample ≤ 16 values of ≤ 512 characters}: a batch with a larger one is refused whole with 400. ' +
+          'hits: rule hit counts [{workload, revision, since, until, rules: {ruleId: n}}] (statistics, added to ' +
+          'the day they arrive; malformed ones refuse the batch with 400).',
         body: {
           type: 'object',
           required: ['records'],
-          properties: { records: { type: 'array', maxItems: limits.reportRecords } },
+          properties: {
+            records: { type: 'array', maxItems: limits.reportRecords },
+            hits: { type: 'array', maxItems: MAX_HIT_COUNTS },
+          },
         },
         response: {
           202: {
@@ -53,6 +64,7 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
               stored: { type: 'integer' },
               duplicate: { type: 'integer' },
               rejected: { type: 'integer' },
+              hits: { type: 'integer', description: 'rule hit counts added (rules × revisions)' },
               errors: {
                 type: 'array',
                 items: {
@@ -75,6 +87,9 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
       // client's, so the whole batch is refused before any of it is read further.
       const oversized = oversizedAggregate(records);
       if (oversized !== undefined) return reply.code(400).send({ error: 'bad-request', message: oversized });
+      const hitRows = hitRowsOf(request.body.hits, receivedAt.slice(0, 10));
+      if (typeof hitRows === 'string')
+        return reply.code(400).send({ error: 'bad-request', message: hitRows });
       // SmartGroups per workload (a batch mostly has one): cached per revision, else asked of the policy thread.
       const groupsByKey = new Map<string, Promise<string>>();
       let lastWorkload: Readonly<Record<string, string>> | undefined;
@@ -124,12 +139,13 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
       }
       for (const row of rows) row.groups = await (groupsByKey.get(row.workloadKey) ?? '');
       const { stored, duplicate } = await store.insertDenies(rows);
+      // After the records: a batch refused for want of storage is sent again whole, and its counts with it.
+      await store.addHits(hitRows);
       metrics.reports.inc({ result: 'stored' }, stored);
       metrics.reports.inc({ result: 'duplicate' }, duplicate);
       metrics.reports.inc({ result: 'rejected' }, rejected);
-      return reply
-        .code(202)
-        .send(errors.length > 0 ? { stored, duplicate, rejected, errors } : { stored, duplicate, rejected });
+      const answer = { stored, duplicate, rejected, ...(hitRows.length > 0 ? { hits: hitRows.length } : {}) };
+      return reply.code(202).send(errors.length > 0 ? { ...answer, errors } : answer);
     },
   );
 }

@@ -72,6 +72,20 @@ export const sqliteMigrations: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'rule hit counts',
+    sql: `
+      -- Allow decisions per rule, summed per UTC day and revision (contract §3, "Rule hit counts").
+      CREATE TABLE rule_hits (
+        day TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        rule TEXT NOT NULL,
+        hits INTEGER NOT NULL,
+        PRIMARY KEY (day, revision, rule)
+      );
+    `,
+  },
 ];
 
 export const postgresMigrations: readonly Migration[] = [
@@ -135,6 +149,20 @@ export const postgresMigrations: readonly Migration[] = [
         key_id TEXT PRIMARY KEY,
         public_key TEXT NOT NULL,
         first_used TEXT NOT NULL
+      );
+    `,
+  },
+  {
+    version: 2,
+    name: 'rule hit counts',
+    sql: `
+      -- Allow decisions per rule, summed per UTC day and revision (contract §3, "Rule hit counts").
+      CREATE TABLE rule_hits (
+        day TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        rule TEXT NOT NULL,
+        hits BIGINT NOT NULL,
+        PRIMARY KEY (day, revision, rule)
       );
     `,
   },

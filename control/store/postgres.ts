@@ -15,6 +15,8 @@ import type {
   ControlStore,
   DenyFilter,
   DenyRow,
+  HitRow,
+  HitTotal,
   InsertDeniesResult,
   MetricsSnapshot,
   NewRevision,
@@ -386,6 +388,30 @@ export class PostgresStore implements ControlStore {
         sightings.map((s) => s.scope),
       ],
     );
+  }
+
+  async addHits(rows: HitRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.query(
+      `INSERT INTO rule_hits (day, revision, rule, hits)
+       SELECT d, r, u, h FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) AS x(d, r, u, h)
+       ON CONFLICT (day, revision, rule) DO UPDATE SET hits = rule_hits.hits + excluded.hits`,
+      [rows.map((r) => r.day), rows.map((r) => r.revision), rows.map((r) => r.rule), rows.map((r) => r.hits)],
+    );
+  }
+
+  async hitTotals(sinceDay: string): Promise<HitTotal[]> {
+    const { rows } = await this.query<{ revision: string; rule: string; hits: string; last_day: string }>(
+      `SELECT revision, rule, sum(hits) AS hits, max(day) AS last_day FROM rule_hits
+       WHERE day >= $1 GROUP BY revision, rule`,
+      [sinceDay],
+    );
+    return rows.map((row) => ({
+      revision: Number(row.revision),
+      rule: row.rule,
+      hits: Number(row.hits),
+      lastDay: row.last_day,
+    }));
   }
 
   async listWorkloadKeys(): Promise<string[]> {

@@ -12,6 +12,8 @@ import type {
   ControlStore,
   DenyFilter,
   DenyRow,
+  HitRow,
+  HitTotal,
   InsertDeniesResult,
   MetricsSnapshot,
   NewRevision,
@@ -112,6 +114,7 @@ export class SqliteStore implements ControlStore {
   private readonly insertDeny: Database.Statement;
   private readonly upsertSandbox: Database.Statement;
   private readonly upsertWorkload: Database.Statement;
+  private readonly addHit: Database.Statement;
   private readonly insertDenyBatch: Database.Transaction<(rows: DenyRow[]) => InsertDeniesResult>;
   private readonly denyWriter: DenyWriter | undefined;
   /** Disk-full recovery of the in-thread deny path (the writer thread has its own). */
@@ -134,6 +137,10 @@ export class SqliteStore implements ControlStore {
     this.denyWriter = this.db.memory || options.writerThread === false ? undefined : this.startDenyWriter();
     this.insertDeny = this.db.prepare(INSERT_DENY_SQL);
     this.upsertSandbox = this.db.prepare(UPSERT_SANDBOX_SQL);
+    this.addHit = this.db.prepare(
+      `INSERT INTO rule_hits (day, revision, rule, hits) VALUES (?, ?, ?, ?)
+       ON CONFLICT (day, revision, rule) DO UPDATE SET hits = hits + excluded.hits`,
+    );
     this.upsertWorkload = this.db.prepare(
       `INSERT INTO workloads (key, identity, first_seen, last_seen, revision, scope) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (key) DO UPDATE SET last_seen = excluded.last_seen, revision = excluded.revision,
@@ -319,6 +326,23 @@ export class SqliteStore implements ControlStore {
       });
       this.write(() => slice.immediate());
     }
+  }
+
+  async addHits(rows: HitRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    const add = this.db.transaction(() => {
+      for (const row of rows) this.addHit.run(row.day, row.revision, row.rule, row.hits);
+    });
+    this.write(() => add.immediate());
+  }
+
+  async hitTotals(sinceDay: string): Promise<HitTotal[]> {
+    return this.db
+      .prepare(
+        `SELECT revision, rule, sum(hits) AS hits, max(day) AS lastDay FROM rule_hits
+         WHERE day >= ? GROUP BY revision, rule`,
+      )
+      .all(sinceDay) as HitTotal[];
   }
 
   async listWorkloadKeys(): Promise<string[]> {

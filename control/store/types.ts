@@ -110,6 +110,22 @@ export interface StoredDeny {
   record: string;
 }
 
+/** Allow decisions of one rule under one revision, summed over a UTC day (YYYY-MM-DD). */
+export interface HitRow {
+  day: string;
+  revision: number;
+  rule: string;
+  hits: number;
+}
+
+/** The hits of one rule id under one revision since a day, and the last day it had any. */
+export interface HitTotal {
+  revision: number;
+  rule: string;
+  hits: number;
+  lastDay: string;
+}
+
 export interface SigningKeyRow {
   keyId: string;
   publicKeyPem: string;
@@ -158,6 +174,11 @@ export interface ControlStore {
 
   insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult>;
   queryDenies(filter: DenyFilter): Promise<StoredDeny[]>;
+
+  /** Adds hit counts (rows with the same day, revision and rule add up). */
+  addHits(rows: HitRow[]): Promise<void>;
+  /** Hits per (revision, rule) on `sinceDay` (YYYY-MM-DD) and later. */
+  hitTotals(sinceDay: string): Promise<HitTotal[]>;
 
   rememberSigningKey(key: SigningKeyRow): Promise<void>;
   listSigningKeys(): Promise<SigningKeyRow[]>;
