@@ -128,7 +128,7 @@ describe('bulkhead control CLI', () => {
     });
     expect(table.code, table.stderr).toBe(0);
     expect(table.stdout).toMatch(
-      /charge-card\s+exfil\.attacker\.test:443\s+deny\/enforce\s+default-deny\s+r1\s+evil-dep@1\.0\.0/,
+      /charge-card\s+-\s+exfil\.attacker\.test:443\s+connect\s+default-deny\s+enforce\s+-\s+evil-dep@1\.0\.0/,
     );
 
     const ndjson = await runCli(['denies', '--control', url, '--json', '--since', '1h'], {
@@ -173,7 +173,7 @@ describe('bulkhead control CLI', () => {
     });
     expect(unixTable.code, unixTable.stderr).toBe(0);
     expect(unixTable.stdout).toMatch(
-      /charge-card\s+unix:\/var\/run\/docker\.sock\s+deny\/enforce\s+sockets\/deny\[0\]\s+r1/,
+      /charge-card\s+-\s+unix:\/var\/run\/docker\.sock\s+unix\s+sockets\/deny\[0\]\s+enforce/,
     );
 
     // A flood the shim counted per pattern reads as one line saying how many more, under what.
@@ -199,7 +199,132 @@ describe('bulkhead control CLI', () => {
     expect(floodTable.stdout).toContain(
       '99,000 more names under *.attacker.test (50,000+ distinct, e.g. x1.exfil.attacker.test, x2.exfil.attacker.test, …)',
     );
-    expect(floodTable.stdout).toMatch(/again\.attacker\.test:443 \(×3\)\s+deny\/enforce/);
+    expect(floodTable.stdout).toMatch(
+      /again\.attacker\.test:443 \(×3\)\s+connect\s+flood\/deny\[0\]\s+enforce/,
+    );
+  });
+
+  it('investigates: filters by name glob, invocation, package, kind, severity; newest first; says when nothing matched', async () => {
+    const post = (records: unknown[]) =>
+      fetch(`${url}/v1/reports`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${workload}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ records }),
+      });
+    const at = (minute: number) => `2026-11-28T03:0${minute}:00.000Z`;
+    const lambda = { cloud: 'aws', account: '123456789012', region: 'eu-west-1' };
+    const records = [
+      {
+        id: 'inv-1',
+        time: at(1),
+        count: 1,
+        workload: { ...lambda, name: 'charge-card' },
+        kind: 'dns',
+        destination: { host: 'exfil.attacker.test', protocol: 'dns' },
+        decision: 'deny',
+        mode: 'enforce',
+        rule: 'default-deny',
+        revision: 1,
+        invocationId: 'req-aaaa',
+        origin: { package: 'evil-dep@1.0.0', file: '/var/task/node_modules/evil-dep/index.js', line: 7 },
+      },
+      {
+        id: 'inv-2',
+        time: at(2),
+        count: 1,
+        workload: { ...lambda, name: 'charge-refund' },
+        kind: 'tamper',
+        severity: 'high',
+        destination: { command: 'process.binding' },
+        decision: 'deny',
+        mode: 'observe',
+        rule: 'tamper',
+        revision: 1,
+        invocationId: 'req-bbbb',
+        origin: { package: 'other@2.0.0', file: '/var/task/index.js', line: 12 },
+      },
+    ];
+    expect((await post(records)).status).toBe(202);
+    const env = { BULKHEAD_TOKEN: admin, BULKHEAD_CONTROL_URL: url };
+
+    const glob = await runCli(
+      [
+        'denies',
+        '--workload',
+        'charge-*',
+        '--since',
+        '2026-11-28T03:00:00Z',
+        '--until',
+        '2026-11-28T03:10:00Z',
+      ],
+      env,
+    );
+    expect(glob.code, glob.stderr).toBe(0);
+    const lines = glob.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(
+      /^TIME\s+WORKLOAD\s+ACCOUNT\/REGION\s+DESTINATION\s+KIND\s+RULE\s+MODE\s+INVOCATION\s+ORIGIN$/,
+    );
+    // Newest first.
+    expect(lines[1]).toMatch(
+      /^2026-11-28T03:02:00\.000Z\s+charge-refund\s+123456789012\/eu-west-1\s+process\.binding\s+tamper \(high\)\s+tamper\s+observe\s+req-bbbb\s+other@2\.0\.0 \/var\/task\/index\.js:12$/,
+    );
+    expect(lines[2]).toMatch(
+      /^2026-11-28T03:01:00\.000Z\s+charge-card\s+123456789012\/eu-west-1\s+exfil\.attacker\.test\s+dns\s+default-deny\s+enforce\s+req-aaaa\s+evil-dep@1\.0\.0 \/var\/task\/node_modules\/evil-dep\/index\.js:7$/,
+    );
+    expect(lines).toHaveLength(3);
+
+    // The NDJSON export in the same order.
+    const json = await runCli(
+      ['denies', '--workload', 'charge-*', '--until', '2026-11-28T03:10:00Z', '--json'],
+      env,
+    );
+    expect(json.code, json.stderr).toBe(0);
+    expect(
+      json.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { id: string }).id),
+    ).toEqual(['inv-2', 'inv-1']);
+
+    const ids = async (...filter: string[]) => {
+      const run = await runCli(['denies', ...filter, '--until', '2026-11-28T03:10:00Z', '--json'], env);
+      expect(run.code, run.stderr).toBe(0);
+      return run.stdout.trim() === ''
+        ? []
+        : run.stdout
+            .trim()
+            .split('\n')
+            .map((l) => (JSON.parse(l) as { id: string }).id);
+    };
+    expect(await ids('--invocation', 'req-aaaa')).toEqual(['inv-1']);
+    expect(await ids('--package', 'evil-dep')).toEqual(['inv-1']);
+    expect(await ids('--package', 'other@2.*')).toEqual(['inv-2']);
+    expect(await ids('--kind', 'tamper')).toEqual(['inv-2']);
+    expect(await ids('--severity', 'high')).toEqual(['inv-2']);
+    expect(await ids('--workload', 'charge-card', '--kind', 'dns')).toEqual(['inv-1']);
+
+    // Nothing matched: said on stderr, naming the filters, exit 0, stdout empty.
+    const none = await runCli(['denies', '--workload', 'charge-card', '--kind', 'tamper'], env);
+    expect(none.code, none.stderr).toBe(0);
+    expect(none.stdout).toBe('');
+    expect(none.stderr.trim()).toBe(
+      'no deny record matched the filters --workload charge-card --kind tamper',
+    );
+    const noneJson = await runCli(['denies', '--invocation', 'req-zzzz', '--json'], env);
+    expect(noneJson.code).toBe(0);
+    expect(noneJson.stdout).toBe('');
+    expect(noneJson.stderr).toMatch(/^no deny record matched the filters --invocation req-zzzz$/m);
+    // A workload name the inventory does not know (a typo) is named as such.
+    const typo = await runCli(['denies', '--workload', 'chrage-*'], env);
+    expect(typo.code).toBe(0);
+    expect(typo.stderr).toMatch(/^no deny record matched the filters --workload chrage-\*$/m);
+    expect(typo.stderr).toMatch(
+      /^--workload chrage-\*: no workload in the inventory matches it \(known: charge-card\)$/m,
+    );
+    // A bad kind is the API's 400, with the values it accepts.
+    const badKind = await runCli(['denies', '--kind', 'socket'], env);
+    expect(badKind.code).toBe(1);
+    expect(badKind.stderr).toMatch(/400 bad-request: kind: expected one of connect, http, dns/);
   });
 
   it('stops cleanly on SIGTERM', async () => {
