@@ -276,7 +276,13 @@ export const policyExplainCommand: Command = {
   },
 };
 
-function formatDiff(diff: PolicyDiff): string {
+/**
+ * A policy diff for a person: per SmartGroup (and per workload when asked), what becomes reachable
+ * or unreachable. The control API's answers carry the groups only.
+ */
+export function formatDiff(
+  diff: Omit<PolicyDiff, 'workloads'> & Partial<Pick<PolicyDiff, 'workloads'>>,
+): string {
   if (!diff.changed) return 'no change in what any SmartGroup can reach';
   const lines: string[] = [];
   for (const g of diff.groups) {
@@ -290,7 +296,7 @@ function formatDiff(diff: PolicyDiff): string {
         `  - unreachable ${c.destination}  [${c.rule}${c.action === 'deny' ? ' added' : ' removed'}]`,
       );
   }
-  for (const w of diff.workloads) {
+  for (const w of diff.workloads ?? []) {
     const mode = w.modeBefore !== w.modeAfter ? ` mode ${w.modeBefore} → ${w.modeAfter}` : '';
     const scope = w.scopeBefore !== w.scopeAfter ? ` scope ${w.scopeBefore} → ${w.scopeAfter}` : '';
     lines.push(`workload ${w.workload}${mode}${scope}`);

@@ -5,8 +5,9 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ApplyAnswer, printApplyAnswer } from '../../cli/commands/apply.js';
 import { CLI, runCli } from './clients.js';
-import { BAD_PORT, LEDGER_GROUP, PAYMENTS_V1 } from './fixtures.js';
+import { BAD_PORT, LEDGER_GROUP, PAYMENTS_V1, PAYMENTS_V2 } from './fixtures.js';
 
 describe('bulkhead control CLI', () => {
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-cli-'));
@@ -327,10 +328,159 @@ describe('bulkhead control CLI', () => {
     expect(badKind.stderr).toMatch(/400 bad-request: kind: expected one of connect, http, dns/);
   });
 
+  it('apply prints a readable diff and warns of removed SmartGroups; revisions lists, diffs and restores', async () => {
+    const named = await runCli([
+      'token',
+      'create',
+      '--scope',
+      'admin',
+      '--name',
+      'ci-deploy',
+      '--db',
+      db,
+      '--json',
+    ]);
+    expect(named.code, named.stderr).toBe(0);
+    const ci = JSON.parse(named.stdout) as { id: string; token: string };
+    const env = { BULKHEAD_TOKEN: ci.token, BULKHEAD_CONTROL_URL: url };
+    writeFileSync(join(dir, 'payments-v2.yaml'), PAYMENTS_V2);
+
+    // The set without ledger.yaml: the ledger SmartGroup goes away.
+    const dry = await runCli(['apply', 'payments-v2.yaml', '--dry-run'], env, { cwd: dir });
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stderr).toMatch(/^warning: SmartGroup ledger would be removed: /m);
+    const applied = await runCli(['apply', 'payments-v2.yaml'], env, { cwd: dir });
+    expect(applied.code, applied.stderr).toBe(0);
+    const [, revision, previous] = /^applied revision (\d+) \(was (\d+)\)$/m.exec(applied.stdout) ?? [];
+    expect(Number(revision)).toBe(Number(previous) + 1);
+    expect(applied.stderr.trim()).toBe(
+      'warning: SmartGroup ledger is removed: the policies that applied to its workloads no longer do',
+    );
+    expect(applied.stdout).toContain('SmartGroup payments-prod (changed)');
+    expect(applied.stdout).toContain(
+      '  + reachable   host=hooks.slack.com port=443  [payments-egress/allow[1]]',
+    );
+    expect(applied.stdout).toContain('SmartGroup ledger (removed)');
+    expect(applied.stdout).toMatch(/^workloads affected: \d+$/m);
+    expect(applied.stdout).not.toMatch(/diff: \{|"groups"/);
+    const again = await runCli(['apply', 'payments-v2.yaml'], env, { cwd: dir });
+    expect(again.stdout).toMatch(/^unchanged: revision \d+ already holds this policy$/m);
+    expect(again.stdout).toContain('no change in what any SmartGroup can reach');
+    expect(again.stderr).toBe('');
+
+    const list = await runCli(['revisions'], env);
+    expect(list.code, list.stderr).toBe(0);
+    const rows = list.stdout.trim().split('\n');
+    expect(rows[0]).toMatch(/^REVISION\s+APPLIED AT\s+BY\s+CHANGE$/);
+    expect(rows[1]).toMatch(
+      new RegExp(
+        `^${revision} \\(current\\)\\s+\\d{4}-\\S+\\s+ci-deploy \\(token ${ci.id}\\)\\s+ledger removed, payments-prod$`,
+      ),
+    );
+    expect(rows[2]).toMatch(
+      new RegExp(`^${previous}\\s+\\S+\\s+token [0-9a-f]{16}\\s+ledger added, payments-prod added$`),
+    );
+    const limited = await runCli(['revisions', '--limit', '1', '--json'], env);
+    const listed = JSON.parse(limited.stdout) as { current: number; revisions: { revision: number }[] };
+    expect(listed.current).toBe(Number(revision));
+    expect(listed.revisions.map((r) => r.revision)).toEqual([Number(revision)]);
+
+    const diff = await runCli(['revisions', 'diff', previous as string, revision as string], env);
+    expect(diff.code, diff.stderr).toBe(0);
+    expect(diff.stdout).toContain('SmartGroup ledger (removed)');
+    expect(diff.stdout).toContain(
+      '  + reachable   host=hooks.slack.com port=443  [payments-egress/allow[1]]',
+    );
+    const diffJson = await runCli(
+      [
+        'revisions',
+        'diff',
+        previous as string,
+        revision as string,
+        '--json',
+        '--workload',
+        'cloud=aws,name=ledger-writer',
+      ],
+      env,
+    );
+    const parsed = JSON.parse(diffJson.stdout) as { changed: boolean; workloads: { workload: string }[] };
+    expect(parsed.changed).toBe(true);
+    expect(parsed.workloads.map((w) => w.workload)).toEqual(['cloud=aws,name=ledger-writer']);
+
+    const restore = await runCli(['revisions', 'restore', previous as string], env);
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(restore.stdout).toMatch(
+      new RegExp(
+        `^restored revision ${previous} as revision ${Number(revision) + 1} \\(was ${revision}\\)$`,
+        'm',
+      ),
+    );
+    expect(restore.stdout).toContain('SmartGroup ledger (added)');
+    expect(restore.stderr).toBe('');
+    const afterRestore = await runCli(['revisions', '--limit', '1'], env);
+    expect(afterRestore.stdout).toMatch(
+      new RegExp(`restore of ${previous}; ledger added, payments-prod$`, 'm'),
+    );
+
+    const missing = await runCli(['revisions', 'diff', previous as string, '999'], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/no revision 999/);
+    expect((await runCli(['revisions', 'restore', '999'], env)).stderr).toMatch(/no revision 999/);
+    expect((await runCli(['revisions', 'restore', 'latest'], env)).code).toBe(2);
+    expect((await runCli(['revisions', 'diff', '1'], env)).code).toBe(2);
+  });
+
   it('stops cleanly on SIGTERM', async () => {
     server.kill('SIGTERM');
     const code = await new Promise((r) => server.once('exit', r));
     expect(code).toBe(0);
     expect(serverOut).toMatch(/shutting down/);
+  });
+});
+
+describe('bulkhead apply output', () => {
+  const answer: ApplyAnswer = {
+    revision: 4,
+    previousRevision: 3,
+    dryRun: false,
+    unchanged: false,
+    diff: {
+      changed: true,
+      groups: [
+        { group: 'ledger', status: 'removed', reachable: [], unreachable: [] },
+        { group: 'payments-prod', status: 'changed', reachable: [], unreachable: [] },
+      ],
+    },
+    affectedWorkloads: { count: 0, workloads: [] },
+  };
+  const print = (value: ApplyAnswer) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    printApplyAnswer(value, { out: (text) => out.push(text), err: (text) => err.push(text) });
+    return { out, err };
+  };
+
+  it('prints one blast-radius line per group when the answer carries them', () => {
+    const { out, err } = print({
+      ...answer,
+      blastRadius: {
+        before: {
+          groups: [
+            { group: 'payments-prod', score: 3, unbounded: false },
+            { group: 'ledger', score: 1, unbounded: false },
+          ],
+        },
+        after: { groups: [{ group: 'payments-prod', score: 0, unbounded: true }] },
+      },
+    });
+    expect(out).toContain('blast radius ledger: 1 → -');
+    expect(out).toContain('blast radius payments-prod: 3 → unbounded');
+    expect(err).toEqual([
+      'warning: SmartGroup ledger is removed: the policies that applied to its workloads no longer do',
+    ]);
+  });
+
+  it('prints none without the field', () => {
+    expect(print(answer).out.some((line) => line.startsWith('blast radius'))).toBe(false);
   });
 });
