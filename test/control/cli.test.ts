@@ -430,6 +430,77 @@ describe('bulkhead control CLI', () => {
     expect((await runCli(['revisions', 'diff', '1'], env)).code).toBe(2);
   });
 
+  it('policy check --against checks requireObserveFirst against the applied revision', async () => {
+    const observeFirst =
+      '---\napiVersion: bulkhead.dev/v1\nkind: Guardrail\nmetadata: { name: observe-first }\nspec:\n  requireObserveFirst: true\n';
+    const newPolicy = (mode: string) =>
+      `---\napiVersion: bulkhead.dev/v1\nkind: EgressPolicy\nmetadata: { name: refunds-egress }\nspec:\n  appliesTo: [payments-prod]\n  mode: ${mode}\n  owner: team-payments\n  allow:\n    - to: { host: api.refunds.example, port: 443 }\n`;
+    // The applied set enforces payments-egress already; refunds-egress is new.
+    writeFileSync(join(dir, 'check-enforce.yaml'), `${PAYMENTS_V1}${observeFirst}${newPolicy('enforce')}`);
+    writeFileSync(join(dir, 'check-observe.yaml'), `${PAYMENTS_V1}${observeFirst}${newPolicy('observe')}`);
+    const noEnv = { BULKHEAD_CONTROL_URL: '', BULKHEAD_TOKEN: '' };
+    const opts = { cwd: dir };
+
+    const broken = await runCli(
+      ['policy', 'check', 'check-enforce.yaml', '--against', url, '--token', admin],
+      noEnv,
+      opts,
+    );
+    expect(broken.code).toBe(1);
+    expect(broken.stderr).toMatch(
+      /^check-enforce\.yaml:\d+:\d+ spec\.mode: a new policy starts in observe mode.*\[guardrail observe-first\]$/m,
+    );
+    expect(broken.stderr).not.toMatch(/payments-egress/);
+
+    const clean = await runCli(
+      ['policy', 'check', 'check-observe.yaml', '--against', url, '--token', admin],
+      noEnv,
+      opts,
+    );
+    expect(clean.code, clean.stderr).toBe(0);
+    expect(clean.stdout).toMatch(
+      new RegExp(`^requireObserveFirst: checked against revision \\d+ at ${url}$`, 'm'),
+    );
+    expect(clean.stdout).toMatch(/^ok: 1 SmartGroup\(s\), 2 EgressPolicy\(s\), 1 Guardrail\(s\)$/m);
+
+    // From the environment, when the guardrail is on and nothing else names the applied policy.
+    const fromEnv = await runCli(
+      ['policy', 'check', 'check-enforce.yaml'],
+      { BULKHEAD_CONTROL_URL: url, BULKHEAD_TOKEN: admin },
+      opts,
+    );
+    expect(fromEnv.code).toBe(1);
+    expect(fromEnv.stderr).toMatch(/\[guardrail observe-first\]/);
+
+    // Neither: not an error, but said.
+    const unchecked = await runCli(['policy', 'check', 'check-enforce.yaml', '--json'], noEnv, opts);
+    expect(unchecked.code, unchecked.stderr).toBe(0);
+    expect(JSON.parse(unchecked.stdout)).toMatchObject({ ok: true, requireObserveFirst: 'not checked' });
+    expect(unchecked.stderr).toMatch(
+      /^note: requireObserveFirst is on but was not checked: .*--previous FILES.*--against URL/,
+    );
+    // Without the guardrail, no note.
+    const off = await runCli(['policy', 'check', 'payments.yaml'], noEnv, opts);
+    expect(off.code).toBe(0);
+    expect(off.stderr).toBe('');
+
+    const refused = await runCli(
+      ['policy', 'check', 'check-observe.yaml', '--against', url, '--token', workload],
+      noEnv,
+      opts,
+    );
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^bulkhead policy check: --against http:\/\/127\.0\.0\.1:\d+: 403/);
+    const noToken = await runCli(['policy', 'check', 'check-observe.yaml', '--against', url], noEnv, opts);
+    expect(noToken.code).toBe(2);
+    const both = await runCli(
+      ['policy', 'check', 'check-observe.yaml', '--against', url, '--previous', 'payments.yaml'],
+      noEnv,
+      opts,
+    );
+    expect(both.code).toBe(2);
+  });
+
   it('stops cleanly on SIGTERM', async () => {
     server.kill('SIGTERM');
     const code = await new Promise((r) => server.once('exit', r));
