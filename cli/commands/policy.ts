@@ -111,7 +111,8 @@ interface AppliedPolicy {
 async function appliedPolicy(args: ParsedArgs): Promise<AppliedPolicy> {
   const client = controlClient(args, 'against');
   const response = await client.request('GET', '/v1/policy');
-  if (response.status === 404)
+  // Only the API's own "nothing applied" counts as an empty history, not any 404 (a wrong URL).
+  if (response.status === 404 && (await response.clone().text()).includes('no policy applied yet'))
     return {
       set: { groups: [], policies: [], guardrails: [] },
       from: `${client.baseUrl} (no revision applied yet)`,
