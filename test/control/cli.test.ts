@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApplyAnswer, printApplyAnswer } from '../../cli/commands/apply.js';
 import { CLI, runCli } from './clients.js';
 import { BAD_PORT, LEDGER_GROUP, PAYMENTS_V1, PAYMENTS_V2 } from './fixtures.js';
+import { type Api, type StoreFactory, startApi, storeFactory } from './harness.js';
 
 describe('bulkhead control CLI', () => {
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-cli-'));
@@ -553,5 +554,41 @@ describe('bulkhead apply output', () => {
 
   it('prints none without the field', () => {
     expect(print(answer).out.some((line) => line.startsWith('blast radius'))).toBe(false);
+  });
+});
+
+describe('bulkhead policy check --against a control API with nothing applied', () => {
+  let factory: StoreFactory;
+  let api: Api;
+  const dir = mkdtempSync(join(tmpdir(), 'bulkhead-check-'));
+  beforeAll(async () => {
+    factory = await storeFactory('sqlite');
+    api = await startApi(factory);
+  });
+  afterAll(async () => {
+    await api?.server.close();
+    await factory?.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('treats every policy as new', async () => {
+    const observeFirst =
+      '---\napiVersion: bulkhead.dev/v1\nkind: Guardrail\nmetadata: { name: observe-first }\nspec:\n  requireObserveFirst: true\n';
+    writeFileSync(join(dir, 'set.yaml'), `${PAYMENTS_V1}${observeFirst}`);
+    const run = await runCli(
+      ['policy', 'check', 'set.yaml', '--against', api.server.url, '--token', api.admin],
+      { BULKHEAD_CONTROL_URL: '', BULKHEAD_TOKEN: '' },
+      { cwd: dir },
+    );
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^set\.yaml:\d+:\d+ spec\.mode: a new policy starts in observe mode/m);
+    // A URL that is not a control API is an error, not an empty history.
+    const wrong = await runCli(
+      ['policy', 'check', 'set.yaml', '--against', `${api.server.url}/elsewhere`, '--token', api.admin],
+      { BULKHEAD_CONTROL_URL: '', BULKHEAD_TOKEN: '' },
+      { cwd: dir },
+    );
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/^bulkhead policy check: --against .*: 404/);
   });
 });
