@@ -245,14 +245,17 @@ export const deniesCommand: Command = {
       return EXIT_FAILURE;
     }
     const page = (await first.json()) as { records: DenyView[]; followCursor: string };
-    const print = (batch: DenyView[], header: boolean) => {
+    // The header goes above the first rows printed, which with --follow may come after an empty page.
+    let headerPrinted = false;
+    const print = (batch: DenyView[]) => {
       if (json) for (const record of batch) io.out(JSON.stringify(record));
       else if (batch.length > 0) {
         const rows = batch.map(denyRow);
-        io.out(header ? table([TABLE_HEADER, ...rows]) : table(rows));
+        io.out(headerPrinted ? table(rows) : table([TABLE_HEADER, ...rows]));
+        headerPrinted = true;
       }
     };
-    print(page.records, true);
+    print(page.records);
     if (page.records.length === 0) await nothingMatched();
     if (!follow) return EXIT_OK;
 
@@ -275,7 +278,7 @@ export const deniesCommand: Command = {
           return EXIT_FAILURE;
         }
         const next = (await response.json()) as { records: DenyView[]; followCursor: string };
-        print(next.records, false);
+        print(next.records);
         cursor = next.followCursor;
         if (next.records.length < 1000) await sleep(FOLLOW_INTERVAL_MS);
       }
