@@ -11,17 +11,18 @@ export interface ControlClient {
   ): Promise<Response>;
 }
 
-export function controlClient(args: ParsedArgs): ControlClient {
-  const raw = stringOption(args, 'control') ?? process.env.BULKHEAD_CONTROL_URL;
-  if (!raw) throw new UsageError('--control URL (or BULKHEAD_CONTROL_URL) is required');
+/** `urlOption`: the option naming the API (`--control`; `policy check` says `--against`). */
+export function controlClient(args: ParsedArgs, urlOption = 'control'): ControlClient {
+  const raw = stringOption(args, urlOption) ?? process.env.BULKHEAD_CONTROL_URL;
+  if (!raw) throw new UsageError(`--${urlOption} URL (or BULKHEAD_CONTROL_URL) is required`);
   let base: URL;
   try {
     base = new URL(raw);
   } catch {
-    throw new UsageError(`--control: not a URL: ${raw}`);
+    throw new UsageError(`--${urlOption}: not a URL: ${raw}`);
   }
   if (base.protocol !== 'http:' && base.protocol !== 'https:')
-    throw new UsageError('--control: expected http(s)://');
+    throw new UsageError(`--${urlOption}: expected http(s)://`);
   const token = stringOption(args, 'token') ?? process.env.BULKHEAD_TOKEN;
   if (!token) throw new UsageError('--token (or BULKHEAD_TOKEN) is required');
   const baseUrl = base.href.replace(/\/+$/, '');

@@ -157,8 +157,10 @@ export class PolicyApplier {
       }
       const createdAt = new Date().toISOString();
       const files = sources.map((s) => s.file);
-      const appliedBy = JSON.stringify(options.tokenId ?? null);
-      const summaryJson = `{"diff":${diffJson},"files":${JSON.stringify(files)},"appliedBy":${appliedBy}}`;
+      // Who applied it, as `bulkhead revisions` shows: the token's id and the name it was created with.
+      const appliedBy = options.tokenId ?? null;
+      const appliedByName = appliedBy === null ? null : ((await store.findToken(appliedBy))?.name ?? null);
+      const summaryJson = `{"diff":${diffJson},"files":${JSON.stringify(files)},"appliedBy":${JSON.stringify(appliedBy)},"appliedByName":${JSON.stringify(appliedByName)}}`;
       const restoredFrom = options.restoredFrom ?? null;
       const row = { createdAt, sources, restoredFrom, summary: null };
       const revision = await store.appendRevision({ ...row, summaryJson });

@@ -4,7 +4,20 @@
 import type { DenyRecord, Protocol, WorkloadIdentity } from '../policy/types.js';
 import type { HitRow } from './store/types.js';
 
-const KINDS = new Set(['connect', 'http', 'dns', 'udp', 'exec', 'addon', 'worker', 'tamper', 'unix']);
+export const DENY_KINDS: readonly DenyRecord['kind'][] = [
+  'connect',
+  'http',
+  'dns',
+  'udp',
+  'exec',
+  'addon',
+  'worker',
+  'tamper',
+  'unix',
+];
+export const DENY_SEVERITIES: readonly NonNullable<DenyRecord['severity']>[] = ['normal', 'high'];
+const KINDS: ReadonlySet<string> = new Set(DENY_KINDS);
+const SEVERITIES: ReadonlySet<string> = new Set(DENY_SEVERITIES);
 const PROTOCOLS = new Set(['tcp', 'udp', 'http', 'https', 'dns']);
 const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 // ISO-8601 date-time with a zone, the only form shims produce.
@@ -122,7 +135,7 @@ export function validateDenyRecord(input: unknown): ValidatedRecord {
   };
   if (last) record.lastTime = last.text;
   if (input.severity !== undefined && input.severity !== null) {
-    record.severity = oneOf<'normal' | 'high'>(input.severity, 'severity', new Set(['normal', 'high']));
+    record.severity = oneOf<'normal' | 'high'>(input.severity, 'severity', SEVERITIES);
   }
   if (input.origin !== undefined && input.origin !== null) {
     if (!isObject(input.origin)) throw new RecordError('origin: expected an object');

@@ -251,6 +251,11 @@ function exempt(
   });
 }
 
+/** The guardrail settings a set gives itself (defaults, then its `kind: Guardrail` documents). */
+export function guardrailSettings(set: PolicySet): GuardrailSettings {
+  return settingsOf(set, []);
+}
+
 export interface GuardrailOptions {
   /**
    * The policy set currently applied (the previous revision). Needed by `requireObserveFirst`:

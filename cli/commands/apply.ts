@@ -1,46 +1,73 @@
-// bulkhead apply FILES…: send the policy set to a control API (CI gates on the exit code).
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+// bulkhead apply FILES…: send the policy set to a control API (CI gate on the exit code).
+import type { PolicyDiff } from '../../policy/index.js';
 import { clientOptions, controlClient, describeFailure } from '../client.js';
-import { type Command, EXIT_FAILURE, EXIT_OK, UsageError } from '../command.js';
+import { type CliIO, type Command, EXIT_FAILURE, EXIT_OK, UsageError } from '../command.js';
+import { formatDiff, readPolicySources } from './policy.js';
 
 const usage = `Usage: bulkhead apply FILES… --control URL --token T [--dry-run] [--json]
 
 Sends every policy file (directories: their .yaml/.yml/.json files) as one policy set. The control API
 validates it (parser and guardrails), stores it as the next revision and answers with the diff per
-SmartGroup and the workloads affected. --dry-run validates and diffs without storing.
+SmartGroup and the workloads affected; a SmartGroup the set removes is warned about on stderr.
+--dry-run validates and diffs without storing. --json prints the API's answer as it is.
 Exit 0 applied (or unchanged), 1 invalid policy or refused, 2 usage. Token also from BULKHEAD_TOKEN.`;
 
-const POLICY_FILE = /\.(ya?ml|json)$/i;
-
-export function collectPolicyFiles(paths: string[]): { file: string; text: string }[] {
-  const sources: { file: string; text: string }[] = [];
-  for (const path of paths) {
-    let stat: ReturnType<typeof statSync>;
-    try {
-      stat = statSync(path);
-    } catch {
-      throw new UsageError(`no such file: ${path}`);
-    }
-    if (stat.isDirectory()) {
-      for (const name of readdirSync(path).sort()) {
-        if (POLICY_FILE.test(name)) sources.push(...collectPolicyFiles([join(path, name)]));
-      }
-    } else {
-      const file = relative(process.cwd(), path).replace(/\\/g, '/') || path;
-      sources.push({ file: file.startsWith('..') ? path : file, text: readFileSync(path, 'utf8') });
-    }
-  }
-  return sources;
+interface BlastRadiusGroup {
+  group: string;
+  score: number;
+  unbounded: boolean;
 }
 
-interface ApplyAnswer {
+/** The answer of PUT /v1/policy and POST /v1/revisions/{n}/restore. */
+export interface ApplyAnswer {
   revision: number;
   previousRevision: number;
   dryRun: boolean;
   unchanged: boolean;
-  diff: unknown;
+  restoredFrom?: number;
+  diff: Omit<PolicyDiff, 'workloads'>;
   affectedWorkloads: { count: number; workloads: { key: string }[] };
+  /** Not every API version answers with it. */
+  blastRadius?: { before?: { groups?: BlastRadiusGroup[] }; after?: { groups?: BlastRadiusGroup[] } };
+}
+
+const AFFECTED_LISTED = 20;
+
+/** `blast radius payments-prod: 12 → unbounded`, one line per group on either side. */
+function blastRadiusLines(blast: ApplyAnswer['blastRadius']): string[] {
+  if (!blast) return [];
+  const describe = (g: BlastRadiusGroup | undefined) =>
+    g === undefined ? '-' : g.unbounded ? 'unbounded' : String(g.score);
+  const before = new Map((blast.before?.groups ?? []).map((g) => [g.group, g]));
+  const after = new Map((blast.after?.groups ?? []).map((g) => [g.group, g]));
+  const names = [...new Set([...before.keys(), ...after.keys()])].sort();
+  return names.map(
+    (name) => `blast radius ${name}: ${describe(before.get(name))} → ${describe(after.get(name))}`,
+  );
+}
+
+/** What an apply (or a restore) did, for a person: headline, warnings, diff, workloads affected. */
+export function printApplyAnswer(answer: ApplyAnswer, io: CliIO): void {
+  const headline = answer.dryRun
+    ? `dry run: valid; would become revision ${answer.previousRevision + 1}`
+    : answer.unchanged
+      ? `unchanged: revision ${answer.revision} already holds this policy`
+      : answer.restoredFrom !== undefined
+        ? `restored revision ${answer.restoredFrom} as revision ${answer.revision} (was ${answer.previousRevision})`
+        : `applied revision ${answer.revision} (was ${answer.previousRevision})`;
+  io.out(headline);
+  // A removed SmartGroup takes every policy that applied to it off its workloads in one step.
+  for (const group of answer.diff.groups)
+    if (group.status === 'removed')
+      io.err(
+        `warning: SmartGroup ${group.group} ${answer.dryRun ? 'would be' : 'is'} removed: the policies that applied to its workloads no longer do`,
+      );
+  for (const line of blastRadiusLines(answer.blastRadius)) io.out(line);
+  io.out(formatDiff(answer.diff));
+  io.out(`workloads affected: ${answer.affectedWorkloads.count}`);
+  for (const w of answer.affectedWorkloads.workloads.slice(0, AFFECTED_LISTED)) io.out(`  ${w.key}`);
+  if (answer.affectedWorkloads.count > AFFECTED_LISTED)
+    io.out(`  … and ${answer.affectedWorkloads.count - AFFECTED_LISTED} more (--json lists up to 1000)`);
 }
 
 export const applyCommand: Command = {
@@ -51,7 +78,7 @@ export const applyCommand: Command = {
   options: { ...clientOptions, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } },
   async run(args, io) {
     if (args.positionals.length === 0) throw new UsageError('name at least one policy file or directory');
-    const sources = collectPolicyFiles(args.positionals);
+    const sources = readPolicySources(args.positionals);
     if (sources.length === 0) throw new UsageError('no .yaml/.yml/.json files found');
     const client = controlClient(args);
     const dryRun = args.values['dry-run'] === true;
@@ -70,19 +97,8 @@ export const applyCommand: Command = {
       return EXIT_FAILURE;
     }
     const answer = (await response.json()) as ApplyAnswer;
-    if (args.values.json) {
-      io.out(JSON.stringify(answer));
-      return EXIT_OK;
-    }
-    const headline = answer.dryRun
-      ? `dry run: valid; would become revision ${answer.previousRevision + 1}`
-      : answer.unchanged
-        ? `unchanged: revision ${answer.revision} already holds this policy`
-        : `applied revision ${answer.revision} (was ${answer.previousRevision})`;
-    io.out(headline);
-    io.out(`workloads affected: ${answer.affectedWorkloads.count}`);
-    for (const w of answer.affectedWorkloads.workloads.slice(0, 20)) io.out(`  ${w.key}`);
-    io.out(`diff: ${JSON.stringify(answer.diff, null, 2)}`);
+    if (args.values.json) io.out(JSON.stringify(answer));
+    else printApplyAnswer(answer, io);
     return EXIT_OK;
   },
 };

@@ -1,16 +1,41 @@
 // bulkhead denies: query the forensic deny log; --follow keeps printing new records.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { clientOptions, controlClient, describeFailure, table } from '../client.js';
-import { type Command, EXIT_FAILURE, EXIT_OK, stringOption, UsageError } from '../command.js';
+import { formatIdentity, identityGlobMatches, parseIdentity } from '../../policy/index.js';
+import { type ControlClient, clientOptions, controlClient, describeFailure, table } from '../client.js';
+import {
+  type CliIO,
+  type Command,
+  EXIT_FAILURE,
+  EXIT_OK,
+  integerOption,
+  stringOption,
+  UsageError,
+} from '../command.js';
 
 const usage = `Usage: bulkhead denies --control URL --token T [filters] [--limit N] [--json] [--follow]
 
-Filters: --workload k=v,…  --group NAME  --destination HOST|IP|*.domain  --rule ID  --decision allow|deny
-         --since TIME  --until TIME   (TIME: ISO-8601, or a duration ago such as 15m, 2h, 7d)
---json prints one record per line (NDJSON, every match); --follow waits for new records (Ctrl-C stops).
-Token also from BULKHEAD_TOKEN.`;
+Filters (combined with AND):
+  --workload NAME|GLOB|k=v,…   the workload's name (charge-card), a glob of it (charge-*), or its identity
+  --invocation ID              one invocation (Lambda requestId, …)
+  --package NAME[@VERSION]     origin package; without @VERSION any version; globs allowed (@aws-sdk/*)
+  --kind KIND                  connect|http|dns|udp|exec|addon|worker|tamper|unix
+  --severity normal|high       --group NAME   --destination HOST|IP|*.domain   --rule ID
+  --decision allow|deny        --since TIME   --until TIME   (TIME: ISO-8601, or ago: 15m, 2h, 7d)
+Newest first, in the table and with --json (one record per line, NDJSON, every match). --follow then
+prints each new record as it arrives (Ctrl-C stops). A filter that matches nothing says so on stderr
+(exit 0). Token also from BULKHEAD_TOKEN.`;
 
-const FILTERS = ['workload', 'group', 'destination', 'rule', 'decision'] as const;
+const FILTERS = [
+  'workload',
+  'invocation',
+  'package',
+  'kind',
+  'severity',
+  'group',
+  'destination',
+  'rule',
+  'decision',
+] as const;
 const FOLLOW_INTERVAL_MS = 2000;
 
 export function timeArgument(text: string, name: string, nowMs = Date.now()): string {
@@ -27,6 +52,8 @@ export function timeArgument(text: string, name: string, nowMs = Date.now()): st
 interface DenyView {
   time: string;
   workload: Record<string, string>;
+  invocationId?: string;
+  severity?: string;
   destination: {
     host?: string;
     ip?: string;
@@ -77,29 +104,78 @@ function describeTarget(d: DenyView['destination']): string {
   return `${d.host ?? d.ip ?? '?'}${d.port !== undefined ? `:${d.port}` : ''}${d.path ?? ''}`;
 }
 
+export const TABLE_HEADER = [
+  'TIME',
+  'WORKLOAD',
+  'ACCOUNT/REGION',
+  'DESTINATION',
+  'KIND',
+  'RULE',
+  'MODE',
+  'INVOCATION',
+  'ORIGIN',
+];
+
+/** `evil-dep@1.0.0 /var/task/node_modules/evil-dep/index.js:7`: what started the request. */
+function describeOrigin(origin: DenyView['origin']): string {
+  if (!origin) return '';
+  const where =
+    origin.file !== undefined ? `${origin.file}${origin.line !== undefined ? `:${origin.line}` : ''}` : '';
+  return [origin.package, where].filter((part) => part).join(' ');
+}
+
 /**
- * One table row; exported for tests. A repeated deny reads `host:443 (×3)`; an aggregate record reads
- * as its summary (`aggregateSummary`).
+ * One table row (TABLE_HEADER's columns); exported for tests. A repeated deny reads `host:443 (×3)`;
+ * an aggregate record reads as its summary (`aggregateSummary`). MODE names the decision only when
+ * it is not a deny (an allow recorded in observe mode).
  */
 export function denyRow(record: DenyView): string[] {
   const target = record.aggregate
     ? aggregateSummary(record)
     : `${describeTarget(record.destination)}${record.count > 1 ? ` (×${record.count.toLocaleString('en-US')})` : ''}`;
-  const who =
-    record.workload.name ??
-    Object.entries(record.workload)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(',');
-  const origin = record.origin?.package ?? record.origin?.file ?? '';
+  const { name, account, region } = record.workload;
   return [
     record.time,
-    who,
+    name ?? formatIdentity(record.workload),
+    account === undefined && region === undefined ? '-' : `${account ?? '-'}/${region ?? '-'}`,
     target,
-    `${record.decision}/${record.mode}`,
+    `${record.kind ?? '?'}${record.severity === 'high' ? ' (high)' : ''}`,
     record.rule,
-    `r${record.revision}`,
-    origin,
+    record.decision === 'deny' ? record.mode : `${record.decision} (${record.mode})`,
+    record.invocationId ?? '-',
+    describeOrigin(record.origin),
   ];
+}
+
+/** The filters as given on the command line, for the message that says nothing matched them. */
+function describeFilters(given: [string, string][]): string {
+  return given.length === 0
+    ? 'no deny record is stored yet'
+    : `no deny record matched the filters ${given.map(([name, value]) => `--${name} ${value}`).join(' ')}`;
+}
+
+/**
+ * A `--workload` value that matches no workload the control API has seen (GET /v1/workloads) is
+ * most likely a typo: say so, with a few names it knows. Nothing when the inventory cannot be read.
+ */
+async function checkWorkloadKnown(client: ControlClient, value: string, io: CliIO): Promise<void> {
+  const response = await client.request('GET', '/v1/workloads');
+  if (!response.ok) return;
+  const { workloads } = (await response.json()) as {
+    workloads: { key: string; identity: Record<string, string> }[];
+  };
+  const key = value.includes('=') ? formatIdentity(parseIdentity(value)) : undefined;
+  const known = workloads.some((w) =>
+    key !== undefined
+      ? w.key === key
+      : w.identity.name !== undefined && identityGlobMatches(value, w.identity.name),
+  );
+  if (known) return;
+  const names = [...new Set(workloads.map((w) => w.identity.name ?? w.key))].sort();
+  const listed = names.slice(0, 10).join(', ') + (names.length > 10 ? ', …' : '');
+  io.err(
+    `--workload ${value}: no workload in the inventory matches it${names.length > 0 ? ` (known: ${listed})` : ' (the inventory is empty)'}`,
+  );
 }
 
 export const deniesCommand: Command = {
@@ -115,6 +191,10 @@ export const deniesCommand: Command = {
     decision: { type: 'string' },
     since: { type: 'string' },
     until: { type: 'string' },
+    invocation: { type: 'string' },
+    package: { type: 'string' },
+    kind: { type: 'string' },
+    severity: { type: 'string' },
     limit: { type: 'string' },
     json: { type: 'boolean' },
     follow: { type: 'boolean' },
@@ -122,23 +202,28 @@ export const deniesCommand: Command = {
   async run(args, io) {
     const client = controlClient(args);
     const params = new URLSearchParams();
+    const given: [string, string][] = [];
     for (const name of FILTERS) {
       const value = stringOption(args, name);
-      if (value !== undefined) params.set(name, value);
+      if (value === undefined) continue;
+      params.set(name, value);
+      given.push([name, value]);
     }
     for (const name of ['since', 'until'] as const) {
       const value = stringOption(args, name);
-      if (value !== undefined) params.set(name, timeArgument(value, name));
+      if (value === undefined) continue;
+      params.set(name, timeArgument(value, name));
+      given.push([name, value]);
     }
-    const limitText = stringOption(args, 'limit');
-    if (limitText !== undefined) {
-      if (!/^\d+$/.test(limitText) || Number(limitText) < 1 || Number(limitText) > 1000) {
-        throw new UsageError('--limit: 1-1000');
-      }
-      params.set('limit', limitText);
-    }
+    const limit = integerOption(stringOption(args, 'limit'), 'limit', { min: 1, max: 1000 });
+    if (limit !== undefined) params.set('limit', String(limit));
     const json = args.values.json === true;
     const follow = args.values.follow === true;
+    const workload = stringOption(args, 'workload');
+    const nothingMatched = async () => {
+      io.err(`${describeFilters(given)}${follow ? '; waiting for new records' : ''}`);
+      if (workload !== undefined) await checkWorkloadKnown(client, workload, io);
+    };
 
     if (json && !follow) {
       params.set('format', 'ndjson');
@@ -149,29 +234,29 @@ export const deniesCommand: Command = {
       }
       const text = await response.text();
       if (text.length > 0) io.out(text.endsWith('\n') ? text.slice(0, -1) : text);
+      else await nothingMatched();
       return EXIT_OK;
     }
 
-    // Newest page first (printed oldest first), then, with --follow, everything after it.
+    // The newest page, newest first (as the NDJSON export); with --follow, then everything after it.
     const first = await client.request('GET', `/v1/denies?${params}`);
     if (!first.ok) {
       io.err(`bulkhead denies: ${await describeFailure(first)}`);
       return EXIT_FAILURE;
     }
     const page = (await first.json()) as { records: DenyView[]; followCursor: string };
-    const records = [...page.records].reverse();
-    const print = (batch: DenyView[], header: boolean) => {
+    // The header goes above the first rows printed, which with --follow may come after an empty page.
+    let headerPrinted = false;
+    const print = (batch: DenyView[]) => {
       if (json) for (const record of batch) io.out(JSON.stringify(record));
       else if (batch.length > 0) {
         const rows = batch.map(denyRow);
-        io.out(
-          header
-            ? table([['TIME', 'WORKLOAD', 'DESTINATION', 'DECISION', 'RULE', 'REV', 'ORIGIN'], ...rows])
-            : table(rows),
-        );
+        io.out(headerPrinted ? table(rows) : table([TABLE_HEADER, ...rows]));
+        headerPrinted = true;
       }
     };
-    print(records, true);
+    print(page.records);
+    if (page.records.length === 0) await nothingMatched();
     if (!follow) return EXIT_OK;
 
     let cursor = page.followCursor;
@@ -193,7 +278,7 @@ export const deniesCommand: Command = {
           return EXIT_FAILURE;
         }
         const next = (await response.json()) as { records: DenyView[]; followCursor: string };
-        print(next.records, false);
+        print(next.records);
         cursor = next.followCursor;
         if (next.records.length < 1000) await sleep(FOLLOW_INTERVAL_MS);
       }

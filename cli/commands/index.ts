@@ -28,6 +28,12 @@ export const commands: CommandEntry[] = [
   { path: ['apply'], load: async () => (await import('./apply.js')).applyCommand },
   { path: ['denies'], load: async () => (await import('./denies.js')).deniesCommand },
   { path: ['workloads'], load: async () => (await import('./workloads.js')).workloadsCommand },
+  { path: ['revisions'], load: async () => (await import('./revisions.js')).revisionsCommand },
+  { path: ['revisions', 'diff'], load: async () => (await import('./revisions.js')).revisionsDiffCommand },
+  {
+    path: ['revisions', 'restore'],
+    load: async () => (await import('./revisions.js')).revisionsRestoreCommand,
+  },
   // AWS Lambda
   { path: ['layer', 'build'], load: async () => (await import('./layer-build.js')).layerBuildCommand },
   { path: ['layer', 'publish'], load: async () => (await import('./layer-publish.js')).layerPublishCommand },

@@ -10,6 +10,7 @@ import {
   type DecisionRequest,
   diffPolicies,
   formatPolicyError,
+  guardrailSettings,
   normalizeUnixPath,
   type PolicyDiff,
   type PolicyError,
@@ -22,6 +23,7 @@ import {
   scopeOf,
   type WorkloadIdentity,
 } from '../../policy/index.js';
+import { controlClient, describeFailure } from '../client.js';
 import {
   type CliIO,
   type Command,
@@ -29,6 +31,7 @@ import {
   EXIT_OK,
   type ParsedArgs,
   requireOption,
+  stringOption,
   UsageError,
 } from '../command.js';
 
@@ -56,6 +59,11 @@ export function readPolicySources(paths: readonly string[]): PolicySource[] {
   return sources;
 }
 
+function printErrors(errors: PolicyError[], io: CliIO, json: boolean | undefined): void {
+  if (json) io.out(JSON.stringify({ ok: false, errors }));
+  else io.err(errors.map(formatPolicyError).join('\n'));
+}
+
 /** Parse + guardrails; prints every error; undefined when there was any. */
 export function loadPolicySet(
   paths: readonly string[],
@@ -67,8 +75,7 @@ export function loadPolicySet(
     ? checkGuardrails(parsed.set, { previous: options.previous })
     : parsed.errors;
   if (errors.length === 0 && parsed.ok) return parsed.set;
-  if (options.json) io.out(JSON.stringify({ ok: false, errors }));
-  else io.err(errors.map(formatPolicyError).join('\n'));
+  printErrors(errors, io, options.json);
   return undefined;
 }
 
@@ -81,42 +88,114 @@ export function identityOption(args: ParsedArgs, name = 'workload'): WorkloadIde
   }
 }
 
-const checkUsage = `Usage: bulkhead policy check FILES_OR_DIRS... [--previous FILES_OR_DIRS]... [--json]
+const checkUsage = `Usage: bulkhead policy check FILES_OR_DIRS... [--previous FILES_OR_DIRS]... [--against URL [--token T]] [--json]
 
 Parses every document and applies the guardrails (built-in and kind: Guardrail). Prints every error
 as file:line:column field.path: message. Exit 0 when clean, 1 on any error or guardrail break (the CI gate).
---previous names the policy currently applied (e.g. the main branch), for requireObserveFirst.`;
+requireObserveFirst needs the policy currently applied, to tell new policies from existing ones:
+  --previous FILES   that policy as files (e.g. the main branch's)
+  --against URL      the revision a control API has applied (GET /v1/policy; admin token from --token or
+                     BULKHEAD_TOKEN). With the guardrail on and neither option, BULKHEAD_CONTROL_URL and
+                     BULKHEAD_TOKEN are used when both are set; otherwise a note says it was not checked.`;
+
+/** Where the applied policy came from, for the output. */
+interface AppliedPolicy {
+  set: PolicySet;
+  from: string;
+}
+
+/**
+ * The policy a control API has applied (its current revision), or an empty set when none is:
+ * then every policy of the checked set is new. A failure to ask is an error: the check was asked for.
+ */
+async function appliedPolicy(args: ParsedArgs): Promise<AppliedPolicy> {
+  const client = controlClient(args, 'against');
+  const response = await client.request('GET', '/v1/policy');
+  // Only the API's own "nothing applied" counts as an empty history, not any 404 (a wrong URL).
+  if (response.status === 404 && (await response.clone().text()).includes('no policy applied yet'))
+    return {
+      set: { groups: [], policies: [], guardrails: [] },
+      from: `${client.baseUrl} (no revision applied yet)`,
+    };
+  if (!response.ok) throw new Error(`--against ${client.baseUrl}: ${await describeFailure(response)}`);
+  const body = (await response.json()) as { revision: number; sources: PolicySource[] };
+  const parsed = parsePolicy(body.sources);
+  if (!parsed.ok)
+    throw new Error(
+      `--against: revision ${body.revision} does not parse here: ${formatPolicyError(parsed.errors[0] as PolicyError)}`,
+    );
+  return { set: parsed.set, from: `revision ${body.revision} at ${client.baseUrl}` };
+}
+
+const OBSERVE_FIRST_UNCHECKED =
+  'note: requireObserveFirst is on but was not checked: it needs the policy currently applied to tell ' +
+  'new policies from existing ones. Pass --previous FILES (e.g. the main branch) or --against URL with an ' +
+  'admin token (--token or BULKHEAD_TOKEN), or set BULKHEAD_CONTROL_URL and BULKHEAD_TOKEN.';
 
 export const policyCheckCommand: Command = {
   path: ['policy', 'check'],
   summary: 'Validate policy files and guardrails (the CI gate)',
   usage: checkUsage,
   positionals: true,
-  options: { json: { type: 'boolean' }, previous: { type: 'string', multiple: true } },
+  options: {
+    json: { type: 'boolean' },
+    previous: { type: 'string', multiple: true },
+    against: { type: 'string' },
+    token: { type: 'string' },
+  },
   async run(args, io) {
     const json = args.values.json === true;
     const previousPaths = (Array.isArray(args.values.previous) ? args.values.previous : []).map(String);
-    let previous: PolicySet | undefined;
+    const against = stringOption(args, 'against');
+    if (previousPaths.length > 0 && against !== undefined)
+      throw new UsageError('give --previous or --against, not both');
+    const parsed = parsePolicy(readPolicySources(args.positionals));
+    if (!parsed.ok) {
+      printErrors(parsed.errors, io, json);
+      return EXIT_FAILURE;
+    }
+    const set = parsed.set;
+    const observeFirst = guardrailSettings(set).requireObserveFirst;
+    let previous: AppliedPolicy | undefined;
     if (previousPaths.length > 0) {
       const parsedPrevious = parsePolicy(readPolicySources(previousPaths));
       if (!parsedPrevious.ok)
         throw new UsageError(
           `--previous does not parse: ${formatPolicyError(parsedPrevious.errors[0] as PolicyError)}`,
         );
-      previous = parsedPrevious.set;
+      previous = { set: parsedPrevious.set, from: previousPaths.join(' ') };
+    } else if (
+      against !== undefined ||
+      (observeFirst &&
+        process.env.BULKHEAD_CONTROL_URL &&
+        (stringOption(args, 'token') ?? process.env.BULKHEAD_TOKEN))
+    ) {
+      try {
+        previous = await appliedPolicy(args);
+      } catch (error) {
+        if (error instanceof UsageError) throw error;
+        io.err(`bulkhead policy check: ${(error as Error).message}`);
+        return EXIT_FAILURE;
+      }
+    } else if (observeFirst) io.err(OBSERVE_FIRST_UNCHECKED);
+    const errors = checkGuardrails(set, { previous: previous?.set });
+    if (errors.length > 0) {
+      printErrors(errors, io, json);
+      return EXIT_FAILURE;
     }
-    const set = loadPolicySet(args.positionals, io, { json, ...(previous ? { previous } : {}) });
-    if (!set) return EXIT_FAILURE;
     const summary = {
       groups: set.groups.length,
       policies: set.policies.length,
       guardrails: set.guardrails.length,
     };
-    if (json) io.out(JSON.stringify({ ok: true, errors: [], ...summary }));
-    else
+    const requireObserveFirst = !observeFirst ? 'off' : previous ? 'checked' : 'not checked';
+    if (json) io.out(JSON.stringify({ ok: true, errors: [], ...summary, requireObserveFirst }));
+    else {
+      if (observeFirst && previous) io.out(`requireObserveFirst: checked against ${previous.from}`);
       io.out(
         `ok: ${summary.groups} SmartGroup(s), ${summary.policies} EgressPolicy(s), ${summary.guardrails} Guardrail(s)`,
       );
+    }
     return EXIT_OK;
   },
 };
@@ -276,7 +355,13 @@ export const policyExplainCommand: Command = {
   },
 };
 
-function formatDiff(diff: PolicyDiff): string {
+/**
+ * A policy diff for a person: per SmartGroup (and per workload when asked), what becomes reachable
+ * or unreachable. The control API's answers carry the groups only.
+ */
+export function formatDiff(
+  diff: Omit<PolicyDiff, 'workloads'> & Partial<Pick<PolicyDiff, 'workloads'>>,
+): string {
   if (!diff.changed) return 'no change in what any SmartGroup can reach';
   const lines: string[] = [];
   for (const g of diff.groups) {
@@ -290,7 +375,7 @@ function formatDiff(diff: PolicyDiff): string {
         `  - unreachable ${c.destination}  [${c.rule}${c.action === 'deny' ? ' added' : ' removed'}]`,
       );
   }
-  for (const w of diff.workloads) {
+  for (const w of diff.workloads ?? []) {
     const mode = w.modeBefore !== w.modeAfter ? ` mode ${w.modeBefore} → ${w.modeAfter}` : '';
     const scope = w.scopeBefore !== w.scopeAfter ? ` scope ${w.scopeBefore} → ${w.scopeAfter}` : '';
     lines.push(`workload ${w.workload}${mode}${scope}`);

@@ -3,10 +3,15 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { formatIdentity, parseIdentity } from '../../policy/index.js';
 import type { ControlContext } from '../context.js';
+import { DENY_KINDS, DENY_SEVERITIES } from '../reports.js';
 import type { DenyFilter } from '../store/types.js';
 
 interface DenyQuery {
   workload?: string;
+  invocation?: string;
+  package?: string;
+  kind?: string;
+  severity?: string;
   group?: string;
   destination?: string;
   rule?: string;
@@ -34,6 +39,31 @@ export function decodeCursor(cursor: string): number | undefined {
 
 export class BadQuery extends Error {}
 
+/** Checked here rather than by the schema's enum, so that a typo is told which values exist. */
+function oneOfParam(value: string | undefined, name: string, allowed: readonly string[]): string | undefined {
+  if (value === undefined || allowed.includes(value)) return value;
+  throw new BadQuery(`${name}: expected one of ${allowed.join(', ')}, got ${JSON.stringify(value)}`);
+}
+
+/**
+ * `workload` is either an identity text (`cloud=aws,name=charge-card`, matched whole, in any key
+ * order) or, without any `=`, the identity's name or a glob of it (`charge-*`).
+ */
+function workloadParam(value: string | undefined): Pick<DenyFilter, 'workload' | 'workloadName'> {
+  if (value === undefined) return {};
+  if (!value.includes('=')) {
+    if (value.trim() === '')
+      throw new BadQuery('workload: expected a name, a glob such as charge-*, or k=v,…');
+    return { workloadName: value };
+  }
+  try {
+    // Store keys are the canonical (sorted) form.
+    return { workload: formatIdentity(parseIdentity(value)) };
+  } catch (error) {
+    throw new BadQuery(`workload: ${(error as Error).message}`);
+  }
+}
+
 export function timeParam(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;
   const ms = /^\d{1,16}$/.test(value) ? Number(value) : Date.parse(value);
@@ -57,7 +87,20 @@ export function registerQueryRoutes(app: FastifyInstance, context: ControlContex
         querystring: {
           type: 'object',
           properties: {
-            workload: { type: 'string', maxLength: 8192, description: 'workload identity k=v,… (exact)' },
+            workload: {
+              type: 'string',
+              maxLength: 8192,
+              description:
+                'workload identity k=v,… (exact, any key order), or without `=` its name or a glob of it (charge-*)',
+            },
+            invocation: { type: 'string', maxLength: 256, description: 'invocation id (exact)' },
+            package: {
+              type: 'string',
+              maxLength: 512,
+              description: 'origin package name@version or name (any version); * and ? globs',
+            },
+            kind: { type: 'string', maxLength: 32, description: DENY_KINDS.join('|') },
+            severity: { type: 'string', maxLength: 32, description: DENY_SEVERITIES.join('|') },
             group: { type: 'string', maxLength: 256, description: 'SmartGroup the workload was in' },
             destination: {
               type: 'string',
@@ -99,17 +142,14 @@ export function registerQueryRoutes(app: FastifyInstance, context: ControlContex
           position = decodeCursor(query.cursor);
           if (position === undefined) throw new BadQuery('cursor: not a cursor this API issued');
         }
-        let workload = query.workload;
-        if (workload !== undefined) {
-          // Accept any spelling of the identity; store keys are the canonical (sorted) form.
-          try {
-            workload = formatIdentity(parseIdentity(workload));
-          } catch (error) {
-            throw new BadQuery(`workload: ${(error as Error).message}`);
-          }
-        }
+        if (query.package !== undefined && query.package.trim() === '')
+          throw new BadQuery('package: expected a package name, name@version or a glob');
         filter = {
-          workload,
+          ...workloadParam(query.workload),
+          invocation: query.invocation,
+          package: query.package,
+          kind: oneOfParam(query.kind, 'kind', DENY_KINDS),
+          severity: oneOfParam(query.severity, 'severity', DENY_SEVERITIES),
           group: query.group,
           destination: query.destination,
           rule: query.rule,

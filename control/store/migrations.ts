@@ -74,6 +74,28 @@ export const sqliteMigrations: readonly Migration[] = [
   },
   {
     version: 2,
+    name: 'deny columns for the investigate filters',
+    // The filters by workload name, invocation, origin package and severity get columns of their
+    // own (filled from the record JSON at ingestion, no JSON parsing in SQL per insert or per query);
+    // rows stored before this version are filled from their JSON once, here. Name and invocation
+    // are indexed: they are what an investigation starts from and are selective. Package and severity,
+    // like rule and decision, are read walking the position order (pages stop at their limit).
+    sql: `
+      ALTER TABLE denies ADD COLUMN workload_name TEXT;
+      ALTER TABLE denies ADD COLUMN invocation_id TEXT;
+      ALTER TABLE denies ADD COLUMN origin_package TEXT;
+      ALTER TABLE denies ADD COLUMN severity TEXT NOT NULL DEFAULT 'normal';
+      UPDATE denies SET
+        workload_name = json_extract(record, '$.workload.name'),
+        invocation_id = json_extract(record, '$.invocationId'),
+        origin_package = json_extract(record, '$.origin.package'),
+        severity = coalesce(json_extract(record, '$.severity'), 'normal');
+      CREATE INDEX denies_workload_name ON denies (workload_name, position);
+      CREATE INDEX denies_invocation ON denies (invocation_id);
+    `,
+  },
+  {
+    version: 3,
     name: 'rule hit counts',
     sql: `
       -- Allow decisions per rule, summed per UTC day and revision (contract §3, "Rule hit counts").
@@ -154,6 +176,26 @@ export const postgresMigrations: readonly Migration[] = [
   },
   {
     version: 2,
+    name: 'deny columns for the investigate filters',
+    // As SQLite's version 2. The name index uses text_pattern_ops so that a glob with a literal
+    // prefix (LIKE 'charge-%') can use it whatever the database's collation. PostgreSQL refuses to
+    // turn a \u0000 escape into text, and a workload may have sent one: such rows (never a real
+    // investigation's) are left unfilled rather than failing the migration, and so every start.
+    sql: `
+      ALTER TABLE denies ADD COLUMN workload_name TEXT, ADD COLUMN invocation_id TEXT,
+        ADD COLUMN origin_package TEXT, ADD COLUMN severity TEXT NOT NULL DEFAULT 'normal';
+      UPDATE denies SET
+        workload_name = record::json #>> '{workload,name}',
+        invocation_id = record::json ->> 'invocationId',
+        origin_package = record::json #>> '{origin,package}',
+        severity = coalesce(record::json ->> 'severity', 'normal')
+      WHERE strpos(record, '\\u0000') = 0;
+      CREATE INDEX denies_workload_name ON denies (workload_name text_pattern_ops, position);
+      CREATE INDEX denies_invocation ON denies (invocation_id);
+    `,
+  },
+  {
+    version: 3,
     name: 'rule hit counts',
     sql: `
       -- Allow decisions per rule, summed per UTC day and revision (contract §3, "Rule hit counts").

@@ -451,17 +451,22 @@ export class PostgresStore implements ControlStore {
     if (rows.length === 0) return { stored: 0, duplicate: 0 };
     return this.transaction(async (client) => {
       const inserted = await client.query<{ id: string }>(
-        `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision, mode, rule,
-           revision, sandbox_id, seq, received_at, record)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
-           $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::bigint[],
-           $16::text[], $17::text[])
+        `INSERT INTO denies (id, time, time_ms, workload, workload_name, invocation_id, origin_package,
+           severity, groups, host, ip, port, kind, decision, mode, rule, revision, sandbox_id, seq, received_at,
+           record)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+           $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[], $13::text[], $14::text[],
+           $15::text[], $16::text[], $17::bigint[], $18::text[], $19::bigint[], $20::text[], $21::text[])
          ON CONFLICT (id) DO NOTHING RETURNING id`,
         [
           rows.map((r) => r.id),
           rows.map((r) => r.time),
           rows.map((r) => r.timeMs),
           rows.map((r) => r.workloadKey),
+          rows.map((r) => r.workloadName),
+          rows.map((r) => r.invocationId),
+          rows.map((r) => r.originPackage),
+          rows.map((r) => r.severity),
           rows.map((r) => r.groups),
           rows.map((r) => r.host),
           rows.map((r) => r.ip),

@@ -66,6 +66,14 @@ export interface DenyRow {
   time: string;
   timeMs: number;
   workloadKey: string;
+  /** The identity's `name` attribute (the `--workload charge-*` filter), null when it has none. */
+  workloadName: string | null;
+  /** The platform invocation id (Lambda requestId, …): the `invocation` filter. */
+  invocationId: string | null;
+  /** `origin.package` as the shim sent it (`name@version`): the `package` filter. */
+  originPackage: string | null;
+  /** `normal` or `high`; a record without one is `normal` (DenyRecord.severity). */
+  severity: string;
   /** `,group-a,group-b,` so one substring test finds a group. */
   groups: string;
   host: string | null;
@@ -89,7 +97,16 @@ export interface InsertDeniesResult {
 }
 
 export interface DenyFilter {
+  /** Canonical identity text (`formatIdentity`), exact. */
   workload?: string | undefined;
+  /** The identity's `name`: exact, or a glob (`*` any run of characters, `?` one character). */
+  workloadName?: string | undefined;
+  /** Invocation id, exact. */
+  invocation?: string | undefined;
+  /** Origin package `name@version`, glob allowed; without `@version` every version of the name matches. */
+  package?: string | undefined;
+  kind?: string | undefined;
+  severity?: string | undefined;
   group?: string | undefined;
   /** Host or IP, exact; `*.example.com` matches sub-domains. */
   destination?: string | undefined;

@@ -458,6 +458,61 @@ describe.each(ENGINES)('control API on %s', (engine) => {
       expect((await api.call('/v1/denies?decision=maybe')).status).toBe(400);
     });
 
+    it('filters denies by workload name or glob, invocation, origin package, kind and severity', async () => {
+      await post({
+        records: [
+          record('inv-1', {
+            rule: 'investigate',
+            invocationId: 'req-0300-a',
+            origin: { package: 'evil-dep@1.0.0', file: '/var/task/node_modules/evil-dep/index.js', line: 7 },
+          }),
+          record('inv-2', {
+            rule: 'investigate',
+            workload: { cloud: 'aws', name: 'charge-refund', region: 'eu-west-1' },
+            kind: 'tamper',
+            severity: 'high',
+            invocationId: 'req-0300-b',
+            origin: { package: '@scope/evil-dep@2.0.0' },
+          }),
+          record('inv-3', {
+            rule: 'investigate',
+            workload: { cloud: 'aws', name: 'ledger-writer' },
+            kind: 'dns',
+            destination: { host: 'exfil.attacker.test', protocol: 'dns' },
+          }),
+        ],
+      });
+      const query = async (q: string) =>
+        (
+          (await (await api.call(`/v1/denies?rule=investigate&${q}`)).json()) as { records: { id: string }[] }
+        ).records.map((r) => r.id);
+      expect(await query('workload=charge-card')).toEqual(['inv-1']);
+      expect(await query('workload=charge-*')).toEqual(['inv-2', 'inv-1']);
+      expect(
+        await query(`workload=${encodeURIComponent('name=charge-refund,region=eu-west-1,cloud=aws')}`),
+      ).toEqual(['inv-2']);
+      expect(await query('workload=charge')).toEqual([]);
+      expect(await query('invocation=req-0300-b')).toEqual(['inv-2']);
+      expect(await query('package=evil-dep')).toEqual(['inv-1']);
+      expect(await query(`package=${encodeURIComponent('@scope/*')}`)).toEqual(['inv-2']);
+      expect(await query(`package=${encodeURIComponent('evil-dep@1.0.0')}`)).toEqual(['inv-1']);
+      expect(await query('kind=dns')).toEqual(['inv-3']);
+      expect(await query('severity=high')).toEqual(['inv-2']);
+      expect(await query('severity=normal&workload=*-writer')).toEqual(['inv-3']);
+      const bad = async (q: string) => {
+        const response = await api.call(`/v1/denies?${q}`);
+        expect(response.status).toBe(400);
+        return ((await response.json()) as { message: string }).message;
+      };
+      expect(await bad('kind=socket')).toBe(
+        'kind: expected one of connect, http, dns, udp, exec, addon, worker, tamper, unix, got "socket"',
+      );
+      expect(await bad('severity=urgent')).toMatch(/^severity: expected one of normal, high/);
+      expect(await bad('workload=%20')).toMatch(/^workload: expected a name/);
+      expect(await bad(`workload=${encodeURIComponent('name=a,name=b')}`)).toMatch(/duplicate key/);
+      expect(await bad('package=')).toMatch(/^package: /);
+    });
+
     it('pages with cursors and exports NDJSON', async () => {
       await post({ records: Array.from({ length: 30 }, (_, i) => record(`page-${i}`, { rule: 'paging' })) });
       const ids: string[] = [];

@@ -5,8 +5,10 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ApplyAnswer, printApplyAnswer } from '../../cli/commands/apply.js';
 import { CLI, runCli } from './clients.js';
-import { BAD_PORT, LEDGER_GROUP, PAYMENTS_V1 } from './fixtures.js';
+import { BAD_PORT, LEDGER_GROUP, PAYMENTS_V1, PAYMENTS_V2 } from './fixtures.js';
+import { type Api, type StoreFactory, startApi, storeFactory } from './harness.js';
 
 describe('bulkhead control CLI', () => {
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-cli-'));
@@ -128,7 +130,7 @@ describe('bulkhead control CLI', () => {
     });
     expect(table.code, table.stderr).toBe(0);
     expect(table.stdout).toMatch(
-      /charge-card\s+exfil\.attacker\.test:443\s+deny\/enforce\s+default-deny\s+r1\s+evil-dep@1\.0\.0/,
+      /charge-card\s+-\s+exfil\.attacker\.test:443\s+connect\s+default-deny\s+enforce\s+-\s+evil-dep@1\.0\.0/,
     );
 
     const ndjson = await runCli(['denies', '--control', url, '--json', '--since', '1h'], {
@@ -173,7 +175,7 @@ describe('bulkhead control CLI', () => {
     });
     expect(unixTable.code, unixTable.stderr).toBe(0);
     expect(unixTable.stdout).toMatch(
-      /charge-card\s+unix:\/var\/run\/docker\.sock\s+deny\/enforce\s+sockets\/deny\[0\]\s+r1/,
+      /charge-card\s+-\s+unix:\/var\/run\/docker\.sock\s+unix\s+sockets\/deny\[0\]\s+enforce/,
     );
 
     // A flood the shim counted per pattern reads as one line saying how many more, under what.
@@ -199,7 +201,305 @@ describe('bulkhead control CLI', () => {
     expect(floodTable.stdout).toContain(
       '99,000 more names under *.attacker.test (50,000+ distinct, e.g. x1.exfil.attacker.test, x2.exfil.attacker.test, …)',
     );
-    expect(floodTable.stdout).toMatch(/again\.attacker\.test:443 \(×3\)\s+deny\/enforce/);
+    expect(floodTable.stdout).toMatch(
+      /again\.attacker\.test:443 \(×3\)\s+connect\s+flood\/deny\[0\]\s+enforce/,
+    );
+  });
+
+  it('investigates: filters by name glob, invocation, package, kind, severity; newest first; says when nothing matched', async () => {
+    const post = (records: unknown[]) =>
+      fetch(`${url}/v1/reports`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${workload}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ records }),
+      });
+    const at = (minute: number) => `2026-11-28T03:0${minute}:00.000Z`;
+    const lambda = { cloud: 'aws', account: '123456789012', region: 'eu-west-1' };
+    const records = [
+      {
+        id: 'inv-1',
+        time: at(1),
+        count: 1,
+        workload: { ...lambda, name: 'charge-card' },
+        kind: 'dns',
+        destination: { host: 'exfil.attacker.test', protocol: 'dns' },
+        decision: 'deny',
+        mode: 'enforce',
+        rule: 'default-deny',
+        revision: 1,
+        invocationId: 'req-aaaa',
+        origin: { package: 'evil-dep@1.0.0', file: '/var/task/node_modules/evil-dep/index.js', line: 7 },
+      },
+      {
+        id: 'inv-2',
+        time: at(2),
+        count: 1,
+        workload: { ...lambda, name: 'charge-refund' },
+        kind: 'tamper',
+        severity: 'high',
+        destination: { command: 'process.binding' },
+        decision: 'deny',
+        mode: 'observe',
+        rule: 'tamper',
+        revision: 1,
+        invocationId: 'req-bbbb',
+        origin: { package: 'other@2.0.0', file: '/var/task/index.js', line: 12 },
+      },
+    ];
+    expect((await post(records)).status).toBe(202);
+    const env = { BULKHEAD_TOKEN: admin, BULKHEAD_CONTROL_URL: url };
+
+    const glob = await runCli(
+      [
+        'denies',
+        '--workload',
+        'charge-*',
+        '--since',
+        '2026-11-28T03:00:00Z',
+        '--until',
+        '2026-11-28T03:10:00Z',
+      ],
+      env,
+    );
+    expect(glob.code, glob.stderr).toBe(0);
+    const lines = glob.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(
+      /^TIME\s+WORKLOAD\s+ACCOUNT\/REGION\s+DESTINATION\s+KIND\s+RULE\s+MODE\s+INVOCATION\s+ORIGIN$/,
+    );
+    // Newest first.
+    expect(lines[1]).toMatch(
+      /^2026-11-28T03:02:00\.000Z\s+charge-refund\s+123456789012\/eu-west-1\s+process\.binding\s+tamper \(high\)\s+tamper\s+observe\s+req-bbbb\s+other@2\.0\.0 \/var\/task\/index\.js:12$/,
+    );
+    expect(lines[2]).toMatch(
+      /^2026-11-28T03:01:00\.000Z\s+charge-card\s+123456789012\/eu-west-1\s+exfil\.attacker\.test\s+dns\s+default-deny\s+enforce\s+req-aaaa\s+evil-dep@1\.0\.0 \/var\/task\/node_modules\/evil-dep\/index\.js:7$/,
+    );
+    expect(lines).toHaveLength(3);
+
+    // The NDJSON export in the same order.
+    const json = await runCli(
+      ['denies', '--workload', 'charge-*', '--until', '2026-11-28T03:10:00Z', '--json'],
+      env,
+    );
+    expect(json.code, json.stderr).toBe(0);
+    expect(
+      json.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { id: string }).id),
+    ).toEqual(['inv-2', 'inv-1']);
+
+    const ids = async (...filter: string[]) => {
+      const run = await runCli(['denies', ...filter, '--until', '2026-11-28T03:10:00Z', '--json'], env);
+      expect(run.code, run.stderr).toBe(0);
+      return run.stdout.trim() === ''
+        ? []
+        : run.stdout
+            .trim()
+            .split('\n')
+            .map((l) => (JSON.parse(l) as { id: string }).id);
+    };
+    expect(await ids('--invocation', 'req-aaaa')).toEqual(['inv-1']);
+    expect(await ids('--package', 'evil-dep')).toEqual(['inv-1']);
+    expect(await ids('--package', 'other@2.*')).toEqual(['inv-2']);
+    expect(await ids('--kind', 'tamper')).toEqual(['inv-2']);
+    expect(await ids('--severity', 'high')).toEqual(['inv-2']);
+    expect(await ids('--workload', 'charge-card', '--kind', 'dns')).toEqual(['inv-1']);
+
+    // Nothing matched: said on stderr, naming the filters, exit 0, stdout empty.
+    const none = await runCli(['denies', '--workload', 'charge-card', '--kind', 'tamper'], env);
+    expect(none.code, none.stderr).toBe(0);
+    expect(none.stdout).toBe('');
+    expect(none.stderr.trim()).toBe(
+      'no deny record matched the filters --workload charge-card --kind tamper',
+    );
+    const noneJson = await runCli(['denies', '--invocation', 'req-zzzz', '--json'], env);
+    expect(noneJson.code).toBe(0);
+    expect(noneJson.stdout).toBe('');
+    expect(noneJson.stderr).toMatch(/^no deny record matched the filters --invocation req-zzzz$/m);
+    // A workload name the inventory does not know (a typo) is named as such.
+    const typo = await runCli(['denies', '--workload', 'chrage-*'], env);
+    expect(typo.code).toBe(0);
+    expect(typo.stderr).toMatch(/^no deny record matched the filters --workload chrage-\*$/m);
+    expect(typo.stderr).toMatch(
+      /^--workload chrage-\*: no workload in the inventory matches it \(known: charge-card\)$/m,
+    );
+    // A bad kind is the API's 400, with the values it accepts.
+    const badKind = await runCli(['denies', '--kind', 'socket'], env);
+    expect(badKind.code).toBe(1);
+    expect(badKind.stderr).toMatch(/400 bad-request: kind: expected one of connect, http, dns/);
+  });
+
+  it('apply prints a readable diff and warns of removed SmartGroups; revisions lists, diffs and restores', async () => {
+    const named = await runCli([
+      'token',
+      'create',
+      '--scope',
+      'admin',
+      '--name',
+      'ci-deploy',
+      '--db',
+      db,
+      '--json',
+    ]);
+    expect(named.code, named.stderr).toBe(0);
+    const ci = JSON.parse(named.stdout) as { id: string; token: string };
+    const env = { BULKHEAD_TOKEN: ci.token, BULKHEAD_CONTROL_URL: url };
+    writeFileSync(join(dir, 'payments-v2.yaml'), PAYMENTS_V2);
+
+    // The set without ledger.yaml: the ledger SmartGroup goes away.
+    const dry = await runCli(['apply', 'payments-v2.yaml', '--dry-run'], env, { cwd: dir });
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stderr).toMatch(/^warning: SmartGroup ledger would be removed: /m);
+    const applied = await runCli(['apply', 'payments-v2.yaml'], env, { cwd: dir });
+    expect(applied.code, applied.stderr).toBe(0);
+    const [, revision, previous] = /^applied revision (\d+) \(was (\d+)\)$/m.exec(applied.stdout) ?? [];
+    expect(Number(revision)).toBe(Number(previous) + 1);
+    expect(applied.stderr.trim()).toBe(
+      'warning: SmartGroup ledger is removed: the policies that applied to its workloads no longer do',
+    );
+    expect(applied.stdout).toContain('SmartGroup payments-prod (changed)');
+    expect(applied.stdout).toContain(
+      '  + reachable   host=hooks.slack.com port=443  [payments-egress/allow[1]]',
+    );
+    expect(applied.stdout).toContain('SmartGroup ledger (removed)');
+    expect(applied.stdout).toMatch(/^workloads affected: \d+$/m);
+    expect(applied.stdout).not.toMatch(/diff: \{|"groups"/);
+    const again = await runCli(['apply', 'payments-v2.yaml'], env, { cwd: dir });
+    expect(again.stdout).toMatch(/^unchanged: revision \d+ already holds this policy$/m);
+    expect(again.stdout).toContain('no change in what any SmartGroup can reach');
+    expect(again.stderr).toBe('');
+
+    const list = await runCli(['revisions'], env);
+    expect(list.code, list.stderr).toBe(0);
+    const rows = list.stdout.trim().split('\n');
+    expect(rows[0]).toMatch(/^REVISION\s+APPLIED AT\s+BY\s+CHANGE$/);
+    expect(rows[1]).toMatch(
+      new RegExp(
+        `^${revision} \\(current\\)\\s+\\d{4}-\\S+\\s+ci-deploy \\(token ${ci.id}\\)\\s+ledger removed, payments-prod$`,
+      ),
+    );
+    expect(rows[2]).toMatch(
+      new RegExp(`^${previous}\\s+\\S+\\s+token [0-9a-f]{16}\\s+ledger added, payments-prod added$`),
+    );
+    const limited = await runCli(['revisions', '--limit', '1', '--json'], env);
+    const listed = JSON.parse(limited.stdout) as { current: number; revisions: { revision: number }[] };
+    expect(listed.current).toBe(Number(revision));
+    expect(listed.revisions.map((r) => r.revision)).toEqual([Number(revision)]);
+
+    const diff = await runCli(['revisions', 'diff', previous as string, revision as string], env);
+    expect(diff.code, diff.stderr).toBe(0);
+    expect(diff.stdout).toContain('SmartGroup ledger (removed)');
+    expect(diff.stdout).toContain(
+      '  + reachable   host=hooks.slack.com port=443  [payments-egress/allow[1]]',
+    );
+    const diffJson = await runCli(
+      [
+        'revisions',
+        'diff',
+        previous as string,
+        revision as string,
+        '--json',
+        '--workload',
+        'cloud=aws,name=ledger-writer',
+      ],
+      env,
+    );
+    const parsed = JSON.parse(diffJson.stdout) as { changed: boolean; workloads: { workload: string }[] };
+    expect(parsed.changed).toBe(true);
+    expect(parsed.workloads.map((w) => w.workload)).toEqual(['cloud=aws,name=ledger-writer']);
+
+    const restore = await runCli(['revisions', 'restore', previous as string], env);
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(restore.stdout).toMatch(
+      new RegExp(
+        `^restored revision ${previous} as revision ${Number(revision) + 1} \\(was ${revision}\\)$`,
+        'm',
+      ),
+    );
+    expect(restore.stdout).toContain('SmartGroup ledger (added)');
+    expect(restore.stderr).toBe('');
+    const afterRestore = await runCli(['revisions', '--limit', '1'], env);
+    expect(afterRestore.stdout).toMatch(
+      new RegExp(`restore of ${previous}; ledger added, payments-prod$`, 'm'),
+    );
+
+    const missing = await runCli(['revisions', 'diff', previous as string, '999'], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/no revision 999/);
+    expect((await runCli(['revisions', 'restore', '999'], env)).stderr).toMatch(/no revision 999/);
+    expect((await runCli(['revisions', 'restore', 'latest'], env)).code).toBe(2);
+    expect((await runCli(['revisions', 'diff', '1'], env)).code).toBe(2);
+  });
+
+  it('policy check --against checks requireObserveFirst against the applied revision', async () => {
+    const observeFirst =
+      '---\napiVersion: bulkhead.dev/v1\nkind: Guardrail\nmetadata: { name: observe-first }\nspec:\n  requireObserveFirst: true\n';
+    const newPolicy = (mode: string) =>
+      `---\napiVersion: bulkhead.dev/v1\nkind: EgressPolicy\nmetadata: { name: refunds-egress }\nspec:\n  appliesTo: [payments-prod]\n  mode: ${mode}\n  owner: team-payments\n  allow:\n    - to: { host: api.refunds.example, port: 443 }\n`;
+    // The applied set enforces payments-egress already; refunds-egress is new.
+    writeFileSync(join(dir, 'check-enforce.yaml'), `${PAYMENTS_V1}${observeFirst}${newPolicy('enforce')}`);
+    writeFileSync(join(dir, 'check-observe.yaml'), `${PAYMENTS_V1}${observeFirst}${newPolicy('observe')}`);
+    const noEnv = { BULKHEAD_CONTROL_URL: '', BULKHEAD_TOKEN: '' };
+    const opts = { cwd: dir };
+
+    const broken = await runCli(
+      ['policy', 'check', 'check-enforce.yaml', '--against', url, '--token', admin],
+      noEnv,
+      opts,
+    );
+    expect(broken.code).toBe(1);
+    expect(broken.stderr).toMatch(
+      /^check-enforce\.yaml:\d+:\d+ spec\.mode: a new policy starts in observe mode.*\[guardrail observe-first\]$/m,
+    );
+    expect(broken.stderr).not.toMatch(/payments-egress/);
+
+    const clean = await runCli(
+      ['policy', 'check', 'check-observe.yaml', '--against', url, '--token', admin],
+      noEnv,
+      opts,
+    );
+    expect(clean.code, clean.stderr).toBe(0);
+    expect(clean.stdout).toMatch(
+      new RegExp(`^requireObserveFirst: checked against revision \\d+ at ${url}$`, 'm'),
+    );
+    expect(clean.stdout).toMatch(/^ok: 1 SmartGroup\(s\), 2 EgressPolicy\(s\), 1 Guardrail\(s\)$/m);
+
+    // From the environment, when the guardrail is on and nothing else names the applied policy.
+    const fromEnv = await runCli(
+      ['policy', 'check', 'check-enforce.yaml'],
+      { BULKHEAD_CONTROL_URL: url, BULKHEAD_TOKEN: admin },
+      opts,
+    );
+    expect(fromEnv.code).toBe(1);
+    expect(fromEnv.stderr).toMatch(/\[guardrail observe-first\]/);
+
+    // Neither: not an error, but said.
+    const unchecked = await runCli(['policy', 'check', 'check-enforce.yaml', '--json'], noEnv, opts);
+    expect(unchecked.code, unchecked.stderr).toBe(0);
+    expect(JSON.parse(unchecked.stdout)).toMatchObject({ ok: true, requireObserveFirst: 'not checked' });
+    expect(unchecked.stderr).toMatch(
+      /^note: requireObserveFirst is on but was not checked: .*--previous FILES.*--against URL/,
+    );
+    // Without the guardrail, no note.
+    const off = await runCli(['policy', 'check', 'payments.yaml'], noEnv, opts);
+    expect(off.code).toBe(0);
+    expect(off.stderr).toBe('');
+
+    const refused = await runCli(
+      ['policy', 'check', 'check-observe.yaml', '--against', url, '--token', workload],
+      noEnv,
+      opts,
+    );
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^bulkhead policy check: --against http:\/\/127\.0\.0\.1:\d+: 403/);
+    const noToken = await runCli(['policy', 'check', 'check-observe.yaml', '--against', url], noEnv, opts);
+    expect(noToken.code).toBe(2);
+    const both = await runCli(
+      ['policy', 'check', 'check-observe.yaml', '--against', url, '--previous', 'payments.yaml'],
+      noEnv,
+      opts,
+    );
+    expect(both.code).toBe(2);
   });
 
   it('stops cleanly on SIGTERM', async () => {
@@ -207,5 +507,88 @@ describe('bulkhead control CLI', () => {
     const code = await new Promise((r) => server.once('exit', r));
     expect(code).toBe(0);
     expect(serverOut).toMatch(/shutting down/);
+  });
+});
+
+describe('bulkhead apply output', () => {
+  const answer: ApplyAnswer = {
+    revision: 4,
+    previousRevision: 3,
+    dryRun: false,
+    unchanged: false,
+    diff: {
+      changed: true,
+      groups: [
+        { group: 'ledger', status: 'removed', reachable: [], unreachable: [] },
+        { group: 'payments-prod', status: 'changed', reachable: [], unreachable: [] },
+      ],
+    },
+    affectedWorkloads: { count: 0, workloads: [] },
+  };
+  const print = (value: ApplyAnswer) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    printApplyAnswer(value, { out: (text) => out.push(text), err: (text) => err.push(text) });
+    return { out, err };
+  };
+
+  it('prints one blast-radius line per group when the answer carries them', () => {
+    const { out, err } = print({
+      ...answer,
+      blastRadius: {
+        before: {
+          groups: [
+            { group: 'payments-prod', score: 3, unbounded: false },
+            { group: 'ledger', score: 1, unbounded: false },
+          ],
+        },
+        after: { groups: [{ group: 'payments-prod', score: 0, unbounded: true }] },
+      },
+    });
+    expect(out).toContain('blast radius ledger: 1 → -');
+    expect(out).toContain('blast radius payments-prod: 3 → unbounded');
+    expect(err).toEqual([
+      'warning: SmartGroup ledger is removed: the policies that applied to its workloads no longer do',
+    ]);
+  });
+
+  it('prints none without the field', () => {
+    expect(print(answer).out.some((line) => line.startsWith('blast radius'))).toBe(false);
+  });
+});
+
+describe('bulkhead policy check --against a control API with nothing applied', () => {
+  let factory: StoreFactory;
+  let api: Api;
+  const dir = mkdtempSync(join(tmpdir(), 'bulkhead-check-'));
+  beforeAll(async () => {
+    factory = await storeFactory('sqlite');
+    api = await startApi(factory);
+  });
+  afterAll(async () => {
+    await api?.server.close();
+    await factory?.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('treats every policy as new', async () => {
+    const observeFirst =
+      '---\napiVersion: bulkhead.dev/v1\nkind: Guardrail\nmetadata: { name: observe-first }\nspec:\n  requireObserveFirst: true\n';
+    writeFileSync(join(dir, 'set.yaml'), `${PAYMENTS_V1}${observeFirst}`);
+    const run = await runCli(
+      ['policy', 'check', 'set.yaml', '--against', api.server.url, '--token', api.admin],
+      { BULKHEAD_CONTROL_URL: '', BULKHEAD_TOKEN: '' },
+      { cwd: dir },
+    );
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^set\.yaml:\d+:\d+ spec\.mode: a new policy starts in observe mode/m);
+    // A URL that is not a control API is an error, not an empty history.
+    const wrong = await runCli(
+      ['policy', 'check', 'set.yaml', '--against', `${api.server.url}/elsewhere`, '--token', api.admin],
+      { BULKHEAD_CONTROL_URL: '', BULKHEAD_TOKEN: '' },
+      { cwd: dir },
+    );
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/^bulkhead policy check: --against .*: 404/);
   });
 });

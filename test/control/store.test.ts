@@ -1,6 +1,8 @@
 // The storage interface, the same assertions on SQLite and PostgreSQL.
+import Database from 'better-sqlite3';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ControlStore, DenyRow } from '../../control/store/types.js';
+import type { ControlStore, DenyFilter, DenyRow } from '../../control/store/types.js';
 import { ENGINES, type StoreFactory, storeFactory } from './harness.js';
 
 function denyRow(id: string, overrides: Partial<DenyRow> = {}): DenyRow {
@@ -10,6 +12,10 @@ function denyRow(id: string, overrides: Partial<DenyRow> = {}): DenyRow {
     time,
     timeMs: Date.parse(time),
     workloadKey: 'cloud=aws,name=charge-card',
+    workloadName: 'charge-card',
+    invocationId: null,
+    originPackage: null,
+    severity: 'normal',
     groups: ',payments-prod,',
     host: 'exfil.attacker.test',
     ip: null,
@@ -40,9 +46,9 @@ describe.each(ENGINES)('control store on %s', (engine) => {
   });
 
   it('migrates once and again without harm', async () => {
-    expect(await store.schemaVersion()).toBe(1);
+    expect(await store.schemaVersion()).toBe(2);
     await store.migrate();
-    expect(await store.schemaVersion()).toBe(1);
+    expect(await store.schemaVersion()).toBe(2);
   });
 
   it('numbers revisions N+1 even when appends race', async () => {
@@ -171,6 +177,100 @@ describe.each(ENGINES)('control store on %s', (engine) => {
     expect(seen).toHaveLength(25);
     expect(new Set(seen).size).toBe(25);
     expect(seen[0]).toBe('f-24');
+  });
+
+  it('filters by workload name or glob, invocation, origin package, kind and severity', async () => {
+    const rows = [
+      denyRow('i-1', {
+        workloadKey: 'cloud=aws,name=charge-card',
+        workloadName: 'charge-card',
+        invocationId: 'inv-a',
+        originPackage: 'evil-dep@1.0.0',
+        kind: 'dns',
+      }),
+      denyRow('i-2', {
+        workloadKey: 'cloud=aws,name=charge-refund',
+        workloadName: 'charge-refund',
+        invocationId: 'inv-b',
+        originPackage: '@scope/evil-dep@2.1.0',
+        severity: 'high',
+        kind: 'tamper',
+      }),
+      denyRow('i-3', {
+        workloadKey: 'cloud=aws,name=charge[1]',
+        workloadName: 'charge[1]',
+        originPackage: 'evil-dep-tools@1.0.0',
+      }),
+      denyRow('i-4', { workloadKey: 'cloud=aws', workloadName: null, originPackage: 'evil_dep@1.0.0' }),
+    ];
+    await store.insertDenies(rows);
+    const ids = async (filter: Partial<DenyFilter>) =>
+      (await store.queryDenies({ order: 'desc', limit: 100, sinceMs: 0, ...filter, after: undefined }))
+        .map((p) => JSON.parse(p.record).id as string)
+        .filter((id) => id.startsWith('i-'));
+    expect(await ids({ workloadName: 'charge-card' })).toEqual(['i-1']);
+    expect(await ids({ workloadName: 'charge-*' })).toEqual(['i-2', 'i-1']);
+    expect(await ids({ workloadName: 'charge-????' })).toEqual(['i-1']);
+    expect(await ids({ workloadName: 'Charge-*' })).toEqual([]);
+    // `[` is literal, not a character class; `%` and `_` are not wildcards either.
+    expect(await ids({ workloadName: 'charge[1*' })).toEqual(['i-3']);
+    expect(await ids({ workloadName: 'charge%' })).toEqual([]);
+    expect(await ids({ invocation: 'inv-b' })).toEqual(['i-2']);
+    expect(await ids({ package: 'evil-dep' })).toEqual(['i-1']);
+    expect(await ids({ package: 'evil-dep@1.0.0' })).toEqual(['i-1']);
+    expect(await ids({ package: 'evil-dep@2.*' })).toEqual([]);
+    expect(await ids({ package: '@scope/evil-dep' })).toEqual(['i-2']);
+    expect(await ids({ package: 'evil-dep*' })).toEqual(['i-3', 'i-1']);
+    expect(await ids({ package: 'evil_dep' })).toEqual(['i-4']);
+    expect(await ids({ kind: 'tamper' })).toEqual(['i-2']);
+    expect(await ids({ severity: 'high' })).toEqual(['i-2']);
+    expect(await ids({ severity: 'normal', workloadName: 'charge-*' })).toEqual(['i-1']);
+  });
+
+  it('fills the filter columns of records stored before version 2 from their JSON', async () => {
+    // A database as version 1 left it: the version-2 columns and indexes taken away again.
+    const old = await factory.open();
+    await old.close();
+    const record = {
+      id: 'old-1',
+      workload: { cloud: 'aws', name: 'charge-card' },
+      invocationId: 'inv-old',
+      origin: { package: 'evil-dep@1.0.0', file: '/var/task/x.js', line: 3 },
+      severity: 'high',
+    };
+    const downgrade = [
+      'DROP INDEX denies_workload_name',
+      'DROP INDEX denies_invocation',
+      ...['workload_name', 'invocation_id', 'origin_package', 'severity'].map(
+        (column) => `ALTER TABLE denies DROP COLUMN ${column}`,
+      ),
+      'DELETE FROM schema_migrations WHERE version = 2',
+      `INSERT INTO denies (id, time, time_ms, workload, groups, host, ip, port, kind, decision, mode, rule,
+         revision, sandbox_id, seq, received_at, record)
+       VALUES ('old-1', '2026-11-28T03:00:00.000Z', 1795834800000, 'cloud=aws,name=charge-card', '', 'x.test',
+         NULL, 443, 'connect', 'deny', 'enforce', 'default-deny', 1, NULL, NULL, '2026-11-28T03:00:01.000Z',
+         '${JSON.stringify(record)}')`,
+    ];
+    if (engine === 'sqlite') {
+      const db = new Database(factory.location());
+      for (const sql of downgrade) db.exec(sql);
+      db.close();
+    } else {
+      const client = new pg.Client({ connectionString: factory.location() });
+      await client.connect();
+      for (const sql of downgrade) await client.query(sql);
+      await client.end();
+    }
+    const migrated = await factory.openReplica();
+    expect(await migrated.schemaVersion()).toBe(2);
+    const found = async (filter: Partial<DenyFilter>) =>
+      (await migrated.queryDenies({ order: 'desc', limit: 10, ...filter })).map(
+        (row) => JSON.parse(row.record).id as string,
+      );
+    expect(await found({ workloadName: 'charge-*' })).toEqual(['old-1']);
+    expect(await found({ invocation: 'inv-old' })).toEqual(['old-1']);
+    expect(await found({ package: 'evil-dep' })).toEqual(['old-1']);
+    expect(await found({ severity: 'high' })).toEqual(['old-1']);
   });
 
   it('counts sequence gaps per sandbox, not duplicates', async () => {
