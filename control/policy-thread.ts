@@ -18,6 +18,7 @@ import {
   parseIdentity,
   parsePolicy,
   renderSuggestion,
+  ruleUsage,
   scopeOf,
   serializeEnvelope,
   signBundle,
@@ -33,6 +34,7 @@ import type {
   ResolvedText,
   SignedScope,
 } from './policy-worker.js';
+import type { PolicySource } from './store/types.js';
 
 const data = workerData as PolicyThreadData;
 const privateKey: KeyObject = createPrivateKey(data.privateKeyPem);
@@ -394,6 +396,18 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
     }
     case 'suggest':
       return suggest(request);
+    case 'rule-usage': {
+      const parse = (sources: PolicySource[], revision: number): PolicySet => {
+        if (installed?.revision === revision) return installed.set;
+        const parsed = parsePolicy(sources);
+        if (!parsed.ok) throw new Error(`stored revision ${revision} no longer parses`);
+        return parsed.set;
+      };
+      const current = parse(request.sources, request.revision);
+      const sets = new Map<number, PolicySet>([[request.revision, current]]);
+      for (const older of request.older) sets.set(older.revision, parse(older.sources, older.revision));
+      return { ok: true, usage: ruleUsage(current, request.totals, sets) };
+    }
     case 'would-break': {
       const candidate = candidates.get(request.token);
       if (!candidate) throw new Error('would-break: no checked set under this token');

@@ -2,7 +2,14 @@
 // answer each, in order. If the thread dies it is started again; whatever was in flight fails
 // (the caller answers 503, or retries the revision on the next head check).
 import { Worker } from 'node:worker_threads';
-import type { MergedSet, PolicyError, Suggestion, WouldBreak } from '../policy/index.js';
+import type {
+  HitTotalInput,
+  MergedSet,
+  PolicyError,
+  RuleUsage,
+  Suggestion,
+  WouldBreak,
+} from '../policy/index.js';
 import type { Mode, WorkloadIdentity } from '../policy/types.js';
 import type { PolicySource } from './store/types.js';
 import { workerProgram } from './worker-program.js';
@@ -59,6 +66,15 @@ export type PolicyThreadRequest =
     }
   | { op: 'resolve'; revision: number; items: { key: string; identity: WorkloadIdentity }[] }
   | { op: 'sign'; revision: number; scope: string; identity: WorkloadIdentity; epoch: number }
+  /** The hits of every rule of the current set (`sources` are parsed unless `revision` is installed). */
+  | {
+      op: 'rule-usage';
+      revision: number;
+      sources: PolicySource[];
+      totals: HitTotalInput[];
+      /** The sources of every other revision named in `totals`. */
+      older: { revision: number; sources: PolicySource[] }[];
+    }
   /** Stored deny records (JSON texts) decided again under the checked set `token`. */
   | { op: 'would-break'; token: number; records: string[] }
   | {
@@ -108,6 +124,7 @@ export type PolicyThreadReply =
       signedOne?: SignedScope;
       suggested?: SuggestAnswer;
       wouldBreak?: WouldBreak;
+      usage?: RuleUsage[];
       /** The thread has moved to another revision: ask again. */
       stale?: boolean;
     }

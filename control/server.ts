@@ -19,6 +19,7 @@ import { registerBundleRoutes } from './routes/bundle.js';
 import { registerPolicyRoutes } from './routes/policy.js';
 import { registerQueryRoutes } from './routes/query.js';
 import { registerReportRoutes } from './routes/reports.js';
+import { registerRuleRoutes } from './routes/rules.js';
 import { registerSuggestionRoutes } from './routes/suggestions.js';
 import { signingKeyFromPem } from './signing-key.js';
 import { isStoreUnavailable } from './store/errors.js';
@@ -523,6 +524,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
   await app.register(async (scope) => registerPolicyRoutes(scope, context));
   registerQueryRoutes(app, context);
   registerSuggestionRoutes(app, context);
+  registerRuleRoutes(app, context);
 
   return app;
 }

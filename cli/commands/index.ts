@@ -17,6 +17,7 @@ export const commands: CommandEntry[] = [
     path: ['policy', 'suggest'],
     load: async () => (await import('./policy-suggest.js')).policySuggestCommand,
   },
+  { path: ['policy', 'unused'], load: async () => (await import('./policy-unused.js')).policyUnusedCommand },
   { path: ['policy', 'schema'], load: async () => (await import('./policy.js')).policySchemaCommand },
   { path: ['bundle', 'build'], load: async () => (await import('./bundle.js')).bundleBuildCommand },
   { path: ['bundle', 'verify'], load: async () => (await import('./bundle.js')).bundleVerifyCommand },
