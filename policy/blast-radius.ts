@@ -400,7 +400,7 @@ function evaluate(policies: readonly EgressPolicyDoc[], set: PolicySet): Evaluat
   const sensitiveFloor = SENSITIVITY_WEIGHTS.high;
   return {
     // The epsilon keeps a sum that floating point puts a hair above an integer from rounding up.
-    score: Math.min(Math.ceil(total - 1e-9), BLAST_RADIUS_CEILING),
+    score: Math.min(Math.max(0, Math.ceil(total - 1e-9)), BLAST_RADIUS_CEILING),
     ...(unanchored !== undefined ? { unanchored } : {}),
     reach: {
       hosts: count((n) => n.target.kind === 'host' && !n.target.wildcard),
