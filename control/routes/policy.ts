@@ -72,6 +72,12 @@ const applyResponse = {
     unchanged: { type: 'boolean' },
     restoredFrom: { type: 'integer' },
     diff: {},
+    blastRadius: {
+      type: 'object',
+      description:
+        "Each SmartGroup's blast radius (docs/blast-radius.md) under the current revision (before) and this set (after).",
+      properties: { before: {}, after: {} },
+    },
     affectedWorkloads: {
       type: 'object',
       properties: {
@@ -133,7 +139,7 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
     reply
       .code(200)
       .type('application/json; charset=utf-8')
-      .send(`${head.slice(0, -1)},"diff":${result.diffJson}}`);
+      .send(`${head.slice(0, -1)},"diff":${result.diffJson},"blastRadius":${result.blastRadiusJson}}`);
     // The rest of this replica's parked long-polls, right behind the answer (before the requests
     // that arrived meanwhile are read: the first woken workloads are already polling again).
     context.longPolls.flushDeferredWake();
