@@ -220,7 +220,8 @@ const WIDER: Record<string, string[]> = {
   'ledger-get': ['ledger-*'],
 };
 
-const optional = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
+// Absent half of the time: rules both with and without each restriction meet on the same targets.
+const optional = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined, freq: 2 });
 const networkRule: fc.Arbitrary<Rule> = fc
   .record({
     host: optional(fc.uniqueArray(fc.constantFrom(...HOSTS), { minLength: 1, maxLength: 2 })),
@@ -370,35 +371,34 @@ const RULE_WIDENINGS: Record<string, Widening> = {
 
 describe('blastRadius: properties', () => {
   it('a policy set that allows more never scores lower, for any SmartGroup or workload', () => {
-    const kinds = [...Object.keys(RULE_WIDENINGS), 'rule added', 'policy to observe'];
     fc.assert(
-      fc.property(
-        policiesArb,
-        fc.constantFrom(...kinds),
-        fc.nat(),
-        fc.nat(),
-        anyRule,
-        (policies, kind, which, pick, extra) => {
-          const policy = policies[which % policies.length] as Policy;
-          let widened: Policy;
-          if (kind === 'rule added') widened = { ...policy, allow: [...policy.allow, extra] };
-          else if (kind === 'policy to observe') widened = { ...policy, mode: 'observe' };
-          else {
-            const index = pick % Math.max(policy.allow.length, 1);
-            const rule = policy.allow[index];
-            const next = rule && RULE_WIDENINGS[kind]?.(rule, pick >> 3);
-            if (!next) return;
-            widened = { ...policy, allow: policy.allow.map((r, i) => (i === index ? next : r)) };
-          }
-          const after = policies.map((p) => (p === policy ? widened : p));
-          const before = scores(policies);
-          for (const [name, score] of scores(after)) {
+      fc.property(policiesArb, fc.nat(), fc.nat(), anyRule, (policies, which, pick, extra) => {
+        const policy = policies[which % policies.length] as Policy;
+        const index = pick % Math.max(policy.allow.length, 1);
+        const rule = policy.allow[index];
+        // Every way of allowing more that applies to this set, each checked on its own.
+        const widenings: [string, Policy][] = [
+          ['rule added', { ...policy, allow: [...policy.allow, extra] }],
+          ['policy to observe', { ...policy, mode: 'observe' }],
+        ];
+        for (const [kind, widen] of Object.entries(RULE_WIDENINGS)) {
+          const next = rule && widen(rule, pick >> 3);
+          if (next)
+            widenings.push([
+              kind,
+              { ...policy, allow: policy.allow.map((r, i) => (i === index ? next : r)) },
+            ]);
+        }
+        const before = scores(policies);
+        for (const [kind, widened] of widenings) {
+          const after = scores(policies.map((p) => (p === policy ? widened : p)));
+          for (const [name, score] of after) {
             const was = before.get(name) as number;
             if (score < was) expect.fail(`${kind}: ${name} scored ${was}, then ${score}`);
           }
-        },
-      ),
-      { numRuns: 400 },
+        }
+      }),
+      { numRuns: 300 },
     );
   });
 
