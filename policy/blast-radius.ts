@@ -22,7 +22,7 @@
 // its label or switching to observe never lowers the score; widening a host or CIDR onto a wider
 // pattern never lowers it while each named pattern outweighs the named patterns directly below it
 // (docs/blast-radius.md: the limit, and why no score of this shape can avoid it).
-import { type Cidr, cidrCovers, parseCidr } from './cidr.js';
+import { type Cidr, formatCidr, parseCidr } from './cidr.js';
 import {
   groupsSelecting,
   policiesSelecting,
@@ -126,15 +126,23 @@ interface Facts {
 
 interface Target {
   kind: Kind;
+  /** `host:*.example.com`, `cidr:10.0.0.0/8`, `lambda:ledger-*`, `s3:receipts`, `aws:dynamodb`, `unix:/run/a.sock`. */
   key: string;
   breadth: number;
-  /** Does this target reach everything `other` reaches (and more)? Never true of itself. */
-  covers(other: Target): boolean;
-  /** How specific it is, among targets covering the same one: the nearest coverer is the parent. */
-  specificity: number;
-  /** Addresses, for CIDRs. */
-  addresses?: number;
+  /** Names more than one thing: a host wildcard, a CIDR wider than one address, a glob, a whole service. */
   wildcard: boolean;
+  /** Addresses and prefix length, for CIDRs. */
+  addresses?: number;
+  prefixLength?: number;
+  /**
+   * The keys of the targets that could cover this one, nearest first (hosts, CIDRs). `named` says
+   * which prefix lengths any CIDR of the scope has, so that only those are tried.
+   */
+  coverers?: (named: ReadonlySet<number>) => string[];
+  /** For globs: does it match this exact name (the key after the prefix)? */
+  matches?: (name: string) => boolean;
+  /** Key prefix up to and including the `:`: globs only cover exact names of the same prefix. */
+  prefix: string;
 }
 
 interface Node {
@@ -191,81 +199,71 @@ function hostTarget(pattern: HostPattern): Target {
   return {
     kind: 'host',
     key: `host:${pattern.text}`,
+    prefix: 'host:',
     breadth,
     wildcard: pattern.subtree || labels.includes('*'),
-    specificity: labels.length,
-    covers(other) {
-      if (other.kind !== 'host' || !pattern.subtree) return false;
-      const otherLabels = (other as HostTarget).labels;
-      if (otherLabels.length <= labels.length) return false;
-      return labels.every((label, i) => label === '*' || label === otherLabels[i]);
+    // `*.` of every strictly shorter suffix: `*.example.com`, `*.com`, `*` for `api.example.com`
+    // and for `*.api.example.com` alike (policies cannot write an inner `*`).
+    coverers: () => {
+      const out: string[] = [];
+      for (let n = labels.length - 1; n >= 0; n--)
+        out.push(n === 0 ? 'host:*' : `host:*.${labels.slice(0, n).reverse().join('.')}`);
+      return out;
     },
-    labels,
-  } as HostTarget;
+  };
 }
 
-interface HostTarget extends Target {
-  labels: string[];
+function maskedCidr(cidr: Cidr, prefix: number): Cidr {
+  const bytes = new Uint8Array(cidr.bytes);
+  for (let bit = prefix; bit < bytes.length * 8; bit++)
+    bytes[bit >> 3] = (bytes[bit >> 3] as number) & ~(1 << (7 - (bit & 7)));
+  return { bytes, prefix };
 }
 
-function cidrTarget(cidr: Cidr, text: string): Target {
+function cidrTarget(cidr: Cidr): Target {
   const hostBits = cidr.bytes.length * 8 - cidr.prefix;
   return {
     kind: 'cidr',
-    key: `cidr:${text}`,
+    key: `cidr:${formatCidr(cidr)}`,
+    prefix: 'cidr:',
     breadth: 2 ** (Math.min(hostBits, MAX_CIDR_HOST_BITS) / 2),
     addresses: 2 ** hostBits,
+    prefixLength: cidr.prefix,
     wildcard: hostBits > 0,
-    specificity: cidr.prefix,
-    covers(other) {
-      const o = (other as CidrTarget).cidr;
-      return other.kind === 'cidr' && o !== undefined && o.prefix > cidr.prefix && cidrCovers(cidr, o);
+    coverers: (named) => {
+      const out: string[] = [];
+      for (let p = cidr.prefix - 1; p >= 0; p--)
+        if (named.has(p)) out.push(`cidr:${formatCidr(maskedCidr(cidr, p))}`);
+      return out;
     },
-    cidr,
-  } as CidrTarget;
-}
-
-interface CidrTarget extends Target {
-  cidr: Cidr;
+  };
 }
 
 /** `lambda:ledger-*` covers `lambda:ledger-post`; globs never cover one another (globs need not nest). */
 function globTarget(kind: 'cloud' | 'unix', prefix: string, name: string): Target {
   const glob = name.includes('*');
-  const matches = glob
-    ? kind === 'unix'
-      ? compileUnixPattern(name)
-      : (value: string) => identityGlobMatches(name, value)
-    : undefined;
-  return {
+  const exact = kind === 'unix' ? BREADTH.exactSocket : BREADTH.exactResource;
+  const wide = kind === 'unix' ? BREADTH.socketGlob : BREADTH.resourceGlob;
+  const target: Target = {
     kind,
     key: `${prefix}:${name}`,
-    breadth:
-      kind === 'unix'
-        ? glob
-          ? BREADTH.socketGlob
-          : BREADTH.exactSocket
-        : glob
-          ? BREADTH.resourceGlob
-          : BREADTH.exactResource,
+    prefix: `${prefix}:`,
+    breadth: glob ? wide : exact,
     wildcard: glob,
-    specificity: 0,
-    covers(other) {
-      if (!matches || other.wildcard || other.kind !== kind) return false;
-      const otherPrefix = `${prefix}:`;
-      return other.key.startsWith(otherPrefix) && matches(other.key.slice(otherPrefix.length));
-    },
   };
+  if (glob)
+    target.matches =
+      kind === 'unix' ? compileUnixPattern(name) : (value: string) => identityGlobMatches(name, value);
+  return target;
 }
 
 function serviceTarget(service: string): Target {
   return {
     kind: 'cloud',
     key: `aws:${service}`,
+    prefix: 'aws:',
     breadth: BREADTH.awsService,
     wildcard: true,
-    specificity: 0,
-    covers: () => false,
   };
 }
 
@@ -295,7 +293,7 @@ function targetsOf(to: Destination, set: PolicySet): Target[] | undefined {
   }
   for (const text of asList(to.cidr)) {
     const parsed = parseCidr(text);
-    if (parsed.ok) targets.push(cidrTarget(parsed.cidr, text));
+    if (parsed.ok) targets.push(cidrTarget(parsed.cidr));
   }
   return targets.length > 0 ? targets : undefined;
 }
@@ -361,21 +359,26 @@ function evaluate(policies: readonly EgressPolicyDoc[], set: PolicySet): Evaluat
       }
     });
   }
-  // Each target hangs under the nearest target that covers it (quadratic in the distinct targets
-  // of one scope: policies name hundreds, not millions).
   const all = [...nodes.values()].sort((a, b) => (a.target.key < b.target.key ? -1 : 1));
   const roots: Node[] = [];
+  // Each target hangs under the nearest target that covers it. Hosts and CIDRs look their coverers
+  // up by key (linear in the targets); an exact function or socket name is matched against the
+  // globs of its kind (exact names × globs: policies name few globs).
+  const globs = all.filter((n) => n.target.matches !== undefined);
+  const prefixLengths = new Set<number>();
+  for (const node of all)
+    if (node.target.prefixLength !== undefined) prefixLengths.add(node.target.prefixLength);
   for (const node of all) {
+    const { target } = node;
     let parent: Node | undefined;
-    for (const candidate of all) {
-      if (candidate === node || !candidate.target.covers(node.target)) continue;
-      if (
-        !parent ||
-        candidate.target.specificity > parent.target.specificity ||
-        (candidate.target.specificity === parent.target.specificity &&
-          candidate.target.breadth < parent.target.breadth)
-      )
-        parent = candidate;
+    if (target.coverers) {
+      for (const key of target.coverers(prefixLengths)) {
+        parent = nodes.get(key);
+        if (parent) break;
+      }
+    } else if (!target.wildcard) {
+      const name = target.key.slice(target.prefix.length);
+      parent = globs.find((g) => g.target.prefix === target.prefix && g.target.matches?.(name));
     }
     (parent ? parent.children : roots).push(node);
   }
@@ -445,18 +448,28 @@ const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
  */
 export function blastRadius(set: PolicySet, options: BlastRadiusOptions = {}): BlastRadiusReport {
   const unselected = unselectedDefaultOf(set, options.unselected ? { unselected: options.unselected } : {});
+  // Groups and workloads governed by the same policies share one evaluation.
+  const byPolicies = new Map<string, RadiusCore>();
+  const radiusFor = (policies: EgressPolicyDoc[]) => {
+    const key = policies
+      .map((p) => p.metadata.name)
+      .sort(byName)
+      .join('\n');
+    let core = byPolicies.get(key);
+    if (!core) {
+      core = radiusOf(policies, set, unselected);
+      byPolicies.set(key, core);
+    }
+    return core;
+  };
   const groups = set.groups
     .map((g) => g.metadata.name)
     .sort(byName)
     .map((group): GroupRadius => {
       const policies = set.policies.filter((p) => p.spec.appliesTo.includes(group));
-      return {
-        group,
-        policies: policies.map((p) => p.metadata.name).sort(byName),
-        ...radiusOf(policies, set, unselected),
-      };
+      return { group, policies: policies.map((p) => p.metadata.name).sort(byName), ...radiusFor(policies) };
     });
-  // Workloads selected by the same SmartGroups share one evaluation.
+  // Workloads selected by the same SmartGroups are governed by the same policies.
   const byScope = new Map<string, RadiusCore>();
   const seen = new Set<string>();
   const workloads: WorkloadRadius[] = [];
@@ -468,7 +481,7 @@ export function blastRadius(set: PolicySet, options: BlastRadiusOptions = {}): B
     const scopeKey = groupNames.join('\n');
     let core = byScope.get(scopeKey);
     if (!core) {
-      core = radiusOf(policiesSelecting(set, identity), set, unselected);
+      core = radiusFor(policiesSelecting(set, identity));
       byScope.set(scopeKey, core);
     }
     workloads.push({ workload, identity: { ...identity }, groups: groupNames, ...core });

@@ -129,6 +129,21 @@ spec:
     expect(compilePolicy(set, both).mode).toBe('enforce');
   });
 
+  it('a pattern counts at least what is named below it; two spellings of one target are one target', () => {
+    const hosts = Array.from({ length: 150 }, (_, i) => `h${i}.example.com`);
+    const set = mustParse(
+      policyYaml({
+        allow: [
+          `to: { host: [${hosts.join(', ')}], port: 443 }`,
+          'to: { host: "*.example.com", port: 443 }',
+          'to: { cidr: [10.1.2.3, 10.1.2.3/32, "::ffff:10.1.2.3"], port: 443 }',
+        ],
+      }),
+    );
+    // max(100, 150) for the wildcard, 1 for the one address however it is written.
+    expect(blastRadius(set).groups[0]).toMatchObject({ score: 151, reach: { hosts: 150, addresses: 1 } });
+  });
+
   it('the documented limit: moving a host onto a pattern its named sub-patterns outweigh can lower the score', () => {
     const wildcards = [
       'to: { host: "*.example.com", port: 443 }',
