@@ -409,7 +409,7 @@ function evaluate(policies: readonly EgressPolicyDoc[], set: PolicySet): Evaluat
       hosts: count((n) => n.target.kind === 'host' && !n.target.wildcard),
       wildcardDomains: count((n) => n.target.kind === 'host' && n.target.wildcard),
       addresses,
-      ports: anyPorts ? 'any' : portCount(ports.length === 0 ? [] : ports),
+      ports: anyPorts ? 'any' : portCount(ports),
       cloudResources: count((n) => n.target.kind === 'cloud'),
       unixSockets: count((n) => n.target.kind === 'unix'),
       sensitive: count((n) => n.own.sensitivity >= sensitiveFloor),

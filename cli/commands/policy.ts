@@ -324,7 +324,10 @@ export function formatRadiusChange(before: BlastRadiusReport, after: BlastRadius
     const a = before.workloads.find((x) => x.workload === w.workload);
     rows.push([`workload ${w.workload}`, score(a), '→', score(w), arrow(a, w)]);
   }
-  return rows.length === 0 ? 'blast radius: no SmartGroup' : `blast radius:\n${table(rows)}`;
+  // Rows whose last cell is empty would end in padding.
+  return rows.length === 0
+    ? 'blast radius: no SmartGroup'
+    : `blast radius:\n${table(rows).replace(/ +$/gm, '')}`;
 }
 
 const DIFF_OPTIONS = { workload: { type: 'string', multiple: true }, json: { type: 'boolean' } } as const;
