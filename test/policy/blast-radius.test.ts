@@ -70,6 +70,19 @@ describe('blastRadius: the scoring model on known policies', () => {
     // /run/app/*.sock 100 (covers a.sock) + receipts 1 + ledger-post 1 × 0.5 (the invoke API only).
     expect(group?.score).toBe(102);
     expect(group?.reach).toMatchObject({ unixSockets: 2, cloudResources: 2, ports: 1 });
+
+    // East-west: the functions the named group selects, merged with the same functions named directly.
+    const eastWest = mustParse(`${policyYaml({
+      allow: ['to: { group: ledger, port: 443 }', 'to: { aws: lambda, functions: [ledger-post], port: 443 }'],
+    })}---
+apiVersion: bulkhead.dev/v1
+kind: SmartGroup
+metadata: { name: ledger }
+spec: { match: { cloud: aws, name: [ledger-post, "ledger-batch-*"] } }
+`);
+    const app = blastRadius(eastWest).groups.find((g) => g.group === 'app');
+    // ledger-batch-* 100 × 0.5 + ledger-post 1 × 0.5.
+    expect(app).toMatchObject({ score: 51, reach: { cloudResources: 2 } });
   });
 
   it('observe mode, an unselected default that blocks nothing, or a rule without a destination: unbounded', () => {
