@@ -36,7 +36,13 @@ export interface ApplyOutcome {
 
 export type ApplyResult =
   /** `diffJson`: the diff against the previous revision as JSON text (never parsed on this thread). */
-  | { ok: true; outcome: ApplyOutcome; diffJson: string }
+  | {
+      ok: true;
+      outcome: ApplyOutcome;
+      diffJson: string;
+      /** `{"before":…,"after":…}`: each SmartGroup's blast radius under the previous and this set, JSON text. */
+      blastRadiusJson: string;
+    }
   | { ok: false; error: 'invalid-policy' | 'guardrail-violation'; errors: PolicyError[] };
 
 export interface ApplyOptions {
@@ -130,8 +136,9 @@ export class PolicyApplier {
         metrics.applies.inc({ result: checked.error === 'invalid-policy' ? 'invalid' : 'guardrail' });
         return checked;
       }
-      const { diffJson } = checked;
-      if (diffJson === undefined) throw new PolicyThreadError('check answered without a diff');
+      const { diffJson, blastRadiusJson } = checked;
+      if (diffJson === undefined || blastRadiusJson === undefined)
+        throw new PolicyThreadError('check answered without a diff');
       const current = state.current;
       const previousRevision = current?.revision ?? 0;
       const outcome: ApplyOutcome = {
@@ -144,7 +151,7 @@ export class PolicyApplier {
       if (options.restoredFrom !== undefined) outcome.restoredFrom = options.restoredFrom;
       if (outcome.unchanged && !options.dryRun) {
         metrics.applies.inc({ result: 'unchanged' });
-        return { ok: true, outcome, diffJson };
+        return { ok: true, outcome, diffJson, blastRadiusJson };
       }
       // Worked out before storing, so that the answer is ready when the revision is installed
       // (installing wakes every parked long-poll).
@@ -153,7 +160,7 @@ export class PolicyApplier {
       if (options.dryRun) {
         outcome.wouldBreak = await this.wouldBreak(token, options.breakDays ?? 7);
         metrics.applies.inc({ result: 'dry-run' });
-        return { ok: true, outcome, diffJson };
+        return { ok: true, outcome, diffJson, blastRadiusJson };
       }
       const createdAt = new Date().toISOString();
       const files = sources.map((s) => s.file);
@@ -176,7 +183,7 @@ export class PolicyApplier {
         'policy revision stored',
       );
       outcome.revision = revision;
-      return { ok: true, outcome, diffJson };
+      return { ok: true, outcome, diffJson, blastRadiusJson };
     } finally {
       if (!installed) void state.worker.request({ op: 'discard', token }).catch(() => {});
     }

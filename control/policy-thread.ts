@@ -7,6 +7,7 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import {
+  blastRadius,
   type CompiledPolicy,
   canonicalJson,
   checkGuardrails,
@@ -357,10 +358,24 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
         return { ok: false, error: 'guardrail-violation', errors: guardrailErrors };
       // Per SmartGroup only: the per-workload view is `affected`, bounded for large inventories.
       const { changed, groups } = diffPolicies(installed?.set ?? empty(), parsed.set);
+      const radius = { before: blastRadius(installed?.set ?? empty()), after: blastRadius(parsed.set) };
       candidates.set(request.token, prepared(parsed.set));
       for (const old of candidates.keys()) if (candidates.size > MAX_CANDIDATES) candidates.delete(old);
       // Serialised here: the diff of a large set is megabytes, and it is only ever sent and stored as JSON.
-      return { ok: true, diffJson: JSON.stringify({ changed, groups }) };
+      return {
+        ok: true,
+        diffJson: JSON.stringify({ changed, groups }),
+        blastRadiusJson: JSON.stringify(radius),
+      };
+    }
+    case 'blast-radius': {
+      const identities: WorkloadIdentity[] = [];
+      for (const key of request.keys) {
+        const identity = identityOf(key);
+        if (identity) identities.push(identity);
+      }
+      const report = blastRadius(installed?.set ?? empty(), { workloads: identities });
+      return { ok: true, revision: installed?.revision ?? 0, blastRadiusJson: JSON.stringify(report) };
     }
     case 'affected':
       return { ok: true, affected: affected(request.token, request.keys, request.limit) };

@@ -47,6 +47,8 @@ export type PolicyThreadRequest =
       limit: number;
     }
   | { op: 'discard'; token: number }
+  /** The blast radius of the installed set, per SmartGroup and for each identity text given. */
+  | { op: 'blast-radius'; keys: string[] }
   | {
       op: 'install';
       revision: number;
@@ -118,6 +120,13 @@ export type PolicyThreadReply =
       ok: true;
       /** The diff against the installed set, as JSON text. */
       diffJson?: string;
+      /**
+       * `check`: `{"before":…,"after":…}` blast-radius reports (per SmartGroup) of the installed and
+       * the checked set; `blast-radius`: the installed set's report. JSON text, as `diffJson`.
+       */
+      blastRadiusJson?: string;
+      /** `blast-radius`: the revision the report is of (0: none installed yet). */
+      revision?: number;
       affected?: { count: number; workloads: { key: string; identity: WorkloadIdentity }[] };
       installed?: InstallResult;
       resolvedMany?: ResolvedText[];

@@ -15,6 +15,7 @@ import { LongPollHub } from './long-poll.js';
 import { ControlMetrics, gauge } from './metrics.js';
 import { PolicyState, type SigningKey } from './policy-state.js';
 import { RateLimiter } from './rate-limit.js';
+import { registerBlastRadiusRoutes } from './routes/blast-radius.js';
 import { registerBundleRoutes } from './routes/bundle.js';
 import { registerPolicyRoutes } from './routes/policy.js';
 import { registerQueryRoutes } from './routes/query.js';
@@ -525,6 +526,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
   registerQueryRoutes(app, context);
   registerSuggestionRoutes(app, context);
   registerRuleRoutes(app, context);
+  registerBlastRadiusRoutes(app, context);
 
   return app;
 }

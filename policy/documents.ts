@@ -289,6 +289,13 @@ const destination = s
 const allowRule = s.object({
   to: destination,
   description: s.optional(s.string({ maxLength: 2000 })),
+  sensitivity: s.optional(
+    s
+      .enum(['low', 'normal', 'high', 'critical'] as const)
+      .describe(
+        'How much harm reaching this destination could do (default normal): weighs the blast-radius score (0.5, 1, 4, 10), never the decision.',
+      ),
+  ),
 });
 
 const denyRule = s.object({

@@ -1,5 +1,6 @@
 // The Bulkhead policy kernel. The in-process shim imports the dependency-free modules directly
 // (decide, bundle, keys, identity, cidr, host, path, unix) so the YAML parser stays out of its bundle.
+export * from './blast-radius.js';
 export * from './bundle.js';
 export * from './canonical.js';
 export * from './cidr.js';

@@ -19,6 +19,7 @@ export const commands: CommandEntry[] = [
   },
   { path: ['policy', 'unused'], load: async () => (await import('./policy-unused.js')).policyUnusedCommand },
   { path: ['policy', 'schema'], load: async () => (await import('./policy.js')).policySchemaCommand },
+  { path: ['blast-radius'], load: async () => (await import('./blast-radius.js')).blastRadiusCommand },
   { path: ['bundle', 'build'], load: async () => (await import('./bundle.js')).bundleBuildCommand },
   { path: ['bundle', 'verify'], load: async () => (await import('./bundle.js')).bundleVerifyCommand },
   { path: ['bundle', 'fetch'], load: async () => (await import('./bundle-fetch.js')).bundleFetchCommand },

@@ -3,6 +3,8 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
+  type BlastRadiusReport,
+  blastRadius,
   checkGuardrails,
   classifyHost,
   compilePolicy,
@@ -23,7 +25,7 @@ import {
   scopeOf,
   type WorkloadIdentity,
 } from '../../policy/index.js';
-import { controlClient, describeFailure } from '../client.js';
+import { controlClient, describeFailure, table } from '../client.js';
 import {
   type CliIO,
   type Command,
@@ -385,11 +387,39 @@ export function formatDiff(
   return lines.join('\n');
 }
 
+/** Each SmartGroup's (and workload's) blast-radius score before → after (docs/blast-radius.md). */
+export function formatRadiusChange(before: BlastRadiusReport, after: BlastRadiusReport): string {
+  const rows: string[][] = [];
+  const score = (r: { score: number; unbounded: boolean } | undefined) =>
+    r === undefined ? '-' : r.unbounded ? 'unbounded' : String(r.score);
+  const arrow = (a: { score: number } | undefined, b: { score: number } | undefined) =>
+    a === undefined || b === undefined || a.score === b.score
+      ? ''
+      : a.score < b.score
+        ? '(wider)'
+        : '(narrower)';
+  const groups = [...new Set([...before.groups, ...after.groups].map((g) => g.group))].sort();
+  for (const group of groups) {
+    const a = before.groups.find((g) => g.group === group);
+    const b = after.groups.find((g) => g.group === group);
+    rows.push([`SmartGroup ${group}`, score(a), '→', score(b), arrow(a, b)]);
+  }
+  for (const w of after.workloads) {
+    const a = before.workloads.find((x) => x.workload === w.workload);
+    rows.push([`workload ${w.workload}`, score(a), '→', score(w), arrow(a, w)]);
+  }
+  // Rows whose last cell is empty would end in padding.
+  return rows.length === 0
+    ? 'blast radius: no SmartGroup'
+    : `blast radius:\n${table(rows).replace(/ +$/gm, '')}`;
+}
+
 const DIFF_OPTIONS = { workload: { type: 'string', multiple: true }, json: { type: 'boolean' } } as const;
 
 const diffUsage = `Usage: bulkhead policy diff OLD_FILES... -- NEW_FILES... [--workload k=v,...]... [--json]
 
-Destinations that become reachable or unreachable per SmartGroup (and per workload for each --workload).
+Destinations that become reachable or unreachable per SmartGroup (and per workload for each --workload),
+then each one's blast-radius score before → after (docs/blast-radius.md; --json: "blastRadius": {before, after}).
 Exit 0 (changed or not), 1 when either side does not check, 2 on usage errors.`;
 
 export const policyDiffCommand: Command = {
@@ -426,7 +456,15 @@ export const policyDiffCommand: Command = {
     const after = loadPolicySet(newFiles, io, { json });
     if (!after) return EXIT_FAILURE;
     const diff = diffPolicies(before, after, workloads);
-    io.out(json ? JSON.stringify(diff) : formatDiff(diff));
+    const radius = {
+      before: blastRadius(before, { workloads }),
+      after: blastRadius(after, { workloads }),
+    };
+    io.out(
+      json
+        ? JSON.stringify({ ...diff, blastRadius: radius })
+        : `${formatDiff(diff)}\n\n${formatRadiusChange(radius.before, radius.after)}`,
+    );
     return EXIT_OK;
   },
 };

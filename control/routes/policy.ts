@@ -78,6 +78,12 @@ const applyResponse = {
         'dry runs: recorded observe-mode traffic of the last `days` days that the new set would block, per SmartGroup',
       additionalProperties: true,
     },
+    blastRadius: {
+      type: 'object',
+      description:
+        "Each SmartGroup's blast radius (docs/blast-radius.md) under the current revision (before) and this set (after).",
+      properties: { before: {}, after: {} },
+    },
     affectedWorkloads: {
       type: 'object',
       properties: {
@@ -139,7 +145,7 @@ export function registerPolicyRoutes(app: FastifyInstance, context: ControlConte
     reply
       .code(200)
       .type('application/json; charset=utf-8')
-      .send(`${head.slice(0, -1)},"diff":${result.diffJson}}`);
+      .send(`${head.slice(0, -1)},"diff":${result.diffJson},"blastRadius":${result.blastRadiusJson}}`);
     // The rest of this replica's parked long-polls, right behind the answer (before the requests
     // that arrived meanwhile are read: the first woken workloads are already polling again).
     context.longPolls.flushDeferredWake();

@@ -267,6 +267,49 @@ describe('bulkhead policy diff', () => {
   });
 });
 
+describe('bulkhead blast-radius', () => {
+  it('scores each SmartGroup and workload of policy files, as a table or JSON', () => {
+    const table = run('blast-radius', example, '--workload', workload, '--workload', 'name=stray');
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(/payments-prod\s+enforce\s+2060\s+2\s+1\s+65536\s+any\s+3\s+0\s+0$/m);
+    expect(table.stdout).toMatch(/name=stray\s+-\s+observe\s+unbounded\s.*nothing is blocked$/m);
+    const json = run('blast-radius', example, '--workload', workload, '--json');
+    expect(json.code).toBe(0);
+    const report = JSON.parse(json.stdout) as {
+      groups: { group: string; score: number; unbounded: boolean; mode: string; reach: object }[];
+      workloads: { workload: string; groups: string[]; score: number }[];
+    };
+    expect(report.groups).toEqual([
+      expect.objectContaining({ group: 'payments-prod', score: 2060, unbounded: false, mode: 'enforce' }),
+    ]);
+    expect(report.workloads).toEqual([
+      expect.objectContaining({ workload, groups: ['payments-prod'], score: 2060 }),
+    ]);
+    expect(run('blast-radius', example, '--workload', 'no-equals').code).toBe(2);
+    const bad = join(dir, 'radius-bad.yaml');
+    writeFileSync(bad, readFileSync(example, 'utf8').replace('port: 443', 'port: 70000'));
+    expect(run('blast-radius', bad).code).toBe(1);
+    // Without files it asks the control API, which needs an address.
+    expect(run('blast-radius').code).toBe(2);
+  });
+
+  it('policy diff shows each score before → after', () => {
+    const wider = join(dir, 'wider.yaml');
+    writeFileSync(wider, readFileSync(example, 'utf8').replace('10.20.0.0/16', '10.0.0.0/8'));
+    const text = run('policy', 'diff', example, '--', wider, '--workload', workload);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/SmartGroup payments-prod\s+2060\s+→\s+5900\s+\(wider\)/);
+    expect(text.stdout).toMatch(
+      new RegExp(`workload ${workload.replace(/\./g, '\\.')}\\s+2060\\s+→\\s+5900`),
+    );
+    const json = JSON.parse(run('policy', 'diff', example, '--', wider, '--json').stdout) as {
+      blastRadius: { before: { groups: { score: number }[] }; after: { groups: { score: number }[] } };
+    };
+    expect(json.blastRadius.before.groups[0]?.score).toBe(2060);
+    expect(json.blastRadius.after.groups[0]?.score).toBe(5900);
+  });
+});
+
 describe('bulkhead bundle build / verify', () => {
   let keys: string;
   let other: string;

@@ -93,6 +93,7 @@ describe.each(ENGINES)('control API on %s', (engine) => {
         '/v1/revisions/{n}/restore',
         '/v1/denies',
         '/v1/workloads',
+        '/v1/blast-radius',
         '/v1/keys',
         '/healthz',
         '/metrics',

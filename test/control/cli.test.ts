@@ -502,6 +502,51 @@ describe('bulkhead control CLI', () => {
     expect(both.code).toBe(2);
   });
 
+  it('scores the applied revision (blast-radius, GET /v1/blast-radius) and answers an apply with before → after', async () => {
+    const run = await runCli(['blast-radius', '--control', url, '--json'], { BULKHEAD_TOKEN: admin });
+    expect(run.code, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout) as {
+      revision: number;
+      truncated: boolean;
+      groups: { group: string; score: number; unbounded: boolean; mode: string; reason?: string }[];
+      workloads: { workload: string; groups: string[]; score: number }[];
+    };
+    expect(report.revision).toBe(1);
+    expect(report.truncated).toBe(false);
+    expect(report.groups.map((g) => [g.group, g.mode, g.unbounded, g.score])).toEqual([
+      ['ledger', 'observe', true, 1_000_000_000],
+      ['payments-prod', 'enforce', false, 1],
+    ]);
+    // The inventory: charge-card fetched a bundle in an earlier case.
+    expect(report.workloads).toContainEqual(
+      expect.objectContaining({
+        workload: 'cloud=aws,name=charge-card,tag.app=payments,tag.env=prod',
+        groups: ['payments-prod'],
+        score: 1,
+      }),
+    );
+    const table = await runCli(['blast-radius', '--control', url, '--workload', 'cloud=aws,name=ledger-1'], {
+      BULKHEAD_TOKEN: admin,
+    });
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(/^payments-prod\s+enforce\s+1\s/m);
+    expect(table.stdout).toMatch(/^cloud=aws,name=ledger-1\s+ledger\s+observe\s+unbounded\s.*observe mode/m);
+
+    const dryRun = await fetch(`${url}/v1/policy?dryRun=true`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/yaml' },
+      body: `${PAYMENTS_V2}---\n${LEDGER_GROUP}`,
+    });
+    expect(dryRun.status).toBe(200);
+    const answer = (await dryRun.json()) as {
+      blastRadius: { before: { groups: { group: string; score: number }[] }; after: typeof report };
+    };
+    const scores = (r: { groups: { group: string; score: number }[] }) =>
+      Object.fromEntries(r.groups.map((g) => [g.group, g.score]));
+    expect(scores(answer.blastRadius.before)).toEqual({ ledger: 1_000_000_000, 'payments-prod': 1 });
+    expect(scores(answer.blastRadius.after)).toEqual({ ledger: 1_000_000_000, 'payments-prod': 2 });
+  });
+
   it('stops cleanly on SIGTERM', async () => {
     server.kill('SIGTERM');
     const code = await new Promise((r) => server.once('exit', r));

@@ -21,6 +21,7 @@ const ROUTES: { method: string; path: string }[] = [
   { method: 'POST', path: '/v1/revisions/1/restore' },
   { method: 'GET', path: '/v1/denies' },
   { method: 'GET', path: '/v1/workloads' },
+  { method: 'GET', path: '/v1/blast-radius' },
   { method: 'GET', path: '/v1/keys' },
   { method: 'GET', path: '/healthz' },
   { method: 'GET', path: '/metrics' },
