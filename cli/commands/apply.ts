@@ -1,15 +1,25 @@
 // bulkhead apply FILES…: send the policy set to a control API (CI gate on the exit code).
-import type { PolicyDiff } from '../../policy/index.js';
+import type { PolicyDiff, WouldBreak } from '../../policy/index.js';
 import { clientOptions, controlClient, describeFailure } from '../client.js';
-import { type CliIO, type Command, EXIT_FAILURE, EXIT_OK, UsageError } from '../command.js';
+import {
+  type CliIO,
+  type Command,
+  EXIT_FAILURE,
+  EXIT_OK,
+  integerOption,
+  stringOption,
+  UsageError,
+} from '../command.js';
 import { formatDiff, readPolicySources } from './policy.js';
 
-const usage = `Usage: bulkhead apply FILES… --control URL --token T [--dry-run] [--json]
+const usage = `Usage: bulkhead apply FILES… --control URL --token T [--dry-run [--days N]] [--json]
 
 Sends every policy file (directories: their .yaml/.yml/.json files) as one policy set. The control API
 validates it (parser and guardrails), stores it as the next revision and answers with the diff per
 SmartGroup and the workloads affected; a SmartGroup the set removes is warned about on stderr.
---dry-run validates and diffs without storing. --json prints the API's answer as it is.
+--dry-run validates and diffs without storing, and lists what would break: the traffic recorded in
+observe mode over the last N days (--days, default 7) that the new set would block, per SmartGroup.
+--json prints the API's answer as it is.
 Exit 0 applied (or unchanged), 1 invalid policy or refused, 2 usage. Token also from BULKHEAD_TOKEN.`;
 
 interface BlastRadiusGroup {
@@ -29,6 +39,34 @@ export interface ApplyAnswer {
   affectedWorkloads: { count: number; workloads: { key: string }[] };
   /** Not every API version answers with it. */
   blastRadius?: { before?: { groups?: BlastRadiusGroup[] }; after?: { groups?: BlastRadiusGroup[] } };
+  /** Dry runs (not every API version answers with it). */
+  wouldBreak?: WouldBreak & { days: number; truncated: boolean };
+}
+
+const BREAKING_LISTED = 10;
+
+/** What a dry run would block of the traffic that went through when it was recorded (observe mode). */
+function wouldBreakLines(breaking: ApplyAnswer['wouldBreak']): string[] {
+  if (!breaking) return [];
+  const n = (value: number) => value.toLocaleString('en-US');
+  const window = `the last ${breaking.days} day${breaking.days === 1 ? '' : 's'}`;
+  if (breaking.breaking === 0)
+    return [
+      `would break: nothing — none of the ${n(breaking.records)} observe-mode record(s) of ${window} would be blocked`,
+    ];
+  const lines = [
+    `would break: ${n(breaking.breaking)} of the ${n(breaking.records)} observe-mode record(s) of ${window} would now be blocked${breaking.truncated ? ' (the newest records only)' : ''}`,
+  ];
+  for (const group of breaking.groups) {
+    lines.push(`  ${group.group}: ${n(group.requests)} request(s)`);
+    for (const d of group.destinations.slice(0, BREAKING_LISTED))
+      lines.push(`    ${d.destination}  ${n(d.requests)}× from ${d.workloads} workload(s)  (${d.rule})`);
+    if (group.destinations.length > BREAKING_LISTED)
+      lines.push(
+        `    … ${group.destinations.length - BREAKING_LISTED} more destinations (--json lists them)`,
+      );
+  }
+  return lines;
 }
 
 const AFFECTED_LISTED = 20;
@@ -63,6 +101,7 @@ export function printApplyAnswer(answer: ApplyAnswer, io: CliIO): void {
         `warning: SmartGroup ${group.group} ${answer.dryRun ? 'would be' : 'is'} removed: the policies that applied to its workloads no longer do`,
       );
   for (const line of blastRadiusLines(answer.blastRadius)) io.out(line);
+  for (const line of wouldBreakLines(answer.wouldBreak)) io.out(line);
   io.out(formatDiff(answer.diff));
   io.out(`workloads affected: ${answer.affectedWorkloads.count}`);
   for (const w of answer.affectedWorkloads.workloads.slice(0, AFFECTED_LISTED)) io.out(`  ${w.key}`);
@@ -75,14 +114,22 @@ export const applyCommand: Command = {
   summary: 'Apply policy files to a control API',
   usage,
   positionals: true,
-  options: { ...clientOptions, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } },
+  options: {
+    ...clientOptions,
+    'dry-run': { type: 'boolean' },
+    days: { type: 'string' },
+    json: { type: 'boolean' },
+  },
   async run(args, io) {
     if (args.positionals.length === 0) throw new UsageError('name at least one policy file or directory');
     const sources = readPolicySources(args.positionals);
     if (sources.length === 0) throw new UsageError('no .yaml/.yml/.json files found');
     const client = controlClient(args);
     const dryRun = args.values['dry-run'] === true;
-    const response = await client.request('PUT', `/v1/policy${dryRun ? '?dryRun=true' : ''}`, {
+    const days = integerOption(stringOption(args, 'days'), 'days', { min: 1, max: 90 });
+    if (days !== undefined && !dryRun) throw new UsageError('--days goes with --dry-run');
+    const query = dryRun ? `?dryRun=true${days !== undefined ? `&breakDays=${days}` : ''}` : '';
+    const response = await client.request('PUT', `/v1/policy${query}`, {
       body: JSON.stringify({ sources }),
       contentType: 'application/json',
     });

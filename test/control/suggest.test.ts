@@ -3,7 +3,7 @@
 // writes the whole set, `policy check` passes it, it is applied, and the same process run again is
 // allowed everything it did before — while anything it did not do is blocked.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http, { type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -194,6 +194,19 @@ describe('observe → suggest → enforce', () => {
         ?.requests,
     ).toBe(2);
     expect((await dryRun(text)).breaking).toBe(0);
+    const bareFile = join(dir, 'bare.yaml');
+    writeFileSync(bareFile, OBSERVE.replace('mode: observe', 'mode: enforce'));
+    const cliDryRun = await runCli(['apply', bareFile, '--dry-run', '--days', '1'], env);
+    expect(cliDryRun.code, cliDryRun.stderr).toBe(0);
+    expect(cliDryRun.stdout).toMatch(
+      /would break: \d+ of the \d+ observe-mode record\(s\) of the last 1 day would now be blocked/,
+    );
+    expect(cliDryRun.stdout).toContain(
+      `127.0.0.1:${api} POST /v1/charges/*  2× from 1 workload(s)  (default-deny)`,
+    );
+    const fine = await runCli(['apply', file, '--dry-run'], env);
+    expect(fine.stdout).toMatch(/would break: nothing/);
+    expect(fine.stdout).toMatch(/blast radius demo: unbounded → \d+/);
 
     const check = await runCli(['policy', 'check', file]);
     expect(check.code, check.stderr).toBe(0);
