@@ -628,6 +628,12 @@ async function suggestFromRecords(
   const check = await runCli(['policy', 'check', file], env);
   if (check.code !== 0) throw new Error(`bulkhead policy check refused the suggestion:\n${check.stderr}`);
   say(dim(`  $ bulkhead policy check ${basename(file)}  →  ${check.stdout.trim()}`));
+  // Before applying: what the change does to the blast radius, and what of the observed traffic it would block.
+  const dryRun = await runCli(['apply', file, '--dry-run'], env);
+  if (dryRun.code !== 0) throw new Error(`bulkhead apply --dry-run failed:\n${dryRun.stderr}`);
+  say(dim(`  $ bulkhead apply ${basename(file)} --dry-run`));
+  for (const line of dryRun.stdout.split('\n'))
+    if (line.startsWith('blast radius') || line.startsWith('would break')) say(`  ${bold(line)}`);
   return file;
 }
 

@@ -72,6 +72,10 @@ describe('npm run demo', () => {
       /warning: not suggested: exfil\.attacker\.test:\d+ \(\d+×\): denied by the rule payments-egress\/deny\[0\]/,
     );
     expect(suggest).toMatch(/policy check payments-enforce\.yaml +→ +ok: 1 SmartGroup/);
+    // Before the apply: the blast radius goes from unbounded (observe) to what the rules name, and
+    // none of the observed traffic would be blocked.
+    expect(suggest).toMatch(/blast radius payments: unbounded → \d+\n/);
+    expect(suggest).toMatch(/would break: nothing — none of the \d+ observe-mode record\(s\)/);
     expect(suggest).toMatch(/Enforce — the suggestion applied in enforce mode → revision 2/);
     if (python)
       expect(suggest).toMatch(
