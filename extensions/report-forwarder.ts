@@ -101,7 +101,7 @@ export class ReportForwarder {
       const chunk = this.readChunk();
       if (!chunk || (chunk.records.length === 0 && chunk.consumed === 0)) return result;
       result.malformed += chunk.malformed;
-      if (chunk.records.length > 0) {
+      if (chunk.records.length > 0 || chunk.hits.length > 0) {
         if (!this.reportsUrl) {
           result.pending = true;
           result.error = 'no control API configured; records stay in the spool';
@@ -112,7 +112,7 @@ export class ReportForwarder {
           result.pending = true;
           return result;
         }
-        const answer = await this.post(chunk.records, Math.min(remaining, 5_000));
+        const answer = await this.post(chunk.records, chunk.hits, Math.min(remaining, 5_000));
         if (!answer.ok) {
           result.pending = true;
           result.error = answer.message;
@@ -142,7 +142,15 @@ export class ReportForwarder {
 
   /** Reads whole lines from the cursor; numbers the records; leaves a partial last line. */
   private readChunk():
-    | { records: DenyRecord[]; consumed: number; malformed: number; more: boolean; inode: number }
+    | {
+        records: DenyRecord[];
+        /** Rule hit counts (`{"hits": …}` lines, contract §3): sent in the batch's `hits`, not numbered. */
+        hits: unknown[];
+        consumed: number;
+        malformed: number;
+        more: boolean;
+        inode: number;
+      }
     | undefined {
     const file = spoolPath(this.options.stateDir);
     let info: ReturnType<typeof statSync>;
@@ -168,21 +176,27 @@ export class ReportForwarder {
     }
     const batchSize = this.options.batchSize ?? DEFAULT_BATCH;
     const records: DenyRecord[] = [];
+    const hits: unknown[] = [];
     let consumed = 0;
     let malformed = 0;
     let start = 0;
-    while (records.length < batchSize) {
+    while (records.length < batchSize && hits.length < MAX_HITS_PER_BATCH) {
       const newline = buffer.indexOf(10, start);
       if (newline === -1 || newline >= read) break;
       const line = buffer.toString('utf8', start, newline).trim();
       start = newline + 1;
       consumed = start;
       if (line === '') continue;
-      const record = parseRecord(line);
-      if (!record) {
+      const parsed = parseLine(line);
+      if (!parsed) {
         malformed++;
         continue;
       }
+      if ('hits' in parsed) {
+        hits.push(parsed.hits);
+        continue;
+      }
+      const record = parsed.record;
       records.push({
         ...record,
         sandboxId: this.cursor.sandboxId,
@@ -196,15 +210,15 @@ export class ReportForwarder {
       malformed++;
     }
     const more = this.cursor.offset + consumed < info.size && consumed > 0;
-    return { records, consumed, malformed, more, inode: info.ino };
+    return { records, hits, consumed, malformed, more, inode: info.ino };
   }
 
-  private post(records: DenyRecord[], timeoutMs: number): Promise<PostAnswer> {
+  private post(records: DenyRecord[], hits: unknown[], timeoutMs: number): Promise<PostAnswer> {
     const url = this.reportsUrl;
     const transport = this.transport;
     if (!url || !transport)
       return Promise.resolve({ ok: false, permanent: false, message: 'no control API' });
-    const body = JSON.stringify({ records });
+    const body = JSON.stringify(hits.length > 0 ? { records, hits } : { records });
     return new Promise((resolve) => {
       let settled = false;
       const finish = (value: PostAnswer) => {
@@ -285,13 +299,19 @@ type PostAnswer =
   | { ok: true; duplicate: number; rejected: number; firstReason: string | undefined }
   | { ok: false; permanent: boolean; message: string };
 
-function parseRecord(line: string): DenyRecord | undefined {
+/** The control API's bound on hit counts per batch (contract §4). */
+const MAX_HITS_PER_BATCH = 100;
+
+/** A spool line: a deny record (it has an `id`), a rule hit count (`{"hits": …}`), or neither. */
+function parseLine(line: string): { record: DenyRecord } | { hits: unknown } | undefined {
   try {
     const value: unknown = JSON.parse(line);
     if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-    const record = value as Partial<DenyRecord>;
-    if (typeof record.id !== 'string' || record.id === '') return undefined;
-    return record as DenyRecord;
+    const record = value as Partial<DenyRecord> & { hits?: unknown };
+    if (typeof record.id === 'string' && record.id !== '') return { record: record as DenyRecord };
+    if (typeof record.hits === 'object' && record.hits !== null && !Array.isArray(record.hits))
+      return { hits: record.hits };
+    return undefined;
   } catch {
     return undefined;
   }

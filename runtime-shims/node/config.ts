@@ -46,6 +46,11 @@ export interface ShimConfig {
    * file and no extension is configured but BULKHEAD_CONTROL_URL and BULKHEAD_TOKEN are.
    */
   control: ControlConfig | undefined;
+  /**
+   * Longest a rule hit count waits for records to ride with before it is sent alone
+   * (`BULKHEAD_HITS_INTERVAL_MS`, default 60 000; contract §3).
+   */
+  hitsIntervalMs: number;
 }
 
 export interface ControlConfig {
@@ -64,6 +69,7 @@ export interface ControlConfig {
 
 const DEFAULT_EXTENSION_WAIT_MS = 3_000;
 const MAX_WAIT_MS = 10_000;
+const DEFAULT_HITS_INTERVAL_MS = 60_000;
 const DEFAULT_EXIT_FLUSH_MS = 1_000;
 
 /** A bounded number of milliseconds from the environment, or the default (with a problem line). */
@@ -143,6 +149,7 @@ const PROPAGATED = [
   'BULKHEAD_SPOOL',
   'BULKHEAD_CONTROL_WAIT_MS',
   'BULKHEAD_EXIT_FLUSH_MS',
+  'BULKHEAD_HITS_INTERVAL_MS',
   'BULKHEAD_EXTENSION_STATUS',
   'BULKHEAD_EXTENSION_WAIT_MS',
   'BULKHEAD_TAGS',
@@ -249,7 +256,18 @@ export function readConfig(env: Readonly<Record<string, string | undefined>>): S
     DEFAULT_EXTENSION_WAIT_MS,
     problems,
   );
+  const hitsText = env.BULKHEAD_HITS_INTERVAL_MS?.trim();
+  let hitsIntervalMs = DEFAULT_HITS_INTERVAL_MS;
+  if (hitsText) {
+    const value = Number(hitsText);
+    if (Number.isInteger(value) && value >= 10 && value <= 3_600_000) hitsIntervalMs = value;
+    else
+      problems.push(
+        `BULKHEAD_HITS_INTERVAL_MS must be an integer from 10 to 3600000; using ${DEFAULT_HITS_INTERVAL_MS}`,
+      );
+  }
   return {
+    hitsIntervalMs,
     runtimeDir,
     extensionStatus,
     extensionWaitMs,

@@ -20,6 +20,7 @@ import type {
 import { BundleHolder, type ReloadResult } from './bundle-holder.js';
 import { type Endpoint, type FailMode, hostKey, readConfig, type ShimConfig } from './config.js';
 import { prototypePolluted } from './harden.js';
+import { HitCounter } from './hits.js';
 import type { HookPort } from './hook-port.js';
 import { ControlSink } from './link/control-sink.js';
 import { captureOrigin, originFromStack } from './origin.js';
@@ -134,6 +135,8 @@ export class ShimCore implements ShimInstance, HookPort {
   readonly registerPath: string | undefined;
   readonly isOwnFile: (file: string) => boolean;
   readonly queue: RecordQueue;
+  /** Allow decisions per rule (contract §3, rule hit counts), handed over by the queue. */
+  readonly hits: HitCounter;
   /** Hook name → installed; filled by the installers, checked by `coverage()`. */
   readonly hooks: Record<string, boolean> = {};
   /** Checks that a hook is still the one in force (run by `coverage()`). */
@@ -208,7 +211,22 @@ export class ShimCore implements ShimInstance, HookPort {
       log: (line) => this.log(line),
       // Straight to the control API: number the records so it can count the ones that never arrive.
       numberRecords: report?.kind === 'http',
+      hitsIntervalMs: this.config.hitsIntervalMs,
     });
+    this.hits = new HitCounter(
+      () => this.config.workload,
+      () => this.queue.hitsPending(),
+    );
+    this.queue.attachHits(this.hits);
+  }
+
+  /** Counts an allow decision for its rule (the fail mode's and exemptions are no rule's). */
+  #counted(decision: Decision): Decision {
+    if (decision.decision === 'allow' && decision !== EXEMPT) {
+      const revision = this.#bundle.revision;
+      if (revision >= 0) this.hits.count(decision.rule, revision);
+    }
+    return decision;
   }
 
   #addExempt(endpoint: Endpoint): void {
@@ -338,6 +356,16 @@ export class ShimCore implements ShimInstance, HookPort {
     claimedHost: unknown,
     sni: unknown,
   ): Decision {
+    return this.#counted(this.#decideConnect(address, port, protocol, claimedHost, sni));
+  }
+
+  #decideConnect(
+    address: string,
+    port: number,
+    protocol: Protocol,
+    claimedHost: unknown,
+    sni: unknown,
+  ): Decision {
     this.ensureLoaded();
     // First, before any Map, Set or string method of ours runs: a replaced builtin could answer
     // for the exemption tables below as well as for the engine.
@@ -397,7 +425,7 @@ export class ShimCore implements ShimInstance, HookPort {
       this.isExempt(hostKey(request.host), request.port)
     )
       return EXEMPT;
-    return this.decider.decide(request);
+    return this.#counted(this.decider.decide(request));
   }
 
   /**
@@ -425,7 +453,7 @@ export class ShimCore implements ShimInstance, HookPort {
     if (prototypePolluted()) return this.#polluted();
     const name = host.toLowerCase().replace(/\.$/, '');
     if (this.#exemptNames.has(name)) return EXEMPT;
-    return this.decider.decideName(name);
+    return this.#counted(this.decider.decideName(name));
   }
 
   /** The Node binary's real path, to recognise `node` however a child is spawned. */
@@ -540,21 +568,21 @@ export class ShimCore implements ShimInstance, HookPort {
   decideExec(file: string): Decision {
     this.ensureLoaded();
     if (prototypePolluted()) return this.#polluted();
-    return this.decider.decideExec(file);
+    return this.#counted(this.decider.decideExec(file));
   }
 
   /** A Unix-domain socket connect: the address as `socketAddressText` wrote it. */
   decideUnix(socket: string): Decision {
     this.ensureLoaded();
     if (prototypePolluted()) return this.#polluted();
-    return this.decider.decideUnix(socket);
+    return this.#counted(this.decider.decideUnix(socket));
   }
 
   /** process.dlopen: may this addon load? */
   decideAddon(path: string): Decision {
     this.ensureLoaded();
     if (prototypePolluted()) return this.#polluted();
-    return this.decider.decideAddon(path);
+    return this.#counted(this.decider.decideAddon(path));
   }
 
   status(): ShimStatus {

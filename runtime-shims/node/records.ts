@@ -5,15 +5,19 @@
 import { randomUUID } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync, writeSync } from 'node:fs';
 import type { DenyRecord } from '../../policy/types.js';
+import type { HitCount, HitCounter } from './hits.js';
 import { callOriginal } from './hooks/lock.js';
 import { patternOf, patternText } from './pattern.js';
 
 export interface Sink {
   readonly description: string;
-  /** Deliver a batch; reject when it did not reach the destination (the queue retries). */
-  deliver(records: readonly DenyRecord[]): Promise<void>;
+  /**
+   * Deliver a batch; reject when it did not reach the destination (the queue retries the records).
+   * `hits`: rule hit counts riding along (contract §3); statistics, not retried.
+   */
+  deliver(records: readonly DenyRecord[], hits?: readonly HitCount[]): Promise<void>;
   /** Synchronous delivery, for process exit (sinks that can: the spool file). */
-  deliverSync?(records: readonly DenyRecord[]): void;
+  deliverSync?(records: readonly DenyRecord[], hits?: readonly HitCount[]): void;
 }
 
 /** Contract §3: NDJSON, one `write` per line on an O_APPEND descriptor, file mode 0600. */
@@ -23,21 +27,24 @@ export class SpoolSink implements Sink {
   constructor(readonly path: string) {
     this.description = `spool ${path}`;
   }
-  async deliver(records: readonly DenyRecord[]): Promise<void> {
-    this.deliverSync(records);
+  async deliver(records: readonly DenyRecord[], hits?: readonly HitCount[]): Promise<void> {
+    this.deliverSync(records, hits);
   }
-  deliverSync(records: readonly DenyRecord[]): void {
+  deliverSync(records: readonly DenyRecord[], hits: readonly HitCount[] = []): void {
     if (this.#fd === undefined)
       this.#fd = openSync(
         this.path,
         fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT,
         0o600,
       );
-    for (const record of records) {
-      const line = Buffer.from(`${JSON.stringify(record)}\n`, 'utf8');
-      const written = writeSync(this.#fd, line, 0, line.length);
-      if (written !== line.length) throw new Error(`short write to ${this.path}`);
-    }
+    for (const record of records) this.#writeLine(this.#fd, JSON.stringify(record));
+    // A hit count is a line of its own, `{"hits": …}`: the extension tells it from a record by that key.
+    for (const count of hits) this.#writeLine(this.#fd, JSON.stringify({ hits: count }));
+  }
+  #writeLine(fd: number, text: string): void {
+    const line = Buffer.from(`${text}\n`, 'utf8');
+    const written = writeSync(fd, line, 0, line.length);
+    if (written !== line.length) throw new Error(`short write to ${this.path}`);
   }
   close(): void {
     if (this.#fd !== undefined) closeSync(this.#fd);
@@ -57,10 +64,11 @@ export class HttpSink implements Sink {
   ) {
     this.description = `POST ${url.origin}${url.pathname}`;
   }
-  async deliver(records: readonly DenyRecord[]): Promise<void> {
+  async deliver(records: readonly DenyRecord[], hits?: readonly HitCount[]): Promise<void> {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
-    const status = await this.post(this.url, JSON.stringify({ records }), headers);
+    const body = hits && hits.length > 0 ? { records, hits } : { records };
+    const status = await this.post(this.url, JSON.stringify(body), headers);
     if (status < 200 || status > 299)
       throw new DeliveryError(`${this.description} answered ${status}`, isPermanentRejection(status));
   }
@@ -106,6 +114,8 @@ export interface QueueOptions {
    * A record dropped here still uses its number, so the gap shows at the API.
    */
   numberRecords?: boolean;
+  /** Longest a rule hit count waits when no record goes out (the heartbeat), ms. Default 60 s. */
+  hitsIntervalMs?: number;
   log: (line: string) => void;
 }
 
@@ -186,6 +196,8 @@ export class RecordQueue {
   readonly #maxAggregates: number;
   readonly #maxTracked: number;
   readonly #hotMs: number;
+  #hits: HitCounter | undefined;
+  #hitsTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private sink: Sink | undefined,
@@ -199,6 +211,25 @@ export class RecordQueue {
     this.#maxAggregates = options.maxAggregates ?? 256;
     this.#maxTracked = options.maxDistinctTracked ?? 50_000;
     this.#hotMs = options.hotMs ?? 5000;
+  }
+
+  /** The rule hit counter whose counts ride along with the records (contract §3). */
+  attachHits(hits: HitCounter): void {
+    this.#hits = hits;
+  }
+
+  /** A count started since the last hand-over: hand it over within the heartbeat interval at the latest. */
+  hitsPending(): void {
+    if (this.#hitsTimer || !this.sink) return;
+    this.#hitsTimer = setTimeout(() => {
+      this.#hitsTimer = undefined;
+      void this.flush();
+    }, this.options.hitsIntervalMs ?? 60_000);
+    this.#hitsTimer.unref?.();
+  }
+
+  #takeHits(): HitCount[] {
+    return this.#hits?.pending ? this.#hits.take() : [];
   }
 
   get dropped(): number {
@@ -460,12 +491,16 @@ export class RecordQueue {
     if (sink) {
       // Aggregates go after the records queued before them; a flood that goes on opens new windows.
       this.#closeAggregates(Date.now());
+      // Hit counts go with the first batch (or alone); a batch that fails loses them (statistics).
+      let hits = this.#takeHits();
       while (this.#pending.length > 0) {
         const batch = this.#pending.slice(0, this.#maxBatch);
         // Records in flight are not aggregated into any more: a repeat starts a new record.
         for (const p of batch) callOriginal(mapDelete, this.#byKey, [p.key]);
         try {
-          await sink.deliver(batch.map(RecordQueue.#out));
+          const riding = hits;
+          hits = [];
+          await sink.deliver(batch.map(RecordQueue.#out), riding);
           this.#pending.splice(0, batch.length);
           delivered += batch.length;
           this.#delivered += batch.length;
@@ -491,6 +526,13 @@ export class RecordQueue {
           break;
         }
       }
+      if (hits.length > 0) {
+        try {
+          await sink.deliver([], hits);
+        } catch (error) {
+          this.#lastError = error instanceof Error ? error.message : String(error);
+        }
+      }
     }
     return { delivered, pending: this.queued, dropped: this.#dropped };
   }
@@ -513,9 +555,10 @@ export class RecordQueue {
     const sink = this.sink;
     if (!sink?.deliverSync) return;
     this.#closeAggregates(Date.now());
-    if (this.#pending.length === 0) return;
+    const hits = this.#takeHits();
+    if (this.#pending.length === 0 && hits.length === 0) return;
     try {
-      sink.deliverSync(this.#pending.map(RecordQueue.#out));
+      sink.deliverSync(this.#pending.map(RecordQueue.#out), hits);
       this.#delivered += this.#pending.length;
       this.#pending = [];
       callOriginal(mapClear, this.#byKey, []);

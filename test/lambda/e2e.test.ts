@@ -131,7 +131,10 @@ describe('shutdown', () => {
     const body = result.json<NetResult>();
     expect(body.many?.every((o) => o.outcome === 'denied')).toBe(true);
     const spooled = readFileSync(join(emulator.stateDir, 'spool.ndjson'), 'utf8').split('\n').filter(Boolean);
-    const ids = new Set(spooled.map((line) => (JSON.parse(line) as { id: string }).id));
+    // Deny records only: the spool also carries the shim's rule hit counts (`{"hits": …}` lines).
+    const ids = new Set(
+      spooled.map((line) => JSON.parse(line) as { id?: string }).flatMap((r) => (r.id ? [r.id] : [])),
+    );
     expect(ids.size).toBeGreaterThan(0);
     const shutdown = await emulator.shutdown();
     expect(shutdown.extensions[0]).toMatchObject({ name: 'bulkhead', exitedInTime: true, exit: { code: 0 } });

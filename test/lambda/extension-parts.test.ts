@@ -48,6 +48,7 @@ class ReportSink {
   url = '';
   stored = new Map<string, DenyRecord>();
   received: DenyRecord[] = [];
+  hits: unknown[] = [];
   status = 202;
   authorizations: string[] = [];
 
@@ -64,7 +65,8 @@ class ReportSink {
           res.writeHead(this.status).end('{}');
           return;
         }
-        const { records } = JSON.parse(text) as { records: DenyRecord[] };
+        const { records, hits } = JSON.parse(text) as { records: DenyRecord[]; hits?: unknown[] };
+        if (hits) this.hits.push(...hits);
         let duplicate = 0;
         for (const r of records) {
           this.received.push(r);
@@ -92,6 +94,7 @@ describe('report forwarder', () => {
   afterEach(() => {
     sink.stored.clear();
     sink.received = [];
+    sink.hits = [];
     sink.status = 202;
   });
 
@@ -122,6 +125,31 @@ describe('report forwarder', () => {
     await f.forward(Date.now() + 5_000);
     expect(sink.received.at(-1)).toMatchObject({ id: record(3).id, seq: 3 });
     expect(readCursor(dir)).toMatchObject({ offset: statSync(spool).size, nextSeq: 4 });
+  });
+
+  it("sends the spool's rule hit counts in hits, neither numbered nor malformed (contract §3)", async () => {
+    const dir = tempDir();
+    const count = {
+      workload: { name: 'fn' },
+      revision: 3,
+      since: 't0',
+      until: 't1',
+      rules: { 'p/allow[0]': 5 },
+    };
+    appendFileSync(
+      spoolPath(dir),
+      `${JSON.stringify(record(1))}\n${JSON.stringify({ hits: count })}\n${JSON.stringify(record(2))}\n`,
+    );
+    const f = forwarder(dir);
+    const result = await f.forward(Date.now() + 5_000);
+    expect(result).toMatchObject({ sent: 2, malformed: 0, pending: false });
+    expect(sink.received.map((r) => r.seq)).toEqual([1, 2]);
+    expect(sink.hits).toEqual([count]);
+    // Hit counts alone make a batch too.
+    appendFileSync(spoolPath(dir), `${JSON.stringify({ hits: { ...count, revision: 4 } })}\n`);
+    await f.forward(Date.now() + 5_000);
+    expect(sink.hits.map((h) => (h as { revision: number }).revision)).toEqual([3, 4]);
+    expect(readCursor(dir)).toMatchObject({ offset: statSync(spoolPath(dir)).size, nextSeq: 3 });
   });
 
   it('keeps records when the control API fails and resends them with the same ids and seqs', async () => {

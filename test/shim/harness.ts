@@ -271,8 +271,13 @@ export async function probe(
   return { results, shim: run.json.shim as Record<string, unknown> | undefined, stderr: run.stderr };
 }
 
-/** Deny records written to the fixture's spool file. */
+/** Deny records written to the fixture's spool file (its rule hit count lines left out: contract §3). */
 export function spoolRecords(fixture: Fixture): Record<string, unknown>[] {
+  return spoolLines(fixture).filter((line) => !('hits' in line));
+}
+
+/** Every line of the fixture's spool file: deny records and `{"hits": …}` lines. */
+export function spoolLines(fixture: Fixture): Record<string, unknown>[] {
   let text = '';
   try {
     text = readFileSync(join(fixture.dir, 'spool.ndjson'), 'utf8');

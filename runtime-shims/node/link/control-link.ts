@@ -1,8 +1,10 @@
 // The main thread's side of the control link (link-thread.ts): starts the thread, waits (bounded,
 // synchronously) for its first answer when a decision needs the bundle, hands bundles to the core,
 // and delivers deny records through it at exit, when the main thread can no longer do I/O itself.
+
 import * as workerThreads from 'node:worker_threads';
 import type { DenyRecord } from '../../../policy/types.js';
+import type { HitCount } from '../hits.js';
 import { type LinkData, SLOT_DELIVERED, SLOT_FIRST_ANSWER, STATE_SLOTS, type ToMain } from './protocol.js';
 
 // Captured at load, before the worker hook replaces the class (the link runs without the preload).
@@ -91,11 +93,11 @@ export class ControlLink {
    * At exit: have the thread POST these records, waiting at most `ms`. True when the control API took
    * them; false (nothing known) on a timeout, a refusal or a link that is gone.
    */
-  deliverSync(records: readonly DenyRecord[], ms: number): boolean {
+  deliverSync(records: readonly DenyRecord[], ms: number, hits: readonly HitCount[] = []): boolean {
     if (!this.#alive) return false;
     const id = ++this.#deliveries;
     try {
-      this.#port.postMessage({ type: 'deliver', id, records });
+      this.#port.postMessage({ type: 'deliver', id, records, hits });
     } catch {
       return false;
     }

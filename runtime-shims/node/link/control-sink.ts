@@ -5,6 +5,7 @@
 import { lstatSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { DenyRecord } from '../../../policy/types.js';
+import type { HitCount } from '../hits.js';
 import { type HttpSink, type Sink, SpoolSink } from '../records.js';
 import type { ControlLink } from './control-link.js';
 
@@ -24,14 +25,16 @@ export class ControlSink implements Sink {
     this.description = `${options.http.description} (spool ${options.spool} at exit)`;
   }
 
-  deliver(records: readonly DenyRecord[]): Promise<void> {
-    return this.options.http.deliver(records);
+  deliver(records: readonly DenyRecord[], hits?: readonly HitCount[]): Promise<void> {
+    return this.options.http.deliver(records, hits);
   }
 
-  deliverSync(records: readonly DenyRecord[]): void {
+  deliverSync(records: readonly DenyRecord[], hits?: readonly HitCount[]): void {
     const { spool, exitFlushMs, log } = this.options;
     const link = this.options.link();
-    if (link?.deliverSync(records, exitFlushMs)) return;
+    if (link?.deliverSync(records, exitFlushMs, hits)) return;
+    // Hit counts are not spooled here (statistics; the next process replays records only).
+    if (records.length === 0) return;
     try {
       this.#prepareFolder();
       const sink = new SpoolSink(spool);

@@ -6,6 +6,7 @@
 // first one can wait (bounded) for the first answer only if someone else is fetching it.
 // It runs without the shim's hooks (a worker is its own JavaScript world, started without the
 // preload): it talks to the control API only, which is exempt by construction anyway.
+
 import { appendFileSync, readdirSync, readFileSync, renameSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { type MessagePort, workerData } from 'node:worker_threads';
@@ -14,6 +15,7 @@ import type { DenyRecord } from '../../../policy/types.js';
 import { createBundleClient } from '../client/bundle-client.js';
 import { postJson } from '../client/post-json.js';
 import { keysDiscoverable, listSigningKeys } from '../client/signing-keys.js';
+import type { HitCount } from '../hits.js';
 import { DeliveryError, HttpSink } from '../records.js';
 import { type LinkData, SLOT_DELIVERED, SLOT_FIRST_ANSWER, type ToLink, type ToMain } from './protocol.js';
 
@@ -107,11 +109,12 @@ async function fetchBundles(): Promise<void> {
 }
 
 /** POST records in batches; true when every batch was taken (or refused for good: counted in the log). */
-async function post(records: readonly DenyRecord[]): Promise<boolean> {
-  for (let i = 0; i < records.length; i += BATCH) {
+async function post(records: readonly DenyRecord[], hits: readonly HitCount[] = []): Promise<boolean> {
+  // Hit counts (statistics) ride with the first batch, or go alone.
+  for (let i = 0; i < records.length || (i === 0 && hits.length > 0); i += BATCH) {
     const batch = records.slice(i, i + BATCH);
     try {
-      await reports.deliver(batch);
+      await reports.deliver(batch, i === 0 ? hits : undefined);
     } catch (error) {
       if (!(error instanceof DeliveryError && error.permanent)) return false;
       log(`${error.message}: ${batch.length} deny records dropped`);
@@ -195,7 +198,7 @@ port.on('message', (message: ToLink) => {
     return;
   }
   if (message?.type !== 'deliver') return;
-  void post(message.records).then((ok) => {
+  void post(message.records, message.hits).then((ok) => {
     Atomics.store(state, SLOT_DELIVERED, ok ? message.id : -message.id);
     Atomics.notify(state, SLOT_DELIVERED);
   });

@@ -1,6 +1,8 @@
 // What the preload's control link thread and the process's main thread say to each other. Types and
 // slot numbers only: both sides import this file, and neither pulls in the other's code.
+
 import type { DenyRecord, WorkloadIdentity } from '../../../policy/types.js';
+import type { HitCount } from '../hits.js';
 
 /** What the thread is started with (`workerData`; `port` and `state` are shared with the main thread). */
 export interface LinkData {
@@ -40,6 +42,6 @@ export type ToMain =
   | { type: 'log'; line: string };
 
 export type ToLink =
-  | { type: 'deliver'; id: number; records: DenyRecord[] }
+  | { type: 'deliver'; id: number; records: DenyRecord[]; hits?: HitCount[] }
   /** A platform wrapper fetches bundles itself from now on: stop fetching, keep delivering records. */
   | { type: 'stop-fetching' };
