@@ -224,7 +224,7 @@ export class ShimCore implements ShimInstance, HookPort {
   #counted(decision: Decision): Decision {
     if (decision.decision === 'allow' && decision !== EXEMPT) {
       const revision = this.#bundle.revision;
-      if (revision >= 0) this.hits.count(decision.rule, revision);
+      if (revision >= 0) this.hits.count(decision, revision);
     }
     return decision;
   }

@@ -2,10 +2,11 @@
 // revision that made it — a counter, no record — and handed over with the records (records.ts) or
 // by a heartbeat. `bulkhead policy unused` reads them at the control API.
 //
-// Cost on the hot path: one comparison of the revision and one property increment on an object
-// with no prototype (nothing a program could have replaced on Object.prototype or Map.prototype is
-// involved). Measured by test/bench/shim-decide.bench.ts ("hit counting").
-import type { WorkloadIdentity } from '../../policy/types.js';
+// Cost on the hot path: one comparison of the revision, one Map lookup by the decision object (the
+// engine hands out one frozen Decision per rule and revision, so identity hashing, no string hashing)
+// and one increment. Map.prototype.get/set are watched builtins: a decision is refused before it
+// gets here when one was replaced (harden.ts). Measured by test/bench/shim-decide.bench.ts.
+import type { Decision, WorkloadIdentity } from '../../policy/types.js';
 
 /** What a shim hands over: the allow decisions of one revision's rules over a window. */
 export interface HitCount {
@@ -20,7 +21,8 @@ export interface HitCount {
 const MAX_CLOSED = 16;
 
 export class HitCounter {
-  #counts: Record<string, number> = Object.create(null) as Record<string, number>;
+  /** Per decision object: its rule and a count cell (incremented in place: one lookup per decision). */
+  #counts = new Map<Decision, { rule: string; n: number }>();
   #any = false;
   #revision = -1;
   #sinceMs = 0;
@@ -32,8 +34,8 @@ export class HitCounter {
     private readonly onCounting: () => void,
   ) {}
 
-  /** One allow decision of `rule` under `revision` (≥ 0: decisions of the fail mode are not a rule's). */
-  count(rule: string, revision: number): void {
+  /** One allow decision under `revision` (≥ 0: decisions of the fail mode are not a rule's). */
+  count(decision: Decision, revision: number): void {
     if (revision !== this.#revision) this.#switchTo(revision);
     if (!this.#any) {
       this.#any = true;
@@ -41,8 +43,9 @@ export class HitCounter {
       // Only the first count since the last hand-over (closed counts of a revision wait with it).
       if (this.#closed.length === 0) this.onCounting();
     }
-    const counts = this.#counts;
-    counts[rule] = (counts[rule] ?? 0) + 1;
+    const cell = this.#counts.get(decision);
+    if (cell !== undefined) cell.n++;
+    else this.#counts.set(decision, { rule: decision.rule, n: 1 });
   }
 
   get pending(): boolean {
@@ -67,6 +70,13 @@ export class HitCounter {
     this.#revision = revision;
   }
 
+  /** The counts summed per rule id (several decision objects may carry one rule: by name, by address). */
+  #byRule(): Record<string, number> {
+    const rules = Object.create(null) as Record<string, number>;
+    for (const { rule, n } of this.#counts.values()) rules[rule] = (rules[rule] ?? 0) + n;
+    return { ...rules };
+  }
+
   #close(): HitCount | undefined {
     if (!this.#any) return undefined;
     const count: HitCount = {
@@ -74,9 +84,9 @@ export class HitCounter {
       revision: this.#revision,
       since: new Date(this.#sinceMs).toISOString(),
       until: new Date().toISOString(),
-      rules: { ...this.#counts },
+      rules: this.#byRule(),
     };
-    this.#counts = Object.create(null) as Record<string, number>;
+    this.#counts = new Map();
     this.#any = false;
     return count;
   }

@@ -77,6 +77,43 @@ for (let i = 0; i < CHECKS; i++) if (prototypePolluted()) seen++;
 const checkNs = Number(process.hrtime.bigint() - checkStart) / CHECKS;
 if (seen !== 0) throw new Error('the watch saw a replaced builtin in a clean process');
 
+// Rule hit counting (contract §3): every allow decision is counted per rule. Side by side in
+// alternating rounds, cache-hit decisions with the counter as shipped and with its count() a no-op.
+const counting = core.hits.count;
+const noCount = () => undefined;
+const hitRound = () => {
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < DESTINATIONS; i++)
+    core.decideConnect(ips[i] as string, 443, 'tcp', names[i], undefined);
+  return Number(process.hrtime.bigint() - start) / DESTINATIONS;
+};
+const withCounting: number[] = [];
+const withoutCounting: number[] = [];
+core.hits.take();
+for (let r = 0; r < 10; r++) {
+  core.hits.count = noCount;
+  withoutCounting.push(hitRound());
+  core.hits.count = counting;
+  withCounting.push(hitRound());
+}
+const median = (values: number[]) =>
+  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
+const counted = core.hits
+  .take()
+  .reduce((sum, h) => sum + Object.values(h.rules).reduce((a, b) => a + b, 0), 0);
+if (counted !== 10 * allowedHits(DESTINATIONS))
+  throw new Error(`hit counting lost decisions: ${counted} counted, ${10 * allowedHits(DESTINATIONS)} made`);
+
+/** Allowed decisions among one round of cache-hit connects (the bundle allows the bound names). */
+function allowedHits(n: number): number {
+  let count = 0;
+  core.hits.count = noCount;
+  for (let i = 0; i < n; i++)
+    if (core.decideConnect(ips[i] as string, 443, 'tcp', names[i], undefined).decision === 'allow') count++;
+  core.hits.count = counting;
+  return count;
+}
+
 console.log(
   `shim decision per new connection, ${RULES}-rule bundle (${(envelope.length / 1024).toFixed(0)} KB)`,
 );
@@ -88,5 +125,8 @@ console.log(`  later connections (cache hit):                            ${(hitN
 console.log(`  unknown address, default deny (deny path, record included): ${(denyNs / 1000).toFixed(2)} µs`);
 console.log(
   `  builtin watch (${WATCHED.length} prototype methods + species), per decision: ${checkNs.toFixed(0)} ns; cache-hit decision ${(hitBeforeHarden / 1000).toFixed(2)} µs unwatched → ${(hitHardenedNs / 1000).toFixed(2)} µs watched (${(hitHardenedNs / hitBeforeHarden).toFixed(2)}×)`,
+);
+console.log(
+  `  rule hit counting, cache-hit decision (median of 10 alternating rounds): ${(median(withoutCounting) / 1000).toFixed(2)} µs without → ${(median(withCounting) / 1000).toFixed(2)} µs with (${(median(withCounting) / median(withoutCounting)).toFixed(2)}×); ${counted} allow decisions counted, none lost`,
 );
 fx.cleanup();

@@ -10,10 +10,22 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningControlServer, startControlServer } from '../../control/server.js';
 import { openSqliteStore } from '../../control/store/sqlite.js';
 import { generateKeyPair } from '../../policy/keys.js';
+import type { Decision } from '../../policy/types.js';
 import { HitCounter } from '../../runtime-shims/node/hits.js';
 import { RecordQueue, SpoolSink } from '../../runtime-shims/node/records.js';
 import { applyPolicy, runCli } from '../control/clients.js';
 import { policyYaml, REGISTER_CJS, WORKLOAD } from './harness.js';
+
+/** One frozen decision per rule, as the engine hands them out. */
+const decisions = new Map<string, Decision>();
+function allow(rule: string): Decision {
+  let decision = decisions.get(rule);
+  if (!decision) {
+    decision = Object.freeze({ decision: 'allow', mode: 'enforce', blocked: false, rule });
+    decisions.set(rule, decision);
+  }
+  return decision;
+}
 
 describe('HitCounter', () => {
   it('counts per rule under the revision that decided; a new revision closes the old counts', () => {
@@ -23,9 +35,9 @@ describe('HitCounter', () => {
       () => started++,
     );
     expect(counter.pending).toBe(false);
-    for (let i = 0; i < 3; i++) counter.count('p/allow[0]', 1);
-    counter.count('p/allow[1]', 1);
-    counter.count('p/allow[0]', 2);
+    for (let i = 0; i < 3; i++) counter.count(allow('p/allow[0]'), 1);
+    counter.count(allow('p/allow[1]'), 1);
+    counter.count(allow('p/allow[0]'), 2);
     expect(started).toBe(1);
     const taken = counter.take();
     expect(taken.map((h) => [h.revision, h.rules])).toEqual([
@@ -36,7 +48,7 @@ describe('HitCounter', () => {
     expect(Date.parse(taken[0]?.since ?? '')).toBeLessThanOrEqual(Date.parse(taken[0]?.until ?? ''));
     expect(counter.pending).toBe(false);
     expect(counter.take()).toEqual([]);
-    counter.count('p/allow[1]', 2);
+    counter.count(allow('p/allow[1]'), 2);
     expect(started).toBe(2);
     expect(counter.take().map((h) => h.rules)).toEqual([{ 'p/allow[1]': 1 }]);
   });
@@ -46,9 +58,9 @@ describe('HitCounter', () => {
       () => ({}),
       () => {},
     );
-    counter.count('constructor', 0);
-    counter.count('__proto__', 0);
-    counter.count('__proto__', 0);
+    counter.count(allow('constructor'), 0);
+    counter.count(allow('__proto__'), 0);
+    counter.count(allow('__proto__'), 0);
     const [count] = counter.take();
     expect(Object.entries(count?.rules ?? {})).toEqual([
       ['constructor', 1],
@@ -68,7 +80,7 @@ describe('hand-over', () => {
         () => queue.hitsPending(),
       );
       queue.attachHits(counter);
-      counter.count('p/allow[0]', 4);
+      counter.count(allow('p/allow[0]'), 4);
       queue.add({
         kind: 'connect',
         destination: { ip: '10.0.0.1', port: 1 },
@@ -78,7 +90,7 @@ describe('hand-over', () => {
         revision: 4,
       });
       await queue.flush();
-      counter.count('p/allow[1]', 4);
+      counter.count(allow('p/allow[1]'), 4);
       queue.drainSync();
       const lines = readFileSync(spool, 'utf8')
         .trim()
