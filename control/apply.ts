@@ -8,12 +8,12 @@ import type { PolicyError, WouldBreak } from '../policy/index.js';
 import type { ControlMetrics } from './metrics.js';
 import type { PolicyState } from './policy-state.js';
 import { PolicyThreadError, type PolicyThreadReply } from './policy-worker.js';
+import { readRecordTexts } from './store/read-records.js';
 import type { ControlStore, PolicySource } from './store/types.js';
 
 const MAX_AFFECTED_LISTED = 1000;
 /** Most observe-mode records a dry run decides again (the newest); beyond, the answer says it was truncated. */
 export const MAX_WOULD_BREAK_RECORDS = 100_000;
-const RECORD_PAGE = 1000;
 const DAY_MS = 86_400_000;
 
 /** What a dry run would block of the traffic that went through when it was recorded (policy/would-break.ts). */
@@ -78,23 +78,12 @@ export class PolicyApplier {
   /** The recorded would-deny traffic of the last `days` days that the checked set (`token`) blocks. */
   private async wouldBreak(token: number, days: number): Promise<WouldBreakOutcome> {
     const { store, state } = this.context;
-    const records: string[] = [];
-    const filter = {
-      decision: 'deny',
-      sinceMs: Date.now() - days * DAY_MS,
-      order: 'desc' as const,
-      limit: RECORD_PAGE,
-      before: undefined as number | undefined,
-    };
-    for (;;) {
-      const page = await store.queryDenies(filter);
-      for (const row of page) records.push(row.record);
-      const last = page[page.length - 1];
-      if (page.length < RECORD_PAGE || last === undefined || records.length >= MAX_WOULD_BREAK_RECORDS) break;
-      filter.before = last.position;
-    }
-    const truncated = records.length >= MAX_WOULD_BREAK_RECORDS;
-    if (truncated) records.length = MAX_WOULD_BREAK_RECORDS;
+    // The newest first: when there are more than the bound, the oldest are left out.
+    const { records, truncated } = await readRecordTexts(
+      store,
+      { decision: 'deny', sinceMs: Date.now() - days * DAY_MS, order: 'desc' },
+      MAX_WOULD_BREAK_RECORDS,
+    );
     const reply = await state.worker.ask({ op: 'would-break', token, records });
     if (!reply.wouldBreak) throw new PolicyThreadError('the policy thread answered without a result');
     return { days, truncated, ...reply.wouldBreak };

@@ -4,7 +4,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Mode } from '../../policy/types.js';
 import type { ControlContext } from '../context.js';
-import type { DenyFilter } from '../store/types.js';
+import { readRecordTexts } from '../store/read-records.js';
 import { BadQuery, timeParam } from './query.js';
 
 interface SuggestionQuery {
@@ -18,7 +18,6 @@ interface SuggestionQuery {
 
 /** Records read at most for one suggestion; beyond, the answer says it was truncated. */
 export const MAX_SUGGESTION_RECORDS = 100_000;
-const PAGE = 1000;
 const DEFAULT_WINDOW_MS = 7 * 86_400_000;
 
 export function registerSuggestionRoutes(app: FastifyInstance, context: ControlContext): void {
@@ -68,24 +67,11 @@ export function registerSuggestionRoutes(app: FastifyInstance, context: ControlC
       if (!current)
         return reply.code(409).send({ error: 'no-policy', message: 'no policy has been applied yet' });
 
-      const filter: DenyFilter = {
-        group: query.group,
-        decision: 'deny',
-        sinceMs,
-        untilMs,
-        order: 'asc',
-        limit: PAGE,
-      };
-      const records: string[] = [];
-      for (;;) {
-        const page = await store.queryDenies(filter);
-        for (const row of page) records.push(row.record);
-        const last = page[page.length - 1];
-        if (page.length < PAGE || last === undefined || records.length >= MAX_SUGGESTION_RECORDS) break;
-        filter.after = last.position;
-      }
-      const truncated = records.length >= MAX_SUGGESTION_RECORDS;
-      if (truncated) records.length = MAX_SUGGESTION_RECORDS;
+      const { records, truncated } = await readRecordTexts(
+        store,
+        { group: query.group, decision: 'deny', sinceMs, untilMs, order: 'asc' },
+        MAX_SUGGESTION_RECORDS,
+      );
       const window = `${new Date(sinceMs).toISOString()} → ${untilMs === undefined ? 'now' : new Date(untilMs).toISOString()}`;
       const answer = await state.worker.request({
         op: 'suggest',
