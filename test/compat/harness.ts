@@ -87,7 +87,9 @@ export async function runScenario(
     spool = readFileSync(spoolFile, 'utf8')
       .split('\n')
       .filter((l) => l.trim() !== '')
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      // Deny records only: the spool also carries the shim's rule hit counts (`{"hits": …}`, contract §3).
+      .filter((line) => !('hits' in line));
   } catch {
     spool = [];
   }
