@@ -2,7 +2,10 @@
 extension's report-forwarder does: reads from a persisted cursor, numbers each record per sandbox
 (`sandboxId`, `seq`), POSTs batches to /v1/reports and advances the cursor only on acceptance, so
 delivery is at least once and the control API deduplicates by record id. A freeze in the middle of a
-POST leaves the cursor where it was: the batch is sent again after the thaw."""
+POST leaves the cursor where it was: the batch is sent again after the thaw.
+
+Rule hit counts (lines `{"hits": HitCount}`, no `id`) go in the `hits` array of the batch whose lines
+they are among: not numbered, not records, not malformed; their bytes are consumed like a record's."""
 
 from __future__ import annotations
 
@@ -22,13 +25,17 @@ if TYPE_CHECKING:
 
 MAX_READ_BYTES = 1024 * 1024
 DEFAULT_BATCH = 200
+#: Hit counts in one batch (the control API takes at most 100).
+MAX_HITS = 100
 
 
 class ForwardResult:
-    __slots__ = ('duplicate', 'error', 'malformed', 'pending', 'rejected', 'sent')
+    __slots__ = ('duplicate', 'error', 'hits', 'malformed', 'pending', 'rejected', 'sent')
 
     def __init__(self) -> None:
         self.sent = 0
+        #: Hit counts forwarded (not records: `sent` does not count them).
+        self.hits = 0
         self.duplicate = 0
         self.rejected = 0
         self.malformed = 0
@@ -89,11 +96,11 @@ class Forwarder:
             chunk = self._read_chunk()
             if chunk is None:
                 return result
-            records, consumed, malformed, more, inode = chunk
-            if not records and consumed == 0:
+            records, hits, consumed, malformed, more, inode = chunk
+            if not records and not hits and consumed == 0:
                 return result
             result.malformed += malformed
-            if records:
+            if records or hits:
                 if self._target is None:
                     result.pending = True
                     result.error = 'no control API configured; records stay in the spool'
@@ -102,7 +109,20 @@ class Forwarder:
                 if remaining <= 0.02:
                     result.pending = True
                     return result
-                ok, permanent, message, answer = self._post(records, min(remaining, 5.0))
+                ok, permanent, message, answer = self._post(records, hits, min(remaining, 5.0))
+                if not ok and permanent and hits:
+                    # Refused: the hit counts must not cost the records. They are sent again alone
+                    # (hit counts are statistics, a refused batch loses them).
+                    self._log(f'reports: {len(hits)} hit counts dropped ({message})')
+                    hits = []
+                    if records:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0.02:
+                            result.pending = True
+                            return result
+                        ok, permanent, message, answer = self._post(records, hits, min(remaining, 5.0))
+                    else:
+                        ok, answer = True, {}
                 if not ok:
                     result.pending = True
                     result.error = message
@@ -117,6 +137,7 @@ class Forwarder:
                     if rejected:
                         self._log(f'reports: control API refused {rejected} records')
                     self.total_sent += len(records)
+                    result.hits += len(hits)
             self.cursor = Cursor(
                 self.cursor.sandbox_id,
                 self.cursor.offset + consumed,
@@ -127,7 +148,9 @@ class Forwarder:
             if not more:
                 return result
 
-    def _read_chunk(self) -> tuple[list[dict[str, Any]], int, int, bool, int] | None:
+    def _read_chunk(
+        self,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, int, bool, int] | None:
         try:
             info = os.stat(self._spool)
         except OSError:
@@ -142,10 +165,11 @@ class Forwarder:
             handle.seek(self.cursor.offset)
             data = handle.read(min(available, MAX_READ_BYTES))
         records: list[dict[str, Any]] = []
+        hits: list[dict[str, Any]] = []
         consumed = 0
         malformed = 0
         start = 0
-        while len(records) < self._batch:
+        while len(records) < self._batch and len(hits) < MAX_HITS:
             newline = data.find(b'\n', start)
             if newline == -1:
                 break
@@ -158,6 +182,9 @@ class Forwarder:
             if record is None:
                 malformed += 1
                 continue
+            if 'hits' in record and 'id' not in record:
+                hits.append(record['hits'])
+                continue
             record['sandboxId'] = self.cursor.sandbox_id
             record['seq'] = self.cursor.next_seq + len(records)
             records.append(record)
@@ -167,12 +194,17 @@ class Forwarder:
             consumed = len(data) if newline == -1 else newline + 1
             malformed += 1
         more = consumed > 0 and self.cursor.offset + consumed < info.st_size
-        return records, consumed, malformed, more, info.st_ino
+        return records, hits, consumed, malformed, more, info.st_ino
 
-    def _post(self, records: list[dict[str, Any]], timeout: float) -> tuple[bool, bool, str, dict[str, Any]]:
+    def _post(
+        self, records: list[dict[str, Any]], hits: list[dict[str, Any]], timeout: float
+    ) -> tuple[bool, bool, str, dict[str, Any]]:
         assert self._target is not None
         scheme, host, port, prefix = self._target
-        body = json.dumps({'records': records}, separators=(',', ':'), ensure_ascii=False).encode()
+        batch: dict[str, Any] = {'records': records}
+        if hits:
+            batch['hits'] = hits
+        body = json.dumps(batch, separators=(',', ':'), ensure_ascii=False).encode()
         headers = {
             'authorization': f'Bearer {self._token}',
             'content-type': 'application/json',
@@ -207,10 +239,15 @@ class Forwarder:
 
 
 def _parse_record(line: bytes) -> dict[str, Any] | None:
+    """A record (a non-empty string `id`) or a hit-count line (`{"hits": {…}}`, no `id`); else None."""
     try:
         value = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(value, dict) or not isinstance(value.get('id'), str) or value['id'] == '':
+    if not isinstance(value, dict):
+        return None
+    if 'id' not in value and isinstance(value.get('hits'), dict):
+        return value
+    if not isinstance(value.get('id'), str) or value['id'] == '':
         return None
     return value
