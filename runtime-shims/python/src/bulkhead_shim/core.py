@@ -24,6 +24,7 @@ from .records import HttpSink, RecordQueue, SpoolSink
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from itertools import count
     from typing import Any, Literal
 
     from .records import Sink
@@ -131,7 +132,7 @@ class Shim:
         )
         #: Allow decisions per rule id under the governing revision (records.HitCounts): the decide_*
         #: methods below increment it, `reload` replaces it with the new revision's.
-        self._hits: dict[str, int] = self.queue.hits.counts
+        self._hits: dict[str, count[int]] = self.queue.hits.counts
         atexit.register(self.queue.drain_at_exit, EXIT_FLUSH_SECONDS)
         # Lambda only (the exec wrapper names the extension's status file): a frozen sandbox runs no thread.
         self._spool_sync = (
@@ -438,7 +439,7 @@ class Shim:
                     return by_sni
             hits = self._hits
             try:
-                hits[decision.rule] += 1
+                next(hits[decision.rule])
             except KeyError:
                 self.queue.hits.first(hits, decision.rule)
         return decision
@@ -452,7 +453,7 @@ class Shim:
         if decision.decision == 'allow':
             hits = self._hits
             try:
-                hits[decision.rule] += 1
+                next(hits[decision.rule])
             except KeyError:
                 self.queue.hits.first(hits, decision.rule)
         return decision
@@ -479,7 +480,7 @@ class Shim:
         if decision.decision == 'allow':
             hits = self._hits
             try:
-                hits[decision.rule] += 1
+                next(hits[decision.rule])
             except KeyError:
                 self.queue.hits.first(hits, decision.rule)
         return decision
@@ -492,7 +493,7 @@ class Shim:
         if decision.decision == 'allow':
             hits = self._hits
             try:
-                hits[decision.rule] += 1
+                next(hits[decision.rule])
             except KeyError:
                 self.queue.hits.first(hits, decision.rule)
         return decision
@@ -503,7 +504,7 @@ class Shim:
         if decision.decision == 'allow' and decision is not EXEMPT:
             hits = self._hits
             try:
-                hits[decision.rule] += 1
+                next(hits[decision.rule])
             except KeyError:
                 self.queue.hits.first(hits, decision.rule)
 
