@@ -412,3 +412,16 @@ def test_concurrent_threads_lose_no_count(fixture: Fixture) -> None:
         sys.setswitchinterval(0.005)
     (count,) = shim.queue.hits.take()
     assert count['rules'] == {A: 160_000}
+
+
+def test_counts_made_before_there_was_a_sink_go_out_once_one_is_named() -> None:
+    # The Azure and GCP wrappers name the control API after the shim was built (use_sink).
+    queue = RecordQueue(None, lambda: WORKLOAD, lambda line: None, hits_interval=0.1)
+    counts = queue.hits.open(5)
+    for _ in range(2):
+        _hit(queue, counts, 'r')
+    sink = FakeSink()
+    queue.use_sink(sink, number_records=True)
+    assert sink.arrived.wait(5)
+    (hits,) = sink.hits
+    assert hits is not None and _summed(hits) == {5: {'r': 2}}

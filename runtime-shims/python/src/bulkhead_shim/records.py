@@ -326,8 +326,9 @@ class RecordQueue:
             if self._pending:
                 self._schedule(self._delay)
             if self.hits.pending and self._hits_due == 0.0:
+                # Counted before there was a sink: the heartbeat starts now.
                 self._hits_due = time.monotonic() + self._hits_interval
-                self._schedule(self._hits_interval)
+                self._ensure_thread()
 
     def add(self, record_input: Record) -> None:
         """Queue a record (kind, destination, decision, mode, rule, revision, origin …). Never raises."""
