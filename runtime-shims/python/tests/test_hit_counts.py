@@ -425,3 +425,22 @@ def test_counts_made_before_there_was_a_sink_go_out_once_one_is_named() -> None:
     assert sink.arrived.wait(5)
     (hits,) = sink.hits
     assert hits is not None and _summed(hits) == {5: {'r': 2}}
+
+
+def test_a_hand_over_keeps_within_the_control_api_bounds() -> None:
+    queue = RecordQueue(None, lambda: WORKLOAD, lambda line: None)
+    counts = queue.hits.open(1)
+    for n in range(25_000):
+        _hit(queue, counts, f'p/allow[{n}]')
+    for revision in range(2, 120):  # 119 closed windows, of one rule each
+        _hit(queue, queue.hits.open(revision), 'p/allow[0]')
+    taken = queue.hits.take()
+    # The newest 50 closed windows (the 25,000 rules' is older, dropped) and the open revision's.
+    assert [t['revision'] for t in taken] == list(range(69, 120))
+    assert queue.hits.take() == []
+    counts = queue.hits.open(200)
+    for n in range(25_000):
+        _hit(queue, counts, f'p/allow[{n}]')
+    split = queue.hits.take()
+    assert [len(t['rules']) for t in split] == [10_000, 10_000, 5_000]
+    assert {t['revision'] for t in split} == {200}

@@ -139,6 +139,9 @@ class HttpSink:
 #: Closed windows (of revisions no longer governing, or of batches that did not arrive) kept for the next
 #: hand-over; beyond this the oldest are dropped (a batch carries at most 100 hit counts).
 MAX_HIT_COUNTS = 50
+#: The control API's bounds: at most 100 hit counts in a batch, of at most 10,000 rules each.
+MAX_BATCH_HIT_COUNTS = 100
+MAX_RULES_PER_HIT_COUNT = 10_000
 
 
 def _value(counter: itertools.count[int]) -> int:
@@ -215,14 +218,24 @@ class HitCounts:
         )
 
     def take(self) -> list[Record]:
-        """The hit counts to hand over now (closed windows first), each rule counted once."""
+        """The hit counts to hand over now (closed windows first), each rule counted once; within the
+        control API's bounds (a window of more rules is split, more windows wait for the next batch)."""
         with self._lock:
-            taken = self._closed
-            self._closed = []
+            windows = self._closed
             current = self._delta_locked(iso_now())
             if current is not None:
-                taken.append(current)
-            return taken
+                windows.append(current)
+            taken: list[Record] = []
+            for window in windows:
+                rules = window['rules']
+                if len(rules) <= MAX_RULES_PER_HIT_COUNT:
+                    taken.append(window)
+                    continue
+                items = list(rules.items())
+                for start in range(0, len(items), MAX_RULES_PER_HIT_COUNT):
+                    taken.append({**window, 'rules': dict(items[start : start + MAX_RULES_PER_HIT_COUNT])})
+            self._closed = taken[MAX_BATCH_HIT_COUNTS:]
+            return taken[:MAX_BATCH_HIT_COUNTS]
 
     def restore(self, taken: list[Record]) -> None:
         """A batch that did not arrive and will be sent again: its counts go with the next one."""
