@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bulkhead_shim.core import Shim
+from bulkhead_shim.core import END_HITS_GAP, Shim
 from bulkhead_shim.lambda_extension.forwarder import Forwarder
 from bulkhead_shim.lambda_extension.state import SPOOL_FILE
 from bulkhead_shim.records import DeliveryError, HttpSink, RecordQueue, SpoolSink
@@ -228,6 +228,14 @@ def test_the_end_of_a_lambda_invocation_spools_its_hit_counts(fixture: Fixture) 
     # Nothing new: the next invocation's end writes nothing.
     shim.end_invocation(0.5)
     assert len(fixture.hits()) == 1
+    # A busy sandbox: within END_HITS_GAP of the last hand-over, the counts wait for a later end.
+    shim.decide_host('a.test', 443, 'tcp')
+    shim.end_invocation(0.5)
+    assert len(fixture.hits()) == 1
+    shim.queue.hits.taken_at -= END_HITS_GAP
+    shim.decide_host('a.test', 443, 'tcp')
+    shim.end_invocation(0.5)
+    assert len(fixture.hits()) == 2 and _summed(fixture.hits()) == {1: {A: 4}}
 
 
 def test_hits_are_omitted_when_there_are_none_and_sent_alone_otherwise(reports: Reports) -> None:
@@ -344,12 +352,12 @@ def _record_line(n: int) -> str:
     return json.dumps({'id': f'00000000-0000-4000-8000-{n:012d}', 'kind': 'connect', 'rule': 'default-deny'})
 
 
-def _hits_line(rules: dict[str, int]) -> str:
+def _hits_line(rules: dict[str, int], revision: int = 3, minute: int = 0) -> str:
     count = {
         'workload': {'cloud': 'aws', 'name': 'f'},
-        'revision': 3,
-        'since': '2026-01-01T00:00:00.000Z',
-        'until': '2026-01-01T00:01:00.000Z',
+        'revision': revision,
+        'since': f'2026-01-01T00:{minute:02d}:00.000Z',
+        'until': f'2026-01-01T00:{minute + 1:02d}:00.000Z',
         'rules': rules,
     }
     return json.dumps({'hits': count})
@@ -357,13 +365,24 @@ def _hits_line(rules: dict[str, int]) -> str:
 
 def test_the_forwarder_sends_spool_hits_in_the_hits_array(tmp_path: Path, reports: Reports) -> None:
     spool = tmp_path / SPOOL_FILE
-    lines = [_record_line(1), _hits_line({'a': 2}), 'not json', _record_line(2), _hits_line({'b': 1})]
+    lines = [
+        _record_line(1),
+        _hits_line({'a': 2}),
+        'not json',
+        _record_line(2),
+        _hits_line({'a': 1, 'b': 1}, minute=1),
+        _hits_line({'a': 5}, revision=4, minute=2),
+    ]
     spool.write_text('\n'.join(lines) + '\n' + _hits_line({'c': 9})[:20])  # a partial last line
     forwarder = Forwarder(str(tmp_path), reports.url, 'token', lambda line: None)
     result = forwarder.forward(time.monotonic() + 5)
     (body,) = reports.bodies
     assert [r['seq'] for r in body['records']] == [1, 2]
-    assert [h['rules'] for h in body['hits']] == [{'a': 2}, {'b': 1}]
+    # One workload and revision: one hit count, its rules summed, its window the union.
+    assert [(h['revision'], h['rules'], h['since'], h['until']) for h in body['hits']] == [
+        (3, {'a': 3, 'b': 1}, '2026-01-01T00:00:00.000Z', '2026-01-01T00:02:00.000Z'),
+        (4, {'a': 5}, '2026-01-01T00:02:00.000Z', '2026-01-01T00:03:00.000Z'),
+    ]
     assert all('seq' not in h and 'sandboxId' not in h for h in body['hits'])
     assert (result.sent, result.hits, result.malformed) == (2, 2, 1)
     size = len(('\n'.join(lines) + '\n').encode())
@@ -444,3 +463,28 @@ def test_a_hand_over_keeps_within_the_control_api_bounds() -> None:
     split = queue.hits.take()
     assert [len(t['rules']) for t in split] == [10_000, 10_000, 5_000]
     assert {t['revision'] for t in split} == {200}
+
+
+def test_hit_counts_alone_wait_for_the_word_records_take_them_along(tmp_path: Path, reports: Reports) -> None:
+    spool = tmp_path / SPOOL_FILE
+    spool.write_text(_hits_line({'a': 1}) + '\n' + _hits_line({'a': 2}) + '\n')
+    forwarder = Forwarder(str(tmp_path), reports.url, 'token', lambda line: None)
+    # At INVOKE (hits_alone false): nothing sent, the cursor stays, and the spool is not read again.
+    result = forwarder.forward(time.monotonic() + 5, hits_alone=False)
+    assert reports.bodies == [] and forwarder.cursor.offset == 0 and not result.pending
+    assert forwarder.forward(time.monotonic() + 5, hits_alone=False).hits == 0
+    # A record after them: it takes them along.
+    with open(spool, 'a') as handle:
+        handle.write(_record_line(1) + '\n')
+    result = forwarder.forward(time.monotonic() + 5, hits_alone=False)
+    (body,) = reports.bodies
+    assert [h['rules'] for h in body['hits']] == [{'a': 3}] and [r['seq'] for r in body['records']] == [1]
+    assert forwarder.backlog() == 0
+    # Alone again, sent when the caller says so (the spool watch once a minute, SHUTDOWN).
+    with open(spool, 'a') as handle:
+        handle.write(_hits_line({'b': 1}) + '\n')
+    forwarder.forward(time.monotonic() + 5, hits_alone=False)
+    assert len(reports.bodies) == 1
+    result = forwarder.forward(time.monotonic() + 5)
+    assert reports.bodies[-1] == {'records': [], 'hits': [json.loads(_hits_line({'b': 1}))['hits']]}
+    assert forwarder.backlog() == 0 and forwarder.cursor.next_seq == 2

@@ -43,6 +43,9 @@ EXIT_FLUSH_SECONDS = 2.0
 SPOOL_SYNC_WINDOW = 0.005
 #: Longest an invocation's first decision waits for the extension's INVOKE answer (Node's is 2 s).
 READY_WAIT_SECONDS = 2.0
+#: Lambda: the end of an invocation writes its rule hit counts to the spool unless the last hand-over
+#: is more recent than this (a busy sandbox: at most one line a second, not one per invocation).
+END_HITS_GAP = 1.0
 
 #: The invocation the running code serves (`<function>/<invocation id>` on Azure, the execution id on
 #: GCP), set by the in-process wrappers around each call; records carry it as `invocationId`. A context
@@ -235,9 +238,11 @@ class Shim:
         """A Lambda invocation ends: its records go to the spool before the sandbox can be frozen."""
         self.ready_for = None
         self.invocation_id = None
-        if self.queue.queued or self.queue.hits.pending:
-            # With the invocation's hit counts: a frozen sandbox runs no heartbeat.
-            self.queue.flush(timeout=timeout, hits=True)
+        queue = self.queue
+        if queue.queued or (queue.hits.pending and time.monotonic() - queue.hits.taken_at >= END_HITS_GAP):
+            # With the invocation's hit counts: a frozen sandbox runs no heartbeat, and a sandbox is
+            # shut down without its runtime being asked to write anything.
+            queue.flush(timeout=timeout, hits=True)
 
     def _add_exempt(self, endpoint: Endpoint) -> None:
         self._exempt.add((endpoint.host, endpoint.port))

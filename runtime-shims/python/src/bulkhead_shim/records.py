@@ -175,6 +175,8 @@ class HitCounts:
         self._closed: list[Record] = []
         #: Called (outside the lock) at the first allow of a revision: the queue starts its heartbeat.
         self.on_first: Callable[[], None] = lambda: None
+        #: time.monotonic() of the last hand-over (0: none yet).
+        self.taken_at = 0.0
 
     def first(self, counts: dict[str, itertools.count[int]], rule: str) -> None:
         """The first allow by `rule` under the revision whose dict `counts` is."""
@@ -221,6 +223,7 @@ class HitCounts:
         """The hit counts to hand over now (closed windows first), each rule counted once; within the
         control API's bounds (a window of more rules is split, more windows wait for the next batch)."""
         with self._lock:
+            self.taken_at = time.monotonic()
             windows = self._closed
             current = self._delta_locked(iso_now())
             if current is not None:

@@ -5,7 +5,11 @@ delivery is at least once and the control API deduplicates by record id. A freez
 POST leaves the cursor where it was: the batch is sent again after the thaw.
 
 Rule hit counts (lines `{"hits": HitCount}`, no `id`) go in the `hits` array of the batch whose lines
-they are among: not numbered, not records, not malformed; their bytes are consumed like a record's."""
+they are among: not numbered, not records, not malformed; their bytes are consumed like a record's. The
+lines of one workload and revision in a batch are summed into one hit count (the shim writes one at the
+end of an invocation, at most one a second). A backlog of hit counts alone waits for the caller's word
+(`hits_alone`): the extension sends it at most once a minute and at SHUTDOWN, never on an INVOKE's
+critical path; records take the hit counts before them along."""
 
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ if TYPE_CHECKING:
 
 MAX_READ_BYTES = 1024 * 1024
 DEFAULT_BATCH = 200
-#: Hit counts in one batch (the control API takes at most 100).
+#: Hit counts in one batch (the control API takes at most 100, of at most 10,000 rules each).
 MAX_HITS = 100
+MAX_RULES = 10_000
 
 
 class ForwardResult:
@@ -68,6 +73,9 @@ class Forwarder:
                 write_cursor(state_dir, self.cursor)
             except OSError as error:
                 log(f'reports: cannot write the spool cursor ({type(error).__name__})')
+        #: (inode, size) of the spool when a backlog of hit counts alone was left for later: unchanged,
+        #: it is not read again until the caller lets hit counts go alone.
+        self._deferred: tuple[int, int] | None = None
         self._target: tuple[str, str, int, str] | None = None
         if control_url and token:
             from ..client.bundle_client import parse_control_url
@@ -84,14 +92,22 @@ class Forwarder:
             return info.st_size
         return info.st_size - self.cursor.offset
 
-    def forward(self, deadline: float) -> ForwardResult:
-        """Forwards until the spool is drained, an error happens or `deadline` (monotonic) passes.
+    def forward(self, deadline: float, hits_alone: bool = True) -> ForwardResult:
+        """Forwards until the spool is drained, an error happens or `deadline` (monotonic) passes; with
+        `hits_alone` false, a rest of hit counts alone (no record after them) is left for later.
         One pass at a time; a caller arriving meanwhile waits for the lock."""
         with self._lock:
-            return self._forward(deadline)
+            return self._forward(deadline, hits_alone)
 
-    def _forward(self, deadline: float) -> ForwardResult:
+    def _forward(self, deadline: float, hits_alone: bool) -> ForwardResult:
         result = ForwardResult()
+        if not hits_alone and self._deferred is not None:
+            try:
+                info = os.stat(self._spool)
+                if (info.st_ino, info.st_size) == self._deferred:
+                    return result
+            except OSError:
+                return result
         while True:
             chunk = self._read_chunk()
             if chunk is None:
@@ -99,6 +115,10 @@ class Forwarder:
             records, hits, consumed, malformed, more, inode = chunk
             if not records and not hits and consumed == 0:
                 return result
+            if not records and hits and not more and not hits_alone:
+                self._deferred = (inode, self.cursor.offset + consumed)
+                return result
+            self._deferred = None
             result.malformed += malformed
             if records or hits:
                 if self._target is None:
@@ -166,25 +186,37 @@ class Forwarder:
             data = handle.read(min(available, MAX_READ_BYTES))
         records: list[dict[str, Any]] = []
         hits: list[dict[str, Any]] = []
+        merged: dict[tuple[str, object], dict[str, Any]] = {}
         consumed = 0
         malformed = 0
         start = 0
-        while len(records) < self._batch and len(hits) < MAX_HITS:
+        while len(records) < self._batch:
             newline = data.find(b'\n', start)
             if newline == -1:
                 break
             line = data[start:newline].strip()
-            start = newline + 1
-            consumed = start
             if not line:
+                start = consumed = newline + 1
                 continue
             record = _parse_record(line)
             if record is None:
+                start = consumed = newline + 1
                 malformed += 1
                 continue
             if 'hits' in record and 'id' not in record:
-                hits.append(record['hits'])
+                count: dict[str, Any] = record['hits']
+                key = (json.dumps(count.get('workload'), sort_keys=True), count.get('revision'))
+                into = merged.get(key)
+                if into is None or not _merge(into, count):
+                    if len(hits) >= MAX_HITS:
+                        break  # the line stays for the next batch
+                    if _summable(count):
+                        count = {**count, 'rules': dict(count['rules'])}
+                        merged[key] = count
+                    hits.append(count)
+                start = consumed = newline + 1
                 continue
+            start = consumed = newline + 1
             record['sandboxId'] = self.cursor.sandbox_id
             record['seq'] = self.cursor.next_seq + len(records)
             records.append(record)
@@ -236,6 +268,33 @@ class Forwarder:
         # unacceptable and would block the spool forever.
         retry = status in (401, 403, 408, 429) or status >= 500
         return False, not retry, f'control API answered {status}', {}
+
+
+def _summable(count: dict[str, Any]) -> bool:
+    """A hit count whose fields other lines can be summed into (else it is sent as it is, for the control
+    API to judge)."""
+    rules = count.get('rules')
+    return (
+        isinstance(count.get('since'), str)
+        and isinstance(count.get('until'), str)
+        and isinstance(rules, dict)
+        and all(type(n) is int and n >= 1 for n in rules.values())
+    )
+
+
+def _merge(into: dict[str, Any], count: dict[str, Any]) -> bool:
+    """Add `count` (same workload and revision) to `into`: rules summed, the window their union. False,
+    changing nothing, when it cannot be summed or the sum would have too many rules."""
+    if not _summable(count):
+        return False
+    rules: dict[str, int] = into['rules']
+    if len(rules) + sum(1 for rule in count['rules'] if rule not in rules) > MAX_RULES:
+        return False
+    for rule, n in count['rules'].items():
+        rules[rule] = rules.get(rule, 0) + n
+    into['since'] = min(into['since'], count['since'])
+    into['until'] = max(into['until'], count['until'])
+    return True
 
 
 def _parse_record(line: bytes) -> dict[str, Any] | None:
