@@ -199,6 +199,41 @@ describe.skipIf(!python.python)(
       const spool = readFileSync(join(box.stateDir, 'spool.ndjson'), 'utf8');
       expect(spool).toContain(`"invocationId":"${requestId}"`);
     });
+
+    it('spools the rule hit counts as an invocation ends; the extension forwards them, neither records nor malformed', async () => {
+      const box = sandbox();
+      let revision = 0;
+      for (let i = 0; i < 2; i++) {
+        const answer = (await box.invoke({ allowed: allowed.url, status: true })).json<Answer>();
+        expect(answer.allowed?.outcome).toBe('allowed');
+        revision = answer.shim?.revision ?? 0;
+      }
+      // Written by the handler redirect before the freeze (a frozen sandbox runs no heartbeat); at most one
+      // line a second, so the second invocation's counts may wait for a later one.
+      const spoolFile = join(box.stateDir, 'spool.ndjson');
+      const lines = readFileSync(spoolFile, 'utf8')
+        .split('\n')
+        .filter((line) => line.trim())
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+      const hits = lines
+        .filter((line) => 'hits' in line && !('id' in line))
+        .map((line) => line.hits as { revision: number; rules: Record<string, number>; workload: unknown });
+      expect(hits.length).toBeGreaterThanOrEqual(1);
+      for (const count of hits) {
+        expect(count.revision).toBe(revision);
+        expect(count.workload).toMatchObject({ cloud: 'aws', name: 'charge-card' });
+      }
+      // Each request to the allowed destination is at least one allow decision (name, connect, request).
+      const allowed0 = hits.reduce((n, count) => n + (count.rules['cards-egress/allow[0]'] ?? 0), 0);
+      expect(allowed0).toBeGreaterThanOrEqual(1);
+      await box.shutdown('spindown');
+      // Hit counts alone wait (never sent at INVOKE); SHUTDOWN sends them, to the end of the spool: the
+      // hit-count lines consumed like records, never numbered.
+      const cursor = JSON.parse(readFileSync(join(box.stateDir, 'spool.cursor.json'), 'utf8'));
+      expect(cursor.offset).toBe(readFileSync(spoolFile).length);
+      const records = lines.filter((line) => 'id' in line).length;
+      expect(cursor.nextSeq).toBe(1 + records);
+    });
   },
 );
 

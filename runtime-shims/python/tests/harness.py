@@ -107,10 +107,18 @@ class Fixture:
         env.update(extra)
         return env
 
-    def records(self) -> list[dict[str, Any]]:
+    def lines(self) -> list[dict[str, Any]]:
         if not self.spool.exists():
             return []
         return [json.loads(line) for line in self.spool.read_text().splitlines() if line.strip()]
+
+    def records(self) -> list[dict[str, Any]]:
+        """The deny records in the spool (not its hit-count lines)."""
+        return [line for line in self.lines() if 'hits' not in line or 'id' in line]
+
+    def hits(self) -> list[dict[str, Any]]:
+        """The spool's hit counts (`{"hits": HitCount}` lines)."""
+        return [line['hits'] for line in self.lines() if 'hits' in line and 'id' not in line]
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

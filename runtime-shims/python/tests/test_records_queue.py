@@ -33,13 +33,17 @@ class FakeSink:
 
     def __init__(self, fail: DeliveryError | None = None) -> None:
         self.batches: list[list[dict[str, Any]]] = []
+        self.hits: list[list[dict[str, Any]] | None] = []
         self.fail = fail
         self.arrived = threading.Event()
 
-    def deliver(self, records: list[dict[str, Any]], timeout: float) -> None:
+    def deliver(
+        self, records: list[dict[str, Any]], timeout: float, hits: list[dict[str, Any]] | None = None
+    ) -> None:
         if self.fail is not None:
             raise self.fail
         self.batches.append([dict(r) for r in records])
+        self.hits.append(hits)
         self.arrived.set()
 
 
@@ -62,9 +66,11 @@ def test_repeats_are_aggregated_and_delivered_in_the_background() -> None:
 class SlowSink(FakeSink):
     """Holds each delivery long enough for a second flush to start meanwhile."""
 
-    def deliver(self, records: list[dict[str, Any]], timeout: float) -> None:
+    def deliver(
+        self, records: list[dict[str, Any]], timeout: float, hits: list[dict[str, Any]] | None = None
+    ) -> None:
         time.sleep(0.05)
-        super().deliver(records, timeout)
+        super().deliver(records, timeout, hits)
 
 
 def test_concurrent_flushes_deliver_each_record_once() -> None:

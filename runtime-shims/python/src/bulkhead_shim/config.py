@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 #: Longer than the extension's default fetch bound (2 s), so a slow control API still answers first.
 DEFAULT_EXTENSION_WAIT = 3.0
 MAX_EXTENSION_WAIT_MS = 10_000
+#: Rule hit counts (docs/contracts.md §3): handed over every minute while there are any, and with every
+#: delivery of records. BULKHEAD_HITS_INTERVAL_MS changes the minute (tests; 100 ms to 1 hour).
+DEFAULT_HITS_INTERVAL = 60.0
+MIN_HITS_INTERVAL_MS = 100
+MAX_HITS_INTERVAL_MS = 3_600_000
 
 
 class Endpoint:
@@ -52,6 +57,7 @@ class ShimConfig:
         'extension_status',
         'extension_wait',
         'fail_mode',
+        'hits_interval',
         'problems',
         'ready_file',
         'report',
@@ -74,6 +80,7 @@ class ShimConfig:
         extension_status: str | None = None,
         extension_wait: float = 0.0,
         ready_file: str | None = None,
+        hits_interval: float = DEFAULT_HITS_INTERVAL,
     ) -> None:
         self.bundle_file = bundle_file
         self.trusted_keys = trusted_keys
@@ -91,6 +98,8 @@ class ShimConfig:
         #: Lambda: `<request id> <revision>`, written by the extension at each INVOKE once the bundle on
         #: disk is the newest; an invocation's first decision waits for its own request id.
         self.ready_file = ready_file
+        #: Seconds between hand-overs of rule hit counts while no records are delivered (the heartbeat).
+        self.hits_interval = hits_interval
 
 
 def host_key(host: str) -> str:
@@ -175,7 +184,18 @@ def read_config(env: Mapping[str, str] | None = None) -> ShimConfig:
             problems.append(
                 f'BULKHEAD_EXTENSION_WAIT_MS {wait_text!r} is not 0..{MAX_EXTENSION_WAIT_MS}; using 3000'
             )
+    hits_text = source.get('BULKHEAD_HITS_INTERVAL_MS', '').strip()
+    hits_interval = DEFAULT_HITS_INTERVAL
+    if hits_text:
+        if hits_text.isdigit() and MIN_HITS_INTERVAL_MS <= int(hits_text) <= MAX_HITS_INTERVAL_MS:
+            hits_interval = int(hits_text) / 1000
+        else:
+            problems.append(
+                f'BULKHEAD_HITS_INTERVAL_MS {hits_text!r} is not '
+                f'{MIN_HITS_INTERVAL_MS}..{MAX_HITS_INTERVAL_MS}; using 60000'
+            )
     return ShimConfig(
+        hits_interval=hits_interval,
         extension_status=source.get('BULKHEAD_EXTENSION_STATUS', '').strip() or None,
         extension_wait=extension_wait,
         ready_file=source.get('BULKHEAD_READY_FILE', '').strip() or None,

@@ -24,6 +24,7 @@ from .records import HttpSink, RecordQueue, SpoolSink
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from itertools import count
     from typing import Any, Literal
 
     from .records import Sink
@@ -42,6 +43,9 @@ EXIT_FLUSH_SECONDS = 2.0
 SPOOL_SYNC_WINDOW = 0.005
 #: Longest an invocation's first decision waits for the extension's INVOKE answer (Node's is 2 s).
 READY_WAIT_SECONDS = 2.0
+#: Lambda: the end of an invocation writes its rule hit counts to the spool unless the last hand-over
+#: is more recent than this (a busy sandbox: at most one line a second, not one per invocation).
+END_HITS_GAP = 1.0
 
 #: The invocation the running code serves (`<function>/<invocation id>` on Azure, the execution id on
 #: GCP), set by the in-process wrappers around each call; records carry it as `invocationId`. A context
@@ -127,7 +131,11 @@ class Shim:
             # repeat within the window still become one record. Over HTTP, a longer window batches a
             # burst into one request.
             delay=0.005 if isinstance(sink, SpoolSink) else 0.2,
+            hits_interval=self.config.hits_interval,
         )
+        #: Allow decisions per rule id under the governing revision (records.HitCounts): the decide_*
+        #: methods below increment it, `reload` replaces it with the new revision's.
+        self._hits: dict[str, count[int]] = self.queue.hits.counts
         atexit.register(self.queue.drain_at_exit, EXIT_FLUSH_SECONDS)
         # Lambda only (the exec wrapper names the extension's status file): a frozen sandbox runs no thread.
         self._spool_sync = (
@@ -230,8 +238,11 @@ class Shim:
         """A Lambda invocation ends: its records go to the spool before the sandbox can be frozen."""
         self.ready_for = None
         self.invocation_id = None
-        if self.queue.queued:
-            self.queue.flush(timeout=timeout)
+        queue = self.queue
+        if queue.queued or (queue.hits.pending and time.monotonic() - queue.hits.taken_at >= END_HITS_GAP):
+            # With the invocation's hit counts: a frozen sandbox runs no heartbeat, and a sandbox is
+            # shut down without its runtime being asked to write anything.
+            queue.flush(timeout=timeout, hits=True)
 
     def _add_exempt(self, endpoint: Endpoint) -> None:
         self._exempt.add((endpoint.host, endpoint.port))
@@ -295,6 +306,9 @@ class Shim:
             previous = self.revision
             self.decider = decider
             self.revision = payload['revision']
+            # After the decider: an allow by the old one counted a moment late is lost, never moved to
+            # the new revision.
+            self._hits = self.queue.hits.open(self.revision)
             self.expires_at = payload['expiresAt']
             self.last_reload_error = None
             was = f', was {previous}' if previous >= 0 else ''
@@ -423,10 +437,16 @@ class Shim:
                 via_name = False
         if decision.decision == 'allow' and via_name and _is_sensitive_address(ip):
             decision = decider.decide(None, ip, port, protocol)
-        if decision.decision == 'allow' and sni:
-            by_sni = decider.decide(sni.lower(), ip, port, protocol)
-            if by_sni.decision != 'allow':
-                decision = by_sni
+        if decision.decision == 'allow':
+            if sni:
+                by_sni = decider.decide(sni.lower(), ip, port, protocol)
+                if by_sni.decision != 'allow':
+                    return by_sni
+            hits = self._hits
+            try:
+                next(hits[decision.rule])
+            except KeyError:
+                self.queue.hits.first(hits, decision.rule)
         return decision
 
     def decide_host(self, host: str, port: int, protocol: str) -> Decision:
@@ -434,7 +454,14 @@ class Shim:
         key = self.host_key(host)
         if (key, port) in self._exempt:
             return EXEMPT
-        return self.decider.decide(key, None, port, protocol)
+        decision = self.decider.decide(key, None, port, protocol)
+        if decision.decision == 'allow':
+            hits = self._hits
+            try:
+                next(hits[decision.rule])
+            except KeyError:
+                self.queue.hits.first(hits, decision.rule)
+        return decision
 
     def decide_request(
         self, host: str, port: int, protocol: str, method: str, path: str, peer: str | None
@@ -454,14 +481,37 @@ class Shim:
         ):
             by_address = decider.decide(None, peer, port, protocol, None, method, path)
             if by_address.decision == 'allow':
-                return by_address
+                decision = by_address
+        if decision.decision == 'allow':
+            hits = self._hits
+            try:
+                next(hits[decision.rule])
+            except KeyError:
+                self.queue.hits.first(hits, decision.rule)
         return decision
 
     def decide_name(self, host: str) -> Decision:
         key = self.host_key(host)
         if key in self._exempt_names:
             return EXEMPT
-        return self.decider.decide_name(key)
+        decision = self.decider.decide_name(key)
+        if decision.decision == 'allow':
+            hits = self._hits
+            try:
+                next(hits[decision.rule])
+            except KeyError:
+                self.queue.hits.first(hits, decision.rule)
+        return decision
+
+    def count(self, decision: Decision) -> None:
+        """Count an allow decision the hooks made with the decider itself (exec, addons, Unix sockets):
+        the decide_* methods above count their own."""
+        if decision.decision == 'allow' and decision is not EXEMPT:
+            hits = self._hits
+            try:
+                next(hits[decision.rule])
+            except KeyError:
+                self.queue.hits.first(hits, decision.rule)
 
     # ---- records -------------------------------------------------------------------------------
 
@@ -514,6 +564,7 @@ class Shim:
     def after_fork_in_child(self) -> None:
         self._lock = threading.RLock()
         self.queue.after_fork_in_child()
+        self._hits = self.queue.hits.counts
         if self.config.bundle_file is not None:
             self._start_watch()
 

@@ -1,10 +1,16 @@
 """Deny records: aggregated, queued without blocking, bounded, delivered by a daemon thread to a sink
 (the spool file the Lambda extension reads, or the control API). The record shape is the Node shim's
 (`DenyRecord`, docs/contracts.md). Nothing here raises into application code: every failure becomes a
-count or a log line, and what cannot be delivered at exit is counted, never silently dropped."""
+count or a log line, and what cannot be delivered at exit is counted, never silently dropped.
+
+Rule hit counts (docs/contracts.md §3) travel with the records: allow decisions per rule id, counted by
+the core (`HitCounts.counts`), handed over with every delivery of records, by a heartbeat while there
+are counts and no records, and at exit. They are statistics: not numbered, and a refused batch loses
+them."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -52,7 +58,9 @@ if TYPE_CHECKING:
     class Sink(Protocol):
         description: str
 
-        def deliver(self, records: list[Record], timeout: float) -> None: ...
+        def deliver(self, records: list[Record], timeout: float, hits: list[Record] | None = None) -> None:
+            """`hits` (HitCount objects) only when there are any: sinks written before hit counts keep
+            working."""
 
 
 class SpoolSink:
@@ -63,10 +71,14 @@ class SpoolSink:
         self.description = f'spool {path}'
         self._fd: int | None = None
 
-    def deliver(self, records: list[Record], timeout: float) -> None:
+    def deliver(self, records: list[Record], timeout: float, hits: list[Record] | None = None) -> None:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        for record in records:
+        lines: list[Record] = records
+        if hits:
+            # A hit count is a line `{"hits": HitCount}` (no `id`): after the records it came with.
+            lines = [*records, *({'hits': h} for h in hits)]
+        for record in lines:
             line = (json.dumps(record, separators=(',', ':'), ensure_ascii=False) + '\n').encode()
             if os.write(self._fd, line) != len(line):
                 raise DeliveryError(f'short write to {self.path}', False)
@@ -96,10 +108,13 @@ class HttpSink:
         self._token = token
         self.description = f'POST {parts.scheme}://{parts.netloc}{parts.path}'
 
-    def deliver(self, records: list[Record], timeout: float) -> None:
+    def deliver(self, records: list[Record], timeout: float, hits: list[Record] | None = None) -> None:
         import http.client
 
-        body = json.dumps({'records': records}, separators=(',', ':'), ensure_ascii=False).encode()
+        batch: dict[str, Any] = {'records': records}
+        if hits:
+            batch['hits'] = hits
+        body = json.dumps(batch, separators=(',', ':'), ensure_ascii=False).encode()
         headers = {'content-type': 'application/json', 'content-length': str(len(body))}
         if self._token:
             headers['authorization'] = f'Bearer {self._token}'
@@ -119,6 +134,143 @@ class HttpSink:
             connection.close()
         if not 200 <= status <= 299:
             raise DeliveryError(f'{self.description} answered {status}', _permanent(status))
+
+
+#: Closed windows (of revisions no longer governing, or of batches that did not arrive) kept for the next
+#: hand-over; beyond this the oldest are dropped (a batch carries at most 100 hit counts).
+MAX_HIT_COUNTS = 50
+#: The control API's bounds: at most 100 hit counts in a batch, of at most 10,000 rules each.
+MAX_BATCH_HIT_COUNTS = 100
+MAX_RULES_PER_HIT_COUNT = 10_000
+
+
+def _value(counter: itertools.count[int]) -> int:
+    """What a hit counter counted: N of its repr `count(N)` (made `count(1)` at the first hit, advanced by
+    `next` at each one after; a count cannot be read otherwise without advancing it)."""
+    return int(repr(counter)[6:-1])
+
+
+class HitCounts:
+    """Allow decisions per rule id under the revision that made them (docs/contracts.md §3).
+
+    The hot path is the core's: `next(counts[rule])` on the open revision's dict of `itertools.count`
+    objects, a `KeyError` (the first allow by that rule under the revision) going to `first`. No lock and
+    no read-modify-write in Python: `next` on a count is one C call, atomic under the GIL, so concurrent
+    threads lose no increment; and it is cheaper than `counts[rule] += 1` (one dict operation, not two).
+    The dict only grows; a hand-over copies it (one C call) and hands over what each count gained since
+    the hand-over before, so a count is never taken twice nor lost to a hand-over.
+
+    A new revision (`open`) closes the old one's window; it is handed over under the old revision with
+    the next delivery. `since` is the window's first counted decision (the first of a revision) or the
+    last hand-over; `until` the hand-over."""
+
+    def __init__(self, workload: Callable[[], dict[str, str]]) -> None:
+        self._workload = workload
+        self._lock = threading.Lock()
+        #: The open revision's counts: what the core increments (replaced, never cleared).
+        self.counts: dict[str, itertools.count[int]] = {}
+        self.revision = -1
+        self._handed: dict[str, int] = {}
+        self._since: str | None = None
+        self._closed: list[Record] = []
+        #: Called (outside the lock) at the first allow of a revision: the queue starts its heartbeat.
+        self.on_first: Callable[[], None] = lambda: None
+        #: time.monotonic() of the last hand-over (0: none yet).
+        self.taken_at = 0.0
+
+    def first(self, counts: dict[str, itertools.count[int]], rule: str) -> None:
+        """The first allow by `rule` under the revision whose dict `counts` is."""
+        started = False
+        with self._lock:
+            counter = counts.get(rule)
+            if counter is None:
+                counts[rule] = itertools.count(1)  # `count(1)`: this hit; each `next` adds one
+            else:
+                next(counter)  # another thread's first came first
+            if counts is self.counts and self._since is None:
+                self._since = iso_now()
+                started = self.revision >= 0
+        if started:
+            self.on_first()
+
+    def open(self, revision: int) -> dict[str, itertools.count[int]]:
+        """`revision` governs from now on: the counts of the one before are closed (handed over with the
+        next delivery, under that revision). Returns the dict the core counts into."""
+        with self._lock:
+            if revision == self.revision:
+                return self.counts
+            closed = self._delta_locked(iso_now())
+            if closed is not None:
+                self._closed.append(closed)
+                del self._closed[:-MAX_HIT_COUNTS]
+            self.counts = {}
+            self._handed = {}
+            self._since = None
+            self.revision = revision
+            return self.counts
+
+    @property
+    def pending(self) -> bool:
+        """Whether there are counts not yet handed over."""
+        if self._closed:
+            return True
+        handed = self._handed
+        return len(self.counts) != len(handed) or any(
+            _value(c) != handed.get(rule, 0) for rule, c in self.counts.copy().items()
+        )
+
+    def take(self) -> list[Record]:
+        """The hit counts to hand over now (closed windows first), each rule counted once; within the
+        control API's bounds (a window of more rules is split, more windows wait for the next batch)."""
+        with self._lock:
+            self.taken_at = time.monotonic()
+            windows = self._closed
+            current = self._delta_locked(iso_now())
+            if current is not None:
+                windows.append(current)
+            taken: list[Record] = []
+            for window in windows:
+                rules = window['rules']
+                if len(rules) <= MAX_RULES_PER_HIT_COUNT:
+                    taken.append(window)
+                    continue
+                items = list(rules.items())
+                for start in range(0, len(items), MAX_RULES_PER_HIT_COUNT):
+                    taken.append({**window, 'rules': dict(items[start : start + MAX_RULES_PER_HIT_COUNT])})
+            self._closed = taken[MAX_BATCH_HIT_COUNTS:]
+            return taken[:MAX_BATCH_HIT_COUNTS]
+
+    def restore(self, taken: list[Record]) -> None:
+        """A batch that did not arrive and will be sent again: its counts go with the next one."""
+        with self._lock:
+            self._closed = (taken + self._closed)[-MAX_HIT_COUNTS:]
+
+    def _delta_locked(self, now: str) -> Record | None:
+        snapshot = {rule: _value(c) for rule, c in self.counts.copy().items()}
+        handed = self._handed
+        rules = {rule: n - handed.get(rule, 0) for rule, n in snapshot.items() if n > handed.get(rule, 0)}
+        self._handed = snapshot
+        since = self._since
+        if since is not None:
+            self._since = now
+        if not rules or self.revision < 0:
+            # Nothing new, or decisions of the fail mode (no revision made them): nothing to hand over.
+            return None
+        return {
+            'workload': dict(self._workload()),
+            'revision': self.revision,
+            'since': since or now,
+            'until': now,
+            'rules': rules,
+        }
+
+    def after_fork_in_child(self) -> None:
+        """The parent hands over what was counted before the fork; the child starts from nothing."""
+        self._lock = threading.Lock()
+        self.counts = {}
+        self._handed = {}
+        self._since = None
+        self._closed = []
 
 
 class _Pending:
@@ -143,6 +295,7 @@ class RecordQueue:
         delay: float = 0.2,
         max_retry_delay: float = 60.0,
         number_records: bool = False,
+        hits_interval: float = 60.0,
     ) -> None:
         self.sink = sink
         self._workload = workload
@@ -169,6 +322,12 @@ class RecordQueue:
         self._due = 0.0
         #: Ident of the delivery thread: the audit hook leaves the shim's own traffic alone.
         self.thread_ident: int | None = None
+        #: Rule hit counts, handed over with the records; the heartbeat every `hits_interval` seconds
+        #: hands them over alone while there are any (started at the first allow, then kept ticking).
+        self.hits = HitCounts(workload)
+        self.hits.on_first = self._start_heartbeat
+        self._hits_interval = hits_interval
+        self._hits_due = 0.0
 
     @property
     def queued(self) -> int:
@@ -182,6 +341,10 @@ class RecordQueue:
             self._number = number_records
             if self._pending:
                 self._schedule(self._delay)
+            if self.hits.pending and self._hits_due == 0.0:
+                # Counted before there was a sink: the heartbeat starts now.
+                self._hits_due = time.monotonic() + self._hits_interval
+                self._ensure_thread()
 
     def add(self, record_input: Record) -> None:
         """Queue a record (kind, destination, decision, mode, rule, revision, origin …). Never raises."""
@@ -243,27 +406,48 @@ class RecordQueue:
         due = time.monotonic() + delay
         if self._due == 0.0 or due < self._due:
             self._due = due
+        self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        """Under the lock: the delivery thread runs (started at first need) and sees what changed."""
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name='bulkhead-records', daemon=True)
             self._thread.start()
         else:
             self._wake.notify()
 
+    def _start_heartbeat(self) -> None:
+        """The first allow of a revision was counted: hand the counts over within `hits_interval`."""
+        with self._lock:
+            if self.sink is not None and self._hits_due == 0.0:
+                self._hits_due = time.monotonic() + self._hits_interval
+                self._ensure_thread()
+
     def _run(self) -> None:
         self.thread_ident = threading.get_ident()
         while True:
             with self._lock:
-                while self._due == 0.0 or time.monotonic() < self._due:
-                    if self._due == 0.0:
-                        self._wake.wait()
-                    else:
-                        self._wake.wait(max(0.0, self._due - time.monotonic()))
-                self._due = 0.0
-            self.flush(timeout=10.0)
+                while True:
+                    now = time.monotonic()
+                    due = [t for t in (self._due, self._hits_due) if t != 0.0]
+                    if due and now >= min(due):
+                        break
+                    self._wake.wait(max(0.0, min(due) - now) if due else None)
+                records_due = self._due != 0.0 and now >= self._due
+                if records_due:
+                    self._due = 0.0
+                heartbeat = self._hits_due != 0.0 and now >= self._hits_due
+                if heartbeat:
+                    # Kept ticking: an increment of a rule already counted gives no other signal.
+                    self._hits_due = now + self._hits_interval
+            if records_due or (heartbeat and self.hits.pending):
+                self.flush(timeout=10.0, hits=heartbeat)
 
-    def flush(self, timeout: float = 10.0) -> int:
-        """Deliver what is pending now, in batches, until the sink refuses or `timeout` passes.
-        Returns the number still pending. Safe from any thread (the sink is called outside the lock)."""
+    def flush(self, timeout: float = 10.0, hits: bool = False) -> int:
+        """Deliver what is pending now, in batches, until the sink refuses or `timeout` passes; the rule
+        hit counts go with the records, and with `hits` (heartbeat, exit, end of a Lambda invocation)
+        in a batch of their own when there are no records. Returns the number of records still pending.
+        Safe from any thread (the sink is called outside the lock)."""
         sink = self.sink
         if sink is None:
             return len(self._pending)
@@ -271,31 +455,58 @@ class RecordQueue:
         if not self._flushing.acquire(timeout=max(0.0, timeout)):
             return len(self._pending)
         try:
-            return self._flush_until(sink, deadline)
+            return self._flush_until(sink, deadline, hits)
         finally:
             self._flushing.release()
 
-    def _flush_until(self, sink: Sink, deadline: float) -> int:
+    def _flush_until(self, sink: Sink, deadline: float, hits_alone: bool) -> int:
         """`flush` holding the flush lock."""
+        with_hits = True
         while True:
             with self._lock:
-                if not self._pending:
-                    return 0
                 batch = self._pending[: self._max_batch]
                 # Records in flight are not aggregated into any more: a repeat starts a new record.
                 for p in batch:
                     if self._by_key.get(p.key) is p:
                         del self._by_key[p.key]
+            if not batch and not (hits_alone and self.hits.pending):
+                return 0
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._requeue(batch)
                 return len(self._pending)
+            # Every delivery hands the counts over; at most once alone (no records) per flush.
+            hits_alone = False
+            hits = self.hits.take() if with_hits else []
             try:
-                sink.deliver([p.record for p in batch], min(remaining, 5.0))
+                if hits:
+                    sink.deliver([p.record for p in batch], min(remaining, 5.0), hits)
+                else:
+                    sink.deliver([p.record for p in batch], min(remaining, 5.0))
             except Exception as error:
                 self.last_error = str(error)
+                permanent = isinstance(error, DeliveryError) and error.permanent
+                if hits and permanent:
+                    # A receiver that refuses the hit counts must not cost the records: they are sent
+                    # again alone (the counts are statistics, the records are not).
+                    self._log(
+                        f'report delivery to {sink.description} refused ({self.last_error}); '
+                        f'{len(hits)} hit counts dropped'
+                    )
+                    with_hits = False
+                    if batch:
+                        self._requeue(batch)
+                    continue
+                if hits:
+                    self.hits.restore(hits)
+                if not batch:
+                    self._log(
+                        f'report delivery to {sink.description} failed ({self.last_error}); '
+                        'hit counts kept for the next hand-over'
+                    )
+                    return 0
                 with self._lock:
-                    if isinstance(error, DeliveryError) and error.permanent:
+                    if permanent:
                         self._remove(batch)
                         self.dropped += len(batch)
                         self._log(
@@ -331,10 +542,11 @@ class RecordQueue:
             self._by_key.setdefault(p.key, p)
 
     def drain_at_exit(self, timeout: float) -> None:
-        """At interpreter exit: deliver within `timeout` seconds; what is left is counted and said."""
-        if self.sink is None or not self._pending:
+        """At interpreter exit: deliver within `timeout` seconds, with the last hit counts; what is left
+        is counted and said."""
+        if self.sink is None or not (self._pending or self.hits.pending):
             return
-        left = self.flush(timeout=timeout)
+        left = self.flush(timeout=timeout, hits=True)
         if left:
             self.dropped += left
             self._log(
@@ -355,3 +567,5 @@ class RecordQueue:
         self._seq = 0
         self._pending = []
         self._by_key = {}
+        self._hits_due = 0.0
+        self.hits.after_fork_in_child()

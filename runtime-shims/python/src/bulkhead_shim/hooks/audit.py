@@ -119,11 +119,13 @@ class Governor:
                     by_target = shim.decider.decide_unix(resolved)
                     if by_target.decision != 'allow':
                         decision, path = by_target, resolved
+            shim.count(decision)
             self._act('unix', operation, path, decision, {'socket': path})
         else:
             # Netlink, packet and other families: not egress the kernel can name; decided as an
             # unreadable destination (denied under enforce, recorded under observe).
             decision = shim.decider.decide(None, None, 0, 'tcp')
+            shim.count(decision)
             self._act('connect', operation, f'family {family}', decision, {'protocol': 'tcp'})
 
     # -- names ---------------------------------------------------------------------------------------
@@ -162,6 +164,7 @@ class Governor:
             if decision.blocked:
                 raise EgressDenied('exec', file, decision.rule, shim.decider.revision)
             return
+        shim.count(decision)
         if not own and not children.is_python(file, self._own):
             return
         flag = children.isolating_flag(args)
@@ -252,6 +255,8 @@ class Governor:
             shim.report('addon', decision, {'command': filename})
             if decision.blocked:
                 raise NativeModuleDenied(filename, decision.rule, shim.decider.revision, name=str(args[0]))
+        else:
+            shim.count(decision)
 
     def on_dlopen(self, args: tuple[Any, ...]) -> None:
         name = as_text(args[0])
@@ -263,6 +268,8 @@ class Governor:
             shim.report('addon', decision, {'command': name})
             if decision.blocked:
                 raise NativeModuleDenied(name, decision.rule, shim.decider.revision)
+        else:
+            shim.count(decision)
 
     def on_dlsym(self, args: tuple[Any, ...]) -> None:
         # Allowing ctypes (for its FFI uses) does not allow reaching the system calls the hooks govern
@@ -276,6 +283,8 @@ class Governor:
             shim.report('addon', decision, {'command': f'ctypes:{name}'})
             if decision.blocked:
                 raise NativeModuleDenied(f'ctypes:{name}', decision.rule, shim.decider.revision)
+        else:
+            shim.count(decision)
 
     def handlers(self) -> dict[str, Handler]:
         return {

@@ -2,7 +2,14 @@
 extension's report-forwarder does: reads from a persisted cursor, numbers each record per sandbox
 (`sandboxId`, `seq`), POSTs batches to /v1/reports and advances the cursor only on acceptance, so
 delivery is at least once and the control API deduplicates by record id. A freeze in the middle of a
-POST leaves the cursor where it was: the batch is sent again after the thaw."""
+POST leaves the cursor where it was: the batch is sent again after the thaw.
+
+Rule hit counts (lines `{"hits": HitCount}`, no `id`) go in the `hits` array of the batch whose lines
+they are among: not numbered, not records, not malformed; their bytes are consumed like a record's. The
+lines of one workload and revision in a batch are summed into one hit count (the shim writes one at the
+end of an invocation, at most one a second). A backlog of hit counts alone waits for the caller's word
+(`hits_alone`): the extension sends it at most once a minute and at SHUTDOWN, never on an INVOKE's
+critical path; records take the hit counts before them along."""
 
 from __future__ import annotations
 
@@ -22,13 +29,18 @@ if TYPE_CHECKING:
 
 MAX_READ_BYTES = 1024 * 1024
 DEFAULT_BATCH = 200
+#: Hit counts in one batch (the control API takes at most 100, of at most 10,000 rules each).
+MAX_HITS = 100
+MAX_RULES = 10_000
 
 
 class ForwardResult:
-    __slots__ = ('duplicate', 'error', 'malformed', 'pending', 'rejected', 'sent')
+    __slots__ = ('duplicate', 'error', 'hits', 'malformed', 'pending', 'rejected', 'sent')
 
     def __init__(self) -> None:
         self.sent = 0
+        #: Hit counts forwarded (not records: `sent` does not count them).
+        self.hits = 0
         self.duplicate = 0
         self.rejected = 0
         self.malformed = 0
@@ -61,6 +73,9 @@ class Forwarder:
                 write_cursor(state_dir, self.cursor)
             except OSError as error:
                 log(f'reports: cannot write the spool cursor ({type(error).__name__})')
+        #: (inode, size) of the spool when a backlog of hit counts alone was left for later: unchanged,
+        #: it is not read again until the caller lets hit counts go alone.
+        self._deferred: tuple[int, int] | None = None
         self._target: tuple[str, str, int, str] | None = None
         if control_url and token:
             from ..client.bundle_client import parse_control_url
@@ -77,23 +92,35 @@ class Forwarder:
             return info.st_size
         return info.st_size - self.cursor.offset
 
-    def forward(self, deadline: float) -> ForwardResult:
-        """Forwards until the spool is drained, an error happens or `deadline` (monotonic) passes.
+    def forward(self, deadline: float, hits_alone: bool = True) -> ForwardResult:
+        """Forwards until the spool is drained, an error happens or `deadline` (monotonic) passes; with
+        `hits_alone` false, a rest of hit counts alone (no record after them) is left for later.
         One pass at a time; a caller arriving meanwhile waits for the lock."""
         with self._lock:
-            return self._forward(deadline)
+            return self._forward(deadline, hits_alone)
 
-    def _forward(self, deadline: float) -> ForwardResult:
+    def _forward(self, deadline: float, hits_alone: bool) -> ForwardResult:
         result = ForwardResult()
+        if not hits_alone and self._deferred is not None:
+            try:
+                info = os.stat(self._spool)
+                if (info.st_ino, info.st_size) == self._deferred:
+                    return result
+            except OSError:
+                return result
         while True:
             chunk = self._read_chunk()
             if chunk is None:
                 return result
-            records, consumed, malformed, more, inode = chunk
-            if not records and consumed == 0:
+            records, hits, consumed, malformed, more, inode = chunk
+            if not records and not hits and consumed == 0:
                 return result
+            if not records and hits and not more and not hits_alone:
+                self._deferred = (inode, self.cursor.offset + consumed)
+                return result
+            self._deferred = None
             result.malformed += malformed
-            if records:
+            if records or hits:
                 if self._target is None:
                     result.pending = True
                     result.error = 'no control API configured; records stay in the spool'
@@ -102,7 +129,20 @@ class Forwarder:
                 if remaining <= 0.02:
                     result.pending = True
                     return result
-                ok, permanent, message, answer = self._post(records, min(remaining, 5.0))
+                ok, permanent, message, answer = self._post(records, hits, min(remaining, 5.0))
+                if not ok and permanent and hits:
+                    # Refused: the hit counts must not cost the records. They are sent again alone
+                    # (hit counts are statistics, a refused batch loses them).
+                    self._log(f'reports: {len(hits)} hit counts dropped ({message})')
+                    hits = []
+                    if records:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0.02:
+                            result.pending = True
+                            return result
+                        ok, permanent, message, answer = self._post(records, hits, min(remaining, 5.0))
+                    else:
+                        ok, answer = True, {}
                 if not ok:
                     result.pending = True
                     result.error = message
@@ -117,6 +157,7 @@ class Forwarder:
                     if rejected:
                         self._log(f'reports: control API refused {rejected} records')
                     self.total_sent += len(records)
+                    result.hits += len(hits)
             self.cursor = Cursor(
                 self.cursor.sandbox_id,
                 self.cursor.offset + consumed,
@@ -127,7 +168,9 @@ class Forwarder:
             if not more:
                 return result
 
-    def _read_chunk(self) -> tuple[list[dict[str, Any]], int, int, bool, int] | None:
+    def _read_chunk(
+        self,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, int, bool, int] | None:
         try:
             info = os.stat(self._spool)
         except OSError:
@@ -142,6 +185,8 @@ class Forwarder:
             handle.seek(self.cursor.offset)
             data = handle.read(min(available, MAX_READ_BYTES))
         records: list[dict[str, Any]] = []
+        hits: list[dict[str, Any]] = []
+        merged: dict[tuple[str, object], dict[str, Any]] = {}
         consumed = 0
         malformed = 0
         start = 0
@@ -150,14 +195,28 @@ class Forwarder:
             if newline == -1:
                 break
             line = data[start:newline].strip()
-            start = newline + 1
-            consumed = start
             if not line:
+                start = consumed = newline + 1
                 continue
             record = _parse_record(line)
             if record is None:
+                start = consumed = newline + 1
                 malformed += 1
                 continue
+            if 'hits' in record and 'id' not in record:
+                count: dict[str, Any] = record['hits']
+                key = (json.dumps(count.get('workload'), sort_keys=True), count.get('revision'))
+                into = merged.get(key)
+                if into is None or not _merge(into, count):
+                    if len(hits) >= MAX_HITS:
+                        break  # the line stays for the next batch
+                    if _summable(count):
+                        count = {**count, 'rules': dict(count['rules'])}
+                        merged[key] = count
+                    hits.append(count)
+                start = consumed = newline + 1
+                continue
+            start = consumed = newline + 1
             record['sandboxId'] = self.cursor.sandbox_id
             record['seq'] = self.cursor.next_seq + len(records)
             records.append(record)
@@ -167,12 +226,17 @@ class Forwarder:
             consumed = len(data) if newline == -1 else newline + 1
             malformed += 1
         more = consumed > 0 and self.cursor.offset + consumed < info.st_size
-        return records, consumed, malformed, more, info.st_ino
+        return records, hits, consumed, malformed, more, info.st_ino
 
-    def _post(self, records: list[dict[str, Any]], timeout: float) -> tuple[bool, bool, str, dict[str, Any]]:
+    def _post(
+        self, records: list[dict[str, Any]], hits: list[dict[str, Any]], timeout: float
+    ) -> tuple[bool, bool, str, dict[str, Any]]:
         assert self._target is not None
         scheme, host, port, prefix = self._target
-        body = json.dumps({'records': records}, separators=(',', ':'), ensure_ascii=False).encode()
+        batch: dict[str, Any] = {'records': records}
+        if hits:
+            batch['hits'] = hits
+        body = json.dumps(batch, separators=(',', ':'), ensure_ascii=False).encode()
         headers = {
             'authorization': f'Bearer {self._token}',
             'content-type': 'application/json',
@@ -206,11 +270,43 @@ class Forwarder:
         return False, not retry, f'control API answered {status}', {}
 
 
+def _summable(count: dict[str, Any]) -> bool:
+    """A hit count whose fields other lines can be summed into (else it is sent as it is, for the control
+    API to judge)."""
+    rules = count.get('rules')
+    return (
+        isinstance(count.get('since'), str)
+        and isinstance(count.get('until'), str)
+        and isinstance(rules, dict)
+        and all(type(n) is int and n >= 1 for n in rules.values())
+    )
+
+
+def _merge(into: dict[str, Any], count: dict[str, Any]) -> bool:
+    """Add `count` (same workload and revision) to `into`: rules summed, the window their union. False,
+    changing nothing, when it cannot be summed or the sum would have too many rules."""
+    if not _summable(count):
+        return False
+    rules: dict[str, int] = into['rules']
+    if len(rules) + sum(1 for rule in count['rules'] if rule not in rules) > MAX_RULES:
+        return False
+    for rule, n in count['rules'].items():
+        rules[rule] = rules.get(rule, 0) + n
+    into['since'] = min(into['since'], count['since'])
+    into['until'] = max(into['until'], count['until'])
+    return True
+
+
 def _parse_record(line: bytes) -> dict[str, Any] | None:
+    """A record (a non-empty string `id`) or a hit-count line (`{"hits": {…}}`, no `id`); else None."""
     try:
         value = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(value, dict) or not isinstance(value.get('id'), str) or value['id'] == '':
+    if not isinstance(value, dict):
+        return None
+    if 'id' not in value and isinstance(value.get('hits'), dict):
+        return value
+    if not isinstance(value.get('id'), str) or value['id'] == '':
         return None
     return value

@@ -30,6 +30,9 @@ SPOOL_WATCH_SECONDS = 0.1
 RETRY_MAX_SECONDS = 30.0
 #: Bound on forwarding a previous invocation's records at INVOKE (before `next`).
 FORWARD_AT_INVOKE_SECONDS = 1.0
+#: Rule hit counts with no record to go with are sent at most this often (and at SHUTDOWN), by the
+#: spool watch, never at INVOKE: the shim writes them as invocations end, and they are statistics.
+HITS_FORWARD_SECONDS = 60.0
 
 
 def log(message: str) -> None:
@@ -70,6 +73,8 @@ class Session:
         self.fetch_ms: int | None = None
         self._hold_lock = threading.Lock()
         self._forward_wake = threading.Event()
+        #: When the spool watch last let hit counts go without records (HITS_FORWARD_SECONDS).
+        self._hits_forwarded_at = time.monotonic()
         self._stopped = threading.Event()
 
     # ---- before Register --------------------------------------------------------------------------
@@ -193,7 +198,10 @@ class Session:
             self._forward_wake.clear()
             if self._stopped.is_set() or self.forwarder.backlog() == 0:
                 continue
-            result = self.forwarder.forward(time.monotonic() + 10)
+            hits_alone = time.monotonic() - self._hits_forwarded_at >= HITS_FORWARD_SECONDS
+            if hits_alone:
+                self._hits_forwarded_at = time.monotonic()
+            result = self.forwarder.forward(time.monotonic() + 10, hits_alone)
             if result.pending and result.error:
                 self.log(f'reports: {result.error}; will retry')
                 if self._stopped.wait(retry):
@@ -218,7 +226,7 @@ class Session:
         # them) go out now, bounded, before `next`: billed time only after a deny, and never lost.
         if self.forwarder.backlog() > 0:
             result = self.forwarder.forward(
-                time.monotonic() + max(0.05, min(FORWARD_AT_INVOKE_SECONDS, left / 4))
+                time.monotonic() + max(0.05, min(FORWARD_AT_INVOKE_SECONDS, left / 4)), hits_alone=False
             )
             if result.pending and result.error:
                 self.log(f'reports: {result.error}; will retry')
