@@ -273,6 +273,32 @@ describe.each(ENGINES)('control store on %s', (engine) => {
     expect(await found({ severity: 'high' })).toEqual(['old-1']);
   });
 
+  it('adds rule hit counts per day, revision and rule, and sums them from a day on', async () => {
+    await store.addHits([
+      { day: '2026-11-01', revision: 1, rule: 'p/allow[0]', hits: 5 },
+      { day: '2026-11-01', revision: 1, rule: 'p/allow[1]', hits: 1 },
+      { day: '2026-11-20', revision: 2, rule: 'p/allow[0]', hits: 2 },
+    ]);
+    await store.addHits([{ day: '2026-11-20', revision: 2, rule: 'p/allow[0]', hits: 3 }]);
+    await store.addHits([]);
+    const totals = (since: string) =>
+      store
+        .hitTotals(since)
+        .then((rows) => rows.sort((a, b) => a.revision - b.revision || a.rule.localeCompare(b.rule)));
+    expect(await totals('2026-10-01')).toEqual([
+      { revision: 1, rule: 'p/allow[0]', hits: 5, lastDay: '2026-11-01' },
+      { revision: 1, rule: 'p/allow[1]', hits: 1, lastDay: '2026-11-01' },
+      { revision: 2, rule: 'p/allow[0]', hits: 5, lastDay: '2026-11-20' },
+    ]);
+    expect(await totals('2026-11-02')).toEqual([
+      { revision: 2, rule: 'p/allow[0]', hits: 5, lastDay: '2026-11-20' },
+    ]);
+    // Counts beyond 32 bits add up (BIGINT on PostgreSQL).
+    await store.addHits([{ day: '2026-11-21', revision: 3, rule: 'big', hits: 2 ** 40 }]);
+    await store.addHits([{ day: '2026-11-21', revision: 3, rule: 'big', hits: 2 ** 40 }]);
+    expect((await totals('2026-11-21'))[0]?.hits).toBe(2 ** 41);
+  });
+
   it('counts sequence gaps per sandbox, not duplicates', async () => {
     const workloadKey = 'cloud=aws,name=gappy';
     await store.recordSightings([
