@@ -157,6 +157,35 @@ describe('observe → suggest → enforce', () => {
     expect(text).toContain(`{ cidr: 127.0.0.1/32, port: ${health}, methods: [ GET ], paths: [ /health ] }`);
     expect(text).toMatch(/# \(unknown\) \(2×\)|# [^\n]*2 requests/);
 
+    // Offline, from an export of the records and the policy files: the same rules.
+    const exported = await runCli(['denies', '--json', '--limit', '1000'], env);
+    expect(exported.code, exported.stderr).toBe(0);
+    writeFileSync(join(dir, 'denies.ndjson'), exported.stdout);
+    writeFileSync(join(dir, 'observe.yaml'), OBSERVE);
+    const offline = await runCli([
+      'policy',
+      'suggest',
+      '--group',
+      'demo',
+      '--mode',
+      'enforce',
+      '--json',
+      '--records',
+      join(dir, 'denies.ndjson'),
+      join(dir, 'observe.yaml'),
+    ]);
+    expect(offline.code, offline.stderr).toBe(0);
+    const offlineRules = (JSON.parse(offline.stdout) as { rules: { to: unknown }[] }).rules.map((r) => r.to);
+    expect(offlineRules).toEqual([
+      {
+        cidr: '127.0.0.1/32',
+        port: api,
+        methods: ['GET', 'POST'],
+        paths: ['/v1/charges/*', '/v1/charges/*/refunds'],
+      },
+      { cidr: '127.0.0.1/32', port: health, methods: ['GET'], paths: ['/health'] },
+    ]);
+
     // What would break: enforcing without the suggestion blocks all of it; with it, nothing.
     const dryRun = async (text: string) => {
       const response = await fetch(`${control.url}/v1/policy?dryRun=true&breakDays=1`, {
