@@ -492,6 +492,7 @@ def print_report(results: dict[str, Any]) -> None:
         'decide_connect_ns': 'shim.decide_connect(ip, port, tcp), hit',
         'decide_request_ns': 'shim.decide_request(GET path), hit',
         'decider_decide_miss_ns': 'decider.decide_uncached (a miss)',
+        'hit_count_ns': 'rule hit count: next(counts[rule]) (in decide_*)',
         'normalize_ip_ns': 'kernel.cidr.normalize_ip(ip)',
         'classify_host_ip_ns': 'kernel.host.classify_host(ip)',
         'host_key_name_ns': 'config.host_key(name)',

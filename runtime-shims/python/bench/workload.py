@@ -147,6 +147,12 @@ def _micro(n: int, port: int, http_port: int, host: str) -> dict[str, float]:
         out['decide_request_ns'] = _best_ns(
             n, lambda: decide_request(host, http_port, 'http', 'GET', PATH, address)
         )
+        # Rule hit counting (contract §3): what every allow decision adds, the increment alone
+        # (decide_connect above includes it; the report sets one against the other).
+        from itertools import count as counter
+
+        counts = {'p/allow[0]': counter(1)}
+        out['hit_count_ns'] = _best_ns(n, lambda: next(counts['p/allow[0]']))
         uncached = decider.decide_uncached
         out['decider_decide_miss_ns'] = _best_ns(
             max(1, n // 10), lambda: uncached(host, address, http_port, 'http', None, 'GET', PATH)
