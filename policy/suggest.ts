@@ -15,7 +15,6 @@
 //
 // Allowed traffic leaves no record, so a suggestion only knows what the current rules denied (or
 // would have, in observe mode): replacing rules that were in use loses their traffic (see `--merge`).
-import { parseCidr } from './cidr.js';
 import { describeDestination } from './diff.js';
 import type { Destination, EgressPolicyDoc } from './documents.js';
 import { checkGuardrails } from './guardrails.js';
@@ -189,7 +188,8 @@ function lambdaFunctionOf(path: string): string | undefined {
   return name !== undefined && FUNCTION_NAME.test(name) ? name : undefined;
 }
 
-function destinationText(o: {
+/** `host:port`, `203.0.113.7:443`, `[2001:db8::1]:443` (no port: the target alone). */
+export function destinationText(o: {
   host?: string | undefined;
   ip?: string | undefined;
   port?: number | undefined;
@@ -485,12 +485,9 @@ function dropForbidden(
 /** The destination a rule names, as a person says it: `169.254.169.254:80`, `*.x.test`, `unix:/run/a.sock`. */
 function suggestedTarget(to: Destination): string {
   if (to.unix !== undefined) return `unix:${String(to.unix)}`;
-  const cidr = typeof to.cidr === 'string' ? parseCidr(to.cidr) : undefined;
-  const target =
-    typeof to.host === 'string'
-      ? to.host
-      : cidr?.ok && typeof to.cidr === 'string'
-        ? to.cidr.replace(/\/(32|128)$/, '')
-        : describeDestination(to);
-  return typeof to.port === 'number' ? `${target}:${to.port}` : target;
+  const port = typeof to.port === 'number' ? to.port : undefined;
+  if (typeof to.host === 'string') return destinationText({ host: to.host, port });
+  // A suggested address rule is always one address (hostCidr).
+  if (typeof to.cidr === 'string') return destinationText({ ip: to.cidr.replace(/\/(32|128)$/, ''), port });
+  return describeDestination(to);
 }

@@ -9,7 +9,7 @@ import { compilePolicy, groupsSelecting, scopeOf } from './compile.js';
 import { createDecider } from './decide.js';
 import { formatIdentity } from './identity.js';
 import type { PolicySet } from './parse.js';
-import { pathGlobOf } from './suggest.js';
+import { destinationText, pathGlobOf } from './suggest.js';
 import type { Decider, Decision, DecisionRequest, DenyRecord, Protocol } from './types.js';
 
 export interface BreakingDestination {
@@ -78,7 +78,7 @@ export function decideRecord(decider: Decider, record: DenyRecord): Decision | u
 
 function destinationOf(record: DenyRecord): string {
   const d = record.destination;
-  const target = `${d.host ?? (d.ip?.includes(':') ? `[${d.ip}]` : d.ip)}${d.port !== undefined ? `:${d.port}` : ''}`;
+  const target = destinationText(d);
   switch (record.kind) {
     case 'exec':
     case 'addon':
