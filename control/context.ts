@@ -1,5 +1,7 @@
 // What the route modules share: the store, this replica's policy state, limits and counters.
 // Its own file so that routes and the server that registers them do not import each other.
+import type { AttestationConfig } from './attest/types.js';
+import type { TokenGrant, TokenVerifier } from './auth.js';
 import type { LongPollHub } from './long-poll.js';
 import type { ControlMetrics } from './metrics.js';
 import type { PolicyState, SigningKey } from './policy-state.js';
@@ -27,6 +29,10 @@ export interface ControlLimits {
   /** Longest `?wait=` in seconds. */
   maxWaitSeconds: number;
   rateLimit: Record<TokenScope, RateLimit>;
+  /** Identities not yet in the inventory that one workload token (with its sessions) may introduce. */
+  newWorkloads: RateLimit;
+  /** Attestations (each creates a session) per workload token. */
+  attestations: RateLimit;
   /** Validity of a signed bundle. */
   bundleTtlSeconds: number;
 }
@@ -44,4 +50,9 @@ export interface ControlContext {
   flushSightings(): Promise<void>;
   /** When the current revision was first known to this replica (for propagation figures). */
   revisionSeenAtMs(): number;
+  verifier: TokenVerifier;
+  attestation: AttestationConfig | undefined;
+  /** Takes from the token's budget of new identities unless `key` is already in the inventory. */
+  admitsNewWorkload(grant: TokenGrant, key: string): { ok: true } | { ok: false; retryAfterSeconds: number };
+  admitsAttestation(grant: TokenGrant): { ok: true } | { ok: false; retryAfterSeconds: number };
 }

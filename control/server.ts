@@ -8,7 +8,8 @@ import Fastify, {
   LogController,
 } from 'fastify';
 import { generateKeyPair } from '../policy/index.js';
-import { type IssuedToken, issueToken, TokenVerifier } from './auth.js';
+import type { AttestationConfig } from './attest/types.js';
+import { type IssuedToken, type IssueOptions, issueToken, type TokenGrant, TokenVerifier } from './auth.js';
 import { ConnectionGuard, connectionBudget, countOpenFiles, readOpenFileLimit } from './connection-guard.js';
 import type { ControlContext, ControlLimits } from './context.js';
 import { LongPollHub } from './long-poll.js';
@@ -40,6 +41,9 @@ export const DEFAULT_LIMITS: ControlLimits = {
   maxWaitSeconds: 60,
   // A fleet usually shares one workload token, so its bucket is sized for the fleet.
   rateLimit: { admin: { perSecond: 50, burst: 200 }, workload: { perSecond: 5000, burst: 20_000 } },
+  // A deployment of a few thousand functions fits the burst; an invented identity per request does not.
+  newWorkloads: { perSecond: 20, burst: 2000 },
+  attestations: { perSecond: 100, burst: 2000 },
   bundleTtlSeconds: 24 * 60 * 60,
 };
 
@@ -52,6 +56,8 @@ export interface ControlServerOptions {
   limits?: Partial<ControlLimits> | undefined;
   /** The open-files limit to size connection caps from (default: this process's RLIMIT_NOFILE). */
   fdLimit?: number | undefined;
+  /** Attested workload identity (POST /v1/attest); absent: attestation is off. */
+  attestation?: AttestationConfig | undefined;
 }
 
 /** Route access: `none` (public), `any` (any valid token), or the scope it needs. Admin tokens pass everywhere. */
@@ -60,10 +66,13 @@ export type RouteAccess = 'none' | 'any' | TokenScope;
 declare module 'fastify' {
   interface FastifyContextConfig {
     access?: RouteAccess;
+    /** The route acts for one workload (bundles, records): `--require-attested` refuses unattested workload tokens. */
+    actsForWorkload?: boolean;
   }
   interface FastifyRequest {
     tokenId?: string;
     tokenScope?: TokenScope;
+    grant?: TokenGrant;
   }
 }
 
@@ -99,6 +108,11 @@ const WAKE_BEFORE_ANSWER = 256;
 const MAX_PENDING_SIGHTINGS = 50_000;
 /** How stale a workload's stored last-seen time may get while nothing else about it changes. */
 const LAST_SEEN_REFRESH_MS = 30_000;
+/** Inventory keys remembered as known (beyond it, new identities all count against the token's rate). */
+const MAX_KNOWN_WORKLOADS = 1_000_000;
+const SESSION_PURGE_MS = 10 * 60_000;
+/** Expired sessions stay listable (`token list --sessions`) this long. */
+const SESSION_KEPT_AFTER_EXPIRY_MS = 24 * 60 * 60_000;
 
 export async function createControlServer(options: ControlServerOptions): Promise<FastifyInstance> {
   const configured: ControlLimits = { ...DEFAULT_LIMITS, ...(options.limits ?? {}) };
@@ -115,6 +129,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
   const longPolls = new LongPollHub(limits.longPolls);
   const verifier = new TokenVerifier(store);
   const rateLimiter = new RateLimiter();
+  const requireAttested = options.attestation?.require === true;
 
   const app = Fastify({
     ...loggerOption(options.logger),
@@ -164,8 +179,21 @@ export async function createControlServer(options: ControlServerOptions): Promis
       firstUsed: new Date().toISOString(),
     });
     await state.init();
+    // Workloads already in the inventory never count against a token's rate of new ones.
+    for (const known of await store.listWorkloadKeys()) rememberWorkload(known);
   });
+  const knownWorkloads = new Set<string>();
+  const rememberWorkload = (key: string) => {
+    if (knownWorkloads.size < MAX_KNOWN_WORKLOADS) knownWorkloads.add(key);
+  };
   await watch.start();
+  verifier.start();
+  const sessionPurge = setInterval(() => {
+    store
+      .deleteExpiredSessions(new Date(Date.now() - SESSION_KEPT_AFTER_EXPIRY_MS).toISOString())
+      .catch(() => {});
+  }, SESSION_PURGE_MS);
+  sessionPurge.unref();
 
   const sightings = new Map<string, WorkloadSighting>();
   const recorded = new Map<string, { revision: number; scope: string; atMs: number }>();
@@ -217,6 +245,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
       ) {
         return;
       }
+      rememberWorkload(key);
       if (recorded.size >= 100_000) recorded.clear();
       if (previous) {
         previous.revision = revision;
@@ -240,6 +269,17 @@ export async function createControlServer(options: ControlServerOptions): Promis
     },
     flushSightings,
     revisionSeenAtMs: () => revisionSeenAtMs,
+    verifier,
+    attestation: options.attestation,
+    admitsNewWorkload(grant, key) {
+      if (knownWorkloads.has(key)) return { ok: true };
+      const rate = rateLimiter.take(`new-workload:${grant.rootId}`, limits.newWorkloads);
+      if (rate.ok) rememberWorkload(key);
+      return rate;
+    },
+    admitsAttestation(grant) {
+      return rateLimiter.take(`attest:${grant.rootId}`, limits.attestations);
+    },
   };
 
   await app.register(swagger, {
@@ -309,20 +349,35 @@ export async function createControlServer(options: ControlServerOptions): Promis
       reply.header('www-authenticate', 'Bearer realm="bulkhead"');
       return reply.code(401).send({ error: 'unauthorized', message: result.error });
     }
-    if (access !== 'any' && result.scope !== 'admin' && result.scope !== access) {
+    const { grant } = result;
+    if (access !== 'any' && grant.scope !== 'admin' && grant.scope !== access) {
       return reply.code(403).send({
         error: 'forbidden',
-        message: `this route needs a ${access} token; yours has scope ${result.scope}`,
+        message: `this route needs a ${access} token; yours has scope ${grant.scope}`,
       });
     }
-    const rate = rateLimiter.take(result.tokenId, limits.rateLimit[result.scope]);
+    if (
+      requireAttested &&
+      grant.scope === 'workload' &&
+      grant.pinned === null &&
+      request.routeOptions.config.actsForWorkload
+    ) {
+      return reply.code(403).send({
+        error: 'attestation-required',
+        message:
+          'this control API requires attested workload identity: POST /v1/attest with a proof from the platform, then use the session token it answers',
+      });
+    }
+    // Sessions count against the workload token they were issued to: a fleet shares one bucket.
+    const rate = rateLimiter.take(grant.rootId, limits.rateLimit[grant.scope]);
     if (!rate.ok) {
       metrics.rateLimited.inc();
       reply.header('retry-after', String(rate.retryAfterSeconds));
       return reply.code(429).send({ error: 'rate-limited', message: 'too many requests for this token' });
     }
-    request.tokenId = result.tokenId;
-    request.tokenScope = result.scope;
+    request.tokenId = grant.tokenId;
+    request.tokenScope = grant.scope;
+    request.grant = grant;
   });
 
   // Ajv coerces "Infinity" and "1e400" in a query string to Infinity and then skips its range
@@ -361,6 +416,8 @@ export async function createControlServer(options: ControlServerOptions): Promis
     longPolls.shutdown();
   });
   app.addHook('onClose', async () => {
+    clearInterval(sessionPurge);
+    await verifier.stop();
     watch.stop();
     await state.close();
     clearInterval(flushTimer);
@@ -570,7 +627,7 @@ export interface RunningControlServer {
   store: ControlStore;
   key: SigningKey;
   /** Creates a token in this server's store (convenience for tests and the demo). */
-  issueToken(scope: TokenScope, name?: string): Promise<IssuedToken>;
+  issueToken(scope: TokenScope, name?: string, options?: IssueOptions): Promise<IssuedToken>;
   /** Stops listening, answers parked long-polls, and closes the store when this call opened it. */
   close(): Promise<void>;
 }
@@ -604,7 +661,7 @@ export async function startControlServer(
     app,
     store,
     key,
-    issueToken: (scope, name) => issueToken(store, scope, name),
+    issueToken: (scope, name, issueOptions) => issueToken(store, scope, name, issueOptions),
     close() {
       closed ??= (async () => {
         await app.close();

@@ -1,11 +1,14 @@
 // GET /v1/bundle: the signed envelope for the caller's workload scope, with ETag and long-poll.
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import { formatIdentity, parseIdentity } from '../../policy/identity.js';
 import type { WorkloadIdentity } from '../../policy/types.js';
+import type { TokenGrant } from '../auth.js';
+import { mayActFor, outsideGroups } from '../authorize.js';
 import type { ControlContext } from '../context.js';
 import type { ResolvedWorkload, SignedBundle, TextEntry } from '../policy-state.js';
 
 interface BundleQuery {
-  workload: string;
+  workload?: string;
   wait?: number;
 }
 
@@ -39,7 +42,7 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
   app.get<{ Querystring: BundleQuery }>(
     '/v1/bundle',
     {
-      config: { access: 'workload' },
+      config: { access: 'workload', actsForWorkload: true },
       schema: {
         summary: "The signed bundle for the caller's workload scope",
         description:
@@ -48,12 +51,12 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
           'newer revision exists. A workload seen for the first time joins the inventory.',
         querystring: {
           type: 'object',
-          required: ['workload'],
           properties: {
             workload: {
               type: 'string',
               maxLength: 8192,
-              description: 'identity k=v,k=v (percent-encoded values)',
+              description:
+                'identity k=v,k=v (percent-encoded values); required unless the token is an attested session, whose identity it is then',
             },
             wait: {
               type: 'integer',
@@ -85,13 +88,49 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
       },
     },
     async (request, reply) => {
-      const text = request.query.workload;
+      const { grant } = request;
+      // An attested session's identity is the one its proof established, whatever the query says.
+      const text = grant?.pinned?.text ?? request.query.workload;
+      if (text === undefined) {
+        return reply.code(400).send({
+          error: 'bad-request',
+          message: 'querystring must have property workload (k=v,…) unless the token is an attested session',
+        });
+      }
       let identity: WorkloadIdentity;
       try {
+        if (grant && !state.cachedText(text)) {
+          // An identity this replica has not resolved yet: one the inventory does not know counts
+          // against the token's budget of new workloads before any policy work is spent on it.
+          const admitted = context.admitsNewWorkload(grant, formatIdentity(parseIdentity(text)));
+          if (!admitted.ok) {
+            metrics.rateLimited.inc();
+            reply.header('retry-after', String(admitted.retryAfterSeconds));
+            return reply.code(429).send({
+              error: 'rate-limited',
+              message: 'too many workloads this control API has not seen before for this token',
+            });
+          }
+        }
         identity = (await state.resolveText(text)).identity;
       } catch (error) {
         return reply.code(400).send({ error: 'bad-request', message: (error as Error).message });
       }
+      // Set when this token may not have the answer: its groups do not select the workload, or it
+      // was revoked (or expired) while its request was parked.
+      let refusal: 'outside-groups' | 'no-longer-valid' | undefined;
+      const refuses = (resolved: ResolvedWorkload): boolean => {
+        if (!mayActFor(grant, resolved.groups)) refusal = 'outside-groups';
+        else if (parked && grant && context.verifier.noLongerValid(grant)) refusal = 'no-longer-valid';
+        return refusal !== undefined;
+      };
+      const refuse = () => {
+        if (refusal === 'no-longer-valid') {
+          reply.header('www-authenticate', 'Bearer realm="bulkhead"');
+          return reply.code(401).send({ error: 'unauthorized', message: 'token revoked or expired' });
+        }
+        return reply.code(403).send(outsideGroups(grant as TokenGrant));
+      };
       const ifNoneMatch = request.headers['if-none-match'];
       let deadline = Date.now() + Math.min(request.query.wait ?? 0, limits.maxWaitSeconds) * 1000;
       let parked = false;
@@ -99,6 +138,7 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
       let misses = 0;
       let sent: { bundle: SignedBundle; resolved: ResolvedWorkload } | undefined;
       const send = (bundle: SignedBundle, resolved: ResolvedWorkload) => {
+        if (refuses(resolved)) return;
         // The same bytes for every workload of the scope, headers included: written directly
         // (onResponse hooks still run on 'finish'); Fastify's send path would rebuild them each time.
         reply.hijack();
@@ -136,6 +176,7 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
                 const bundle = signed instanceof Promise ? await signed : signed;
                 if (bundle) send(bundle, resolved);
                 else if (notModified) {
+                  if (refuses(resolved)) return refuse();
                   context.sawWorkload(resolved.key, identity, state.revision, resolved.scope);
                   reply.header('etag', etag).header('x-bulkhead-revision', String(state.revision));
                   reply.header('cache-control', 'no-cache');
@@ -156,6 +197,7 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
               });
             }
           }
+          if (refusal) return refuse();
           if (sent) {
             const { bundle, resolved } = sent;
             context.sawWorkload(resolved.key, identity, bundle.revision, resolved.scope);

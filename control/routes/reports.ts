@@ -1,6 +1,7 @@
 // POST /v1/reports: batches of deny records, idempotent by record id.
 import type { FastifyInstance } from 'fastify';
 import { formatIdentity } from '../../policy/index.js';
+import { mayActFor, outsideGroups } from '../authorize.js';
 import type { ControlContext } from '../context.js';
 import {
   hitRowsOf,
@@ -37,7 +38,7 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
   app.post<{ Body: { records: unknown[]; hits?: unknown } }>(
     '/v1/reports',
     {
-      config: { access: 'workload' },
+      config: { access: 'workload', actsForWorkload: true },
       bodyLimit: limits.reportBodyBytes,
       schema: {
         summary: 'Store a batch of deny records',
@@ -83,6 +84,8 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
       let rejected = 0;
       const receivedAt = new Date().toISOString();
       const { records } = request.body;
+      const { grant } = request;
+      const pinned = grant?.pinned;
       // Records are judged one by one below; an aggregate summary beyond its bounds is a hostile
       // client's, so the whole batch is refused before any of it is read further.
       const oversized = oversizedAggregate(records);
@@ -97,6 +100,8 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
       for (let index = 0; index < records.length; index++) {
         try {
           const { record, timeMs } = validateDenyRecord(records[index]);
+          // An attested session's records are its identity's, whatever they say.
+          if (pinned) record.workload = pinned.identity;
           // Records of one batch mostly come from one workload: reuse its key when the attributes match.
           let workloadKey: string;
           if (lastWorkload !== undefined && sameAttributes(lastWorkload, record.workload))
@@ -142,6 +147,13 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
         }
       }
       for (const row of rows) row.groups = await (groupsByKey.get(row.workloadKey) ?? '');
+      if (grant?.groups) {
+        // Nothing of a batch is stored when any record speaks for a workload outside the token's groups.
+        for (const row of rows) {
+          if (!mayActFor(grant, row.groups.split(',').filter(Boolean)))
+            return reply.code(403).send(outsideGroups(grant));
+        }
+      }
       const { stored, duplicate } = await store.insertDenies(rows);
       // After the records: a batch refused for want of storage is sent again whole, and its counts with it.
       await store.addHits(hitRows);

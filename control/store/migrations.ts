@@ -108,6 +108,28 @@ export const sqliteMigrations: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 5,
+    name: 'token scopes, expiry, revocation and attested sessions',
+    sql: `
+      -- groups: JSON array of SmartGroup names the token may act for (NULL: any workload).
+      -- parent_id/identity/attestation: a session an attestation issued, pinned to one identity.
+      ALTER TABLE tokens ADD COLUMN groups TEXT;
+      ALTER TABLE tokens ADD COLUMN expires_at TEXT;
+      ALTER TABLE tokens ADD COLUMN revoked_at TEXT;
+      ALTER TABLE tokens ADD COLUMN last_used_at TEXT;
+      ALTER TABLE tokens ADD COLUMN parent_id TEXT;
+      ALTER TABLE tokens ADD COLUMN identity TEXT;
+      ALTER TABLE tokens ADD COLUMN attestation TEXT;
+      CREATE INDEX tokens_parent ON tokens (parent_id) WHERE parent_id IS NOT NULL;
+      -- Every replica polls the newest seq and drops what it cached of the ids revoked since.
+      CREATE TABLE token_revocations (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        at TEXT NOT NULL
+      );
+    `,
+  },
 ];
 
 export const postgresMigrations: readonly Migration[] = [
@@ -205,6 +227,28 @@ export const postgresMigrations: readonly Migration[] = [
         rule TEXT NOT NULL,
         hits BIGINT NOT NULL,
         PRIMARY KEY (day, revision, rule)
+      );
+    `,
+  },
+  {
+    version: 5,
+    name: 'token scopes, expiry, revocation and attested sessions',
+    sql: `
+      -- groups: JSON array of SmartGroup names the token may act for (NULL: any workload).
+      -- parent_id/identity/attestation: a session an attestation issued, pinned to one identity.
+      ALTER TABLE tokens ADD COLUMN groups TEXT;
+      ALTER TABLE tokens ADD COLUMN expires_at TEXT;
+      ALTER TABLE tokens ADD COLUMN revoked_at TEXT;
+      ALTER TABLE tokens ADD COLUMN last_used_at TEXT;
+      ALTER TABLE tokens ADD COLUMN parent_id TEXT;
+      ALTER TABLE tokens ADD COLUMN identity TEXT;
+      ALTER TABLE tokens ADD COLUMN attestation TEXT;
+      CREATE INDEX tokens_parent ON tokens (parent_id) WHERE parent_id IS NOT NULL;
+      -- Every replica polls the newest seq and drops what it cached of the ids revoked since.
+      CREATE TABLE token_revocations (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL,
+        at TEXT NOT NULL
       );
     `,
   },

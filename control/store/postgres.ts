@@ -11,6 +11,7 @@ import pg from 'pg';
 import { StoreUnavailableError } from './errors.js';
 import { postgresMigrations } from './migrations.js';
 import { buildDenyQuery, postgresDialect, sandboxProgress } from './sql.js';
+import { TOKEN_COLUMNS, type TokenRecord, tokenFromRecord, tokenValues } from './token-rows.js';
 import type {
   ControlStore,
   DenyFilter,
@@ -23,8 +24,9 @@ import type {
   RevisionRow,
   SigningKeyRow,
   StoredDeny,
+  TokenListing,
+  TokenRevocations,
   TokenRow,
-  TokenScope,
   Unsubscribe,
   WorkloadRow,
   WorkloadSighting,
@@ -291,25 +293,66 @@ export class PostgresStore implements ControlStore {
   }
 
   async createToken(token: TokenRow): Promise<void> {
-    await this.query('INSERT INTO tokens (id, hash, scope, name, created_at) VALUES ($1, $2, $3, $4, $5)', [
-      token.id,
-      token.hash,
-      token.scope,
-      token.name,
-      token.createdAt,
-    ]);
+    await this.query(
+      `INSERT INTO tokens (${TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+      tokenValues(token),
+    );
   }
 
   async findToken(id: string): Promise<TokenRow | undefined> {
-    const { rows } = await this.query<{
-      id: string;
-      hash: string;
-      scope: TokenScope;
-      name: string | null;
-      created_at: string;
-    }>('SELECT id, hash, scope, name, created_at FROM tokens WHERE id = $1', [id]);
-    const row = rows[0];
-    return row && { id: row.id, hash: row.hash, scope: row.scope, name: row.name, createdAt: row.created_at };
+    const { rows } = await this.query<TokenRecord>(`SELECT ${TOKEN_COLUMNS} FROM tokens WHERE id = $1`, [id]);
+    return rows[0] && tokenFromRecord(rows[0]);
+  }
+
+  async listTokens(options: { sessions: boolean; nowIso: string }): Promise<TokenListing[]> {
+    const { rows } = await this.query<TokenRecord & { sessions: string }>(
+      `SELECT ${TOKEN_COLUMNS.replace(/(^|, )/g, '$1t.')},
+         (SELECT count(*) FROM tokens s WHERE s.parent_id = t.id AND s.revoked_at IS NULL
+            AND (s.expires_at IS NULL OR s.expires_at > $1)) AS sessions
+       FROM tokens t ${options.sessions ? '' : 'WHERE t.parent_id IS NULL'}
+       ORDER BY t.created_at DESC, t.id`,
+      [options.nowIso],
+    );
+    return rows.map((row) => ({ ...tokenFromRecord(row), sessions: Number(row.sessions) }));
+  }
+
+  async revokeToken(id: string, atIso: string): Promise<number> {
+    return this.transaction(async (client) => {
+      const { rowCount } = await client.query(
+        'UPDATE tokens SET revoked_at = $1 WHERE (id = $2 OR parent_id = $2) AND revoked_at IS NULL',
+        [atIso, id],
+      );
+      const changes = rowCount ?? 0;
+      if (changes > 0)
+        await client.query('INSERT INTO token_revocations (id, at) VALUES ($1, $2)', [id, atIso]);
+      return changes;
+    });
+  }
+
+  async tokenRevocations(afterSeq: number, limit: number): Promise<TokenRevocations> {
+    const { rows } = await this.query<{ seq: string; id: string }>(
+      'SELECT seq, id FROM token_revocations WHERE seq > $1 ORDER BY seq LIMIT $2',
+      [afterSeq, limit],
+    );
+    const last = rows.at(-1);
+    return { seq: last ? Number(last.seq) : afterSeq, ids: rows.map((row) => row.id) };
+  }
+
+  async touchTokens(uses: { id: string; atIso: string }[]): Promise<void> {
+    if (uses.length === 0) return;
+    await this.query(
+      `UPDATE tokens SET last_used_at = u.at FROM unnest($1::text[], $2::text[]) AS u(id, at)
+       WHERE tokens.id = u.id AND (tokens.last_used_at IS NULL OR tokens.last_used_at < u.at)`,
+      [uses.map((use) => use.id), uses.map((use) => use.atIso)],
+    );
+  }
+
+  async deleteExpiredSessions(beforeIso: string): Promise<number> {
+    const { rowCount } = await this.query(
+      'DELETE FROM tokens WHERE parent_id IS NOT NULL AND expires_at < $1',
+      [beforeIso],
+    );
+    return rowCount ?? 0;
   }
 
   async headRevision(): Promise<number> {

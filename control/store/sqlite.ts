@@ -8,6 +8,7 @@ import { denyValues, INSERT_DENY_SQL, UPSERT_SANDBOX_SQL } from './sqlite-column
 import { classifySqliteCode, storeUnavailable, translateSqliteError } from './sqlite-errors.js';
 import { WalSpaceGuard } from './sqlite-wal.js';
 import { DenyWriter } from './sqlite-writer-thread.js';
+import { TOKEN_COLUMNS, type TokenRecord, tokenFromRecord, tokenValues } from './token-rows.js';
 import type {
   ControlStore,
   DenyFilter,
@@ -20,8 +21,9 @@ import type {
   RevisionRow,
   SigningKeyRow,
   StoredDeny,
+  TokenListing,
+  TokenRevocations,
   TokenRow,
-  TokenScope,
   Unsubscribe,
   WorkloadRow,
   WorkloadSighting,
@@ -247,18 +249,66 @@ export class SqliteStore implements ControlStore {
   async createToken(token: TokenRow): Promise<void> {
     this.write(() =>
       this.db
-        .prepare('INSERT INTO tokens (id, hash, scope, name, created_at) VALUES (?, ?, ?, ?, ?)')
-        .run(token.id, token.hash, token.scope, token.name, token.createdAt),
+        .prepare(`INSERT INTO tokens (${TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(...tokenValues(token)),
     );
   }
 
   async findToken(id: string): Promise<TokenRow | undefined> {
-    const row = this.db
-      .prepare('SELECT id, hash, scope, name, created_at FROM tokens WHERE id = ?')
-      .get(id) as
-      | { id: string; hash: string; scope: TokenScope; name: string | null; created_at: string }
+    const row = this.db.prepare(`SELECT ${TOKEN_COLUMNS} FROM tokens WHERE id = ?`).get(id) as
+      | TokenRecord
       | undefined;
-    return row && { id: row.id, hash: row.hash, scope: row.scope, name: row.name, createdAt: row.created_at };
+    return row && tokenFromRecord(row);
+  }
+
+  async listTokens(options: { sessions: boolean; nowIso: string }): Promise<TokenListing[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT ${TOKEN_COLUMNS.replace(/(^|, )/g, '$1t.')},
+           (SELECT count(*) FROM tokens s WHERE s.parent_id = t.id AND s.revoked_at IS NULL
+              AND (s.expires_at IS NULL OR s.expires_at > @now)) AS sessions
+         FROM tokens t ${options.sessions ? '' : 'WHERE t.parent_id IS NULL'}
+         ORDER BY t.created_at DESC, t.id`,
+      )
+      .all({ now: options.nowIso }) as (TokenRecord & { sessions: number })[];
+    return rows.map((row) => ({ ...tokenFromRecord(row), sessions: row.sessions }));
+  }
+
+  async revokeToken(id: string, atIso: string): Promise<number> {
+    const revoke = this.db.transaction(() => {
+      const { changes } = this.db
+        .prepare('UPDATE tokens SET revoked_at = ? WHERE (id = ? OR parent_id = ?) AND revoked_at IS NULL')
+        .run(atIso, id, id);
+      if (changes > 0) this.db.prepare('INSERT INTO token_revocations (id, at) VALUES (?, ?)').run(id, atIso);
+      return changes;
+    });
+    return this.write(() => revoke());
+  }
+
+  async tokenRevocations(afterSeq: number, limit: number): Promise<TokenRevocations> {
+    const rows = this.db
+      .prepare('SELECT seq, id FROM token_revocations WHERE seq > ? ORDER BY seq LIMIT ?')
+      .all(afterSeq, limit) as { seq: number; id: string }[];
+    return { seq: rows.at(-1)?.seq ?? afterSeq, ids: rows.map((row) => row.id) };
+  }
+
+  async touchTokens(uses: { id: string; atIso: string }[]): Promise<void> {
+    if (uses.length === 0) return;
+    const update = this.db.prepare(
+      'UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)',
+    );
+    const touch = this.db.transaction(() => {
+      for (const use of uses) update.run(use.atIso, use.id, use.atIso);
+    });
+    this.write(() => touch());
+  }
+
+  async deleteExpiredSessions(beforeIso: string): Promise<number> {
+    return this.write(
+      () =>
+        this.db.prepare('DELETE FROM tokens WHERE parent_id IS NOT NULL AND expires_at < ?').run(beforeIso)
+          .changes,
+    );
   }
 
   async latestRevision(): Promise<RevisionRow | undefined> {

@@ -3,6 +3,8 @@
 // cannot do something right now (database away, disk full) throws StoreUnavailableError
 // (./errors.ts); any other error is a bug.
 
+import type { AttestedPrincipal } from '../../policy/attestation.js';
+
 export type TokenScope = 'admin' | 'workload';
 
 export interface TokenRow {
@@ -12,6 +14,30 @@ export interface TokenRow {
   scope: TokenScope;
   name: string | null;
   createdAt: string;
+  /** SmartGroups a workload token may act for (bundles and records of the identities they select); null: any. */
+  groups?: string[] | null;
+  expiresAt?: string | null;
+  revokedAt?: string | null;
+  /** Updated at most once a minute per token and replica. */
+  lastUsedAt?: string | null;
+  /** Set on a session an attestation issued: the workload token that asked for it. */
+  parentId?: string | null;
+  /** A session's identity (canonical `k=v,…`): every bundle and record it touches is this identity's. */
+  identity?: string | null;
+  /** A session's attested principal (policy/attestation.ts AttestedPrincipal). */
+  attestation?: AttestedPrincipal | null;
+}
+
+export interface TokenListing extends TokenRow {
+  /** Unexpired, unrevoked sessions issued to this token. */
+  sessions: number;
+}
+
+/** Revocations since a sequence number: what each replica drops from its token cache. */
+export interface TokenRevocations {
+  /** The newest revocation's sequence number (pass it next time). */
+  seq: number;
+  ids: string[];
 }
 
 export interface PolicySource {
@@ -167,6 +193,20 @@ export interface ControlStore {
 
   createToken(token: TokenRow): Promise<void>;
   findToken(id: string): Promise<TokenRow | undefined>;
+  /** Tokens newest first, with their live session counts; sessions themselves only with `sessions: true`. */
+  listTokens(options: { sessions: boolean; nowIso: string }): Promise<TokenListing[]>;
+  /**
+   * Revokes a token and every session issued to it, and records the revocation so that every
+   * replica drops it (`tokenRevocations`). Answers how many rows were revoked now (0: unknown or
+   * already revoked).
+   */
+  revokeToken(id: string, atIso: string): Promise<number>;
+  /** Revocations recorded after `afterSeq` (at most `limit` ids; `seq` advances only past those returned). */
+  tokenRevocations(afterSeq: number, limit: number): Promise<TokenRevocations>;
+  /** Sets last use times (a later time wins). */
+  touchTokens(uses: { id: string; atIso: string }[]): Promise<void>;
+  /** Deletes sessions that expired before `beforeIso`; answers how many. */
+  deleteExpiredSessions(beforeIso: string): Promise<number>;
 
   latestRevision(): Promise<RevisionRow | undefined>;
   getRevision(revision: number): Promise<RevisionRow | undefined>;

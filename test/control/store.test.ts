@@ -46,9 +46,9 @@ describe.each(ENGINES)('control store on %s', (engine) => {
   });
 
   it('migrates once and again without harm', async () => {
-    expect(await store.schemaVersion()).toBe(3);
+    expect(await store.schemaVersion()).toBe(5);
     await store.migrate();
-    expect(await store.schemaVersion()).toBe(3);
+    expect(await store.schemaVersion()).toBe(5);
   });
 
   it('numbers revisions N+1 even when appends race', async () => {
@@ -262,7 +262,7 @@ describe.each(ENGINES)('control store on %s', (engine) => {
       await client.end();
     }
     const migrated = await factory.openReplica();
-    expect(await migrated.schemaVersion()).toBe(3);
+    expect(await migrated.schemaVersion()).toBe(5);
     const found = async (filter: Partial<DenyFilter>) =>
       (await migrated.queryDenies({ order: 'desc', limit: 10, ...filter })).map(
         (row) => JSON.parse(row.record).id as string,
