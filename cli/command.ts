@@ -76,6 +76,19 @@ export function integerOption(
   return value;
 }
 
+const DURATION = /^(\d{1,9})(s|m|h|d)$/;
+const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `24h`, `30m`, `7d`, `3600s` → milliseconds, from 1 s to `maxDays` days. */
+export function durationOption(text: string, name: string, maxDays = 366): number {
+  const m = DURATION.exec(text.trim());
+  if (!m)
+    throw new UsageError(`--${name}: expected a duration like 24h, 30m, 7d, got ${JSON.stringify(text)}`);
+  const ms = Number(m[1]) * (UNIT_MS[m[2] as string] as number);
+  if (ms <= 0 || ms > maxDays * 86_400_000) throw new UsageError(`--${name}: between 1s and ${maxDays}d`);
+  return ms;
+}
+
 export function requireOption(args: ParsedArgs, name: string): string {
   const value = stringOption(args, name);
   if (value === undefined || value === '') throw new UsageError(`--${name} is required`);

@@ -81,11 +81,28 @@ export class ControlMetrics {
     'bulkhead_store_unavailable_total',
     'Requests answered 503/507 because the store could not serve them, by failure (unavailable, disk-full)',
   );
+  readonly attestations = new Counter(
+    'bulkhead_attestations_total',
+    'Attestations (POST /v1/attest), by cloud and result (session, or why refused)',
+  );
+  readonly forbidden = new Counter(
+    'bulkhead_forbidden_total',
+    'Requests refused because the token may not act for that workload, by route',
+  );
   /** Milliseconds from a revision's announcement to each workload receiving it, as a sum and count. */
   propagationSumMs = 0;
   propagationCount = 0;
 
   counters(): Counter[] {
-    return [this.requests, this.reports, this.bundles, this.applies, this.rateLimited, this.storeUnavailable];
+    return [
+      this.requests,
+      this.reports,
+      this.bundles,
+      this.applies,
+      this.rateLimited,
+      this.storeUnavailable,
+      this.attestations,
+      this.forbidden,
+    ];
   }
 }

@@ -8,7 +8,8 @@ import Fastify, {
   LogController,
 } from 'fastify';
 import { generateKeyPair } from '../policy/index.js';
-import type { AttestationConfig } from './attest/types.js';
+import { createAttestor } from './attest/index.js';
+import type { AttestationConfig, ProofVerifier } from './attest/types.js';
 import { type IssuedToken, type IssueOptions, issueToken, type TokenGrant, TokenVerifier } from './auth.js';
 import { ConnectionGuard, connectionBudget, countOpenFiles, readOpenFileLimit } from './connection-guard.js';
 import type { ControlContext, ControlLimits } from './context.js';
@@ -16,6 +17,7 @@ import { LongPollHub } from './long-poll.js';
 import { ControlMetrics, gauge } from './metrics.js';
 import { PolicyState, type SigningKey } from './policy-state.js';
 import { RateLimiter } from './rate-limit.js';
+import { registerAttestRoutes } from './routes/attest.js';
 import { registerBlastRadiusRoutes } from './routes/blast-radius.js';
 import { registerBundleRoutes } from './routes/bundle.js';
 import { registerPolicyRoutes } from './routes/policy.js';
@@ -58,6 +60,8 @@ export interface ControlServerOptions {
   fdLimit?: number | undefined;
   /** Attested workload identity (POST /v1/attest); absent: attestation is off. */
   attestation?: AttestationConfig | undefined;
+  /** Proof verifiers (default: those the attestation configuration names). */
+  verifiers?: readonly ProofVerifier[] | undefined;
 }
 
 /** Route access: `none` (public), `any` (any valid token), or the scope it needs. Admin tokens pass everywhere. */
@@ -578,6 +582,11 @@ export async function createControlServer(options: ControlServerOptions): Promis
   );
 
   registerBundleRoutes(app, context);
+  registerAttestRoutes(
+    app,
+    context,
+    options.attestation ? createAttestor(options.verifiers ?? []) : undefined,
+  );
   registerReportRoutes(app, context);
   await app.register(async (scope) => registerPolicyRoutes(scope, context));
   registerQueryRoutes(app, context);

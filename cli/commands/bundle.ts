@@ -5,6 +5,7 @@ import { compilePolicy, type UnselectedDefault } from '../../policy/compile.js';
 import { loadTrustedKeys } from '../../policy/keys.js';
 import {
   type Command,
+  durationOption,
   EXIT_FAILURE,
   EXIT_OK,
   integerOption,
@@ -13,19 +14,6 @@ import {
   UsageError,
 } from '../command.js';
 import { identityOption, loadPolicySet } from './policy.js';
-
-const DURATION = /^(\d{1,9})(s|m|h|d)$/;
-const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** `24h`, `30m`, `7d`, `3600s` → milliseconds. */
-export function parseDuration(text: string): number {
-  const m = DURATION.exec(text.trim());
-  if (!m)
-    throw new UsageError(`--expires: expected a duration like 24h, 30m, 7d, got ${JSON.stringify(text)}`);
-  const ms = Number(m[1]) * (UNIT_MS[m[2] as string] as number);
-  if (ms <= 0 || ms > 366 * 86_400_000) throw new UsageError('--expires: between 1s and 366d');
-  return ms;
-}
 
 const buildUsage = `Usage: bulkhead bundle build FILES_OR_DIRS... --key KEY --workload k=v,... --revision N --out FILE [--expires 24h] [--unselected observe|enforce|allow] [--json]
 
@@ -52,7 +40,7 @@ export const bundleBuildCommand: Command = {
     const identity = identityOption(args);
     const revision = integerOption(requireOption(args, 'revision'), 'revision') as number;
     const out = requireOption(args, 'out');
-    const lifetime = parseDuration(stringOption(args, 'expires') ?? '24h');
+    const lifetime = durationOption(stringOption(args, 'expires') ?? '24h', 'expires');
     const unselected = stringOption(args, 'unselected');
     if (unselected !== undefined && !['observe', 'enforce', 'allow'].includes(unselected))
       throw new UsageError('--unselected: expected observe, enforce or allow');

@@ -27,6 +27,8 @@ export const commands: CommandEntry[] = [
   // control API
   { path: ['control', 'serve'], load: async () => (await import('./control.js')).controlServeCommand },
   { path: ['token', 'create'], load: async () => (await import('./token.js')).tokenCreateCommand },
+  { path: ['token', 'list'], load: async () => (await import('./token.js')).tokenListCommand },
+  { path: ['token', 'revoke'], load: async () => (await import('./token.js')).tokenRevokeCommand },
   { path: ['apply'], load: async () => (await import('./apply.js')).applyCommand },
   { path: ['denies'], load: async () => (await import('./denies.js')).deniesCommand },
   { path: ['workloads'], load: async () => (await import('./workloads.js')).workloadsCommand },
