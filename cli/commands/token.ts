@@ -30,7 +30,6 @@ async function withStore<T>(args: ParsedArgs, work: (store: ControlStore) => Pro
   if (databaseUrl && db) throw new UsageError('give --db or --database-url, not both');
   const store = await openStore({ databaseUrl, db: db ?? './bulkhead.db' });
   try {
-    await store.migrate();
     return await work(store);
   } finally {
     await store.close();

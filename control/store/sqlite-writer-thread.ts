@@ -126,6 +126,9 @@ export class DenyWriter {
   async close(): Promise<void> {
     // Queued after every batch already sent, so those are committed first.
     this.closing = true;
+    // Held until it has exited: an unreferenced thread lets a short-lived process (the CLI) end
+    // while its close is still awaited, and whatever follows the close never runs.
+    this.worker.ref();
     this.worker.postMessage('close');
     await this.exited;
   }

@@ -547,6 +547,106 @@ describe('bulkhead control CLI', () => {
     expect(scores(answer.blastRadius.after)).toEqual({ ledger: 1_000_000_000, 'payments-prod': 2 });
   });
 
+  it('creates scoped tokens, lists them without secrets, and revokes one on the running server within a second', async () => {
+    const created = await runCli([
+      'token',
+      'create',
+      '--scope',
+      'workload',
+      '--group',
+      'payments-prod',
+      '--group',
+      'ledger',
+      '--expires',
+      '30d',
+      '--name',
+      'payments-fns',
+      '--db',
+      db,
+      '--json',
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    const issued = JSON.parse(created.stdout) as {
+      token: string;
+      id: string;
+      scope: string;
+      groups: string[];
+      expiresAt: string;
+      name: string;
+    };
+    expect(issued).toMatchObject({
+      scope: 'workload',
+      groups: ['ledger', 'payments-prod'],
+      name: 'payments-fns',
+    });
+    expect(issued.token).toMatch(new RegExp(`^bhk_${issued.id}_`));
+    const days = (Date.parse(issued.expiresAt) - Date.now()) / 86_400_000;
+    expect(days).toBeGreaterThan(29.9);
+    expect(days).toBeLessThan(30.1);
+
+    const bundle = `${url}/v1/bundle?workload=${encodeURIComponent('cloud=aws,name=charge-card,tag.app=payments,tag.env=prod')}`;
+    const fetchBundle = () => fetch(bundle, { headers: { authorization: `Bearer ${issued.token}` } });
+    expect((await fetchBundle()).status).toBe(200);
+
+    const listed = await runCli(['token', 'list', '--db', db, '--json']);
+    expect(listed.code, listed.stderr).toBe(0);
+    const secret = issued.token.slice(22);
+    expect(listed.stdout).not.toContain(secret);
+    expect(listed.stdout).not.toMatch(/"hash"|"token"/);
+    const row = (JSON.parse(listed.stdout) as { tokens: Record<string, unknown>[] }).tokens.find(
+      (token) => token.id === issued.id,
+    );
+    expect(row).toMatchObject({ scope: 'workload', status: 'active', groups: ['ledger', 'payments-prod'] });
+    const table = await runCli(['token', 'list', '--db', db]);
+    expect(table.stdout).toMatch(
+      new RegExp(`${issued.id} +payments-fns +workload +ledger,payments-prod +active`),
+    );
+    expect(table.stdout).not.toContain(secret);
+
+    const revoke = await runCli(['token', 'revoke', issued.id, '--db', db]);
+    expect(revoke.code, revoke.stderr).toBe(0);
+    expect(revoke.stdout).toMatch(/revoked token [0-9a-f]{16}; every replica refuses it within 1000 ms/);
+    const revokedAt = Date.now();
+    while ((await fetchBundle()).status !== 401) {
+      expect(Date.now() - revokedAt).toBeLessThan(3000);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(Date.now() - revokedAt).toBeLessThan(1500);
+    const after = await runCli(['token', 'list', '--db', db, '--json']);
+    expect(after.stdout).toContain('"status":"revoked"');
+    expect((await runCli(['token', 'revoke', issued.id, '--db', db])).stdout).toMatch(/already revoked/);
+    const unknown = await runCli(['token', 'revoke', '0123456789abcdef', '--db', db]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/no token 0123456789abcdef/);
+    const adminGroups = await runCli(['token', 'create', '--scope', 'admin', '--group', 'x', '--db', db]);
+    expect(adminGroups.code).toBe(2);
+    expect(adminGroups.stderr).toMatch(/only workload tokens/);
+    const badExpiry = await runCli([
+      'token',
+      'create',
+      '--scope',
+      'workload',
+      '--expires',
+      'soon',
+      '--db',
+      db,
+    ]);
+    expect(badExpiry.code).toBe(2);
+    expect(badExpiry.stderr).toMatch(/--expires: expected a duration like 24h/);
+    const badGroup = await runCli([
+      'token',
+      'create',
+      '--scope',
+      'workload',
+      '--group',
+      'Payments!',
+      '--db',
+      db,
+    ]);
+    expect(badGroup.code).toBe(2);
+    expect(badGroup.stderr).toMatch(/not a SmartGroup name/);
+  });
+
   it('stops cleanly on SIGTERM', async () => {
     server.kill('SIGTERM');
     const code = await new Promise((r) => server.once('exit', r));
