@@ -43,6 +43,29 @@ export interface AzureProof {
 
 export type AttestationProof = AwsProof | GcpProof | AzureProof;
 
+/** The identity attribute that marks an attested identity, its value the cloud that vouched. */
+export const ATTESTED_ATTRIBUTE = 'attested';
+
+/** The attributes a proof of each kind vouches for (besides ATTESTED_ATTRIBUTE). */
+export const ATTESTABLE_ATTRIBUTES: Readonly<Record<AttestationKind, readonly string[]>> = {
+  aws: ['cloud', 'account', 'role', 'name'],
+  gcp: ['cloud', 'account', 'serviceAccount'],
+  azure: ['cloud', 'tenant', 'principal', 'account', 'name'],
+};
+
+/**
+ * Attributes only an attestation tells: a workload cannot know them of itself, so a SmartGroup that
+ * selects on one is not held against the workload when it checks a bundle's scope (like the AWS
+ * account inside Lambda). The control API, which knows them, decided the scope.
+ */
+export const ATTESTED_ONLY_ATTRIBUTES: readonly string[] = [
+  ATTESTED_ATTRIBUTE,
+  'role',
+  'serviceAccount',
+  'principal',
+  'tenant',
+];
+
 /** Header whose signed value names the control API an AWS proof was made for. */
 export const AWS_SERVER_ID_HEADER = 'x-bulkhead-server-id';
 

@@ -1,11 +1,8 @@
 // The identity an attested session is pinned to: what the workload claims, with every attribute
 // the proof vouches for laid over it. A claim that disagrees with the proof is refused rather than
 // overwritten: a workload that thinks it is someone else is misconfigured or lying.
-import type { AttestedPrincipal } from '../../policy/attestation.js';
+import { ATTESTED_ATTRIBUTE, type AttestedPrincipal } from '../../policy/attestation.js';
 import type { WorkloadIdentity } from '../../policy/types.js';
-
-/** The attribute that marks an identity as attested, and by which cloud (selectors may require it). */
-export const ATTESTED_ATTRIBUTE = 'attested';
 
 export type MergeOutcome =
   | { ok: true; identity: WorkloadIdentity }

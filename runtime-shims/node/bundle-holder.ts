@@ -2,8 +2,10 @@
 // waited for from the Lambda extension, or fetched by the control link; verified (signature, expiry,
 // scope, rollback) before it replaces the one held, and the fail mode's decider until one is. The core
 // decides with `decider` and asks nothing else of it; nothing here decides or records.
+
 import { existsSync, type FSWatcher, readFileSync, statSync, watch, watchFile } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { ATTESTED_ONLY_ATTRIBUTES } from '../../policy/attestation.js';
 import { scopeMismatch, verifyBundle } from '../../policy/bundle.js';
 import { createDecider } from '../../policy/decide.js';
 import { classifyHost } from '../../policy/host.js';
@@ -83,7 +85,12 @@ export class BundleHolder {
     this.#log = options.log;
     this.#registerPath = options.registerPath;
     this.#tamper = options.tamper;
-    this.#unknowable = new Set(options.config.workload.cloud === 'aws' ? ['account'] : []);
+    // What only the control API can know of this workload: the AWS account inside Lambda, and what
+    // an attestation vouched for (the control API scoped the bundle by it).
+    this.#unknowable = new Set([
+      ...ATTESTED_ONLY_ATTRIBUTES,
+      ...(options.config.workload.cloud === 'aws' ? ['account'] : []),
+    ]);
     this.decider = failDecider(options.config.failMode);
   }
 

@@ -580,15 +580,22 @@ def _file_state_of(path: str) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+# Attributes only an attestation tells (policy/attestation.ts ATTESTED_ONLY_ATTRIBUTES): the control
+# API scoped the bundle by them, the workload cannot know them of itself.
+_ATTESTED_ONLY = frozenset({'attested', 'role', 'serviceAccount', 'principal', 'tenant'})
+
+
 def _scope_problem(scope: dict[str, Any], identity: dict[str, str]) -> str | None:
-    """As the Node shim: on AWS the account is not known to the function, so a selector on it is not
-    held against the workload (the control API checked it when it compiled the scope)."""
-    if identity.get('cloud') != 'aws':
+    """As the Node shim: a selector on what the workload cannot know of itself (the AWS account
+    inside Lambda, what an attestation vouched for) is not held against it: the control API checked
+    it when it compiled the scope."""
+    unknowable = _ATTESTED_ONLY | {'account'} if identity.get('cloud') == 'aws' else _ATTESTED_ONLY
+    if not any(k in unknowable and k not in identity for g in scope['groups'] for k in g['match']):
         return scope_mismatch(scope, identity)
     lenient = {
         **scope,
         'groups': [
-            {**g, 'match': {k: v for k, v in g['match'].items() if k != 'account' or k in identity}}
+            {**g, 'match': {k: v for k, v in g['match'].items() if k not in unknowable or k in identity}}
             for g in scope['groups']
         ],
     }
