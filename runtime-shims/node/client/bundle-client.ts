@@ -7,6 +7,7 @@ import https from 'node:https';
 import { verifyBundle } from '../../../policy/bundle.js';
 import { formatIdentity } from '../../../policy/identity.js';
 import type { WorkloadIdentity } from '../../../policy/types.js';
+import { type ControlCredentials, tokenCredentials } from './control-credentials.js';
 import { readBody } from './read-body.js';
 
 type VerifyOptions = Parameters<typeof verifyBundle>[1];
@@ -51,7 +52,9 @@ export interface BundleClientOptions {
   /** Base URL of the control API (`http(s)://host:port[/prefix]`). */
   controlUrl: string;
   /** Workload-scoped bearer token. Sent only in the Authorization header, never logged. */
-  token: string;
+  token?: string | undefined;
+  /** Instead of `token`: credentials that may attest (control-credentials.ts); bundles are then checked against their identity. */
+  credentials?: ControlCredentials | undefined;
   workload: WorkloadIdentity;
   trustedKeys: TrustedKeys;
   /** A previously verified envelope (layer-baked or cached on disk); verified again before it is held. */
@@ -116,9 +119,13 @@ const EARLY_ANSWER_PAUSE_MS = 1_000;
 
 export function createBundleClient(options: BundleClientOptions): BundleClient {
   const base = parseControlUrl(options.controlUrl);
-  if (typeof options.token !== 'string' || options.token.length === 0 || /[\r\n]/.test(options.token)) {
+  if (
+    options.credentials === undefined &&
+    (typeof options.token !== 'string' || options.token.length === 0 || /[\r\n]/.test(options.token))
+  ) {
     throw new TypeError('bundle client: token must be a non-empty single-line string');
   }
+  const credentials = options.credentials ?? tokenCredentials(options.token as string, options.workload);
   if (!Number.isFinite(options.timeoutMs) || options.timeoutMs <= 0) {
     throw new TypeError('bundle client: timeoutMs must be a positive number');
   }
@@ -133,7 +140,6 @@ export function createBundleClient(options: BundleClientOptions): BundleClient {
   const transport = base.protocol === 'https:' ? https : http;
   // Keep-alive: the conditional fetch before an invocation should not pay a TCP handshake.
   const agent = new transport.Agent({ keepAlive: true, maxSockets: 4 });
-  const authorization = `Bearer ${options.token}`;
 
   let held: HeldBundle | undefined;
   const state: BundleClientState = {
@@ -191,12 +197,15 @@ export function createBundleClient(options: BundleClientOptions): BundleClient {
     if (waitSeconds !== undefined && waitSeconds > 0) {
       url.searchParams.set('wait', String(Math.min(MAX_LONG_POLL_SECONDS, Math.floor(waitSeconds))));
     }
+    const startedMs = Date.now();
+    const authorization = await credentials.authorization(timeoutMs);
     const headers: Record<string, string> = { authorization, accept: 'application/json' };
     if (held?.etag !== undefined) headers['if-none-match'] = held.etag;
-    const answer = await request(url, headers, timeoutMs);
+    const answer = await request(url, headers, Math.max(1, timeoutMs - (Date.now() - startedMs)));
     if (answer.kind === 'failure') return record(answer.outcome);
     state.lastAnswerAt = Date.now();
     const { status, body, etag, revisionHeader } = answer;
+    if (status === 401) credentials.refused(authorization);
     if (status === 304) {
       return record({ kind: 'not-modified', revision: held?.revision ?? revisionHeader });
     }
@@ -211,7 +220,7 @@ export function createBundleClient(options: BundleClientOptions): BundleClient {
     const envelopeText = body.toString('utf8');
     const verified = verifyBundle(envelopeText, {
       trustedKeys: options.trustedKeys,
-      workload: options.workload,
+      workload: credentials.identity(),
       now: now(),
       ...(held === undefined ? {} : { minRevision: held.revision }),
     });

@@ -1,0 +1,216 @@
+// What a workload sends as `Authorization` to the control API: its workload token, or — when it
+// attests (BULKHEAD_ATTEST) — the session token `POST /v1/attest` answered for a proof of its
+// identity. One object per process part (bundle client, report senders share it), so a process
+// attests once and renews before the session expires. node:http(s) only: the Lambda extension and
+// the wrappers bundle this, and their cold start matters.
+import http from 'node:http';
+import https from 'node:https';
+import {
+  ATTESTABLE_ATTRIBUTES,
+  ATTESTED_ATTRIBUTE,
+  type AttestAnswer,
+  type AttestationProof,
+} from '../../../policy/attestation.js';
+import { formatIdentity, parseIdentity } from '../../../policy/identity.js';
+import type { WorkloadIdentity } from '../../../policy/types.js';
+import { readBody } from './read-body.js';
+
+export interface ControlCredentials {
+  /** The `Authorization` value to send now; attests first when a session is due (bounded by `timeoutMs`). */
+  authorization(timeoutMs?: number): Promise<string>;
+  /** The control API answered 401 to `authorization`: a session is dropped (the next call attests again). */
+  refused(authorization: string): void;
+  /** The identity bundles are scoped to: the attested one once a session holds, else the claimed one. */
+  identity(): WorkloadIdentity;
+}
+
+/** A workload token as it is. */
+export function tokenCredentials(token: string, identity: WorkloadIdentity): ControlCredentials {
+  checkToken(token);
+  const header = `Bearer ${token}`;
+  return { authorization: async () => header, refused: () => {}, identity: () => identity };
+}
+
+export interface AttestedCredentialsOptions {
+  controlUrl: string;
+  /** The workload token: it asks for sessions, and is used itself while none can be had. */
+  token: string;
+  /** The identity the workload claims (the attested attributes are laid over it). */
+  workload: WorkloadIdentity;
+  /** Makes a fresh proof of this workload's identity (policy/attestation.ts). */
+  proof: () => Promise<AttestationProof> | AttestationProof;
+  /** Bound on one attestation (proof and answer), milliseconds. */
+  timeoutMs: number;
+  log?: ((level: 'info' | 'warn', message: string) => void) | undefined;
+  now?: (() => number) | undefined;
+}
+
+/** A session is renewed when it has less than this left. */
+const RENEW_BEFORE_MS = 5 * 60_000;
+/** After a failed attestation, the workload token is used alone for this long before trying again. */
+const RETRY_AFTER_FAILURE_MS = 60_000;
+const MAX_ANSWER_BYTES = 64 * 1024;
+
+function checkToken(token: string): void {
+  if (typeof token !== 'string' || token.length === 0 || /[\r\n]/.test(token))
+    throw new TypeError('control credentials: token must be a non-empty single-line string');
+}
+
+/**
+ * Credentials that attest: the first `authorization()` (and one within RENEW_BEFORE_MS of the
+ * session's expiry) makes a proof and exchanges it for a session. A failure is logged (without the
+ * proof or any token) and the workload token is sent meanwhile: a control API that requires
+ * attestation then refuses it, and the caller's fail mode governs as for any refused fetch.
+ */
+export function attestedCredentials(options: AttestedCredentialsOptions): ControlCredentials {
+  checkToken(options.token);
+  const base = new URL(options.controlUrl);
+  if (base.protocol !== 'http:' && base.protocol !== 'https:')
+    throw new TypeError(`control credentials: unsupported control URL scheme ${base.protocol}`);
+  const attestUrl = new URL(`${base.pathname.replace(/\/?$/, '/')}v1/attest`, base);
+  const workloadHeader = `Bearer ${options.token}`;
+  const log = options.log ?? (() => {});
+  const now = options.now ?? Date.now;
+  const claimedText = formatIdentity(options.workload);
+  let session: { header: string; expiresMs: number; identity: WorkloadIdentity } | undefined;
+  let attesting: Promise<void> | undefined;
+  let retryAtMs = 0;
+
+  async function attest(timeoutMs: number): Promise<void> {
+    const deadline = now() + timeoutMs;
+    let proof: AttestationProof;
+    try {
+      proof = await withTimeout(Promise.resolve(options.proof()), timeoutMs, 'making the proof');
+    } catch (error) {
+      throw new Error(`no proof of identity: ${(error as Error).message}`);
+    }
+    const body = JSON.stringify({ workload: claimedText, proof });
+    const answer = await postJson(attestUrl, body, workloadHeader, Math.max(1, deadline - now()));
+    if (answer.status !== 200) throw new Error(`POST /v1/attest answered ${answer.status}${answer.reason}`);
+    const parsed = parseAnswer(answer.body, proof.type, options.workload);
+    session = { header: `Bearer ${parsed.token}`, expiresMs: parsed.expiresMs, identity: parsed.identity };
+    log('info', `attested as ${parsed.principal} (${proof.type}); session until ${parsed.expiresAt}`);
+  }
+
+  return {
+    async authorization(timeoutMs = options.timeoutMs) {
+      const nowMs = now();
+      if (session && session.expiresMs - nowMs > RENEW_BEFORE_MS) return session.header;
+      if (nowMs >= retryAtMs) {
+        attesting ??= attest(timeoutMs)
+          .catch((error: Error) => {
+            retryAtMs = now() + RETRY_AFTER_FAILURE_MS;
+            log('warn', `attestation failed (${error.message}); using the workload token meanwhile`);
+          })
+          .finally(() => {
+            attesting = undefined;
+          });
+        await attesting;
+      }
+      // A session near its end is still good until it ends.
+      if (session && session.expiresMs > now()) return session.header;
+      return workloadHeader;
+    },
+    refused(authorization) {
+      if (session && authorization === session.header) {
+        session = undefined;
+        retryAtMs = 0;
+      }
+    },
+    identity: () => session?.identity ?? options.workload,
+  };
+}
+
+/**
+ * The answer, checked: the session's identity must be the claimed one with only attributes the
+ * proof's kind vouches for added (a bundle is then checked against it; an answer that made this
+ * workload someone else is refused).
+ */
+function parseAnswer(
+  body: string,
+  kind: AttestationProof['type'],
+  claimed: WorkloadIdentity,
+): { token: string; expiresMs: number; expiresAt: string; identity: WorkloadIdentity; principal: string } {
+  let answer: Partial<AttestAnswer>;
+  try {
+    answer = JSON.parse(body) as Partial<AttestAnswer>;
+  } catch {
+    throw new Error('the attestation answer is not JSON');
+  }
+  const { token, expiresAt, identity } = answer;
+  if (typeof token !== 'string' || !/^bhk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/.test(token))
+    throw new Error('the attestation answer has no session token');
+  const expiresMs = typeof expiresAt === 'string' ? Date.parse(expiresAt) : Number.NaN;
+  if (!Number.isFinite(expiresMs)) throw new Error('the attestation answer has no expiry');
+  if (typeof identity !== 'string') throw new Error('the attestation answer has no identity');
+  const attested = parseIdentity(identity);
+  const vouched = new Set([ATTESTED_ATTRIBUTE, ...ATTESTABLE_ATTRIBUTES[kind]]);
+  for (const [key, value] of Object.entries(claimed))
+    if (attested[key] !== value) throw new Error(`the attested identity changed ${key}`);
+  for (const key of Object.keys(attested))
+    if (!(key in claimed) && !vouched.has(key))
+      throw new Error(`the attested identity added ${key}, which a ${kind} proof does not vouch for`);
+  const principal = typeof answer.attested?.principal === 'string' ? answer.attested.principal : kind;
+  return { token, expiresMs, expiresAt: expiresAt as string, identity: attested, principal };
+}
+
+function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} took longer than ${timeoutMs} ms`)), timeoutMs);
+    timer.unref();
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+function postJson(
+  url: URL,
+  body: string,
+  authorization: string,
+  timeoutMs: number,
+): Promise<{ status: number; body: string; reason: string }> {
+  const transport = url.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const request = transport.request(
+      url,
+      {
+        method: 'POST',
+        headers: {
+          authorization,
+          'content-type': 'application/json',
+          'content-length': String(Buffer.byteLength(body)),
+        },
+        timeout: timeoutMs,
+      },
+      (response) => {
+        void readBody(response, MAX_ANSWER_BYTES).then((read) => {
+          if (!read.ok) return reject(new Error('the attestation answer could not be read'));
+          const text = read.body.toString('utf8');
+          let reason = '';
+          if (response.statusCode !== 200) {
+            try {
+              const message = (JSON.parse(text) as { message?: unknown }).message;
+              if (typeof message === 'string') reason = `: ${message.slice(0, 300)}`;
+            } catch {
+              // Not JSON: the status says enough.
+            }
+          }
+          resolve({ status: response.statusCode ?? 0, body: text, reason });
+        });
+      },
+    );
+    request.on('timeout', () => request.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    request.on('error', (error: NodeJS.ErrnoException) =>
+      reject(new Error(`control API unreachable: ${error.code ?? error.message}`)),
+    );
+    request.end(body);
+  });
+}
