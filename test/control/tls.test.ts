@@ -32,50 +32,53 @@ function openssl(args: string[], cwd: string): void {
   if (run.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${run.stderr}`);
 }
 
-/** A throwaway CA (ca.pem) and a server certificate it signed for localhost and 127.0.0.1. */
+const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+
+/** A throwaway CA (ca.pem), with the key usages strict verifiers (Python 3.13) insist on. */
 function makeCa(dir: string): { ca: string } {
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  const extensions = ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'];
   openssl(
     [
-      'req',
-      '-x509',
-      ...ec,
-      '-keyout',
-      'ca.key',
-      '-out',
-      'ca.pem',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=Bulkhead test CA',
+      ...[
+        'req',
+        '-x509',
+        ...EC,
+        '-keyout',
+        'ca.key',
+        '-out',
+        'ca.pem',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=Bulkhead test CA',
+      ],
+      ...extensions.flatMap((extension) => ['-addext', extension]),
     ],
     dir,
   );
   return { ca: join(dir, 'ca.pem') };
 }
 
-/** A server certificate (CN `name`) from the CA in `dir`: `${name}.pem` and `${name}.key` (0600). */
+/** A server certificate (CN `name`) from the CA in `dir` for localhost and 127.0.0.1: `${name}.pem`, `${name}.key` (0600). */
 function issue(dir: string, name: string): { cert: string; key: string } {
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl(['req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`], dir);
+  openssl(['req', ...EC, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`], dir);
   writeFileSync(
     join(dir, `${name}.ext`),
-    'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n',
+    [
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      'basicConstraints=critical,CA:FALSE',
+      'keyUsage=critical,digitalSignature',
+      'extendedKeyUsage=serverAuth',
+      'subjectKeyIdentifier=hash',
+      'authorityKeyIdentifier=keyid',
+      '',
+    ].join('\n'),
   );
   openssl(
     [
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      'ca.pem',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-days',
-      '2',
-    ].concat(['-extfile', `${name}.ext`, '-out', `${name}.pem`]),
+      ...['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial'],
+      ...['-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.pem`],
+    ],
     dir,
   );
   chmodSync(join(dir, `${name}.key`), 0o600);
