@@ -36,12 +36,35 @@ export function controlClient(args: ParsedArgs, urlOption = 'control'): ControlC
         return await fetch(`${baseUrl}${path}`, { method, headers, body: init.body });
       } catch (error) {
         const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+        const code = cause?.code;
         throw new Error(
-          `cannot reach ${baseUrl}: ${cause?.code ?? cause?.message ?? (error as Error).message}`,
+          `cannot reach ${baseUrl}: ${code ?? cause?.message ?? (error as Error).message}${connectHint(base, code)}`,
         );
       }
     },
   };
+}
+
+/** Certificate verification failures that a private CA explains (Node's codes). */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_UNTRUSTED',
+]);
+
+/** What a connection failure's code most likely means here, or ''. */
+function connectHint(base: URL, code: string | undefined): string {
+  if (code === undefined) return '';
+  if (UNTRUSTED_CERTIFICATE.has(code))
+    return ' (the certificate is not from a CA this machine trusts; for a private CA start node with NODE_EXTRA_CA_CERTS=ca.pem)';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return ` (the certificate does not name ${base.hostname})`;
+  // An HTTPS server drops a plain-HTTP request without a word.
+  if (code === 'UND_ERR_SOCKET' && base.protocol === 'http:')
+    return ' (closed without an answer: if the API serves HTTPS, use https://)';
+  return '';
 }
 
 /** The API's `{error, message}` body as one line, or the status when the body is not ours. */

@@ -99,14 +99,15 @@ export class ConnectionGuard {
 
   /** True when this request arrived on a connection over the limit: answer 503 + Retry-After and close. */
   refuses(socket: Socket): boolean {
-    return this.overLimit.has(socket);
+    return this.overLimit.has(tcpSocket(socket));
   }
 
+  /** An http.Server, or an https.Server (its connections are counted before the TLS handshake). */
   attach(server: Server): void {
     server.on('connection', (socket: Socket) => this.admit(socket));
     // 'request' fires once the headers are complete: from then on the connection is doing work.
     server.on('request', (request, response) => {
-      const socket = request.socket;
+      const socket = tcpSocket(request.socket);
       if (!this.notBusy.delete(socket)) return;
       response.once('close', () => {
         if (!socket.destroyed) this.notBusy.add(socket);
@@ -144,4 +145,13 @@ export class ConnectionGuard {
       this.notBusy.delete(socket);
     });
   }
+}
+
+/**
+ * The TCP connection under a request's socket. An https.Server announces the plain socket in
+ * 'connection' and hands requests the TLSSocket made over it (its `_parent`); destroying the plain
+ * one closes both.
+ */
+function tcpSocket(socket: Socket): Socket {
+  return (socket as Socket & { _parent?: Socket | null })._parent ?? socket;
 }

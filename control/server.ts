@@ -62,6 +62,8 @@ export interface ControlServerOptions {
   attestation?: AttestationConfig | undefined;
   /** Proof verifiers (default: those the attestation configuration names). */
   verifiers?: readonly ProofVerifier[] | undefined;
+  /** Serve HTTPS with this certificate (chain) and private key, both PEM; plain HTTP when absent. */
+  tls?: { cert: string; key: string } | undefined;
 }
 
 /** Route access: `none` (public), `any` (any valid token), or the scope it needs. Admin tokens pass everywhere. */
@@ -135,17 +137,20 @@ export async function createControlServer(options: ControlServerOptions): Promis
   const rateLimiter = new RateLimiter();
   const requireAttested = options.attestation?.require === true;
 
+  const serverTimeouts = {
+    headersTimeout: limits.headersTimeoutMs,
+    // Node checks header and request timeouts on this period (default 30 s: a slowloris's friend).
+    connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+  };
   const app = Fastify({
     ...loggerOption(options.logger),
     bodyLimit: limits.bodyBytes,
     // Per-request lines would drown the log at fleet scale; errors are still logged.
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
-    http: {
-      headersTimeout: limits.headersTimeoutMs,
-      // Node checks header and request timeouts on this period (default 30 s: a slowloris's friend).
-      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
-    },
+    http: serverTimeouts,
+    // With TLS, Fastify gives this object (not `http`) to https.createServer: the timeouts go in it too.
+    ...(options.tls ? { https: { ...serverTimeouts, cert: options.tls.cert, key: options.tls.key } } : {}),
     requestTimeout: 60_000,
     ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
   });
@@ -629,7 +634,7 @@ export interface StartControlServerOptions extends Partial<ControlServerOptions>
 }
 
 export interface RunningControlServer {
-  /** `http://127.0.0.1:<port>` */
+  /** `http://127.0.0.1:<port>` (`https://` with `tls`) */
   url: string;
   port: number;
   app: FastifyInstance;
@@ -665,7 +670,7 @@ export async function startControlServer(
   const key = typeof signingKey === 'string' ? signingKeyFromPem(signingKey) : signingKey;
   let closed: Promise<void> | undefined;
   return {
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url: `${options.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`,
     port,
     app,
     store,

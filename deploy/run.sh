@@ -10,4 +10,5 @@ node "$LAMBDA_TASK_ROOT/fetch-secrets.cjs" "$state"
 # From the environment rather than the command line, where the password would show in `ps`.
 BULKHEAD_DATABASE_URL=$(cat "$state/database-url")
 export BULKHEAD_DATABASE_URL
-exec node "$LAMBDA_TASK_ROOT/dist/cli.mjs" control serve --port "${PORT:-8080}" --key "$state/signing.key"
+# Loopback only: the adapter (and its readiness check) reaches the API on 127.0.0.1.
+exec node "$LAMBDA_TASK_ROOT/dist/cli.mjs" control serve --host 127.0.0.1 --port "${PORT:-8080}" --key "$state/signing.key"

@@ -10,6 +10,7 @@ export const commands: CommandEntry[] = [
   // policy kernel
   { path: ['keys', 'generate'], load: async () => (await import('./keys.js')).keysGenerateCommand },
   { path: ['keys', 'id'], load: async () => (await import('./keys.js')).keysIdCommand },
+  { path: ['keys', 'public'], load: async () => (await import('./keys.js')).keysPublicCommand },
   { path: ['policy', 'check'], load: async () => (await import('./policy.js')).policyCheckCommand },
   { path: ['policy', 'explain'], load: async () => (await import('./policy.js')).policyExplainCommand },
   { path: ['policy', 'diff'], load: async () => (await import('./policy.js')).policyDiffCommand },

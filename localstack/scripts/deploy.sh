@@ -25,9 +25,7 @@ echo "== policy"
 
 echo "== layer (control URL and the control API's public key baked in)"
 zip="$BULKHEAD_OUT/bulkhead-layer.zip"
-node -e 'fetch(process.argv[1] + "/v1/keys", { headers: { authorization: `Bearer ${process.env.BULKHEAD_TOKEN}` } })
-  .then((r) => r.json()).then((b) => process.stdout.write(b.keys.find((k) => k.active).publicKey))' \
-  "$BULKHEAD_CONTROL" > "$BULKHEAD_OUT/trusted-key.pem"
+"${cli[@]}" keys public --control "$BULKHEAD_CONTROL" > "$BULKHEAD_OUT/trusted-key.pem"
 "${cli[@]}" layer build --out "$zip" --control "$BULKHEAD_CONTROL" --trusted-key "$BULKHEAD_OUT/trusted-key.pem"
 layer_arn=$("${cli[@]}" layer publish --region "$AWS_REGION" --zip "$zip")
 

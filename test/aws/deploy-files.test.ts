@@ -67,6 +67,12 @@ describe('localstack/', () => {
     expect(localstack?.environment?.LOCALSTACK_AUTH_TOKEN).toMatch(/\$\{LOCALSTACK_AUTH_TOKEN:\?/);
     expect(localstack?.volumes).toContain('/var/run/docker.sock:/var/run/docker.sock');
     expect(localstack?.environment?.LAMBDA_DOCKER_NETWORK).toBe(compose.networks?.default?.name);
+    // control serve listens on loopback unless told: the other containers reach it over the network.
+    const command = compose.services['control-api']?.command ?? [];
+    expect(command.slice(command.indexOf('--host'), command.indexOf('--host') + 2)).toEqual([
+      '--host',
+      '0.0.0.0',
+    ]);
   });
 
   it('every host path the compose file mounts exists', () => {
@@ -185,7 +191,7 @@ describe('deploy/control-api.sam.yaml', () => {
     syntaxCheck('bash', at('deploy/package.sh'));
     nodeCheck(at('deploy/fetch-secrets.cjs'));
     const run = readFileSync(at('deploy/run.sh'), 'utf8');
-    expect(run).toContain('dist/cli.mjs" control serve');
+    expect(run).toContain('dist/cli.mjs" control serve --host 127.0.0.1');
     expect(run).toContain('export BULKHEAD_DATABASE_URL');
     expect(run).toContain(['--port "$', '{PORT:-8080}"'].join(''));
   });

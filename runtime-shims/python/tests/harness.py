@@ -187,12 +187,15 @@ class Control:
     """A real control API (`bulkhead control serve`: the Node server, SQLite) on a loopback port, with
     an admin and a workload token. Its signing key is `keys/bulkhead.pub` under `folder`."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tls: tuple[Path, Path] | None = None, ca: Path | None = None) -> None:
+        """`tls`: (certificate, key) PEM files to serve HTTPS with; `ca`: what `admin` trusts for it."""
         self.folder = folder
+        self.ca = ca
+        tls_args = ('--tls-cert', str(tls[0]), '--tls-key', str(tls[1])) if tls else ()
         self.process = subprocess.Popen(
             [
                 *(NODE, str(CLI), 'control', 'serve', '--db', str(folder / 'control.db')),
-                *('--port', '0', '--host', '127.0.0.1', '--key', str(folder / 'signing.pem')),
+                *('--port', '0', '--host', '127.0.0.1', '--key', str(folder / 'signing.pem'), *tls_args),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -204,9 +207,9 @@ class Control:
         self.url = ''
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
-            match = re.search(r'https?://127\.0\.0\.1:(\d+)', line)
+            match = re.search(r'(https?)://127\.0\.0\.1:(\d+)', line)
             if match:
-                self.url = f'http://127.0.0.1:{match.group(1)}'
+                self.url = f'{match.group(1)}://127.0.0.1:{match.group(2)}'
                 break
         if not self.url:
             self.process.kill()
@@ -243,7 +246,12 @@ class Control:
         request = urllib.request.Request(
             f'{self.url}{path}', method=method, headers=headers, data=None if body is None else body.encode()
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        context = None
+        if self.ca is not None:
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(self.ca))
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return json.loads(response.read())
 
     def apply(self, yaml_text: str) -> int:

@@ -389,6 +389,12 @@ class BundleClient:
 def _error_name(error: BaseException) -> str:
     import errno
 
+    # An ssl.SSLError's errno is OpenSSL's error class (1 for a refused certificate), not an errno:
+    # its reason says what happened (CERTIFICATE_VERIFY_FAILED), and a refused certificate why.
+    reason = getattr(error, 'reason', None)
+    if type(error).__module__ == 'ssl' and isinstance(reason, str):
+        detail = getattr(error, 'verify_message', None)
+        return f'{reason} ({detail})' if isinstance(detail, str) and detail else reason
     number = getattr(error, 'errno', None)
     if isinstance(number, int) and number in errno.errorcode:
         return errno.errorcode[number]
