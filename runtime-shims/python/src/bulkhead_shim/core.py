@@ -172,6 +172,23 @@ class Shim:
             self.queue.use_sink(HttpSink(url, token or self.config.token), number_records=True)
             return True
 
+    def use_session(
+        self,
+        control_url: str,
+        token: Callable[[], str | None],
+        on_unauthorized: Callable[[], None] | None = None,
+    ) -> bool:
+        """Deliver records with `token()` as the bearer (an attested session's, client/attest.py) when the
+        report sink is an http(s) sink at the control API's origin; `on_unauthorized` hears of a 401.
+        False, changing nothing, for any other sink."""
+        with self._lock:
+            sink = self.queue.sink
+            if not isinstance(sink, HttpSink) or not sink.same_origin(control_url):
+                return False
+            sink.token_source = token
+            sink.on_unauthorized = on_unauthorized
+            return True
+
     def _await_extension(self) -> None:
         """On Lambda the extension registers first and fetches while the runtime starts: the first
         decision waits (bounded) for its first answer, so the bundle is verified before the function's

@@ -95,7 +95,10 @@ def _permanent(status: int) -> bool:
 
 
 class HttpSink:
-    """Batched `POST {records}` to the control API (or the extension), bearer token when configured."""
+    """Batched `POST {records}` to the control API (or the extension), bearer token when configured.
+
+    `token_source`, when set, gives the token at each delivery instead (an attested session's, see
+    client/attest.py), and `on_unauthorized` hears of a 401 answer (the batch is kept and retried)."""
 
     def __init__(self, url: str, token: str | None) -> None:
         from urllib.parse import urlsplit
@@ -107,6 +110,20 @@ class HttpSink:
         self._path = (parts.path or '/') + (f'?{parts.query}' if parts.query else '')
         self._token = token
         self.description = f'POST {parts.scheme}://{parts.netloc}{parts.path}'
+        self.token_source: Callable[[], str | None] | None = None
+        self.on_unauthorized: Callable[[], None] | None = None
+
+    def same_origin(self, url: str) -> bool:
+        """Whether `url` has this sink's scheme, host and port."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == 'https' else 80)
+        except ValueError:
+            return False
+        mine = (self._https, self._host, self._port)
+        return (parts.scheme == 'https', parts.hostname or '', port) == mine
 
     def deliver(self, records: list[Record], timeout: float, hits: list[Record] | None = None) -> None:
         import http.client
@@ -116,8 +133,15 @@ class HttpSink:
             batch['hits'] = hits
         body = json.dumps(batch, separators=(',', ':'), ensure_ascii=False).encode()
         headers = {'content-type': 'application/json', 'content-length': str(len(body))}
-        if self._token:
-            headers['authorization'] = f'Bearer {self._token}'
+        token = self._token
+        source = self.token_source
+        if source is not None:
+            try:  # noqa: SIM105  (contextlib costs start-up time)
+                token = source() or token
+            except Exception:
+                pass  # the configured token, then
+        if token:
+            headers['authorization'] = f'Bearer {token}'
         connection: http.client.HTTPConnection
         if self._https:
             connection = http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
@@ -132,6 +156,11 @@ class HttpSink:
             raise DeliveryError(f'{self.description} failed: {type(error).__name__}', False) from None
         finally:
             connection.close()
+        if status == 401 and self.on_unauthorized is not None:
+            try:  # noqa: SIM105  (contextlib costs start-up time)
+                self.on_unauthorized()
+            except Exception:
+                pass  # the batch is retried either way
         if not 200 <= status <= 299:
             raise DeliveryError(f'{self.description} answered {status}', _permanent(status))
 

@@ -23,11 +23,24 @@ from ..kernel.identity import format_identity
 if TYPE_CHECKING:
     import http.client
     from collections.abc import Callable, Mapping, Sequence
-    from typing import Any
+    from typing import Any, Protocol
 
     from ..kernel.keys import TrustedKey
 
     Log = Callable[[str, str], None]
+
+    class Credentials(Protocol):
+        """Where the bearer token comes from when it is not fixed (attestation: `attest.Attestor`)."""
+
+        def prepare(self, budget: float) -> str:
+            """The token for the next request; may take up to `budget` seconds to get a better one."""
+
+        def refused(self, budget: float) -> str | None:
+            """The request was answered 401: a new token to retry with (within `budget`), or None."""
+
+        def accepted(self) -> None:
+            """The request was answered, not with 401."""
+
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_LONG_POLL_SECONDS = 25
@@ -36,6 +49,8 @@ RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 # Pause after a long-poll answered much earlier than asked, so a server ignoring `wait` is not hammered.
 EARLY_ANSWER_PAUSE_SECONDS = 1.0
+#: Share of a fetch's time bound that getting credentials (attesting) may take before the fetch itself.
+CREDENTIALS_SHARE = 2 / 3
 
 
 class HeldBundle:
@@ -148,13 +163,16 @@ class BundleClient:
         max_bytes: int = DEFAULT_MAX_BYTES,
         long_poll_seconds: int = DEFAULT_LONG_POLL_SECONDS,
         now: Callable[[], float] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._scheme, self._host, self._port, self._prefix = parse_control_url(control_url)
-        if not isinstance(token, str) or token == '' or '\r' in token or '\n' in token:
+        if not _single_line(token):
             raise ValueError('bundle client: token must be a non-empty single-line string')
         if not timeout > 0:
             raise ValueError('bundle client: timeout must be a positive number of seconds')
         self._authorization = f'Bearer {token}'
+        #: With credentials, every fetch asks them for the token (`token` is the one used until then).
+        self._credentials = credentials
         self._workload = dict(workload)
         self._workload_param = quote(format_identity(self._workload), safe='')
         self._trusted = list(trusted_keys)
@@ -202,9 +220,12 @@ class BundleClient:
         wait = None
         if wait_seconds is not None and wait_seconds > 0:
             wait = min(MAX_LONG_POLL_SECONDS, int(wait_seconds))
-            bound += wait
         try:
-            outcome = self._fetch(wait, max(0.001, bound))
+            credentials = self._credentials
+            if credentials is None:
+                outcome = self._fetch(wait, max(0.001, bound + (wait or 0)))
+            else:
+                outcome = self._fetch_with(credentials, wait, bound)
         except Exception as error:  # never into the caller: a bug here is an error outcome
             outcome = FetchError('network', f'bundle fetch failed: {type(error).__name__}')
         self.last_outcome = outcome.kind
@@ -214,6 +235,25 @@ class BundleClient:
         else:
             self.consecutive_failures += 1
         return outcome
+
+    def _fetch_with(self, credentials: Credentials, wait: int | None, bound: float) -> FetchOutcome:
+        """A fetch whose token comes from `credentials`: getting it takes at most CREDENTIALS_SHARE of
+        `bound`, and a 401 gets one new token and one retry, all within `bound` (plus the long-poll wait)."""
+        deadline = time.monotonic() + bound
+        self._use_token(credentials.prepare(bound * CREDENTIALS_SHARE))
+        outcome = self._fetch(wait, max(0.001, deadline - time.monotonic()) + (wait or 0))
+        if isinstance(outcome, FetchError) and outcome.status == 401:
+            fresh = credentials.refused(max(0.0, deadline - time.monotonic()) * CREDENTIALS_SHARE)
+            if fresh is not None:
+                self._use_token(fresh)
+                outcome = self._fetch(wait, max(0.001, deadline - time.monotonic()) + (wait or 0))
+        if not isinstance(outcome, FetchError) or outcome.status not in (None, 401):
+            credentials.accepted()
+        return outcome
+
+    def _use_token(self, token: str) -> None:
+        if _single_line(token):
+            self._authorization = f'Bearer {token}'
 
     def _fetch(self, wait: int | None, timeout: float) -> FetchOutcome:
         import http.client
@@ -384,6 +424,10 @@ class BundleClient:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def _single_line(token: object) -> bool:
+    return isinstance(token, str) and token != '' and '\r' not in token and '\n' not in token
 
 
 def _error_name(error: BaseException) -> str:

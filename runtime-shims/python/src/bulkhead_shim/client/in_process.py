@@ -15,6 +15,11 @@ BULKHEAD_REPORT names another sink: the default is put in `os.environ` before th
 (so Python children report there too) and adopted by a core that was built earlier (the PYTHONPATH
 preload, `Shim.adopt_report`).
 
+With BULKHEAD_ATTEST=gcp or azure the function attests its identity before the first bundle fetch
+(client/attest.py, `POST /v1/attest`, within the first fetch's time bound) and the bundle fetches and
+the record deliveries to the control API carry the session token the control API answered instead of
+BULKHEAD_TOKEN; when attesting fails, they carry BULKHEAD_TOKEN (a warning says why).
+
 Each invocation runs with its tag in `core.current_invocation`, a context variable: concurrent
 invocations in one process (a worker's thread pool, tasks on one event loop, gunicorn threads) each
 tag their own records. Threads the function starts itself do not inherit it (CPython threads start
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from typing import Any, Protocol, TypeVar
 
     from ..kernel.keys import TrustedKey
+    from .attest import Attestor
     from .bundle_client import FetchOutcome
 
     Log = Callable[[str], None]
@@ -55,6 +61,9 @@ if TYPE_CHECKING:
         def enter_invocation(self, tag: str | None) -> contextvars.Token[str | None]: ...
         def leave_invocation(self, token: contextvars.Token[str | None]) -> None: ...
         def revision(self) -> int | None: ...
+
+    # Optional on a ShimBinding (ProcessShim has it): records to the control API carry the session token.
+    UseSession = Callable[[str, Callable[[], 'str | None'], Callable[[], None]], object]
 
 
 DEFAULT_STARTUP_TIMEOUT = 3.0
@@ -156,6 +165,13 @@ class ProcessShim:
             return None
         return int(core.revision)
 
+    def use_session(
+        self, control_url: str, token: Callable[[], str | None], on_unauthorized: Callable[[], None]
+    ) -> bool:
+        """Records delivered to the control API carry `token()` (an attested session's)."""
+        core = self._core
+        return bool(core.use_session(control_url, token, on_unauthorized)) if core is not None else False
+
 
 class _ShimClient(BundleClient):
     """The bundle client inside the governed process: every fetch is the shim's own work."""
@@ -194,6 +210,7 @@ class InProcessController:
         self._shim: ShimBinding = shim if shim is not None else ProcessShim(self._env)
         self._workload: dict[str, str] | None = dict(workload) if workload is not None else None
         self._client: BundleClient | None = None
+        self._attestor: Attestor | None = None
         self._started = False
         self._start_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -290,11 +307,46 @@ class InProcessController:
                 timeout=max(self.refresh_timeout, 0.001),
                 last_good=last_good,
                 log=client_log,
+                credentials=self._attestor_from_env(control_url, token),
             )
         except Exception as error:
             # ValueError messages of the client and the key loader never carry the token.
             self._log(f'bundle client not started: {error}')
             return None
+
+    def _attestor_from_env(self, control_url: str, token: str) -> Attestor | None:
+        """The process's attested session when BULKHEAD_ATTEST is gcp or azure (kept across a fork and a
+        rebuilt client), the record sink told to use it; None (said once) otherwise or when it cannot be."""
+        if self._attestor is not None:
+            return self._attestor
+        from .attest import Attestor, attest_kind
+
+        try:
+            kind = attest_kind(self._env)
+            if kind is None:
+                return None
+            from ..kernel.identity import format_identity
+
+            attestor = Attestor(
+                kind=kind,
+                control_url=control_url,
+                workload_token=token,
+                workload=format_identity(self._workload or {}),
+                env=self._env,
+                log=self._log,
+                internal=_INTERNAL,
+            )
+        except Exception as error:  # messages name the variable, never the token
+            self._log(f'attestation not started: {error}; using BULKHEAD_TOKEN')
+            return None
+        self._attestor = attestor
+        use_session: UseSession | None = getattr(self._shim, 'use_session', None)
+        if use_session is not None:
+            try:
+                use_session(control_url, attestor.bearer, attestor.report_refused)
+            except Exception as error:
+                self._log(f'records keep BULKHEAD_TOKEN: {type(error).__name__}: {error}')
+        return attestor
 
     # ---- bundles ---------------------------------------------------------------------------------
 
@@ -476,6 +528,8 @@ class InProcessController:
         self._reaper = None
         self._running = 0
         self._idle_deadline = None
+        if self._attestor is not None:
+            self._attestor.after_fork_in_child()
         if self._client is not None:
             self._rebuild_client = True
 
@@ -492,8 +546,13 @@ class InProcessController:
     def workload(self) -> dict[str, str] | None:
         return dict(self._workload) if self._workload is not None else None
 
+    def attestor(self) -> Attestor | None:
+        """The attested session (BULKHEAD_ATTEST), once started."""
+        return self._attestor
+
     def status(self) -> dict[str, Any]:
         client = self._client
+        attestor = self._attestor
         return {
             'revision': self._shim.revision(),
             'controlled': client is not None,
@@ -501,6 +560,7 @@ class InProcessController:
             'longPolling': client.long_polling if client is not None else False,
             'lastOutcome': client.last_outcome if client is not None else None,
             'firstFetchMs': self.first_fetch_ms,
+            'attestation': attestor.status() if attestor is not None else None,
         }
 
 
