@@ -1,6 +1,7 @@
 // The attestation configuration file of `bulkhead control serve --attestation FILE` (JSON), checked
 // whole before the server starts: a mistake names the file and the field, and nothing half-works.
 import { readFileSync } from 'node:fs';
+import { AZURE_JWKS_URI, azureIssuers, GOOGLE_ISSUERS, GOOGLE_JWKS_URI } from './jwt.js';
 import type { AttestationConfig } from './types.js';
 
 export class AttestationConfigError extends Error {
@@ -8,17 +9,6 @@ export class AttestationConfigError extends Error {
 }
 
 export const DEFAULT_STS_ENDPOINT = 'https://sts.amazonaws.com';
-export const GOOGLE_ISSUERS = ['https://accounts.google.com', 'accounts.google.com'];
-export const GOOGLE_JWKS_URI = 'https://www.googleapis.com/oauth2/v3/certs';
-export const AZURE_JWKS_URI = 'https://login.microsoftonline.com/common/discovery/v2.0/keys';
-
-/** The issuers of Entra ID tokens for these tenants: v1 (managed identities by default) and v2. */
-export function azureIssuers(tenants: readonly string[]): string[] {
-  return tenants.flatMap((tenant) => [
-    `https://sts.windows.net/${tenant}/`,
-    `https://login.microsoftonline.com/${tenant}/v2.0`,
-  ]);
-}
 
 type Json = Record<string, unknown>;
 
