@@ -87,7 +87,7 @@ export function parseAttestationConfig(text: string, file: string): AttestationC
     config.gcp = {
       issuers:
         input.gcp.issuers === undefined
-          ? GOOGLE_ISSUERS
+          ? [...GOOGLE_ISSUERS]
           : strings(input.gcp.issuers, 'gcp.issuers', /^\S{1,512}$/, 'an issuer'),
       jwksUri: url(input.gcp.jwksUri ?? GOOGLE_JWKS_URI, 'gcp.jwksUri', true),
       projects:
