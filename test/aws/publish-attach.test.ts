@@ -538,6 +538,10 @@ describe('attach --token-secret', () => {
     expect(() =>
       planAttach('f', configWith([]), {}, { ...request, token: 't', tokenSecret: SECRET }),
     ).toThrow(/not both/);
+    // The Python extension reads BULKHEAD_TOKEN only: refused rather than left in fail mode.
+    expect(() =>
+      planAttach('f', configWith([], {}, { Runtime: 'python3.13' }), {}, { ...request, tokenSecret: SECRET }),
+    ).toThrow(/f runs python3.13: the layer's Python extension does not read BULKHEAD_TOKEN_SECRET yet/);
   });
 
   it('says what the execution role needs: the read, and kms:Decrypt through the service', () => {
