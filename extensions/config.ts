@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import type { TrustedKey } from '../policy/keys.js';
 import { loadTrustedKeys } from '../policy/keys.js';
+import { parseTokenSecretArn } from '../runtime-shims/node/aws/secret-token.js';
 
 export type FailMode = 'closed' | 'observe';
 
@@ -25,6 +26,11 @@ export interface ExtensionConfig {
   controlUrl: string | undefined;
   /** Secret: never logged. */
   token: string | undefined;
+  /**
+   * BULKHEAD_TOKEN_SECRET: the ARN of a Secrets Manager secret or SSM SecureString parameter holding the
+   * token, fetched at init with the function's credentials. Only when BULKHEAD_TOKEN is not set (it wins).
+   */
+  tokenSecret: string | undefined;
   trustedKeys: TrustedKey[];
   failMode: FailMode;
   /** The baked fallback envelope's text, if the layer has one. */
@@ -127,10 +133,19 @@ export function loadExtensionConfig(env: NodeJS.ProcessEnv, layerDir: string): E
   }
   const token = env.BULKHEAD_TOKEN || undefined;
   if (token !== undefined && /[\r\n]/.test(token)) throw new ConfigError('BULKHEAD_TOKEN must be one line');
+  let tokenSecret: string | undefined;
+  if (token === undefined && env.BULKHEAD_TOKEN_SECRET) {
+    try {
+      tokenSecret = parseTokenSecretArn(env.BULKHEAD_TOKEN_SECRET).arn;
+    } catch (error) {
+      throw new ConfigError(`BULKHEAD_TOKEN_SECRET: ${(error as Error).message}`);
+    }
+  }
 
   return {
     controlUrl,
     token,
+    tokenSecret,
     trustedKeys,
     failMode: failModeText,
     fallbackEnvelope,

@@ -19,6 +19,7 @@ import { verifyBundle } from '../policy/bundle.js';
 import { formatIdentity } from '../policy/identity.js';
 import type { WorkloadIdentity } from '../policy/types.js';
 import { LineFile } from '../runtime-shims/node/aws/extension-sync.js';
+import { fetchTokenFromSecret } from '../runtime-shims/node/aws/secret-token.js';
 import type { BundleClient } from '../runtime-shims/node/client/bundle-client.js';
 import { createBundleClient } from '../runtime-shims/node/client/bundle-client.js';
 import { ConfigError, type ExtensionConfig, loadExtensionConfig } from './config.js';
@@ -60,6 +61,9 @@ export interface RunOptions {
   log?: (message: string) => void;
 }
 
+/** First wait before fetching a token secret again after a failure; doubles up to the maximum. */
+const SECRET_RETRY_MIN_MS = 2_000;
+const SECRET_RETRY_MAX_MS = 60_000;
 /** Safety margin kept before a platform deadline. */
 const DEADLINE_MARGIN_MS = 150;
 /** Lambda extension identifiers are UUIDs; the launcher checked the shape already. */
@@ -162,10 +166,13 @@ class Session {
   private readonly statusFile: string;
   /** `invocation-ready`, kept open: one write per INVOKE. */
   private readonly ready: LineFile;
+  /** With BULKHEAD_TOKEN_SECRET and no token yet: when to ask again, and how long the next wait is. */
+  private secretRetryAt = 0;
+  private secretRetryMs = SECRET_RETRY_MIN_MS;
 
   constructor(
     private readonly config: ExtensionConfig,
-    env: NodeJS.ProcessEnv,
+    private readonly env: NodeJS.ProcessEnv,
     accountId: string | undefined,
     private readonly log: (message: string) => void,
   ) {
@@ -197,26 +204,20 @@ class Session {
       this.log(`${message}; fail mode observe`);
     }
     const lastGood = this.pickLastGood();
-    if (config.controlUrl && config.token && config.trustedKeys.length > 0) {
-      this.client = createBundleClient({
-        controlUrl: config.controlUrl,
-        token: config.token,
-        workload: this.identity,
-        trustedKeys: config.trustedKeys,
-        lastGood: lastGood?.text,
-        timeoutMs: Math.max(1, config.fetchTimeoutMs),
-        log: (level, message) => {
-          if (level !== 'debug') this.log(message);
-        },
-      });
+    let token = config.token;
+    if (token === undefined && this.secretUsable())
+      token = await this.fetchSecretToken(config.fetchTimeoutMs);
+    if (config.controlUrl && token && config.trustedKeys.length > 0) {
+      this.createClient(config.controlUrl, token, lastGood?.text);
       const fetchStartedAt = Date.now();
       await this.refresh(config.fetchTimeoutMs, lastGood?.source);
       this.fetchMs = Date.now() - fetchStartedAt;
     } else if (lastGood) {
+      // A token secret that could not be read falls back like an unreachable control API.
       this.hold(lastGood.text, lastGood.revision, lastGood.source);
-      this.reason = 'no control API or token configured';
+      this.reason ??= 'no control API or token configured';
     } else {
-      this.reason = 'no control API configured and no bundle in the layer';
+      this.reason ??= 'no control API configured and no bundle in the layer';
     }
     if (this.source === 'none')
       this.log(
@@ -242,8 +243,62 @@ class Session {
     );
     // The control API answers a parked long-poll the moment a policy applies, even to a frozen sandbox:
     // the answer waits in the socket, and the next INVOKE sees it (see `invoke`).
-    this.client?.startLongPoll((outcome) => this.hold(outcome.envelopeText, outcome.revision, 'control-api'));
+    this.startLongPoll();
     this.done.start();
+  }
+
+  private createClient(controlUrl: string, token: string, lastGood: string | undefined): void {
+    this.client = createBundleClient({
+      controlUrl,
+      token,
+      workload: this.identity,
+      trustedKeys: this.config.trustedKeys,
+      lastGood,
+      timeoutMs: Math.max(1, this.config.fetchTimeoutMs),
+      log: (level, message) => {
+        if (level !== 'debug') this.log(message);
+      },
+    });
+    this.forwarder.setToken(token);
+  }
+
+  private startLongPoll(): void {
+    this.client?.startLongPoll((outcome) => this.hold(outcome.envelopeText, outcome.revision, 'control-api'));
+  }
+
+  /** A token secret is configured and could give the client everything else it needs. */
+  private secretUsable(): boolean {
+    const { config } = this;
+    return config.tokenSecret !== undefined && !!config.controlUrl && config.trustedKeys.length > 0;
+  }
+
+  /** The token from BULKHEAD_TOKEN_SECRET, or undefined (logged, the reason kept) when it cannot be had. */
+  private async fetchSecretToken(timeoutMs: number): Promise<string | undefined> {
+    const arn = this.config.tokenSecret as string;
+    try {
+      const token = await fetchTokenFromSecret(arn, { env: this.env, timeoutMs: Math.max(1, timeoutMs) });
+      this.log(`workload token read from ${arn}`);
+      return token;
+    } catch (error) {
+      // The messages name the ARN and AWS's answer, never a value.
+      this.reason = `token secret: ${(error as Error).message}`;
+      this.log(`cannot read the workload token: ${(error as Error).message}`);
+      this.secretRetryAt = Date.now() + this.secretRetryMs;
+      this.secretRetryMs = Math.min(SECRET_RETRY_MAX_MS, this.secretRetryMs * 2);
+      return undefined;
+    }
+  }
+
+  /** At INVOKE, while the token secret has not been read: try again when due, and fetch the bundle with it. */
+  private async retrySecret(budgetMs: number): Promise<void> {
+    if (this.client || !this.secretUsable() || Date.now() < this.secretRetryAt) return;
+    const startedAt = Date.now();
+    const token = await this.fetchSecretToken(budgetMs);
+    if (token === undefined) return;
+    const held = readTextIfExists(this.bundleFile);
+    this.createClient(this.config.controlUrl as string, token, this.revision > 0 ? held : undefined);
+    await this.refresh(Math.max(25, budgetMs - (Date.now() - startedAt)), undefined);
+    this.startLongPoll();
   }
 
   /** The platform's `runtimeDone` is the backstop for a shim that never says done (a crashed runtime). */
@@ -259,14 +314,11 @@ class Session {
 
   async invoke(requestId: string, deadlineMs: number): Promise<void> {
     // The shim waits for the ready line: nothing comes before it but the check that the bundle is current.
-    if (this.client && !(await this.client.parked())) {
-      // Bounded well inside the deadline: at most a quarter of what is left.
-      const budget = Math.max(
-        25,
-        Math.min(this.config.fetchTimeoutMs, Math.floor((deadlineMs - Date.now()) / 4)),
-      );
-      await this.refresh(budget, undefined);
-    }
+    // Bounded well inside the deadline: at most a quarter of what is left.
+    const budget = () =>
+      Math.max(25, Math.min(this.config.fetchTimeoutMs, Math.floor((deadlineMs - Date.now()) / 4)));
+    if (this.client && !(await this.client.parked())) await this.refresh(budget(), undefined);
+    else if (!this.client) await this.retrySecret(budget());
     try {
       this.ready.write(requestId, this.revision);
     } catch (error) {

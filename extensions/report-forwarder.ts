@@ -40,9 +40,11 @@ const DEFAULT_BATCH = 200;
 
 export class ReportForwarder {
   private cursor: SpoolCursor;
-  private readonly transport: typeof http | typeof https | undefined;
-  private readonly reportsUrl: URL | undefined;
-  private readonly agent: http.Agent | undefined;
+  private transport: typeof http | typeof https | undefined;
+  private reportsUrl: URL | undefined;
+  private agent: http.Agent | undefined;
+  /** Secret: only sent in the Authorization header. */
+  private token: string | undefined;
   private running: Promise<ForwardResult> | undefined;
   totalSent = 0;
 
@@ -63,13 +65,18 @@ export class ReportForwarder {
         options.log(`reports: cannot write the spool cursor (${(error as NodeJS.ErrnoException).code})`);
       }
     }
-    if (options.controlUrl && options.token) {
-      const base = new URL(options.controlUrl);
-      if (!base.pathname.endsWith('/')) base.pathname = `${base.pathname}/`;
-      this.reportsUrl = new URL('v1/reports', base);
-      this.transport = this.reportsUrl.protocol === 'https:' ? https : http;
-      this.agent = new this.transport.Agent({ keepAlive: true, maxSockets: 2 });
-    }
+    if (options.token) this.setToken(options.token);
+  }
+
+  /** The workload token, when it comes after construction (fetched from BULKHEAD_TOKEN_SECRET). */
+  setToken(token: string): void {
+    this.token = token;
+    if (this.reportsUrl || !this.options.controlUrl) return;
+    const base = new URL(this.options.controlUrl);
+    if (!base.pathname.endsWith('/')) base.pathname = `${base.pathname}/`;
+    this.reportsUrl = new URL('v1/reports', base);
+    this.transport = this.reportsUrl.protocol === 'https:' ? https : http;
+    this.agent = new this.transport.Agent({ keepAlive: true, maxSockets: 2 });
   }
 
   get sandboxId(): string {
@@ -233,7 +240,7 @@ export class ReportForwarder {
           method: 'POST',
           agent: this.agent,
           headers: {
-            authorization: `Bearer ${this.options.token}`,
+            authorization: `Bearer ${this.token}`,
             'content-type': 'application/json',
             'content-length': Buffer.byteLength(body),
           },

@@ -10,6 +10,7 @@ import {
   UpdateFunctionConfigurationCommand,
 } from '@aws-sdk/client-lambda';
 import { formatIdentity } from '../policy/identity.js';
+import { parseTokenSecretArn, type TokenSecretArn } from '../runtime-shims/node/aws/secret-token.js';
 import { LAYER_RUNTIMES } from './build.js';
 
 export const EXEC_WRAPPER_PATH = '/opt/bulkhead-wrapper';
@@ -48,12 +49,89 @@ export interface AttachRequest {
   controlUrl: string;
   /** Workload token to store in BULKHEAD_TOKEN; never printed. */
   token?: string | undefined;
+  /**
+   * Instead of `token`: the ARN of the Secrets Manager secret or SSM SecureString parameter holding it,
+   * stored in BULKHEAD_TOKEN_SECRET (the extension reads it at init with the function's role).
+   */
+  tokenSecret?: string | undefined;
 }
 
 export type Change =
   | { kind: 'layer-add'; arn: string }
   | { kind: 'layer-replace'; from: string; to: string }
-  | { kind: 'env-set'; name: string; secret: boolean };
+  | { kind: 'env-set'; name: string; secret: boolean }
+  | { kind: 'env-remove'; name: string };
+
+/** An IAM policy document: what the function's execution role needs to read its token secret. */
+export interface RolePolicy {
+  Version: '2012-10-17';
+  Statement: {
+    Sid: string;
+    Effect: 'Allow';
+    Action: string;
+    Resource: string;
+    Condition?: Record<string, Record<string, string>>;
+  }[];
+}
+
+/** Checks a --token-secret ARN; AttachError says what is wrong with it. */
+export function checkTokenSecret(arn: string): TokenSecretArn {
+  try {
+    return parseTokenSecretArn(arn);
+  } catch (error) {
+    throw new AttachError(`--token-secret: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * The statements the execution role needs to read the token secret: GetSecretValue on the secret (its
+ * ARN with `-??????` when it is given without the suffix Secrets Manager adds) or GetParameter on the
+ * parameter, and kms:Decrypt through that service, needed when the key is customer managed (the AWS
+ * managed keys aws/secretsmanager and aws/ssm need no statement).
+ */
+export function tokenSecretPolicy(arn: string): RolePolicy {
+  const secret = checkTokenSecret(arn);
+  const suffix = secret.partition === 'aws-cn' ? 'amazonaws.com.cn' : 'amazonaws.com';
+  const read =
+    secret.service === 'secretsmanager'
+      ? {
+          Sid: 'ReadBulkheadToken',
+          Effect: 'Allow' as const,
+          Action: 'secretsmanager:GetSecretValue',
+          Resource: /-[A-Za-z0-9]{6}$/.test(secret.name) ? secret.arn : `${secret.arn}-??????`,
+        }
+      : {
+          Sid: 'ReadBulkheadToken',
+          Effect: 'Allow' as const,
+          Action: 'ssm:GetParameter',
+          Resource: secret.arn,
+        };
+  return {
+    Version: '2012-10-17',
+    Statement: [
+      read,
+      {
+        Sid: 'DecryptBulkheadTokenIfCustomerManagedKey',
+        Effect: 'Allow',
+        Action: 'kms:Decrypt',
+        Resource: `arn:${secret.partition}:kms:${secret.region}:${secret.account}:key/*`,
+        Condition: { StringEquals: { 'kms:ViaService': `${secret.service}.${secret.region}.${suffix}` } },
+      },
+    ],
+  };
+}
+
+/** The same, for people: one line per permission. */
+export function describeTokenSecretPolicy(arn: string): string[] {
+  const policy = tokenSecretPolicy(arn);
+  const [read, decrypt] = policy.Statement;
+  const service = checkTokenSecret(arn).service;
+  return [
+    `${read?.Action} on ${read?.Resource}`,
+    `kms:Decrypt on the ${service === 'ssm' ? 'parameter' : 'secret'}'s KMS key (via ${decrypt?.Condition?.StringEquals?.['kms:ViaService']}) ` +
+      `when it is a customer managed key; the AWS managed key ${service === 'ssm' ? 'aws/ssm' : 'aws/secretsmanager'} needs nothing more`,
+  ];
+}
 
 export interface AttachPlan {
   layers: string[];
@@ -151,8 +229,29 @@ export function planAttach(
   // BULKHEAD_TAGS uses the identity text form (`k=v,…`, separators percent-encoded); the shim prefixes `tag.`.
   const tagText = formatIdentity(tags);
   if (tagText !== '' || before.BULKHEAD_TAGS !== undefined) wanted.BULKHEAD_TAGS = tagText;
-  if (request.token !== undefined) wanted.BULKHEAD_TOKEN = request.token;
+  if (request.token !== undefined && request.tokenSecret !== undefined)
+    throw new AttachError('give the workload token or its secret, not both (--token-env or --token-secret)');
+  if (request.tokenSecret !== undefined && config.Runtime.startsWith('python'))
+    throw new AttachError(
+      `${functionName} runs ${config.Runtime}: the layer's Python extension does not read BULKHEAD_TOKEN_SECRET yet ` +
+        '(Node.js functions only); use --token-env for it',
+    );
+  // One way to the token: the other variable goes (a plain BULKHEAD_TOKEN would win over the secret).
+  const unwanted: string[] = [];
+  if (request.token !== undefined) {
+    wanted.BULKHEAD_TOKEN = request.token;
+    unwanted.push('BULKHEAD_TOKEN_SECRET');
+  }
+  if (request.tokenSecret !== undefined) {
+    wanted.BULKHEAD_TOKEN_SECRET = checkTokenSecret(request.tokenSecret).arn;
+    unwanted.push('BULKHEAD_TOKEN');
+  }
   const environment: Record<string, string> = { ...before };
+  for (const name of unwanted) {
+    if (!(name in environment)) continue;
+    delete environment[name];
+    changes.push({ kind: 'env-remove', name });
+  }
   for (const [name, value] of Object.entries(wanted)) {
     if (environment[name] === value) continue;
     environment[name] = value;
@@ -175,6 +274,8 @@ export function describeChange(change: Change): string {
       return `replace layer ${change.from} with ${change.to}`;
     case 'env-set':
       return `set ${change.name}${change.secret ? ' (value hidden)' : ''}`;
+    case 'env-remove':
+      return `remove ${change.name}`;
   }
 }
 
@@ -195,6 +296,8 @@ export interface AttachResult {
   changes: Change[];
   updated: boolean;
   layers: string[];
+  /** With a token secret: what the function's execution role must be allowed. */
+  executionRolePolicy?: RolePolicy | undefined;
 }
 
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -218,7 +321,10 @@ export async function attachLayer(options: AttachOptions): Promise<AttachResult>
     layerArn: checkLayerArn(options.layerArn),
     controlUrl: checkControlUrl(options.controlUrl),
     token: options.token,
+    tokenSecret: options.tokenSecret === undefined ? undefined : checkTokenSecret(options.tokenSecret).arn,
   };
+  if (request.token !== undefined && request.tokenSecret !== undefined)
+    throw new AttachError('give the workload token or its secret, not both (--token-env or --token-secret)');
   progress(`reading configuration of ${options.functionName}`);
   const config = await options.client.send(
     new GetFunctionConfigurationCommand({ FunctionName: options.functionName }),
@@ -230,10 +336,10 @@ export async function attachLayer(options: AttachOptions): Promise<AttachResult>
     tags = (await options.client.send(new ListTagsCommand({ Resource: unqualified }))).Tags ?? {};
   }
   const plan = planAttach(options.functionName, config, tags, request);
-  if (!plan.environment.BULKHEAD_TOKEN)
+  if (!plan.environment.BULKHEAD_TOKEN && !plan.environment.BULKHEAD_TOKEN_SECRET)
     progress(
-      `${options.functionName}: warning: no BULKHEAD_TOKEN on the function: the extension cannot fetch bundles ` +
-        '(pass --token-env NAME); until it has one the fail mode governs',
+      `${options.functionName}: warning: no BULKHEAD_TOKEN or BULKHEAD_TOKEN_SECRET on the function: the extension ` +
+        'cannot fetch bundles (pass --token-env NAME or --token-secret ARN); until it has one the fail mode governs',
     );
   const result: AttachResult = {
     functionArn: config.FunctionArn,
@@ -241,6 +347,16 @@ export async function attachLayer(options: AttachOptions): Promise<AttachResult>
     updated: false,
     layers: plan.layers,
   };
+  if (request.tokenSecret !== undefined) {
+    result.executionRolePolicy = tokenSecretPolicy(request.tokenSecret);
+    const secretAccount = checkTokenSecret(request.tokenSecret).account;
+    const functionAccount = config.FunctionArn?.split(':')[4];
+    if (functionAccount && functionAccount !== secretAccount)
+      progress(
+        `${options.functionName}: the token secret is in account ${secretAccount}, the function in ${functionAccount}: ` +
+          "the secret's resource policy (and its KMS key's policy) must also allow the execution role",
+      );
+  }
   if (plan.changes.length === 0) {
     progress(`${options.functionName}: already attached, nothing to change`);
     return result;

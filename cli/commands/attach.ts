@@ -1,5 +1,12 @@
 import { LambdaClient } from '@aws-sdk/client-lambda';
-import { type AttachResult, attachLayer, describeChange } from '../../layers/attach.js';
+import {
+  AttachError,
+  type AttachResult,
+  attachLayer,
+  checkTokenSecret,
+  describeChange,
+  describeTokenSecretPolicy,
+} from '../../layers/attach.js';
 import { type Command, EXIT_OK, requireOption, stringOption, UsageError } from '../command.js';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -8,7 +15,8 @@ export const attachCommand: Command = {
   path: ['attach'],
   summary: 'attach the Bulkhead layer and its environment to a Lambda function',
   usage: [
-    'Usage: bulkhead attach FUNCTION --layer ARN --control URL [--token-env NAME] [--region R] [--dry-run] [--wait] [--json]',
+    'Usage: bulkhead attach FUNCTION --layer ARN --control URL [--token-env NAME | --token-secret ARN] [--region R]',
+    '                       [--dry-run] [--wait] [--json]',
     '',
     'Adds the layer (or replaces an older version of it), sets AWS_LAMBDA_EXEC_WRAPPER=/opt/bulkhead-wrapper,',
     "BULKHEAD_CONTROL_URL, and BULKHEAD_TAGS from the function's tags; keeps every other layer and variable.",
@@ -20,6 +28,11 @@ export const attachCommand: Command = {
     '  --control URL      control API URL the extension fetches bundles from',
     '  --token-env NAME   read the workload token from this local environment variable and store it',
     '                     in BULKHEAD_TOKEN (the token never appears on the command line or in output)',
+    '  --token-secret ARN keep the token out of the function configuration: set BULKHEAD_TOKEN_SECRET to the',
+    '                     ARN of a Secrets Manager secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)',
+    '                     or SSM SecureString parameter (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME) holding it',
+    '                     (the token itself, or JSON {"token": "bhk_…"}); the extension reads it at init with',
+    "                     the function's role, and this prints what that role must be allowed",
     '  --region R         AWS region (default AWS_REGION; a function ARN carries its own)',
     '  --dry-run          show the changes, write nothing',
     '  --wait             wait until Lambda has applied the update',
@@ -29,6 +42,7 @@ export const attachCommand: Command = {
     layer: { type: 'string' },
     control: { type: 'string' },
     'token-env': { type: 'string' },
+    'token-secret': { type: 'string' },
     region: { type: 'string' },
     'dry-run': { type: 'boolean' },
     wait: { type: 'boolean' },
@@ -49,6 +63,17 @@ export const attachCommand: Command = {
       if (!token)
         throw new UsageError(`--token-env ${tokenEnv}: that environment variable is empty or unset`);
     }
+    const tokenSecret = stringOption(args, 'token-secret');
+    if (tokenSecret !== undefined) {
+      if (tokenEnv !== undefined)
+        throw new UsageError('--token-env and --token-secret are exclusive: the token is in one place');
+      try {
+        checkTokenSecret(tokenSecret);
+      } catch (error) {
+        if (error instanceof AttachError) throw new UsageError(error.message);
+        throw error;
+      }
+    }
     const arnRegion = /^arn:aws[a-z-]*:lambda:([a-z0-9-]+):/.exec(functionName)?.[1];
     const region = stringOption(args, 'region') || arnRegion || process.env.AWS_REGION;
     if (!region) throw new UsageError('--region is required (or AWS_REGION, or a function ARN)');
@@ -62,6 +87,7 @@ export const attachCommand: Command = {
         layerArn,
         controlUrl,
         token,
+        tokenSecret,
         dryRun,
         wait: args.values.wait === true,
         onProgress: (message) => io.err(message),
@@ -78,12 +104,17 @@ export const attachCommand: Command = {
           dryRun,
           layers: result.layers,
           changes: result.changes.map(describeChange),
+          ...(result.executionRolePolicy ? { executionRolePolicy: result.executionRolePolicy } : {}),
         }),
       );
-    } else if (result.changes.length === 0) {
-      io.out(`${functionName}: already attached`);
-    } else {
-      io.out(`${functionName}: ${dryRun ? 'would apply' : 'applied'} ${result.changes.length} change(s)`);
+      return EXIT_OK;
+    }
+    if (result.changes.length === 0) io.out(`${functionName}: already attached`);
+    else io.out(`${functionName}: ${dryRun ? 'would apply' : 'applied'} ${result.changes.length} change(s)`);
+    if (tokenSecret !== undefined && result.executionRolePolicy) {
+      io.out(`${functionName}: its execution role must be allowed to read the token:`);
+      for (const line of describeTokenSecretPolicy(tokenSecret)) io.out(`  ${line}`);
+      io.out(JSON.stringify(result.executionRolePolicy, null, 2));
     }
     return EXIT_OK;
   },

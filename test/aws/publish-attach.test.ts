@@ -13,7 +13,7 @@ import {
 import { mockClient } from 'aws-sdk-client-mock';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type CliIO, parseCommandArgs } from '../../cli/command.js';
+import { type CliIO, parseCommandArgs, UsageError } from '../../cli/command.js';
 import { attachCommand } from '../../cli/commands/attach.js';
 import { layerPublishCommand } from '../../cli/commands/layer-publish.js';
 import {
@@ -24,6 +24,7 @@ import {
   layerBase,
   MAX_LAYERS,
   planAttach,
+  tokenSecretPolicy,
 } from '../../layers/attach.js';
 import { PublishError, publishLayer } from '../../layers/publish.js';
 import { parseIdentity } from '../../policy/identity.js';
@@ -492,6 +493,163 @@ describe('attach: CLI', () => {
       );
     } finally {
       if (region !== undefined) process.env.AWS_REGION = region;
+    }
+  });
+});
+
+describe('attach --token-secret', () => {
+  const SECRET = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:bulkhead/charge-card-AbC123';
+  const PARTIAL = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:bulkhead/charge-card';
+  const PARAMETER = 'arn:aws:ssm:eu-west-1:123456789012:parameter/bulkhead/charge-card/token';
+  const request = { layerArn: LAYER_V3, controlUrl: CONTROL };
+
+  it('plans BULKHEAD_TOKEN_SECRET instead of BULKHEAD_TOKEN, removing a plain token (and the reverse)', () => {
+    const plan = planAttach(
+      'f',
+      configWith([], { BULKHEAD_TOKEN: 'bhk_old', KEEP: '1' }),
+      {},
+      {
+        ...request,
+        tokenSecret: SECRET,
+      },
+    );
+    expect(plan.environment).toEqual({
+      KEEP: '1',
+      AWS_LAMBDA_EXEC_WRAPPER: EXEC_WRAPPER_PATH,
+      BULKHEAD_CONTROL_URL: CONTROL,
+      BULKHEAD_TOKEN_SECRET: SECRET,
+    });
+    expect(plan.changes).toContainEqual({ kind: 'env-remove', name: 'BULKHEAD_TOKEN' });
+    expect(plan.changes).toContainEqual({ kind: 'env-set', name: 'BULKHEAD_TOKEN_SECRET', secret: false });
+    // Idempotent.
+    expect(
+      planAttach('f', configWith(plan.layers, plan.environment), {}, { ...request, tokenSecret: SECRET })
+        .changes,
+    ).toEqual([]);
+    // Back to a plain token: the secret variable goes.
+    const back = planAttach(
+      'f',
+      configWith(plan.layers, plan.environment),
+      {},
+      { ...request, token: 'bhk_new' },
+    );
+    expect(back.environment.BULKHEAD_TOKEN_SECRET).toBeUndefined();
+    expect(back.environment.BULKHEAD_TOKEN).toBe('bhk_new');
+    expect(() =>
+      planAttach('f', configWith([]), {}, { ...request, token: 't', tokenSecret: SECRET }),
+    ).toThrow(/not both/);
+    // The Python extension reads BULKHEAD_TOKEN only: refused rather than left in fail mode.
+    expect(() =>
+      planAttach('f', configWith([], {}, { Runtime: 'python3.13' }), {}, { ...request, tokenSecret: SECRET }),
+    ).toThrow(/f runs python3.13: the layer's Python extension does not read BULKHEAD_TOKEN_SECRET yet/);
+  });
+
+  it('says what the execution role needs: the read, and kms:Decrypt through the service', () => {
+    expect(tokenSecretPolicy(SECRET).Statement).toEqual([
+      {
+        Sid: 'ReadBulkheadToken',
+        Effect: 'Allow',
+        Action: 'secretsmanager:GetSecretValue',
+        Resource: SECRET,
+      },
+      {
+        Sid: 'DecryptBulkheadTokenIfCustomerManagedKey',
+        Effect: 'Allow',
+        Action: 'kms:Decrypt',
+        Resource: 'arn:aws:kms:eu-west-1:123456789012:key/*',
+        Condition: { StringEquals: { 'kms:ViaService': 'secretsmanager.eu-west-1.amazonaws.com' } },
+      },
+    ]);
+    // Without the suffix Secrets Manager appends, the policy matches any suffix.
+    expect(tokenSecretPolicy(PARTIAL).Statement[0]?.Resource).toBe(`${PARTIAL}-??????`);
+    expect(tokenSecretPolicy(PARAMETER).Statement.map((s) => [s.Action, s.Resource])).toEqual([
+      ['ssm:GetParameter', PARAMETER],
+      ['kms:Decrypt', 'arn:aws:kms:eu-west-1:123456789012:key/*'],
+    ]);
+    expect(tokenSecretPolicy(PARAMETER).Statement[1]?.Condition).toEqual({
+      StringEquals: { 'kms:ViaService': 'ssm.eu-west-1.amazonaws.com' },
+    });
+  });
+
+  it('CLI: sets the ARN, never a token, and prints the permissions (text and JSON)', async () => {
+    lambda.on(GetFunctionConfigurationCommand).resolves(configWith([], { BULKHEAD_TOKEN: 'bhk_plain_old' }));
+    lambda.on(ListTagsCommand).resolves({});
+    lambda.on(UpdateFunctionConfigurationCommand).resolves({});
+    const io = captureIO();
+    const argv = [FUNCTION_ARN, '--layer', LAYER_V3, '--control', CONTROL, '--token-secret', PARAMETER];
+    expect(await attachCommand.run(parseCommandArgs(attachCommand, argv), io)).toBe(0);
+    const variables = lambda.commandCalls(UpdateFunctionConfigurationCommand)[0]?.args[0].input.Environment
+      ?.Variables;
+    expect(variables?.BULKHEAD_TOKEN_SECRET).toBe(PARAMETER);
+    expect(variables).not.toHaveProperty('BULKHEAD_TOKEN');
+    expect(io.errText).toContain(`${FUNCTION_ARN}: remove BULKHEAD_TOKEN`);
+    const out = io.outText.join('\n');
+    expect(out).toContain('its execution role must be allowed to read the token:');
+    expect(out).toContain(`  ssm:GetParameter on ${PARAMETER}`);
+    expect(out).toMatch(/ {2}kms:Decrypt on the parameter's KMS key \(via ssm\.eu-west-1\.amazonaws\.com\)/);
+    expect(out).not.toContain('bhk_plain_old');
+
+    lambda.reset();
+    lambda.on(GetFunctionConfigurationCommand).resolves(configWith([LAYER_V3], {}));
+    lambda.on(ListTagsCommand).resolves({});
+    const json = captureIO();
+    await attachCommand.run(parseCommandArgs(attachCommand, [...argv, '--json', '--dry-run']), json);
+    expect(JSON.parse(json.outText[0] ?? '{}')).toMatchObject({
+      dryRun: true,
+      changes: expect.arrayContaining(['set BULKHEAD_TOKEN_SECRET']),
+      executionRolePolicy: tokenSecretPolicy(PARAMETER),
+    });
+  });
+
+  it('CLI: notes a secret in another account', async () => {
+    lambda.on(GetFunctionConfigurationCommand).resolves(configWith([]));
+    lambda.on(ListTagsCommand).resolves({});
+    lambda.on(UpdateFunctionConfigurationCommand).resolves({});
+    const io = captureIO();
+    const elsewhere = 'arn:aws:secretsmanager:eu-west-1:999988887777:secret:shared/bulkhead-QwE456';
+    await attachCommand.run(
+      parseCommandArgs(attachCommand, [
+        FUNCTION_ARN,
+        '--layer',
+        LAYER_V3,
+        '--control',
+        CONTROL,
+        '--token-secret',
+        elsewhere,
+      ]),
+      io,
+    );
+    expect(io.errText.join('\n')).toMatch(
+      /the token secret is in account 999988887777, the function in 123456789012: the secret's resource policy/,
+    );
+  });
+
+  it('CLI: refuses --token-secret with --token-env, and a bad ARN, saying why, before calling AWS', async () => {
+    process.env.BH_TEST_TOKEN = 'wl_token';
+    const io = captureIO();
+    const run = (extra: string[]) =>
+      attachCommand.run(
+        parseCommandArgs(attachCommand, [FUNCTION_ARN, '--layer', LAYER_V3, '--control', CONTROL, ...extra]),
+        io,
+      );
+    try {
+      await expect(run(['--token-env', 'BH_TEST_TOKEN', '--token-secret', SECRET])).rejects.toThrow(
+        /exclusive/,
+      );
+      for (const [arn, message] of [
+        ['bulkhead/charge-card', /is not an ARN/],
+        ['arn:aws:s3:::bucket/token', /Secrets Manager secret or an SSM parameter, not s3/],
+        ['arn:aws:secretsmanager:eu-west-1:123:secret:x', /the account must be 12 digits/],
+        ['arn:aws:ssm:eu-west-1:123456789012:secret:x', /names a parameter/],
+      ] as const) {
+        const error = await run(['--token-secret', arn]).catch((caught: unknown) => caught as Error);
+        expect(error).toBeInstanceOf(UsageError);
+        expect((error as Error).message).toMatch(/^--token-secret: /);
+        expect((error as Error).message).toMatch(message);
+      }
+      expect(lambda.calls()).toHaveLength(0);
+    } finally {
+      delete process.env.BH_TEST_TOKEN;
     }
   });
 });

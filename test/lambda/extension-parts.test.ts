@@ -278,6 +278,23 @@ describe('extension configuration', () => {
     });
   });
 
+  it('takes BULKHEAD_TOKEN_SECRET when no BULKHEAD_TOKEN is set, and refuses an ARN that is not a secret', () => {
+    const dir = tempDir();
+    const arn = 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:bulkhead/token-AbC123';
+    expect(loadExtensionConfig({ BULKHEAD_TOKEN_SECRET: arn }, dir)).toMatchObject({
+      token: undefined,
+      tokenSecret: arn,
+    });
+    // A plain token wins: the secret is not read.
+    expect(loadExtensionConfig({ BULKHEAD_TOKEN: 'bhk_x', BULKHEAD_TOKEN_SECRET: arn }, dir)).toMatchObject({
+      token: 'bhk_x',
+      tokenSecret: undefined,
+    });
+    expect(() => loadExtensionConfig({ BULKHEAD_TOKEN_SECRET: 'arn:aws:s3:::bucket/token' }, dir)).toThrow(
+      /^BULKHEAD_TOKEN_SECRET: .*Secrets Manager secret or an SSM parameter/,
+    );
+  });
+
   it('refuses bad values with messages that carry no secret', () => {
     const dir = tempDir();
     expect(() => loadExtensionConfig({ BULKHEAD_FAIL_MODE: 'open' }, dir)).toThrow(ConfigError);
