@@ -8,7 +8,7 @@ import Fastify, {
   LogController,
 } from 'fastify';
 import { generateKeyPair } from '../policy/index.js';
-import { createAttestor } from './attest/index.js';
+import { createAttestor, verifiersFor } from './attest/index.js';
 import type { AttestationConfig, ProofVerifier } from './attest/types.js';
 import { type IssuedToken, type IssueOptions, issueToken, type TokenGrant, TokenVerifier } from './auth.js';
 import { ConnectionGuard, connectionBudget, countOpenFiles, readOpenFileLimit } from './connection-guard.js';
@@ -590,7 +590,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
   registerAttestRoutes(
     app,
     context,
-    options.attestation ? createAttestor(options.verifiers ?? []) : undefined,
+    options.attestation ? createAttestor(options.verifiers ?? verifiersFor(options.attestation)) : undefined,
   );
   registerReportRoutes(app, context);
   await app.register(async (scope) => registerPolicyRoutes(scope, context));

@@ -6,6 +6,7 @@ import { isAbsolute, join } from 'node:path';
 import type { TrustedKey } from '../policy/keys.js';
 import { loadTrustedKeys } from '../policy/keys.js';
 import { parseTokenSecretArn } from '../runtime-shims/node/aws/secret-token.js';
+import { attestKind } from '../runtime-shims/node/client/attest.js';
 
 export type FailMode = 'closed' | 'observe';
 
@@ -140,6 +141,11 @@ export function loadExtensionConfig(env: NodeJS.ProcessEnv, layerDir: string): E
     } catch (error) {
       throw new ConfigError(`BULKHEAD_TOKEN_SECRET: ${(error as Error).message}`);
     }
+  }
+  try {
+    attestKind(env);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
   }
 
   return {

@@ -20,6 +20,7 @@ import { formatIdentity } from '../policy/identity.js';
 import type { WorkloadIdentity } from '../policy/types.js';
 import { LineFile } from '../runtime-shims/node/aws/extension-sync.js';
 import { fetchTokenFromSecret } from '../runtime-shims/node/aws/secret-token.js';
+import { controlCredentials } from '../runtime-shims/node/client/attest.js';
 import type { BundleClient } from '../runtime-shims/node/client/bundle-client.js';
 import { createBundleClient } from '../runtime-shims/node/client/bundle-client.js';
 import { ConfigError, type ExtensionConfig, loadExtensionConfig } from './config.js';
@@ -248,9 +249,19 @@ class Session {
   }
 
   private createClient(controlUrl: string, token: string, lastGood: string | undefined): void {
-    this.client = createBundleClient({
+    // One set of credentials for bundles and records: with BULKHEAD_ATTEST=aws, a session for a
+    // signed sts:GetCallerIdentity of the function's role (docs/identity.md).
+    const credentials = controlCredentials({
+      env: this.env,
       controlUrl,
       token,
+      workload: this.identity,
+      timeoutMs: Math.max(1, this.config.fetchTimeoutMs),
+      log: (_level, message) => this.log(message),
+    });
+    this.client = createBundleClient({
+      controlUrl,
+      credentials,
       workload: this.identity,
       trustedKeys: this.config.trustedKeys,
       lastGood,
@@ -259,7 +270,7 @@ class Session {
         if (level !== 'debug') this.log(message);
       },
     });
-    this.forwarder.setToken(token);
+    this.forwarder.setCredentials(credentials);
   }
 
   private startLongPoll(): void {

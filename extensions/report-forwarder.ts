@@ -7,6 +7,10 @@ import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { DenyRecord } from '../policy/types.js';
+import {
+  type ControlCredentials,
+  tokenCredentials,
+} from '../runtime-shims/node/client/control-credentials.js';
 import { readBody } from '../runtime-shims/node/client/read-body.js';
 import { readCursor, type SpoolCursor, spoolPath, writeCursor } from './state-files.js';
 
@@ -44,7 +48,7 @@ export class ReportForwarder {
   private reportsUrl: URL | undefined;
   private agent: http.Agent | undefined;
   /** Secret: only sent in the Authorization header. */
-  private token: string | undefined;
+  private credentials: ControlCredentials | undefined;
   private running: Promise<ForwardResult> | undefined;
   totalSent = 0;
 
@@ -65,12 +69,15 @@ export class ReportForwarder {
         options.log(`reports: cannot write the spool cursor (${(error as NodeJS.ErrnoException).code})`);
       }
     }
-    if (options.token) this.setToken(options.token);
+    if (options.token) this.setCredentials(tokenCredentials(options.token, {}));
   }
 
-  /** The workload token, when it comes after construction (fetched from BULKHEAD_TOKEN_SECRET). */
-  setToken(token: string): void {
-    this.token = token;
+  /**
+   * What to send as Authorization: the bundle client's credentials (an attested session, or the
+   * workload token, which may come after construction from BULKHEAD_TOKEN_SECRET).
+   */
+  setCredentials(credentials: ControlCredentials): void {
+    this.credentials = credentials;
     if (this.reportsUrl || !this.options.controlUrl) return;
     const base = new URL(this.options.controlUrl);
     if (!base.pathname.endsWith('/')) base.pathname = `${base.pathname}/`;
@@ -119,7 +126,10 @@ export class ReportForwarder {
           result.pending = true;
           return result;
         }
-        const answer = await this.post(chunk.records, chunk.hits, Math.min(remaining, 5_000));
+        const timeoutMs = Math.min(remaining, 5_000);
+        const authorization = await this.credentials?.authorization(timeoutMs);
+        const answer = await this.post(chunk.records, chunk.hits, authorization ?? '', timeoutMs);
+        if (!answer.ok && answer.status === 401 && authorization) this.credentials?.refused(authorization);
         if (!answer.ok) {
           result.pending = true;
           result.error = answer.message;
@@ -220,7 +230,12 @@ export class ReportForwarder {
     return { records, hits, consumed, malformed, more, inode: info.ino };
   }
 
-  private post(records: DenyRecord[], hits: unknown[], timeoutMs: number): Promise<PostAnswer> {
+  private post(
+    records: DenyRecord[],
+    hits: unknown[],
+    authorization: string,
+    timeoutMs: number,
+  ): Promise<PostAnswer> {
     const url = this.reportsUrl;
     const transport = this.transport;
     if (!url || !transport)
@@ -240,7 +255,7 @@ export class ReportForwarder {
           method: 'POST',
           agent: this.agent,
           headers: {
-            authorization: `Bearer ${this.token}`,
+            authorization,
             'content-type': 'application/json',
             'content-length': Buffer.byteLength(body),
           },
@@ -278,7 +293,7 @@ export class ReportForwarder {
             // itself is unacceptable and would block the spool forever.
             const retry =
               status === 401 || status === 403 || status === 408 || status === 429 || status >= 500;
-            finish({ ok: false, permanent: !retry, message: `control API answered ${status}` });
+            finish({ ok: false, permanent: !retry, message: `control API answered ${status}`, status });
           });
         },
       );
@@ -304,7 +319,7 @@ export class ReportForwarder {
 
 type PostAnswer =
   | { ok: true; duplicate: number; rejected: number; firstReason: string | undefined }
-  | { ok: false; permanent: boolean; message: string };
+  | { ok: false; permanent: boolean; message: string; status?: number };
 
 /** The control API's bound on hit counts per batch (contract §4). */
 const MAX_HITS_PER_BATCH = 100;

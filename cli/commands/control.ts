@@ -1,6 +1,10 @@
 // bulkhead control serve: run the control API.
+
 import { resolve } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
+import { AttestationConfigError, loadAttestationConfig } from '../../control/attest/config.js';
+import { verifiersFor } from '../../control/attest/index.js';
+import type { AttestationConfig } from '../../control/attest/types.js';
 import { startControlServer } from '../../control/server.js';
 import { loadOrCreateSigningKey } from '../../control/signing-key.js';
 import { openStore } from '../../control/store/index.js';
@@ -9,7 +13,7 @@ import { normalizeIp } from '../../policy/cidr.js';
 import { type Command, EXIT_OK, stringOption, UsageError } from '../command.js';
 
 const usage = `Usage: bulkhead control serve [--db FILE | --database-url URL] [--port N] [--host ADDR] [--key FILE]
-                             [--tls-cert FILE --tls-key FILE]
+                             [--tls-cert FILE --tls-key FILE] [--attestation FILE] [--require-attested]
 
 Runs the control API: policy apply, signed bundles per workload, deny-record ingestion and queries.
 
@@ -22,6 +26,10 @@ Runs the control API: policy apply, signed bundles per workload, deny-record ing
   --tls-cert FILE      serve HTTPS with this certificate (PEM; the chain, leaf first)
   --tls-key FILE       ... and this private key (PEM, mode 0600). Both or neither. SIGHUP reads both
                        files again (certificate rotation) without dropping connections
+  --attestation FILE   verify workload identity (POST /v1/attest): AWS STS, GCP identity tokens, Azure
+                       managed identities; JSON {audience, aws?, gcp?, azure?, sessionTtlSeconds?, require?}
+                       (docs/identity.md)
+  --require-attested   refuse bundles and records to workload tokens that are not attested sessions
 
 Tokens are bearer tokens: over plain HTTP they cross the network in clear text. See docs/production.md.
 With PostgreSQL it starts while the database is down: /healthz answers 503 until it arrives.
@@ -57,6 +65,8 @@ export const controlServeCommand: Command = {
     key: { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
+    attestation: { type: 'string' },
+    'require-attested': { type: 'boolean' },
   },
   async run(args, io) {
     const databaseUrl = stringOption(args, 'database-url') ?? process.env.BULKHEAD_DATABASE_URL;
@@ -73,6 +83,19 @@ export const controlServeCommand: Command = {
     const tlsKeyFile = tlsKeyOption === undefined ? undefined : resolve(tlsKeyOption);
     // Read before anything is opened: a bad certificate stops the start with its own message.
     let tls = tlsCertFile && tlsKeyFile ? loadTlsFiles(tlsCertFile, tlsKeyFile) : undefined;
+    const attestationFile = stringOption(args, 'attestation');
+    if (args.values['require-attested'] && !attestationFile)
+      throw new UsageError('--require-attested needs --attestation FILE (what to verify identities against)');
+    let attestation: AttestationConfig | undefined;
+    try {
+      attestation = attestationFile ? loadAttestationConfig(resolve(attestationFile)) : undefined;
+      if (attestation && args.values['require-attested']) attestation.require = true;
+      // Each verifier checks its settings (https issuers, tenants) now, not at the first proof.
+      if (attestation) verifiersFor(attestation);
+    } catch (error) {
+      if (error instanceof AttestationConfigError) throw new UsageError(error.message);
+      throw new UsageError(`--attestation: ${(error as Error).message}`);
+    }
     const keyFile = resolve(stringOption(args, 'key') ?? './bulkhead-signing.pem');
     const key = loadOrCreateSigningKey(keyFile);
     // Connection errors are logged by the server once per outage; this only sees the pool's.
@@ -96,6 +119,7 @@ export const controlServeCommand: Command = {
         port,
         host,
         tls: tls && { cert: tls.cert, key: tls.key },
+        attestation,
       });
     } catch (error) {
       await store.close();
@@ -110,6 +134,15 @@ export const controlServeCommand: Command = {
         keyId: key.keyId,
         ...(databaseUrl ? {} : { db: resolve(db ?? './bulkhead.db') }),
         ...(tls ? { tls: tlsFields(tls) } : {}),
+        ...(attestation
+          ? {
+              attestation: {
+                audience: attestation.audience,
+                clouds: (['aws', 'gcp', 'azure'] as const).filter((cloud) => attestation?.[cloud]),
+                required: attestation.require === true,
+              },
+            }
+          : {}),
       },
       `control API listening on ${server.url}`,
     );

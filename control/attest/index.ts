@@ -1,7 +1,9 @@
 // Proof verification for POST /v1/attest: the proof's `type` picks the cloud's verifier; a cloud
 // the configuration does not name is refused with a message that says how to turn it on.
 import { ATTESTATION_KINDS, type AttestationKind } from '../../policy/attestation.js';
-import type { ProofVerifier, VerifyOutcome } from './types.js';
+import { createAwsVerifier } from './aws.js';
+import { createAzureVerifier, createGcpVerifier } from './jwt.js';
+import type { AttestationConfig, ProofVerifier, VerifyOutcome } from './types.js';
 
 export interface Attestor {
   verify(proof: unknown): Promise<VerifyOutcome>;
@@ -41,4 +43,13 @@ export function createAttestor(verifiers: readonly ProofVerifier[]): Attestor {
       }
     },
   };
+}
+
+/** The verifiers an attestation configuration names (each checks its own settings and throws on a bad one). */
+export function verifiersFor(config: AttestationConfig): ProofVerifier[] {
+  const verifiers: ProofVerifier[] = [];
+  if (config.aws) verifiers.push(createAwsVerifier(config.aws, config.audience));
+  if (config.gcp) verifiers.push(createGcpVerifier(config.gcp, config.audience));
+  if (config.azure) verifiers.push(createAzureVerifier(config.azure, config.audience));
+  return verifiers;
 }

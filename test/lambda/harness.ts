@@ -6,7 +6,12 @@ import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type RunningControlServer, startControlServer } from '../../control/server.js';
+import type { IssueOptions } from '../../control/auth.js';
+import {
+  type RunningControlServer,
+  type StartControlServerOptions,
+  startControlServer,
+} from '../../control/server.js';
 import { LambdaEmulator, type SandboxOptions } from '../../emulator/index.js';
 import { type AssembleOptions, assembleLayer, packageRoot } from '../../layers/build.js';
 
@@ -25,10 +30,13 @@ export interface ControlHarness {
   close(): Promise<void>;
 }
 
-export async function startControl(): Promise<ControlHarness> {
-  const server = await startControlServer();
+export async function startControl(
+  options: StartControlServerOptions = {},
+  workloadToken: IssueOptions = {},
+): Promise<ControlHarness> {
+  const server = await startControlServer(options);
   const admin = await server.issueToken('admin', 'e2e-admin');
-  const workload = await server.issueToken('workload', 'e2e-workload');
+  const workload = await server.issueToken('workload', 'e2e-workload', workloadToken);
   const call = async (method: string, path: string, body?: string, contentType?: string) => {
     const res = await fetch(`${server.url}${path}`, {
       method,

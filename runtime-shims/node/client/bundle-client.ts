@@ -198,7 +198,11 @@ export function createBundleClient(options: BundleClientOptions): BundleClient {
       url.searchParams.set('wait', String(Math.min(MAX_LONG_POLL_SECONDS, Math.floor(waitSeconds))));
     }
     const startedMs = Date.now();
-    const authorization = await credentials.authorization(timeoutMs);
+    const generation = pollGeneration;
+    const authorization = credentials.current() ?? (await credentials.authorization(timeoutMs));
+    // A long-poll whose loop was stopped while it attested is not sent.
+    if (waitSeconds !== undefined && generation !== pollGeneration)
+      return { kind: 'error', cause: 'network', message: 'bundle client stopped' };
     const headers: Record<string, string> = { authorization, accept: 'application/json' };
     if (held?.etag !== undefined) headers['if-none-match'] = held.etag;
     const answer = await request(url, headers, Math.max(1, timeoutMs - (Date.now() - startedMs)));

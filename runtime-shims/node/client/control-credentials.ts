@@ -16,6 +16,8 @@ import type { WorkloadIdentity } from '../../../policy/types.js';
 import { readBody } from './read-body.js';
 
 export interface ControlCredentials {
+  /** The `Authorization` value when none has to be asked for first (no attestation due), else undefined. */
+  current(): string | undefined;
   /** The `Authorization` value to send now; attests first when a session is due (bounded by `timeoutMs`). */
   authorization(timeoutMs?: number): Promise<string>;
   /** The control API answered 401 to `authorization`: a session is dropped (the next call attests again). */
@@ -28,7 +30,12 @@ export interface ControlCredentials {
 export function tokenCredentials(token: string, identity: WorkloadIdentity): ControlCredentials {
   checkToken(token);
   const header = `Bearer ${token}`;
-  return { authorization: async () => header, refused: () => {}, identity: () => identity };
+  return {
+    current: () => header,
+    authorization: async () => header,
+    refused: () => {},
+    identity: () => identity,
+  };
 }
 
 export interface AttestedCredentialsOptions {
@@ -93,6 +100,14 @@ export function attestedCredentials(options: AttestedCredentialsOptions): Contro
   }
 
   return {
+    current() {
+      const nowMs = now();
+      if (session && session.expiresMs - nowMs > RENEW_BEFORE_MS) return session.header;
+      // Waiting out a failed attestation: the workload token, as `authorization` would answer.
+      if (nowMs < retryAtMs && attesting === undefined)
+        return session && session.expiresMs > nowMs ? session.header : workloadHeader;
+      return undefined;
+    },
     async authorization(timeoutMs = options.timeoutMs) {
       const nowMs = now();
       if (session && session.expiresMs - nowMs > RENEW_BEFORE_MS) return session.header;

@@ -1,0 +1,76 @@
+// Which credentials a process sends to the control API (BULKHEAD_ATTEST): the workload token
+// alone, or sessions for proofs of the platform identity — a SigV4-signed sts:GetCallerIdentity
+// on AWS (signed here, no network), a metadata-server identity token on GCP, a managed-identity
+// token on Azure. One function for the extension, the wrappers and the control link.
+import {
+  ATTESTATION_KINDS,
+  type AttestationKind,
+  type AttestationProof,
+} from '../../../policy/attestation.js';
+import type { WorkloadIdentity } from '../../../policy/types.js';
+import { awsProof } from './attest-aws.js';
+import { azureProof, gcpProof } from './attest-jwt.js';
+import { attestedCredentials, type ControlCredentials, tokenCredentials } from './control-credentials.js';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** BULKHEAD_ATTEST: aws, gcp, azure; unset, `off` or `none`: no attestation. Throws on anything else. */
+export function attestKind(env: Env): AttestationKind | undefined {
+  const text = env.BULKHEAD_ATTEST?.trim().toLowerCase();
+  if (!text || text === 'off' || text === 'none') return undefined;
+  if (ATTESTATION_KINDS.includes(text as AttestationKind)) return text as AttestationKind;
+  throw new TypeError(
+    `BULKHEAD_ATTEST must be one of ${ATTESTATION_KINDS.join(', ')}, off; got ${JSON.stringify(text)}`,
+  );
+}
+
+/** The audience proofs name: BULKHEAD_ATTEST_AUDIENCE, else the control URL's origin (what the server's `audience` should be). */
+export function attestAudience(env: Env, controlUrl: string): string {
+  return env.BULKHEAD_ATTEST_AUDIENCE?.trim() || new URL(controlUrl).origin;
+}
+
+/** A fresh proof of this process's identity on `kind`'s platform. */
+export async function makeProof(
+  kind: AttestationKind,
+  options: { audience: string; env: Env; timeoutMs: number },
+): Promise<AttestationProof> {
+  const env = options.env as NodeJS.ProcessEnv;
+  switch (kind) {
+    case 'aws':
+      return awsProof({ audience: options.audience, env });
+    case 'gcp':
+      return gcpProof({ audience: options.audience, env, timeoutMs: options.timeoutMs });
+    case 'azure':
+      return azureProof({ audience: options.audience, env, timeoutMs: options.timeoutMs });
+  }
+}
+
+export interface CredentialsOptions {
+  env: Env;
+  controlUrl: string;
+  token: string;
+  workload: WorkloadIdentity;
+  timeoutMs: number;
+  log?: ((level: 'info' | 'warn', message: string) => void) | undefined;
+  /** Where proofs come from (default makeProof in this process; the wrappers make GCP and Azure proofs in a thread the hooks do not govern). */
+  proof?: ((kind: AttestationKind, audience: string) => Promise<AttestationProof>) | undefined;
+}
+
+/** The workload token, or attesting credentials when BULKHEAD_ATTEST names a platform. */
+export function controlCredentials(options: CredentialsOptions): ControlCredentials {
+  const kind = attestKind(options.env);
+  if (!kind) return tokenCredentials(options.token, options.workload);
+  const audience = attestAudience(options.env, options.controlUrl);
+  const prove =
+    options.proof ??
+    ((proofKind: AttestationKind, proofAudience: string) =>
+      makeProof(proofKind, { audience: proofAudience, env: options.env, timeoutMs: options.timeoutMs }));
+  return attestedCredentials({
+    controlUrl: options.controlUrl,
+    token: options.token,
+    workload: options.workload,
+    timeoutMs: options.timeoutMs,
+    log: options.log,
+    proof: () => prove(kind, audience),
+  });
+}
