@@ -7,10 +7,7 @@ import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { DenyRecord } from '../policy/types.js';
-import {
-  type ControlCredentials,
-  tokenCredentials,
-} from '../runtime-shims/node/client/control-credentials.js';
+import { type ControlCredentials, tokenCredentials } from '../runtime-shims/node/client/credentials.js';
 import { readBody } from '../runtime-shims/node/client/read-body.js';
 import { readCursor, type SpoolCursor, spoolPath, writeCursor } from './state-files.js';
 

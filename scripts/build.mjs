@@ -23,6 +23,8 @@ const entries = [
   { name: 'extension', src: 'extensions/main.ts', kind: 'standalone' },
   // The preload's control link thread (bundle fetch and long-poll, exit delivery), loaded by path beside register.cjs.
   { name: 'control-link', src: 'runtime-shims/node/link/link-thread.ts', kind: 'standalone' },
+  // The wrappers' proof thread (a GCP or Azure identity proof made without the hooks), beside register.cjs.
+  { name: 'proof-thread', src: 'runtime-shims/node/link/proof-thread.ts', kind: 'standalone' },
   {
     name: 'lambda-handler',
     src: 'runtime-shims/node/aws/lambda-handler.ts',

@@ -3,9 +3,11 @@
 // deny records. One instance per
 // process (per worker isolate), kept on a `Symbol.for` global so a second copy of this code (the
 // ESM wrapper next to the CJS preload) finds and uses the first.
+
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { existsSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import type { AttestationProof } from '../../policy/attestation.js';
 import { normalizeIp } from '../../policy/cidr.js';
 import { classifyHost } from '../../policy/host.js';
 import type {
@@ -18,11 +20,14 @@ import type {
   WorkloadIdentity,
 } from '../../policy/types.js';
 import { BundleHolder, type ReloadResult } from './bundle-holder.js';
+import { attestAudience, attestKind, makeProof } from './client/attest.js';
+import { type ControlCredentials, tokenCredentials } from './client/credentials.js';
 import { type Endpoint, type FailMode, hostKey, readConfig, type ShimConfig } from './config.js';
 import { prototypePolluted } from './harden.js';
 import { HitCounter } from './hits.js';
 import type { HookPort } from './hook-port.js';
 import { ControlSink } from './link/control-sink.js';
+import { proveInThread } from './link/prove-identity.js';
 import { captureOrigin, originFromStack } from './origin.js';
 import {
   type FlushResult,
@@ -147,6 +152,10 @@ export class ShimCore implements ShimInstance, HookPort {
   /** IP → names it was resolved for in this process (Cilium-style FQDN binding). */
   #namesByIp = new Map<string, string[]>();
   #als: AsyncLocalStorage<string> | undefined;
+  /** The record sink straight to the control API, when records go there from this thread. */
+  #http: HttpSink | undefined;
+  #credentialsSet = false;
+  readonly #env: Readonly<Record<string, string | undefined>>;
   #invocationId: string | undefined;
   #execRealPath: string | undefined;
   // Every key an own property: an accessor planted on Object.prototype cannot answer for a missing one.
@@ -182,6 +191,7 @@ export class ShimCore implements ShimInstance, HookPort {
     this.registerPath = options.registerPath;
     this.isOwnFile = options.isOwnFile;
     this.config = readConfig(options.env);
+    this.#env = options.env;
     for (const problem of this.config.problems) this.log(`configuration: ${problem}`);
     for (const endpoint of this.config.exempt) this.#addExempt(endpoint);
     this.#bundle = new BundleHolder({
@@ -195,7 +205,12 @@ export class ShimCore implements ShimInstance, HookPort {
     const control = this.config.control;
     if (report?.kind === 'spool') sink = new SpoolSink(report.path);
     else if (report?.kind === 'http') {
-      const http = new HttpSink(report.url, this.config.token, options.post);
+      const http = new HttpSink(
+        report.url,
+        this.config.token ? tokenCredentials(this.config.token, this.config.workload) : undefined,
+        options.post,
+      );
+      this.#http = http;
       sink = control
         ? new ControlSink({
             http,
@@ -638,6 +653,34 @@ export class ShimCore implements ShimInstance, HookPort {
       hooks[name] = live;
     }
     return { hooks, notGoverned: NOT_GOVERNED.map((entry) => ({ ...entry })) };
+  }
+
+  /**
+   * A proof of this process's platform identity for this control API (BULKHEAD_ATTEST,
+   * BULKHEAD_ATTEST_AUDIENCE or the control URL's origin: never a cloud or an audience a caller
+   * picks). GCP and Azure proofs are made in a thread without the hooks; AWS proofs are only signed.
+   */
+  async proveIdentity(timeoutMs: number): Promise<AttestationProof> {
+    const env = this.#env;
+    const kind = attestKind(env);
+    const controlUrl = env.BULKHEAD_CONTROL_URL;
+    if (!kind || !controlUrl) throw new Error('BULKHEAD_ATTEST and BULKHEAD_CONTROL_URL are not both set');
+    const audience = attestAudience(env, controlUrl);
+    if (kind === 'aws') return makeProof(kind, { audience, env, timeoutMs });
+    if (!this.registerPath)
+      throw new Error('proof-thread.cjs not found: the shim is not running from its package');
+    return proveInThread(join(dirname(this.registerPath), 'proof-thread.cjs'), kind, audience, timeoutMs);
+  }
+
+  /**
+   * Records go with `credentials` from now on (a wrapper's attested session). The first caller — the
+   * wrapper, at start, before the function's code runs — wins: later calls change nothing.
+   */
+  useCredentials(credentials: ControlCredentials): boolean {
+    if (this.#credentialsSet) return false;
+    this.#credentialsSet = true;
+    this.#http?.use(credentials);
+    return true;
   }
 
   runInInvocation<T>(invocationId: string, fn: () => T): T {

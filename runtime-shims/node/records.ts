@@ -2,9 +2,11 @@
 // of distinct denies that overflows the queue is counted per destination pattern (aggregate
 // records, contract §3) instead of being dropped.
 // Nothing here throws into application code: every failure becomes a count or a log line.
+
 import { randomUUID } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync, writeSync } from 'node:fs';
 import type { DenyRecord } from '../../policy/types.js';
+import type { ControlCredentials } from './client/credentials.js';
 import type { HitCount, HitCounter } from './hits.js';
 import { callOriginal } from './hooks/lock.js';
 import { patternOf, patternText } from './pattern.js';
@@ -54,21 +56,30 @@ export class SpoolSink implements Sink {
 
 export type PostJson = (url: URL, body: string, headers: Record<string, string>) => Promise<number>;
 
-/** Batched `POST {records}` to the control API (or the extension), bearer token when configured. */
+/** Batched `POST {records}` to the control API (or the extension), with credentials when configured. */
 export class HttpSink implements Sink {
   readonly description: string;
+  #credentials: ControlCredentials | undefined;
   constructor(
     readonly url: URL,
-    private readonly token: string | undefined,
+    credentials: ControlCredentials | undefined,
     private readonly post: PostJson,
   ) {
     this.description = `POST ${url.origin}${url.pathname}`;
+    this.#credentials = credentials;
+  }
+  /** Sends with `credentials` from now on (a wrapper's attested session). */
+  use(credentials: ControlCredentials): void {
+    this.#credentials = credentials;
   }
   async deliver(records: readonly DenyRecord[], hits?: readonly HitCount[]): Promise<void> {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
-    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    const credentials = this.#credentials;
+    const authorization = credentials && (credentials.current() ?? (await credentials.authorization()));
+    if (authorization) headers.authorization = authorization;
     const body = hits && hits.length > 0 ? { records, hits } : { records };
     const status = await this.post(this.url, JSON.stringify(body), headers);
+    if (status === 401 && authorization) credentials?.refused(authorization);
     if (status < 200 || status > 299)
       throw new DeliveryError(`${this.description} answered ${status}`, isPermanentRejection(status));
   }

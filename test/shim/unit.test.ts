@@ -1,6 +1,7 @@
 // In-process units of the shim: identity detection, configuration, the first decision's wait for the
 // Lambda extension, the record queue, origin attribution, and the authority parser (property-tested:
 // it reads outside input).
+
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { DenyRecord } from '../../policy/types.js';
+import { tokenCredentials } from '../../runtime-shims/node/client/credentials.js';
 import { readConfig } from '../../runtime-shims/node/config.js';
 import { ShimCore } from '../../runtime-shims/node/core.js';
 import { reverseName } from '../../runtime-shims/node/hooks/dns.js';
@@ -412,7 +414,7 @@ describe('RecordQueue', { timeout: 120_000 }, () => {
     const statuses = [401, 403, 429, 503, 202];
     const sink = new HttpSink(
       new URL('http://127.0.0.1:1/v1/reports'),
-      'token',
+      tokenCredentials('token', {}),
       async () => statuses.shift() ?? 202,
     );
     const queue = new RecordQueue(sink, () => ({}), { log: () => undefined, delayMs: 60_000 });

@@ -10,7 +10,8 @@ import {
 import type { WorkloadIdentity } from '../../../policy/types.js';
 import { awsProof } from './attest-aws.js';
 import { azureProof, gcpProof } from './attest-jwt.js';
-import { attestedCredentials, type ControlCredentials, tokenCredentials } from './control-credentials.js';
+import { attestedCredentials } from './attested-credentials.js';
+import { type ControlCredentials, tokenCredentials } from './credentials.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 

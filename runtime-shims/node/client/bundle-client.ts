@@ -7,7 +7,7 @@ import https from 'node:https';
 import { verifyBundle } from '../../../policy/bundle.js';
 import { formatIdentity } from '../../../policy/identity.js';
 import type { WorkloadIdentity } from '../../../policy/types.js';
-import { type ControlCredentials, tokenCredentials } from './control-credentials.js';
+import { type ControlCredentials, tokenCredentials } from './credentials.js';
 import { readBody } from './read-body.js';
 
 type VerifyOptions = Parameters<typeof verifyBundle>[1];

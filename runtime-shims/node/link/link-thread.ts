@@ -12,7 +12,9 @@ import { basename, dirname, join } from 'node:path';
 import { type MessagePort, workerData } from 'node:worker_threads';
 import { loadTrustedKeys } from '../../../policy/keys.js';
 import type { DenyRecord } from '../../../policy/types.js';
+import { controlCredentials } from '../client/attest.js';
 import { createBundleClient } from '../client/bundle-client.js';
+import { type ControlCredentials, tokenCredentials } from '../client/credentials.js';
 import { postJson } from '../client/post-json.js';
 import { keysDiscoverable, listSigningKeys } from '../client/signing-keys.js';
 import type { HitCount } from '../hits.js';
@@ -24,7 +26,24 @@ const port = data.port as unknown as MessagePort;
 const state = new Int32Array(data.state);
 const base = new URL(data.controlUrl.endsWith('/') ? data.controlUrl : `${data.controlUrl}/`);
 // The shim's own HTTP sink: the same request, headers and reading of the answer as the main thread's.
-const reports = new HttpSink(new URL(data.reportsUrl), data.token, postJson);
+// One set of credentials for bundles and records; with BULKHEAD_ATTEST a session for a proof of the
+// platform identity, made here (this thread runs without the hooks, so the metadata server is reachable).
+const credentials = ((): ControlCredentials => {
+  try {
+    return controlCredentials({
+      env: process.env,
+      controlUrl: data.controlUrl,
+      token: data.token,
+      workload: data.workload,
+      timeoutMs: data.timeoutMs,
+      log: (_level, message) => log(message),
+    });
+  } catch (error) {
+    log(`${(error as Error).message}; sending the workload token`);
+    return tokenCredentials(data.token, data.workload);
+  }
+})();
+const reports = new HttpSink(new URL(data.reportsUrl), credentials, postJson);
 const BATCH = 200;
 
 function send(message: ToMain): void {
@@ -83,7 +102,7 @@ async function fetchBundles(): Promise<void> {
   try {
     client = createBundleClient({
       controlUrl: data.controlUrl,
-      token: data.token,
+      credentials,
       workload: data.workload,
       trustedKeys: loadTrustedKeys(keys),
       timeoutMs: data.timeoutMs,

@@ -1,8 +1,7 @@
-// What a workload sends as `Authorization` to the control API: its workload token, or — when it
-// attests (BULKHEAD_ATTEST) — the session token `POST /v1/attest` answered for a proof of its
-// identity. One object per process part (bundle client, report senders share it), so a process
-// attests once and renews before the session expires. node:http(s) only: the Lambda extension and
-// the wrappers bundle this, and their cold start matters.
+// Credentials that attest (BULKHEAD_ATTEST): the session token `POST /v1/attest` answered for a
+// proof of the workload's identity, renewed before it expires; the workload token meanwhile. One
+// object per process part (bundle client, report senders share it), so a process attests once.
+// node:http(s) only: the Lambda extension and the wrappers bundle this, and their cold start matters.
 import http from 'node:http';
 import https from 'node:https';
 import {
@@ -13,30 +12,8 @@ import {
 } from '../../../policy/attestation.js';
 import { formatIdentity, parseIdentity } from '../../../policy/identity.js';
 import type { WorkloadIdentity } from '../../../policy/types.js';
+import { type ControlCredentials, checkToken } from './credentials.js';
 import { readBody } from './read-body.js';
-
-export interface ControlCredentials {
-  /** The `Authorization` value when none has to be asked for first (no attestation due), else undefined. */
-  current(): string | undefined;
-  /** The `Authorization` value to send now; attests first when a session is due (bounded by `timeoutMs`). */
-  authorization(timeoutMs?: number): Promise<string>;
-  /** The control API answered 401 to `authorization`: a session is dropped (the next call attests again). */
-  refused(authorization: string): void;
-  /** The identity bundles are scoped to: the attested one once a session holds, else the claimed one. */
-  identity(): WorkloadIdentity;
-}
-
-/** A workload token as it is. */
-export function tokenCredentials(token: string, identity: WorkloadIdentity): ControlCredentials {
-  checkToken(token);
-  const header = `Bearer ${token}`;
-  return {
-    current: () => header,
-    authorization: async () => header,
-    refused: () => {},
-    identity: () => identity,
-  };
-}
 
 export interface AttestedCredentialsOptions {
   controlUrl: string;
@@ -57,11 +34,6 @@ const RENEW_BEFORE_MS = 5 * 60_000;
 /** After a failed attestation, the workload token is used alone for this long before trying again. */
 const RETRY_AFTER_FAILURE_MS = 60_000;
 const MAX_ANSWER_BYTES = 64 * 1024;
-
-function checkToken(token: string): void {
-  if (typeof token !== 'string' || token.length === 0 || /[\r\n]/.test(token))
-    throw new TypeError('control credentials: token must be a non-empty single-line string');
-}
 
 /**
  * Credentials that attest: the first `authorization()` (and one within RENEW_BEFORE_MS of the
