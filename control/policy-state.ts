@@ -8,7 +8,7 @@
 // the parked long-polls signed — and then swapped in at once, so waking 10,000 parked polls is
 // 10,000 cache hits and nothing on this thread grows with the size of the policy.
 import { createHash } from 'node:crypto';
-import { formatIdentity, parseIdentity } from '../policy/index.js';
+import { checkIdentityBounds, formatIdentity, parseIdentity } from '../policy/index.js';
 import type { WorkloadIdentity } from '../policy/types.js';
 import { PolicyWorker, type ResolvedText, type SignedScope } from './policy-worker.js';
 import { PrebuiltAnswer } from './prebuilt-answer.js';
@@ -263,8 +263,9 @@ export class PolicyState {
 
   /**
    * Parses and resolves the `?workload=` text, remembered per text for the current revision so a
-   * fleet waking on a new revision costs a map lookup each. Throws TypeError on a malformed identity;
-   * `resolved` is undefined while no revision exists.
+   * fleet waking on a new revision costs a map lookup each. Throws TypeError on a malformed identity
+   * or one beyond IDENTITY_BOUNDS (never cached, so never in the inventory); `resolved` is undefined
+   * while no revision exists.
    */
   resolveText(
     text: string,
@@ -272,6 +273,7 @@ export class PolicyState {
     const cached = this.byText.get(text);
     if (cached) return cached;
     const identity = parseIdentity(text);
+    checkIdentityBounds(identity);
     if (!this.loaded) return Promise.resolve({ identity, resolved: undefined });
     let resolving = this.resolving.get(text);
     if (!resolving) {

@@ -1,5 +1,6 @@
 // GET /v1/bundle: the signed envelope for the caller's workload scope, with ETag and long-poll.
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import { IDENTITY_BOUNDS } from '../../policy/identity.js';
 import type { WorkloadIdentity } from '../../policy/types.js';
 import type { ControlContext } from '../context.js';
 import type { ResolvedWorkload, SignedBundle, TextEntry } from '../policy-state.js';
@@ -52,7 +53,7 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
           properties: {
             workload: {
               type: 'string',
-              maxLength: 8192,
+              maxLength: IDENTITY_BOUNDS.textLength,
               description: 'identity k=v,k=v (percent-encoded values)',
             },
             wait: {
