@@ -34,6 +34,7 @@ import type {
 } from './types.js';
 import {
   buildScopeCounts,
+  buildScopesOfGroup,
   buildWorkloadPage,
   nameColumn,
   namedScopes,
@@ -443,7 +444,14 @@ export class PostgresStore implements ControlStore {
   }
 
   async listWorkloads(query: WorkloadQuery): Promise<WorkloadRow[]> {
-    const { sql, params } = buildWorkloadPage(query, postgresDialect);
+    // The planner weighs the filters by its statistics; only a group filter needs its scopes first.
+    let scopes: string[] | undefined;
+    if (query.group !== undefined) {
+      const found = buildScopesOfGroup(query.group, postgresDialect);
+      scopes = (await this.query<{ scope: string }>(found.sql, found.params)).rows.map((row) => row.scope);
+      if (scopes.length === 0) return [];
+    }
+    const { sql, params } = buildWorkloadPage(query, postgresDialect, { scopes });
     const { rows } = await this.query<WorkloadPageRecord>(sql, params);
     return rows.map(toWorkloadRow);
   }

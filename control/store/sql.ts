@@ -8,6 +8,11 @@ export interface Dialect {
   /** The larger of two values (SQLite's two-argument `max`, PostgreSQL `greatest`). */
   greatest: string;
   /**
+   * `column` in a term the planner must not serve from an index on it (SQLite's unary `+`; PostgreSQL
+   * plans by its statistics and gets the column as it is).
+   */
+  unindexed(column: string): string;
+  /**
    * `column` matches `glob` (`*` any run of characters, `?` one character, the rest literal),
    * case-sensitively, in a form each engine serves from an index on `column` when the glob starts
    * with literal characters.
@@ -19,12 +24,13 @@ function escapeLike(text: string): string {
   return text.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
-const isGlob = (text: string) => text.includes('*') || text.includes('?');
+export const isGlob = (text: string) => text.includes('*') || text.includes('?');
 
 export const sqliteDialect: Dialect = {
   placeholder: () => '?',
   substringPosition: 'instr',
   greatest: 'max',
+  unindexed: (column) => `+${column}`,
   // GLOB, not LIKE: SQLite's LIKE ignores ASCII case and uses an index only on NOCASE columns.
   // In a GLOB pattern `[` opens a character class; `[[]` is a literal one.
   globMatch: (column, glob, bind) =>
@@ -35,6 +41,7 @@ export const postgresDialect: Dialect = {
   placeholder: (i) => `$${i}`,
   substringPosition: 'strpos',
   greatest: 'greatest',
+  unindexed: (column) => column,
   globMatch: (column, glob, bind) =>
     isGlob(glob)
       ? `${column} LIKE ${bind(escapeLike(glob).replace(/\*/g, '%').replace(/\?/g, '_'))} ESCAPE '\\'`

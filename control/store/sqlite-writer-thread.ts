@@ -127,6 +127,8 @@ export class DenyWriter {
   async close(): Promise<void> {
     // Queued after every batch already sent, so those are committed first.
     this.closing = true;
+    // Referenced until it has exited: a process with nothing else to do (a script's last await) waits for it.
+    this.worker.ref();
     this.worker.postMessage('close');
     await this.exited;
   }

@@ -30,10 +30,14 @@ import type {
   WorkloadSighting,
 } from './types.js';
 import {
+  buildMatchCount,
   buildScopeCounts,
+  buildScopesOfGroup,
   buildWorkloadPage,
+  KEY_ORDER_ABOVE,
   nameColumn,
   namedScopes,
+  type PagePlan,
   type ScopeCountRecord,
   toScopeCount,
   toWorkloadRow,
@@ -384,8 +388,29 @@ export class SqliteStore implements ControlStore {
   }
 
   async listWorkloads(query: WorkloadQuery): Promise<WorkloadRow[]> {
-    const { sql, params } = buildWorkloadPage(query, this.dialect);
+    const plan = this.pagePlan(query);
+    if (plan === undefined) return [];
+    const { sql, params } = buildWorkloadPage(query, this.dialect, plan);
     return (this.db.prepare(sql).all(...params) as WorkloadPageRecord[]).map(toWorkloadRow);
+  }
+
+  /** SQLite plans without statistics: a filter's matches are counted (up to a bound) to choose. */
+  private pagePlan(query: WorkloadQuery): PagePlan | undefined {
+    if (query.group !== undefined) {
+      const { sql, params } = buildScopesOfGroup(query.group, this.dialect);
+      const scopes = this.db
+        .prepare(sql)
+        .pluck()
+        .all(...params) as string[];
+      return scopes.length === 0 ? undefined : { scopes };
+    }
+    const count = buildMatchCount(query, this.dialect);
+    if (count === undefined) return {};
+    const matches = this.db
+      .prepare(count.sql)
+      .pluck()
+      .get(...count.params) as number;
+    return { keyOrder: matches > KEY_ORDER_ABOVE };
   }
 
   async scopeCounts(currentRevision: number): Promise<ScopeCount[]> {

@@ -134,6 +134,43 @@ describe.each(ENGINES)('inventory store on %s', (engine) => {
     expect(named.find((c) => c.scope === 'scope-a')?.groups).toEqual(['cards', 'payments']);
   });
 
+  it('reads the same pages whichever plan serves a filter (many matches, many scopes)', async () => {
+    const big = await factory.open();
+    // 2,600 workloads (more than KEY_ORDER_ABOVE match bulk-*), spread over 70 scopes of group `wide`
+    // (more than MAX_SCOPE_BRANCHES) and 2 of group `narrow`; every fifth one behind.
+    const rows = Array.from({ length: 2600 }, (_, i) => {
+      const name = `bulk-${String(i).padStart(4, '0')}`;
+      return i % 100 === 0
+        ? sighting(name, 3, `narrow-${i % 2}`, ['narrow'])
+        : sighting(name, i % 5 === 0 ? 2 : 3, `wide-${i % 70}`, ['wide']);
+    });
+    await big.recordSightings(rows);
+    const expected = (keep: (i: number) => boolean) => rows.filter((_, i) => keep(i)).map((row) => row.key);
+    const walk = async (query: Omit<WorkloadQuery, 'after' | 'limit'>, limit: number) => {
+      const keys: string[] = [];
+      let after: string | undefined;
+      for (;;) {
+        const page = await big.listWorkloads({ ...query, after, limit });
+        keys.push(...page.map((row) => row.key));
+        if (page.length < limit) return keys;
+        after = page[page.length - 1]?.key;
+      }
+    };
+    expect(await walk({ name: 'bulk-*' }, 500)).toEqual(expected(() => true));
+    expect(await walk({ name: 'bulk-00*' }, 30)).toEqual(expected((i) => i < 100));
+    expect(await walk({ group: 'wide' }, 400)).toEqual(expected((i) => i % 100 !== 0));
+    expect(await walk({ group: 'narrow' }, 7)).toEqual(expected((i) => i % 100 === 0));
+    expect(await walk({ revision: { below: 3 } }, 150)).toEqual(
+      expected((i) => i % 100 !== 0 && i % 5 === 0),
+    );
+    expect(await walk({ revision: { atLeast: 3 } }, 900)).toEqual(
+      expected((i) => i % 100 === 0 || i % 5 !== 0),
+    );
+    expect(await walk({ group: 'wide', revision: { below: 3 }, name: 'bulk-1*' }, 40)).toEqual(
+      expected((i) => i >= 1000 && i < 2000 && i % 100 !== 0 && i % 5 === 0),
+    );
+  });
+
   it('flags a sequence number that jumps implausibly instead of counting it as missing records', async () => {
     const key = 'cloud=aws,name=fn-01';
     const victim = (id: string, seq: number) => numbered(id, 'sb-victim', seq, key);
@@ -190,6 +227,8 @@ describe.each(ENGINES)('inventory store on %s', (engine) => {
     const downgrade = [
       'DROP INDEX workloads_name',
       'DROP INDEX workloads_scope',
+      'DROP INDEX workloads_scope_key',
+      'DROP INDEX workloads_revision',
       'DROP TABLE workload_scopes',
       'ALTER TABLE workloads DROP COLUMN name',
       'ALTER TABLE sandboxes DROP COLUMN seq_anomalies',
