@@ -8,7 +8,7 @@
 // the parked long-polls signed — and then swapped in at once, so waking 10,000 parked polls is
 // 10,000 cache hits and nothing on this thread grows with the size of the policy.
 import { createHash } from 'node:crypto';
-import { formatIdentity, parseIdentity } from '../policy/index.js';
+import { checkIdentityBounds, formatIdentity, parseIdentity } from '../policy/index.js';
 import type { WorkloadIdentity } from '../policy/types.js';
 import { PolicyWorker, type ResolvedText, type SignedScope } from './policy-worker.js';
 import { PrebuiltAnswer } from './prebuilt-answer.js';
@@ -44,6 +44,7 @@ export interface TextEntry {
 
 const IDENTITY_CACHE_LIMIT = 50_000;
 const BUNDLE_CACHE_LIMIT = 10_000;
+const SCOPE_NAMES_LIMIT = 10_000;
 /** Most scopes the thread signs while preparing a revision; the rest on first request. */
 const SIGN_AT_INSTALL = 512;
 
@@ -69,6 +70,11 @@ export class PolicyState {
   private pending: Promise<void> | undefined;
   private wanted = 0;
   private installs: Promise<unknown> = Promise.resolve();
+  /**
+   * SmartGroup names per scope id, from every resolution. A scope id is a hash of the names, so an
+   * entry holds across revisions; sightings carry them to the store (the inventory's groups).
+   */
+  private readonly scopeNames = new Map<string, readonly string[]>();
   readonly worker: PolicyWorker;
 
   constructor(
@@ -187,6 +193,7 @@ export class PolicyState {
           resolved: { key: previous.resolved.key, scope: scope.scope, groups: scope.groups },
         });
       }
+      for (const scope of table) this.learnScope(scope.scope, scope.groups);
     }
     this.loaded = { revision: row.revision, createdAt: row.createdAt, createdMs, sources: row.sources };
     if (byText !== this.byText) this.textsVersion++;
@@ -215,7 +222,19 @@ export class PolicyState {
     return { keys, parked };
   }
 
+  private learnScope(scope: string, groups: readonly string[]): void {
+    if (this.scopeNames.has(scope)) return;
+    if (this.scopeNames.size >= SCOPE_NAMES_LIMIT) this.scopeNames.clear();
+    this.scopeNames.set(scope, groups);
+  }
+
+  /** The SmartGroup names of a scope id this replica has resolved (undefined: not seen since start). */
+  groupsOfScope(scope: string): readonly string[] | undefined {
+    return this.scopeNames.get(scope);
+  }
+
   private keep(signed: SignedScope): SignedBundle {
+    this.learnScope(signed.scope, signed.groups);
     const etag = this.etag(this.revision, signed.scope, signed.epoch);
     const body = Buffer.from(signed.body.buffer, signed.body.byteOffset, signed.body.byteLength);
     const bundle: SignedBundle = {
@@ -263,8 +282,9 @@ export class PolicyState {
 
   /**
    * Parses and resolves the `?workload=` text, remembered per text for the current revision so a
-   * fleet waking on a new revision costs a map lookup each. Throws TypeError on a malformed identity;
-   * `resolved` is undefined while no revision exists.
+   * fleet waking on a new revision costs a map lookup each. Throws TypeError on a malformed identity
+   * or one beyond IDENTITY_BOUNDS (never cached, so never in the inventory); `resolved` is undefined
+   * while no revision exists.
    */
   resolveText(
     text: string,
@@ -272,6 +292,7 @@ export class PolicyState {
     const cached = this.byText.get(text);
     if (cached) return cached;
     const identity = parseIdentity(text);
+    checkIdentityBounds(identity);
     if (!this.loaded) return Promise.resolve({ identity, resolved: undefined });
     let resolving = this.resolving.get(text);
     if (!resolving) {
@@ -326,6 +347,7 @@ export class PolicyState {
         continue;
       }
       const entry: TextEntry = { identity: waiting.item.identity, resolved };
+      this.learnScope(resolved.scope, resolved.groups);
       if (this.byText.size >= IDENTITY_CACHE_LIMIT) {
         this.byText.clear();
         this.textsVersion++;

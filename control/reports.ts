@@ -1,6 +1,7 @@
 // Validation of incoming deny records. Each record is judged alone: a bad one is counted
 // and reported back by index, the rest of the batch is stored. What is stored is rebuilt
 // from the known fields only, so nothing unvalidated reaches the forensic log.
+import { checkIdentityBounds, IDENTITY_BOUNDS } from '../policy/identity.js';
 import type { DenyRecord, Protocol, WorkloadIdentity } from '../policy/types.js';
 import type { HitRow } from './store/types.js';
 
@@ -22,7 +23,6 @@ const PROTOCOLS = new Set(['tcp', 'udp', 'http', 'https', 'dns']);
 const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 // ISO-8601 date-time with a zone, the only form shims produce.
 const TIME_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})$/;
-const MAX_WORKLOAD_ATTRIBUTES = 128;
 /** Aggregate records (contract §3): the shim sends up to 8 sample values of at most 300 characters. */
 export const MAX_AGGREGATE_SAMPLE = 16;
 export const MAX_AGGREGATE_TEXT = 512;
@@ -70,17 +70,27 @@ function oneOf<T extends string>(value: unknown, field: string, allowed: Readonl
   return value as T;
 }
 
+const RESERVED_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** The record's workload: string attributes within IDENTITY_BOUNDS, as the bundle route accepts them. */
 function workloadOf(value: unknown): WorkloadIdentity {
   if (!isObject(value)) throw new RecordError('workload: expected an object of string attributes');
   const entries = Object.entries(value);
-  if (entries.length > MAX_WORKLOAD_ATTRIBUTES) {
-    throw new RecordError(`workload: more than ${MAX_WORKLOAD_ATTRIBUTES} attributes`);
+  if (entries.length > IDENTITY_BOUNDS.attributes) {
+    throw new RecordError(`workload: more than ${IDENTITY_BOUNDS.attributes} attributes`);
   }
   const identity: Record<string, string> = {};
   for (const [key, attribute] of entries) {
-    if (key.length === 0 || key.length > 128)
-      throw new RecordError('workload: attribute names are 1-128 characters');
-    identity[key] = text(attribute, `workload.${key}`, 1024);
+    if (key.length === 0 || key.length > IDENTITY_BOUNDS.keyLength)
+      throw new RecordError(`workload: attribute names are 1-${IDENTITY_BOUNDS.keyLength} characters`);
+    if (RESERVED_KEYS.has(key))
+      throw new RecordError(`workload: reserved attribute name ${JSON.stringify(key)}`);
+    identity[key] = text(attribute, `workload.${key}`, IDENTITY_BOUNDS.valueLength);
+  }
+  try {
+    checkIdentityBounds(identity);
+  } catch (error) {
+    throw new RecordError(`workload: ${(error as Error).message}`);
   }
   return identity;
 }

@@ -25,6 +25,7 @@ import { registerQueryRoutes } from './routes/query.js';
 import { registerReportRoutes } from './routes/reports.js';
 import { registerRuleRoutes } from './routes/rules.js';
 import { registerSuggestionRoutes } from './routes/suggestions.js';
+import { registerWorkloadRoutes } from './routes/workloads.js';
 import { signingKeyFromPem } from './signing-key.js';
 import { isStoreUnavailable } from './store/errors.js';
 import { openSqliteStore } from './store/sqlite.js';
@@ -266,7 +267,14 @@ export async function createControlServer(options: ControlServerOptions): Promis
         seenAtMs = nowMs;
         seenAtText = new Date(nowMs).toISOString();
       }
-      sightings.set(key, { key, identity, seenAt: seenAtText, revision, scope });
+      sightings.set(key, {
+        key,
+        identity,
+        seenAt: seenAtText,
+        revision,
+        scope,
+        groups: state.groupsOfScope(scope),
+      });
       // One early flush at a time: while the store is away the pending set stays large, and every
       // further sighting must not queue another attempt.
       if (sightings.size >= 10_000 && !earlyFlush) {
@@ -534,6 +542,11 @@ export async function createControlServer(options: ControlServerOptions): Promis
         gauge('bulkhead_report_records_missing', 'Deny records that never arrived (sequence gaps)', [
           { value: snapshot.missingRecords },
         ]),
+        gauge(
+          'bulkhead_report_seq_anomalies',
+          'Stored deny records whose seq jumped implausibly far (flagged, not counted as missing)',
+          [{ value: snapshot.seqAnomalies }],
+        ),
         gauge('bulkhead_deny_records_stored', 'Deny records in the store', [{ value: snapshot.denies }]),
         gauge('bulkhead_propagation_seconds_sum', 'Sum of revision-to-workload delivery times', [
           { value: metrics.propagationSumMs / 1000 },
@@ -595,6 +608,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
   registerReportRoutes(app, context);
   await app.register(async (scope) => registerPolicyRoutes(scope, context));
   registerQueryRoutes(app, context);
+  registerWorkloadRoutes(app, context);
   registerSuggestionRoutes(app, context);
   registerRuleRoutes(app, context);
   registerBlastRadiusRoutes(app, context);

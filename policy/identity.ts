@@ -2,8 +2,54 @@
 import { wildcardMatch } from './path.js';
 import type { WorkloadIdentity } from './types.js';
 
+// What parseIdentity itself refuses: a guard for the parser (shims parse their environment with it
+// and must keep working), not the bound on what the control API stores (IDENTITY_BOUNDS).
 const MAX_IDENTITY_TEXT = 8192;
 const MAX_IDENTITY_KEYS = 128;
+
+/**
+ * The largest workload identity the control API accepts: in a bundle fetch (`?workload=`, which
+ * puts it in the inventory) and in a deny record. Real identities fit with room to spare: the
+ * platform facts are at most 9 attributes, tags arrive as `tag.<key>` (AWS: 50 tags, keys of 128 and
+ * values of 256 characters, and at most 4 KiB for all of a function's environment variables together,
+ * BULKHEAD_TAGS included; Google Cloud: 64 labels of 63/63). Lengths count UTF-16 code units;
+ * `text` is the canonical text (`formatIdentity`: sorted, percent-encoded).
+ */
+export const IDENTITY_BOUNDS = Object.freeze({
+  attributes: 80,
+  keyLength: 160,
+  valueLength: 256,
+  textLength: 6144,
+});
+
+/**
+ * Throws a TypeError naming the bound the identity exceeds (IDENTITY_BOUNDS); the control API calls
+ * it on every identity it is handed. Not part of parseIdentity: a shim whose own identity is larger
+ * still parses it (and is told by the control API's 400).
+ */
+export function checkIdentityBounds(identity: WorkloadIdentity): void {
+  const keys = Object.keys(identity);
+  if (keys.length > IDENTITY_BOUNDS.attributes)
+    throw new TypeError(
+      `workload identity has ${keys.length} attributes, more than ${IDENTITY_BOUNDS.attributes}`,
+    );
+  for (const key of keys) {
+    if (key.length > IDENTITY_BOUNDS.keyLength)
+      throw new TypeError(
+        `workload identity: attribute name ${JSON.stringify(`${key.slice(0, 40)}…`)} is longer than ${IDENTITY_BOUNDS.keyLength} characters`,
+      );
+    const value = identity[key] as string;
+    if (value.length > IDENTITY_BOUNDS.valueLength)
+      throw new TypeError(
+        `workload identity: the value of ${JSON.stringify(key)} is longer than ${IDENTITY_BOUNDS.valueLength} characters`,
+      );
+  }
+  const length = formatIdentity(identity).length;
+  if (length > IDENTITY_BOUNDS.textLength)
+    throw new TypeError(
+      `workload identity is ${length} characters as text, more than ${IDENTITY_BOUNDS.textLength}`,
+    );
+}
 
 function encodePart(text: string): string {
   // Only what would break the k=v,k=v grammar (plus control characters) is escaped.

@@ -1,6 +1,6 @@
 // bulkhead denies: query the forensic deny log; --follow keeps printing new records.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { formatIdentity, identityGlobMatches, parseIdentity } from '../../policy/index.js';
+import { formatIdentity, parseIdentity } from '../../policy/index.js';
 import { type ControlClient, clientOptions, controlClient, describeFailure, table } from '../client.js';
 import {
   type CliIO,
@@ -154,24 +154,33 @@ function describeFilters(given: [string, string][]): string {
     : `no deny record matched the filters ${given.map(([name, value]) => `--${name} ${value}`).join(' ')}`;
 }
 
+/** One page of the inventory (GET /v1/workloads), or undefined when it cannot be read. */
+async function inventoryPage(
+  client: ControlClient,
+  query: URLSearchParams,
+): Promise<{ key: string; identity: Record<string, string> }[] | undefined> {
+  const response = await client.request('GET', `/v1/workloads?${query}`);
+  if (!response.ok) return undefined;
+  return ((await response.json()) as { workloads: { key: string; identity: Record<string, string> }[] })
+    .workloads;
+}
+
 /**
- * A `--workload` value that matches no workload the control API has seen (GET /v1/workloads) is
- * most likely a typo: say so, with a few names it knows. Nothing when the inventory cannot be read.
+ * A `--workload` value that matches no workload the control API has seen (GET /v1/workloads, asked
+ * with its name filter) is most likely a typo: say so, with a few names it knows. Nothing when the
+ * inventory cannot be read.
  */
 async function checkWorkloadKnown(client: ControlClient, value: string, io: CliIO): Promise<void> {
-  const response = await client.request('GET', '/v1/workloads');
-  if (!response.ok) return;
-  const { workloads } = (await response.json()) as {
-    workloads: { key: string; identity: Record<string, string> }[];
-  };
   const key = value.includes('=') ? formatIdentity(parseIdentity(value)) : undefined;
-  const known = workloads.some((w) =>
-    key !== undefined
-      ? w.key === key
-      : w.identity.name !== undefined && identityGlobMatches(value, w.identity.name),
-  );
+  const name = key === undefined ? value : parseIdentity(value).name;
+  const byName = new URLSearchParams({ limit: '1000' });
+  if (name !== undefined) byName.set('name', name);
+  const matching = await inventoryPage(client, byName);
+  if (matching === undefined) return;
+  const known = key !== undefined ? matching.some((w) => w.key === key) : matching.length > 0;
   if (known) return;
-  const names = [...new Set(workloads.map((w) => w.identity.name ?? w.key))].sort();
+  const sample = (await inventoryPage(client, new URLSearchParams({ limit: '100' }))) ?? [];
+  const names = [...new Set(sample.map((w) => w.identity.name ?? w.key))].sort();
   const listed = names.slice(0, 10).join(', ') + (names.length > 10 ? ', …' : '');
   io.err(
     `--workload ${value}: no workload in the inventory matches it${names.length > 0 ? ` (known: ${listed})` : ' (the inventory is empty)'}`,

@@ -2,7 +2,7 @@
 // token pinned to that identity; bundles and records of the session are that identity's only.
 import type { FastifyInstance } from 'fastify';
 import type { AttestAnswer } from '../../policy/attestation.js';
-import { formatIdentity, parseIdentity } from '../../policy/identity.js';
+import { checkIdentityBounds, formatIdentity, parseIdentity } from '../../policy/identity.js';
 import type { WorkloadIdentity } from '../../policy/types.js';
 import { attestedIdentity } from '../attest/identity.js';
 import type { Attestor } from '../attest/index.js';
@@ -87,6 +87,7 @@ export function registerAttestRoutes(
       let claimed: WorkloadIdentity;
       try {
         claimed = parseIdentity(request.body.workload ?? '');
+        checkIdentityBounds(claimed);
       } catch (error) {
         return reply
           .code(400)
@@ -109,6 +110,13 @@ export function registerAttestRoutes(
           error: 'identity-mismatch',
           message: `the workload claims ${merged.attribute}=${merged.claimed} but the proof says ${merged.attribute}=${merged.attested}`,
         });
+      }
+      try {
+        checkIdentityBounds(merged.identity);
+      } catch (error) {
+        return reply
+          .code(400)
+          .send({ error: 'bad-request', message: `workload: ${(error as Error).message}` });
       }
       const text = formatIdentity(merged.identity);
       const fresh = context.admitsNewWorkload(grant, text);

@@ -1,6 +1,6 @@
 // GET /v1/bundle: the signed envelope for the caller's workload scope, with ETag and long-poll.
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { formatIdentity, parseIdentity } from '../../policy/identity.js';
+import { formatIdentity, IDENTITY_BOUNDS, parseIdentity } from '../../policy/identity.js';
 import type { WorkloadIdentity } from '../../policy/types.js';
 import type { TokenGrant } from '../auth.js';
 import { mayActFor, outsideGroups } from '../authorize.js';
@@ -54,7 +54,7 @@ export function registerBundleRoutes(app: FastifyInstance, context: ControlConte
           properties: {
             workload: {
               type: 'string',
-              maxLength: 8192,
+              maxLength: IDENTITY_BOUNDS.textLength,
               description:
                 'identity k=v,k=v (percent-encoded values); required unless the token is an attested session, whose identity it is then',
             },

@@ -1,4 +1,4 @@
-// GET /v1/denies (forensic query, paginated, NDJSON export) and GET /v1/workloads (inventory).
+// GET /v1/denies (forensic query, paginated, NDJSON export).
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { formatIdentity, parseIdentity } from '../../policy/index.js';
@@ -72,7 +72,7 @@ export function timeParam(value: string | undefined, name: string): number | und
 }
 
 export function registerQueryRoutes(app: FastifyInstance, context: ControlContext): void {
-  const { store, state } = context;
+  const { store } = context;
 
   app.get<{ Querystring: DenyQuery }>(
     '/v1/denies',
@@ -201,91 +201,6 @@ export function registerQueryRoutes(app: FastifyInstance, context: ControlContex
       }
       const body = `{"records":[${rows.map((row) => row.record).join(',')}],"nextCursor":${JSON.stringify(nextCursor)},"followCursor":${JSON.stringify(followCursor)}}`;
       return reply.code(200).type('application/json').send(body);
-    },
-  );
-
-  app.get(
-    '/v1/workloads',
-    {
-      config: { access: 'admin' },
-      schema: {
-        summary: 'Workload inventory and propagation per SmartGroup',
-        response: {
-          200: {
-            type: 'object',
-            properties: {
-              revision: { type: 'integer' },
-              workloads: {
-                type: 'array',
-                items: {
-                  type: 'object',
-                  properties: {
-                    key: { type: 'string' },
-                    identity: { type: 'object', additionalProperties: { type: 'string' } },
-                    groups: { type: 'array', items: { type: 'string' } },
-                    firstSeen: { type: 'string' },
-                    lastSeen: { type: 'string' },
-                    revision: { type: 'integer' },
-                    current: { type: 'boolean' },
-                    missingRecords: { type: 'integer' },
-                    sandboxes: { type: 'integer' },
-                  },
-                },
-              },
-              groups: {
-                type: 'array',
-                items: {
-                  type: 'object',
-                  properties: {
-                    name: { type: 'string' },
-                    workloads: { type: 'integer' },
-                    current: { type: 'integer' },
-                    behind: { type: 'integer' },
-                  },
-                },
-              },
-            },
-          },
-        },
-      },
-    },
-    async () => {
-      await context.flushSightings();
-      const rows = await store.listWorkloads();
-      const revision = state.revision;
-      const groups = new Map<string, { name: string; workloads: number; current: number; behind: number }>();
-      // One batch to the policy thread for every workload it has not resolved yet.
-      const resolved = await Promise.all(rows.map((row) => state.resolve(row.identity)));
-      const workloads = rows.map((row, index) => {
-        const names = resolved[index]?.groups ?? [];
-        const current = row.revision >= revision;
-        for (const name of names) {
-          let group = groups.get(name);
-          if (!group) {
-            group = { name, workloads: 0, current: 0, behind: 0 };
-            groups.set(name, group);
-          }
-          group.workloads++;
-          if (current) group.current++;
-          else group.behind++;
-        }
-        return {
-          key: row.key,
-          identity: row.identity,
-          groups: names,
-          firstSeen: row.firstSeen,
-          lastSeen: row.lastSeen,
-          revision: row.revision,
-          current,
-          missingRecords: row.missingRecords,
-          sandboxes: row.sandboxes,
-        };
-      });
-      return {
-        revision,
-        workloads,
-        groups: [...groups.values()].sort((a, b) => a.name.localeCompare(b.name)),
-      };
     },
   );
 }

@@ -10,6 +10,7 @@ import {
   RecordError,
   validateDenyRecord,
 } from '../reports.js';
+import { MAX_SEQ_JUMP } from '../store/sandbox-progress.js';
 import type { DenyRow } from '../store/types.js';
 
 const MAX_ERRORS_LISTED = 100;
@@ -45,7 +46,8 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
         description:
           'Idempotent by record id: a replayed batch stores nothing twice. Each record is validated alone; ' +
           'bad ones are counted as rejected (with their index and reason) and the rest are stored. ' +
-          'Records with sandboxId and seq (from 1, per sandbox) let the API count records that never arrived. ' +
+          'Records with sandboxId and seq (from 1, per sandbox) let the API count records that never arrived; ' +
+          `a seq more than ${MAX_SEQ_JUMP} beyond its sandbox's highest is stored but flagged (seqAnomalies). ` +
           'An aggregate record (a flood counted per destination pattern) carries aggregate {pattern, distinct, ' +
           'sample ≤ 16 values of ≤ 512 characters}: a batch with a larger one is refused whole with 400. ' +
           'hits: rule hit counts [{workload, revision, since, until, rules: {ruleId: n}}] (statistics, added to ' +
@@ -65,6 +67,10 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
               stored: { type: 'integer' },
               duplicate: { type: 'integer' },
               rejected: { type: 'integer' },
+              seqAnomalies: {
+                type: 'integer',
+                description: `stored records whose seq jumped more than ${MAX_SEQ_JUMP} beyond their sandbox's (flagged, not counted as missing)`,
+              },
               hits: { type: 'integer', description: 'rule hit counts added (rules × revisions)' },
               errors: {
                 type: 'array',
@@ -154,13 +160,19 @@ export function registerReportRoutes(app: FastifyInstance, context: ControlConte
             return reply.code(403).send(outsideGroups(grant));
         }
       }
-      const { stored, duplicate } = await store.insertDenies(rows);
+      const { stored, duplicate, seqAnomalies } = await store.insertDenies(rows);
       // After the records: a batch refused for want of storage is sent again whole, and its counts with it.
       await store.addHits(hitRows);
       metrics.reports.inc({ result: 'stored' }, stored);
       metrics.reports.inc({ result: 'duplicate' }, duplicate);
       metrics.reports.inc({ result: 'rejected' }, rejected);
-      const answer = { stored, duplicate, rejected, ...(hitRows.length > 0 ? { hits: hitRows.length } : {}) };
+      const answer = {
+        stored,
+        duplicate,
+        rejected,
+        ...(seqAnomalies ? { seqAnomalies } : {}),
+        ...(hitRows.length > 0 ? { hits: hitRows.length } : {}),
+      };
       return reply.code(202).send(errors.length > 0 ? { ...answer, errors } : answer);
     },
   );

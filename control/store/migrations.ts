@@ -109,6 +109,30 @@ export const sqliteMigrations: readonly Migration[] = [
     `,
   },
   {
+    version: 4,
+    name: 'inventory paging and implausible sequence numbers',
+    // GET /v1/workloads pages by key (the primary key's index) and filters by name (an index of its
+    // own, filled from the identity JSON for rows stored before this version), by revision, and by
+    // SmartGroup: workload_scopes names the groups of each scope id (a hash of the group names, so a
+    // row never changes) and (scope, key) reads a group's workloads scope by scope in key order;
+    // (scope, revision) serves the propagation summary from the index alone.
+    // seq_anomalies counts a sandbox's records whose seq jumped implausibly (store/sandbox-progress.ts).
+    sql: `
+      ALTER TABLE sandboxes ADD COLUMN seq_anomalies INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE workloads ADD COLUMN name TEXT;
+      UPDATE workloads SET name = json_extract(identity, '$.name');
+      CREATE INDEX workloads_name ON workloads (name, key);
+      CREATE INDEX workloads_scope ON workloads (scope, revision);
+      CREATE INDEX workloads_scope_key ON workloads (scope, key);
+      CREATE INDEX workloads_revision ON workloads (revision);
+      CREATE TABLE workload_scopes (
+        scope TEXT PRIMARY KEY,
+        -- ',group-a,group-b,' ('' for none), as the deny records' groups column
+        groups TEXT NOT NULL
+      );
+    `,
+  },
+  {
     version: 5,
     name: 'token scopes, expiry, revocation and attested sessions',
     sql: `
@@ -227,6 +251,25 @@ export const postgresMigrations: readonly Migration[] = [
         rule TEXT NOT NULL,
         hits BIGINT NOT NULL,
         PRIMARY KEY (day, revision, rule)
+      );
+    `,
+  },
+  {
+    version: 4,
+    name: 'inventory paging and implausible sequence numbers',
+    // As SQLite's version 4; the name index uses text_pattern_ops (globs with a literal prefix), and an
+    // identity holding a \u0000 escape is left without a name, as in version 2.
+    sql: `
+      ALTER TABLE sandboxes ADD COLUMN seq_anomalies BIGINT NOT NULL DEFAULT 0;
+      ALTER TABLE workloads ADD COLUMN name TEXT;
+      UPDATE workloads SET name = identity::json ->> 'name' WHERE strpos(identity, '\\u0000') = 0;
+      CREATE INDEX workloads_name ON workloads (name text_pattern_ops, key);
+      CREATE INDEX workloads_scope ON workloads (scope, revision);
+      CREATE INDEX workloads_scope_key ON workloads (scope, key);
+      CREATE INDEX workloads_revision ON workloads (revision);
+      CREATE TABLE workload_scopes (
+        scope TEXT PRIMARY KEY,
+        groups TEXT NOT NULL
       );
     `,
   },

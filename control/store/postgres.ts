@@ -10,7 +10,8 @@
 import pg from 'pg';
 import { StoreUnavailableError } from './errors.js';
 import { postgresMigrations } from './migrations.js';
-import { buildDenyQuery, postgresDialect, sandboxProgress } from './sql.js';
+import { countAnomalies, insertResult, SandboxFold } from './sandbox-progress.js';
+import { buildDenyQuery, postgresDialect } from './sql.js';
 import { TOKEN_COLUMNS, type TokenRecord, tokenFromRecord, tokenValues } from './token-rows.js';
 import type {
   ControlStore,
@@ -22,15 +23,28 @@ import type {
   MetricsSnapshot,
   NewRevision,
   RevisionRow,
+  ScopeCount,
   SigningKeyRow,
   StoredDeny,
   TokenListing,
   TokenRevocations,
   TokenRow,
   Unsubscribe,
+  WorkloadQuery,
   WorkloadRow,
   WorkloadSighting,
 } from './types.js';
+import {
+  buildScopeCounts,
+  buildScopesOfGroup,
+  buildWorkloadPage,
+  nameColumn,
+  namedScopes,
+  type ScopeCountRecord,
+  toScopeCount,
+  toWorkloadRow,
+  type WorkloadPageRecord,
+} from './workload-sql.js';
 
 const REVISION_CHANNEL = 'bulkhead_revision';
 // Arbitrary constants naming the advisory locks that serialise migrations and revision numbering.
@@ -418,17 +432,27 @@ export class PostgresStore implements ControlStore {
 
   async recordSightings(sightings: WorkloadSighting[]): Promise<void> {
     if (sightings.length === 0) return;
+    // One statement: the scopes first (a CTE), then the workloads.
+    const scopes = namedScopes(sightings);
     await this.query(
-      `INSERT INTO workloads (key, identity, first_seen, last_seen, revision, scope)
-       SELECT k, i, t, t, r, s FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS u(k, i, t, r, s)
+      `WITH named AS (
+         INSERT INTO workload_scopes (scope, groups) SELECT * FROM unnest($7::text[], $8::text[])
+         ON CONFLICT (scope) DO NOTHING
+       )
+       INSERT INTO workloads (key, identity, name, first_seen, last_seen, revision, scope)
+       SELECT k, i, n, t, t, r, s
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS u(k, i, n, t, r, s)
        ON CONFLICT (key) DO UPDATE SET last_seen = excluded.last_seen, revision = excluded.revision,
-         scope = excluded.scope, identity = excluded.identity`,
+         scope = excluded.scope, identity = excluded.identity, name = excluded.name`,
       [
         sightings.map((s) => s.key),
         sightings.map((s) => JSON.stringify(s.identity)),
+        sightings.map((s) => nameColumn(s.identity)),
         sightings.map((s) => s.seenAt),
         sightings.map((s) => s.revision),
         sightings.map((s) => s.scope),
+        scopes.map((s) => s.scope),
+        scopes.map((s) => s.groups),
       ],
     );
   }
@@ -462,32 +486,23 @@ export class PostgresStore implements ControlStore {
     return rows.map((row) => row.key);
   }
 
-  async listWorkloads(): Promise<WorkloadRow[]> {
-    const { rows } = await this.query<{
-      key: string;
-      identity: string;
-      first_seen: string;
-      last_seen: string;
-      revision: string;
-      scope: string;
-      missing: string;
-      sandboxes: string;
-    }>(
-      `SELECT w.key, w.identity, w.first_seen, w.last_seen, w.revision, w.scope,
-         coalesce(sum(greatest(s.max_seq - s.received, 0)), 0) AS missing, count(s.id) AS sandboxes
-       FROM workloads w LEFT JOIN sandboxes s ON s.workload = w.key
-       GROUP BY w.key ORDER BY w.key`,
-    );
-    return rows.map((row) => ({
-      key: row.key,
-      identity: JSON.parse(row.identity),
-      firstSeen: row.first_seen,
-      lastSeen: row.last_seen,
-      revision: Number(row.revision),
-      scope: row.scope,
-      missingRecords: Number(row.missing),
-      sandboxes: Number(row.sandboxes),
-    }));
+  async listWorkloads(query: WorkloadQuery): Promise<WorkloadRow[]> {
+    // The planner weighs the filters by its statistics; only a group filter needs its scopes first.
+    let scopes: string[] | undefined;
+    if (query.group !== undefined) {
+      const found = buildScopesOfGroup(query.group, postgresDialect);
+      scopes = (await this.query<{ scope: string }>(found.sql, found.params)).rows.map((row) => row.scope);
+      if (scopes.length === 0) return [];
+    }
+    const { sql, params } = buildWorkloadPage(query, postgresDialect, { scopes });
+    const { rows } = await this.query<WorkloadPageRecord>(sql, params);
+    return rows.map(toWorkloadRow);
+  }
+
+  async scopeCounts(currentRevision: number): Promise<ScopeCount[]> {
+    const { sql, params } = buildScopeCounts(currentRevision, postgresDialect);
+    const { rows } = await this.query<ScopeCountRecord>(sql, params);
+    return rows.map(toScopeCount);
   }
 
   async insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult> {
@@ -527,27 +542,38 @@ export class PostgresStore implements ControlStore {
       );
       const storedIds = new Set(inserted.rows.map((r) => r.id));
       // A batch may repeat an id: only its first occurrence was stored.
-      const storedRows: DenyRow[] = [];
+      let stored = 0;
+      const fold = new SandboxFold();
       for (const row of rows) {
-        if (storedIds.delete(row.id)) storedRows.push(row);
+        if (!storedIds.delete(row.id)) continue;
+        stored++;
+        if (row.sandboxId !== null && row.seq !== null) fold.add(row.sandboxId, row.workloadKey, row.seq);
       }
-      const progress = sandboxProgress(storedRows);
-      if (progress.length > 0) {
-        await client.query(
-          `INSERT INTO sandboxes (id, workload, max_seq, received, last_seen)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
-           ON CONFLICT (id) DO UPDATE SET max_seq = greatest(sandboxes.max_seq, excluded.max_seq),
-             received = sandboxes.received + excluded.received, last_seen = excluded.last_seen`,
-          [
-            progress.map((p) => p.id),
-            progress.map((p) => p.workload),
-            progress.map((p) => p.maxSeq),
-            progress.map((p) => p.received),
-            progress.map(() => new Date().toISOString()),
-          ],
-        );
-      }
-      return { stored: storedRows.length, duplicate: rows.length - storedRows.length };
+      const ids = fold.sandboxIds;
+      if (ids.length === 0) return insertResult(stored, rows.length - stored, 0);
+      // Locked, so that batches of one sandbox on two replicas judge their numbers one after the other.
+      const known = await client.query<{ id: string; max_seq: string }>(
+        'SELECT id, max_seq FROM sandboxes WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE',
+        [ids],
+      );
+      const highMarks = new Map(known.rows.map((r) => [r.id, Number(r.max_seq)]));
+      const progress = fold.progress((id) => highMarks.get(id));
+      await client.query(
+        `INSERT INTO sandboxes (id, workload, max_seq, received, seq_anomalies, last_seen)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
+         ON CONFLICT (id) DO UPDATE SET max_seq = greatest(sandboxes.max_seq, excluded.max_seq),
+           received = sandboxes.received + excluded.received,
+           seq_anomalies = sandboxes.seq_anomalies + excluded.seq_anomalies, last_seen = excluded.last_seen`,
+        [
+          progress.map((p) => p.id),
+          progress.map((p) => p.workload),
+          progress.map((p) => p.maxSeq),
+          progress.map((p) => p.received),
+          progress.map((p) => p.anomalies),
+          progress.map(() => new Date().toISOString()),
+        ],
+      );
+      return insertResult(stored, rows.length - stored, countAnomalies(progress));
     });
   }
 
@@ -576,11 +602,13 @@ export class PostgresStore implements ControlStore {
       workloads: string;
       current: string;
       missing: string;
+      anomalies: string;
       denies: string;
     }>(
       `SELECT (SELECT count(*) FROM workloads) AS workloads,
          (SELECT count(*) FROM workloads WHERE revision >= $1) AS current,
          (SELECT coalesce(sum(greatest(max_seq - received, 0)), 0) FROM sandboxes) AS missing,
+         (SELECT coalesce(sum(seq_anomalies), 0) FROM sandboxes) AS anomalies,
          (SELECT count(*) FROM denies) AS denies`,
       [currentRevision],
     );
@@ -589,6 +617,7 @@ export class PostgresStore implements ControlStore {
       workloads: Number(row?.workloads ?? 0),
       workloadsCurrent: Number(row?.current ?? 0),
       missingRecords: Number(row?.missing ?? 0),
+      seqAnomalies: Number(row?.anomalies ?? 0),
       denies: Number(row?.denies ?? 0),
     };
   }

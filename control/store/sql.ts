@@ -1,10 +1,17 @@
 // SQL shared by both engines. Only placeholders and a few function names differ.
-import type { DenyFilter, DenyRow } from './types.js';
+import type { DenyFilter } from './types.js';
 
 export interface Dialect {
   placeholder(index: number): string;
   /** Position of a substring, 0 when absent (SQLite `instr`, PostgreSQL `strpos`). */
   substringPosition: string;
+  /** The larger of two values (SQLite's two-argument `max`, PostgreSQL `greatest`). */
+  greatest: string;
+  /**
+   * `column` in a term the planner must not serve from an index on it (SQLite's unary `+`; PostgreSQL
+   * plans by its statistics and gets the column as it is).
+   */
+  unindexed(column: string): string;
   /**
    * `column` matches `glob` (`*` any run of characters, `?` one character, the rest literal),
    * case-sensitively, in a form each engine serves from an index on `column` when the glob starts
@@ -17,11 +24,13 @@ function escapeLike(text: string): string {
   return text.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
-const isGlob = (text: string) => text.includes('*') || text.includes('?');
+export const isGlob = (text: string) => text.includes('*') || text.includes('?');
 
 export const sqliteDialect: Dialect = {
   placeholder: () => '?',
   substringPosition: 'instr',
+  greatest: 'max',
+  unindexed: (column) => `+${column}`,
   // GLOB, not LIKE: SQLite's LIKE ignores ASCII case and uses an index only on NOCASE columns.
   // In a GLOB pattern `[` opens a character class; `[[]` is a literal one.
   globMatch: (column, glob, bind) =>
@@ -31,6 +40,8 @@ export const sqliteDialect: Dialect = {
 export const postgresDialect: Dialect = {
   placeholder: (i) => `$${i}`,
   substringPosition: 'strpos',
+  greatest: 'greatest',
+  unindexed: (column) => column,
   globMatch: (column, glob, bind) =>
     isGlob(glob)
       ? `${column} LIKE ${bind(escapeLike(glob).replace(/\*/g, '%').replace(/\?/g, '_'))} ESCAPE '\\'`
@@ -88,32 +99,4 @@ export function buildDenyQuery(filter: DenyFilter, dialect: Dialect): { sql: str
     `LIMIT ${bind(filter.limit)}`,
   ].join(' ');
   return { sql, params };
-}
-
-export interface SandboxProgress {
-  id: string;
-  workload: string;
-  maxSeq: number;
-  received: number;
-}
-
-/** Folds the newly stored rows of one batch into per-sandbox progress for gap counting. */
-export function sandboxProgress(storedRows: Iterable<DenyRow>): SandboxProgress[] {
-  const bySandbox = new Map<string, SandboxProgress>();
-  for (const row of storedRows) {
-    if (row.sandboxId === null || row.seq === null) continue;
-    const progress = bySandbox.get(row.sandboxId);
-    if (progress) {
-      progress.received++;
-      if (row.seq > progress.maxSeq) progress.maxSeq = row.seq;
-    } else {
-      bySandbox.set(row.sandboxId, {
-        id: row.sandboxId,
-        workload: row.workloadKey,
-        maxSeq: row.seq,
-        received: 1,
-      });
-    }
-  }
-  return [...bySandbox.values()];
 }

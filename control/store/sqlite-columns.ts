@@ -59,9 +59,14 @@ export const INSERT_DENY_SQL = `INSERT INTO denies (${DENY_COLUMNS.map((c) => c.
   VALUES (${DENY_COLUMNS.map(() => '?').join(', ')})
   ON CONFLICT (id) DO NOTHING`;
 
-export const UPSERT_SANDBOX_SQL = `INSERT INTO sandboxes (id, workload, max_seq, received, last_seen) VALUES (?, ?, ?, ?, ?)
+export const UPSERT_SANDBOX_SQL = `INSERT INTO sandboxes (id, workload, max_seq, received, seq_anomalies, last_seen)
+  VALUES (?, ?, ?, ?, ?, ?)
   ON CONFLICT (id) DO UPDATE SET max_seq = max(max_seq, excluded.max_seq),
-    received = received + excluded.received, last_seen = excluded.last_seen`;
+    received = received + excluded.received, seq_anomalies = seq_anomalies + excluded.seq_anomalies,
+    last_seen = excluded.last_seen`;
+
+/** A sandbox's stored high mark, for the plausibility of new sequence numbers (sandbox-progress.ts). */
+export const SANDBOX_HIGH_MARK_SQL = 'SELECT max_seq FROM sandboxes WHERE id = ?';
 
 /** Column values of a deny row in INSERT_DENY_SQL's order. */
 export function denyValues(row: DenyRow): DenyValue[] {

@@ -9,11 +9,13 @@
 // with esbuild. The store imports only this file's types: importing a value would start a writer.
 import { parentPort, workerData } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
+import { countAnomalies, SandboxFold } from './sandbox-progress.js';
 import {
   DENY_COLUMN_COUNT,
   DENY_VALUE_INDEX,
   type DenyValue,
   INSERT_DENY_SQL,
+  SANDBOX_HIGH_MARK_SQL,
   UPSERT_SANDBOX_SQL,
 } from './sqlite-columns.js';
 import { sqliteCodeOf } from './sqlite-errors.js';
@@ -45,7 +47,7 @@ export interface DenyWriterRequest {
 }
 
 export type DenyWriterReply =
-  | { id: number; stored: number; duplicate: number }
+  | { id: number; stored: number; duplicate: number; seqAnomalies: number }
   /** `stored`: rows committed (by earlier slices) before the failure. `code`: SQLite's result code. */
   | { id: number; error: string; code: string | undefined; stored: number }
   /** Something for the operator (disk full, resumed, a failed checkpoint). */
@@ -61,6 +63,7 @@ function run(data: DenyWriterData, port: NonNullable<typeof parentPort>): void {
   db.pragma(`journal_size_limit = ${data.walSizeLimit}`);
   const insertDeny = db.prepare(INSERT_DENY_SQL);
   const upsertSandbox = db.prepare(UPSERT_SANDBOX_SQL);
+  const sandboxHighMark = db.prepare(SANDBOX_HIGH_MARK_SQL).pluck();
   const post = (reply: DenyWriterReply) => port.postMessage(reply);
   const space = new WalSpaceGuard(db, data.file, data.recoveryIntervalMs, (notice) => post({ notice }));
 
@@ -80,28 +83,25 @@ function run(data: DenyWriterData, port: NonNullable<typeof parentPort>): void {
   };
 
   const { workload: WORKLOAD, sandboxId: SANDBOX_ID, seq: SEQ } = DENY_VALUE_INDEX;
-  const insertSlice = db.transaction((values: DenyValue[], from: number, to: number): number => {
-    const sandboxes = new Map<string, { workload: DenyValue; maxSeq: number; received: number }>();
-    let stored = 0;
-    for (let at = from; at < to; at += DENY_COLUMN_COUNT) {
-      const changes = insertDeny.run(values.slice(at, at + DENY_COLUMN_COUNT)).changes;
-      if (changes !== 1) continue;
-      stored++;
-      const sandboxId = values[at + SANDBOX_ID];
-      const seq = values[at + SEQ];
-      if (typeof sandboxId !== 'string' || typeof seq !== 'number') continue;
-      const progress = sandboxes.get(sandboxId);
-      if (progress) {
-        progress.received++;
-        if (seq > progress.maxSeq) progress.maxSeq = seq;
-      } else {
-        sandboxes.set(sandboxId, { workload: values[at + WORKLOAD] ?? null, maxSeq: seq, received: 1 });
+  const insertSlice = db.transaction(
+    (values: DenyValue[], from: number, to: number): { stored: number; anomalies: number } => {
+      const fold = new SandboxFold();
+      let stored = 0;
+      for (let at = from; at < to; at += DENY_COLUMN_COUNT) {
+        const changes = insertDeny.run(values.slice(at, at + DENY_COLUMN_COUNT)).changes;
+        if (changes !== 1) continue;
+        stored++;
+        const sandboxId = values[at + SANDBOX_ID];
+        const seq = values[at + SEQ];
+        if (typeof sandboxId !== 'string' || typeof seq !== 'number') continue;
+        fold.add(sandboxId, String(values[at + WORKLOAD]), seq);
       }
-    }
-    const now = new Date().toISOString();
-    for (const [id, p] of sandboxes) upsertSandbox.run(id, p.workload, p.maxSeq, p.received, now);
-    return stored;
-  });
+      const now = new Date().toISOString();
+      const progress = fold.progress((id) => sandboxHighMark.get(id) as number | undefined);
+      for (const p of progress) upsertSandbox.run(p.id, p.workload, p.maxSeq, p.received, p.anomalies, now);
+      return { stored, anomalies: countAnomalies(progress) };
+    },
+  );
 
   let rowsSinceCheckpoint = 0;
   const checkpoint = () => {
@@ -126,19 +126,22 @@ function run(data: DenyWriterData, port: NonNullable<typeof parentPort>): void {
       return;
     }
     let stored = 0;
+    let seqAnomalies = 0;
     try {
       const step = data.slice * DENY_COLUMN_COUNT;
       for (let start = 0; start < values.length; start += step) {
         enterSlice();
         try {
-          stored += insertSlice.immediate(values, start, Math.min(values.length, start + step));
+          const slice = insertSlice.immediate(values, start, Math.min(values.length, start + step));
+          stored += slice.stored;
+          seqAnomalies += slice.anomalies;
         } finally {
           leaveSlice();
         }
         rowsSinceCheckpoint += data.slice;
         if (rowsSinceCheckpoint >= data.checkpointRows) checkpoint();
       }
-      post({ id, stored, duplicate: rows - stored });
+      post({ id, stored, duplicate: rows - stored, seqAnomalies });
     } catch (error) {
       space.noteError(error);
       const text = String((error as { message?: unknown } | null)?.message ?? error);

@@ -3,6 +3,7 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { workerProgram } from '../worker-program.js';
+import { insertResult } from './sandbox-progress.js';
 import { flattenDenyRows } from './sqlite-columns.js';
 import type { DenyWriterData, DenyWriterReply } from './sqlite-deny-writer.js';
 import { classifySqliteCode, storeUnavailable } from './sqlite-errors.js';
@@ -62,7 +63,7 @@ export class DenyWriter {
       this.pending.delete(message.id);
       if (this.pending.size === 0) this.worker.unref();
       if ('error' in message) waiter.reject(this.failure(message, waiter.rows));
-      else waiter.resolve({ stored: message.stored, duplicate: message.duplicate });
+      else waiter.resolve(insertResult(message.stored, message.duplicate, message.seqAnomalies));
     });
     const fail = (reason: string) => {
       const wasAlive = this.alive;

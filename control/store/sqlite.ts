@@ -3,8 +3,9 @@
 import { closeSync, openSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { sqliteMigrations } from './migrations.js';
-import { buildDenyQuery, type Dialect, sandboxProgress, sqliteDialect } from './sql.js';
-import { denyValues, INSERT_DENY_SQL, UPSERT_SANDBOX_SQL } from './sqlite-columns.js';
+import { countAnomalies, insertResult, SandboxFold } from './sandbox-progress.js';
+import { buildDenyQuery, type Dialect, sqliteDialect } from './sql.js';
+import { denyValues, INSERT_DENY_SQL, SANDBOX_HIGH_MARK_SQL, UPSERT_SANDBOX_SQL } from './sqlite-columns.js';
 import { classifySqliteCode, storeUnavailable, translateSqliteError } from './sqlite-errors.js';
 import { WalSpaceGuard } from './sqlite-wal.js';
 import { DenyWriter } from './sqlite-writer-thread.js';
@@ -19,15 +20,31 @@ import type {
   MetricsSnapshot,
   NewRevision,
   RevisionRow,
+  ScopeCount,
   SigningKeyRow,
   StoredDeny,
   TokenListing,
   TokenRevocations,
   TokenRow,
   Unsubscribe,
+  WorkloadQuery,
   WorkloadRow,
   WorkloadSighting,
 } from './types.js';
+import {
+  buildMatchCount,
+  buildScopeCounts,
+  buildScopesOfGroup,
+  buildWorkloadPage,
+  KEY_ORDER_ABOVE,
+  nameColumn,
+  namedScopes,
+  type PagePlan,
+  type ScopeCountRecord,
+  toScopeCount,
+  toWorkloadRow,
+  type WorkloadPageRecord,
+} from './workload-sql.js';
 
 interface RevisionRecord {
   revision: number;
@@ -115,9 +132,13 @@ export class SqliteStore implements ControlStore {
   private readonly revisionListeners = new Set<(revision: number) => void>();
   private readonly insertDeny: Database.Statement;
   private readonly upsertSandbox: Database.Statement;
+  private readonly sandboxHighMark: Database.Statement;
   private readonly upsertWorkload: Database.Statement;
+  private readonly rememberScope: Database.Statement;
   private readonly addHit: Database.Statement;
-  private readonly insertDenyBatch: Database.Transaction<(rows: DenyRow[]) => InsertDeniesResult>;
+  private readonly insertDenyBatch: Database.Transaction<
+    (rows: DenyRow[]) => { stored: number; duplicate: number; seqAnomalies: number }
+  >;
   private readonly denyWriter: DenyWriter | undefined;
   /** Disk-full recovery of the in-thread deny path (the writer thread has its own). */
   private readonly space: WalSpaceGuard;
@@ -139,27 +160,33 @@ export class SqliteStore implements ControlStore {
     this.denyWriter = this.db.memory || options.writerThread === false ? undefined : this.startDenyWriter();
     this.insertDeny = this.db.prepare(INSERT_DENY_SQL);
     this.upsertSandbox = this.db.prepare(UPSERT_SANDBOX_SQL);
+    this.sandboxHighMark = this.db.prepare(SANDBOX_HIGH_MARK_SQL).pluck();
     this.addHit = this.db.prepare(
       `INSERT INTO rule_hits (day, revision, rule, hits) VALUES (?, ?, ?, ?)
        ON CONFLICT (day, revision, rule) DO UPDATE SET hits = hits + excluded.hits`,
     );
     this.upsertWorkload = this.db.prepare(
-      `INSERT INTO workloads (key, identity, first_seen, last_seen, revision, scope) VALUES (?, ?, ?, ?, ?, ?)
+      `INSERT INTO workloads (key, identity, name, first_seen, last_seen, revision, scope) VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (key) DO UPDATE SET last_seen = excluded.last_seen, revision = excluded.revision,
-         scope = excluded.scope, identity = excluded.identity`,
+         scope = excluded.scope, identity = excluded.identity, name = excluded.name`,
+    );
+    this.rememberScope = this.db.prepare(
+      'INSERT INTO workload_scopes (scope, groups) VALUES (?, ?) ON CONFLICT (scope) DO NOTHING',
     );
     this.insertDenyBatch = this.db.transaction((rows: DenyRow[]) => {
-      const stored: DenyRow[] = [];
+      let stored = 0;
+      const fold = new SandboxFold();
       for (const row of rows) {
         // Positional parameters: binding by name costs a property lookup per column per row.
-        const changes = this.insertDeny.run(denyValues(row)).changes;
-        if (changes === 1) stored.push(row);
+        if (this.insertDeny.run(denyValues(row)).changes !== 1) continue;
+        stored++;
+        if (row.sandboxId !== null && row.seq !== null) fold.add(row.sandboxId, row.workloadKey, row.seq);
       }
       const now = new Date().toISOString();
-      for (const progress of sandboxProgress(stored)) {
-        this.upsertSandbox.run(progress.id, progress.workload, progress.maxSeq, progress.received, now);
-      }
-      return { stored: stored.length, duplicate: rows.length - stored.length };
+      const progress = fold.progress((id) => this.sandboxHighMark.get(id) as number | undefined);
+      for (const p of progress)
+        this.upsertSandbox.run(p.id, p.workload, p.maxSeq, p.received, p.anomalies, now);
+      return { stored, duplicate: rows.length - stored, seqAnomalies: countAnomalies(progress) };
     });
   }
 
@@ -370,9 +397,20 @@ export class SqliteStore implements ControlStore {
     for (let start = 0; start < sightings.length; start += INSERT_SLICE) {
       if (start > 0) await new Promise((resolve) => setImmediate(resolve));
       const slice = this.db.transaction(() => {
-        for (const s of sightings.slice(start, start + INSERT_SLICE)) {
-          this.upsertWorkload.run(s.key, JSON.stringify(s.identity), s.seenAt, s.seenAt, s.revision, s.scope);
+        const batch = sightings.slice(start, start + INSERT_SLICE);
+        for (const s of batch) {
+          const name = nameColumn(s.identity);
+          this.upsertWorkload.run(
+            s.key,
+            JSON.stringify(s.identity),
+            name,
+            s.seenAt,
+            s.seenAt,
+            s.revision,
+            s.scope,
+          );
         }
+        for (const { scope, groups } of namedScopes(batch)) this.rememberScope.run(scope, groups);
       });
       this.write(() => slice.immediate());
     }
@@ -399,34 +437,35 @@ export class SqliteStore implements ControlStore {
     return this.db.prepare('SELECT key FROM workloads').pluck().all() as string[];
   }
 
-  async listWorkloads(): Promise<WorkloadRow[]> {
-    const rows = this.db
-      .prepare(
-        `SELECT w.key, w.identity, w.first_seen, w.last_seen, w.revision, w.scope,
-           coalesce(sum(max(s.max_seq - s.received, 0)), 0) AS missing, count(s.id) AS sandboxes
-         FROM workloads w LEFT JOIN sandboxes s ON s.workload = w.key
-         GROUP BY w.key ORDER BY w.key`,
-      )
-      .all() as {
-      key: string;
-      identity: string;
-      first_seen: string;
-      last_seen: string;
-      revision: number;
-      scope: string;
-      missing: number;
-      sandboxes: number;
-    }[];
-    return rows.map((row) => ({
-      key: row.key,
-      identity: JSON.parse(row.identity),
-      firstSeen: row.first_seen,
-      lastSeen: row.last_seen,
-      revision: row.revision,
-      scope: row.scope,
-      missingRecords: row.missing,
-      sandboxes: row.sandboxes,
-    }));
+  async listWorkloads(query: WorkloadQuery): Promise<WorkloadRow[]> {
+    const plan = this.pagePlan(query);
+    if (plan === undefined) return [];
+    const { sql, params } = buildWorkloadPage(query, this.dialect, plan);
+    return (this.db.prepare(sql).all(...params) as WorkloadPageRecord[]).map(toWorkloadRow);
+  }
+
+  /** SQLite plans without statistics: a filter's matches are counted (up to a bound) to choose. */
+  private pagePlan(query: WorkloadQuery): PagePlan | undefined {
+    if (query.group !== undefined) {
+      const { sql, params } = buildScopesOfGroup(query.group, this.dialect);
+      const scopes = this.db
+        .prepare(sql)
+        .pluck()
+        .all(...params) as string[];
+      return scopes.length === 0 ? undefined : { scopes };
+    }
+    const count = buildMatchCount(query, this.dialect);
+    if (count === undefined) return {};
+    const matches = this.db
+      .prepare(count.sql)
+      .pluck()
+      .get(...count.params) as number;
+    return { keyOrder: matches > KEY_ORDER_ABOVE };
+  }
+
+  async scopeCounts(currentRevision: number): Promise<ScopeCount[]> {
+    const { sql, params } = buildScopeCounts(currentRevision, this.dialect);
+    return (this.db.prepare(sql).all(...params) as ScopeCountRecord[]).map(toScopeCount);
   }
 
   async insertDenies(rows: DenyRow[]): Promise<InsertDeniesResult> {
@@ -439,7 +478,7 @@ export class SqliteStore implements ControlStore {
       if (failure === undefined) throw Object.assign(new Error(paused.message), { code: paused.code });
       throw storeUnavailable(failure, paused.code ?? 'SQLITE_FULL');
     }
-    const total: InsertDeniesResult = { stored: 0, duplicate: 0 };
+    const total = { stored: 0, duplicate: 0, seqAnomalies: 0 };
     // better-sqlite3 is synchronous: big batches go in slices of 1000, yielding between them, so parked
     // long-polls are answered promptly while reports stream in. Each slice is its own transaction;
     // idempotency by id makes a partly stored batch safe to resend.
@@ -449,6 +488,7 @@ export class SqliteStore implements ControlStore {
         const result = this.insertDenyBatch.immediate(rows.slice(start, start + INSERT_SLICE));
         total.stored += result.stored;
         total.duplicate += result.duplicate;
+        total.seqAnomalies += result.seqAnomalies;
       } catch (error) {
         this.space.noteError(error);
         // Nothing of the batch is acknowledged; what earlier slices committed counts as duplicate on resend.
@@ -459,7 +499,7 @@ export class SqliteStore implements ControlStore {
         throw translateSqliteError(error, this.db.name, detail);
       }
     }
-    return total;
+    return insertResult(total.stored, total.duplicate, total.seqAnomalies);
   }
 
   async queryDenies(filter: DenyFilter): Promise<StoredDeny[]> {
@@ -490,18 +530,21 @@ export class SqliteStore implements ControlStore {
         `SELECT (SELECT count(*) FROM workloads) AS workloads,
            (SELECT count(*) FROM workloads WHERE revision >= @current) AS current,
            (SELECT coalesce(sum(max(max_seq - received, 0)), 0) FROM sandboxes) AS missing,
+           (SELECT coalesce(sum(seq_anomalies), 0) FROM sandboxes) AS anomalies,
            (SELECT count(*) FROM denies) AS denies`,
       )
       .get({ current: currentRevision }) as {
       workloads: number;
       current: number;
       missing: number;
+      anomalies: number;
       denies: number;
     };
     return {
       workloads: row.workloads,
       workloadsCurrent: row.current,
       missingRecords: row.missing,
+      seqAnomalies: row.anomalies,
       denies: row.denies,
     };
   }

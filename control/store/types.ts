@@ -72,6 +72,8 @@ export interface WorkloadSighting {
   /** Revision of the bundle the workload was answered with (200) or confirmed to hold (304). */
   revision: number;
   scope: string;
+  /** The SmartGroups `scope` stands for (the scope id is a hash of their names): remembered per scope. */
+  groups?: readonly string[] | undefined;
 }
 
 export interface WorkloadRow {
@@ -81,9 +83,35 @@ export interface WorkloadRow {
   lastSeen: string;
   revision: number;
   scope: string;
+  /** The SmartGroups of `scope`; undefined when no sighting has named them. */
+  groups: string[] | undefined;
   /** Records that never arrived, summed over the workload's sandboxes. */
   missingRecords: number;
+  /** Records whose `seq` jumped implausibly, summed over the workload's sandboxes. */
+  seqAnomalies: number;
   sandboxes: number;
+}
+
+/** One page of the inventory, in key order; filters combine with AND. */
+export interface WorkloadQuery {
+  /** Continue after this key (exclusive). */
+  after?: string | undefined;
+  limit: number;
+  /** The identity's `name`: exact, or a glob (`*` any run of characters, `?` one character). */
+  name?: string | undefined;
+  /** Only workloads whose scope's SmartGroups include this one. */
+  group?: string | undefined;
+  /** Only workloads holding a revision below this one (`behind`), or this one and later (`current`). */
+  revision?: { below: number } | { atLeast: number } | undefined;
+}
+
+/** Workloads per stored scope: how many hold the current revision (or later) and how many an older one. */
+export interface ScopeCount {
+  scope: string;
+  /** The scope's SmartGroups; undefined when no sighting has named them. */
+  groups: string[] | undefined;
+  current: number;
+  behind: number;
 }
 
 /** A validated deny record ready to store, with the columns the forensic queries filter on. */
@@ -120,6 +148,8 @@ export interface DenyRow {
 export interface InsertDeniesResult {
   stored: number;
   duplicate: number;
+  /** Stored records whose `seq` jumped implausibly (store/sandbox-progress.ts); absent when none. */
+  seqAnomalies?: number;
 }
 
 export interface DenyFilter {
@@ -180,6 +210,8 @@ export interface MetricsSnapshot {
   /** Workloads whose last fetched revision is at least the current one. */
   workloadsCurrent: number;
   missingRecords: number;
+  /** Stored records whose `seq` jumped implausibly, over every sandbox. */
+  seqAnomalies: number;
   denies: number;
 }
 
@@ -224,8 +256,12 @@ export interface ControlStore {
    */
   onRevision(listener: (revision: number) => void): Unsubscribe;
 
+  /** Adds or refreshes inventory rows, and remembers the SmartGroups of scopes not seen before. */
   recordSightings(sightings: WorkloadSighting[]): Promise<void>;
-  listWorkloads(): Promise<WorkloadRow[]>;
+  /** One page of the inventory in key order, index-backed (keyset pagination on the key). */
+  listWorkloads(query: WorkloadQuery): Promise<WorkloadRow[]>;
+  /** Workload counts per stored scope, against `currentRevision`: one row per scope, from an index. */
+  scopeCounts(currentRevision: number): Promise<ScopeCount[]>;
   /** Inventory keys only (canonical identity texts): what an apply needs to find affected workloads. */
   listWorkloadKeys(): Promise<string[]>;
 

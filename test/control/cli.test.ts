@@ -125,6 +125,36 @@ describe('bulkhead control CLI', () => {
     expect(workloads.stdout).toContain('name=charge-card');
     expect(workloads.stdout).toMatch(/payments-prod\s+1\s+1\s+0/);
 
+    // Paging: --limit stops and prints the cursor that continues; --cursor continues.
+    const refund = 'cloud=aws,name=refund,tag.app=payments,tag.env=prod';
+    const second = await fetch(`${url}/v1/bundle?workload=${encodeURIComponent(refund)}`, {
+      headers: { authorization: `Bearer ${workload}` },
+    });
+    expect(second.status).toBe(200);
+    const firstPage = await runCli(['workloads', '--control', url, '--limit', '1'], {
+      BULKHEAD_TOKEN: admin,
+    });
+    expect(firstPage.code, firstPage.stderr).toBe(0);
+    expect(firstPage.stdout).toContain('name=charge-card');
+    expect(firstPage.stdout).not.toContain('name=refund');
+    const cursor = /^more: --cursor (\S+)$/m.exec(firstPage.stdout)?.[1] ?? '';
+    expect(cursor).not.toBe('');
+    const rest = await runCli(['workloads', '--control', url, '--cursor', cursor, '--json'], {
+      BULKHEAD_TOKEN: admin,
+    });
+    expect(rest.code, rest.stderr).toBe(0);
+    const restAnswer = JSON.parse(rest.stdout) as { workloads: { key: string }[]; nextCursor?: string };
+    expect(restAnswer.workloads.map((w) => w.key)).toEqual([refund]);
+    expect(restAnswer.nextCursor).toBeUndefined();
+    const filtered = await runCli(['workloads', '--control', url, '--name', 'ref*', '--json'], {
+      BULKHEAD_TOKEN: admin,
+    });
+    expect((JSON.parse(filtered.stdout) as { workloads: { key: string }[] }).workloads).toHaveLength(1);
+    const behind = await runCli(['workloads', '--control', url, '--behind', '--json'], {
+      BULKHEAD_TOKEN: admin,
+    });
+    expect((JSON.parse(behind.stdout) as { workloads: unknown[] }).workloads).toEqual([]);
+
     const table = await runCli(['denies', '--control', url, '--destination', 'exfil.attacker.test'], {
       BULKHEAD_TOKEN: admin,
     });
@@ -321,7 +351,7 @@ describe('bulkhead control CLI', () => {
     expect(typo.code).toBe(0);
     expect(typo.stderr).toMatch(/^no deny record matched the filters --workload chrage-\*$/m);
     expect(typo.stderr).toMatch(
-      /^--workload chrage-\*: no workload in the inventory matches it \(known: charge-card\)$/m,
+      /^--workload chrage-\*: no workload in the inventory matches it \(known: charge-card, refund\)$/m,
     );
     // A bad kind is the API's 400, with the values it accepts.
     const badKind = await runCli(['denies', '--kind', 'socket'], env);

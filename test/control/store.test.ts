@@ -139,7 +139,7 @@ describe.each(ENGINES)('control store on %s', (engine) => {
     expect(after.denies).toBe(before.denies + 2500);
     // Seqs 1..2500 all arrived once each: no gap, whatever the order the batches landed in.
     expect(after.missingRecords).toBe(before.missingRecords);
-    const race = (await store.listWorkloads()).find((w) => w.key === 'cloud=aws,name=race');
+    const race = (await store.listWorkloads({ limit: 1000 })).find((w) => w.key === 'cloud=aws,name=race');
     expect(race?.scope).toBe('race-scope');
   });
 
@@ -314,11 +314,11 @@ describe.each(ENGINES)('control store on %s', (engine) => {
     // 1, 2, 4, 7 arrive: 3, 5, 6 never do.
     await store.insertDenies([sandboxRow(1), sandboxRow(2)]);
     await store.insertDenies([sandboxRow(4), sandboxRow(7), sandboxRow(2)]);
-    const workload = (await store.listWorkloads()).find((w) => w.key === workloadKey);
+    const workload = (await store.listWorkloads({ limit: 1000 })).find((w) => w.key === workloadKey);
     expect(workload?.missingRecords).toBe(3);
     expect(workload?.sandboxes).toBe(1);
     await store.insertDenies([sandboxRow(3)]);
-    const after = (await store.listWorkloads()).find((w) => w.key === workloadKey);
+    const after = (await store.listWorkloads({ limit: 1000 })).find((w) => w.key === workloadKey);
     expect(after?.missingRecords).toBe(2);
     expect((await store.metrics()).missingRecords).toBeGreaterThanOrEqual(2);
   });
@@ -343,7 +343,7 @@ describe.each(ENGINES)('control store on %s', (engine) => {
         scope: 'b',
       },
     ]);
-    const row = (await store.listWorkloads()).find((w) => w.key === key);
+    const row = (await store.listWorkloads({ limit: 1000 })).find((w) => w.key === key);
     expect(row).toMatchObject({
       firstSeen: '2026-11-01T00:00:00.000Z',
       lastSeen: '2026-11-02T00:00:00.000Z',

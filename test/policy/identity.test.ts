@@ -1,6 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatIdentity, parseIdentity, selectorMatches } from '../../policy/identity.js';
+import {
+  checkIdentityBounds,
+  formatIdentity,
+  IDENTITY_BOUNDS,
+  parseIdentity,
+  selectorMatches,
+} from '../../policy/identity.js';
 
 describe('parseIdentity / formatIdentity', () => {
   it('parses the k=v,k=v form', () => {
@@ -53,6 +59,91 @@ describe('parseIdentity / formatIdentity', () => {
           expect(error).toBeInstanceOf(TypeError);
         }
       }),
+    );
+  });
+});
+
+describe('checkIdentityBounds', () => {
+  // AWS tag keys: letters, digits, spaces and _ . : / = + - @ (= is percent-encoded in the text form).
+  const awsTagKey = fc.stringMatching(/^[A-Za-z0-9 _.:/=+@-]{1,128}$/).filter((k) => k.trim() === k);
+  const awsTagValue = fc.stringMatching(/^[A-Za-z0-9 _.:/=+@-]{0,256}$/).filter((v) => v.trim() === v);
+
+  it('accepts every AWS identity whose tags fit a function environment (4 KiB for all variables)', () => {
+    fc.assert(
+      fc.property(
+        fc.dictionary(awsTagKey, awsTagValue, { maxKeys: 50 }),
+        fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/),
+        (tags, name) => {
+          fc.pre(formatIdentity(tags).length <= 4096 - 'BULKHEAD_TAGS'.length);
+          const identity: Record<string, string> = {
+            account: '123456789012',
+            cloud: 'aws',
+            name,
+            region: 'ap-southeast-2',
+            runtime: 'nodejs22.x',
+            version: '$LATEST',
+          };
+          for (const [key, value] of Object.entries(tags)) identity[`tag.${key}`] = value;
+          expect(() => checkIdentityBounds(parseIdentity(formatIdentity(identity)))).not.toThrow();
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('refuses an identity beyond any one bound, naming that bound', () => {
+    const cases: [Record<string, string>, number][] = [
+      [
+        Object.fromEntries(Array.from({ length: IDENTITY_BOUNDS.attributes + 1 }, (_, i) => [`k${i}`, 'v'])),
+        IDENTITY_BOUNDS.attributes,
+      ],
+      [{ ['k'.repeat(IDENTITY_BOUNDS.keyLength + 1)]: 'v' }, IDENTITY_BOUNDS.keyLength],
+      [{ k: 'v'.repeat(IDENTITY_BOUNDS.valueLength + 1) }, IDENTITY_BOUNDS.valueLength],
+      [
+        Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`tag.k${i}`, 'v'.repeat(250)])),
+        IDENTITY_BOUNDS.textLength,
+      ],
+    ];
+    for (const [identity, bound] of cases) {
+      expect(() => checkIdentityBounds(identity)).toThrow(TypeError);
+      expect(() => checkIdentityBounds(identity)).toThrow(String(bound));
+    }
+  });
+
+  it('passes exactly the identities within every bound, and whatever passes, any part of it passes', () => {
+    const within = (identity: Record<string, string>) =>
+      Object.keys(identity).length <= IDENTITY_BOUNDS.attributes &&
+      Object.keys(identity).every(
+        (k) =>
+          k.length <= IDENTITY_BOUNDS.keyLength && (identity[k] ?? '').length <= IDENTITY_BOUNDS.valueLength,
+      ) &&
+      formatIdentity(identity).length <= IDENTITY_BOUNDS.textLength;
+    const passes = (identity: Record<string, string>) => {
+      try {
+        checkIdentityBounds(identity);
+        return true;
+      } catch (error) {
+        expect(error).toBeInstanceOf(TypeError);
+        return false;
+      }
+    };
+    fc.assert(
+      fc.property(
+        fc.dictionary(fc.string({ minLength: 1, maxLength: 200 }), fc.string({ maxLength: 300 }), {
+          maxKeys: 100,
+        }),
+        fc.nat(),
+        (identity, drop) => {
+          expect(passes(identity)).toBe(within(identity));
+          if (!passes(identity)) return;
+          const keys = Object.keys(identity);
+          const part = Object.fromEntries(
+            Object.entries(identity).filter((_, i) => i !== drop % keys.length),
+          );
+          expect(passes(part)).toBe(true);
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 });
