@@ -245,7 +245,7 @@ describe.each(ENGINES)('inventory store on %s', (engine) => {
       await client.end();
     }
     const migrated = await factory.openReplica();
-    expect(await migrated.schemaVersion()).toBe(4);
+    expect(await migrated.schemaVersion()).toBe(5);
     const [row] = await migrated.listWorkloads({ name: 'before-*', limit: 10 });
     // Found by name; its scope's groups are named again by its next sighting.
     expect(row).toMatchObject({ key: 'cloud=aws,name=before-v4', groups: undefined, seqAnomalies: 0 });
