@@ -5,11 +5,13 @@ import {
   flush,
   handOverFetching,
   install,
+  proveIdentity,
   refresh,
   reload,
   runInInvocation,
   setInvocationId,
   status,
+  useCredentials,
 } from './index.js';
 import type { ShimPort } from './shim-port.js';
 
@@ -27,6 +29,8 @@ export function corePort(env?: NodeJS.ProcessEnv, options: { ownClient?: boolean
     runInInvocation: (invocationId, fn) => runInInvocation(invocationId, fn),
     setInvocationId: (invocationId) => setInvocationId(invocationId),
     handOverFetching: () => handOverFetching(),
+    proveIdentity: (timeoutMs) => proveIdentity(timeoutMs),
+    useCredentials: (credentials) => useCredentials(credentials),
     status: () => {
       const now = status();
       return { revision: now.revision >= 0 ? now.revision : undefined, bundleSource: now.bundleSource };

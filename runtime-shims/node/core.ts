@@ -88,6 +88,10 @@ export interface ShimInstance {
   setInvocationId(invocationId: string | undefined): void;
   /** Deny records not yet delivered (copies). */
   pendingRecords(): DenyRecord[];
+  /** A proof of the platform identity for this control API (BULKHEAD_ATTEST). Optional: older copies lack it. */
+  proveIdentity?(timeoutMs: number): Promise<AttestationProof>;
+  /** Records go with these credentials from now on (first caller wins). Optional: older copies lack it. */
+  useCredentials?(credentials: ControlCredentials): boolean;
 }
 
 export interface CoreOptions {

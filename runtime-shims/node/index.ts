@@ -2,8 +2,11 @@
 // (`dist/register.cjs`, `dist/register.mjs`) calls `install()`; platform wrappers call the rest.
 // One installation per process: it lives on a `Symbol.for` global, so every copy of this code
 // (the CJS preload, an ESM wrapper bundle) drives the same hooks, bundle and record queue.
+
 import { fileURLToPath } from 'node:url';
+import type { AttestationProof } from '../../policy/attestation.js';
 import type { DenyRecord } from '../../policy/types.js';
+import type { ControlCredentials } from './client/credentials.js';
 import { postJson } from './client/post-json.js';
 import {
   API_VERSION,
@@ -223,6 +226,19 @@ export function refresh(): ReloadResult {
 }
 
 /** Deliver queued deny records; never rejects. */
+/** A proof of this process's platform identity for the control API (BULKHEAD_ATTEST; docs/identity.md). */
+export function proveIdentity(timeoutMs: number): Promise<AttestationProof> {
+  const instance = current();
+  if (!instance?.proveIdentity)
+    return Promise.reject(new Error('the installed shim cannot prove its identity'));
+  return instance.proveIdentity(timeoutMs);
+}
+
+/** Deny records go with `credentials` from now on; the first caller (a wrapper, at start) wins. */
+export function useCredentials(credentials: ControlCredentials): boolean {
+  return current()?.useCredentials?.(credentials) ?? false;
+}
+
 export function flush(): Promise<FlushResult> {
   const instance = current();
   return instance ? instance.flush() : Promise.resolve({ delivered: 0, pending: 0, dropped: 0 });

@@ -2,6 +2,9 @@
 // wrapper, middy, and the Azure/GCP in-process controller. One narrow interface, so a wrapper can be
 // exercised against the real core or, where a test has to observe call order, a recording adapter.
 
+import type { AttestationProof } from '../../policy/attestation.js';
+import type { ControlCredentials } from './client/credentials.js';
+
 export interface ShimStatusLike {
   /** Revision of the bundle the shim enforces; absent or negative when it holds none. */
   readonly revision?: number | undefined;
@@ -31,4 +34,8 @@ export interface ShimPort {
    */
   handOverFetching(): void;
   status(): ShimStatusLike;
+  /** A proof of the platform identity, made where the hooks do not govern it (BULKHEAD_ATTEST). */
+  proveIdentity?(timeoutMs: number): Promise<AttestationProof>;
+  /** Deny records go with these credentials (the wrapper's attested session); first caller wins. */
+  useCredentials?(credentials: ControlCredentials): boolean;
 }

@@ -8,7 +8,12 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type RunningControlServer, startControlServer } from '../../control/server.js';
+import type { IssueOptions } from '../../control/auth.js';
+import {
+  type RunningControlServer,
+  type StartControlServerOptions,
+  startControlServer,
+} from '../../control/server.js';
 import type { DenyRecord } from '../../policy/types.js';
 
 export const ROOT = join(import.meta.dirname, '../..');
@@ -35,11 +40,15 @@ export class CrossCloudHarness {
   private servers: http.Server[] = [];
   private children: FunctionProcess[] = [];
 
-  async start(destinationNames: string[]): Promise<void> {
+  async start(
+    destinationNames: string[],
+    control: StartControlServerOptions = {},
+    workloadToken: IssueOptions = {},
+  ): Promise<void> {
     this.dir = mkdtempSync(join(tmpdir(), 'bulkhead-xc-'));
-    this.control = await startControlServer();
+    this.control = await startControlServer(control);
     this.adminToken = (await this.control.issueToken('admin')).token;
-    this.workloadToken = (await this.control.issueToken('workload')).token;
+    this.workloadToken = (await this.control.issueToken('workload', 'functions', workloadToken)).token;
     this.publicKeyFile = join(this.dir, 'control.pub');
     writeFileSync(this.publicKeyFile, this.control.key.publicKeyPem);
     for (const name of destinationNames) this.destinations[name] = await this.startDestination();

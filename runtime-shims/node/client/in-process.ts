@@ -7,6 +7,7 @@
 import { loadTrustedKeys } from '../../../policy/keys.js';
 import type { WorkloadIdentity } from '../../../policy/types.js';
 import type { ShimPort } from '../shim-port.js';
+import { controlCredentials } from './attest.js';
 import { type BundleClient, createBundleClient, type FetchOutcome } from './bundle-client.js';
 
 export interface InProcessOptions {
@@ -129,7 +130,7 @@ export function createInProcessController(shim: ShimPort, options: InProcessOpti
           return;
         }
       }
-      client = createClientFromEnv(env, workload, Math.max(refreshTimeoutMs, 1), log);
+      client = createClientFromEnv(shim, env, workload, Math.max(refreshTimeoutMs, 1), log);
       // This controller refreshes before invocations and long-polls while they run (tuned to the
       // platform's throttling): the preload's control link, if any, stops fetching.
       if (client) shim.handOverFetching();
@@ -219,7 +220,10 @@ export function createInProcessController(shim: ShimPort, options: InProcessOpti
  * A bundle client from BULKHEAD_CONTROL_URL, BULKHEAD_TOKEN and BULKHEAD_TRUSTED_KEYS, or undefined
  * (with one log line saying what is missing) when the process is not configured for a control API.
  */
+type ProveIdentity = NonNullable<ShimPort['proveIdentity']>;
+
 function createClientFromEnv(
+  shim: ShimPort,
   env: NodeJS.ProcessEnv,
   workload: WorkloadIdentity,
   timeoutMs: number,
@@ -239,9 +243,22 @@ function createClientFromEnv(
     return undefined;
   }
   try {
-    return createBundleClient({
+    // One set of credentials for bundles and records. With BULKHEAD_ATTEST, GCP and Azure proofs are
+    // made by the core, in a thread its hooks do not govern (the function's own requests to the
+    // identity endpoint stay governed by the policy).
+    const credentials = controlCredentials({
+      env,
       controlUrl,
       token,
+      workload,
+      timeoutMs,
+      log: (_level, message) => log(message),
+      proof: shim.proveIdentity ? () => (shim.proveIdentity as ProveIdentity)(timeoutMs) : undefined,
+    });
+    shim.useCredentials?.(credentials);
+    return createBundleClient({
+      controlUrl,
+      credentials,
       workload,
       trustedKeys: loadTrustedKeys(keySpecs),
       timeoutMs,
