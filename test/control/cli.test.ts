@@ -596,6 +596,19 @@ describe('bulkhead control CLI', () => {
       '--json',
     ]);
     expect(created.code, created.stderr).toBe(0);
+    expect(created.stderr).toBe('');
+    const typo = await runCli([
+      'token',
+      'create',
+      '--scope',
+      'workload',
+      '--group',
+      'paymnts-prod',
+      '--db',
+      db,
+    ]);
+    expect(typo.code).toBe(0);
+    expect(typo.stderr).toMatch(/warning: SmartGroup paymnts-prod is not in the applied revision \d+/);
     const issued = JSON.parse(created.stdout) as {
       token: string;
       id: string;
