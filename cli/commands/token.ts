@@ -4,6 +4,7 @@
 import { issueToken, isTokenScope, REVOCATION_POLL_MS, tokenGroupsProblem } from '../../control/auth.js';
 import { openStore } from '../../control/store/index.js';
 import type { ControlStore, TokenListing } from '../../control/store/types.js';
+import { parsePolicy } from '../../policy/parse.js';
 import { table } from '../client.js';
 import {
   type Command,
@@ -82,9 +83,14 @@ export const tokenCreateCommand: Command = {
       );
     const expires = stringOption(args, 'expires');
     const expiresAt = expires ? new Date(Date.now() + durationOption(expires, 'expires', 3660)) : undefined;
-    const issued = await withStore(args, (store) =>
-      issueToken(store, scope, stringOption(args, 'name'), { groups, expiresAt }),
-    );
+    const { issued, unknownGroups, revision } = await withStore(args, async (store) => ({
+      issued: await issueToken(store, scope, stringOption(args, 'name'), { groups, expiresAt }),
+      ...(await groupsNotApplied(store, groups ?? [])),
+    }));
+    for (const group of unknownGroups)
+      io.err(
+        `warning: SmartGroup ${group} is not in the applied revision ${revision}: the token acts for no workload of it until a revision defines it`,
+      );
     if (args.values.json) {
       io.out(
         JSON.stringify({
@@ -111,6 +117,20 @@ export const tokenCreateCommand: Command = {
     return EXIT_OK;
   },
 };
+
+/** The groups the applied revision does not define (a typo, or a group not applied yet). */
+async function groupsNotApplied(
+  store: ControlStore,
+  groups: readonly string[],
+): Promise<{ unknownGroups: string[]; revision: number }> {
+  if (groups.length === 0) return { unknownGroups: [], revision: 0 };
+  const latest = await store.latestRevision();
+  if (!latest) return { unknownGroups: [...groups], revision: 0 };
+  const parsed = parsePolicy(latest.sources);
+  if (!parsed.ok) return { unknownGroups: [], revision: latest.revision };
+  const defined = new Set(parsed.set.groups.map((group) => group.metadata.name));
+  return { unknownGroups: groups.filter((group) => !defined.has(group)), revision: latest.revision };
+}
 
 export function tokenStatus(token: TokenListing, nowMs: number): 'active' | 'expired' | 'revoked' {
   if (token.revokedAt) return 'revoked';
