@@ -156,6 +156,7 @@ describe.skipIf(!python.python)(
       token?: string;
       tokenSecret?: string;
       controlUrl?: string;
+      attestKind?: string;
     }): LambdaEmulator {
       const credentials = options.role ?? CHARGE_CARD_ROLE;
       const made = createSandbox({
@@ -180,6 +181,7 @@ describe.skipIf(!python.python)(
           ...(options.token ? { BULKHEAD_TOKEN: options.token } : {}),
           ...(options.tokenSecret ? { BULKHEAD_TOKEN_SECRET: options.tokenSecret } : {}),
           ...(options.controlUrl ? { BULKHEAD_CONTROL_URL: options.controlUrl } : {}),
+          ...(options.attestKind ? { BULKHEAD_ATTEST: options.attestKind } : {}),
         },
       });
       sandboxes.push(made);
@@ -320,6 +322,22 @@ describe.skipIf(!python.python)(
         accessKeyId: CHARGE_CARD_ROLE.id,
         status: 200,
       });
+    });
+
+    it('a malformed BULKHEAD_TOKEN_SECRET or BULKHEAD_ATTEST is a configuration error (Extension.ConfigInvalid)', async () => {
+      for (const [env, message] of [
+        [
+          { tokenSecret: 'bulkhead/charge-card' },
+          "BULKHEAD_TOKEN_SECRET: 'bulkhead/charge-card' is not an ARN",
+        ],
+        [{ attestKind: 'vault' }, 'BULKHEAD_ATTEST must be aws, gcp or azure'],
+      ] as const) {
+        const box = sandbox({ controlUrl: plain.url, ...env });
+        await box.start();
+        const init = await box.init();
+        expect(init).toMatchObject({ ok: false, errorType: 'Extension.ConfigInvalid' });
+        expect(init.errorMessage).toContain(message);
+      }
     });
 
     it('a secret the role may not read: fail mode, the reason logged without secrets; read again once allowed', async () => {
