@@ -231,11 +231,6 @@ export function planAttach(
   if (tagText !== '' || before.BULKHEAD_TAGS !== undefined) wanted.BULKHEAD_TAGS = tagText;
   if (request.token !== undefined && request.tokenSecret !== undefined)
     throw new AttachError('give the workload token or its secret, not both (--token-env or --token-secret)');
-  if (request.tokenSecret !== undefined && config.Runtime.startsWith('python'))
-    throw new AttachError(
-      `${functionName} runs ${config.Runtime}: the layer's Python extension does not read BULKHEAD_TOKEN_SECRET yet ` +
-        '(Node.js functions only); use --token-env for it',
-    );
   // One way to the token: the other variable goes (a plain BULKHEAD_TOKEN would win over the secret).
   const unwanted: string[] = [];
   if (request.token !== undefined) {

@@ -538,10 +538,23 @@ describe('attach --token-secret', () => {
     expect(() =>
       planAttach('f', configWith([]), {}, { ...request, token: 't', tokenSecret: SECRET }),
     ).toThrow(/not both/);
-    // The Python extension reads BULKHEAD_TOKEN only: refused rather than left in fail mode.
-    expect(() =>
-      planAttach('f', configWith([], {}, { Runtime: 'python3.13' }), {}, { ...request, tokenSecret: SECRET }),
-    ).toThrow(/f runs python3.13: the layer's Python extension does not read BULKHEAD_TOKEN_SECRET yet/);
+    // Python functions too: the layer's Python extension reads the secret as the Node one does.
+    for (const Runtime of ['python3.12', 'python3.13']) {
+      const python = planAttach(
+        'f',
+        configWith([], { BULKHEAD_TOKEN: 'bhk_old' }, { Runtime }),
+        {},
+        {
+          ...request,
+          tokenSecret: SECRET,
+        },
+      );
+      expect(python.environment).toEqual({
+        AWS_LAMBDA_EXEC_WRAPPER: EXEC_WRAPPER_PATH,
+        BULKHEAD_CONTROL_URL: CONTROL,
+        BULKHEAD_TOKEN_SECRET: SECRET,
+      });
+    }
   });
 
   it('says what the execution role needs: the read, and kms:Decrypt through the service', () => {

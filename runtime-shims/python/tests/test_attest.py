@@ -161,6 +161,8 @@ class FakeControl:
         self.attest_status = 200
         self.ttl = 3600.0
         self.clock: Callable[[], float] = time.time
+        #: The identity answered for a claimed one (default: the claimed one).
+        self.answer_identity: Callable[[str], str] = lambda claimed: claimed
         control = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -192,7 +194,7 @@ class FakeControl:
                             'token': session,
                             'id': f'ses_{len(control.sessions)}',
                             'expiresAt': expires.isoformat(timespec='milliseconds').replace('+00:00', 'Z'),
-                            'identity': body.get('workload'),
+                            'identity': control.answer_identity(body.get('workload', '')),
                             'attested': {'kind': body['proof']['type'], 'principal': 'fn@demo.example'},
                         },
                     )
@@ -433,8 +435,9 @@ def test_the_audience_defaults_to_the_control_apis_origin() -> None:
     assert default_audience('http://[::1]:9/') == 'http://[::1]:9'
     assert attest_kind({'BULKHEAD_ATTEST': ' GCP '}) == 'gcp'
     assert attest_kind({'BULKHEAD_ATTEST': 'off'}) is None and attest_kind({}) is None
-    with pytest.raises(ValueError, match='gcp or azure'):
-        attest_kind({'BULKHEAD_ATTEST': 'aws'})
+    assert attest_kind({'BULKHEAD_ATTEST': 'aws'}) == 'aws'
+    with pytest.raises(ValueError, match='aws, gcp or azure'):
+        attest_kind({'BULKHEAD_ATTEST': 'vault'})
 
 
 # ---- the controller ---------------------------------------------------------------------------------
@@ -677,3 +680,91 @@ def test_the_governed_process_attests_and_its_records_carry_the_session(
     destinations = [r['destination'] for _, batch in control.reports for r in batch['records']]
     assert {'ip': '127.0.0.9', 'port': 9} in [{k: d.get(k) for k in ('ip', 'port')} for d in destinations]
     assert WORKLOAD_TOKEN not in done.stderr and 'bhk_session-1' not in done.stderr
+
+
+# ---- AWS, and the identity a session is pinned to ------------------------------------------------------
+
+AWS_ROLE = {
+    'AWS_ACCESS_KEY_ID': 'ASIACHARGECARD000009',
+    'AWS_SECRET_ACCESS_KEY': 'charge/card+role/secret9999999999999999',
+    'AWS_SESSION_TOKEN': 'IQoJb3JpZ2luX2VjECHARGECARD//attest9==',
+    'AWS_ENDPOINT_URL_STS': 'http://127.0.0.1:4566',
+    'AWS_REGION': 'eu-west-1',
+}
+
+
+def aws_attestor(control: FakeControl, lines: list[str], env: dict[str, str]) -> Attestor:
+    return Attestor(
+        kind='aws',
+        control_url=control.url,
+        workload_token=WORKLOAD_TOKEN,
+        workload=WORKLOAD,
+        env=env,
+        log=lines.append,
+        audience='https://bulkhead.example.test',
+    )
+
+
+def test_aws_attests_with_a_signed_get_caller_identity_made_locally(control: FakeControl) -> None:
+    lines: list[str] = []
+    control.answer_identity = lambda claimed: f'{claimed},account=012345678912,attested=aws,role=fn-role'
+    attestor = aws_attestor(control, lines, AWS_ROLE)
+    assert attestor.prepare(2.0) == 'bhk_session-1'
+    (body,) = control.attest_bodies
+    assert body['workload'] == WORKLOAD
+    proof = body['proof']
+    assert proof['type'] == 'aws' and proof['request']['method'] == 'POST'
+    assert proof['request']['url'] == 'http://127.0.0.1:4566/'
+    assert proof['request']['body'] == 'Action=GetCallerIdentity&Version=2011-06-15'
+    headers = proof['request']['headers']
+    assert headers['x-bulkhead-server-id'] == 'https://bulkhead.example.test'
+    assert headers['x-amz-security-token'] == AWS_ROLE['AWS_SESSION_TOKEN']
+    assert headers['authorization'].startswith('AWS4-HMAC-SHA256 Credential=ASIACHARGECARD000009/')
+    assert (
+        '/eu-west-1/sts/aws4_request, SignedHeaders='
+        'content-type;host;x-amz-date;x-amz-security-token;x-bulkhead-server-id, Signature='
+    ) in headers['authorization']
+    assert AWS_ROLE['AWS_SECRET_ACCESS_KEY'] not in json.dumps(body)
+    # Bundles are checked against the attested identity from now on.
+    identity = attestor.identity()
+    assert identity is not None
+    assert identity['role'] == 'fn-role' and identity['attested'] == 'aws' and identity['name'] == 'py-test'
+    assert_no_secrets(lines, WORKLOAD_TOKEN, 'bhk_session-1', AWS_ROLE['AWS_SECRET_ACCESS_KEY'])
+
+
+def test_aws_without_a_role_session_falls_back_naming_the_variable(control: FakeControl) -> None:
+    lines: list[str] = []
+    env = {k: v for k, v in AWS_ROLE.items() if k != 'AWS_SESSION_TOKEN'}
+    attestor = aws_attestor(control, lines, env)
+    assert attestor.prepare(2.0) == WORKLOAD_TOKEN
+    assert control.attests() == 0 and attestor.identity() is None
+    assert lines == [
+        'attestation (aws) failed: no AWS credentials: AWS_SESSION_TOKEN is not set; '
+        'using the workload token; next attempt in 30 s'
+    ]
+    assert_no_secrets(lines, AWS_ROLE['AWS_SECRET_ACCESS_KEY'])
+
+
+@pytest.mark.parametrize(
+    ('answered', 'why'),
+    [
+        (
+            lambda claimed: claimed.replace('name=py-test', 'name=other-fn'),
+            'the attested identity changed name',
+        ),
+        (
+            lambda claimed: f'{claimed},serviceAccount=x@p.iam.gserviceaccount.com',
+            'the attested identity added serviceAccount, which a aws proof does not vouch for',
+        ),
+        (lambda claimed: 'not an identity', 'the attestation answer has no usable identity'),
+    ],
+)
+def test_a_session_for_another_identity_is_refused(
+    control: FakeControl, answered: Callable[[str], str], why: str
+) -> None:
+    lines: list[str] = []
+    control.answer_identity = answered
+    attestor = aws_attestor(control, lines, AWS_ROLE)
+    assert attestor.prepare(2.0) == WORKLOAD_TOKEN
+    assert attestor.session() is None
+    assert lines == [f'attestation (aws) failed: {why}; using the workload token; next attempt in 30 s']

@@ -1,15 +1,18 @@
-"""Attested identity for the Azure and GCP wrappers (port of runtime-shims/node/client/attest-jwt.ts, plus
-the session the Python client keeps): the function proves which function it is with a token its
-platform issues for the control API's audience, and uses the session token the control API answers
-instead of its workload token.
+"""Attested identity for the Azure and GCP wrappers and the Lambda extension for Python runtimes (port of
+runtime-shims/node/client/attest-jwt.ts and control-credentials.ts): the function proves which function it
+is with a token its platform issues for the control API's audience (or, on AWS, a signed
+sts:GetCallerIdentity), and uses the session token the control API answers instead of its workload token.
 
 - `gcp_proof`: a Google identity token from the metadata server
   (`http://$GCE_METADATA_HOST|metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/identity?audience=…&format=full`,
   `Metadata-Flavor: Google`).
+- `aws_proof` (attest_aws.py): an `sts:GetCallerIdentity` request signed with the role's credentials
+  (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), made locally.
 - `azure_proof`: a managed-identity access token from the App Service / Functions identity endpoint
   (IDENTITY_ENDPOINT, `X-IDENTITY-HEADER: $IDENTITY_HEADER`, `resource=<audience>&api-version=2019-08-01`,
   `client_id=$BULKHEAD_AZURE_CLIENT_ID` for a user-assigned identity).
-- `request_session`: `POST <control>/v1/attest` with `{"workload", "proof"}` and the workload token.
+- `request_session`: `POST <control>/v1/attest` with `{"workload", "proof"}` and the workload token; the
+  answer's identity must be the claimed one with only attributes the proof's kind vouches for added.
 - `Attestor`: the session of one process: attests before the first bundle fetch, renews in the
   background within 5 minutes of `expiresAt`, once more after a 401, and falls back to the workload
   token (with a warning, after a back-off) when attestation fails.
@@ -40,11 +43,21 @@ if TYPE_CHECKING:
         type: Literal['azure']
         token: str
 
-    Proof = GcpProof | AzureProof
+    from .attest_aws import AwsProof
+
+    Proof = GcpProof | AzureProof | AwsProof
     Log = Callable[[str], None]
 
 #: The values of BULKHEAD_ATTEST that attest (anything else empty, `off` or `none` does not).
-ATTEST_KINDS = ('gcp', 'azure')
+ATTEST_KINDS = ('aws', 'gcp', 'azure')
+#: The identity attribute that marks an attested identity (policy/attestation.ts ATTESTED_ATTRIBUTE).
+ATTESTED_ATTRIBUTE = 'attested'
+#: The attributes a proof of each kind vouches for (policy/attestation.ts ATTESTABLE_ATTRIBUTES).
+ATTESTABLE_ATTRIBUTES = {
+    'aws': ('cloud', 'account', 'role', 'name'),
+    'gcp': ('cloud', 'account', 'serviceAccount'),
+    'azure': ('cloud', 'tenant', 'principal', 'account', 'name'),
+}
 #: Bound on one proof request (s): both endpoints are local to the instance.
 PROOF_TIMEOUT = 2.0
 #: Bound on a background renewal (proof and attestation together, s): it blocks nothing.
@@ -301,13 +314,13 @@ def azure_proof(
 
 
 def attest_kind(env: Mapping[str, str]) -> str | None:
-    """`gcp` or `azure` from BULKHEAD_ATTEST; None when it is unset, empty, `off` or `none`. Raises
+    """`aws`, `gcp` or `azure` from BULKHEAD_ATTEST; None when it is unset, empty, `off` or `none`. Raises
     ValueError for another value."""
     value = env.get('BULKHEAD_ATTEST', '').strip().lower()
     if value in ('', 'off', 'none', 'false', '0'):
         return None
     if value not in ATTEST_KINDS:
-        raise ValueError(f'BULKHEAD_ATTEST must be gcp or azure, got {json.dumps(value[:40])}')
+        raise ValueError(f'BULKHEAD_ATTEST must be aws, gcp or azure, got {json.dumps(value[:40])}')
     return value
 
 
@@ -335,9 +348,19 @@ def _parse_time(text: object) -> float | None:
 
 
 class Session:
-    """An attested session: policy/attestation.ts AttestAnswer, with its expiry as epoch seconds."""
+    """An attested session: policy/attestation.ts AttestAnswer, with its expiry as epoch seconds.
+    `attributes`: the identity the session is pinned to, parsed (None when the answer named none)."""
 
-    __slots__ = ('attested', 'expires_at', 'expires_text', 'id', 'identity', 'renew_at', 'token')
+    __slots__ = (
+        'attested',
+        'attributes',
+        'expires_at',
+        'expires_text',
+        'id',
+        'identity',
+        'renew_at',
+        'token',
+    )
 
     def __init__(self, answer: dict[str, Any], now: float) -> None:
         token = answer.get('token')
@@ -354,6 +377,7 @@ class Session:
         self.token = token
         self.id = str(answer.get('id', ''))[:200]
         self.identity = str(answer.get('identity', ''))[:2000]
+        self.attributes: dict[str, str] | None = None
         attested = answer.get('attested')
         self.attested: dict[str, Any] = attested if isinstance(attested, dict) else {}
         self.expires_text = str(answer.get('expiresAt'))
@@ -393,7 +417,44 @@ def request_session(
         raise AttestError('malformed', f'{what} did not answer JSON') from None
     if not isinstance(parsed, dict):
         raise AttestError('malformed', f'{what} did not answer an object')
-    return Session(parsed, time.time() if now is None else now)
+    session = Session(parsed, time.time() if now is None else now)
+    session.attributes = _check_identity(parsed.get('identity'), workload, proof['type'])
+    return session
+
+
+def _check_identity(answered: object, claimed_text: str, kind: str) -> dict[str, str]:
+    """The session's identity, checked as the Node client checks it: the claimed one with only attributes
+    the proof's kind vouches for added. Bundles are then checked against it; an answer that made this
+    workload someone else is refused."""
+    from ..kernel.identity import parse_identity
+
+    if not isinstance(answered, str):
+        raise AttestError('malformed', 'the attestation answer has no identity')
+    try:
+        attested = parse_identity(answered)
+        claimed = parse_identity(claimed_text)
+    except ValueError:
+        raise AttestError('malformed', 'the attestation answer has no usable identity') from None
+    vouched = {ATTESTED_ATTRIBUTE, *ATTESTABLE_ATTRIBUTES.get(kind, ())}
+    for key, value in claimed.items():
+        if attested.get(key) != value:
+            raise AttestError('malformed', f'the attested identity changed {key}')
+    for key in attested:
+        if key not in claimed and key not in vouched:
+            raise AttestError(
+                'malformed', f'the attested identity added {key}, which a {kind} proof does not vouch for'
+            )
+    return attested
+
+
+def _aws_proof(audience: str, env: Mapping[str, str]) -> Proof:
+    """attest_aws.aws_proof, its errors (which name variables, never values) a ProofError."""
+    from .attest_aws import aws_proof
+
+    try:
+        return aws_proof(audience=audience, env=env)
+    except ValueError as error:  # AwsCredentialsError, or the signer refusing the endpoint or region
+        raise ProofError('not-configured', str(error)) from None
 
 
 class Attestor:
@@ -414,7 +475,7 @@ class Attestor:
         clock: Callable[[], float] | None = None,
     ) -> None:
         if kind not in ATTEST_KINDS:
-            raise ValueError(f'attestation kind must be gcp or azure, got {json.dumps(str(kind)[:40])}')
+            raise ValueError(f'attestation kind must be aws, gcp or azure, got {json.dumps(str(kind)[:40])}')
         if not workload_token or '\r' in workload_token or '\n' in workload_token:
             raise ValueError('attestation: the workload token must be a non-empty single-line string')
         parse_control_url(control_url)
@@ -452,6 +513,12 @@ class Attestor:
         """The token to send: the session's while it is valid, else the workload token."""
         held = self.session()
         return held.token if held is not None else self._workload_token
+
+    def identity(self) -> dict[str, str] | None:
+        """The identity bundles are scoped to while a session is valid (the attested one), else None (the
+        claimed one applies)."""
+        held = self.session()
+        return held.attributes if held is not None else None
 
     # ---- the bundle client's side -------------------------------------------------------------------
 
@@ -512,7 +579,9 @@ class Attestor:
         try:
             proof: Proof
             bound = min(PROOF_TIMEOUT, timeout)
-            if self.kind == 'gcp':
+            if self.kind == 'aws':
+                proof = _aws_proof(self.audience, self._env)
+            elif self.kind == 'gcp':
                 proof = gcp_proof(audience=self.audience, env=self._env, timeout=bound)
             else:
                 proof = azure_proof(audience=self.audience, env=self._env, timeout=bound)

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
         def accepted(self) -> None:
             """The request was answered, not with 401."""
 
+        def identity(self) -> Mapping[str, str] | None:
+            """The identity bundles are checked against while the token is an attested session's (the
+            claimed identity with what the attestation vouched for), else None (the claimed one)."""
+
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_LONG_POLL_SECONDS = 25
@@ -251,6 +255,15 @@ class BundleClient:
             credentials.accepted()
         return outcome
 
+    def _scope_identity(self) -> Mapping[str, str]:
+        """Who a bundle must be for: the attested identity while the credentials hold a session (the
+        control API scoped the bundle by it), else the claimed one."""
+        if self._credentials is not None:
+            attested = self._credentials.identity()
+            if attested:
+                return attested
+        return self._workload
+
     def _use_token(self, token: str) -> None:
         if _single_line(token):
             self._authorization = f'Bearer {token}'
@@ -326,7 +339,7 @@ class BundleClient:
         verified = verify_bundle(
             envelope_text,
             trusted_keys=self._trusted,
-            workload=self._workload,
+            workload=self._scope_identity(),
             now=self._clock(),
             min_revision=held.revision if held is not None else None,
         )

@@ -26,6 +26,7 @@ class ConfigError(Exception):
 
 class ExtensionConfig:
     __slots__ = (
+        'attest',
         'control_url',
         'extension_name',
         'fail_mode',
@@ -33,6 +34,7 @@ class ExtensionConfig:
         'fetch_timeout',
         'state_dir',
         'token',
+        'token_secret',
         'trusted_keys',
         'workload_text',
     )
@@ -49,9 +51,15 @@ class ExtensionConfig:
         state_dir: str,
         extension_name: str,
         workload_text: str | None,
+        token_secret: str | None = None,
+        attest: str | None = None,
     ) -> None:
         self.control_url = control_url
         self.token = token  # secret: never logged
+        #: BULKHEAD_TOKEN_SECRET (checked ARN) when BULKHEAD_TOKEN is not set: the token is read from it.
+        self.token_secret = token_secret
+        #: BULKHEAD_ATTEST: aws, gcp, azure or None.
+        self.attest = attest
         self.trusted_keys = trusted_keys
         self.fail_mode = fail_mode
         self.fallback_envelope = fallback_envelope
@@ -129,6 +137,22 @@ def load_config(env: Mapping[str, str], layer_dir: str) -> ExtensionConfig:
     token = env.get('BULKHEAD_TOKEN') or None
     if token is not None and ('\r' in token or '\n' in token):
         raise ConfigError('BULKHEAD_TOKEN must be one line')
+    token_secret: str | None = None
+    if token is None and env.get('BULKHEAD_TOKEN_SECRET'):
+        from ..aws.secret_token import TokenSecretError, parse_token_secret_arn
+
+        try:
+            token_secret = parse_token_secret_arn(env['BULKHEAD_TOKEN_SECRET']).arn
+        except TokenSecretError as error:
+            raise ConfigError(f'BULKHEAD_TOKEN_SECRET: {error}') from None
+    attest: str | None = None
+    if env.get('BULKHEAD_ATTEST'):
+        from ..client.attest import attest_kind
+
+        try:
+            attest = attest_kind(env)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     fetch_ms = _integer(
         env.get('BULKHEAD_FETCH_TIMEOUT_MS', layer.get('fetchTimeoutMs')),
@@ -147,4 +171,6 @@ def load_config(env: Mapping[str, str], layer_dir: str) -> ExtensionConfig:
         state_dir=env.get('BULKHEAD_STATE_DIR') or '/tmp/bulkhead',
         extension_name=env.get('BULKHEAD_EXTENSION_NAME') or 'bulkhead',
         workload_text=None if workload is None else str(workload),
+        token_secret=token_secret,
+        attest=attest,
     )

@@ -59,7 +59,12 @@ class Forwarder:
     ) -> None:
         self._state_dir = state_dir
         self._spool = os.path.join(state_dir, SPOOL_FILE)
-        self._token = token
+        self._token = token  # secret: never logged
+        self._control_url = control_url
+        #: With attestation: the bearer to send now (the session's, else the workload token), and who hears
+        #: of a 401 (client/attest.py Attestor.bearer and .report_refused).
+        self._bearer: Callable[[], str] | None = None
+        self._on_unauthorized: Callable[[], None] | None = None
         self._log = log
         self._batch = batch_size
         self._lock = threading.Lock()
@@ -81,6 +86,22 @@ class Forwarder:
             from ..client.bundle_client import parse_control_url
 
             self._target = parse_control_url(control_url)
+
+    def use_credentials(
+        self,
+        token: str,
+        bearer: Callable[[], str] | None = None,
+        on_unauthorized: Callable[[], None] | None = None,
+    ) -> None:
+        """What batches carry from now on: the workload token (known only now when it was read from a
+        secret), or `bearer()` at each batch (an attested session's), `on_unauthorized` told of a 401."""
+        self._token = token
+        self._bearer = bearer
+        self._on_unauthorized = on_unauthorized
+        if self._control_url and token:
+            from ..client.bundle_client import parse_control_url
+
+            self._target = parse_control_url(self._control_url)
 
     def backlog(self) -> int:
         """Bytes in the spool not yet acknowledged (0 when the spool is missing)."""
@@ -237,8 +258,9 @@ class Forwarder:
         if hits:
             batch['hits'] = hits
         body = json.dumps(batch, separators=(',', ':'), ensure_ascii=False).encode()
+        bearer = self._bearer() if self._bearer is not None else self._token
         headers = {
-            'authorization': f'Bearer {self._token}',
+            'authorization': f'Bearer {bearer}',
             'content-type': 'application/json',
             'content-length': str(len(body)),
         }
@@ -264,6 +286,11 @@ class Forwarder:
             except ValueError:
                 answer = {}
             return True, False, '', answer if isinstance(answer, dict) else {}
+        if status == 401 and self._on_unauthorized is not None:
+            try:
+                self._on_unauthorized()
+            except Exception as error:
+                self._log(f'reports: {type(error).__name__} after a 401')
         # Auth, throttling and server errors are retried; other client errors mean the batch itself is
         # unacceptable and would block the spool forever.
         retry = status in (401, 403, 408, 429) or status >= 500

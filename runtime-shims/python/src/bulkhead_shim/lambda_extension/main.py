@@ -1,5 +1,11 @@
 """The extension's life: prepare (bundle on disk) → Register → long-poll + spool watch → INVOKE/SHUTDOWN
-loop. See the package docstring for the order and why."""
+loop. See the package docstring for the order and why.
+
+As the Node extension (extensions/extension.ts): the workload token is BULKHEAD_TOKEN, or read at init
+from BULKHEAD_TOKEN_SECRET (Secrets Manager / SSM, aws/secret_token.py; bounded by the fetch timeout,
+read again at a later INVOKE after a failure, backing off from 2 s to a minute); with BULKHEAD_ATTEST=aws
+the bundle fetches and the forwarder's reports carry the session of a signed sts:GetCallerIdentity
+(client/attest.py Attestor) instead, the workload token while none can be had."""
 
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ from .state import BUNDLE_FILE, READY_FILE, STATUS_FILE, ensure_state_dir, read_
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from ..client.attest import Attestor
+
 #: Kept before a platform deadline.
 DEADLINE_MARGIN_SECONDS = 0.15
 #: How often the spool is looked at while the sandbox runs (a stat; nothing when it has not grown).
@@ -33,6 +41,9 @@ FORWARD_AT_INVOKE_SECONDS = 1.0
 #: Rule hit counts with no record to go with are sent at most this often (and at SHUTDOWN), by the
 #: spool watch, never at INVOKE: the shim writes them as invocations end, and they are statistics.
 HITS_FORWARD_SECONDS = 60.0
+#: First wait before reading a token secret again after a failure; doubles up to the maximum.
+SECRET_RETRY_MIN_SECONDS = 2.0
+SECRET_RETRY_MAX_SECONDS = 60.0
 
 
 def log(message: str) -> None:
@@ -67,6 +78,10 @@ class Session:
         self.ready_file = os.path.join(config.state_dir, READY_FILE)
         self.forwarder = Forwarder(config.state_dir, config.control_url, config.token, logger)
         self.client: BundleClient | None = None
+        self.attestor: Attestor | None = None
+        #: With BULKHEAD_TOKEN_SECRET and no token yet: when to read it again (monotonic), and the next wait.
+        self._secret_retry_at = 0.0
+        self._secret_retry_wait = SECRET_RETRY_MIN_SECONDS
         self.revision = 0
         self.source = 'none'
         self.reason: str | None = None
@@ -91,36 +106,113 @@ class Session:
                 raise ConfigError(message)
             self.log(f'{message}; fail mode observe')
         last_good = self._pick_last_good()
-        if config.control_url and config.token and config.trusted_keys:
-            self.client = self._new_client(last_good[0] if last_good else None)
+        token = config.token
+        if token is None and self._secret_usable():
+            token = self._fetch_secret_token(config.fetch_timeout)
+        if config.control_url and token and config.trusted_keys:
+            self.client = self._new_client(token, last_good[0] if last_good else None)
             started = time.monotonic()
             self.refresh(config.fetch_timeout, last_good[2] if last_good else None)
             self.fetch_ms = round((time.monotonic() - started) * 1000)
         elif last_good:
+            # A token secret that could not be read falls back like an unreachable control API.
             self._hold(last_good[0], last_good[1], last_good[2])
-            self.reason = 'no control API or token configured'
+            self.reason = self.reason or 'no control API or token configured'
         else:
-            self.reason = 'no control API configured and no bundle in the layer'
+            self.reason = self.reason or 'no control API configured and no bundle in the layer'
         if self.source == 'none':
             why = self.reason or 'unknown'
             self.log(f'no verified bundle: the shim applies fail mode {config.fail_mode} ({why})')
 
-    def _new_client(self, last_good: str | None) -> BundleClient:
-        assert self.config.control_url is not None and self.config.token is not None
+    def _new_client(self, token: str, last_good: str | None) -> BundleClient:
+        """The bundle client, and the credentials it shares with the forwarder: with BULKHEAD_ATTEST, an
+        attested session (docs/identity.md), else the workload token."""
+        control_url = self.config.control_url
+        assert control_url is not None
 
         def client_log(level: str, message: str) -> None:
             if level != 'debug':
                 self.log(message)
 
-        return BundleClient(
-            control_url=self.config.control_url,
-            token=self.config.token,
+        attestor = self._new_attestor(control_url, token)
+        client = BundleClient(
+            control_url=control_url,
+            token=token,
             workload=self.identity,
             trusted_keys=self.config.trusted_keys,
             timeout=self.config.fetch_timeout,
             last_good=last_good,
             log=client_log,
+            credentials=attestor,
         )
+        if attestor is not None:
+            self.forwarder.use_credentials(token, attestor.bearer, attestor.report_refused)
+        else:
+            self.forwarder.use_credentials(token)
+        return client
+
+    def _new_attestor(self, control_url: str, token: str) -> Attestor | None:
+        kind = self.config.attest
+        if kind is None:
+            return None
+        from ..client.attest import Attestor
+
+        try:
+            self.attestor = Attestor(
+                kind=kind,
+                control_url=control_url,
+                workload_token=token,
+                workload=format_identity(self.identity),
+                env=self.env,
+                log=self.log,
+            )
+        except ValueError as error:  # messages name the setting, never the token
+            self.log(f'attestation not started: {error}; using the workload token')
+            return None
+        return self.attestor
+
+    # ---- the token secret ---------------------------------------------------------------------------
+
+    def _secret_usable(self) -> bool:
+        """A token secret is configured and could give the client everything else it needs."""
+        config = self.config
+        return config.token_secret is not None and bool(config.control_url) and bool(config.trusted_keys)
+
+    def _fetch_secret_token(self, timeout: float) -> str | None:
+        """The token from BULKHEAD_TOKEN_SECRET, or None (logged, the reason kept) when it cannot be had."""
+        from ..aws.secret_token import TokenSecretError, fetch_token_from_secret
+
+        arn = self.config.token_secret
+        assert arn is not None
+        try:
+            token = fetch_token_from_secret(arn, env=self.env, timeout=max(0.001, timeout))
+        except Exception as error:
+            # TokenSecretError, AwsCredentialsError: the ARN, AWS's answer or a variable, never a value.
+            message = (
+                str(error) if isinstance(error, (TokenSecretError, ValueError)) else type(error).__name__
+            )
+            self.reason = f'token secret: {message}'
+            self.log(f'cannot read the workload token: {message}')
+            self._secret_retry_at = time.monotonic() + self._secret_retry_wait
+            self._secret_retry_wait = min(SECRET_RETRY_MAX_SECONDS, self._secret_retry_wait * 2)
+            return None
+        self.log(f'workload token read from {arn}')
+        return token
+
+    def _retry_secret(self, budget: float) -> None:
+        """At INVOKE, while the token secret has not been read: read it when due, then fetch the bundle."""
+        if self.client is not None or not self._secret_usable() or time.monotonic() < self._secret_retry_at:
+            return
+        started = time.monotonic()
+        token = self._fetch_secret_token(budget)
+        if token is None:
+            return
+        held = read_text(self.bundle_file) if self.revision > 0 else None
+        client = self._new_client(token, held)
+        self.client = client
+        self.refresh(max(0.025, budget - (time.monotonic() - started)), None)
+        if not self._stopped.is_set():
+            client.start_long_poll(lambda outcome: self._adopt(outcome, None))
 
     def _pick_last_good(self) -> tuple[str, int, str] | None:
         """The best verified bundle without the network: this sandbox's last, else the layer's."""
@@ -215,9 +307,12 @@ class Session:
         invocation (which waits for the ready file, bounded), then forward a previous invocation's
         leftover records. A parked, quiet long-poll proves nothing changed: no network then."""
         left = deadline_ms / 1000 - time.time()
+        budget = max(0.025, min(self.config.fetch_timeout, left / 4))
         if self.client is not None and not self.client.parked():
             # The long-poll is between requests or has an answer waiting: ask once, bounded.
-            self.refresh(max(0.025, min(self.config.fetch_timeout, left / 4)), None)
+            self.refresh(budget, None)
+        elif self.client is None:
+            self._retry_secret(budget)
         try:
             write_atomic(self.ready_file, f'{request_id} {self.revision}\n', 0o644)
         except OSError as error:
