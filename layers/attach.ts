@@ -54,6 +54,8 @@ export interface AttachRequest {
    * stored in BULKHEAD_TOKEN_SECRET (the extension reads it at init with the function's role).
    */
   tokenSecret?: string | undefined;
+  /** Prove the function's identity with its role (BULKHEAD_ATTEST=aws; the control API needs --attestation). */
+  attest?: boolean | undefined;
 }
 
 export type Change =
@@ -241,6 +243,7 @@ export function planAttach(
     wanted.BULKHEAD_TOKEN_SECRET = checkTokenSecret(request.tokenSecret).arn;
     unwanted.push('BULKHEAD_TOKEN');
   }
+  if (request.attest) wanted.BULKHEAD_ATTEST = 'aws';
   const environment: Record<string, string> = { ...before };
   for (const name of unwanted) {
     if (!(name in environment)) continue;
@@ -317,6 +320,7 @@ export async function attachLayer(options: AttachOptions): Promise<AttachResult>
     controlUrl: checkControlUrl(options.controlUrl),
     token: options.token,
     tokenSecret: options.tokenSecret === undefined ? undefined : checkTokenSecret(options.tokenSecret).arn,
+    attest: options.attest,
   };
   if (request.token !== undefined && request.tokenSecret !== undefined)
     throw new AttachError('give the workload token or its secret, not both (--token-env or --token-secret)');

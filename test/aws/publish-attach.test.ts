@@ -557,6 +557,27 @@ describe('attach --token-secret', () => {
     }
   });
 
+  it('--attest sets BULKHEAD_ATTEST=aws beside the secret, idempotently; without it the variable is left alone', () => {
+    const plan = planAttach('f', configWith([]), {}, { ...request, tokenSecret: SECRET, attest: true });
+    expect(plan.environment).toMatchObject({ BULKHEAD_TOKEN_SECRET: SECRET, BULKHEAD_ATTEST: 'aws' });
+    expect(plan.changes).toContainEqual({ kind: 'env-set', name: 'BULKHEAD_ATTEST', secret: false });
+    expect(
+      planAttach(
+        'f',
+        configWith(plan.layers, plan.environment),
+        {},
+        { ...request, tokenSecret: SECRET, attest: true },
+      ).changes,
+    ).toEqual([]);
+    const again = planAttach(
+      'f',
+      configWith(plan.layers, plan.environment),
+      {},
+      { ...request, tokenSecret: SECRET },
+    );
+    expect(again.environment.BULKHEAD_ATTEST).toBe('aws');
+  });
+
   it('says what the execution role needs: the read, and kms:Decrypt through the service', () => {
     expect(tokenSecretPolicy(SECRET).Statement).toEqual([
       {
