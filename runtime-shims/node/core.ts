@@ -20,7 +20,8 @@ import type {
   WorkloadIdentity,
 } from '../../policy/types.js';
 import { BundleHolder, type ReloadResult } from './bundle-holder.js';
-import { attestAudience, attestKind, makeProof } from './client/attest.js';
+import { awsProof } from './client/attest-aws.js';
+import { attestAudience, attestKind } from './client/attest-env.js';
 import { type ControlCredentials, tokenCredentials } from './client/credentials.js';
 import { type Endpoint, type FailMode, hostKey, readConfig, type ShimConfig } from './config.js';
 import { prototypePolluted } from './harden.js';
@@ -670,7 +671,7 @@ export class ShimCore implements ShimInstance, HookPort {
     const controlUrl = env.BULKHEAD_CONTROL_URL;
     if (!kind || !controlUrl) throw new Error('BULKHEAD_ATTEST and BULKHEAD_CONTROL_URL are not both set');
     const audience = attestAudience(env, controlUrl);
-    if (kind === 'aws') return makeProof(kind, { audience, env, timeoutMs });
+    if (kind === 'aws') return awsProof({ audience, env: env as NodeJS.ProcessEnv });
     if (!this.registerPath)
       throw new Error('proof-thread.cjs not found: the shim is not running from its package');
     return proveInThread(join(dirname(this.registerPath), 'proof-thread.cjs'), kind, audience, timeoutMs);

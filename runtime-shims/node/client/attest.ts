@@ -2,6 +2,8 @@
 // alone, or sessions for proofs of the platform identity — a SigV4-signed sts:GetCallerIdentity
 // on AWS (signed here, no network), a metadata-server identity token on GCP, a managed-identity
 // token on Azure. One function for the extension, the wrappers and the control link.
+export { attestAudience, attestKind } from './attest-env.js';
+
 import {
   ATTESTATION_KINDS,
   type AttestationKind,
@@ -9,26 +11,10 @@ import {
 } from '../../../policy/attestation.js';
 import type { WorkloadIdentity } from '../../../policy/types.js';
 import { awsProof } from './attest-aws.js';
+import { attestAudience, attestKind, type Env } from './attest-env.js';
 import { azureProof, gcpProof } from './attest-jwt.js';
 import { attestedCredentials } from './attested-credentials.js';
 import { type ControlCredentials, tokenCredentials } from './credentials.js';
-
-type Env = Readonly<Record<string, string | undefined>>;
-
-/** BULKHEAD_ATTEST: aws, gcp, azure; unset, `off` or `none`: no attestation. Throws on anything else. */
-export function attestKind(env: Env): AttestationKind | undefined {
-  const text = env.BULKHEAD_ATTEST?.trim().toLowerCase();
-  if (!text || text === 'off' || text === 'none') return undefined;
-  if (ATTESTATION_KINDS.includes(text as AttestationKind)) return text as AttestationKind;
-  throw new TypeError(
-    `BULKHEAD_ATTEST must be one of ${ATTESTATION_KINDS.join(', ')}, off; got ${JSON.stringify(text)}`,
-  );
-}
-
-/** The audience proofs name: BULKHEAD_ATTEST_AUDIENCE, else the control URL's origin (what the server's `audience` should be). */
-export function attestAudience(env: Env, controlUrl: string): string {
-  return env.BULKHEAD_ATTEST_AUDIENCE?.trim() || new URL(controlUrl).origin;
-}
 
 /** A fresh proof of this process's identity on `kind`'s platform. */
 export async function makeProof(

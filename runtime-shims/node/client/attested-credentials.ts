@@ -2,8 +2,7 @@
 // proof of the workload's identity, renewed before it expires; the workload token meanwhile. One
 // object per process part (bundle client, report senders share it), so a process attests once.
 // node:http(s) only: the Lambda extension and the wrappers bundle this, and their cold start matters.
-import http from 'node:http';
-import https from 'node:https';
+import { createRequire } from 'node:module';
 import {
   ATTESTABLE_ATTRIBUTES,
   ATTESTED_ATTRIBUTE,
@@ -34,6 +33,7 @@ const RENEW_BEFORE_MS = 5 * 60_000;
 /** After a failed attestation, the workload token is used alone for this long before trying again. */
 const RETRY_AFTER_FAILURE_MS = 60_000;
 const MAX_ANSWER_BYTES = 64 * 1024;
+const requireBuiltin = createRequire(import.meta.url);
 
 /**
  * Credentials that attest: the first `authorization()` (and one within RENEW_BEFORE_MS of the
@@ -164,7 +164,11 @@ function postJson(
   authorization: string,
   timeoutMs: number,
 ): Promise<{ status: number; body: string; reason: string }> {
-  const transport = url.protocol === 'https:' ? https : http;
+  // Required at the first attestation, not at load: the preload bundles this, and a process that
+  // never attests must not pay for loading node:http(s).
+  const transport = requireBuiltin(
+    url.protocol === 'https:' ? 'node:https' : 'node:http',
+  ) as typeof import('node:http');
   return new Promise((resolve, reject) => {
     const request = transport.request(
       url,
