@@ -2,19 +2,15 @@
 // alone, or sessions for proofs of the platform identity — a SigV4-signed sts:GetCallerIdentity
 // on AWS (signed here, no network), a metadata-server identity token on GCP, a managed-identity
 // token on Azure. One function for the extension, the wrappers and the control link.
-export { attestAudience, attestKind } from './attest-env.js';
-
-import {
-  ATTESTATION_KINDS,
-  type AttestationKind,
-  type AttestationProof,
-} from '../../../policy/attestation.js';
+import type { AttestationKind, AttestationProof } from '../../../policy/attestation.js';
 import type { WorkloadIdentity } from '../../../policy/types.js';
 import { awsProof } from './attest-aws.js';
 import { attestAudience, attestKind, type Env } from './attest-env.js';
 import { azureProof, gcpProof } from './attest-jwt.js';
 import { attestedCredentials } from './attested-credentials.js';
 import { type ControlCredentials, tokenCredentials } from './credentials.js';
+
+export { attestAudience, attestKind } from './attest-env.js';
 
 /** A fresh proof of this process's identity on `kind`'s platform. */
 export async function makeProof(
