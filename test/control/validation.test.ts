@@ -13,9 +13,12 @@ const validRecord = fc.record({
     .date({ min: new Date(0), max: new Date(Date.UTC(2100, 0, 1)), noInvalidDate: true })
     .map((d) => d.toISOString()),
   count: fc.integer({ min: 1, max: 1_000_000 }),
-  workload: fc.dictionary(fc.stringMatching(/^[a-z.]{1,20}$/), fc.string({ minLength: 1, maxLength: 40 }), {
-    maxKeys: 6,
-  }),
+  // Attribute names reserved on objects are refused (the test below).
+  workload: fc.dictionary(
+    fc.stringMatching(/^[a-z.]{1,20}$/).filter((name) => name !== 'constructor' && name !== 'prototype'),
+    fc.string({ minLength: 1, maxLength: 40 }),
+    { maxKeys: 6 },
+  ),
   kind: fc.constantFrom('connect', 'http', 'dns', 'udp', 'exec', 'addon', 'worker', 'tamper', 'unix'),
   destination: fc.record(
     {
@@ -34,6 +37,15 @@ const validRecord = fc.record({
 });
 
 describe('deny record validation', () => {
+  it('refuses workload attribute names reserved on objects', () => {
+    for (const name of ['constructor', 'prototype', '__proto__']) {
+      const input = JSON.parse(
+        `{"id":"r1","time":"2026-12-05T00:00:00Z","workload":{${JSON.stringify(name)}:"x"},"kind":"connect","destination":{},"decision":"deny","mode":"enforce","rule":"r","revision":1}`,
+      );
+      expect(() => validateDenyRecord(input)).toThrow(`workload: reserved attribute name "${name}"`);
+    }
+  });
+
   it('accepts well-formed records and keeps their fields', () => {
     fc.assert(
       fc.property(validRecord, (input) => {
