@@ -3,9 +3,7 @@
 // the Lambda extension fetches the token at init with the function's own role credentials (SigV4,
 // ./sigv4.ts). node: built-ins only: the extension bundles it. Errors name the ARN and what AWS
 // answered, never the secret's value or the token.
-import http from 'node:http';
-import https from 'node:https';
-import { readBody } from '../client/read-body.js';
+import { boundedRequest } from '../client/bounded-request.js';
 import { credentialsFromEnv, signRequest } from './sigv4.js';
 
 export type TokenSecretService = 'secretsmanager' | 'ssm';
@@ -199,52 +197,24 @@ export async function fetchTokenFromSecret(arn: string, options: FetchTokenOptio
   }
 }
 
-function post(
+async function post(
   url: URL,
   headers: Record<string, string>,
   body: string,
   timeoutMs: number,
   title: string,
 ): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const settle = (error: Error | undefined, value?: { status: number; body: string }) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (error) reject(error);
-      else resolve(value as { status: number; body: string });
-    };
-    const transport = url.protocol === 'https:' ? https : http;
-    const request = transport.request(url, {
-      method: 'POST',
-      headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
-    });
-    const timer = setTimeout(() => {
-      settle(new TokenSecretError(`${title} (${url.host}) did not answer within ${timeoutMs} ms`));
-      request.destroy();
-    }, timeoutMs);
-    request.on('error', (error: NodeJS.ErrnoException) =>
-      settle(
-        new TokenSecretError(
-          `${title} (${url.host}) could not be reached (${error.code ?? 'network error'})`,
-        ),
-      ),
-    );
-    request.on('response', (response) => {
-      readBody(response, MAX_ANSWER_BYTES).then((read) => {
-        if (read.ok)
-          settle(undefined, { status: response.statusCode ?? 0, body: read.body.toString('utf8') });
-        else
-          settle(
-            new TokenSecretError(
-              read.reason === 'too-large'
-                ? `${title} (${url.host}) answered more than ${MAX_ANSWER_BYTES} bytes`
-                : `${title} (${url.host}) broke off its answer`,
-            ),
-          );
-      });
-    });
-    request.end(body);
-  });
+  const answer = await boundedRequest(url, { method: 'POST', headers, body }, timeoutMs, MAX_ANSWER_BYTES);
+  if (answer.ok) return { status: answer.status, body: answer.body.toString('utf8') };
+  const where = `${title} (${url.host})`;
+  switch (answer.cause) {
+    case 'timeout':
+      throw new TokenSecretError(`${where} did not answer within ${timeoutMs} ms`);
+    case 'too-large':
+      throw new TokenSecretError(`${where} answered more than ${MAX_ANSWER_BYTES} bytes`);
+    case 'broken':
+      throw new TokenSecretError(`${where} broke off its answer`);
+    default:
+      throw new TokenSecretError(`${where} could not be reached (${answer.code ?? 'network error'})`);
+  }
 }

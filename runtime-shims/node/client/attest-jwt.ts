@@ -4,11 +4,8 @@
 // wrappers, whose cold start matters: node:http(s) only, no npm packages. Each request is bounded in
 // time and size; errors name what is missing or what went wrong, never the token nor the secret
 // header.
-import { createRequire } from 'node:module';
 import type { AzureProof, GcpProof } from '../../../policy/attestation.js';
-import { readBody } from './read-body.js';
-
-const requireBuiltin = createRequire(import.meta.url);
+import { boundedRequest } from './bounded-request.js';
 
 /** Default bound on one proof request (ms): both endpoints are local to the instance. */
 export const PROOF_TIMEOUT_MS = 2000;
@@ -77,53 +74,31 @@ function checkToken(token: string, source: string): string {
   return token;
 }
 
-interface Answer {
-  status: number;
-  body: Buffer;
-}
-
 /** One GET, settled within `timeoutMs` (connect, headers and body together), its body capped. */
-function get(url: URL, headers: Record<string, string>, timeoutMs: number, what: string): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    let timer: NodeJS.Timeout | undefined;
-    const settle = (error: ProofError | undefined, answer?: Answer) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (error) reject(error);
-      else resolve(answer as Answer);
-    };
-    let request: import('node:http').ClientRequest;
-    try {
-      const client = requireBuiltin(
-        url.protocol === 'https:' ? 'node:https' : 'node:http',
-      ) as typeof import('node:http');
-      request = client.request(url, { method: 'GET', headers, agent: false }, (response) => {
-        readBody(response, MAX_PROOF_ANSWER_BYTES).then((read) => {
-          if (read.ok) return settle(undefined, { status: response.statusCode ?? 0, body: read.body });
-          if (read.reason === 'too-large')
-            return settle(
-              new ProofError('malformed', `${what} answered more than ${MAX_PROOF_ANSWER_BYTES} bytes`),
-            );
-          settle(new ProofError('unreachable', `${what} closed the connection before its answer ended`));
-        });
-      });
-    } catch (error) {
-      // An invalid header value or URL (Node refuses it before any byte is sent); never echoed.
-      const code = (error as NodeJS.ErrnoException).code ?? 'invalid request';
-      return settle(new ProofError('not-configured', `request to ${what} could not be made (${code})`));
-    }
-    timer = setTimeout(() => {
-      settle(new ProofError('timeout', `${what} did not answer within ${timeoutMs} ms`));
-      request.destroy();
-    }, timeoutMs);
-    timer.unref?.();
-    request.on('error', (error: NodeJS.ErrnoException) => {
-      settle(new ProofError('unreachable', `${what} unreachable (${error.code ?? error.name})`));
-    });
-    request.end();
-  });
+async function get(
+  url: URL,
+  headers: Record<string, string>,
+  timeoutMs: number,
+  what: string,
+): Promise<{ status: number; body: Buffer }> {
+  const answer = await boundedRequest(url, { method: 'GET', headers }, timeoutMs, MAX_PROOF_ANSWER_BYTES);
+  if (answer.ok) return answer;
+  switch (answer.cause) {
+    case 'invalid':
+      // Node refused a header value or the URL before any byte was sent; never echoed.
+      throw new ProofError(
+        'not-configured',
+        `request to ${what} could not be made (${answer.code ?? 'invalid request'})`,
+      );
+    case 'timeout':
+      throw new ProofError('timeout', `${what} did not answer within ${timeoutMs} ms`);
+    case 'too-large':
+      throw new ProofError('malformed', `${what} answered more than ${MAX_PROOF_ANSWER_BYTES} bytes`);
+    case 'broken':
+      throw new ProofError('unreachable', `${what} closed the connection before its answer ended`);
+    default:
+      throw new ProofError('unreachable', `${what} unreachable (${answer.code ?? answer.name})`);
+  }
 }
 
 /**

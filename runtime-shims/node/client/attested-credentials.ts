@@ -2,7 +2,6 @@
 // proof of the workload's identity, renewed before it expires; the workload token meanwhile. One
 // object per process part (bundle client, report senders share it), so a process attests once.
 // node:http(s) only: the Lambda extension and the wrappers bundle this, and their cold start matters.
-import { createRequire } from 'node:module';
 import {
   ATTESTABLE_ATTRIBUTES,
   ATTESTED_ATTRIBUTE,
@@ -11,8 +10,8 @@ import {
 } from '../../../policy/attestation.js';
 import { formatIdentity, parseIdentity } from '../../../policy/identity.js';
 import type { WorkloadIdentity } from '../../../policy/types.js';
+import { boundedRequest } from './bounded-request.js';
 import { type ControlCredentials, checkToken } from './credentials.js';
-import { readBody } from './read-body.js';
 
 export interface AttestedCredentialsOptions {
   controlUrl: string;
@@ -33,7 +32,6 @@ const RENEW_BEFORE_MS = 5 * 60_000;
 /** After a failed attestation, the workload token is used alone for this long before trying again. */
 const RETRY_AFTER_FAILURE_MS = 60_000;
 const MAX_ANSWER_BYTES = 64 * 1024;
-const requireBuiltin = createRequire(import.meta.url);
 
 /**
  * Credentials that attest: the first `authorization()` (and one within RENEW_BEFORE_MS of the
@@ -158,50 +156,30 @@ function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): P
   });
 }
 
-function postJson(
+async function postJson(
   url: URL,
   body: string,
   authorization: string,
   timeoutMs: number,
 ): Promise<{ status: number; body: string; reason: string }> {
-  // Required at the first attestation, not at load: the preload bundles this, and a process that
-  // never attests must not pay for loading node:http(s).
-  const transport = requireBuiltin(
-    url.protocol === 'https:' ? 'node:https' : 'node:http',
-  ) as typeof import('node:http');
-  return new Promise((resolve, reject) => {
-    const request = transport.request(
-      url,
-      {
-        method: 'POST',
-        headers: {
-          authorization,
-          'content-type': 'application/json',
-          'content-length': String(Buffer.byteLength(body)),
-        },
-        timeout: timeoutMs,
-      },
-      (response) => {
-        void readBody(response, MAX_ANSWER_BYTES).then((read) => {
-          if (!read.ok) return reject(new Error('the attestation answer could not be read'));
-          const text = read.body.toString('utf8');
-          let reason = '';
-          if (response.statusCode !== 200) {
-            try {
-              const message = (JSON.parse(text) as { message?: unknown }).message;
-              if (typeof message === 'string') reason = `: ${message.slice(0, 300)}`;
-            } catch {
-              // Not JSON: the status says enough.
-            }
-          }
-          resolve({ status: response.statusCode ?? 0, body: text, reason });
-        });
-      },
-    );
-    request.on('timeout', () => request.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    request.on('error', (error: NodeJS.ErrnoException) =>
-      reject(new Error(`control API unreachable: ${error.code ?? error.message}`)),
-    );
-    request.end(body);
-  });
+  const headers = { authorization, 'content-type': 'application/json' };
+  const answer = await boundedRequest(url, { method: 'POST', headers, body }, timeoutMs, MAX_ANSWER_BYTES);
+  if (!answer.ok) {
+    if (answer.cause === 'too-large' || answer.cause === 'broken')
+      throw new Error('the attestation answer could not be read');
+    if (answer.cause === 'timeout')
+      throw new Error(`control API unreachable: no answer within ${timeoutMs} ms`);
+    throw new Error(`control API unreachable: ${answer.code ?? answer.name}`);
+  }
+  const text = answer.body.toString('utf8');
+  let reason = '';
+  if (answer.status !== 200) {
+    try {
+      const message = (JSON.parse(text) as { message?: unknown }).message;
+      if (typeof message === 'string') reason = `: ${message.slice(0, 300)}`;
+    } catch {
+      // Not JSON: the status says enough.
+    }
+  }
+  return { status: answer.status, body: text, reason };
 }

@@ -230,6 +230,7 @@ def _post(
     """One POST answered within `timeout` (connect, send and the whole answer), its body capped."""
     import http.client
 
+    from ..client.bounded_read import AnswerTooLarge, read_bounded
     from ..client.bundle_client import _error_name
 
     if not timeout > 0:
@@ -249,20 +250,12 @@ def _post(
             connection.putheader('content-length', str(len(body)))
             connection.endheaders(body)
             response = connection.getresponse()
-            data = bytearray()
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                if connection.sock is not None:
-                    connection.sock.settimeout(remaining)
-                chunk = response.read1(65536)
-                if not chunk:
-                    break
-                data += chunk
-                if len(data) > MAX_ANSWER_BYTES:
-                    raise TokenSecretError(f'{title} ({shown}) answered more than {MAX_ANSWER_BYTES} bytes')
-            return response.status, bytes(data)
+            try:
+                data = read_bounded(response, connection.sock, deadline, MAX_ANSWER_BYTES)
+            except AnswerTooLarge:
+                too_large = f'{title} ({shown}) answered more than {MAX_ANSWER_BYTES} bytes'
+                raise TokenSecretError(too_large) from None
+            return response.status, data
         except TimeoutError:
             raise TokenSecretError(
                 f'{title} ({shown}) did not answer within {round(timeout * 1000)} ms'

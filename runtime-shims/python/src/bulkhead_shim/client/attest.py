@@ -28,6 +28,7 @@ import threading
 import time
 
 from ..kernel._typing import TYPE_CHECKING
+from .bounded_read import AnswerTooLarge, read_bounded
 from .bundle_client import _describe_error_body, _error_name, parse_control_url
 
 if TYPE_CHECKING:
@@ -140,20 +141,11 @@ def _request(
             declared = response.getheader('content-length')
             if declared is not None and declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
                 raise error('malformed', f'{what} answered more than {MAX_ANSWER_BYTES} bytes')
-            data = bytearray()
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                if connection.sock is not None:
-                    connection.sock.settimeout(remaining)
-                chunk = response.read1(65536)
-                if not chunk:
-                    break
-                data += chunk
-                if len(data) > MAX_ANSWER_BYTES:
-                    raise error('malformed', f'{what} answered more than {MAX_ANSWER_BYTES} bytes')
-            return response.status, bytes(data)
+            try:
+                data = read_bounded(response, connection.sock, deadline, MAX_ANSWER_BYTES)
+            except AnswerTooLarge:
+                raise error('malformed', f'{what} answered more than {MAX_ANSWER_BYTES} bytes') from None
+            return response.status, data
         except TimeoutError:
             raise error('timeout', f'{what} did not answer within {round(timeout * 1000)} ms') from None
         except (OSError, http.client.HTTPException) as failure:
@@ -197,19 +189,11 @@ def _get_local(
         declared = response.getheader('content-length')
         if declared is not None and declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
             raise ProofError('malformed', f'{what} answered more than {MAX_ANSWER_BYTES} bytes')
-        data = bytearray()
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-            chunk = response.read1(65536)
-            if not chunk:
-                break
-            data += chunk
-            if len(data) > MAX_ANSWER_BYTES:
-                raise ProofError('malformed', f'{what} answered more than {MAX_ANSWER_BYTES} bytes')
-        return response.status, bytes(data)
+        try:
+            data = read_bounded(response, sock, deadline, MAX_ANSWER_BYTES)
+        except AnswerTooLarge:
+            raise ProofError('malformed', f'{what} answered more than {MAX_ANSWER_BYTES} bytes') from None
+        return response.status, data
     except TimeoutError:
         raise ProofError('timeout', f'{what} did not answer within {round(timeout * 1000)} ms') from None
     except (OSError, http.client.HTTPException) as failure:
