@@ -21,9 +21,51 @@ function parseIpv4Part(part: string): number | undefined {
   return Number.parseInt(part, 10);
 }
 
+/**
+ * The value (0 to 2^32 - 1) of a canonical dotted quad: four decimal parts 0-255 without leading
+ * zeros, what a socket API hands over after resolution. -1 for every other text. Read without
+ * splitting or allocating: a flood of distinct addresses reaches this once per connect.
+ */
+function canonicalIpv4Value(text: string): number {
+  if (text.length < 7 || text.length > 15) return -1;
+  let address = 0;
+  let parts = 0;
+  let digits = 0;
+  let value = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i === text.length ? 46 : text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || value > 255 || parts === 4) return -1;
+      address = address * 256 + value;
+      parts++;
+      digits = 0;
+      value = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits === 1 && value === 0) return -1;
+      value = value * 10 + c - 48;
+      digits++;
+    } else return -1;
+  }
+  return parts === 4 ? address : -1;
+}
+
+/** Is `text` a canonical dotted quad (four decimal parts 0-255, no leading zeros)? */
+export function isCanonicalIpv4(text: string): boolean {
+  return canonicalIpv4Value(text) !== -1;
+}
+
 /** inet_aton-compatible IPv4 parse (decimal, octal, hex, 1–4 parts). */
 export function parseIpv4(text: string): IpBytes | undefined {
   if (text.length === 0 || text.length > 64) return undefined;
+  const canonical = canonicalIpv4Value(text);
+  if (canonical !== -1) {
+    const bytes = new Uint8Array(4);
+    bytes[0] = canonical >>> 24;
+    bytes[1] = (canonical >>> 16) & 0xff;
+    bytes[2] = (canonical >>> 8) & 0xff;
+    bytes[3] = canonical & 0xff;
+    return bytes;
+  }
   // A single trailing dot is accepted by the WHATWG host parser; accept it here too.
   const trimmed = text.endsWith('.') ? text.slice(0, -1) : text;
   const parts = trimmed.split('.');

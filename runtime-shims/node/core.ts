@@ -8,7 +8,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { existsSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { AttestationProof } from '../../policy/attestation.js';
-import { normalizeIp } from '../../policy/cidr.js';
+import { isCanonicalIpv4, normalizeIp } from '../../policy/cidr.js';
 import { classifyHost } from '../../policy/host.js';
 import type {
   Decider,
@@ -390,10 +390,7 @@ export class ShimCore implements ShimInstance, HookPort {
     // First, before any Map, Set or string method of ours runs: a replaced builtin could answer
     // for the exemption tables below as well as for the engine.
     if (prototypePolluted()) return this.#polluted();
-    let ip =
-      address.includes(':') || !/^\d+\.\d+\.\d+\.\d+$/.test(address)
-        ? (normalizeIp(address) ?? address)
-        : address;
+    let ip = isCanonicalIpv4(address) ? address : (normalizeIp(address) ?? address);
     // Connecting to the unspecified address reaches this host's loopback: decide it as such.
     if (ip === '0.0.0.0') ip = '127.0.0.1';
     else if (ip === '::') ip = '::1';
@@ -457,8 +454,11 @@ export class ShimCore implements ShimInstance, HookPort {
     if (typeof host !== 'string' || typeof port !== 'number' || prototypePolluted()) return true;
     if (this.#exemptByPort.has(port)) return false;
     const request = this.#scratch;
-    request.host = host;
-    request.ip = undefined;
+    // An address is asked as the TCP gate will ask it (the address, no name): the gate's decision
+    // is then this one from the cache, not a second evaluation (a flood's distinct addresses all miss).
+    const address = isCanonicalIpv4(host);
+    request.host = address ? undefined : host;
+    request.ip = address ? host : undefined;
     request.port = port;
     request.protocol = 'tcp';
     request.sni = undefined;

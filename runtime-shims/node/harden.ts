@@ -267,6 +267,17 @@ const CRYPTO = ['verify', 'createPublicKey', 'createHash', 'timingSafeEqual', 'K
 const WATCHED_SPECIES: object[] = [Array, RegExp, Map, Set];
 const watchedSpeciesGetters: unknown[] = [];
 const getDescriptor = Object.getOwnPropertyDescriptor;
+// The getter a constructor's own Symbol.species has (undefined once it is a value or gone), read
+// without building a descriptor object: the check runs before every decision, and a flood of
+// distinct denies made the four descriptors a decision a measurable part of its garbage.
+// Object.prototype.__lookupGetter__ and Reflect.apply as they were when the shim loaded.
+const lookupGetter = (Object.prototype as unknown as { __lookupGetter__: (key: PropertyKey) => unknown })
+  .__lookupGetter__;
+const apply = Reflect.apply;
+const SPECIES_KEY = [Symbol.species];
+function speciesGetter(ctor: object): unknown {
+  return apply(lookupGetter, ctor, SPECIES_KEY);
+}
 
 function lockValue(target: object, key: PropertyKey): boolean {
   const descriptor = Object.getOwnPropertyDescriptor(target, key);
@@ -363,7 +374,6 @@ export function prototypePolluted(): boolean {
   if (w !== undefined && watchedReplaced(w)) return true;
   // Like the watched values, the species getters are compared only once captured at install.
   for (let i = 0; i < watchedSpeciesGetters.length; i++)
-    if (getDescriptor(WATCHED_SPECIES[i] as object, Symbol.species)?.get !== watchedSpeciesGetters[i])
-      return true;
+    if (speciesGetter(WATCHED_SPECIES[i] as object) !== watchedSpeciesGetters[i]) return true;
   return false;
 }

@@ -3,7 +3,7 @@
 // record each: names under their registrable domain, addresses under their /24 (IPv4) or /64
 // (IPv6) with the range of ports, Unix sockets under their directory, commands as themselves.
 // Pure string work, no allocation beyond the key and the value: it runs once per overflowing deny.
-import { parseIp } from '../../policy/cidr.js';
+import { isCanonicalIpv4, parseIp } from '../../policy/cidr.js';
 import type { DenyRecord } from '../../policy/types.js';
 
 type Destination = DenyRecord['destination'];
@@ -71,32 +71,10 @@ function clip(text: string): string {
   return text.length > MAX_PATTERN_TEXT ? text.slice(0, MAX_PATTERN_TEXT) : text;
 }
 
-/** Is `text` a canonical dotted quad (what the TCP gate sees): four 0-255 parts, no leading zeros? */
-function canonicalIpv4(text: string): boolean {
-  let parts = 0;
-  let digits = 0;
-  let value = 0;
-  for (let i = 0; i <= text.length; i++) {
-    const c = i === text.length ? 46 : text.charCodeAt(i);
-    if (c === 46) {
-      if (digits === 0 || value > 255) return false;
-      parts++;
-      digits = 0;
-      value = 0;
-    } else if (c >= 48 && c <= 57) {
-      if (digits === 1 && value === 0) return false;
-      value = value * 10 + c - 48;
-      digits++;
-      if (digits > 3) return false;
-    } else return false;
-  }
-  return parts === 4;
-}
-
 /** The prefix an address is grouped under: /24 for IPv4, /64 for IPv6. undefined: not an address. */
 export function addressPrefix(ip: string): string | undefined {
   // The common case without parsing into bytes: the first three parts as written.
-  if (canonicalIpv4(ip)) return `${ip.slice(0, ip.lastIndexOf('.'))}.0/24`;
+  if (isCanonicalIpv4(ip)) return `${ip.slice(0, ip.lastIndexOf('.'))}.0/24`;
   const bytes = parseIp(ip);
   if (!bytes) return undefined;
   if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.0/24`;

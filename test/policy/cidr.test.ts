@@ -1,6 +1,15 @@
+import { isIPv4 } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CidrTrie, cidrContains, formatIp, normalizeIp, parseCidr, parseIp } from '../../policy/cidr.js';
+import {
+  CidrTrie,
+  cidrContains,
+  formatIp,
+  isCanonicalIpv4,
+  normalizeIp,
+  parseCidr,
+  parseIp,
+} from '../../policy/cidr.js';
 
 describe('normalizeIp', () => {
   it.each([
@@ -59,6 +68,30 @@ describe('normalizeIp', () => {
         expect(normalizeIp(`0${n.toString(8)}`)).toBe(dotted);
         expect(normalizeIp(`::ffff:${dotted}`)).toBe(dotted);
       }),
+    );
+  });
+
+  it('reads a canonical dotted quad without the general parser, as Node reads it', () => {
+    // The fast path (canonicalIpv4Value) must accept exactly what net.isIPv4 accepts, and agree
+    // with the inet_aton reading of everything it accepts.
+    const quads = fc.oneof(
+      fc
+        .array(fc.constantFrom('0', '1', '2', '5', '9', '.'), { maxLength: 18 })
+        .map((chars) => chars.join('')),
+      fc
+        .tuple(
+          ...[0, 1, 2, 3].map(() =>
+            fc.oneof(fc.integer({ min: 0, max: 300 }), fc.constantFrom('00', '01', '0255', '')),
+          ),
+        )
+        .map((parts) => parts.join('.')),
+    );
+    fc.assert(
+      fc.property(quads, (text) => {
+        expect(isCanonicalIpv4(text)).toBe(isIPv4(text));
+        if (isIPv4(text)) expect(formatIp(parseIp(text) as Uint8Array)).toBe(text);
+      }),
+      { numRuns: 2000 },
     );
   });
 

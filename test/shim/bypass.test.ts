@@ -189,6 +189,14 @@ function poisoning(): [string, string][] {
       `const saved = Object.getOwnPropertyDescriptor(Array, Symbol.species); Object.defineProperty(Array, Symbol.species, { get: () => function () { return []; }, configurable: true }); try { return await ${hit(D())}; } finally { Object.defineProperty(Array, Symbol.species, saved); }`,
     ],
     [
+      'Array species as a value',
+      `const saved = Object.getOwnPropertyDescriptor(Array, Symbol.species); Object.defineProperty(Array, Symbol.species, { value: function () { return []; }, configurable: true }); try { return await ${hit(D())}; } finally { Object.defineProperty(Array, Symbol.species, saved); }`,
+    ],
+    [
+      'Array species deleted, planted on Function.prototype',
+      `const saved = Object.getOwnPropertyDescriptor(Array, Symbol.species); delete Array[Symbol.species]; Object.defineProperty(Function.prototype, Symbol.species, { get: () => function () { return []; }, configurable: true }); try { return await ${hit(D())}; } finally { delete Function.prototype[Symbol.species]; Object.defineProperty(Array, Symbol.species, saved); }`,
+    ],
+    [
       'Object.prototype accessors for request fields',
       `for (const k of ['host', 'sni', 'blocked', 'decision']) { try { Object.defineProperty(Object.prototype, k, { get() { return k === 'blocked' ? false : k === 'decision' ? 'allow' : 'localhost'; }, set() {}, configurable: true }); } catch {} } return ${hit(D())};`,
     ],
