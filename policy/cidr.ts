@@ -49,6 +49,22 @@ function canonicalIpv4Value(text: string): number {
   return parts === 4 ? address : -1;
 }
 
+function ipv4Bytes(value: number, into: IpBytes = new Uint8Array(4)): IpBytes {
+  into[0] = value >>> 24;
+  into[1] = (value >>> 16) & 0xff;
+  into[2] = (value >>> 8) & 0xff;
+  into[3] = value & 0xff;
+  return into;
+}
+
+/** Write the bytes of a canonical dotted quad into `into` (4 bytes); false, untouched, for any other text. */
+export function readCanonicalIpv4(text: string, into: IpBytes): boolean {
+  const value = canonicalIpv4Value(text);
+  if (value === -1) return false;
+  ipv4Bytes(value, into);
+  return true;
+}
+
 /** Is `text` a canonical dotted quad (four decimal parts 0-255, no leading zeros)? */
 export function isCanonicalIpv4(text: string): boolean {
   return canonicalIpv4Value(text) !== -1;
@@ -58,14 +74,7 @@ export function isCanonicalIpv4(text: string): boolean {
 export function parseIpv4(text: string): IpBytes | undefined {
   if (text.length === 0 || text.length > 64) return undefined;
   const canonical = canonicalIpv4Value(text);
-  if (canonical !== -1) {
-    const bytes = new Uint8Array(4);
-    bytes[0] = canonical >>> 24;
-    bytes[1] = (canonical >>> 16) & 0xff;
-    bytes[2] = (canonical >>> 8) & 0xff;
-    bytes[3] = canonical & 0xff;
-    return bytes;
-  }
+  if (canonical !== -1) return ipv4Bytes(canonical);
   // A single trailing dot is accepted by the WHATWG host parser; accept it here too.
   const trimmed = text.endsWith('.') ? text.slice(0, -1) : text;
   const parts = trimmed.split('.');
@@ -262,6 +271,8 @@ export function cidrOverlaps(a: Cidr, b: Cidr): boolean {
   return cidrCovers(a, b) || cidrCovers(b, a);
 }
 
+const NO_VALUES: readonly never[] = Object.freeze([]);
+
 interface TrieNode<T> {
   zero?: TrieNode<T>;
   one?: TrieNode<T>;
@@ -276,6 +287,13 @@ interface TrieNode<T> {
 export class CidrTrie<T> {
   private readonly v4: TrieNode<T> = {};
   private readonly v6: TrieNode<T> = {};
+  /**
+   * The merged result for a walk whose deepest prefix with values is the key: every prefix above it
+   * is on its path, so the result depends on that node alone. Built on first use, so that a miss on
+   * an address under several prefixes allocates nothing; dropped by insert. A Map, not a field on
+   * the node: nodes are plain objects, and a field they lack would be read from Object.prototype.
+   */
+  private readonly merged = new Map<TrieNode<T>, T[]>();
 
   insert(cidr: Cidr, value: T): void {
     let node = cidr.bytes.length === 4 ? this.v4 : this.v6;
@@ -291,22 +309,40 @@ export class CidrTrie<T> {
     }
     node.values ??= [];
     node.values.push(value);
+    this.merged.clear();
   }
 
-  /** Values of every prefix containing `address`, longest prefix first. */
-  lookup(address: IpBytes): T[] {
-    const found: T[][] = [];
+  /** Values of every prefix containing `address`, longest prefix first. Callers must not change the list. */
+  lookup(address: IpBytes): readonly T[] {
     let node: TrieNode<T> | undefined = address.length === 4 ? this.v4 : this.v6;
     const bits = address.length * 8;
+    let deepest: TrieNode<T> | undefined;
+    let lists = 0;
     for (let bit = 0; node; bit++) {
-      if (node.values) found.push(node.values);
+      if (node.values) {
+        deepest = node;
+        lists++;
+      }
       if (bit === bits) break;
       const set = ((address[bit >> 3] as number) >> (7 - (bit & 7))) & 1;
       node = set ? node.one : node.zero;
     }
-    if (found.length === 1) return found[0] as T[];
+    if (deepest === undefined) return NO_VALUES;
+    if (lists === 1) return deepest.values as T[];
+    const known = this.merged.get(deepest);
+    if (known) return known;
+    // Walk again, keeping every list on the way: the first multi-prefix miss under this node.
+    const found: T[][] = [];
+    node = address.length === 4 ? this.v4 : this.v6;
+    for (let bit = 0; node; bit++) {
+      if (node.values) found.push(node.values);
+      if (node === deepest) break;
+      const set = ((address[bit >> 3] as number) >> (7 - (bit & 7))) & 1;
+      node = set ? node.one : node.zero;
+    }
     const out: T[] = [];
     for (let i = found.length - 1; i >= 0; i--) for (const value of found[i] as T[]) out.push(value);
+    this.merged.set(deepest, out);
     return out;
   }
 }

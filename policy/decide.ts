@@ -2,9 +2,18 @@
 // child process, addon load and Unix-socket connect, so: no npm dependencies, index structures
 // built once per revision, cost on a miss grows with the length of the name (reversed-label trie)
 // and the address (binary prefix trie), not with the number of rules; a cache hit is a few Map
-// lookups and allocates nothing.
+// lookups and allocates nothing; a miss allocates the parsed address and little else (its working
+// arrays are reused), since a flood of distinct destinations is nothing but misses.
 import type { BundlePayload } from './bundle.js';
-import { type Cidr, CidrTrie, cidrContains, type IpBytes, parseCidr, parseIp } from './cidr.js';
+import {
+  type Cidr,
+  CidrTrie,
+  cidrContains,
+  type IpBytes,
+  parseCidr,
+  parseIp,
+  readCanonicalIpv4,
+} from './cidr.js';
 import type { CompiledPolicy, CompiledRule } from './compiled.js';
 import { classifyHost, HostTrie, parseHostPattern } from './host.js';
 import { compileGlob, type GlobMatcher, normalizePath } from './path.js';
@@ -183,6 +192,13 @@ class PolicyDecider implements Decider {
   private readonly execCache = new Map<string, Decision>();
   private readonly addonCache = new Map<string, Decision>();
   private readonly unixCache = new Map<string, Decision>();
+  // decideUncached's working space, reused: it is never re-entered (it calls nothing outside the
+  // kernel), and a flood of distinct destinations makes every decision a miss.
+  private readonly scratchNames: string[] = [];
+  private readonly scratchIps: IpBytes[] = [];
+  private readonly scratchLists: (readonly Matcher[])[] = [];
+  private readonly scratchAddress: IpBytes = new Uint8Array(4);
+  private readonly scratchFacts: Facts = { port: 0, protocolBit: 0, method: undefined, path: undefined };
 
   constructor(policy: CompiledPolicy, options: DeciderOptions) {
     this.revision = options.revision ?? 0;
@@ -324,12 +340,16 @@ class PolicyDecider implements Decider {
 
   /** The full evaluation (the cache-miss path). Exposed for benchmarks and explain. */
   decideUncached(request: DecisionRequest): Decision {
-    const names: string[] = [];
-    const ips: IpBytes[] = [];
+    const names = this.scratchNames;
+    const ips = this.scratchIps;
+    names.length = 0;
+    ips.length = 0;
     if (!this.collect(request.host, names, ips) || !this.collect(request.sni, names, ips))
       return this.unreadable();
     if (request.ip !== undefined && request.ip !== '') {
-      const bytes = parseIp(request.ip);
+      const bytes = readCanonicalIpv4(request.ip, this.scratchAddress)
+        ? this.scratchAddress
+        : parseIp(request.ip);
       if (!bytes) return this.unreadable();
       ips.push(bytes);
     }
@@ -341,25 +361,23 @@ class PolicyDecider implements Decider {
     // A destination we cannot read (bad name, bad address, bad port or protocol) is never allowed.
     if (port === -1 || protocolBit === 0 || (names.length === 0 && ips.length === 0))
       return this.unreadable();
-    const facts: Facts = {
-      port,
-      protocolBit,
-      method: request.method ? request.method.toUpperCase() : undefined,
-      path: request.path ? normalizePath(request.path) : undefined,
-    };
+    const facts = this.scratchFacts;
+    facts.port = port;
+    facts.protocolBit = protocolBit;
+    facts.method = request.method ? request.method.toUpperCase() : undefined;
+    facts.path = request.path ? normalizePath(request.path) : undefined;
     const ip = ips[ips.length - 1];
-    const nameCandidates = names.map((name) => this.hostIndex.lookup(name));
-    const ipCandidates = ips.map((address) => this.cidrIndex.lookup(address));
+    // The candidates of each name, then of each address: lists [0, nameLists) and [nameLists, end).
+    const lists = this.scratchLists;
+    lists.length = 0;
+    for (let i = 0; i < names.length; i++) lists.push(this.hostIndex.lookup(names[i] as string));
+    const nameLists = lists.length;
+    for (let i = 0; i < ips.length; i++) lists.push(this.cidrIndex.lookup(ips[i] as IpBytes));
 
     // Deny first: an enforcing deny anywhere decides; an observing one is remembered.
     let observedDeny: Decision | undefined;
-    for (let list = 0; list <= nameCandidates.length + ipCandidates.length; list++) {
-      const candidates =
-        list < nameCandidates.length
-          ? (nameCandidates[list] as Matcher[])
-          : list < nameCandidates.length + ipCandidates.length
-            ? (ipCandidates[list - nameCandidates.length] as Matcher[])
-            : this.unanchored;
+    for (let list = 0; list <= lists.length; list++) {
+      const candidates = list < lists.length ? (lists[list] as readonly Matcher[]) : this.unanchored;
       for (const m of candidates) {
         if (!m.deny || !matchesFacts(m, facts, ip)) continue;
         if (m.enforce) return m.decision;
@@ -369,8 +387,8 @@ class PolicyDecider implements Decider {
     // Allowed through the names (every name the request carries, host and a differing SNI),
     // through the addresses, or by a rule that names neither.
     const allowed =
-      allowedByAll(nameCandidates, facts, ip) ??
-      allowedByAll(ipCandidates, facts, ip) ??
+      allowedByAll(lists, 0, nameLists, facts, ip) ??
+      allowedByAll(lists, nameLists, lists.length, facts, ip) ??
       firstAllow(this.unanchored, facts, ip);
     if (allowed) return observedDeny ?? allowed;
     return this.fallbackDecision;
@@ -498,16 +516,26 @@ class PolicyDecider implements Decider {
   }
 }
 
-function firstAllow(candidates: Matcher[], facts: Facts, ip: IpBytes | undefined): Decision | undefined {
+function firstAllow(
+  candidates: readonly Matcher[],
+  facts: Facts,
+  ip: IpBytes | undefined,
+): Decision | undefined {
   for (const m of candidates) if (!m.deny && matchesFacts(m, facts, ip)) return m.decision;
   return undefined;
 }
 
-/** The first allow of the first list, when every list has an allow (undefined for no lists). */
-function allowedByAll(lists: Matcher[][], facts: Facts, ip: IpBytes | undefined): Decision | undefined {
+/** The first allow of lists[from], when each of lists[from, to) has an allow (undefined for none). */
+function allowedByAll(
+  lists: readonly (readonly Matcher[])[],
+  from: number,
+  to: number,
+  facts: Facts,
+  ip: IpBytes | undefined,
+): Decision | undefined {
   let first: Decision | undefined;
-  for (const candidates of lists) {
-    const d = firstAllow(candidates, facts, ip);
+  for (let i = from; i < to; i++) {
+    const d = firstAllow(lists[i] as readonly Matcher[], facts, ip);
     if (!d) return undefined;
     first ??= d;
   }

@@ -1,7 +1,7 @@
 // Builds dist/: ESM and CommonJS for every public entry point, plus the fully bundled
 // artefacts that ship in the Lambda layer (preload and extension need no node_modules).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -151,6 +151,43 @@ for (const entry of entries) {
   }
 }
 await Promise.all(jobs);
+
+// The preloads and the extension live in every governed process: V8 keeps a script's source for the
+// process's life, as one byte per character only if every character fits in Latin-1. esbuild escapes
+// non-ASCII in code (charset ascii, its default) but leaves comments as written, and one arrow in a
+// comment doubled register.cjs's resident source (180 KB more heap; V8 then lets the old generation
+// grow by a multiple of that before collecting). Comments only, so any spelling will do.
+const WIDE_IN_COMMENTS = {
+  '≥': '>=',
+  '≤': '<=',
+  '→': '->',
+  '←': '<-',
+  '—': '-',
+  '–': '-',
+  '…': '...',
+  '’': "'",
+  '‘': "'",
+  '“': '"',
+  '”': '"',
+};
+const inProcessOutputs = entries.flatMap((e) =>
+  e.kind === 'dual'
+    ? [`${e.name}.cjs`, `${e.name}.mjs`]
+    : e.kind === 'standalone'
+      ? [`${e.name}.cjs`]
+      : e.kind === 'esm-preload'
+        ? [`${e.name}.mjs`]
+        : [],
+);
+for (const name of inProcessOutputs) {
+  const file = join(dist, name);
+  const text = readFileSync(file, 'utf8');
+  const narrow = text.replace(
+    /[\u0100-\u{10ffff}]/gu,
+    (c) => WIDE_IN_COMMENTS[c] ?? `U+${c.codePointAt(0).toString(16)}`,
+  );
+  if (narrow !== text) writeFileSync(file, narrow);
+}
 
 if (process.env.BULKHEAD_SKIP_DTS !== '1' && existsSync(join(root, 'tsconfig.build.json'))) {
   const tsc = spawnSync(

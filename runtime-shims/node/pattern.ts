@@ -71,10 +71,23 @@ function clip(text: string): string {
   return text.length > MAX_PATTERN_TEXT ? text.slice(0, MAX_PATTERN_TEXT) : text;
 }
 
+let lastIpv4Head = '';
+let lastIpv4Dot = -1;
+let lastIpv4Base = '';
+
 /** The prefix an address is grouped under: /24 for IPv4, /64 for IPv6. undefined: not an address. */
 export function addressPrefix(ip: string): string | undefined {
   // The common case without parsing into bytes: the first three parts as written.
-  if (isCanonicalIpv4(ip)) return `${ip.slice(0, ip.lastIndexOf('.'))}.0/24`;
+  if (isCanonicalIpv4(ip)) {
+    // A flood's addresses share their /24 one after the other: the last one's group, not a new string.
+    const dot = ip.lastIndexOf('.');
+    if (dot !== lastIpv4Dot || !ip.startsWith(lastIpv4Head)) {
+      lastIpv4Head = ip.slice(0, dot + 1);
+      lastIpv4Dot = dot;
+      lastIpv4Base = `${lastIpv4Head}0/24`;
+    }
+    return lastIpv4Base;
+  }
   const bytes = parseIp(ip);
   if (!bytes) return undefined;
   if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.0/24`;

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync, writeSync } from 'node:fs';
 import type { DenyRecord } from '../../policy/types.js';
 import type { ControlCredentials } from './client/credentials.js';
+import { DistinctSet } from './distinct.js';
 import type { HitCount, HitCounter } from './hits.js';
 import { callOriginal } from './hooks/lock.js';
 import { patternOf, patternText } from './pattern.js';
@@ -152,7 +153,7 @@ interface Aggregate {
   ip: string | null | undefined;
   minPort: number | undefined;
   maxPort: number | undefined;
-  seen: Set<string>;
+  seen: DistinctSet;
   distinct: number;
   capped: boolean;
   sample: string[];
@@ -174,9 +175,24 @@ const mapSet = Map.prototype.set;
 const mapHas = Map.prototype.has;
 const mapDelete = Map.prototype.delete;
 const mapClear = Map.prototype.clear;
-const setHas = Set.prototype.has;
-const setAdd = Set.prototype.add;
-const setClear = Set.prototype.clear;
+
+// A record's key is built with one join over a reused array rather than a chain of concatenations:
+// a flood builds one per deny. Absent fields are written as NUL, so an absent field and an empty one
+// stay apart. Array#join as it was when the shim loaded.
+const arrayJoin = Array.prototype.join;
+const SEPARATOR = ['|'];
+const ABSENT = '\u0000';
+
+/** The fields of a deny that are not its destination, and their part of the key (one deny to the next, mostly the same). */
+interface KeyContext {
+  kind: string;
+  decision: string;
+  mode: string;
+  rule: string;
+  revision: number;
+  invocationId: string | undefined;
+  text: string;
+}
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
@@ -191,6 +207,16 @@ export class RecordQueue {
   #openAggregates = 0;
   /** The record (or aggregate) the last `add` counted into, for `setOrigin`. */
   #target: { origin?: DenyRecord['origin'] } | undefined;
+  #context: KeyContext = {
+    kind: '',
+    decision: '',
+    mode: '',
+    rule: '',
+    revision: -1,
+    invocationId: '',
+    text: '',
+  };
+  readonly #keyParts: unknown[] = new Array(10).fill(ABSENT);
   #dropped = 0;
   #delivered = 0;
   #aggregated = 0;
@@ -274,7 +300,18 @@ export class RecordQueue {
     this.#target = undefined;
     try {
       const d = input.destination;
-      const key = `${input.kind}|${input.decision}|${input.mode}|${input.rule}|${input.revision}|${d.host}|${d.ip}|${d.port}|${d.protocol}|${d.sni}|${d.method}|${d.path}|${d.command}|${d.socket}|${input.invocationId}`;
+      const parts = this.#keyParts;
+      parts[0] = this.#contextOf(input);
+      parts[1] = d.host ?? ABSENT;
+      parts[2] = d.ip ?? ABSENT;
+      parts[3] = d.port ?? ABSENT;
+      parts[4] = d.protocol ?? ABSENT;
+      parts[5] = d.sni ?? ABSENT;
+      parts[6] = d.method ?? ABSENT;
+      parts[7] = d.path ?? ABSENT;
+      parts[8] = d.command ?? ABSENT;
+      parts[9] = d.socket ?? ABSENT;
+      const key = callOriginal(arrayJoin, parts, SEPARATOR) as string;
       const now = Date.now();
       const existing = callOriginal(mapGet, this.#byKey, [key]) as Pending | undefined;
       if (existing) {
@@ -318,6 +355,33 @@ export class RecordQueue {
     }
   }
 
+  /** The key's part for the deny's kind, decision, mode, rule, revision and invocation (remembered while they stay the same). */
+  #contextOf(input: RecordInput): string {
+    const c = this.#context;
+    if (
+      c.kind !== input.kind ||
+      c.decision !== input.decision ||
+      c.mode !== input.mode ||
+      c.rule !== input.rule ||
+      c.revision !== input.revision ||
+      c.invocationId !== input.invocationId ||
+      c.text === ''
+    ) {
+      c.kind = input.kind;
+      c.decision = input.decision;
+      c.mode = input.mode;
+      c.rule = input.rule;
+      c.revision = input.revision;
+      c.invocationId = input.invocationId;
+      c.text = callOriginal(
+        arrayJoin,
+        [input.kind, input.decision, input.mode, input.rule, input.revision, input.invocationId ?? ABSENT],
+        SEPARATOR,
+      ) as string;
+    }
+    return c.text;
+  }
+
   #wantsOrigin(record: { origin?: DenyRecord['origin'] }, input: RecordInput): boolean {
     if (record.origin !== undefined) return false;
     if (input.origin !== undefined) {
@@ -342,7 +406,7 @@ export class RecordQueue {
   #aggregate(input: RecordInput, now: number, open: boolean): boolean {
     const d = input.destination;
     const where = patternOf(d);
-    const head = `${input.kind}|${input.decision}|${input.mode}|${input.rule}|${input.revision}|${d.protocol}|${input.invocationId}|`;
+    const head = `${this.#contextOf(input)}|${d.protocol ?? ABSENT}|`;
     let key = head + where.base;
     let aggregate = callOriginal(mapGet, this.#aggregates, [key]) as Aggregate | undefined;
     if (aggregate === undefined) {
@@ -367,7 +431,7 @@ export class RecordQueue {
           ip: undefined,
           minPort: undefined,
           maxPort: undefined,
-          seen: new Set(),
+          seen: new DistinctSet(),
           distinct: 0,
           capped: false,
           sample: [],
@@ -398,14 +462,11 @@ export class RecordQueue {
     }
     if (!aggregate.capped) {
       const value = where.value;
-      if (!callOriginal(setHas, aggregate.seen, [value])) {
-        if (this.#tracked >= this.#maxTracked) aggregate.capped = true;
-        else {
-          callOriginal(setAdd, aggregate.seen, [value]);
-          this.#tracked++;
-          aggregate.distinct++;
-          if (aggregate.sample.length < AGGREGATE_SAMPLE) aggregate.sample.push(value);
-        }
+      if (this.#tracked >= this.#maxTracked) aggregate.capped = true;
+      else if (aggregate.seen.add(value)) {
+        this.#tracked++;
+        aggregate.distinct++;
+        if (aggregate.sample.length < AGGREGATE_SAMPLE) aggregate.sample.push(value);
       }
     }
     if (aggregate.origin === undefined) {
@@ -455,7 +516,7 @@ export class RecordQueue {
         // Its own key: a later deny never merges into a closed aggregate.
         this.#pending.push({ record, key: `aggregate|${record.id}`, lastMs: aggregate.lastMs });
         this.#tracked -= aggregate.seen.size;
-        callOriginal(setClear, aggregate.seen, []);
+        aggregate.seen.clear();
         aggregate.count = 0;
         aggregate.distinct = 0;
         aggregate.capped = false;

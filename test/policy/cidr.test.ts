@@ -162,8 +162,8 @@ describe('CidrTrie', () => {
         fc.array(fc.tuple(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 32 })), {
           maxLength: 40,
         }),
-        fc.integer({ min: 0, max: 0xffffffff }),
-        (prefixes, address) => {
+        fc.array(fc.integer({ min: 0, max: 0xffffffff }), { minLength: 1, maxLength: 6 }),
+        (prefixes, addresses) => {
           const trie = new CidrTrie<number>();
           const cidrs = prefixes.map(([n, len]) => {
             const masked = len === 0 ? 0 : (n >>> (32 - len)) << (32 - len);
@@ -178,17 +178,21 @@ describe('CidrTrie', () => {
           cidrs.forEach((c, i) => {
             trie.insert(c, i);
           });
-          const a = new Uint8Array([
-            (address >>> 24) & 255,
-            (address >>> 16) & 255,
-            (address >>> 8) & 255,
-            address & 255,
-          ]);
-          const found = trie.lookup(a);
-          const expected = cidrs.map((c, i) => ({ c, i })).filter(({ c }) => cidrContains(c, a));
-          expect([...found].sort((x, y) => x - y)).toEqual(expected.map((e) => e.i).sort((x, y) => x - y));
-          const lengths = found.map((i) => cidrs[i]?.prefix ?? -1);
-          expect([...lengths].sort((x, y) => y - x)).toEqual(lengths);
+          // Each address twice, and neighbours under the same prefixes: the second walk under a node
+          // answers from the merged lists the first one built.
+          for (const address of [...addresses, ...addresses, ...addresses.map((a) => (a ^ 1) >>> 0)]) {
+            const a = new Uint8Array([
+              (address >>> 24) & 255,
+              (address >>> 16) & 255,
+              (address >>> 8) & 255,
+              address & 255,
+            ]);
+            const found = trie.lookup(a);
+            const expected = cidrs.map((c, i) => ({ c, i })).filter(({ c }) => cidrContains(c, a));
+            expect([...found].sort((x, y) => x - y)).toEqual(expected.map((e) => e.i).sort((x, y) => x - y));
+            const lengths = found.map((i) => cidrs[i]?.prefix ?? -1);
+            expect([...lengths].sort((x, y) => y - x)).toEqual(lengths);
+          }
         },
       ),
     );

@@ -19,6 +19,31 @@ export function destroyWith(owner: Record<string, unknown>, error: Error): void 
   }
 }
 
+// Sockets a denial fails on the next loop turn, with their errors, in pairs: one setImmediate a turn
+// for all of them rather than a closure and an Immediate each (a flood fails hundreds a turn). No
+// arguments travel through setImmediate: Node passes those with a spread, which a replaced array
+// iterator would empty.
+let toDestroy: unknown[] = [];
+let destroyScheduled = false;
+
+function destroyQueued(): void {
+  const queue = toDestroy;
+  toDestroy = [];
+  destroyScheduled = false;
+  for (let i = 0; i < queue.length; i += 2)
+    destroyWith(queue[i] as Record<string, unknown>, queue[i + 1] as Error);
+}
+
+/** Fail `owner` with `error` on a later loop turn, as a refused connection's error arrives. */
+export function destroyLater(owner: Record<string, unknown>, error: Error): void {
+  toDestroy[toDestroy.length] = owner;
+  toDestroy[toDestroy.length] = error;
+  if (!destroyScheduled) {
+    destroyScheduled = true;
+    setImmediate(destroyQueued);
+  }
+}
+
 const sniByWrap = new WeakMap<object, string>();
 
 /** Where a socket's connect was called: connects run after a tick, when the caller's frames are gone. */
@@ -102,9 +127,7 @@ export function installTcp(core: HookPort, binding: BindingLoader, beforeFirstCo
       // On a later loop turn, as a refused connection's error arrives: a program that awaits denied
       // connects in a loop still yields, so the sockets it drops are closed as it goes (a flood of
       // them otherwise holds every handle, and the event loop, until it ends).
-      // A closure, not setImmediate's own arguments: Node passes those with a spread, which a replaced
-      // array iterator would empty.
-      setImmediate(() => destroyWith(owner, error));
+      destroyLater(owner, error);
       return 0;
     }
     return DENIED_ERRNO;

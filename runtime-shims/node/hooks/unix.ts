@@ -7,7 +7,7 @@ import { realpathSync } from 'node:fs';
 import { DENIED_ERRNO, deniedError } from '../errors.js';
 import type { HookPort } from '../hook-port.js';
 import { type BindingLoader, callOriginal, lockHook, ownerOf } from './lock.js';
-import { destroyWith } from './net.js';
+import { destroyLater } from './net.js';
 
 type PipeConnect = (
   this: object,
@@ -103,7 +103,7 @@ export function installUnix(core: HookPort, binding: BindingLoader): void {
         const error = deniedError('connect', socket, decision.rule, core.revision, socket);
         if (owner && typeof owner.destroy === 'function') {
           // A later loop turn, as for a denied TCP connect (net.ts).
-          setImmediate(() => destroyWith(owner, error));
+          destroyLater(owner, error);
           return 0;
         }
         // The binding used directly: its own error number, as for TCP.
