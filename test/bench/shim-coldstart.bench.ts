@@ -31,8 +31,12 @@ const controlEnv = {
 const report =
   "const c = process.cpuUsage(); process.stdout.write(process.memoryUsage().rss + ' ' + (c.user + c.system));";
 const scripts = { idle: report, decision: `require('dns').lookup('localhost', () => {}); ${report}` };
-const MODES = ['plain', 'shim', 'control'] as const;
-type Key = `${(typeof MODES)[number]}/${keyof typeof scripts}`;
+// BENCH_BASELINE_REGISTER=<another build's dist/register.cjs>: that build with the same bundle file,
+// interleaved with the others (a before/after of a change to the preload).
+const BASELINE = process.env.BENCH_BASELINE_REGISTER;
+type Mode = 'plain' | 'shim' | 'control' | 'baseline';
+const MODES: Mode[] = BASELINE ? ['plain', 'shim', 'control', 'baseline'] : ['plain', 'shim', 'control'];
+type Key = `${Mode}/${keyof typeof scripts}`;
 const wall: Partial<Record<Key, number[]>> = {};
 const rss: Partial<Record<Key, number[]>> = {};
 const cpu: Partial<Record<Key, number[]>> = {};
@@ -54,7 +58,8 @@ function run(args: string[], env: Record<string, string>): Promise<string> {
 for (let i = 0; i < RUNS; i++) {
   for (const [name, script] of Object.entries(scripts) as [keyof typeof scripts, string][]) {
     for (const mode of MODES) {
-      const args = mode === 'plain' ? ['-e', script] : ['--require', REGISTER_CJS, '-e', script];
+      const preload = mode === 'baseline' ? (BASELINE as string) : REGISTER_CJS;
+      const args = mode === 'plain' ? ['-e', script] : ['--require', preload, '-e', script];
       const start = process.hrtime.bigint();
       const out = await run(args, mode === 'control' ? controlEnv : fx.env());
       const key: Key = `${mode}/${name}`;
@@ -75,14 +80,16 @@ console.log(`cold start, ${RUNS} interleaved runs each, p50 (goal: ≤ 10 ms and
 for (const name of Object.keys(scripts) as (keyof typeof scripts)[]) {
   const plain: Key = `plain/${name}`;
   row(`${name}: unpatched`, p50(wall[plain]), p50(cpu[plain]), p50(rss[plain]));
-  for (const [mode, label] of [
+  const variants: [Mode, string][] = [
     ['shim', '--require shim, bundle file'],
     ['control', '--require shim, control API only'],
-  ] as const) {
+  ];
+  if (BASELINE) variants.push(['baseline', '--require baseline build, bundle file']);
+  for (const [mode, label] of variants) {
     const key: Key = `${mode}/${name}`;
     row(`${name}: ${label}`, p50(wall[key]), p50(cpu[key]), p50(rss[key]));
     row(
-      `${name}: added (${mode === 'shim' ? 'file' : 'control'})`,
+      `${name}: added (${mode === 'control' ? 'control' : mode === 'baseline' ? 'baseline' : 'file'})`,
       p50(wall[key]) - p50(wall[plain]),
       p50(cpu[key]) - p50(cpu[plain]),
       p50(rss[key]) - p50(rss[plain]),

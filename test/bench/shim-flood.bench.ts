@@ -9,7 +9,8 @@
 // the run minus before); the heap the flood left once garbage is collected; the longest event-loop
 // block (a 5 ms timer's drift, and perf_hooks' monitorEventLoopDelay max); the application's own
 // longest wave; what reached the sink: records, the sum of their counts plus the dropped (must be N
-// exactly), and how many are aggregates. Without a sink: the deny lines written to stderr.
+// exactly), and how many are aggregates. Without a sink: the deny lines written to stderr. Beside them,
+// the floor of the mechanism: a bare hook that fails the same connects and does nothing else.
 // BENCH_FLOOD_N (default 100,000), BENCH_FLOOD_WAVE (default 100), BENCH_ROUNDS (default 1).
 // Printed, not asserted.
 import { spawn } from 'node:child_process';
@@ -149,6 +150,31 @@ const result = { kind: KIND };
 `,
 );
 
+// The floor of any in-process deny: a preload that fails every TCP connect at the binding, on the
+// next loop turn, with a stackless error, and does nothing else (no decision, no record, no stack
+// kept). What a denied connect costs beyond it is the shim's own work; what it costs beyond a refused
+// connect without it is also the price of answering faster than the kernel (V8 sizes its young
+// generation and its next old-space collection by the allocation rate, so the same garbage made in a
+// third of the time peaks higher).
+const bareHook = join(fx.dir, 'bare-hook.cjs');
+writeFileSync(
+  bareHook,
+  `'use strict';
+const { TCP } = process.binding('tcp_wrap');
+let owner;
+TCP.prototype.connect = function (req, address, port) {
+  owner ??= Object.getOwnPropertySymbols(this).find((s) => s.description === 'owner_symbol');
+  const socket = this[owner];
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  const error = new Error('denied ' + address + ':' + port);
+  Error.stackTraceLimit = limit;
+  setImmediate(() => socket.destroy(error));
+  return 0;
+};
+`,
+);
+
 interface Variant {
   name: string;
   kind: 'dns' | 'connect' | 'refused';
@@ -161,13 +187,14 @@ interface Variant {
 const BASELINE = process.env.BENCH_BASELINE_REGISTER;
 const VARIANTS: Variant[] = [
   { name: 'refused connect, no shim', kind: 'refused', shim: false, sink: 'none' },
+  { name: 'connect, bare hook (floor)', kind: 'connect', shim: false, sink: 'none', register: bareHook },
   { name: 'denied connect, spool', kind: 'connect', shim: true, sink: 'spool' },
   { name: 'denied lookup, spool', kind: 'dns', shim: true, sink: 'spool' },
   { name: 'denied lookup, http sink', kind: 'dns', shim: true, sink: 'http' },
   { name: 'denied lookup, no sink (stderr)', kind: 'dns', shim: true, sink: 'none' },
 ];
 if (BASELINE)
-  for (const v of VARIANTS.slice(1))
+  for (const v of VARIANTS.slice(2))
     VARIANTS.push({ ...v, name: `${v.name.replace('denied ', '')}, baseline`, register: BASELINE });
 
 interface Outcome {
@@ -205,7 +232,8 @@ for (let round = 0; round < ROUNDS; round++) {
     httpCount = 0;
     httpAggregates = 0;
     const profile = ['--expose-gc', ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] : [])];
-    const args = v.shim ? [...profile, '--require', v.register ?? REGISTER_CJS, child] : [...profile, child];
+    const preload = v.shim ? (v.register ?? REGISTER_CJS) : v.register;
+    const args = preload ? [...profile, '--require', preload, child] : [...profile, child];
     const run = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
       const p = spawn(process.execPath, args, { env });
       let stdout = '';
@@ -281,9 +309,12 @@ for (const v of VARIANTS) {
 const refused = pick('refused connect, no shim', 'usPerOp');
 const denied = pick('denied connect, spool', 'usPerOp');
 summary.deniedOverRefused = denied / refused;
+summary.rssOverFloorMB =
+  pick('denied connect, spool', 'rssGrowthMB') - pick('connect, bare hook (floor)', 'rssGrowthMB');
 if (BASELINE) summary.baselineDeniedOverRefused = pick('connect, spool, baseline', 'usPerOp') / refused;
 console.log(
-  `denied connect / refused connect: ${(denied / refused).toFixed(2)}x${BASELINE ? ` (baseline ${(summary.baselineDeniedOverRefused as number).toFixed(2)}x)` : ''} (goal ≤ 1); denied lookup goal ≤ 20 µs; RSS goal ≤ 50 MB; block goal ≤ 50 ms beyond the app's own`,
+  `denied connect RSS beyond the bare hook's: ${(summary.rssOverFloorMB as number).toFixed(1)} MB\n` +
+    `denied connect / refused connect: ${(denied / refused).toFixed(2)}x${BASELINE ? ` (baseline ${(summary.baselineDeniedOverRefused as number).toFixed(2)}x)` : ''} (goal ≤ 1); denied lookup goal ≤ 20 µs; RSS goal ≤ 50 MB; block goal ≤ 50 ms beyond the app's own`,
 );
 console.log(JSON.stringify({ bench: 'shim-flood', ...summary }));
 receiver.close();
