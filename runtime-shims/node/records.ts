@@ -301,7 +301,8 @@ export class RecordQueue {
     try {
       const d = input.destination;
       const parts = this.#keyParts;
-      parts[0] = this.#contextOf(input);
+      const context = this.#contextOf(input);
+      parts[0] = context;
       parts[1] = d.host ?? ABSENT;
       parts[2] = d.ip ?? ABSENT;
       parts[3] = d.port ?? ABSENT;
@@ -322,7 +323,7 @@ export class RecordQueue {
       }
       if (this.#pending.length >= this.#maxPending || this.#aggregates.size > 0) {
         // Flooding: a full queue, or a pattern that overflowed and has not calmed down.
-        if (this.#aggregate(input, now, this.#pending.length >= this.#maxPending)) {
+        if (this.#aggregate(input, context, now, this.#pending.length >= this.#maxPending)) {
           this.#schedule();
           return this.#target !== undefined;
         }
@@ -364,8 +365,7 @@ export class RecordQueue {
       c.mode !== input.mode ||
       c.rule !== input.rule ||
       c.revision !== input.revision ||
-      c.invocationId !== input.invocationId ||
-      c.text === ''
+      c.invocationId !== input.invocationId
     ) {
       c.kind = input.kind;
       c.decision = input.decision;
@@ -401,12 +401,13 @@ export class RecordQueue {
 
   /**
    * Count a deny into its pattern's aggregate. `open`: may open a new aggregate (the queue is full);
-   * otherwise only an aggregate still open takes it. false: not aggregated (the caller queues or drops it).
+   * otherwise only an aggregate still open takes it. `context`: the deny's #contextOf, already read by
+   * `add`. false: not aggregated (the caller queues or drops it).
    */
-  #aggregate(input: RecordInput, now: number, open: boolean): boolean {
+  #aggregate(input: RecordInput, context: string, now: number, open: boolean): boolean {
     const d = input.destination;
     const where = patternOf(d);
-    const head = `${this.#contextOf(input)}|${d.protocol ?? ABSENT}|`;
+    const head = `${context}|${d.protocol ?? ABSENT}|`;
     let key = head + where.base;
     let aggregate = callOriginal(mapGet, this.#aggregates, [key]) as Aggregate | undefined;
     if (aggregate === undefined) {
