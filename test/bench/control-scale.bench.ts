@@ -69,6 +69,8 @@ const LIMITS: Partial<ControlLimits> = {
     admin: { perSecond: 1_000_000, burst: 1_000_000 },
     workload: { perSecond: 1_000_000, burst: 1_000_000 },
   },
+  // The fleet is 10,000 workloads this replica has never seen, on one token: past the default budget.
+  newWorkloads: { perSecond: 1_000_000, burst: 1_000_000 },
 };
 
 const doc = (kind: string, name: string, spec: string) =>
