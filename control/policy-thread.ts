@@ -27,6 +27,7 @@ import {
   wouldBreak,
 } from '../policy/index.js';
 import type { DenyRecord, WorkloadIdentity } from '../policy/types.js';
+import { warmUpPass } from './policy-warm-up.js';
 import type {
   InstallResult,
   PolicyThreadData,
@@ -440,3 +441,18 @@ parentPort?.on('message', (message: { id: number; request: PolicyThreadRequest }
   }
   parentPort?.postMessage({ id: message.id, reply });
 });
+
+// Warm-up (control/policy-warm-up.ts): one pass a turn, so that a request waits behind one pass at most.
+if (data.warmUpPasses > 0) {
+  let previous: PolicySet | undefined;
+  let pass = 0;
+  const step = () => {
+    try {
+      previous = warmUpPass(pass, previous, privateKey);
+    } catch {
+      return; // The sample is covered by a test; a warm-up never stands in the way of real work.
+    }
+    if (++pass < data.warmUpPasses) setImmediate(step);
+  };
+  setImmediate(step);
+}

@@ -19,6 +19,8 @@ export interface PolicyThreadData {
   bundleTtlMs: number;
   /** Most scopes signed while installing a revision (the rest are signed on first request). */
   signAtInstall: number;
+  /** Passes of the warm-up at thread start (control/policy-warm-up.ts); 0: none. */
+  warmUpPasses: number;
 }
 
 export interface ResolvedText {

@@ -65,6 +65,11 @@ export interface ControlServerOptions {
   verifiers?: readonly ProofVerifier[] | undefined;
   /** Serve HTTPS with this certificate (chain) and private key, both PEM; plain HTTP when absent. */
   tls?: { cert: string; key: string } | undefined;
+  /**
+   * Passes of the policy thread's warm-up at start, so that the first apply does not run a cold
+   * parser (control/policy-warm-up.ts; default WARM_UP_PASSES, ~0.2 s of that thread); 0: none.
+   */
+  warmUpPasses?: number | undefined;
 }
 
 /** Route access: `none` (public), `any` (any valid token), or the scope it needs. Admin tokens pass everywhere. */
@@ -175,6 +180,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
       longPolls.wakeForRevision(WAKE_BEFORE_ANSWER);
     },
     (error, revision) => app.log.error({ err: error, revision }, 'could not load revision'),
+    options.warmUpPasses,
   );
   const unsubscribe = store.onRevision((revision) => {
     void state.advance(revision);

@@ -10,7 +10,11 @@
 //  A′. The floor beside it, in the same run: the same client opens 10,000 plain sockets to a plain
 //     `net` server (no HTTP server, no policy, no apply) that writes answers of the same size to all of
 //     them in one loop, BENCH_ROUNDS times; the client reads and re-parks exactly as in A. Delivery in
-//     A is reported as a ratio to this.
+//     A is reported as a ratio to this, pooled and round by round (the first apply beside the first
+//     floor round: the plain sockets' first round is often slower too).
+//  A″. The same floor written by two processes sharing the port through `cluster` (each holds about
+//     half of the sockets and writes them at once): what more than one process per replica could
+//     gain on this machine, where the client and the kernel's loopback work share the two cores.
 //  B. An apply must not stall other clients: on a fresh server, a probe loop (GET /healthz and
 //     GET /v1/bundle, each sent every 10 ms, pipelined on its keep-alive connection so a stall
 //     delays every request made during it) while a ~60,000-rule (BENCH_STALL_RULES) and a
@@ -20,6 +24,7 @@
 // Both processes timestamp with performance.timeOrigin + performance.now() (offset checked below).
 // A table on stdout and bench-results/control-scale.json. Run: npm run bench -- control-scale
 import { execFileSync, fork } from 'node:child_process';
+import cluster from 'node:cluster';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { cpus, loadavg } from 'node:os';
@@ -33,6 +38,11 @@ const STALL_RULES = Number(process.env.BENCH_STALL_RULES ?? 60_000);
 const STALL_DOCUMENTS = Number(process.env.BENCH_STALL_DOCUMENTS ?? 9_000);
 /** `at-once`: a workload long-polls again as soon as it got the new revision (as real ones do); `after`: once the round is measured. */
 const REPARK = process.env.BENCH_REPARK === 'after' ? 'after' : 'at-once';
+/** BENCH_WARM_UP_PASSES: the policy thread's warm-up at start (default: the server's own default; 0: none). */
+const WARM_UP =
+  process.env.BENCH_WARM_UP_PASSES === undefined
+    ? {}
+    : { warmUpPasses: Number(process.env.BENCH_WARM_UP_PASSES) };
 const SCOPES = 4;
 const PROBE_EVERY_MS = 10;
 /** After the apply's answer, how long its after-effects still count as "during the apply". */
@@ -462,8 +472,35 @@ const spread = (sorted: number[]) => ({
   n: sorted.length,
 });
 
-/** A′: 10,000 plain sockets written the same `bodyBytes`-byte answer in one loop; receipt times from each write loop's start. */
-async function plainSocketFloor(bodyBytes: number): Promise<number[]> {
+/** A bundle answer of `bodyBytes` with the headers the control API sends, for the floors. */
+function cannedAnswer(bodyBytes: number): string {
+  const head =
+    'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n' +
+    `content-length: ${bodyBytes}\r\netag: "r9-0123456789abcdef-e1"\r\nx-bulkhead-revision: 9\r\n` +
+    `cache-control: no-cache\r\nDate: ${new Date().toUTCString()}\r\nConnection: keep-alive\r\n` +
+    'Keep-Alive: timeout=72\r\n\r\n';
+  return `${head}${'x'.repeat(bodyBytes)}`;
+}
+
+interface FloorRound {
+  /** The write loop alone (with several writer processes, the longest). */
+  writeMs: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/** What writes the floor's answers: a plain `net` server in this process, or several processes. */
+interface FloorWriters {
+  port: number;
+  /** Sockets that have sent their request, over all writers. */
+  ready(): Promise<number>;
+  /** Writes `answer` to every socket; the longest write loop, in ms. */
+  write(answer: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+function inProcessWriters(): Promise<FloorWriters> {
   const sockets: Socket[] = [];
   const plain = createServer((socket) => {
     socket.setNoDelay(true);
@@ -471,31 +508,125 @@ async function plainSocketFloor(bodyBytes: number): Promise<number[]> {
     socket.once('data', () => sockets.push(socket));
     socket.resume();
   });
-  await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', 511, resolve));
-  const { port } = plain.address() as AddressInfo;
-  await client.ask({ cmd: 'raw-open', port, count: LONGPOLLS }, 'raw-open');
-  await waitUntil(async () => sockets.length >= LONGPOLLS, 60_000, `${LONGPOLLS} plain sockets`);
-  const head =
-    'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n' +
-    `content-length: ${bodyBytes}\r\netag: "r9-0123456789abcdef-e1"\r\nx-bulkhead-revision: 9\r\n` +
-    `cache-control: no-cache\r\nDate: ${new Date().toUTCString()}\r\nConnection: keep-alive\r\n` +
-    'Keep-Alive: timeout=72\r\n\r\n';
-  const answer = `${head}${'x'.repeat(bodyBytes)}`;
+  return new Promise((resolve) =>
+    plain.listen(0, '127.0.0.1', 511, () =>
+      resolve({
+        port: (plain.address() as AddressInfo).port,
+        ready: async () => sockets.length,
+        write: async (answer) => {
+          const started = clock();
+          for (const socket of sockets) socket.write(answer, 'latin1');
+          return clock() - started;
+        },
+        close: () => new Promise((done) => plain.close(() => done())),
+      }),
+    ),
+  );
+}
+
+// A″'s writer: a cluster worker holding its share of the sockets (the primary accepts round-robin).
+const WRITER = `
+import { createServer } from 'node:net';
+const sockets = [];
+let answer = '';
+createServer((socket) => {
+  socket.setNoDelay(true);
+  socket.on('error', () => {});
+  socket.once('data', () => sockets.push(socket));
+  socket.resume();
+}).listen(0, '127.0.0.1', 511);
+process.on('message', (m) => {
+  if (m.cmd === 'answer') answer = m.answer;
+  else if (m.cmd === 'ready') process.send({ ev: 'ready', count: sockets.length });
+  else if (m.cmd === 'write') {
+    const started = performance.now();
+    for (const socket of sockets) socket.write(answer, 'latin1');
+    process.send({ ev: 'written', ms: performance.now() - started });
+  }
+});
+`;
+
+/** `processes` writer processes sharing one listening port through `cluster`, as a multi-process replica would. */
+async function clusterWriters(processes: number): Promise<FloorWriters> {
+  const script = join(temp.dir, 'writer.mjs');
+  writeFileSync(script, WRITER);
+  cluster.setupPrimary({ exec: script, args: [], silent: false });
+  const workers = Array.from({ length: processes }, () => cluster.fork());
+  const ports = await Promise.all(
+    workers.map(
+      (worker) => new Promise<number>((resolve) => worker.once('listening', (a) => resolve(a.port))),
+    ),
+  );
+  const askAll = async <T>(message: object, ev: string, pick: (m: Record<string, unknown>) => T) =>
+    Promise.all(
+      workers.map(
+        (worker) =>
+          new Promise<T>((resolve) => {
+            const onMessage = (m: Record<string, unknown>) => {
+              if (m.ev !== ev) return;
+              worker.off('message', onMessage);
+              resolve(pick(m));
+            };
+            worker.on('message', onMessage);
+            worker.send(message);
+          }),
+      ),
+    );
+  return {
+    port: ports[0] ?? 0,
+    ready: async () =>
+      (await askAll({ cmd: 'ready' }, 'ready', (m) => Number(m.count))).reduce((a, b) => a + b, 0),
+    write: async (answer) => {
+      for (const worker of workers) worker.send({ cmd: 'answer', answer });
+      return Math.max(...(await askAll({ cmd: 'write' }, 'written', (m) => Number(m.ms))));
+    },
+    close: async () => {
+      await Promise.all(
+        workers.map((worker) => {
+          const exited = new Promise((resolve) => worker.once('exit', resolve));
+          worker.kill();
+          return exited;
+        }),
+      );
+    },
+  };
+}
+
+/**
+ * A′ and A″: 10,000 plain sockets written the same `bodyBytes`-byte answer, ROUNDS times; receipt
+ * times from the moment the writing starts, pooled and per round (the first round beside the first
+ * apply: a first round slower here too is the machine's, not the server's).
+ */
+async function plainSocketFloor(
+  name: string,
+  writers: FloorWriters,
+  bodyBytes: number,
+): Promise<{ times: number[]; rounds: FloorRound[] }> {
+  await client.ask({ cmd: 'raw-open', port: writers.port, count: LONGPOLLS }, 'raw-open');
+  await waitUntil(async () => (await writers.ready()) >= LONGPOLLS, 60_000, `${LONGPOLLS} plain sockets`);
+  const answer = cannedAnswer(bodyBytes);
   const times: number[] = [];
+  const rounds: FloorRound[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     await settle(500);
     const started = clock();
-    for (const socket of sockets) socket.write(answer, 'latin1');
+    const writeMs = await writers.write(answer);
     const got = await client.ask<{ ev: string; times: number[]; missing: number }>(
       { cmd: 'raw-collect', timeoutMs: 30_000 },
       'raw-times',
     );
-    if (got.missing) throw new Error(`plain-socket floor: ${got.missing} answers never arrived`);
-    times.push(...got.times.map((t) => t - started));
+    if (got.missing) throw new Error(`${name}: ${got.missing} answers never arrived`);
+    const these = got.times.map((t) => t - started).sort((a, b) => a - b);
+    const { p50, p99, max } = spread(these);
+    rounds.push({ writeMs, p50, p99, max });
+    console.log(
+      `${name} round ${round}: write loop ${ms(writeMs)}; received p50 ${ms(p50)} p99 ${ms(p99)} max ${ms(max)}`,
+    );
+    times.push(...these);
   }
   await client.ask({ cmd: 'raw-close' }, 'raw-closed');
-  await new Promise((resolve) => plain.close(resolve));
-  return times.sort((a, b) => a - b);
+  await writers.close();
+  return { times: times.sort((a, b) => a - b), rounds };
 }
 
 const temp = tempDir();
@@ -516,7 +647,7 @@ try {
   }
 
   // A. Long-polls at scale.
-  server = await startControlServer({ limits: LIMITS });
+  server = await startControlServer({ limits: LIMITS, ...WARM_UP });
   const admin = (await server.issueToken('admin')).token;
   const workload = (await server.issueToken('workload')).token;
   await applyPolicy(server.url, admin, fleetPolicy(0));
@@ -584,7 +715,11 @@ try {
   const sortedApply = [...applyMs].sort((a, b) => a - b);
 
   // A′. The floor, with the same client.
-  const floor = spread(await plainSocketFloor(opened.bundleBytes));
+  const floorRun = await plainSocketFloor('floor', await inProcessWriters(), opened.bundleBytes);
+  const floor = spread(floorRun.times);
+  // A″. The same with two writer processes: whether more processes per replica would lower it here.
+  const splitRun = await plainSocketFloor('floor, 2 processes', await clusterWriters(2), opened.bundleBytes);
+  const splitFloor = spread(splitRun.times);
 
   // B. Big applies while a probe loop runs (a fresh server: these figures do not depend on A).
   // Documents: a SmartGroup and an EgressPolicy of two rules per pair, beside the probe's two.
@@ -690,6 +825,17 @@ try {
   console.log(
     `delivery beside its floor: p99 ${ms(deliverySpread.p99)} = ${(deliverySpread.p99 / floor.p99).toFixed(2)} × the p99 of ${LONGPOLLS} plain sockets written the same bytes in one loop (p50 ${ms(floor.p50)}, p99 ${ms(floor.p99)}, max ${ms(floor.max)}; no HTTP server, no apply)`,
   );
+  console.log(
+    `the same with 2 writer processes (cluster): p99 ${ms(splitFloor.p99)} (p50 ${ms(splitFloor.p50)}, max ${ms(splitFloor.max)})`,
+  );
+  perRound.forEach((r, i) => {
+    const one = floorRun.rounds[i];
+    const two = splitRun.rounds[i];
+    if (!one || !two) return;
+    console.log(
+      `round ${i + 1}: delivery p99 ${ms(r.p99)}, floor p99 ${ms(one.p99)} (${(r.p99 / one.p99).toFixed(2)}×, ${ms(r.p99 - one.p99)} above), 2-process floor p99 ${ms(two.p99)}`,
+    );
+  });
   for (const s of stalls) {
     console.log(
       `${s.name}: ${(s.bytes / 1024 / 1024).toFixed(1)} MB of YAML; slowest /healthz ${ms(s.healthzMax)}, /v1/bundle ${ms(s.bundleMax)}; the server's event loop blocked up to ${ms(s.serverLoopMaxMs)}`,
@@ -726,7 +872,14 @@ try {
       clientErrors: closed.errors + probed.errors,
       nonOkProbes: badProbes,
     },
-    longPolls: { applyMs, perRound, delivery: deliverySpread, missing, plainSocketFloor: floor },
+    longPolls: {
+      applyMs,
+      perRound,
+      delivery: deliverySpread,
+      missing,
+      plainSocketFloor: { ...floor, perRound: floorRun.rounds },
+      twoProcessFloor: { ...splitFloor, perRound: splitRun.rounds },
+    },
     stalls,
     idleProbes: spread(idle),
     goals,
