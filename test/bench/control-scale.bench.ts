@@ -729,7 +729,7 @@ try {
     documents: stallPolicy(pairs, pairs * 2, 'docs'),
   };
   const base = setOf(PROBE_DOCS);
-  server = await startControlServer({ limits: LIMITS });
+  server = await startControlServer({ limits: LIMITS, ...WARM_UP });
   const adminB = (await server.issueToken('admin')).token;
   const workloadB = (await server.issueToken('workload')).token;
   await applyPolicy(server.url, adminB, base);
