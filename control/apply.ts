@@ -125,7 +125,7 @@ export class PolicyApplier {
         metrics.applies.inc({ result: checked.error === 'invalid-policy' ? 'invalid' : 'guardrail' });
         return checked;
       }
-      const { diffJson, blastRadiusJson } = checked;
+      const { diffJson, blastRadiusJson, sourcesJson } = checked;
       if (diffJson === undefined || blastRadiusJson === undefined)
         throw new PolicyThreadError('check answered without a diff');
       const current = state.current;
@@ -159,7 +159,11 @@ export class PolicyApplier {
       const summaryJson = `{"diff":${diffJson},"files":${JSON.stringify(files)},"appliedBy":${JSON.stringify(appliedBy)},"appliedByName":${JSON.stringify(appliedByName)}}`;
       const restoredFrom = options.restoredFrom ?? null;
       const row = { createdAt, sources, restoredFrom, summary: null };
-      const revision = await store.appendRevision({ ...row, summaryJson });
+      const revision = await store.appendRevision({
+        ...row,
+        summaryJson,
+        ...(sourcesJson === undefined ? {} : { sourcesJson }),
+      });
       installed = true;
       await state.prepare({ ...row, revision }, token).catch((error: Error) => {
         // Stored but not installed here: the revision is reloaded from the store like any announced one.

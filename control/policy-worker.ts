@@ -127,6 +127,8 @@ export type PolicyThreadReply =
        * the checked set; `blast-radius`: the installed set's report. JSON text, as `diffJson`.
        */
       blastRadiusJson?: string;
+      /** `check`: the sources as the store keeps them (JSON text): a set can be megabytes, serialised here rather than on the event loop. */
+      sourcesJson?: string;
       /** `blast-radius`: the revision the report is of (0: none installed yet). */
       revision?: number;
       affected?: { count: number; workloads: { key: string; identity: WorkloadIdentity }[] };

@@ -411,7 +411,7 @@ export class PostgresStore implements ControlStore {
         [
           next,
           revision.createdAt,
-          JSON.stringify(revision.sources),
+          revision.sourcesJson ?? JSON.stringify(revision.sources),
           revision.restoredFrom,
           revision.summaryJson ?? JSON.stringify(revision.summary ?? null),
         ],

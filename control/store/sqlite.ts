@@ -377,7 +377,7 @@ export class SqliteStore implements ControlStore {
         .run(
           number,
           revision.createdAt,
-          JSON.stringify(revision.sources),
+          revision.sourcesJson ?? JSON.stringify(revision.sources),
           revision.restoredFrom,
           revision.summaryJson ?? JSON.stringify(revision.summary ?? null),
         );

@@ -62,6 +62,8 @@ export interface NewRevision {
   summary: unknown;
   /** `summary` already serialised (an apply's diff can be megabytes): stored as given when present. */
   summaryJson?: string;
+  /** `JSON.stringify(sources)` made already (on the policy thread): stored as given when present. */
+  sourcesJson?: string;
 }
 
 export interface WorkloadSighting {
