@@ -7,6 +7,21 @@
 
 export type WakeReason = 'revision' | 'timeout' | 'closed' | 'shutdown';
 
+/** Callbacks per segment of Node's `process.nextTick` queue (lib/internal/fixed_queue.js). */
+const TICK_QUEUE_SEGMENT = 2048;
+const noop = () => {};
+
+/**
+ * Waking thousands of polls queues a few ticks per answer in one turn: more than one segment of
+ * Node's tick queue, which ordinary traffic never fills. The first time a process does, `nextTick`
+ * and the tick loop run a branch they have no type feedback for, and V8 throws their compiled code
+ * away in the middle of the burst (`--trace-deopt`). Queuing that many no-op ticks once at start
+ * (~1 ms) takes that branch before any revision is waiting on it.
+ */
+export function primeTickQueue(): void {
+  for (let i = 0; i < 2 * TICK_QUEUE_SEGMENT; i++) process.nextTick(noop);
+}
+
 interface Waiter {
   settled: boolean;
   timer: NodeJS.Timeout | undefined;

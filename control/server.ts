@@ -13,9 +13,10 @@ import type { AttestationConfig, ProofVerifier } from './attest/types.js';
 import { type IssuedToken, type IssueOptions, issueToken, type TokenGrant, TokenVerifier } from './auth.js';
 import { ConnectionGuard, connectionBudget, countOpenFiles, readOpenFileLimit } from './connection-guard.js';
 import type { ControlContext, ControlLimits } from './context.js';
-import { LongPollHub } from './long-poll.js';
+import { LongPollHub, primeTickQueue } from './long-poll.js';
 import { ControlMetrics, gauge } from './metrics.js';
 import { PolicyState, type SigningKey } from './policy-state.js';
+import { WARM_UP_PASSES } from './policy-warm-up.js';
 import { RateLimiter } from './rate-limit.js';
 import { registerAttestRoutes } from './routes/attest.js';
 import { registerBlastRadiusRoutes } from './routes/blast-radius.js';
@@ -67,7 +68,8 @@ export interface ControlServerOptions {
   tls?: { cert: string; key: string } | undefined;
   /**
    * Passes of the policy thread's warm-up at start, so that the first apply does not run a cold
-   * parser (control/policy-warm-up.ts; default WARM_UP_PASSES, ~0.2 s of that thread); 0: none.
+   * parser (control/policy-warm-up.ts; default WARM_UP_PASSES, ~0.2 s of that thread); 0: none,
+   * and no priming of the tick queue either (primeTickQueue in control/long-poll.ts).
    */
   warmUpPasses?: number | undefined;
 }
@@ -202,6 +204,8 @@ export async function createControlServer(options: ControlServerOptions): Promis
   const rememberWorkload = (key: string) => {
     if (knownWorkloads.size < MAX_KNOWN_WORKLOADS) knownWorkloads.add(key);
   };
+  // The warm-ups (control/policy-warm-up.ts, primeTickQueue): the first apply after a start should not be the slow one.
+  if ((options.warmUpPasses ?? WARM_UP_PASSES) > 0) primeTickQueue();
   await watch.start();
   verifier.start();
   const sessionPurge = setInterval(() => {
