@@ -101,7 +101,7 @@ export class PolicyApplier {
     const token = state.worker.newToken();
     let installed = false;
     try {
-      const checking = state.worker.request({ op: 'check', sources, token });
+      const checking = state.worker.request({ op: 'check', sources, token, forStore: !options.dryRun });
       // Which workloads the set changes is asked right behind the check (the thread answers in
       // order), from the inventory listed while the thread parses: an apply of a small set at
       // 10,000 workloads waits for one parse and one walk, not a round trip and a listing between.

@@ -10,7 +10,6 @@
 import { createHash } from 'node:crypto';
 import { checkIdentityBounds, formatIdentity, parseIdentity } from '../policy/index.js';
 import type { WorkloadIdentity } from '../policy/types.js';
-import { WARM_UP_PASSES } from './policy-warm-up.js';
 import { PolicyWorker, type ResolvedText, type SignedScope } from './policy-worker.js';
 import { PrebuiltAnswer } from './prebuilt-answer.js';
 import type { ControlStore, PolicySource, RevisionRow } from './store/types.js';
@@ -86,7 +85,7 @@ export class PolicyState {
     private readonly onAdvance: (revision: number) => void,
     private readonly onError: (error: Error, revision: number) => void,
     /** Passes of the policy thread's warm-up at start (control/policy-warm-up.ts); 0: none. */
-    warmUpPasses = WARM_UP_PASSES,
+    warmUpPasses: number,
   ) {
     this.worker = new PolicyWorker(
       { privateKeyPem: key.privateKeyPem, bundleTtlMs, signAtInstall: SIGN_AT_INSTALL, warmUpPasses },

@@ -367,7 +367,7 @@ function handle(request: PolicyThreadRequest): PolicyThreadReply {
         ok: true,
         diffJson: JSON.stringify({ changed, groups }),
         blastRadiusJson: JSON.stringify(radius),
-        sourcesJson: JSON.stringify(request.sources),
+        ...(request.forStore ? { sourcesJson: JSON.stringify(request.sources) } : {}),
       };
     }
     case 'blast-radius': {

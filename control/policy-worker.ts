@@ -40,7 +40,8 @@ export interface SignedScope {
 
 export type PolicyThreadRequest =
   /** `token` (from `newToken()`) names the checked set for the requests that follow, which may be sent before the answer. */
-  | { op: 'check'; sources: PolicySource[]; token: number }
+  /** `forStore`: the set is to be stored (not a dry run): answer `sourcesJson` too. */
+  | { op: 'check'; sources: PolicySource[]; token: number; forStore: boolean }
   | {
       op: 'affected';
       token: number;
@@ -127,7 +128,7 @@ export type PolicyThreadReply =
        * the checked set; `blast-radius`: the installed set's report. JSON text, as `diffJson`.
        */
       blastRadiusJson?: string;
-      /** `check`: the sources as the store keeps them (JSON text): a set can be megabytes, serialised here rather than on the event loop. */
+      /** `check` with `forStore`: the sources as the store keeps them (JSON text): a set can be megabytes, serialised here rather than on the event loop. */
       sourcesJson?: string;
       /** `blast-radius`: the revision the report is of (0: none installed yet). */
       revision?: number;

@@ -169,6 +169,8 @@ export async function createControlServer(options: ControlServerOptions): Promis
   const connections = new ConnectionGuard(budget.connections, refusalSlack);
   connections.attach(app.server);
 
+  // The warm-ups (control/policy-warm-up.ts, primeTickQueue): the first apply after a start should not be the slow one.
+  const warmUpPasses = options.warmUpPasses ?? WARM_UP_PASSES;
   let revisionSeenAtMs = Date.now();
   const state = new PolicyState(
     store,
@@ -182,7 +184,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
       longPolls.wakeForRevision(WAKE_BEFORE_ANSWER);
     },
     (error, revision) => app.log.error({ err: error, revision }, 'could not load revision'),
-    options.warmUpPasses,
+    warmUpPasses,
   );
   const unsubscribe = store.onRevision((revision) => {
     void state.advance(revision);
@@ -204,8 +206,7 @@ export async function createControlServer(options: ControlServerOptions): Promis
   const rememberWorkload = (key: string) => {
     if (knownWorkloads.size < MAX_KNOWN_WORKLOADS) knownWorkloads.add(key);
   };
-  // The warm-ups (control/policy-warm-up.ts, primeTickQueue): the first apply after a start should not be the slow one.
-  if ((options.warmUpPasses ?? WARM_UP_PASSES) > 0) primeTickQueue();
+  if (warmUpPasses > 0) primeTickQueue();
   await watch.start();
   verifier.start();
   const sessionPurge = setInterval(() => {
